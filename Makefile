@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make run` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PEOPLE ?= 5000
+
+.PHONY: install run test pipeline lint validate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The sandbox, the Dagster UI on http://127.0.0.1:3000 and a first full run; Ctrl-C stops it all.
+run: install
+	$(BIN)/cdp run --people $(PEOPLE)
+
+## The test suite.
+test: install
+	$(BIN)/python -m pytest
+
+## One headless run of every asset against a freshly started sandbox, with a summary.
+pipeline: install
+	$(BIN)/cdp pipeline --people $(PEOPLE)
+
+lint: install
+	$(BIN)/ruff check .
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf data .pytest_cache

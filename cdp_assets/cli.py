@@ -1,0 +1,133 @@
+"""`cdp`: the project's command line.
+
+    cdp run        the sandbox, the Dagster UI and a first run, until Ctrl-C (`make run`)
+    cdp pipeline   one headless run of every asset against a freshly started sandbox (`make pipeline`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+
+from dagster import DagsterInstance, RunConfig, materialize
+
+from cdp_assets import stack
+from resources import PROJECT_ROOT
+
+DATA = PROJECT_ROOT / "data"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cdp", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="sandbox + Dagster UI + a first run, until Ctrl-C")
+    run.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--ui-port", type=int, default=3000)
+    run.add_argument("--sandbox-port", type=int, default=8765)
+    run.add_argument("--tick-seconds", type=float, default=60, help="how often the sandbox world changes")
+    run.add_argument("--data", type=Path, default=DATA, help="folder for the world, warehouse and run history")
+
+    pipeline = commands.add_parser("pipeline", help="one headless run of every asset")
+    pipeline.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
+    pipeline.add_argument("--data", type=Path, default=DATA / "pipeline", help="folder for world and warehouse")
+    pipeline.add_argument("--sandbox-url", help="use this running sandbox instead of starting one")
+    pipeline.add_argument("--full", action="store_true", help="full re-pull of every source")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_stack(args)
+    else:
+        run_pipeline(args)
+
+
+def _ensure_world(folder: Path, people: int) -> Path:
+    from sandbox.world import build_world
+
+    if not (folder / "world.db").exists():
+        print(f"building a sandbox world of {people:,} people in {folder} ...", flush=True)
+        build_world(folder, people=people)
+    return folder
+
+
+def run_stack(args: argparse.Namespace) -> None:
+    from sandbox.runner import SandboxServer
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as cleanly on SIGTERM as on Ctrl-C
+
+    world = _ensure_world(args.data / "sandbox", args.people)
+    env = {**os.environ, **stack.sandbox_credentials()}
+    env["DAGSTER_HOME"] = str(stack.prepare_dagster_home(args.data / "dagster_home").resolve())
+    env["CDP_WAREHOUSE"] = str((args.data / "warehouse.duckdb").resolve())
+    with SandboxServer(world, {"tick_seconds": args.tick_seconds}, port=args.sandbox_port) as sandbox:
+        env["CDP_SANDBOX_URL"] = sandbox.url
+        ui_url = f"http://{args.host}:{args.ui_port}"
+        dagster = stack.start_dagster_dev(args.host, args.ui_port, env)
+        try:
+            location, repository = stack.wait_for_code_location(ui_url)
+            run_id = stack.launch_job(ui_url, location, repository, "hourly_pipeline")
+            print(f"\nDagster UI: {ui_url}   first run: {ui_url}/runs/{run_id}", flush=True)
+            print(f"Sandbox APIs: {sandbox.url}   Ctrl-C stops everything.\n", flush=True)
+            dagster.wait()
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+        finally:
+            stack.stop(dagster)
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    from sandbox.runner import SandboxServer
+
+    args.data.mkdir(parents=True, exist_ok=True)
+    os.environ.update(stack.sandbox_credentials())
+    os.environ["CDP_WAREHOUSE"] = str((args.data / "warehouse.duckdb").resolve())
+    if args.sandbox_url:
+        summarise(materialize_all(args.sandbox_url, args.full))
+        return
+    world = _ensure_world(args.data / "sandbox", args.people)
+    with SandboxServer(world) as sandbox:
+        summarise(materialize_all(sandbox.url, args.full))
+
+
+def materialize_all(sandbox_url: str, full: bool) -> dict[str, dict[str, object]]:
+    """Materialise every asset in this process; returns each asset's materialisation metadata."""
+    os.environ["CDP_SANDBOX_URL"] = sandbox_url
+    from cdp_assets.definitions import defs, raw_assets
+    from resources import build_resources
+
+    run_config = RunConfig(
+        ops={a.op.name: {"config": {"full_refresh": full}} for a in raw_assets},
+        loggers={"console": {"config": {"log_level": "INFO"}}},
+    )
+    result = materialize(
+        list(defs.assets or []),
+        resources=build_resources(),
+        instance=DagsterInstance.ephemeral(),
+        run_config=run_config,
+    )
+    if not result.success:
+        raise SystemExit("the pipeline run failed")
+    return {
+        event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def summarise(metadata: dict[str, dict[str, object]]) -> None:
+    print(f"\n{'raw asset':36} {'fetched':>9} {'new':>9} {'requests':>9} {'retries':>8} {'seconds':>8}")
+    for key, meta in sorted(metadata.items()):
+        if key.startswith("raw/"):
+            print(f"{key:36} {meta['rows_fetched']:>9,} {meta['rows_new']:>9,} {meta['requests']:>9,}"
+                  f" {meta['retries']:>8,} {meta['seconds']:>8}")
+    print(f"\n{'staging asset':36} {'records':>9} {'deleted':>9}")
+    for key, meta in sorted(metadata.items()):
+        if key.startswith("staging/"):
+            print(f"{key:36} {meta['rows']:>9,} {meta['rows_deleted_at_source']:>9,}")
+    print(f"\nwarehouse: {os.environ['CDP_WAREHOUSE']}")
+
+
+if __name__ == "__main__":
+    main()

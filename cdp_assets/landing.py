@@ -1,0 +1,243 @@
+"""Landing pages of source records in `raw`: append-only, one row per record version.
+
+Each page and the stream's cursor are written in one DuckDB transaction, so a run
+killed anywhere resumes from the last landed page and lands nothing twice: a
+version equal to the record's current one is not appended again. A full re-pull
+notes every id it sees and, once complete, marks the records the source no
+longer lists as deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from resources.source import Cursor, Page, SourceRecord
+
+# A full pull that would mark more than this share of live records deleted is more
+# likely a broken source than a mass deletion; the run fails instead.
+MAX_TOMBSTONE_SHARE = 0.5
+
+SETUP_SQL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE SEQUENCE IF NOT EXISTS raw.landing_seq;
+CREATE TABLE IF NOT EXISTS raw._stream_state (
+    stream VARCHAR PRIMARY KEY,
+    cursor JSON,
+    full_pull_started_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ,
+    run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS raw._full_pull_seen (stream VARCHAR NOT NULL, record_id VARCHAR NOT NULL);
+"""
+
+RAW_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    landing_id BIGINT NOT NULL,        -- order of landing, across all streams
+    record_id VARCHAR,                 -- the source's id; NULL when the source sent none
+    version_at TIMESTAMPTZ NOT NULL,   -- source change time, never later than extraction
+    deleted BOOLEAN NOT NULL,          -- deleted or archived at the source
+    payload JSON NOT NULL,             -- the record exactly as the API served it
+    payload_hash VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    stream VARCHAR NOT NULL,
+    extracted_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL
+)
+"""
+
+# A record's key for deduplication: its id, or its payload when it came without one.
+RECORD_KEY = "coalesce(record_id, '#' || payload_hash)"
+
+LAND_PAGE_SQL = """
+INSERT INTO {table}
+WITH page AS (
+    SELECT record_id, least(coalesce(updated_at, $now), $now) AS version_at, deleted,
+           payload::JSON AS payload, md5(payload) AS payload_hash, pos
+    FROM page_batch
+    QUALIFY row_number() OVER (
+        PARTITION BY coalesce(record_id, '#' || md5(payload)) ORDER BY version_at DESC, pos DESC) = 1
+),
+current AS (
+    SELECT {key} AS record_key,
+           arg_max(payload_hash, (version_at, landing_id)) AS payload_hash,
+           arg_max(deleted, (version_at, landing_id)) AS deleted
+    FROM {table}
+    WHERE {key} IN (SELECT coalesce(record_id, '#' || payload_hash) FROM page)
+    GROUP BY ALL
+)
+SELECT nextval('raw.landing_seq'), p.record_id, p.version_at, p.deleted, p.payload, p.payload_hash,
+       $source, $stream, $now, $run_id
+FROM page p
+LEFT JOIN current c ON c.record_key = coalesce(p.record_id, '#' || p.payload_hash)
+WHERE c.payload_hash IS DISTINCT FROM p.payload_hash OR c.deleted IS DISTINCT FROM p.deleted
+ORDER BY p.pos
+"""
+
+MISSING_SQL = """
+SELECT count(*) FILTER (WHERE NOT seen) AS missing, count(*) AS live
+FROM (
+    SELECT record_id, arg_max(deleted, (version_at, landing_id)) AS deleted,
+           record_id IN (SELECT record_id FROM raw._full_pull_seen WHERE stream = $state_key) AS seen
+    FROM {table} WHERE record_id IS NOT NULL GROUP BY record_id
+)
+WHERE NOT deleted
+"""
+
+TOMBSTONE_SQL = """
+INSERT INTO {table}
+SELECT nextval('raw.landing_seq'), record_id, $now, TRUE, payload, payload_hash, $source, $stream, $now, $run_id
+FROM (
+    SELECT record_id,
+           arg_max(payload, (version_at, landing_id)) AS payload,
+           arg_max(payload_hash, (version_at, landing_id)) AS payload_hash,
+           arg_max(deleted, (version_at, landing_id)) AS deleted
+    FROM {table} WHERE record_id IS NOT NULL GROUP BY record_id
+)
+WHERE NOT deleted
+  AND record_id NOT IN (SELECT record_id FROM raw._full_pull_seen WHERE stream = $state_key)
+"""
+
+
+@dataclass
+class LandingResult:
+    """What one extraction did, for materialisation metadata."""
+
+    full_pull: bool
+    rows_fetched: int = 0
+    rows_new: int = 0
+    pages: int = 0
+    tombstoned: int = 0
+    seconds: float = 0.0
+    cursor: Cursor = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    cursor: Cursor | None
+    full_pull_in_progress: bool
+
+
+def setup(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    conn.execute(SETUP_SQL)
+    conn.execute(RAW_TABLE_SQL.format(table=table))
+
+
+def read_state(conn: duckdb.DuckDBPyConnection, table: str) -> StreamState:
+    row = conn.execute(
+        "SELECT cursor, full_pull_started_at FROM raw._stream_state WHERE stream = $table", {"table": table}
+    ).fetchone()
+    if row is None:
+        return StreamState(None, False)
+    return StreamState(json.loads(row[0]) if row[0] else None, row[1] is not None)
+
+
+def land_stream(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    source: str,
+    stream: str,
+    tombstone_missing: bool,
+    pages: Iterator[Page],
+    full_pull: bool,
+    run_id: str,
+) -> LandingResult:
+    """Land every page of `pages` into `table` (which also keys the stream's state).
+
+    `full_pull` says the pages cover everything the source holds.
+    """
+    started = time.monotonic()
+    result = LandingResult(full_pull=full_pull)
+    params = {"source": source, "stream": stream, "run_id": run_id}
+    state_key = {"state_key": table}
+    for page in pages:
+        now = datetime.now(UTC)
+        conn.begin()
+        if page.records:
+            conn.register("page_batch", _frame(page.records))
+            new = conn.execute(LAND_PAGE_SQL.format(table=table, key=RECORD_KEY), {**params, "now": now})
+            result.rows_new += new.fetchone()[0]
+            if full_pull and tombstone_missing:
+                conn.execute(
+                    "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM page_batch"
+                    " WHERE record_id IS NOT NULL",
+                    state_key,
+                )
+            conn.unregister("page_batch")
+        _save_cursor(conn, table, page.cursor, run_id, full_pull_in_progress=full_pull)
+        conn.commit()
+        result.rows_fetched += len(page.records)
+        result.pages += 1
+        result.cursor = page.cursor
+    if full_pull:
+        result.tombstoned = _finish_full_pull(
+            conn, table, tombstone_missing, {**params, **state_key, "now": datetime.now(UTC)}
+        )
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def begin_full_pull(conn: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
+    """Start a full pull from scratch: forget the ids seen by any earlier, abandoned one."""
+    conn.begin()
+    conn.execute("DELETE FROM raw._full_pull_seen WHERE stream = $table", {"table": table})
+    _save_cursor(conn, table, None, run_id, full_pull_in_progress=True)
+    conn.commit()
+
+
+def _finish_full_pull(
+    conn: duckdb.DuckDBPyConnection, table: str, tombstone_missing: bool, params: dict[str, Any]
+) -> int:
+    conn.begin()
+    tombstoned = 0
+    if tombstone_missing:
+        missing, live = conn.execute(MISSING_SQL.format(table=table), {"state_key": table}).fetchone()
+        if live and missing > MAX_TOMBSTONE_SHARE * live:
+            conn.rollback()
+            raise RuntimeError(
+                f"{table}: the full pull did not list {missing} of {live} live records; refusing to "
+                f"mark more than {MAX_TOMBSTONE_SHARE:.0%} deleted. Check the source before pulling again."
+            )
+        tombstoned = conn.execute(TOMBSTONE_SQL.format(table=table), params).fetchone()[0]
+        conn.execute("DELETE FROM raw._full_pull_seen WHERE stream = $table", {"table": table})
+    conn.execute("UPDATE raw._stream_state SET full_pull_started_at = NULL WHERE stream = $table", {"table": table})
+    conn.commit()
+    return tombstoned
+
+
+def _save_cursor(
+    conn: duckdb.DuckDBPyConnection, stream: str, cursor: Cursor | None, run_id: str, full_pull_in_progress: bool
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO raw._stream_state VALUES ($stream, $cursor, CASE WHEN $full THEN now() END, now(), $run_id)
+        ON CONFLICT (stream) DO UPDATE SET
+            cursor = excluded.cursor,
+            full_pull_started_at = CASE WHEN $full
+                THEN coalesce(raw._stream_state.full_pull_started_at, now()) END,
+            updated_at = excluded.updated_at,
+            run_id = excluded.run_id
+        """,
+        {"stream": stream, "cursor": json.dumps(cursor) if cursor is not None else None,
+         "full": full_pull_in_progress, "run_id": run_id},
+    )
+
+
+def _frame(records: list[SourceRecord]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "record_id": pd.Series([r.record_id for r in records], dtype="string"),
+            "updated_at": pd.to_datetime([r.updated_at for r in records], utc=True),
+            "deleted": pd.Series([r.deleted for r in records], dtype="bool"),
+            "payload": pd.Series([json.dumps(r.payload, separators=(",", ":")) for r in records], dtype="string"),
+            "pos": range(len(records)),
+        }
+    )

@@ -1,0 +1,119 @@
+"""The `raw` layer: one append-only table per source stream, landed by its connector."""
+
+
+from collections.abc import Iterator
+
+import duckdb
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from pydantic import Field
+
+from cdp_assets import landing
+from resources import SOURCES
+from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
+from resources.source import Cursor, Page, SourceResource, StreamSpec
+
+OWNER = "team:data-platform"
+
+
+class PullConfig(Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Pull every record again: repairs drift and marks records the source no longer has as deleted.",
+    )
+
+
+def raw_table(source: str, stream: str) -> str:
+    return f"raw.{source}_{stream}"
+
+
+def raw_key(source: str, stream: str) -> AssetKey:
+    return AssetKey(["raw", f"{source}_{stream}"])
+
+
+def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
+    table = raw_table(source, stream.name)
+    # Associations are read for contacts already landed, so they follow the contacts.
+    deps = [raw_key("hubspot", "contacts")] if (source, stream.name) == ("hubspot", "contact_companies") else []
+
+    @asset(
+        key=raw_key(source, stream.name),
+        group_name="raw",
+        kinds={source, "duckdb"},
+        owners=[OWNER],
+        deps=deps,
+        description=f"{stream.description} Append-only: one row per record version with the full payload.",
+        required_resource_keys={source, "warehouse"},
+        pool=f"source_{source}",
+    )
+    def _raw(context: AssetExecutionContext, config: PullConfig) -> MaterializeResult:
+        connector: SourceResource = getattr(context.resources, source)
+        before = (connector.stats.requests, connector.stats.retries)
+        with context.resources.warehouse.get_connection() as conn:
+            landing.setup(conn, table)
+            state = landing.read_state(conn, table)
+            full = config.full_refresh or state.full_pull_in_progress or connector.requires_full_pull(
+                stream, state.cursor
+            )
+            cursor = state.cursor
+            if full and not state.full_pull_in_progress:
+                landing.begin_full_pull(conn, table, context.run.run_id)
+                cursor = None
+            pages = (
+                _association_pages(conn, connector, cursor, full)
+                if isinstance(connector, HubSpotResource) and stream.name == "contact_companies"
+                else connector.extract(stream, cursor, full)
+            )
+            result = landing.land_stream(
+                conn,
+                table=table,
+                source=source,
+                stream=stream.name,
+                tombstone_missing=stream.tombstone_missing,
+                pages=pages,
+                full_pull=full,
+                run_id=context.run.run_id,
+            )
+        context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
+        return MaterializeResult(
+            metadata={
+                "rows_fetched": result.rows_fetched,
+                "rows_new": result.rows_new,
+                "pages": result.pages,
+                "requests": connector.stats.requests - before[0],
+                "retries": connector.stats.retries - before[1],
+                "rows_marked_deleted": result.tombstoned,
+                "full_pull": result.full_pull,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+
+    return _raw
+
+
+def _association_pages(
+    conn: duckdb.DuckDBPyConnection, hubspot: HubSpotResource, cursor: Cursor | None, full: bool
+) -> Iterator[Page]:
+    """Read associations for the contact versions landed after the cursor, a batch of ids at a time."""
+    key = "full_after" if full else "after_landing_id"
+    after = (cursor or {}).get(key, 0)
+    while True:
+        rows = conn.execute(
+            f"SELECT record_id, landing_id FROM {raw_table('hubspot', 'contacts')}"
+            " WHERE landing_id > $after AND record_id IS NOT NULL AND NOT deleted"
+            " ORDER BY landing_id LIMIT $batch",
+            {"after": after, "batch": ASSOCIATION_BATCH},
+        ).fetchall()
+        if not rows:
+            yield Page([], {"after_landing_id": after})
+            return
+        after = rows[-1][1]
+        contact_ids = list(dict.fromkeys(row[0] for row in rows))
+        yield Page(hubspot.associations(contact_ids), {**(cursor or {}), key: after})
+
+
+def build_raw_assets() -> list[AssetsDefinition]:
+    return [
+        build_raw_asset(source, stream)
+        for source, resource_cls in SOURCES.items()
+        for stream in resource_cls.streams.values()
+    ]

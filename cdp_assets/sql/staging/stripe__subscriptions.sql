@@ -1,0 +1,15 @@
+-- Stripe subscription with its first (in practice only) item's price.
+record_id AS subscription_id,
+payload->>'customer' AS customer_id,
+payload->>'status' AS status,
+payload->'items'->'data'->0->'price'->>'id' AS price_id,
+payload->'items'->'data'->0->'price'->>'product' AS product_id,
+TRY_CAST(payload->'items'->'data'->0->'price'->>'unit_amount' AS BIGINT) AS unit_amount_cents,
+TRY_CAST(payload->'items'->'data'->0->>'quantity' AS INTEGER) AS quantity,
+upper(coalesce(payload->>'currency', payload->'items'->'data'->0->'price'->>'currency')) AS currency,
+payload->'items'->'data'->0->'price'->'recurring'->>'interval' AS billing_interval,
+TRY_CAST(payload->>'cancel_at_period_end' AS BOOLEAN) AS cancel_at_period_end,
+TRY(to_timestamp(TRY_CAST(payload->>'created' AS DOUBLE))) AS created_at,
+TRY(to_timestamp(TRY_CAST(payload->>'canceled_at' AS DOUBLE))) AS canceled_at,
+TRY(to_timestamp(TRY_CAST(payload->'items'->'data'->0->>'current_period_start' AS DOUBLE))) AS current_period_start,
+TRY(to_timestamp(TRY_CAST(payload->'items'->'data'->0->>'current_period_end' AS DOUBLE))) AS current_period_end

@@ -1,0 +1,15 @@
+-- Zendesk ticket.
+record_id AS ticket_id,
+payload->>'subject' AS subject,
+payload->>'status' AS status,
+payload->>'priority' AS priority,
+payload->>'type' AS ticket_type,
+payload->>'requester_id' AS requester_id,
+payload->>'submitter_id' AS submitter_id,
+payload->>'assignee_id' AS assignee_id,
+payload->>'organization_id' AS organization_id,
+payload->'via'->>'channel' AS channel,
+payload->'satisfaction_rating'->>'score' AS satisfaction_score,
+CAST(payload->>'$.tags[*]' AS VARCHAR[]) AS tags,
+TRY_CAST(payload->>'created_at' AS TIMESTAMPTZ) AS created_at,
+TRY_CAST(payload->>'updated_at' AS TIMESTAMPTZ) AS updated_at

@@ -1,0 +1,15 @@
+-- Zendesk user (end users are the people who ask for help).
+record_id AS user_id,
+payload->>'email' AS email,
+payload->>'name' AS name,
+payload->>'phone' AS phone,
+payload->>'external_id' AS external_id,
+payload->>'role' AS role,
+TRY_CAST(payload->>'active' AS BOOLEAN) AS is_active,
+TRY_CAST(payload->>'suspended' AS BOOLEAN) AS is_suspended,
+payload->>'organization_id' AS organization_id,
+CAST(payload->>'$.tags[*]' AS VARCHAR[]) AS tags,
+payload->>'time_zone' AS time_zone,
+payload->>'locale' AS locale,
+TRY_CAST(payload->>'created_at' AS TIMESTAMPTZ) AS created_at,
+TRY_CAST(payload->>'updated_at' AS TIMESTAMPTZ) AS updated_at

@@ -1,0 +1,76 @@
+"""Source connectors and the warehouse, configured from environment variables.
+
+Every base URL defaults to the embedded sandbox; pointing a connector at the real
+service means setting its base URL and secret, nothing else (see README).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster import EnvVar
+from dagster_duckdb import DuckDBResource
+
+from resources.hubspot import HubSpotResource
+from resources.klaviyo import KlaviyoResource
+from resources.mixpanel import MixpanelResource
+from resources.source import SourceResource
+from resources.stripe import StripeResource
+from resources.zendesk import ZendeskResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
+
+SOURCES: dict[str, type[SourceResource]] = {
+    "stripe": StripeResource,
+    "hubspot": HubSpotResource,
+    "zendesk": ZendeskResource,
+    "klaviyo": KlaviyoResource,
+    "mixpanel": MixpanelResource,
+}
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse file; its folder is created on first use."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with super().get_connection() as conn:
+            yield conn
+
+
+def _base_url(variable: str, service: str) -> str:
+    sandbox = os.getenv("CDP_SANDBOX_URL", DEFAULT_SANDBOX_URL).rstrip("/")
+    return os.getenv(variable, f"{sandbox}/{service}")
+
+
+def build_resources() -> dict[str, object]:
+    """The resources of every job: each source (secrets as `EnvVar`) and the warehouse."""
+    return {
+        "stripe": StripeResource(base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY")),
+        "hubspot": HubSpotResource(
+            base_url=_base_url("HUBSPOT_BASE_URL", "hubspot"), access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")
+        ),
+        "zendesk": ZendeskResource(
+            base_url=_base_url("ZENDESK_BASE_URL", "zendesk"),
+            email=EnvVar("ZENDESK_EMAIL"),
+            api_token=EnvVar("ZENDESK_API_TOKEN"),
+        ),
+        "klaviyo": KlaviyoResource(
+            base_url=_base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=EnvVar("KLAVIYO_API_KEY")
+        ),
+        "mixpanel": MixpanelResource(
+            base_url=_base_url("MIXPANEL_BASE_URL", "mixpanel"),
+            service_account_username=EnvVar("MIXPANEL_SERVICE_ACCOUNT"),
+            service_account_secret=EnvVar("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
+            project_id=EnvVar("MIXPANEL_PROJECT_ID"),
+            start_date=os.getenv("MIXPANEL_START_DATE", "2023-01-01"),
+        ),
+        "warehouse": WarehouseResource(database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))),
+    }

@@ -1,0 +1,138 @@
+"""Stripe: customers, subscriptions and invoices.
+
+Stripe lists filter only on `created`, so a full pull walks the list and updates come
+from `/v1/events`, which reach back 30 days; an older cursor forces a full pull.
+Lists and events come newest first; a pull in progress keeps the id to continue after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from resources.http import ApiClient
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix, text_id
+
+PAGE_SIZE = 100  # Stripe's maximum `limit`
+EVENTS_REACH_SECONDS = 30 * 24 * 3600
+EVENTS_SAFETY_SECONDS = 24 * 3600  # pull everything again well before events expire
+
+
+@dataclass(frozen=True)
+class StripeEndpoint:
+    list_path: str
+    list_params: dict[str, str]
+    event_types: tuple[str, ...]
+    deleted_event: str | None  # the event after which the object no longer exists
+
+
+ENDPOINTS: dict[str, StripeEndpoint] = {
+    "customers": StripeEndpoint(
+        "/v1/customers", {}, ("customer.created", "customer.updated", "customer.deleted"), "customer.deleted"
+    ),
+    # Canceled subscriptions are hidden unless asked for; they are history we keep.
+    "subscriptions": StripeEndpoint(
+        "/v1/subscriptions",
+        {"status": "all"},
+        ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"),
+        None,
+    ),
+    "invoices": StripeEndpoint(
+        "/v1/invoices",
+        {},
+        ("invoice.created", "invoice.updated", "invoice.paid", "invoice.finalized", "invoice.voided"),
+        None,
+    ),
+}
+
+STREAMS: dict[str, StreamSpec] = {
+    "customers": StreamSpec("customers", "customers", "customer_id", "Stripe customers (billing accounts)."),
+    "subscriptions": StreamSpec(
+        "subscriptions", "subscriptions", "subscription_id", "Stripe subscriptions, canceled ones included."
+    ),
+    "invoices": StreamSpec("invoices", "invoices", "invoice_id", "Stripe invoices with amounts in cents."),
+}
+
+
+class StripeResource(SourceResource):
+    """Stripe API, authenticated with a secret key sent as a Bearer token."""
+
+    source_name = "stripe"
+    credential_env = "STRIPE_API_KEY"
+    streams = STREAMS
+
+    api_key: str = Field(description="Secret key (sk_...), from STRIPE_API_KEY.")
+
+    def build_client(self) -> ApiClient:
+        return ApiClient(
+            source=self.source_name,
+            base_url=self.base_url,
+            credential_env=self.credential_env,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+        )
+
+    def requires_full_pull(self, stream: StreamSpec, cursor: Cursor | None) -> bool:
+        if cursor is None or "events_since" not in cursor:
+            return True
+        return cursor["events_since"] < time.time() - (EVENTS_REACH_SECONDS - EVENTS_SAFETY_SECONDS)
+
+    def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
+        endpoint = ENDPOINTS[stream.name]
+        if full:
+            yield from self._full(endpoint, cursor or {})
+        else:
+            yield from self._events(endpoint, cursor or {})
+
+    def _full(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
+        resume = cursor.get("full") or {"started": int(time.time()), "after": None}
+        for items, last_id, has_more in self._list(endpoint.list_path, endpoint.list_params, resume["after"]):
+            records = [SourceRecord(text_id(item.get("id")), item) for item in items]
+            if has_more:
+                resume = {**resume, "after": last_id}
+                yield Page(records, {**cursor, "full": resume})
+            else:
+                # Events from the moment the full pull began cover everything after it.
+                since = resume["started"] - self.lookback_seconds
+                yield Page(records, {"events_since": since})
+
+    def _events(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
+        since = cursor["events_since"]
+        resume = cursor.get("events") or {"after": None, "next_since": int(time.time()) - self.lookback_seconds}
+        params: dict[str, Any] = {"created[gte]": since, "types[]": list(endpoint.event_types)}
+        for events, last_id, has_more in self._list("/v1/events", params, resume["after"]):
+            records = [
+                SourceRecord(
+                    record_id=text_id(event["data"]["object"].get("id")),
+                    payload=event["data"]["object"],
+                    updated_at=from_unix(event["created"]),
+                    deleted=event["type"] == endpoint.deleted_event,
+                )
+                for event in events
+            ]
+            if has_more:
+                resume = {**resume, "after": last_id}
+                yield Page(records, {"events_since": since, "events": resume})
+            else:
+                yield Page(records, {"events_since": resume["next_since"]})
+
+    def _list(
+        self, path: str, params: dict[str, Any], after: str | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None, bool]]:
+        """Walk a Stripe list newest first; yields (items, last id, has_more) per page."""
+        while True:
+            query = {**params, "limit": PAGE_SIZE}
+            if after:
+                query["starting_after"] = after
+            body = self.client.request("GET", path, params=query).json()
+            items = body["data"]
+            after = items[-1]["id"] if items else after
+            has_more = bool(body["has_more"]) and bool(items)
+            yield items, after, has_more
+            if not has_more:
+                return

@@ -1,0 +1,198 @@
+"""What the five fake services share: errors, auth parsing, cursors, keyset paging, routing.
+
+Each service module only describes its own dialect (routes, auth, envelopes, limit
+headers); paging and parameter checks live here once so all services behave alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sandbox.config import SandboxConfig
+from sandbox.faults import Quota
+from sandbox.store import WorldStore
+
+Handler = Callable[[Request, bytes], Response]
+COLUMNS = "id, created, updated, archived, payload"
+
+
+class ApiError(Exception):
+    """A client-visible failure; each service renders it in its own error envelope."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+@dataclass(frozen=True)
+class Context:
+    store: WorldStore
+    config: SandboxConfig
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service's dialect; satisfies ``sandbox.faults.Signals`` for its ``Gate``."""
+
+    name: str
+    endpoints: Sequence[tuple[str, Handler, Sequence[str]]]
+    authenticate: Callable[[Request], None]  # raises ApiError
+    render: Callable[[ApiError], Response]
+    throttled: Callable[[str, float], Response]
+    limits: Callable[[str], tuple[str, ...]]
+    headers: Callable[[list[Quota]], dict[str, str]] = field(default=lambda quotas: {})
+
+    def limits_for(self, path: str) -> tuple[str, ...]:
+        return self.limits(path)
+
+    def error_response(self, status: int, message: str) -> Response:
+        return self.render(ApiError(status, message))
+
+    def throttled_response(self, limit: str, retry_after: float) -> Response:
+        return self.throttled(limit, retry_after)
+
+    def quota_headers(self, quotas: list[Quota]) -> dict[str, str]:
+        return self.headers(quotas)
+
+    def app(self) -> ASGIApp:
+        routes = [Route(path, self._endpoint(handler), methods=list(m)) for path, handler, m in self.endpoints]
+        return Router(routes, default=self._not_found)
+
+    def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()  # sync handlers cannot await it themselves
+            return await run_in_threadpool(self._call, handler, request, body)
+
+        return endpoint
+
+    def _call(self, handler: Handler, request: Request, body: bytes) -> Response:
+        try:
+            self.authenticate(request)
+            return handler(request, body)
+        except ApiError as exc:
+            return self.render(exc)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.render(ApiError(404, "Not found", code="not_found"))(scope, receive, send)
+
+
+# -- auth headers --------------------------------------------------------------------
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def basic(request: Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+# -- parameters ----------------------------------------------------------------------
+def int_param(raw: Any, name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer parameter within [low, high], else a 400 naming the parameter."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"Invalid integer: {raw}", code="parameter_invalid_integer", param=name) from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, f"{name} must be {bound}, got {value}.", code="parameter_invalid_integer", param=name)
+    return value
+
+
+def encode_cursor(value: Any) -> str:
+    """Opaque cursor: URL-safe base64 of compact JSON."""
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str, name: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ApiError(400, f"Invalid cursor in {name}.", code="invalid_cursor", param=name) from None
+
+
+def to_ms(value: Any, name: str) -> int:
+    """Unix milliseconds from an ms-epoch number/string or an ISO-8601 time (UTC if naive)."""
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"Invalid time for {name}: {value!r}", param=name) from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"{}")
+    except ValueError:
+        raise ApiError(400, "Invalid JSON body.", code="invalid_json") from None
+
+
+# -- paging --------------------------------------------------------------------------
+def keyset(
+    store: WorldStore,
+    stream: str,
+    keys: tuple[str, ...],
+    limit: int,
+    *,
+    where: str = "1",
+    params: Sequence[Any] = (),
+    after: Sequence[Any] | None = None,
+    descending: bool = False,
+) -> tuple[list[sqlite3.Row], bool]:
+    """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
+
+    Keys must lead an index on (stream, *keys). A two-key position is split into
+    "same first key, later id" and "later first key" so both halves are index ranges,
+    even for expression keys such as ``length(id)``. Returns (rows, has_more).
+    """
+    direction, cmp = ("DESC", "<") if descending else ("ASC", ">")
+    order = ", ".join(f"{k} {direction}" for k in keys)
+    base = f"SELECT {COLUMNS} FROM records WHERE stream = ? AND ({where})"
+    conn = store.connect()
+    if after is None:
+        rows = conn.execute(f"{base} ORDER BY {order} LIMIT ?", (stream, *params, limit + 1)).fetchall()
+    elif len(keys) == 1:
+        sql = f"{base} AND {keys[0]} {cmp} ? ORDER BY {order} LIMIT ?"
+        rows = conn.execute(sql, (stream, *params, after[0], limit + 1)).fetchall()
+    else:
+        first, last = keys
+        same = f"{base} AND {first} = ? AND {last} {cmp} ? ORDER BY {last} {direction} LIMIT ?"
+        rows = conn.execute(same, (stream, *params, after[0], after[1], limit + 1)).fetchall()
+        if len(rows) <= limit:
+            later = f"{base} AND {first} {cmp} ? ORDER BY {order} LIMIT ?"
+            rows += conn.execute(later, (stream, *params, after[0], limit + 1 - len(rows))).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def payloads(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
+    return [json.loads(row["payload"]) for row in rows]

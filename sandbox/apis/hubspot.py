@@ -1,0 +1,240 @@
+"""HubSpot CRM v3 objects (list + search) and the v4 contact->company batch read.
+
+Lists page by numeric id; search pages by offset and refuses to go past the
+configured cap (10,000), which is what forces connectors to re-anchor their queries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sandbox.apis import (
+    COLUMNS,
+    ApiError,
+    Context,
+    Service,
+    bearer,
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    iso_ms,
+    keyset,
+    parse_json,
+    to_ms,
+)
+from sandbox.faults import Quota
+
+OBJECTS = {  # object -> (stream, its last-modified property)
+    "contacts": ("hubspot.contacts", "lastmodifieddate"),
+    "companies": ("hubspot.companies", "hs_lastmodifieddate"),
+}
+BY_ID = ("length(id)", "id")  # numeric id order through records_by_numeric_id
+OPERATORS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
+PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+NO_AUTH = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
+    "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+
+
+def service(ctx: Context) -> Service:
+    endpoints: list[Any] = []
+    for name in OBJECTS:
+        endpoints.append((f"/crm/v3/objects/{name}", partial(_list, ctx, name), ("GET",)))
+        endpoints.append((f"/crm/v3/objects/{name}/search", partial(_search, ctx, name), ("POST",)))
+    endpoints.append(("/crm/v4/associations/contacts/companies/batch/read", partial(_associations, ctx), ("POST",)))
+    return Service(
+        name="hubspot",
+        endpoints=endpoints,
+        authenticate=partial(_authenticate, ctx),
+        render=_render,
+        throttled=_throttled,
+        limits=lambda path: ("ten_secondly", "search") if path.endswith("/search") else ("ten_secondly",),
+        headers=_quota_headers,
+    )
+
+
+def _authenticate(ctx: Context, request: Request) -> None:
+    if bearer(request) != ctx.config.credentials.hubspot.token:
+        raise ApiError(401, NO_AUTH)
+
+
+def _render(exc: ApiError) -> Response:
+    body = {
+        "status": "error",
+        "message": exc.message,
+        "correlationId": str(uuid.uuid4()),
+        "category": _category(exc.status),
+    }
+    return JSONResponse(body, status_code=exc.status)
+
+
+def _category(status: int) -> str:
+    return {401: "INVALID_AUTHENTICATION", 404: "OBJECT_NOT_FOUND"}.get(
+        status, "VALIDATION_ERROR" if status < 500 else "INTERNAL_ERROR"
+    )
+
+
+def _throttled(limit: str, retry_after: float) -> Response:
+    """No Retry-After: HubSpot only names the policy that was exhausted."""
+    policy, label = ("SECONDLY", "secondly") if limit == "search" else ("TEN_SECONDLY_ROLLING", "ten_secondly_rolling")
+    body = {
+        "status": "error",
+        "message": f"You have reached your {label} limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+    }
+    return JSONResponse(body, status_code=429)
+
+
+def _quota_headers(quotas: list[Quota]) -> dict[str, str]:
+    for q in quotas:
+        if q.name == "ten_secondly":
+            return {
+                "X-HubSpot-RateLimit-Max": str(q.max),
+                "X-HubSpot-RateLimit-Remaining": str(q.remaining),
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(q.seconds * 1000)),
+            }
+    return {}
+
+
+def _list(ctx: Context, name: str, request: Request, body: bytes) -> Response:
+    stream, modified = OBJECTS[name]
+    query = request.query_params
+    limit = int_param(query.get("limit"), "limit", 10, 1, ctx.config.page_sizes.hubspot_list)
+    archived = query.get("archived", "false").lower() == "true"
+    position = None
+    if query.get("after"):
+        last = str(decode_cursor(query["after"], "after"))
+        if not last.isdigit():
+            raise ApiError(400, "Invalid after token.", param="after")
+        position = (len(last), last)
+    rows, has_more = keyset(
+        ctx.store, stream, BY_ID, limit, where="archived = ?", params=(int(archived),), after=position
+    )
+    wanted = _wanted(query.getlist("properties"), modified)
+    page: dict[str, Any] = {"results": [_shape(row, wanted) for row in rows]}
+    if has_more:
+        token = encode_cursor(rows[-1]["id"])
+        page["paging"] = {"next": {"after": token, "link": str(request.url.include_query_params(after=token))}}
+    return JSONResponse(page)
+
+
+def _wanted(requested: list[str], modified: str) -> set[str] | None:
+    names = {p.strip() for item in requested for p in item.split(",") if p.strip()}
+    return names | {"hs_object_id", "createdate", modified} if names else None
+
+
+def _shape(row: Any, wanted: set[str] | None) -> dict[str, Any]:
+    obj = json.loads(row["payload"])
+    if wanted is not None:
+        props = obj.get("properties", {})
+        obj["properties"] = {p: props.get(p) for p in sorted(wanted)}
+    if row["archived"]:
+        obj["archived"] = True
+        obj.setdefault("archivedAt", iso_ms(row["updated"]))
+    return obj
+
+
+def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
+    stream, modified = OBJECTS[name]
+    spec = parse_json(body)
+    if not isinstance(spec, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    limit = int_param(spec.get("limit"), "limit", 10, 1, ctx.config.page_sizes.hubspot_search)
+    offset = int_param(spec.get("after"), "after", 0, 0)
+    cap = ctx.config.hubspot_search_cap
+    if offset >= cap:
+        raise ApiError(400, f"Search results are capped at {cap} per query; narrow the filters to read further.")
+    where, params = _filter_groups(spec.get("filterGroups") or [], modified)
+    order = _order(spec.get("sorts") or [], modified)
+    base = f"FROM records WHERE stream = ? AND archived = 0 AND ({where})"
+    conn = ctx.store.connect()
+    total = conn.execute(f"SELECT COUNT(*) {base}", (stream, *params)).fetchone()[0]
+    take = min(limit, cap - offset)
+    sql = f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT ? OFFSET ?"
+    rows = conn.execute(sql, (stream, *params, take, offset)).fetchall()
+    wanted = _wanted(spec.get("properties") or [], modified)
+    page: dict[str, Any] = {"total": total, "results": [_shape(row, wanted) for row in rows]}
+    if offset + len(rows) < total:
+        page["paging"] = {"next": {"after": str(offset + len(rows))}}
+    return JSONResponse(page)
+
+
+def _filter_groups(groups: list[Any], modified: str) -> tuple[str, list[Any]]:
+    """OR of groups, AND within a group, with HubSpot's documented size limits."""
+    if len(groups) > 5 or sum(len(g.get("filters") or []) for g in groups) > 25:
+        raise ApiError(400, "At most 5 filterGroups with 25 filters in total are allowed.")
+    ors: list[str] = []
+    params: list[Any] = []
+    for group in groups:
+        filters = group.get("filters") or []
+        if len(filters) > 10:
+            raise ApiError(400, "At most 10 filters per filterGroup are allowed.")
+        ands = [_filter(f, modified, params) for f in filters]
+        ors.append(" AND ".join(ands) or "1")
+    return (" OR ".join(f"({o})" for o in ors) or "1"), params
+
+
+def _filter(spec: dict[str, Any], modified: str, params: list[Any]) -> str:
+    prop, op, value = spec.get("propertyName", ""), OPERATORS.get(spec.get("operator", "")), spec.get("value")
+    if op is None or value is None or not PROPERTY_NAME.match(prop):
+        raise ApiError(400, f"Unsupported filter: {json.dumps(spec)}")
+    if prop == "hs_object_id":
+        digits = str(value)
+        if not digits.isdigit():
+            raise ApiError(400, f"hs_object_id must be numeric, got {value!r}")
+        if op in ("=", "!="):
+            params.append(digits)
+            return f"id {op} ?"
+        strict = op.rstrip("=")  # (length, text) compares like the number itself
+        params.extend([len(digits), len(digits), digits])
+        return f"(length(id) {strict} ? OR (length(id) = ? AND id {op} ?))"
+    if prop in (modified, "createdate"):
+        params.append(to_ms(value, prop))
+        return f"updated {op} ?" if prop == modified else f"created * 1000 {op} ?"
+    params.extend([f'$.properties."{prop}"', str(value)])
+    return f"json_extract(payload, ?) {op} ?"
+
+
+def _order(sorts: list[Any], modified: str) -> str:
+    if len(sorts) > 1:
+        raise ApiError(400, "Only one sort is allowed.")
+    prop = sorts[0].get("propertyName") if sorts else "hs_object_id"
+    direction = "DESC" if sorts and sorts[0].get("direction") == "DESCENDING" else "ASC"
+    keys = {"hs_object_id": BY_ID, modified: ("updated", "id"), "createdate": ("created", "id")}.get(prop)
+    if keys is None:
+        raise ApiError(400, f"Sorting by {prop!r} is not supported.")
+    return ", ".join(f"{k} {direction}" for k in keys)
+
+
+def _associations(ctx: Context, request: Request, body: bytes) -> Response:
+    started = datetime.now(UTC)
+    spec = parse_json(body)
+    inputs = spec.get("inputs") if isinstance(spec, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) and "id" in i for i in inputs):
+        raise ApiError(400, 'Body must look like {"inputs": [{"id": "..."}]}.')
+    if len(inputs) > ctx.config.page_sizes.hubspot_batch:
+        raise ApiError(400, f"Batch read takes at most {ctx.config.page_sizes.hubspot_batch} inputs.")
+    ids = [str(i["id"]) for i in inputs]
+    sql = f"SELECT id, payload FROM records WHERE stream = ? AND archived = 0 AND id IN ({','.join('?' * len(ids))})"
+    found = dict(ctx.store.connect().execute(sql, ("hubspot.contact_companies", *ids)).fetchall()) if ids else {}
+    results = [json.loads(found[i]) for i in dict.fromkeys(ids) if i in found]
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return JSONResponse(
+        {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started.strftime(stamp),
+            "completedAt": datetime.now(UTC).strftime(stamp),
+        }
+    )

@@ -1,0 +1,200 @@
+"""Klaviyo JSON:API: profiles, events and metrics with ``page[cursor]`` links.
+
+Connectors follow ``links.next`` until it is null, so the links are absolute URLs
+built from the request itself, exactly as a client sent it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sandbox.apis import ApiError, Context, Service, decode_cursor, encode_cursor, int_param, keyset, payloads, to_ms
+from sandbox.faults import Quota
+
+CALL = re.compile(r"(greater-than|greater-or-equal|less-than|less-or-equal)\((\w+),\s*\"?([^,()\"]+)\"?\)")
+OPS = {"greater-than": ">", "greater-or-equal": ">=", "less-than": "<", "less-or-equal": "<="}
+TITLES = {
+    "not_authenticated": "Authentication credentials were not provided.",
+    "authentication_failed": "Incorrect authentication credentials.",
+    "invalid": "Invalid input.",
+    "not_found": "Not found.",
+    "throttled": "Request was throttled.",
+    "error": "A server error occurred.",
+}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One paged collection: its stream, sort options, filterable time field and page sizes."""
+
+    stream: str
+    time_field: str  # maps to records.updated
+    operators: tuple[str, ...]
+    default_size: int
+    max_size: Callable[[Context], int]
+    sorts: tuple[str, ...]
+
+
+PROFILES = Listing(
+    "klaviyo.profiles",
+    "updated",
+    ("greater-than", "less-than"),
+    20,
+    lambda ctx: ctx.config.page_sizes.klaviyo_profiles,
+    ("updated", "-updated"),
+)
+EVENTS = Listing(
+    "klaviyo.events",
+    "datetime",
+    tuple(OPS),
+    200,
+    lambda ctx: ctx.config.page_sizes.klaviyo_events,
+    ("datetime", "-datetime"),
+)
+
+
+def service(ctx: Context) -> Service:
+    return Service(
+        name="klaviyo",
+        endpoints=[
+            ("/api/profiles", partial(_page, ctx, PROFILES), ("GET",)),
+            ("/api/events", partial(_page, ctx, EVENTS), ("GET",)),
+            ("/api/metrics", partial(_metrics, ctx), ("GET",)),
+        ],
+        authenticate=partial(_authenticate, ctx),
+        render=_render,
+        throttled=_throttled,
+        limits=lambda path: ("burst", "steady"),
+        headers=_quota_headers,
+    )
+
+
+def _authenticate(ctx: Context, request: Request) -> None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme != "Klaviyo-API-Key" or not key.strip():
+        raise ApiError(
+            401, "Missing or invalid authorization scheme. Please use Klaviyo-API-Key.", code="not_authenticated"
+        )
+    if key.strip() != ctx.config.credentials.klaviyo.api_key:
+        raise ApiError(401, "Incorrect authentication credentials.", code="authentication_failed")
+    if not request.headers.get("revision"):
+        raise ApiError(
+            400, "The 'revision' header is required (e.g. revision: 2024-10-15).", code="invalid", param="revision"
+        )
+
+
+def _render(exc: ApiError) -> Response:
+    code = exc.code if exc.code in TITLES else ("error" if exc.status >= 500 else "invalid")
+    error = {
+        "id": str(uuid.uuid4()),
+        "status": exc.status,
+        "code": code,
+        "title": TITLES[code],
+        "detail": exc.message,
+        "source": {"parameter": exc.param} if exc.param else {},
+    }
+    return JSONResponse({"errors": [error]}, status_code=exc.status)
+
+
+def _throttled(limit: str, retry_after: float) -> Response:
+    """A 429 carries only Retry-After, no RateLimit-* headers."""
+    wait = max(1, math.ceil(retry_after))
+    response = _render(ApiError(429, f"Request was throttled. Expected available in {wait} second.", code="throttled"))
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def _quota_headers(quotas: list[Quota]) -> dict[str, str]:
+    if not quotas:
+        return {}
+    tight = min(quotas, key=lambda q: q.remaining)
+    return {
+        "RateLimit-Limit": str(tight.max),
+        "RateLimit-Remaining": str(tight.remaining),
+        "RateLimit-Reset": str(math.ceil(tight.reset)),
+    }
+
+
+def _page(ctx: Context, listing: Listing, request: Request, body: bytes) -> Response:
+    query = request.query_params
+    size = int_param(query.get("page[size]"), "page[size]", listing.default_size, 1, listing.max_size(ctx))
+    sort = query.get("sort", "")
+    if sort and sort not in listing.sorts:
+        raise ApiError(400, f"Invalid sort {sort!r}; use one of {', '.join(listing.sorts)}.", param="sort")
+    keys = ("updated", "id") if sort else ("id",)
+    descending = sort.startswith("-")
+    where, params = _filter(query.get("filter"), listing)
+    position, backwards = _position(query.get("page[cursor]"), sort, len(keys))
+    rows, more = keyset(
+        ctx.store,
+        listing.stream,
+        keys,
+        size,
+        where=where,
+        params=params,
+        after=position,
+        descending=descending != backwards,
+    )
+    rows = rows[::-1] if backwards else rows
+    has_next, has_prev = (True, more) if backwards else (more, position is not None)
+    data = payloads(rows)
+    if listing is PROFILES and query.get("additional-fields[profile]") != "subscriptions":
+        for profile in data:
+            profile.get("attributes", {}).pop("subscriptions", None)
+
+    def link(**position: Any) -> str:
+        token = encode_cursor({"sort": sort, **position})
+        return str(request.url.include_query_params(**{"page[cursor]": token}))
+
+    def key(row: Any) -> list[Any]:
+        return [row[k] for k in keys]
+
+    links = {
+        "self": str(request.url),
+        "next": link(after=key(rows[-1])) if has_next and rows else None,
+        "prev": link(before=key(rows[0])) if has_prev and rows else None,
+    }
+    return JSONResponse({"data": data, "links": links})
+
+
+def _position(token: str | None, sort: str, width: int) -> tuple[list[Any] | None, bool]:
+    """The sort key a ``page[cursor]`` points at, and whether it pages backwards."""
+    if not token:
+        return None, False
+    cursor = decode_cursor(token, "page[cursor]")
+    position = cursor.get("before", cursor.get("after")) if isinstance(cursor, dict) else None
+    if not isinstance(position, list) or len(position) != width or cursor.get("sort") != sort:
+        raise ApiError(400, "page[cursor] does not belong to this query.", param="page[cursor]")
+    return position, "before" in cursor
+
+
+def _filter(text: str | None, listing: Listing) -> tuple[str, list[Any]]:
+    """``greater-than(updated,ISO)``-style conditions, alone, comma-joined or inside ``and(...)``."""
+    if not text:
+        return "archived = 0", []
+    inner = text[4:-1] if text.startswith("and(") and text.endswith(")") else text
+    calls = CALL.findall(inner)
+    if not calls or CALL.sub("", inner).replace(",", "").strip():
+        raise ApiError(400, f"Invalid filter: {text}", param="filter")
+    clauses, params = ["archived = 0"], []
+    for op, field, value in calls:
+        if field != listing.time_field or op not in listing.operators:
+            raise ApiError(400, f"Filter {op}({field}) is not supported here.", param="filter")
+        clauses.append(f"updated {OPS[op]} ?")
+        params.append(to_ms(value.strip(), "filter"))
+    return " AND ".join(clauses), params
+
+
+def _metrics(ctx: Context, request: Request, body: bytes) -> Response:
+    sql = "SELECT payload FROM records WHERE stream = 'klaviyo.metrics' AND archived = 0 ORDER BY id"
+    data = payloads(ctx.store.connect().execute(sql).fetchall())
+    return JSONResponse({"data": data, "links": {"self": str(request.url), "next": None, "prev": None}})

@@ -1,0 +1,198 @@
+"""Sandbox settings: credentials, documented rate limits, page sizes, faults and churn.
+
+Defaults are the real services' documented values, so a connector tuned against the
+sandbox is tuned for production. The same shape is read from an optional JSON file and
+deep-merged at runtime through ``PATCH /_sandbox/config``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+SERVICES: tuple[str, ...] = ("stripe", "hubspot", "zendesk", "klaviyo", "mixpanel")
+
+_LOCK = threading.Lock()
+
+
+@dataclass
+class StripeAuth:
+    api_key: str = "sk_test_sandbox"
+
+
+@dataclass
+class HubSpotAuth:
+    token: str = "pat-sandbox"
+
+
+@dataclass
+class ZendeskAuth:
+    """Basic ``{email}/token:{api_token}``; ``Bearer {api_token}`` is accepted too."""
+
+    email: str = "sandbox@example.com"
+    api_token: str = "zd-sandbox"
+
+
+@dataclass
+class KlaviyoAuth:
+    api_key: str = "pk_sandbox"
+
+
+@dataclass
+class MixpanelAuth:
+    username: str = "sandbox.sa"
+    secret: str = "mp-sandbox"
+    project_id: str = "1"
+
+
+@dataclass
+class Credentials:
+    stripe: StripeAuth = field(default_factory=StripeAuth)
+    hubspot: HubSpotAuth = field(default_factory=HubSpotAuth)
+    zendesk: ZendeskAuth = field(default_factory=ZendeskAuth)
+    klaviyo: KlaviyoAuth = field(default_factory=KlaviyoAuth)
+    mixpanel: MixpanelAuth = field(default_factory=MixpanelAuth)
+
+
+@dataclass
+class Limit:
+    """At most ``max`` requests in any rolling ``seconds`` window; ``max <= 0`` disables it."""
+
+    max: int
+    seconds: float
+
+
+def _default_limits() -> dict[str, dict[str, Limit]]:
+    return {
+        "stripe": {"requests": Limit(25, 1)},
+        "hubspot": {"ten_secondly": Limit(100, 10), "search": Limit(4, 1)},
+        "zendesk": {"export": Limit(10, 60)},
+        "klaviyo": {"burst": Limit(75, 1), "steady": Limit(750, 60)},
+        "mixpanel": {"secondly": Limit(3, 1), "hourly": Limit(60, 3600)},
+    }
+
+
+@dataclass
+class PageSizes:
+    """Largest page each endpoint serves (documented maxima)."""
+
+    stripe: int = 100
+    hubspot_list: int = 100
+    hubspot_search: int = 200
+    hubspot_batch: int = 1000
+    zendesk: int = 1000
+    klaviyo_profiles: int = 100
+    klaviyo_events: int = 200
+    mixpanel: int = 100_000
+
+
+@dataclass
+class Faults:
+    """Injected trouble; ``None`` in a per-service entry means "use the default entry"."""
+
+    error_rate: float | None = None
+    burst_429_every: int | None = None
+    burst_429_length: int | None = None
+    latency_ms: float | None = None
+    drop_rate: float | None = None
+
+
+def _default_faults() -> dict[str, Faults]:
+    return {"default": Faults(0.0, 0, 0, 0.0, 0.0)}
+
+
+@dataclass
+class SandboxConfig:
+    credentials: Credentials = field(default_factory=Credentials)
+    limits: dict[str, dict[str, Limit]] = field(default_factory=_default_limits)
+    page_sizes: PageSizes = field(default_factory=PageSizes)
+    hubspot_search_cap: int = 10_000
+    zendesk_recent_exclusion_seconds: float = 60
+    faults: dict[str, Faults] = field(default_factory=_default_faults)
+    fault_seed: int = 0
+    tick_seconds: float = 0
+    changes_per_tick: int = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        with _LOCK:
+            return asdict(self)
+
+    def update(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """Deep-merge ``patch`` into this config in place; invalid patches change nothing."""
+        with _LOCK:
+            fresh = from_dict(_merge(asdict(self), patch))
+            for f in fields(self):
+                setattr(self, f.name, getattr(fresh, f.name))
+            return asdict(self)
+
+    def faults_for(self, service: str) -> Faults:
+        """The default faults overlaid with the service's own non-null entries."""
+        faults = self.faults
+        merged = asdict(faults["default"])
+        own = faults.get(service)
+        if own is not None:
+            merged.update({k: v for k, v in asdict(own).items() if v is not None})
+        return Faults(**merged)
+
+
+def from_dict(data: dict[str, Any]) -> SandboxConfig:
+    """Build a config from (partial) JSON, rejecting unknown keys and wrong types."""
+    config = _build(SandboxConfig, _merge(asdict(SandboxConfig()), data), "config")
+    for service, limits in config.limits.items():
+        known = _default_limits().get(service)
+        if known is None or not set(limits) <= set(known):
+            raise ValueError(f"unknown limits: {service} {sorted(limits)}")
+    unknown = set(config.faults) - {"default", *SERVICES}
+    if unknown:
+        raise ValueError(f"unknown fault sections: {sorted(unknown)}")
+    default = config.faults.get("default")
+    if default is None or None in asdict(default).values():
+        raise ValueError("faults.default needs every field set")
+    return config
+
+
+def load(path: str | Path | None = None) -> SandboxConfig:
+    """Defaults, overlaid with the JSON file at ``path`` when one is given."""
+    return from_dict(json.loads(Path(path).read_text()) if path else {})
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in patch.items()}}
+    return patch
+
+
+def _build(kind: Any, value: Any, where: str) -> Any:
+    """Turn plain JSON into ``kind`` (dataclass, dict[str, X], optional or scalar)."""
+    origin = typing.get_origin(kind)
+    if origin is types.UnionType:
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        origin = None
+    if is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object")
+        hints = typing.get_type_hints(kind)
+        unknown = set(value) - set(hints)
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        try:
+            return kind(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(f"{where}: {exc}") from None
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object")
+        item = typing.get_args(kind)[1]  # a null entry removes that key
+        return {str(k): _build(item, v, f"{where}.{k}") for k, v in value.items() if v is not None}
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,132 @@
+"""The sandbox ASGI app: five fake SaaS services behind their own prefixes, plus control routes.
+
+A connector's base URL is the only thing that differs from production, e.g.
+``http://127.0.0.1:8765/stripe`` instead of ``https://api.stripe.com``. The
+``/_sandbox/*`` routes (no auth, no faults) let tests and benchmarks steer the world.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from sandbox.apis import Context, hubspot, klaviyo, mixpanel, stripe, zendesk
+from sandbox.config import SandboxConfig
+from sandbox.faults import FaultInjector, Gate, RateLimiter, Stats
+from sandbox.store import WorldStore
+
+log = logging.getLogger(__name__)
+
+
+def run_ticks(store: WorldStore, changes: int, count: int) -> dict[str, int]:
+    """Apply ``count`` churn ticks now and sum their per-stream counts."""
+    from sandbox.churn import tick  # written alongside; imported late so the server runs without it
+
+    total: Counter[str] = Counter()
+    for _ in range(count):
+        total.update(tick(store, int(time.time() * 1000), changes))
+    return dict(total)
+
+
+class Ticker:
+    """Background churn every ``tick_seconds`` (re-read each round, so PATCH can switch it)."""
+
+    def __init__(self, store: WorldStore, config: SandboxConfig) -> None:
+        self.store, self.config = store, config
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.tick_seconds if self.config.tick_seconds > 0 else 1.0):
+            if self.config.tick_seconds > 0:
+                try:
+                    run_ticks(self.store, self.config.changes_per_tick, 1)
+                except Exception:
+                    log.exception("background churn tick failed")
+
+
+def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
+    store = WorldStore(folder)
+    ctx = Context(store, config)
+    limiter, injector, stats = RateLimiter(), FaultInjector(config.fault_seed), Stats()
+    mounts = []
+    for module in (stripe, hubspot, zendesk, klaviyo, mixpanel):
+        svc = module.service(ctx)
+        mounts.append(Mount(f"/{svc.name}", app=Gate(svc.app(), svc, config, limiter, injector, stats)))
+
+    def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    def tick(request: Request) -> JSONResponse:
+        try:
+            changes = int(request.query_params.get("changes", config.changes_per_tick))
+            count = int(request.query_params.get("count", 1))
+        except ValueError:
+            return JSONResponse({"error": "changes and count must be integers"}, status_code=400)
+        try:
+            return JSONResponse(run_ticks(store, changes, count))
+        except ImportError as exc:
+            return JSONResponse({"error": f"churn is unavailable: {exc}"}, status_code=501)
+
+    async def patch_config(request: Request) -> JSONResponse:
+        try:
+            patch: Any = await request.json()
+            if not isinstance(patch, dict):
+                raise ValueError("expected a JSON object")
+            merged = config.update(patch)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if "limits" in patch:
+            limiter.reset()  # new limits start with empty windows
+        if "faults" in patch or "fault_seed" in patch:
+            injector.reset(config.fault_seed)
+        return JSONResponse(merged)
+
+    def get_config(request: Request) -> JSONResponse:
+        return JSONResponse(config.to_dict())
+
+    def get_stats(request: Request) -> JSONResponse:
+        return JSONResponse(stats.summary())
+
+    def reset_stats(request: Request) -> JSONResponse:
+        stats.reset()
+        return JSONResponse({"status": "ok"})
+
+    control = Mount(
+        "/_sandbox",
+        routes=[
+            Route("/health", health),
+            Route("/tick", tick, methods=["POST"]),
+            Route("/config", get_config, methods=["GET"]),
+            Route("/config", patch_config, methods=["PATCH"]),
+            Route("/stats", get_stats, methods=["GET"]),
+            Route("/stats", reset_stats, methods=["DELETE"]),
+        ],
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ticker = Ticker(store, config)
+        ticker.start()
+        yield
+        ticker.stop()
+
+    return Starlette(routes=[control, *mounts], lifespan=lifespan)

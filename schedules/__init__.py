@@ -1,0 +1,58 @@
+"""The two paths the pipeline runs on by itself: hourly incremental pulls and a nightly full re-pull."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    DefaultScheduleStatus,
+    RunConfig,
+    ScheduleDefinition,
+    define_asset_job,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from cdp_assets.raw import PullConfig
+
+HOURLY_CRON = "5 * * * *"
+NIGHTLY_CRON = "30 2 * * *"
+TIMEZONE = "UTC"
+
+
+def build_jobs(raw_assets: list[AssetsDefinition]) -> list[UnresolvedAssetJobDefinition]:
+    full_refresh = RunConfig(ops={a.op.name: PullConfig(full_refresh=True) for a in raw_assets})
+    return [
+        define_asset_job(
+            "hourly_pipeline",
+            selection=AssetSelection.all(),
+            description="Incremental pulls from every source, then everything downstream of them.",
+        ),
+        define_asset_job(
+            "nightly_pipeline",
+            selection=AssetSelection.all(),
+            config=full_refresh,
+            description="Full re-pull of every source (repairs drift, catches deletions), then everything downstream.",
+        ),
+    ]
+
+
+def build_schedules(jobs: list[UnresolvedAssetJobDefinition]) -> list[ScheduleDefinition]:
+    by_name = {job.name: job for job in jobs}
+    return [
+        ScheduleDefinition(
+            name="hourly_pipeline_schedule",
+            job=by_name["hourly_pipeline"],
+            cron_schedule=HOURLY_CRON,
+            execution_timezone=TIMEZONE,
+            default_status=DefaultScheduleStatus.RUNNING,
+            description="Every hour: incremental pulls and the layers they feed.",
+        ),
+        ScheduleDefinition(
+            name="nightly_pipeline_schedule",
+            job=by_name["nightly_pipeline"],
+            cron_schedule=NIGHTLY_CRON,
+            execution_timezone=TIMEZONE,
+            default_status=DefaultScheduleStatus.RUNNING,
+            description="Every night: full re-pulls and the layers they feed.",
+        ),
+    ]

@@ -1,0 +1,303 @@
+"""The sandbox world: deterministic, API-shaped, fully labelled, hard on purpose, and moving."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sqlite3
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.churn import tick
+from sandbox.store import ANOMALIES_FILE, DB_FILE, STREAMS, TRUTH_FILE, WorldStore
+from sandbox.world import build_world
+
+ANCHOR = 1_750_000_000  # a fixed "now", so every run builds the same world
+PEOPLE = 300
+NO_PERSON = {"hubspot.companies", "klaviyo.metrics"}
+SHAPES: dict[str, set[str]] = {
+    "stripe.customers": {"id", "object", "created", "email", "name", "phone", "address", "currency", "balance",
+                         "livemode", "metadata"},
+    "stripe.subscriptions": {"id", "object", "customer", "status", "created", "canceled_at", "cancel_at_period_end",
+                             "currency", "items", "metadata"},
+    "stripe.invoices": {"id", "object", "customer", "subscription", "status", "amount_due", "amount_paid",
+                        "currency", "created", "period_start", "period_end"},
+    "stripe.events": {"id", "object", "type", "created", "api_version", "data"},
+    "hubspot.contacts": {"id", "properties", "createdAt", "updatedAt", "archived"},
+    "hubspot.companies": {"id", "properties", "createdAt", "updatedAt", "archived"},
+    "hubspot.contact_companies": {"from", "to"},
+    "zendesk.users": {"id", "url", "name", "email", "phone", "external_id", "role", "active", "suspended",
+                      "organization_id", "tags", "user_fields", "time_zone", "locale", "created_at", "updated_at"},
+    "zendesk.tickets": {"id", "url", "subject", "description", "status", "priority", "type", "requester_id",
+                        "submitter_id", "assignee_id", "organization_id", "tags", "via", "satisfaction_rating",
+                        "custom_fields", "created_at", "updated_at"},
+    "klaviyo.profiles": {"type", "id", "attributes", "links"},
+    "klaviyo.events": {"type", "id", "attributes", "relationships"},
+    "klaviyo.metrics": {"type", "id", "attributes"},
+    "mixpanel.events": {"event", "properties"},
+}
+CONTACT_PROPERTIES = {"email", "firstname", "lastname", "phone", "company", "jobtitle", "lifecyclestage", "city",
+                      "country", "createdate", "lastmodifieddate", "hs_object_id", "hs_email_optout"}
+PROFILE_ATTRIBUTES = {"email", "phone_number", "external_id", "first_name", "last_name", "organization", "title",
+                      "locale", "created", "updated", "last_event_date", "location", "properties", "subscriptions"}
+IDS = {
+    "stripe.customers": r"cus_[0-9A-Za-z]{14}", "stripe.subscriptions": r"sub_[0-9A-Za-z]{24}",
+    "stripe.invoices": r"in_[0-9A-Za-z]{24}", "stripe.events": r"evt_[0-9A-Za-z]{24}",
+    "hubspot.contacts": r"[0-9]+", "hubspot.companies": r"[0-9]+", "hubspot.contact_companies": r"[0-9]+",
+    "zendesk.users": r"[0-9]+", "zendesk.tickets": r"[0-9]+", "klaviyo.profiles": r"[0-9A-HJKMNP-TV-Z]{26}",
+    "klaviyo.events": r"[0-9A-HJKMNP-TV-Z]{26}", "klaviyo.metrics": r"[0-9A-Za-z]{6}",
+    "mixpanel.events": r"[0-9a-f]{20}",
+}
+HUBSPOT_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
+ZENDESK_TIME = "%Y-%m-%dT%H:%M:%S%z"
+EMAIL = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$")
+
+
+def dig(payload: Any, *path: str) -> Any:
+    for key in path:
+        payload = payload.get(key) if isinstance(payload, dict) else None
+    return payload
+
+
+EMAIL_AT = {"stripe.customers": ("email",), "hubspot.contacts": ("properties", "email"), "zendesk.users": ("email",),
+            "klaviyo.profiles": ("attributes", "email")}
+TIME_AT = {"mixpanel.events": ("properties", "time"), "klaviyo.events": ("attributes", "timestamp")}
+MISSING_AT = {"stripe.subscriptions": ("customer",), "stripe.invoices": ("customer",),
+              "zendesk.tickets": ("requester_id",), "mixpanel.events": ("properties", "distinct_id")}
+WRONG_TYPE_AT = {"stripe.customers": (("created",), str), "stripe.invoices": (("amount_due",), str),
+                 "hubspot.contacts": (("properties", "phone"), int), "mixpanel.events": (("properties", "time"), str)}
+KNOWN_STATUSES = {"active", "trialing", "past_due", "unpaid", "paused", "canceled", "incomplete", "incomplete_expired",
+                  "new", "open", "pending", "hold", "solved", "closed", "deleted"}
+# How each anomaly kind shows in a payload of the stream it was listed for.
+BAD = {
+    "invalid_email": lambda stream, p: not EMAIL.match(dig(p, *EMAIL_AT[stream]).strip().lower()),
+    "negative_amount": lambda stream, p: p["amount_due"] < 0,
+    "future_timestamp": lambda stream, p: dig(p, *TIME_AT[stream]) > ANCHOR,
+    "unknown_enum": lambda stream, p: p["status"] not in KNOWN_STATUSES,
+    "missing_id": lambda stream, p: dig(p, *MISSING_AT[stream]) is None,
+    "wrong_type": lambda stream, p: isinstance(dig(p, *WRONG_TYPE_AT[stream][0]), WRONG_TYPE_AT[stream][1]),
+}
+
+
+def rows(folder: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(folder / DB_FILE) as conn:
+        return conn.execute(
+            "SELECT stream, id, created, updated, archived, payload FROM records ORDER BY 1, 2"
+        ).fetchall()
+
+
+def records(folder: Path, stream: str) -> list[tuple[str, int, int, bool, dict[str, Any]]]:
+    return [(r[1], r[2], r[3], bool(r[4]), json.loads(r[5])) for r in rows(folder) if r[0] == stream]
+
+
+def read_csv(folder: Path, name: str) -> list[tuple[str, str, str]]:
+    with (folder / name).open() as f:
+        return [tuple(row) for row in list(csv.reader(f))[1:]]
+
+
+def ms(text: str, fmt: str) -> int:
+    return int(datetime.strptime(text, fmt).timestamp() * 1000)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("world")
+    counts = build_world(folder, people=PEOPLE, seed=7, anchor=ANCHOR)
+    assert counts == Counter(r[0] for r in rows(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def truth(world: Path) -> dict[tuple[str, str], int]:
+    labelled = read_csv(world, TRUTH_FILE)
+    assert len(labelled) == len({(s, i) for s, i, _ in labelled}), "a record is labelled twice"
+    return {(s, i): int(p) for s, i, p in labelled}
+
+
+@pytest.fixture(scope="module")
+def anomalies(world: Path) -> dict[tuple[str, str], str]:
+    return {(s, i): kind for s, i, kind in read_csv(world, ANOMALIES_FILE)}
+
+
+def test_same_seed_same_world_other_seed_other_world(tmp_path: Path, world: Path) -> None:
+    build_world(tmp_path / "again", people=PEOPLE, seed=7, anchor=ANCHOR)
+    build_world(tmp_path / "other", people=PEOPLE, seed=8, anchor=ANCHOR)
+    assert rows(tmp_path / "again") == rows(world)
+    assert (tmp_path / "again" / TRUTH_FILE).read_bytes() == (world / TRUTH_FILE).read_bytes()
+    assert rows(tmp_path / "other") != rows(world)
+    with pytest.raises(FileExistsError):
+        build_world(tmp_path / "again", people=10, seed=7, anchor=ANCHOR)
+
+
+def test_every_stream_has_records_of_the_documented_shape(world: Path) -> None:
+    for stream in STREAMS:
+        sample = records(world, stream)[:50]
+        assert sample, stream
+        for rid, created, updated, archived, payload in sample:
+            assert set(payload) == SHAPES[stream], (stream, rid)
+            assert re.fullmatch(IDS[stream], rid), (stream, rid)
+            assert not archived and updated >= created * 1000 - 999, (stream, rid)
+    contact = records(world, "hubspot.contacts")[0][4]
+    assert set(contact["properties"]) == CONTACT_PROPERTIES
+    assert all(isinstance(v, str | None) for v in contact["properties"].values())
+    profile = records(world, "klaviyo.profiles")[0][4]
+    assert set(profile["attributes"]) == PROFILE_ATTRIBUTES
+    assert profile["attributes"]["created"].endswith("+00:00")
+    assert set(profile["attributes"]["subscriptions"]["email"]["marketing"]) == {"consent", "consent_timestamp",
+                                                                                  "method"}
+    metrics = {p["attributes"]["name"] for *_, p in records(world, "klaviyo.metrics")}
+    assert metrics == {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Unsubscribed"}
+
+
+def test_row_times_agree_with_payload_times(world: Path) -> None:
+    assert_times_agree(world, ANCHOR * 1000)
+
+
+def assert_times_agree(folder: Path, now_ms: int) -> None:
+    """records.created/updated are what the server filters on; they must say what the payload says.
+
+    Second-precision sources agree to the second: churn stamps ``updated`` with the tick's exact ms.
+    """
+    anomalies = {(s, i): kind for s, i, kind in read_csv(folder, ANOMALIES_FILE)}
+    for stream, rid, created, updated, _, text in rows(folder):
+        p, second = json.loads(text), updated // 1000 * 1000
+        if anomalies.get((stream, rid)) == "wrong_type" or stream == "hubspot.contact_companies" or p.get("deleted"):
+            continue
+        if stream.startswith("stripe."):
+            assert p["created"] == created, rid
+        if stream in ("stripe.events", "klaviyo.events", "mixpanel.events"):
+            assert updated == created * 1000, rid
+        if stream == "hubspot.contacts":
+            props = p["properties"]
+            assert ms(props["createdate"], HUBSPOT_TIME) // 1000 == created
+            assert ms(props["lastmodifieddate"], HUBSPOT_TIME) == ms(p["updatedAt"], HUBSPOT_TIME) == updated
+        if stream == "hubspot.companies":
+            assert ms(p["properties"]["hs_lastmodifieddate"], HUBSPOT_TIME) == updated
+        if stream.startswith("zendesk."):
+            assert (ms(p["created_at"], ZENDESK_TIME), ms(p["updated_at"], ZENDESK_TIME)) == (created * 1000, second)
+        if stream == "klaviyo.profiles":
+            assert datetime.fromisoformat(p["attributes"]["updated"]).timestamp() * 1000 == second
+        if stream == "klaviyo.events":
+            assert p["attributes"]["timestamp"] == created
+        if stream == "mixpanel.events":
+            assert p["properties"]["time"] == created
+        if anomalies.get((stream, rid)) != "future_timestamp":
+            assert updated <= now_ms, (stream, rid)
+
+
+def test_truth_labels_every_person_record_exactly_once(world: Path, truth: dict[tuple[str, str], int]) -> None:
+    person_records = {(r[0], r[1]) for r in rows(world) if r[0] not in NO_PERSON}
+    assert set(truth) == person_records
+    assert max(truth.values()) <= PEOPLE and min(truth.values()) >= 1
+    store = WorldStore(world)
+    assert store.get_meta("seed") == 7 and store.get_meta("anchor") == ANCHOR and store.get_meta("tick") == 0
+    assert store.get_meta("next_person") == PEOPLE + 1
+
+
+def test_stripe_events_cover_only_the_last_30_days(world: Path) -> None:
+    events = records(world, "stripe.events")
+    assert {p["type"] for *_, p in events} >= {"customer.created", "customer.subscription.created", "invoice.created",
+                                               "invoice.paid", "customer.subscription.updated"}
+    assert all(ANCHOR - 30 * 86_400 <= created <= ANCHOR for _, created, *_ in events)
+    objects = {rid for s in ("stripe.customers", "stripe.subscriptions", "stripe.invoices") for rid, *_ in
+               records(world, s)}
+    assert {p["data"]["object"]["id"] for *_, p in events} <= objects
+
+
+def test_households_share_a_device_and_couples_a_login(world: Path, truth: dict[tuple[str, str], int]) -> None:
+    people_by_device: dict[str, set[int]] = defaultdict(set)
+    users_by_device: dict[str, set[str]] = defaultdict(set)
+    people_by_user: dict[str, set[int]] = defaultdict(set)
+    for rid, *_, p in records(world, "mixpanel.events"):
+        props, person = p["properties"], truth[("mixpanel.events", rid)]
+        people_by_device[props["$device_id"]].add(person)
+        if "$user_id" in props:
+            users_by_device[props["$device_id"]].add(props["$user_id"])
+            people_by_user[props["$user_id"]].add(person)
+    shared_devices = [d for d, people in people_by_device.items() if len(people) > 1]
+    assert shared_devices and all(len(users_by_device[d]) > 1 for d in shared_devices)
+    assert any(len(people) == 2 for people in people_by_user.values()), "no couple shares a login"
+    anonymous = [p for *_, p in records(world, "mixpanel.events") if "$user_id" not in p["properties"]]
+    assert all(p["properties"].get("distinct_id", "$device:")[:8] == "$device:" for p in anonymous)
+
+
+def test_people_are_known_by_several_and_messy_emails(world: Path, truth: dict[tuple[str, str], int]) -> None:
+    emails: dict[int, set[str]] = defaultdict(set)
+    sources = {"hubspot.contacts": ("properties", "email"), "stripe.customers": ("email",),
+               "zendesk.users": ("email",), "klaviyo.profiles": ("attributes", "email")}
+    raw_contacts: dict[int, list[str]] = defaultdict(list)
+    for stream, path in sources.items():
+        for rid, *_, p in records(world, stream):
+            value = p[path[0]] if len(path) == 1 else p[path[0]][path[1]]
+            emails[truth[(stream, rid)]].add(value.strip().lower())
+            if stream == "hubspot.contacts":
+                raw_contacts[truth[(stream, rid)]].append(value)
+    assert sum(len(found) >= 2 for found in emails.values()) > PEOPLE // 5
+    duplicates = [
+        addresses for addresses in raw_contacts.values()
+        if len({a.strip().lower() for a in addresses}) < len(addresses) and len(set(addresses)) == len(addresses)
+    ]
+    assert duplicates and any(a != a.strip() for found in duplicates for a in found), "no whitespace variant"
+
+
+def test_job_changers_have_an_old_contact_and_a_bouncing_address(
+    world: Path, truth: dict[tuple[str, str], int]
+) -> None:
+    companies_of: dict[int, set[int]] = defaultdict(set)
+    for rid, *_, p in records(world, "hubspot.contact_companies"):
+        companies_of[truth[("hubspot.contact_companies", rid)]].add(p["to"][0]["toObjectId"])
+    movers = {person for person, companies in companies_of.items() if len(companies) > 1}
+    metric = {p["attributes"]["name"]: mid for mid, *_, p in records(world, "klaviyo.metrics")}
+    bounced = {p["relationships"]["profile"]["data"]["id"] for *_, p in records(world, "klaviyo.events")
+               if p["relationships"]["metric"]["data"]["id"] == metric["Bounced Email"]}
+    bouncing_people = {truth[("klaviyo.profiles", pid)] for pid in bounced}
+    assert movers and bouncing_people and movers & bouncing_people
+
+
+def test_each_anomaly_kind_is_listed_and_really_bad(world: Path, anomalies: dict[tuple[str, str], str]) -> None:
+    assert set(anomalies.values()) == set(BAD)
+    payloads = {(r[0], r[1]): json.loads(r[5]) for r in rows(world)}
+    for (stream, rid), kind in anomalies.items():
+        assert BAD[kind](stream, payloads[(stream, rid)]), (stream, rid, kind)
+    per_stream = Counter(stream for stream, _ in anomalies)
+    assert 0 < per_stream["mixpanel.events"] < 0.05 * len(records(world, "mixpanel.events"))
+
+
+def test_ticks_add_update_and_archive_deterministically(tmp_path: Path) -> None:
+    worlds = [tmp_path / "a", tmp_path / "b"]
+    for folder in worlds:
+        build_world(folder, people=120, seed=3, anchor=ANCHOR)
+    truth_before = len(read_csv(worlds[0], TRUTH_FILE))
+    now_ms = ANCHOR * 1000 + 3_600_123
+    results = [[tick(WorldStore(folder), now_ms + i * 60_000) for i in range(3)] for folder in worlds]
+    assert results[0] == results[1] and rows(worlds[0]) == rows(worlds[1])
+    assert (worlds[0] / TRUTH_FILE).read_bytes() == (worlds[1] / TRUTH_FILE).read_bytes()
+
+    first = results[0][0]
+    assert first["people_signed_up"] == 5 and first["records_created"] > 0 and first["stripe_events"] > 0
+    changed = [r for r in rows(worlds[0]) if r[3] >= now_ms]
+    assert {r[0] for r in changed if r[2] * 1000 < now_ms} >= {"hubspot.contacts", "stripe.customers",
+                                                               "klaviyo.profiles", "zendesk.tickets"}
+    archived = {r[0]: json.loads(r[5]) for r in changed if r[4]}
+    assert set(archived) >= {"hubspot.contacts", "hubspot.companies", "stripe.customers", "klaviyo.profiles",
+                             "zendesk.users", "zendesk.tickets"}
+    assert archived["hubspot.contacts"]["archived"] is True and "archivedAt" in archived["hubspot.contacts"]
+    assert archived["stripe.customers"] == {"id": archived["stripe.customers"]["id"], "object": "customer",
+                                            "deleted": True}
+    assert archived["zendesk.users"]["active"] is False and archived["zendesk.tickets"]["status"] == "deleted"
+    events = [json.loads(r[5]) for r in changed if r[0] == "stripe.events"]
+    assert {e["type"] for e in events} >= {"customer.updated", "customer.deleted", "customer.subscription.deleted",
+                                           "customer.created", "invoice.paid"}
+    assert all("previous_attributes" in e["data"] for e in events if e["type"] == "customer.updated")
+
+    truth = read_csv(worlds[0], TRUTH_FILE)
+    assert len(truth) > truth_before
+    assert {(s, i) for s, i, _ in truth} == {(r[0], r[1]) for r in rows(worlds[0]) if r[0] not in NO_PERSON}
+    assert_times_agree(worlds[0], now_ms + 2 * 60_000)
+    store = WorldStore(worlds[0])
+    assert store.get_meta("tick") == 3 and store.get_meta("next_person") == 120 + 1 + 15
