@@ -1,13 +1,14 @@
 """`cdp`: the project's command line.
 
-    cdp run        the sandbox, the Dagster UI and a first run, until Ctrl-C (`make run`)
-    cdp pipeline   one headless run of every asset against a freshly started sandbox (`make pipeline`)
+cdp run        the sandbox, the Dagster UI and a first run, until Ctrl-C (`make run`)
+cdp pipeline   one headless run of every asset against a freshly started sandbox (`make pipeline`)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -45,11 +46,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _ensure_world(folder: Path, people: int) -> Path:
+    """The sandbox world in `folder`, built first if missing; an interrupted build starts over."""
+    from sandbox.store import WorldStore
     from sandbox.world import build_world
 
-    if not (folder / "world.db").exists():
-        print(f"building a sandbox world of {people:,} people in {folder} ...", flush=True)
-        build_world(folder, people=people)
+    if (folder / "world.db").exists() and WorldStore(folder).get_meta("seed") is not None:
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    print(f"building a sandbox world of {people:,} people in {folder} ...", flush=True)
+    build_world(folder, people=people)
     return folder
 
 
@@ -120,8 +126,10 @@ def summarise(metadata: dict[str, dict[str, object]]) -> None:
     print(f"\n{'raw asset':36} {'fetched':>9} {'new':>9} {'requests':>9} {'retries':>8} {'seconds':>8}")
     for key, meta in sorted(metadata.items()):
         if key.startswith("raw/"):
-            print(f"{key:36} {meta['rows_fetched']:>9,} {meta['rows_new']:>9,} {meta['requests']:>9,}"
-                  f" {meta['retries']:>8,} {meta['seconds']:>8}")
+            print(
+                f"{key:36} {meta['rows_fetched']:>9,} {meta['rows_new']:>9,} {meta['requests']:>9,}"
+                f" {meta['retries']:>8,} {meta['seconds']:>8}"
+            )
     print(f"\n{'staging asset':36} {'records':>9} {'deleted':>9}")
     for key, meta in sorted(metadata.items()):
         if key.startswith("staging/"):

@@ -2,7 +2,8 @@
 
 Each page and the stream's cursor are written in one DuckDB transaction, so a run
 killed anywhere resumes from the last landed page and lands nothing twice: a
-version equal to the record's current one is not appended again. A full re-pull
+version equal to the record's current one, or to a past version of the same time,
+is not appended again. A full re-pull
 notes every id it sees and, once complete, marks the records the source no
 longer lists as deleted.
 """
@@ -77,7 +78,12 @@ SELECT nextval('raw.landing_seq'), p.record_id, p.version_at, p.deleted, p.paylo
        $source, $stream, $now, $run_id
 FROM page p
 LEFT JOIN current c ON c.record_key = coalesce(p.record_id, '#' || p.payload_hash)
-WHERE c.payload_hash IS DISTINCT FROM p.payload_hash OR c.deleted IS DISTINCT FROM p.deleted
+WHERE (c.payload_hash IS DISTINCT FROM p.payload_hash OR c.deleted IS DISTINCT FROM p.deleted)
+  -- a past version read again (Stripe events overlap between pulls) is already history
+  AND NOT EXISTS (
+      SELECT 1 FROM {table} r
+      WHERE {key} = coalesce(p.record_id, '#' || p.payload_hash)
+        AND r.payload_hash = p.payload_hash AND r.deleted = p.deleted AND r.version_at = p.version_at)
 ORDER BY p.pos
 """
 
@@ -226,8 +232,12 @@ def _save_cursor(
             updated_at = excluded.updated_at,
             run_id = excluded.run_id
         """,
-        {"stream": stream, "cursor": json.dumps(cursor) if cursor is not None else None,
-         "full": full_pull_in_progress, "run_id": run_id},
+        {
+            "stream": stream,
+            "cursor": json.dumps(cursor) if cursor is not None else None,
+            "full": full_pull_in_progress,
+            "run_id": run_id,
+        },
     )
 
 

@@ -1,6 +1,5 @@
 """The `raw` layer: one append-only table per source stream, landed by its connector."""
 
-
 from collections.abc import Iterator
 
 import duckdb
@@ -51,8 +50,8 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         with context.resources.warehouse.get_connection() as conn:
             landing.setup(conn, table)
             state = landing.read_state(conn, table)
-            full = config.full_refresh or state.full_pull_in_progress or connector.requires_full_pull(
-                stream, state.cursor
+            full = (
+                config.full_refresh or state.full_pull_in_progress or connector.requires_full_pull(stream, state.cursor)
             )
             cursor = state.cursor
             if full and not state.full_pull_in_progress:

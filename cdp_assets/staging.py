@@ -5,7 +5,6 @@ Each entity's typed columns are a list of SQL expressions over `payload` in
 entity shares, which picks each record's current version from `raw`.
 """
 
-
 import time
 from pathlib import Path
 
@@ -80,7 +79,9 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         with context.resources.warehouse.get_connection() as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS staging")
             conn.execute(sql)
-            rows, deleted = conn.execute(f"SELECT count(*), count(*) FILTER (WHERE is_deleted) FROM {target}").fetchone()
+            rows, deleted = conn.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE is_deleted) FROM {target}"
+            ).fetchone()
             without_id = conn.execute(
                 f"SELECT count(*) FROM {raw_table(source, stream.name)} WHERE record_id IS NULL"
             ).fetchone()[0]

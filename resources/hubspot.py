@@ -24,11 +24,27 @@ ASSOCIATION_BATCH = 100  # contact ids per association batch read
 
 PROPERTIES: dict[str, list[str]] = {
     "contacts": [
-        "email", "firstname", "lastname", "phone", "company", "jobtitle", "lifecyclestage",
-        "city", "country", "hs_email_optout", "createdate", "lastmodifieddate",
+        "email",
+        "firstname",
+        "lastname",
+        "phone",
+        "company",
+        "jobtitle",
+        "lifecyclestage",
+        "city",
+        "country",
+        "hs_email_optout",
+        "createdate",
+        "lastmodifieddate",
     ],
     "companies": [
-        "name", "domain", "industry", "city", "country", "numberofemployees", "createdate",
+        "name",
+        "domain",
+        "industry",
+        "city",
+        "country",
+        "numberofemployees",
+        "createdate",
         "hs_lastmodifieddate",
     ],
 }
@@ -75,8 +91,10 @@ class HubSpotResource(SourceResource):
             "after": None,
         }
         if state["phase"] in ("list", "search"):
-            pages = self._list(stream.name, state) if state["phase"] == "list" else self._search(
-                stream.name, cursor["modified_since_ms"], state
+            pages = (
+                self._list(stream.name, state)
+                if state["phase"] == "list"
+                else self._search(stream.name, cursor["modified_since_ms"], state)
             )
             for records, after in pages:
                 state = {**state, "after": after}
@@ -110,9 +128,7 @@ class HubSpotResource(SourceResource):
                 params["after"] = after
             body = self.client.request("GET", f"/crm/v3/objects/{object_type}", params=params).json()
             after = ((body.get("paging") or {}).get("next") or {}).get("after")
-            records = [
-                _record(obj) for obj in body["results"] if not archived or _archived_ms(obj) >= since_ms
-            ]
+            records = [_record(obj) for obj in body["results"] if not archived or _archived_ms(obj) >= since_ms]
             yield records, after
             if not after:
                 return
@@ -126,8 +142,7 @@ class HubSpotResource(SourceResource):
                 "filterGroups": [
                     {
                         "filters": [
-                            {"propertyName": MODIFIED_PROPERTY[object_type], "operator": "GTE",
-                             "value": str(since_ms)},
+                            {"propertyName": MODIFIED_PROPERTY[object_type], "operator": "GTE", "value": str(since_ms)},
                             {"propertyName": "hs_object_id", "operator": "GT", "value": last_id},
                         ]
                     }
@@ -148,9 +163,7 @@ class HubSpotResource(SourceResource):
     def associations(self, contact_ids: list[str]) -> list[SourceRecord]:
         """The companies of each contact; a contact with none comes back with an empty list."""
         body = {"inputs": [{"id": contact_id} for contact_id in contact_ids]}
-        found = self.client.request(
-            "POST", "/crm/v4/associations/contacts/companies/batch/read", json=body
-        ).json()
+        found = self.client.request("POST", "/crm/v4/associations/contacts/companies/batch/read", json=body).json()
         by_contact = {str(result["from"]["id"]): result for result in found.get("results", [])}
         return [
             SourceRecord(contact_id, by_contact.get(contact_id, {"from": {"id": contact_id}, "to": []}))

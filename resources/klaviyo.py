@@ -30,9 +30,7 @@ class KlaviyoEndpoint:
 
 
 ENDPOINTS: dict[str, KlaviyoEndpoint] = {
-    "profiles": KlaviyoEndpoint(
-        "/api/profiles", 100, "updated", {"additional-fields[profile]": "subscriptions"}
-    ),
+    "profiles": KlaviyoEndpoint("/api/profiles", 100, "updated", {"additional-fields[profile]": "subscriptions"}),
     "events": KlaviyoEndpoint("/api/events", 200, "datetime", {}),
     "metrics": KlaviyoEndpoint("/api/metrics", None, None, {}),
 }
@@ -40,8 +38,12 @@ ENDPOINTS: dict[str, KlaviyoEndpoint] = {
 STREAMS: dict[str, StreamSpec] = {
     "profiles": StreamSpec("profiles", "profiles", "profile_id", "Klaviyo profiles with email consent."),
     "events": StreamSpec(
-        "events", "events", "event_id", "Klaviyo email events (received, opened, clicked, bounced).",
-        tombstone_missing=False, page_size=200,
+        "events",
+        "events",
+        "event_id",
+        "Klaviyo email events (received, opened, clicked, bounced).",
+        tombstone_missing=False,
+        page_size=200,
     ),
     "metrics": StreamSpec("metrics", "metrics", "metric_id", "Klaviyo metrics: the names of event types."),
 }

@@ -28,8 +28,12 @@ REREAD_DAYS = 1  # recent days read again on the next pull, for late events
 
 STREAMS: dict[str, StreamSpec] = {
     "events": StreamSpec(
-        "events", "events", "event_id", "Mixpanel product events (raw export).",
-        tombstone_missing=False, page_size=PAGE_EVENTS,
+        "events",
+        "events",
+        "event_id",
+        "Mixpanel product events (raw export).",
+        tombstone_missing=False,
+        page_size=PAGE_EVENTS,
     ),
 }
 
@@ -105,7 +109,12 @@ def _pages(response: requests.Response) -> Iterator[list[SourceRecord]]:
 def _record(event: dict[str, Any]) -> SourceRecord:
     properties = event.get("properties") or {}
     identity = "\x1f".join(
-        str(part) for part in (event.get("event"), properties.get("distinct_id"), properties.get("time"),
-                               properties.get("$insert_id"))
+        str(part)
+        for part in (
+            event.get("event"),
+            properties.get("distinct_id"),
+            properties.get("time"),
+            properties.get("$insert_id"),
+        )
     )
     return SourceRecord(hashlib.md5(identity.encode()).hexdigest(), event, from_unix(properties.get("time")))

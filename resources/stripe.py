@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -56,6 +57,25 @@ STREAMS: dict[str, StreamSpec] = {
     ),
     "invoices": StreamSpec("invoices", "invoices", "invoice_id", "Stripe invoices with amounts in cents."),
 }
+
+
+class _SameSecondRanks:
+    """Orders events that share a second (an invoice created and paid at once, say).
+
+    Event times have one-second resolution; the list gives newer events first. Each
+    further event of the same second is placed a microsecond earlier, so the object's
+    versions keep the order Stripe listed them in.
+    """
+
+    def __init__(self) -> None:
+        self.second: int | None = None
+        self.rank = 0
+
+    def version_time(self, created: int) -> datetime | None:
+        self.rank = self.rank + 1 if created == self.second else 0
+        self.second = created
+        moment = from_unix(created)
+        return moment - timedelta(microseconds=self.rank) if moment else None
 
 
 class StripeResource(SourceResource):
@@ -105,12 +125,13 @@ class StripeResource(SourceResource):
         since = cursor["events_since"]
         resume = cursor.get("events") or {"after": None, "next_since": int(time.time()) - self.lookback_seconds}
         params: dict[str, Any] = {"created[gte]": since, "types[]": list(endpoint.event_types)}
+        ranks = _SameSecondRanks()
         for events, last_id, has_more in self._list("/v1/events", params, resume["after"]):
             records = [
                 SourceRecord(
                     record_id=text_id(event["data"]["object"].get("id")),
                     payload=event["data"]["object"],
-                    updated_at=from_unix(event["created"]),
+                    updated_at=ranks.version_time(event["created"]),
                     deleted=event["type"] == endpoint.deleted_event,
                 )
                 for event in events

@@ -127,6 +127,7 @@ class Ctx:
     now_ms: int
     live: bool = False
     metrics: dict[str, str] = field(default_factory=dict)  # Klaviyo metric name -> id
+    events_in_second: dict[int, int] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -144,6 +145,16 @@ class Ctx:
         if self.live:
             return self.now_ms
         return t * 1000 + (self.rng.randrange(1000) if jitter else 0)
+
+    def event_order(self, t: int) -> int:
+        """records.updated of a Stripe event: its second, then the order events were made in.
+
+        Stripe lists events of one second in the order they happened; the server sorts
+        events by this value, since their scrambled ids carry no order.
+        """
+        n = self.events_in_second.get(t, 0)
+        self.events_in_second[t] = n + 1
+        return t * 1000 + n
 
     def future(self) -> int:
         """A timestamp from a client with a wrong clock (the future_timestamp anomaly)."""

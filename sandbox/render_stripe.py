@@ -155,4 +155,4 @@ def stripe_event(
     if previous is not None:
         data["previous_attributes"] = previous
     payload = {"id": eid, "object": "event", "type": kind, "created": t, "api_version": API_VERSION, "data": data}
-    ctx.emit("stripe.events", eid, t, t * 1000, payload, person)
+    ctx.emit("stripe.events", eid, t, ctx.event_order(t), payload, person)

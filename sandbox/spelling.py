@@ -24,12 +24,14 @@ def claim(local: str, domain: str, taken: set[str], rng: random.Random) -> str:
 
 
 def work_email(rng: random.Random, first: str, last: str, domain: str, taken: set[str]) -> str:
+    """An address at the employer's domain, in one of the common corporate patterns."""
     f, s = slug(first), slug(last)
     local = rng.choice((f"{f}.{s}", f"{f}.{s}", f"{f[0]}{s}", f"{f}", f"{f}_{s}", f"{s}.{f}"))
     return claim(local, domain, taken, rng)
 
 
 def home_email(rng: random.Random, first: str, last: str, providers: tuple[str, ...], taken: set[str]) -> str:
+    """A personal address at a local webmail provider, usually with digits (the plain name was taken)."""
     f, s = slug(first), slug(last)
     local = rng.choice((
         f"{f}.{s}{rng.randint(1, 99)}", f"{f}{s}{rng.randint(60, 99)}", f"{f[0]}{s}{rng.randint(100, 999)}",
@@ -39,6 +41,7 @@ def home_email(rng: random.Random, first: str, last: str, providers: tuple[str, 
 
 
 def junk_email(rng: random.Random, first: str, taken: set[str]) -> str:
+    """A throwaway address people give to forms they do not trust."""
     noise = "".join(rng.choice("abcdefghijkmnpqrstuvwxyz0123456789") for _ in range(rng.randint(4, 7)))
     local = rng.choice((noise, f"{slug(first)}{noise}"))
     return claim(local, rng.choice(JUNK_PROVIDERS), taken, rng)

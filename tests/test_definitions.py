@@ -18,7 +18,11 @@ def test_definitions_validate_from_the_workspace_file() -> None:
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ}, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

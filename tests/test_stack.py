@@ -30,8 +30,20 @@ def free_port() -> int:
 def test_run_brings_up_the_ui_with_schedules_running_and_a_green_first_run(tmp_path: Path) -> None:
     ui_port = free_port()
     command = [
-        sys.executable, "-m", "cdp_assets.cli", "run", "--people", "300", "--data", str(tmp_path),
-        "--ui-port", str(ui_port), "--sandbox-port", str(free_port()), "--tick-seconds", "0",
+        sys.executable,
+        "-m",
+        "cdp_assets.cli",
+        "run",
+        "--people",
+        "300",
+        "--data",
+        str(tmp_path),
+        "--ui-port",
+        str(ui_port),
+        "--sandbox-port",
+        str(free_port()),
+        "--tick-seconds",
+        "0",
     ]
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -89,12 +89,14 @@ def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Respons
         if record is None:
             param = "starting_after" if after else "ending_before"
             raise ApiError(400, f"No such {noun}: '{after or before}'", code="resource_missing", param=param)
-        position = (record.created, record.id)
-    # ending_before walks towards newer items, then shows them newest first like every page
+        position = (record.updated, record.id) if resource == "events" else (record.created, record.id)
+    # Events of one second come in the order they happened (kept in `updated`, see
+    # sandbox/context.py); ending_before walks towards newer items, then shows them
+    # newest first like every page.
     rows, has_more = keyset(
         ctx.store,
         stream,
-        ("created", "id"),
+        ("updated", "id") if resource == "events" else ("created", "id"),
         limit,
         where=where,
         params=params,
