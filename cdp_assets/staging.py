@@ -63,6 +63,7 @@ def staging_sql(source: str, stream: StreamSpec) -> str:
 
 def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     target = staging_table(source, stream.entity)
+    source_table, raw_asset = raw_table(source, stream.name), raw_key(source, stream.name)
     sql = staging_sql(source, stream)
 
     @asset(
@@ -70,21 +71,27 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         group_name="staging",
         kinds={"duckdb", "sql"},
         owners=[OWNER],
-        deps=[raw_key(source, stream.name)],
+        deps=[raw_asset],
         description=f"{stream.description} One row per record: its current version, typed, with `is_deleted`.",
         required_resource_keys={"warehouse"},
     )
     def _staging(context: AssetExecutionContext) -> MaterializeResult:
         started = time.monotonic()
         with context.resources.warehouse.get_connection() as conn:
+            landed = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = $name",
+                {"name": source_table.removeprefix("raw.")},
+            ).fetchone()[0]
+            if not landed:
+                raise RuntimeError(
+                    f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
+                )
             conn.execute("CREATE SCHEMA IF NOT EXISTS staging")
             conn.execute(sql)
             rows, deleted = conn.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE is_deleted) FROM {target}"
             ).fetchone()
-            without_id = conn.execute(
-                f"SELECT count(*) FROM {raw_table(source, stream.name)} WHERE record_id IS NULL"
-            ).fetchone()[0]
+            without_id = conn.execute(f"SELECT count(*) FROM {source_table} WHERE record_id IS NULL").fetchone()[0]
         return MaterializeResult(
             metadata={
                 "rows": rows,
