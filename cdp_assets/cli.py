@@ -130,10 +130,13 @@ def summarise(metadata: dict[str, dict[str, object]]) -> None:
                 f"{key:36} {meta['rows_fetched']:>9,} {meta['rows_new']:>9,} {meta['requests']:>9,}"
                 f" {meta['retries']:>8,} {meta['seconds']:>8}"
             )
-    print(f"\n{'staging asset':36} {'records':>9} {'deleted':>9}")
+    print(f"\n{'staging asset':36} {'rows in':>9} {'passed':>9} {'quarantined':>12} {'deleted':>9}")
     for key, meta in sorted(metadata.items()):
         if key.startswith("staging/"):
-            print(f"{key:36} {meta['rows']:>9,} {meta['rows_deleted_at_source']:>9,}")
+            print(
+                f"{key:36} {meta['rows_in']:>9,} {meta['rows_passed']:>9,} {meta['rows_quarantined']:>12,}"
+                f" {meta['rows_deleted_at_source']:>9,}"
+            )
     print(f"\nwarehouse: {os.environ['CDP_WAREHOUSE']}")
 
 

@@ -119,6 +119,7 @@ class LandingResult:
     full_pull: bool
     rows_fetched: int = 0
     rows_new: int = 0
+    duplicates_in_pages: int = 0  # records a page held more than once; landed once
     pages: int = 0
     tombstoned: int = 0
     seconds: float = 0.0
@@ -181,6 +182,8 @@ def land_stream(
         _save_cursor(conn, table, page.cursor, run_id, full_pull_in_progress=full_pull)
         conn.commit()
         result.rows_fetched += len(page.records)
+        ids = [r.record_id for r in page.records if r.record_id is not None]
+        result.duplicates_in_pages += len(ids) - len(set(ids))
         result.pages += 1
         result.cursor = page.cursor
     if full_pull:

@@ -77,6 +77,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             metadata={
                 "rows_fetched": result.rows_fetched,
                 "rows_new": result.rows_new,
+                "duplicates_in_pages": result.duplicates_in_pages,
                 "pages": result.pages,
                 "requests": connector.stats.requests - before[0],
                 "retries": connector.stats.retries - before[1],

@@ -1,46 +1,24 @@
-"""The `staging` layer: the current version of each source record, with typed columns.
+"""The `staging` and `quarantine` layers: each record's current version, held to its entity's contract.
 
-Each entity's typed columns are a list of SQL expressions over `payload` in
-`sql/staging/<source>__<entity>.sql`; this module wraps them in the one query every
-entity shares, which picks each record's current version from `raw`.
+Every materialisation reprocesses the whole history kept in raw, so a fixed contract or
+mapping replays: rows once quarantined that now pass move to staging and leave
+quarantine. Staging, quarantine and the quality history are replaced in one transaction.
 """
 
 import time
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
+from cdp_assets import quality
+from cdp_assets.contracts import CONTRACTS
+from cdp_assets.enforcement import enforce
+from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
 from cdp_assets.raw import OWNER, raw_key, raw_table
 from resources import SOURCES
 from resources.source import StreamSpec
 
-SQL_DIR = Path(__file__).parent / "sql" / "staging"
-
-# The current version is the latest by source change time, then by landing order. Its
-# columns come from the latest version the source still had, so a record deleted at
-# the source keeps its last known attributes beside `is_deleted`.
-STAGING_SQL = """
-CREATE OR REPLACE TABLE {target} AS
-WITH latest AS (
-    SELECT record_id,
-           coalesce(arg_max(payload, (version_at, landing_id)) FILTER (WHERE NOT deleted),
-                    arg_max(payload, (version_at, landing_id))) AS payload,
-           arg_max(deleted, (version_at, landing_id)) AS is_deleted,
-           max(version_at) AS source_updated_at,
-           max(extracted_at) AS extracted_at,
-           max(landing_id) AS landing_id
-    FROM {source_table}
-    WHERE record_id IS NOT NULL
-    GROUP BY record_id
-)
-SELECT
-{columns},
-is_deleted,
-source_updated_at,
-extracted_at AS _extracted_at,
-landing_id AS _landing_id
-FROM latest
-"""
+CANDIDATES_SQL = (Path(__file__).parent / "sql" / "candidates.sql").read_text()
 
 
 def staging_table(source: str, entity: str) -> str:
@@ -51,54 +29,86 @@ def staging_key(source: str, entity: str) -> AssetKey:
     return AssetKey(["staging", f"{source}__{entity}"])
 
 
-def staging_sql(source: str, stream: StreamSpec) -> str:
-    columns = (SQL_DIR / f"{source}__{stream.entity}.sql").read_text()
-    body = "\n".join(line for line in columns.splitlines() if not line.startswith("--")).strip()
-    return STAGING_SQL.format(
-        target=staging_table(source, stream.entity),
-        source_table=raw_table(source, stream.name),
-        columns=body.rstrip(","),
+def candidates_sql(source: str, stream: StreamSpec) -> str:
+    entity = f"{source}__{stream.entity}"
+    columns, wrong_types = select_sql(entity)
+    return CANDIDATES_SQL.format(
+        source_table=raw_table(source, stream.name), paths=paths_sql(entity), columns=columns, wrong_types=wrong_types
     )
 
 
 def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
-    target = staging_table(source, stream.entity)
+    entity = f"{source}__{stream.entity}"
+    target, quarantine = staging_table(source, stream.entity), f"quarantine.{entity}"
     source_table, raw_asset = raw_table(source, stream.name), raw_key(source, stream.name)
-    sql = staging_sql(source, stream)
+    key = staging_key(source, stream.entity)
+    sql, contract = candidates_sql(source, stream), CONTRACTS[entity]
+    typed = ", ".join(column.name for column in MAPPINGS[entity])
 
     @asset(
-        key=staging_key(source, stream.entity),
+        key=key,
         group_name="staging",
-        kinds={"duckdb", "sql"},
+        kinds={"duckdb", "pandera"},
         owners=[OWNER],
         deps=[raw_asset],
-        description=f"{stream.description} One row per record: its current version, typed, with `is_deleted`.",
+        description=(
+            f"{stream.description} One row per record: its current version, typed, with `is_deleted`; "
+            f"held to the `{contract.__name__}` contract, breaking rows go to `{quarantine}`."
+        ),
         required_resource_keys={"warehouse"},
+        check_specs=quality.check_specs(key),
     )
     def _staging(context: AssetExecutionContext) -> MaterializeResult:
         started = time.monotonic()
+        run_id = context.run.run_id
         with context.resources.warehouse.get_connection() as conn:
-            landed = conn.execute(
+            if not conn.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = $name",
                 {"name": source_table.removeprefix("raw.")},
-            ).fetchone()[0]
-            if not landed:
+            ).fetchone()[0]:
                 raise RuntimeError(
                     f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
                 )
-            conn.execute("CREATE SCHEMA IF NOT EXISTS staging")
             conn.execute(sql)
-            rows, deleted = conn.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE is_deleted) FROM {target}"
-            ).fetchone()
-            without_id = conn.execute(f"SELECT count(*) FROM {source_table} WHERE record_id IS NULL").fetchone()[0]
+            verdict = enforce(conn, entity, contract)
+            new_fields = quality.note_fields(conn, entity, run_id)
+            conn.begin()
+            conn.execute("CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS quarantine")
+            conn.execute(
+                f"""
+                CREATE OR REPLACE TABLE {target} AS
+                SELECT record_id AS {stream.primary_key}, {typed}, is_deleted, source_updated_at,
+                       extracted_at AS _extracted_at, landing_id AS _landing_id
+                FROM _candidates WHERE _row NOT IN (SELECT _row FROM _failed)
+                """
+            )
+            conn.execute(
+                f"""
+                CREATE OR REPLACE TABLE {quarantine} AS
+                SELECT c.record_id, c.is_deleted, f.failed_checks, '{source_table}' AS raw_table,
+                       c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
+                FROM _candidates c JOIN _failed f USING (_row)
+                """,
+                {"run_id": run_id},
+            )
+            measures = quality.record(conn, source, entity, target, stream.primary_key, verdict, run_id)
+            conn.commit()
+        if verdict.rows_passed + verdict.rows_quarantined != verdict.rows_in:
+            raise AssertionError(f"{entity}: rows in != passed + quarantined")
         return MaterializeResult(
             metadata={
-                "rows": rows,
-                "rows_deleted_at_source": deleted,
-                "raw_versions_without_id": without_id,
+                "rows_in": verdict.rows_in,
+                "rows_passed": verdict.rows_passed,
+                "rows_quarantined": verdict.rows_quarantined,
+                "quarantine_rate": measures.quarantine_rate,
+                "completeness": measures.completeness,
+                "rows_deleted_at_source": measures.deleted,
+                "failures_by_check": MetadataValue.json(dict(verdict.failures_by_check)),
+                "new_fields": MetadataValue.json(new_fields),
+                "new_field_count": len(new_fields),
                 "seconds": round(time.monotonic() - started, 3),
-            }
+            },
+            check_results=quality.check_results(measures),
         )
 
     return _staging

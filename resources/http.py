@@ -96,6 +96,21 @@ class ApiClient:
             return response
         raise AssertionError("unreachable")
 
+    def fetch_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
+        """Send one call and parse its JSON body; a body that does not parse (cut short) is asked for again."""
+        for attempt in range(self.max_retries + 1):
+            response = self.request(method, path_or_url, **kwargs)
+            try:
+                return response.json()
+            except requests.exceptions.JSONDecodeError as exc:
+                if attempt == self.max_retries:
+                    raise SourceError(
+                        f"{self.source}: {method} {response.url} kept answering with JSON that does not parse: {exc}"
+                    ) from exc
+                self.stats.retries += 1
+                time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
+        raise AssertionError("unreachable")
+
     def _raise_for_status(self, method: str, url: str, response: requests.Response) -> None:
         status = response.status_code
         if status < 400:

@@ -126,7 +126,7 @@ class HubSpotResource(SourceResource):
             }
             if after:
                 params["after"] = after
-            body = self.client.request("GET", f"/crm/v3/objects/{object_type}", params=params).json()
+            body = self.client.fetch_json("GET", f"/crm/v3/objects/{object_type}", params=params)
             after = ((body.get("paging") or {}).get("next") or {}).get("after")
             records = [_record(obj) for obj in body["results"] if not archived or _archived_ms(obj) >= since_ms]
             yield records, after
@@ -151,7 +151,7 @@ class HubSpotResource(SourceResource):
                 "properties": PROPERTIES[object_type],
                 "limit": SEARCH_PAGE_SIZE,
             }
-            found = self.client.request("POST", f"/crm/v3/objects/{object_type}/search", json=body).json()
+            found = self.client.fetch_json("POST", f"/crm/v3/objects/{object_type}/search", json=body)
             results = found["results"]
             if not results:
                 return
@@ -163,7 +163,7 @@ class HubSpotResource(SourceResource):
     def associations(self, contact_ids: list[str]) -> list[SourceRecord]:
         """The companies of each contact; a contact with none comes back with an empty list."""
         body = {"inputs": [{"id": contact_id} for contact_id in contact_ids]}
-        found = self.client.request("POST", "/crm/v4/associations/contacts/companies/batch/read", json=body).json()
+        found = self.client.fetch_json("POST", "/crm/v4/associations/contacts/companies/batch/read", json=body)
         by_contact = {str(result["from"]["id"]): result for result in found.get("results", [])}
         return [
             SourceRecord(contact_id, by_contact.get(contact_id, {"from": {"id": contact_id}, "to": []}))

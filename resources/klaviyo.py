@@ -91,7 +91,7 @@ class KlaviyoResource(SourceResource):
                 if not full:
                     params["filter"] = f"greater-than({endpoint.changed_field},{cursor['changed_since']})"
         while url:
-            body = self.client.request("GET", url, params=params).json()
+            body = self.client.fetch_json("GET", url, params=params)
             params = None  # `links.next` carries every parameter
             records = [_record(item, endpoint.changed_field) for item in body["data"]]
             url = (body.get("links") or {}).get("next")

@@ -89,7 +89,7 @@ class MixpanelResource(SourceResource):
                 response = self.client.request("GET", EXPORT_PATH, params=params, stream=True)
                 yield from _pages(response)
                 return
-            except BODY_READ_ERRORS as exc:
+            except (*BODY_READ_ERRORS, json.JSONDecodeError) as exc:  # cut off mid-stream, or mid-line
                 if attempt == self.max_retries:
                     raise SourceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
                 self.client.stats.retries += 1

@@ -150,7 +150,7 @@ class StripeResource(SourceResource):
             query = {**params, "limit": PAGE_SIZE}
             if after:
                 query["starting_after"] = after
-            body = self.client.request("GET", path, params=query).json()
+            body = self.client.fetch_json("GET", path, params=query)
             items = body["data"]
             after = items[-1]["id"] if items else after
             has_more = bool(body["has_more"]) and bool(items)

@@ -63,7 +63,7 @@ class ZendeskResource(SourceResource):
                 params["cursor"] = after
             else:
                 params["start_time"] = 0
-            body = self.client.request("GET", EXPORT_PATHS[stream.name], params=params).json()
+            body = self.client.fetch_json("GET", EXPORT_PATHS[stream.name], params=params)
             records = [
                 SourceRecord(text_id(item.get("id")), item, from_iso(item.get("updated_at")), is_deleted(item))
                 for item in body[stream.name]

@@ -100,10 +100,19 @@ class Faults:
     burst_429_length: int | None = None
     latency_ms: float | None = None
     drop_rate: float | None = None
+    truncate_rate: float | None = None  # 200 JSON bodies cut short, with a matching Content-Length
 
 
 def _default_faults() -> dict[str, Faults]:
-    return {"default": Faults(0.0, 0, 0, 0.0, 0.0)}
+    return {"default": Faults(0.0, 0, 0, 0.0, 0.0, 0.0)}
+
+
+@dataclass
+class Duplicates:
+    """Serve the corpus's designated record twice, as a buggy API does (see ``sandbox/corpus.py``)."""
+
+    stripe: bool = False  # GET /v1/customers
+    zendesk: bool = False  # the users incremental export
 
 
 @dataclass
@@ -115,6 +124,7 @@ class SandboxConfig:
     zendesk_recent_exclusion_seconds: float = 60
     faults: dict[str, Faults] = field(default_factory=_default_faults)
     fault_seed: int = 0
+    duplicates: Duplicates = field(default_factory=Duplicates)
     tick_seconds: float = 0
     changes_per_tick: int = 20
 

@@ -3,6 +3,8 @@
 A ``Gate`` wraps one service's ASGI app. Connectors must survive exactly what the
 real services do to them (429s, 5xx, slow and cut-off responses), so every decision
 here is rendered through the service's own envelope and headers (``Signals``).
+A truncated answer is complete at the HTTP level (200, matching Content-Length) but
+its JSON is cut short, as a buggy proxy or server delivers it.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class FaultInjector:
             self._burst: Counter[str] = Counter()
 
     def draw(self, service: str, faults: Faults) -> str | int | None:
-        """``"burst"`` (429), a 5xx status, ``"drop"``, or None for a normal answer."""
+        """``"burst"`` (429), a 5xx status, ``"drop"``, ``"truncate"``, or None for a normal answer."""
         with self._lock:
             self._seen[service] += 1
             every, length = faults.burst_429_every or 0, faults.burst_429_length or 0
@@ -102,6 +104,9 @@ class FaultInjector:
                 return self._rng.choice((500, 502, 503))
             if self._rng.random() < (faults.drop_rate or 0):
                 return "drop"
+            # drawn only when on, so a fault_seed replays as it did before this fault existed
+            if faults.truncate_rate and self._rng.random() < faults.truncate_rate:
+                return "truncate"
             return None
 
 
@@ -113,6 +118,7 @@ class ServiceStats:
     injected_429: int = 0
     injected_5xx: int = 0
     drops: int = 0
+    truncated: int = 0
     first_at: float | None = None
     times: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # the latest ones
 
@@ -126,6 +132,7 @@ class ServiceStats:
             "injected_429": self.injected_429,
             "injected_5xx": self.injected_5xx,
             "drops": self.drops,
+            "truncated": self.truncated,
             "first_at": self.first_at,
             "last_at": times[-1] if times else None,
             **{f"max_per_{w}s": _busiest(times, w) for w in (1, 10, 60)},
@@ -240,23 +247,44 @@ class Gate:
 
         try:
             if injected == "drop":
+                kind = "drops"
                 await self._drop(scope, receive, send_with_quota)
+            elif injected == "truncate":
+                kind = "truncated" if await self._truncate(scope, receive, send_with_quota) else ""
             else:
                 await self.app(scope, receive, send_with_quota)
         finally:
-            self.stats.record(name, status, "drops" if injected == "drop" else None)
+            self.stats.record(name, status, kind or None)
 
-    async def _drop(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer with the full Content-Length, send about half the body, then abort."""
+    async def _buffered(self, scope: Scope, receive: Receive) -> tuple[Message, bytes]:
+        """The app's whole answer: its start message and its body."""
         messages: list[Message] = []
 
         async def capture(message: Message) -> None:
             messages.append(message)
 
         await self.app(scope, receive, capture)
-        start = messages[0]
-        body = b"".join(m.get("body", b"") for m in messages[1:])
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        return messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+
+    async def _drop(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer with the full Content-Length, send about half the body, then abort."""
+        start, body = await self._buffered(scope, receive)
+        await send(_with_length(start, len(body)))
         await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
         raise DroppedConnection("injected drop")
+
+    async def _truncate(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Send a 200 JSON answer's first half as the whole body; other answers go out unchanged."""
+        start, body = await self._buffered(scope, receive)
+        headers = {k.lower(): v for k, v in start.get("headers", [])}
+        cut = start["status"] == 200 and headers.get(b"content-type", b"").startswith(b"application/json")
+        body = body[: len(body) // 2] if cut else body
+        await send(_with_length(start, len(body)))
+        await send({"type": "http.response.body", "body": body})
+        return cut
+
+
+def _with_length(start: Message, length: int) -> Message:
+    """The start message with its Content-Length replaced by ``length``."""
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    return {**start, "headers": [*headers, (b"content-length", str(length).encode())]}

@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 
 from sandbox.apis import Context, hubspot, klaviyo, mixpanel, stripe, zendesk
 from sandbox.config import SandboxConfig
+from sandbox.corpus import inject_corpus
 from sandbox.faults import FaultInjector, Gate, RateLimiter, Stats
 from sandbox.store import WorldStore
 
@@ -103,6 +104,10 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
     def get_config(request: Request) -> JSONResponse:
         return JSONResponse(config.to_dict())
 
+    def corpus(request: Request) -> JSONResponse:
+        """Write (or re-stamp) the bad-input corpus at the current time; see sandbox/corpus.py."""
+        return JSONResponse(inject_corpus(store, int(time.time() * 1000)))
+
     def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.summary())
 
@@ -115,6 +120,7 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
         routes=[
             Route("/health", health),
             Route("/tick", tick, methods=["POST"]),
+            Route("/corpus", corpus, methods=["POST"]),
             Route("/config", get_config, methods=["GET"]),
             Route("/config", patch_config, methods=["PATCH"]),
             Route("/stats", get_stats, methods=["GET"]),

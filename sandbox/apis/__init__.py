@@ -196,3 +196,34 @@ def keyset(
 
 def payloads(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
     return [json.loads(row["payload"]) for row in rows]
+
+
+def with_duplicate(
+    store: WorldStore,
+    stream: str,
+    record_id: str,
+    rows: Sequence[sqlite3.Row],
+    limit: int,
+    *,
+    keys: tuple[str, ...],
+    where: str,
+    params: Sequence[Any],
+    after: Sequence[Any] | None,
+    descending: bool = False,
+) -> list[dict[str, Any]]:
+    """A page as a buggy API serves it: ``record_id`` twice in a row where it occurs, and once more on top
+    of the page after the one that held it (pages of ``limit`` rows ending at ``after``).
+
+    Other rows, their order and the next-page cursor stay exactly as ``keyset`` gave them.
+    """
+    data: list[dict[str, Any]] = []
+    if after is not None:  # the previous page: the cursor row and the limit - 1 rows before it
+        earlier, _ = keyset(
+            store, stream, keys, limit - 1, where=where, params=params, after=after, descending=not descending
+        )
+        record = store.get(stream, record_id)
+        if record is not None and record_id in (after[-1], *(row["id"] for row in earlier)):
+            data.append(record.payload)
+    for payload, row in zip(payloads(rows), rows, strict=True):
+        data += [payload, payload] if row["id"] == record_id else [payload]
+    return data

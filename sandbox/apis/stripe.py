@@ -13,7 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.apis import ApiError, Context, Service, basic, bearer, int_param, keyset, payloads
+from sandbox.apis import ApiError, Context, Service, basic, bearer, int_param, keyset, payloads, with_duplicate
+from sandbox.corpus import DUPLICATED
 
 # resource -> (stream, object name for "No such ..." errors, payload fields usable as equality filters)
 RESOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -93,17 +94,17 @@ def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Respons
     # Events of one second come in the order they happened (kept in `updated`, see
     # sandbox/context.py); ending_before walks towards newer items, then shows them
     # newest first like every page.
+    keys = ("updated", "id") if resource == "events" else ("created", "id")
     rows, has_more = keyset(
-        ctx.store,
-        stream,
-        ("updated", "id") if resource == "events" else ("created", "id"),
-        limit,
-        where=where,
-        params=params,
-        after=position,
-        descending=not before,
+        ctx.store, stream, keys, limit, where=where, params=params, after=position, descending=not before
     )
-    data = payloads(rows[::-1] if before else rows)
+    if resource == "customers" and ctx.config.duplicates.stripe and not before:
+        dup = DUPLICATED[stream]  # a buggy API's repeat, on request (see sandbox/corpus.py)
+        data = with_duplicate(
+            ctx.store, stream, dup, rows, limit, keys=keys, where=where, params=params, after=position, descending=True
+        )
+    else:
+        data = payloads(rows[::-1] if before else rows)
     return JSONResponse({"object": "list", "url": f"/v1/{resource}", "has_more": has_more, "data": data})
 
 

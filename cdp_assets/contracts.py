@@ -1,0 +1,319 @@
+"""The data plan: one pandera contract per staging entity, all in one place.
+
+A row that breaks any rule goes to `quarantine.<entity>` with the rules it broke and
+the values that broke them; every other row goes on to staging. Allowed values live in
+module constants read when a check runs, so a contract fix is a one-line change here
+followed by re-materialising staging, which replays history from raw.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pandera.pandas as pa
+import phonenumbers
+from pandera.typing import Series
+
+CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a source's clock may run
+MAX_TEXT = 10_000  # characters in a short text field (names, emails, subjects)
+MAX_LONG_TEXT = 100_000  # characters in a long one (ticket descriptions)
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]{2,}$"
+CURRENCIES = frozenset(  # ISO 4217 codes of the currencies customers pay in
+    ("aud", "brl", "cad", "chf", "cny", "czk", "dkk", "eur", "gbp", "hkd", "huf", "idr", "ils", "inr", "jpy", "krw",
+     "mxn", "nok", "nzd", "pln", "sek", "sgd", "thb", "try", "usd", "zar")
+)  # fmt: skip
+SUBSCRIPTION_STATUSES = (
+    "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused",
+)  # fmt: skip
+INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+TICKET_STATUSES = ("new", "open", "pending", "hold", "solved", "closed", "deleted")
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+LIFECYCLE_STAGES = (
+    "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist",
+    "other",
+)  # fmt: skip
+CONSENT_STATES = ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")
+ZENDESK_ROLES = ("end-user", "agent", "admin")
+
+Timestamp = pd.DatetimeTZDtype
+
+
+def _time(nullable: bool = True) -> object:
+    return pa.Field(nullable=nullable, dtype_kwargs={"unit": "us", "tz": "UTC"})
+
+
+def _text(nullable: bool = True, long: bool = False) -> object:
+    return pa.Field(nullable=nullable, str_length={"max_value": MAX_LONG_TEXT if long else MAX_TEXT})
+
+
+def not_in_future(series: pd.Series) -> pd.Series:
+    return series.isna() | (series <= pd.Timestamp.now(tz="UTC") + CLOCK_SKEW)
+
+
+def valid_email(series: pd.Series) -> pd.Series:
+    """Email syntax after trimming: surrounding spaces are mess to clean up later, not an invalid address."""
+    return series.isna() | series.str.strip().str.match(EMAIL_PATTERN)
+
+
+def valid_phone(series: pd.Series) -> pd.Series:
+    """Parsable into E.164, in international form or as a national number (North American by default)."""
+    distinct = series.dropna().unique()
+    verdicts = {value: _phone_ok(value) for value in distinct}
+    return series.isna() | series.map(verdicts).fillna(False).astype(bool)
+
+
+def _phone_ok(value: str) -> bool:
+    for region in (None, "US", "GB", "DE", "FR"):
+        try:
+            if phonenumbers.is_possible_number(phonenumbers.parse(value, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
+
+
+def in_allowed(series: pd.Series, allowed: tuple[str, ...]) -> pd.Series:
+    return series.isna() | series.isin(allowed)
+
+
+class Contract(pa.DataFrameModel):
+    """What every staging row must satisfy: an id, and every field of the JSON kind its API promises."""
+
+    record_id: Series[str] = pa.Field(nullable=False, unique=True)
+    is_deleted: Series[bool]
+    wrong_type_count: Series[pd.Int64Dtype]
+
+    @pa.check("wrong_type_count")
+    def json_kinds_as_promised(cls, s: Series[pd.Int64Dtype]) -> Series[bool]:
+        """No field of another JSON kind than its API promises: a string for a number, an object for a text."""
+        return s == 0
+
+    class Config:
+        coerce = True
+        strict = False
+
+
+class StripeCustomer(Contract):
+    email: Series[str] = _text()
+    name: Series[str] = _text()
+    phone: Series[str] = _text()
+    currency: Series[str] = pa.Field(nullable=True)
+    balance_cents: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    created_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("email")
+    def email_syntax(cls, s: Series[str]) -> Series[bool]:
+        return valid_email(s)
+
+    @pa.check("phone")
+    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
+        return valid_phone(s)
+
+    @pa.check("currency")
+    def iso_currency(cls, s: Series[str]) -> Series[bool]:
+        return s.isna() | s.str.lower().isin(CURRENCIES)
+
+    @pa.check("created_at")
+    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+
+class StripeSubscription(Contract):
+    customer_id: Series[str] = pa.Field(nullable=False)
+    status: Series[str] = pa.Field(nullable=False)
+    unit_amount_cents: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    quantity: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    currency: Series[str] = pa.Field(nullable=True)
+    created_at: Series[Timestamp] = _time(nullable=False)
+    canceled_at: Series[Timestamp] = _time()
+
+    @pa.check("status")
+    def known_status(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, SUBSCRIPTION_STATUSES)
+
+    @pa.check("currency")
+    def iso_currency(cls, s: Series[str]) -> Series[bool]:
+        return s.isna() | s.str.lower().isin(CURRENCIES)
+
+    @pa.check("created_at")
+    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+    @pa.dataframe_check
+    def canceled_after_created(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["canceled_at"].isna() | (df["canceled_at"] >= df["created_at"])
+
+
+class StripeInvoice(Contract):
+    customer_id: Series[str] = pa.Field(nullable=False)
+    status: Series[str] = pa.Field(nullable=False)
+    amount_due_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
+    amount_paid_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
+    currency: Series[str] = pa.Field(nullable=False)
+    created_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("status")
+    def known_status(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, INVOICE_STATUSES)
+
+    @pa.check("currency")
+    def iso_currency(cls, s: Series[str]) -> Series[bool]:
+        return s.str.lower().isin(CURRENCIES)
+
+    @pa.check("created_at")
+    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+
+class HubSpotContact(Contract):
+    email: Series[str] = _text()
+    first_name: Series[str] = _text()
+    last_name: Series[str] = _text()
+    phone: Series[str] = _text()
+    lifecycle_stage: Series[str] = pa.Field(nullable=True)
+    updated_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("email")
+    def email_syntax(cls, s: Series[str]) -> Series[bool]:
+        return valid_email(s)
+
+    @pa.check("phone")
+    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
+        return valid_phone(s)
+
+    @pa.check("lifecycle_stage")
+    def known_stage(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, LIFECYCLE_STAGES)
+
+    @pa.check("updated_at")
+    def updated_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+
+class HubSpotCompany(Contract):
+    name: Series[str] = _text()
+    domain: Series[str] = _text()
+    employee_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+
+
+class HubSpotContactCompanies(Contract):
+    primary_company_id: Series[str] = pa.Field(nullable=True)
+
+
+class ZendeskUser(Contract):
+    email: Series[str] = _text()
+    name: Series[str] = _text()
+    phone: Series[str] = _text()
+    role: Series[str] = pa.Field(nullable=True)
+    is_active: Series[pd.BooleanDtype] = pa.Field(nullable=False)
+    created_at: Series[Timestamp] = _time(nullable=False)
+    updated_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("email")
+    def email_syntax(cls, s: Series[str]) -> Series[bool]:
+        return valid_email(s)
+
+    @pa.check("phone")
+    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
+        return valid_phone(s)
+
+    @pa.check("role")
+    def known_role(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, ZENDESK_ROLES)
+
+
+class ZendeskTicket(Contract):
+    subject: Series[str] = _text()
+    description: Series[str] = _text(long=True)
+    status: Series[str] = pa.Field(nullable=False)
+    priority: Series[str] = pa.Field(nullable=True)
+    requester_id: Series[str] = pa.Field(nullable=False)
+    created_at: Series[Timestamp] = _time(nullable=False)
+    updated_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("status")
+    def known_status(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, TICKET_STATUSES)
+
+    @pa.check("priority")
+    def known_priority(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, TICKET_PRIORITIES)
+
+    @pa.check("created_at")
+    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+    @pa.dataframe_check
+    def updated_after_created(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["updated_at"] >= df["created_at"]
+
+
+class KlaviyoProfile(Contract):
+    email: Series[str] = _text()
+    phone_number: Series[str] = _text()
+    external_id: Series[str] = _text()
+    email_marketing_consent: Series[str] = pa.Field(nullable=True)
+    updated_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("email")
+    def email_syntax(cls, s: Series[str]) -> Series[bool]:
+        return valid_email(s)
+
+    @pa.check("phone_number")
+    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
+        return valid_phone(s)
+
+    @pa.check("email_marketing_consent")
+    def known_consent(cls, s: Series[str]) -> Series[bool]:
+        return in_allowed(s, CONSENT_STATES)
+
+    @pa.dataframe_check
+    def has_an_identifier(cls, df: pd.DataFrame) -> Series[bool]:
+        return df[["email", "phone_number", "external_id"]].notna().any(axis=1)
+
+
+class KlaviyoEvent(Contract):
+    profile_id: Series[str] = pa.Field(nullable=False)
+    metric_id: Series[str] = pa.Field(nullable=False)
+    occurred_at: Series[Timestamp] = _time(nullable=False)
+
+    @pa.check("occurred_at")
+    def not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+
+class KlaviyoMetric(Contract):
+    name: Series[str] = pa.Field(nullable=False)
+
+
+class MixpanelEvent(Contract):
+    event_name: Series[str] = _text(nullable=False)
+    distinct_id: Series[str] = pa.Field(nullable=False)
+    insert_id: Series[str] = pa.Field(nullable=False)
+    occurred_at: Series[Timestamp] = _time(nullable=False)
+    email: Series[str] = _text()
+
+    @pa.check("occurred_at")
+    def not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
+        return not_in_future(s)
+
+    @pa.check("email")
+    def email_syntax(cls, s: Series[str]) -> Series[bool]:
+        return valid_email(s)
+
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "stripe__customers": StripeCustomer,
+    "stripe__subscriptions": StripeSubscription,
+    "stripe__invoices": StripeInvoice,
+    "hubspot__contacts": HubSpotContact,
+    "hubspot__companies": HubSpotCompany,
+    "hubspot__contact_companies": HubSpotContactCompanies,
+    "zendesk__users": ZendeskUser,
+    "zendesk__tickets": ZendeskTicket,
+    "klaviyo__profiles": KlaviyoProfile,
+    "klaviyo__events": KlaviyoEvent,
+    "klaviyo__metrics": KlaviyoMetric,
+    "mixpanel__events": MixpanelEvent,
+}

@@ -1,0 +1,28 @@
+-- Each record's current version, its typed columns and the fields of the wrong JSON kind.
+-- The current version is the latest by source change time, then by landing order; its
+-- columns come from the latest version the source still had, so a record deleted at the
+-- source keeps its last known attributes beside `is_deleted`. A record sent without an
+-- id is kept under its payload's hash, for its contract to quarantine.
+CREATE OR REPLACE TEMP TABLE _candidates AS
+WITH latest AS (
+    SELECT any_value(record_id) AS record_id,
+           coalesce(arg_max(payload, (version_at, landing_id)) FILTER (WHERE NOT deleted),
+                    arg_max(payload, (version_at, landing_id))) AS payload,
+           arg_max(deleted, (version_at, landing_id)) AS is_deleted,
+           max(version_at) AS source_updated_at,
+           max(extracted_at) AS extracted_at,
+           arg_max(landing_id, (version_at, landing_id)) AS landing_id  -- the current version's row in raw
+    FROM {source_table}
+    GROUP BY coalesce(record_id, '#' || payload_hash)
+),
+extracted AS (
+    SELECT *, json_extract(payload, {paths}) AS j FROM latest
+),
+typed AS (
+    SELECT record_id, payload, is_deleted, source_updated_at, extracted_at, landing_id,
+{columns},
+           {wrong_types} AS wrong_type_fields
+    FROM extracted
+)
+SELECT row_number() OVER (ORDER BY landing_id) AS _row, *, len(wrong_type_fields) AS wrong_type_count
+FROM typed
