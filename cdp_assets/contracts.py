@@ -9,10 +9,12 @@ followed by re-materialising staging, which replays history from raw.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 import phonenumbers
+from pandera import extensions
 from pandera.typing import Series
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a source's clock may run
@@ -39,28 +41,34 @@ ZENDESK_ROLES = ("end-user", "agent", "admin")
 Timestamp = pd.DatetimeTZDtype
 
 
-def _time(nullable: bool = True) -> object:
-    return pa.Field(nullable=nullable, dtype_kwargs={"unit": "us", "tz": "UTC"})
-
-
-def _text(nullable: bool = True, long: bool = False) -> object:
-    return pa.Field(nullable=nullable, str_length={"max_value": MAX_LONG_TEXT if long else MAX_TEXT})
-
-
-def not_in_future(series: pd.Series) -> pd.Series:
-    return series.isna() | (series <= pd.Timestamp.now(tz="UTC") + CLOCK_SKEW)
-
-
-def valid_email(series: pd.Series) -> pd.Series:
+# The rules contracts share, registered with pandera so a field names them: `pa.Field(email_syntax=())`.
+@extensions.register_check_method()
+def email_syntax(series: pd.Series) -> pd.Series:
     """Email syntax after trimming: surrounding spaces are mess to clean up later, not an invalid address."""
     return series.isna() | series.str.strip().str.match(EMAIL_PATTERN)
 
 
-def valid_phone(series: pd.Series) -> pd.Series:
-    """Parsable into E.164, in international form or as a national number (North American by default)."""
-    distinct = series.dropna().unique()
-    verdicts = {value: _phone_ok(value) for value in distinct}
+@extensions.register_check_method()
+def phone_parsable(series: pd.Series) -> pd.Series:
+    """Parsable into E.164, in international form or as a national number; judged once per distinct value."""
+    verdicts = {value: _phone_ok(value) for value in series.dropna().unique()}
     return series.isna() | series.map(verdicts).fillna(False).astype(bool)
+
+
+@extensions.register_check_method()
+def iso_currency(series: pd.Series) -> pd.Series:
+    return series.isna() | series.str.lower().isin(CURRENCIES)
+
+
+@extensions.register_check_method()
+def not_in_future(series: pd.Series) -> pd.Series:
+    return series.isna() | (series <= pd.Timestamp.now(tz="UTC") + CLOCK_SKEW)
+
+
+@extensions.register_check_method(statistics=["allowed"])
+def one_of(series: pd.Series, *, allowed: str) -> pd.Series:
+    """Values from the named constant of this module, read when the check runs so a fix applies at once."""
+    return series.isna() | series.isin(globals()[allowed])
 
 
 def _phone_ok(value: str) -> bool:
@@ -73,8 +81,17 @@ def _phone_ok(value: str) -> bool:
     return False
 
 
-def in_allowed(series: pd.Series, allowed: tuple[str, ...]) -> pd.Series:
-    return series.isna() | series.isin(allowed)
+def _time(nullable: bool = True, **checks: object) -> Any:
+    return pa.Field(nullable=nullable, dtype_kwargs={"unit": "us", "tz": "UTC"}, **checks)
+
+
+def _text(nullable: bool = True, long: bool = False, **checks: object) -> Any:
+    return pa.Field(nullable=nullable, str_length={"max_value": MAX_LONG_TEXT if long else MAX_TEXT}, **checks)
+
+
+EMAIL = {"email_syntax": ()}
+PHONE = {"phone_parsable": ()}
+PAST = {"not_in_future": ()}
 
 
 class Contract(pa.DataFrameModel):
@@ -95,50 +112,22 @@ class Contract(pa.DataFrameModel):
 
 
 class StripeCustomer(Contract):
-    email: Series[str] = _text()
+    email: Series[str] = _text(**EMAIL)
     name: Series[str] = _text()
-    phone: Series[str] = _text()
-    currency: Series[str] = pa.Field(nullable=True)
+    phone: Series[str] = _text(**PHONE)
+    currency: Series[str] = pa.Field(nullable=True, iso_currency=())
     balance_cents: Series[pd.Int64Dtype] = pa.Field(nullable=True)
-    created_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("email")
-    def email_syntax(cls, s: Series[str]) -> Series[bool]:
-        return valid_email(s)
-
-    @pa.check("phone")
-    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
-        return valid_phone(s)
-
-    @pa.check("currency")
-    def iso_currency(cls, s: Series[str]) -> Series[bool]:
-        return s.isna() | s.str.lower().isin(CURRENCIES)
-
-    @pa.check("created_at")
-    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
+    created_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
 
 class StripeSubscription(Contract):
     customer_id: Series[str] = pa.Field(nullable=False)
-    status: Series[str] = pa.Field(nullable=False)
+    status: Series[str] = pa.Field(nullable=False, one_of={"allowed": "SUBSCRIPTION_STATUSES"})
     unit_amount_cents: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     quantity: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
-    currency: Series[str] = pa.Field(nullable=True)
-    created_at: Series[Timestamp] = _time(nullable=False)
+    currency: Series[str] = pa.Field(nullable=True, iso_currency=())
+    created_at: Series[Timestamp] = _time(nullable=False, **PAST)
     canceled_at: Series[Timestamp] = _time()
-
-    @pa.check("status")
-    def known_status(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, SUBSCRIPTION_STATUSES)
-
-    @pa.check("currency")
-    def iso_currency(cls, s: Series[str]) -> Series[bool]:
-        return s.isna() | s.str.lower().isin(CURRENCIES)
-
-    @pa.check("created_at")
-    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
 
     @pa.dataframe_check
     def canceled_after_created(cls, df: pd.DataFrame) -> Series[bool]:
@@ -147,48 +136,20 @@ class StripeSubscription(Contract):
 
 class StripeInvoice(Contract):
     customer_id: Series[str] = pa.Field(nullable=False)
-    status: Series[str] = pa.Field(nullable=False)
+    status: Series[str] = pa.Field(nullable=False, one_of={"allowed": "INVOICE_STATUSES"})
     amount_due_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
     amount_paid_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
-    currency: Series[str] = pa.Field(nullable=False)
-    created_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("status")
-    def known_status(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, INVOICE_STATUSES)
-
-    @pa.check("currency")
-    def iso_currency(cls, s: Series[str]) -> Series[bool]:
-        return s.str.lower().isin(CURRENCIES)
-
-    @pa.check("created_at")
-    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
+    currency: Series[str] = pa.Field(nullable=False, iso_currency=())
+    created_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
 
 class HubSpotContact(Contract):
-    email: Series[str] = _text()
+    email: Series[str] = _text(**EMAIL)
     first_name: Series[str] = _text()
     last_name: Series[str] = _text()
-    phone: Series[str] = _text()
-    lifecycle_stage: Series[str] = pa.Field(nullable=True)
-    updated_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("email")
-    def email_syntax(cls, s: Series[str]) -> Series[bool]:
-        return valid_email(s)
-
-    @pa.check("phone")
-    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
-        return valid_phone(s)
-
-    @pa.check("lifecycle_stage")
-    def known_stage(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, LIFECYCLE_STAGES)
-
-    @pa.check("updated_at")
-    def updated_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
+    phone: Series[str] = _text(**PHONE)
+    lifecycle_stage: Series[str] = pa.Field(nullable=True, one_of={"allowed": "LIFECYCLE_STAGES"})
+    updated_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
 
 class HubSpotCompany(Contract):
@@ -202,47 +163,23 @@ class HubSpotContactCompanies(Contract):
 
 
 class ZendeskUser(Contract):
-    email: Series[str] = _text()
+    email: Series[str] = _text(**EMAIL)
     name: Series[str] = _text()
-    phone: Series[str] = _text()
-    role: Series[str] = pa.Field(nullable=True)
+    phone: Series[str] = _text(**PHONE)
+    role: Series[str] = pa.Field(nullable=True, one_of={"allowed": "ZENDESK_ROLES"})
     is_active: Series[pd.BooleanDtype] = pa.Field(nullable=False)
     created_at: Series[Timestamp] = _time(nullable=False)
     updated_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("email")
-    def email_syntax(cls, s: Series[str]) -> Series[bool]:
-        return valid_email(s)
-
-    @pa.check("phone")
-    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
-        return valid_phone(s)
-
-    @pa.check("role")
-    def known_role(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, ZENDESK_ROLES)
 
 
 class ZendeskTicket(Contract):
     subject: Series[str] = _text()
     description: Series[str] = _text(long=True)
-    status: Series[str] = pa.Field(nullable=False)
-    priority: Series[str] = pa.Field(nullable=True)
+    status: Series[str] = pa.Field(nullable=False, one_of={"allowed": "TICKET_STATUSES"})
+    priority: Series[str] = pa.Field(nullable=True, one_of={"allowed": "TICKET_PRIORITIES"})
     requester_id: Series[str] = pa.Field(nullable=False)
-    created_at: Series[Timestamp] = _time(nullable=False)
+    created_at: Series[Timestamp] = _time(nullable=False, **PAST)
     updated_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("status")
-    def known_status(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, TICKET_STATUSES)
-
-    @pa.check("priority")
-    def known_priority(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, TICKET_PRIORITIES)
-
-    @pa.check("created_at")
-    def created_not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
 
     @pa.dataframe_check
     def updated_after_created(cls, df: pd.DataFrame) -> Series[bool]:
@@ -250,23 +187,11 @@ class ZendeskTicket(Contract):
 
 
 class KlaviyoProfile(Contract):
-    email: Series[str] = _text()
-    phone_number: Series[str] = _text()
+    email: Series[str] = _text(**EMAIL)
+    phone_number: Series[str] = _text(**PHONE)
     external_id: Series[str] = _text()
-    email_marketing_consent: Series[str] = pa.Field(nullable=True)
-    updated_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("email")
-    def email_syntax(cls, s: Series[str]) -> Series[bool]:
-        return valid_email(s)
-
-    @pa.check("phone_number")
-    def phone_parsable(cls, s: Series[str]) -> Series[bool]:
-        return valid_phone(s)
-
-    @pa.check("email_marketing_consent")
-    def known_consent(cls, s: Series[str]) -> Series[bool]:
-        return in_allowed(s, CONSENT_STATES)
+    email_marketing_consent: Series[str] = pa.Field(nullable=True, one_of={"allowed": "CONSENT_STATES"})
+    updated_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
     @pa.dataframe_check
     def has_an_identifier(cls, df: pd.DataFrame) -> Series[bool]:
@@ -276,11 +201,7 @@ class KlaviyoProfile(Contract):
 class KlaviyoEvent(Contract):
     profile_id: Series[str] = pa.Field(nullable=False)
     metric_id: Series[str] = pa.Field(nullable=False)
-    occurred_at: Series[Timestamp] = _time(nullable=False)
-
-    @pa.check("occurred_at")
-    def not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
+    occurred_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
 
 class KlaviyoMetric(Contract):
@@ -291,16 +212,8 @@ class MixpanelEvent(Contract):
     event_name: Series[str] = _text(nullable=False)
     distinct_id: Series[str] = pa.Field(nullable=False)
     insert_id: Series[str] = pa.Field(nullable=False)
-    occurred_at: Series[Timestamp] = _time(nullable=False)
-    email: Series[str] = _text()
-
-    @pa.check("occurred_at")
-    def not_in_future(cls, s: Series[Timestamp]) -> Series[bool]:
-        return not_in_future(s)
-
-    @pa.check("email")
-    def email_syntax(cls, s: Series[str]) -> Series[bool]:
-        return valid_email(s)
+    occurred_at: Series[Timestamp] = _time(nullable=False, **PAST)
+    email: Series[str] = _text(**EMAIL)
 
 
 CONTRACTS: dict[str, type[Contract]] = {

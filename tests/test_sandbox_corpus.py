@@ -22,19 +22,8 @@ import requests
 from sandbox.corpus import DUPLICATED, HTML, NAME, OVERSIZED, SCRIPTS, SQL
 from sandbox.runner import SandboxServer
 from sandbox.store import ANOMALIES_FILE, TRUTH_FILE, WorldStore
+from tests.test_sandbox_server import HUBSPOT, KLAVIYO, LIMITS_OFF, MIXPANEL, STRIPE, ZENDESK
 
-STRIPE = ("sk_test_sandbox", "")
-HUBSPOT = {"Authorization": "Bearer pat-sandbox"}
-ZENDESK = ("sandbox@example.com/token", "zd-sandbox")
-KLAVIYO = {"Authorization": "Klaviyo-API-Key pk_sandbox", "revision": "2024-10-15"}
-MIXPANEL = ("sandbox.sa", "mp-sandbox")
-LIMITS_OFF = {
-    "stripe": {"requests": {"max": 0}},
-    "hubspot": {"ten_secondly": {"max": 0}, "search": {"max": 0}},
-    "zendesk": {"export": {"max": 0}},
-    "klaviyo": {"burst": {"max": 0}, "steady": {"max": 0}},
-    "mixpanel": {"secondly": {"max": 0}, "hourly": {"max": 0}},
-}
 KINDS = {
     "wrong_type", "null_required", "invalid_email", "future_timestamp", "negative_amount", "unknown_enum",
     "oversized_string", "non_ascii", "sql_like", "html_like", "nested_object", "duplicate_id",
