@@ -12,15 +12,15 @@ seeded from the world's seed and a tick counter kept in meta.
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from sandbox import churn_stripe
+from sandbox.chunks import render_chunk
 from sandbox.clock import WEEK, hubspot_time, klaviyo_time, zendesk_time
-from sandbox.context import PRODUCT_USERS, Ctx, Sink
+from sandbox.context import PRODUCT_USERS, Ctx, Rng, Sink, save_meta
 from sandbox.ids import (
     HUBSPOT_COMPANY_BASE,
     Ids,
@@ -40,7 +40,6 @@ from sandbox.render_klaviyo import OPEN_RATE, campaign, email_event, metric_ids
 from sandbox.render_mixpanel import usage_event
 from sandbox.render_zendesk import advance, render_ticket
 from sandbox.store import Record, WorldStore
-from sandbox.world import render_chunk
 
 COMPANIES_TO_HIRE_FROM = 8
 _TICK_LOCK = threading.Lock()
@@ -62,7 +61,7 @@ def _tick(store: WorldStore, now_ms: int, changes: int) -> dict[str, int]:
         raise ValueError(f"{store.folder} holds no built world (meta has no seed)")
     seed, number = int(meta["seed"]), int(meta.get("tick", 0))
     ids = Ids.from_meta(seed, meta)
-    ctx = Ctx(random.Random(f"{seed}:tick:{number}"), ids, Sink(store), meta["pools"], now_ms // 1000, now_ms,
+    ctx = Ctx(Rng(f"{seed}:tick:{number}"), ids, Sink(store), meta["pools"], now_ms // 1000, now_ms,
               live=True, metrics=metric_ids(seed))
     c, few = changes, max(1, changes // 20)
     steps: tuple[tuple[str, Callable[[Ctx, int], int], int], ...] = (
@@ -89,7 +88,7 @@ def _tick(store: WorldStore, now_ms: int, changes: int) -> dict[str, int]:
     counts["records_changed"] = sum(ctx.sink.changed.values())
     counts["stripe_events"] = ctx.sink.created["stripe.events"]
     ctx.sink.flush()
-    ctx.sink.save_meta({**ids.to_meta(), "tick": number + 1})
+    save_meta(store.connect(), {**ids.to_meta(), "tick": number + 1})
     return counts
 
 
@@ -242,10 +241,12 @@ def delete_users(ctx: Ctx, count: int) -> int:
 
 def use_product(ctx: Ctx, count: int) -> int:
     """Existing product users do something, on their own main device."""
-    first, end = 1, ctx.ids.counters["user"]
     active = 0
-    for _ in range(count if end > first else 0):
-        user = product_user_id(ctx.rng.randrange(first, end))
+    for _ in range(count):
+        n = ctx.ids.draw("user", ctx.rng)
+        if n is None:
+            break
+        user = product_user_id(n)
         person = ctx.sink.owner(PRODUCT_USERS, user)
         if person is not None:
             usage_event(ctx, person, user, device_id(ctx.seed, person, 0), ctx.now)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from sandbox.clock import DAY, YEAR
@@ -44,6 +47,7 @@ CHANNELS: tuple[tuple[str | None, str | None, str | None, float], ...] = (
     ("bing", "cpc", "generic_search", 0.04), ("producthunt", "referral", "launch", 0.03),
     (None, None, None, 0.25),
 )
+COUNTRY_WEIGHTS = tuple((country.code, country.weight) for country in COUNTRIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +106,14 @@ class Person:
 
 
 def weighted(rng: random.Random, options: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
-    """Pick an option whose last element is its weight."""
-    roll = rng.random() * sum(option[-1] for option in options)
-    for option in options:
-        roll -= option[-1]
-        if roll < 0:
-            return option
-    return options[-1]
+    """Pick an option whose last element is its weight (``options`` should be a constant: its sums are cached)."""
+    bounds = _bounds(options)
+    return options[min(bisect_right(bounds, rng.random() * bounds[-1]), len(options) - 1)]
+
+
+@lru_cache(maxsize=64)
+def _bounds(options: tuple[tuple[Any, ...], ...]) -> list[float]:
+    return list(accumulate(option[-1] for option in options))
 
 
 def make_companies(rng: random.Random, pools: dict[str, Any], ids: Ids, count: int, now: int) -> list[Company]:
@@ -118,7 +123,7 @@ def make_companies(rng: random.Random, pools: dict[str, Any], ids: Ids, count: i
     for _ in range(count):
         n = ids.take("company")
         a, b = words[n % len(words)], words[(n // len(words) + 7 * (n % len(words)) + 1) % len(words)]
-        country = weighted(rng, tuple((c, c.weight) for c in COUNTRIES))[0]
+        country = BY_CODE[weighted(rng, COUNTRY_WEIGHTS)[0]]
         style = rng.random()
         if style < 0.35:
             name = f"{a}-{b}"
@@ -186,7 +191,7 @@ def _person(
     rng: random.Random, pools: dict[str, Any], ids: Ids, companies: list[Company], taken: set[str], now: int,
     live: bool, partner: Person | None,
 ) -> Person:
-    country = BY_CODE[partner.country] if partner else weighted(rng, tuple((c, c.weight) for c in COUNTRIES))[0]
+    country = BY_CODE[partner.country if partner else weighted(rng, COUNTRY_WEIGHTS)[0]]
     names = pools["countries"][country.code]
     first = rng.choice(names["first"])
     last = partner.last if partner else rng.choice(names["last"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 FIRST_NAMES = 300  # per country
@@ -65,8 +66,9 @@ INDUSTRIES = (
 )
 
 
+@lru_cache(maxsize=8192)
 def slug(text: str) -> str:
-    """ASCII lowercase letters only, for email local parts and domains (Müller -> muller)."""
+    """ASCII lowercase letters only, for email local parts and domains (Müller -> muller); names repeat, so cached."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return "".join(ch for ch in ascii_text.lower() if ch.isalpha())
 

@@ -7,12 +7,11 @@ an old work address bounces once its owner has left the company.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sandbox.clock import DAY, HOUR, MINUTE, WEEK, YEAR, klaviyo_time
 from sandbox.context import Ctx
-from sandbox.ids import short_id
+from sandbox.ids import short_id, uuid_text
 from sandbox.people import Company, Person
 from sandbox.pools import BY_CODE
 from sandbox.spelling import as_typed, spell
@@ -131,7 +130,7 @@ def email_event(ctx: Ctx, person: int, profile: str, metric: str, t: int, props:
     anomaly = ctx.bad("klaviyo.events")
     if anomaly == "future_timestamp":
         t = ctx.future()
-    attributes = {"timestamp": t, "datetime": klaviyo_time(t), "uuid": str(uuid.UUID(int=ctx.rng.getrandbits(128))),
+    attributes = {"timestamp": t, "datetime": klaviyo_time(t), "uuid": uuid_text(f"{ctx.rng.getrandbits(128):032x}"),
                   "event_properties": dict(props)}
     relationships = {"profile": {"data": {"type": "profile", "id": profile}},
                      "metric": {"data": {"type": "metric", "id": ctx.metrics[metric]}}}

@@ -7,8 +7,9 @@ API keeps 30 days of them, so the build writes events only for that window.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from sandbox.clock import DAY, HOUR
 from sandbox.context import Ctx
@@ -28,6 +29,7 @@ PLANS = (
     ("starter", 1900, "month", 0.45), ("pro", 4900, "month", 0.30), ("team", 9900, "month", 0.10),
     ("pro_annual", 49000, "year", 0.10), ("team_annual", 99000, "year", 0.05),
 )
+PLAN_WEIGHTS = tuple((i, plan[-1]) for i, plan in enumerate(PLANS))
 CURRENCIES = ("usd", "eur", "gbp")
 PERIOD = {"month": 30 * DAY, "year": 365 * DAY}
 STATUSES = (("active", 0.82), ("past_due", 0.10), ("unpaid", 0.04), ("paused", 0.04))
@@ -74,7 +76,7 @@ def render_stripe(ctx: Ctx, person: Person) -> None:
 def render_subscription(ctx: Ctx, person: int, customer: str, currency: str, created: int) -> None:
     """A subscription, its renewals and cancellation, and an invoice per period (the last 12)."""
     rng = ctx.rng
-    plan = weighted(rng, tuple((i, p[-1]) for i, p in enumerate(PLANS)))[0]
+    plan = weighted(rng, PLAN_WEIGHTS)[0]
     item_price = price(ctx.seed, plan, currency)
     period = PERIOD[PLANS[plan][2]]
     quantity = rng.randint(2, 25) if PLANS[plan][0].startswith("team") else 1
@@ -151,7 +153,7 @@ def stripe_event(
     if t < ctx.now - EVENTS_WINDOW:
         return
     eid = ctx.ids.stripe("evt")
-    data: dict[str, Any] = {"object": json.loads(json.dumps(obj))}
+    data: dict[str, Any] = {"object": orjson.loads(orjson.dumps(obj))}  # a snapshot: churn edits objects later
     if previous is not None:
         data["previous_attributes"] = previous
     payload = {"id": eid, "object": "event", "type": kind, "created": t, "api_version": API_VERSION, "data": data}

@@ -1,73 +1,89 @@
 """Build a sandbox world: people, their records in five SaaS sources, and the ground truth.
 
 The world is built a chunk of people at a time, each chunk from its own seeded
-random stream, so the same (seed, people, anchor) always gives byte-identical
-records and truth, and memory stays flat from 300 people to a million.
+random stream and its own id ranges (sandbox.chunks), written in chunk order
+(sandbox.loader), so the same (seed, people, anchor) always gives byte-identical
+records and truth however many processes render the chunks, and memory stays flat
+from 300 people to a million.
 """
 
 from __future__ import annotations
 
-import random
+import csv
+import os
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
+from sandbox.chunks import ChunkSink, gaps_after
 from sandbox.clock import today_midnight
-from sandbox.context import Ctx, Sink
+from sandbox.context import OWNERS_SCHEMA, Ctx, Rng, save_meta
 from sandbox.ids import Ids
-from sandbox.people import PEOPLE_PER_COMPANY, Company, Person, make_companies, make_people
+from sandbox.loader import bulk_connection, load_chunks, write_chunk
 from sandbox.pools import draw_pools
-from sandbox.render_hubspot import render_company, render_contacts
-from sandbox.render_klaviyo import metric_ids, render_klaviyo, render_metrics
-from sandbox.render_mixpanel import render_mixpanel
-from sandbox.render_stripe import render_stripe
-from sandbox.render_zendesk import render_zendesk
-from sandbox.store import ANOMALIES_FILE, SCHEMA, STREAMS, TRUTH_FILE, WorldStore
+from sandbox.render_klaviyo import metric_ids, render_metrics
+from sandbox.store import ANOMALIES_FILE, DB_FILE, SCHEMA, STREAMS, TRUTH_FILE, WorldStore
 
-CHUNK_PEOPLE = 2000  # fixed, so a world's content does not depend on how it is chunked
-BUILD_CACHE_KIB = 131_072  # SQLite page cache while building: bounded, and big enough for bulk inserts
+MAX_WORKERS = 4  # renderers that take turns writing; more would mostly wait for the writer's turn
+INDEX_CACHE_KIB = 32_768  # per sorted run: small runs let the sorter threads overlap (and memory stays flat)
+PAGE_SIZE = 16_384
+TIME_INDEXES = ("records_by_updated", "records_by_created")
+CSV_HEADERS = {TRUTH_FILE: ("stream", "record_id", "person_id"), ANOMALIES_FILE: ("stream", "record_id", "kind")}
 
 
-def build_world(folder: str | Path, people: int = 5000, seed: int = 7, anchor: int | None = None) -> dict[str, int]:
+def build_world(
+    folder: str | Path, people: int = 5000, seed: int = 7, anchor: int | None = None, workers: int | None = None,
+) -> dict[str, int]:
     """Build a world into an empty folder; returns how many records each stream got.
 
     ``anchor`` is the world's "now" in unix seconds (default: today's UTC midnight):
     all history lies before it, except records whose anomaly is a future timestamp.
+    ``workers`` render and write chunks in parallel (default: one per CPU, at most
+    MAX_WORKERS); the world does not depend on it.
     """
     anchor = today_midnight() if anchor is None else anchor
+    workers = min(_cpus(), MAX_WORKERS) if workers is None else workers
     store = WorldStore(folder)
     _require_empty(store)
-    store.connect().execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
-    _drop_secondary_indexes(store)
-    sink = Sink(store)
-    ids = Ids(seed)
-    ctx = Ctx(random.Random(f"{seed}:world"), ids, sink, draw_pools(seed), anchor, anchor * 1000,
-              metrics=metric_ids(seed))
-    render_metrics(ctx)
-    for chunk, start in enumerate(range(0, people, CHUNK_PEOPLE)):
-        ctx.rng = random.Random(f"{seed}:chunk:{chunk}")
-        size = min(CHUNK_PEOPLE, people - start)
-        companies = make_companies(ctx.rng, ctx.pools, ids, max(1, round(size / PEOPLE_PER_COMPANY)), anchor)
-        residents = make_people(ctx.rng, ctx.pools, ids, companies, size, anchor)
-        render_chunk(ctx, companies, residents)
-        sink.flush()
-    with store.connect() as conn:
-        conn.executescript(SCHEMA)  # recreates the dropped indexes, each in one sorted pass
+    _prepare(store)
+    path = store.folder
+    pools = draw_pools(seed)
+    catalogue = ChunkSink()  # the Klaviyo metrics belong to no person and no chunk
+    render_metrics(Ctx(Rng(f"{seed}:world"), Ids(seed), catalogue, pools, anchor, anchor * 1000,
+                       metrics=metric_ids(seed)))
+    with closing(bulk_connection(path)) as conn:
+        created = Counter(write_chunk(conn, path, catalogue.finish({})).created)
+    counters: dict[str, int] = {}
+    gaps: dict[str, list[tuple[int, int]]] = {}
+    for chunk, done in enumerate(load_chunks(path, seed, anchor, pools, people, workers)):
+        for name, gap in (gaps_after(chunk - 1, counters).items() if chunk else ()):
+            gaps.setdefault(name, []).extend([gap] if gap[0] < gap[1] else [])
+        counters = done.counters
+        created.update(done.created)
+    conn = bulk_connection(path, INDEX_CACHE_KIB)
+    conn.execute(f"PRAGMA threads = {workers}")  # the sorter may use the idle renderers' cores
+    conn.executescript(SCHEMA)  # recreates the time indexes, each in one sorted pass
     # The seed in meta marks a finished build (churn refuses a world without one).
-    sink.save_meta({"seed": seed, "people": people, "anchor": anchor, "tick": 0, "pools": ctx.pools,
-                    **ids.to_meta()})
-    store.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # leave one compact file behind
-    return {stream: sink.created[stream] for stream in STREAMS}
+    save_meta(conn, {"seed": seed, "people": people, "anchor": anchor, "tick": 0, "pools": pools,
+                     **Ids(seed, counters).to_meta(), "gaps": gaps})
+    conn.execute("PRAGMA journal_mode = WAL")  # what WorldStore expects; it leaves one compact file behind
+    conn.close()
+    _sync(path / DB_FILE)
+    return {stream: created[stream] for stream in STREAMS}
 
 
-def render_chunk(ctx: Ctx, companies: list[Company], people: list[Person]) -> None:
-    """Every record of these companies and people, in a fixed order (ids follow it)."""
-    for company in companies:
-        render_company(ctx, company)
-    for person in people:
-        render_mixpanel(ctx, person)
-        render_contacts(ctx, person)
-        render_stripe(ctx, person)
-        render_zendesk(ctx, person)
-        render_klaviyo(ctx, person)
+def _cpus() -> int:
+    """CPUs this process may run on (os.cpu_count counts the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _sync(path: Path) -> None:
+    """The load wrote without syncs: one fsync makes the finished world durable (WAL checkpoints assume it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _require_empty(store: WorldStore) -> None:
@@ -78,11 +94,24 @@ def _require_empty(store: WorldStore) -> None:
             raise FileExistsError(f"{store.folder / name} exists; build into an empty folder")
 
 
-def _drop_secondary_indexes(store: WorldStore) -> None:
-    """Drop the time indexes while bulk-loading: updating them row by row costs a random page write each."""
-    with store.connect() as conn:
-        names = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL"
-        ).fetchall()
-        for (name,) in names:
-            conn.execute(f'DROP INDEX "{name}"')
+def _prepare(store: WorldStore) -> None:
+    """CSV headers, the owners table, and a world.db ready for journal-less writers, without time indexes.
+
+    Writers may turn the journal off only outside WAL mode. Pages of PAGE_SIZE hold
+    more of the ~400-byte records each, so loading and indexing are cheaper. The
+    time indexes would cost a random page write per row if kept during the load, so
+    they are built at the end; the numeric-id index follows the primary key's order
+    and stays.
+    """
+    for name, header in CSV_HEADERS.items():
+        with (store.folder / name).open("w", newline="") as f:
+            csv.writer(f).writerow(header)
+    conn = store.connect()
+    conn.executescript(OWNERS_SCHEMA)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+    conn.execute("VACUUM")  # applies the page size; the file holds only the schema yet
+    with conn:
+        for name in TIME_INDEXES:
+            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+    conn.close()  # no connection may stay open across the fork of the workers

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import random
 import re
 import sqlite3
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from sandbox import chunks, loader
 from sandbox.churn import tick
+from sandbox.ids import Ids
 from sandbox.store import ANOMALIES_FILE, DB_FILE, STREAMS, TRUTH_FILE, WorldStore
 from sandbox.world import build_world
 
@@ -303,3 +309,59 @@ def test_ticks_add_update_and_archive_deterministically(tmp_path: Path) -> None:
     assert_times_agree(worlds[0], now_ms + 2 * 60_000)
     store = WorldStore(worlds[0])
     assert store.get_meta("tick") == 3 and store.get_meta("next_person") == 120 + 1 + 15
+
+
+def world_files(folder: Path) -> tuple[Any, ...]:
+    """Everything a build writes: records, owners, meta, truth and anomalies."""
+    with sqlite3.connect(folder / DB_FILE) as conn:
+        owners = conn.execute("SELECT stream, id, person_id FROM owners ORDER BY 1, 2").fetchall()
+        meta = conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+    return rows(folder), owners, meta, (folder / TRUTH_FILE).read_bytes(), (folder / ANOMALIES_FILE).read_bytes()
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 40 people, and worker processes from 80 people: multi-chunk builds at test size."""
+    monkeypatch.setattr(chunks, "CHUNK_PEOPLE", 40)
+    monkeypatch.setattr(loader, "POOL_FROM", 80)
+    return 40
+
+
+def test_chunked_world_is_the_same_in_one_or_two_processes(tmp_path: Path, small_chunks: int) -> None:
+    people = 3 * small_chunks + 10
+    build_world(tmp_path / "one", people=people, seed=5, anchor=ANCHOR, workers=1)
+    build_world(tmp_path / "two", people=people, seed=5, anchor=ANCHOR, workers=2)
+    assert world_files(tmp_path / "one") == world_files(tmp_path / "two")
+    # ... and in another interpreter with another string-hash seed (this one's is random)
+    script = "import sys; from sandbox.world import build_world; build_world(*sys.argv[1:2], " \
+             f"people={people}, seed=5, anchor={ANCHOR}, workers=2)"
+    patch = "import sandbox.chunks as c, sandbox.loader as l; c.CHUNK_PEOPLE = 40; l.POOL_FROM = 80; "
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-c", patch + script, str(tmp_path / "other")], check=True, env=env)
+    assert world_files(tmp_path / "other") == world_files(tmp_path / "one")
+
+    store = WorldStore(tmp_path / "one")
+    assert store.get_meta("next_person") == people + 1
+    gaps = store.get_meta("gaps")
+    assert set(gaps) == {"user", "cus", "sub", "si", "in", "evt", "contact", "zd_user", "zd_ticket", "kl_profile",
+                         "kl_event", "mp_event"}
+    assert all(len(spans) == 3 for spans in gaps.values())  # one after each chunk but the last
+
+
+def test_ids_draw_only_numbers_in_use() -> None:
+    ids = Ids(7, {"kl_event": 30}, {"kl_event": [(5, 10), (20, 25)]})
+    rng = random.Random(1)
+    assert {ids.draw("kl_event", rng) for _ in range(2000)} == {*range(5), *range(10, 20), *range(25, 30)}
+    assert Ids(7).draw("user", rng) is None
+
+
+def test_ticks_work_on_a_chunked_world(tmp_path: Path, small_chunks: int) -> None:
+    build_world(tmp_path, people=2 * small_chunks + 5, seed=4, anchor=ANCHOR, workers=2)
+    now_ms = ANCHOR * 1000 + 3_600_500  # Stripe events of the tick's second are ordered in its ms
+    counts = [tick(WorldStore(tmp_path), now_ms + i * 60_000) for i in range(3)]
+    assert all(c["hubspot_contacts_updated"] and c["stripe_customers_updated"] and c["mixpanel_users_active"]
+               and c["zendesk_tickets_progressed"] for c in counts)
+    truth = read_csv(tmp_path, TRUTH_FILE)
+    assert len(truth) == len({(s, i) for s, i, _ in truth})
+    assert {(s, i) for s, i, _ in truth} == {(r[0], r[1]) for r in rows(tmp_path) if r[0] not in NO_PERSON}
+    assert_times_agree(tmp_path, now_ms + 2 * 60_000)
