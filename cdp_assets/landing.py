@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,7 +123,6 @@ class LandingResult:
     pages: int = 0
     tombstoned: int = 0
     seconds: float = 0.0
-    cursor: Cursor = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,6 @@ def land_stream(
         ids = [r.record_id for r in page.records if r.record_id is not None]
         result.duplicates_in_pages += len(ids) - len(set(ids))
         result.pages += 1
-        result.cursor = page.cursor
     if full_pull:
         result.tombstoned = _finish_full_pull(
             conn, table, tombstone_missing, {**params, **state_key, "now": datetime.now(UTC)}

@@ -59,7 +59,6 @@ STREAMS: dict[str, StreamSpec] = {
         "contact_companies",
         "contact_id",
         "Which companies each HubSpot contact is associated with.",
-        page_size=ASSOCIATION_BATCH,
     ),
 }
 

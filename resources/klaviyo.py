@@ -43,7 +43,6 @@ STREAMS: dict[str, StreamSpec] = {
         "event_id",
         "Klaviyo email events (received, opened, clicked, bounced).",
         tombstone_missing=False,
-        page_size=200,
     ),
     "metrics": StreamSpec("metrics", "metrics", "metric_id", "Klaviyo metrics: the names of event types."),
 }

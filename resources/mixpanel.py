@@ -28,12 +28,7 @@ REREAD_DAYS = 1  # recent days read again on the next pull, for late events
 
 STREAMS: dict[str, StreamSpec] = {
     "events": StreamSpec(
-        "events",
-        "events",
-        "event_id",
-        "Mixpanel product events (raw export).",
-        tombstone_missing=False,
-        page_size=PAGE_EVENTS,
+        "events", "events", "event_id", "Mixpanel product events (raw export).", tombstone_missing=False
     ),
 }
 

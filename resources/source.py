@@ -7,9 +7,8 @@ transaction, so a run killed at any point resumes from the last landed page.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -48,8 +47,6 @@ class StreamSpec:
     # On a full re-pull, mark records the source no longer lists as deleted. Off for
     # append-only event streams, whose records never disappear.
     tombstone_missing: bool = True
-    page_size: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SourceResource(ConfigurableResource):
@@ -89,10 +86,6 @@ class SourceResource(ConfigurableResource):
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         """Pages of records after `cursor`; with `full`, every record (resuming a full pull in progress)."""
         raise NotImplementedError
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def from_iso(value: Any) -> datetime | None:

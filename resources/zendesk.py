@@ -27,8 +27,8 @@ IS_DELETED: dict[str, Callable[[dict[str, Any]], bool]] = {
 }
 
 STREAMS: dict[str, StreamSpec] = {
-    "users": StreamSpec("users", "users", "user_id", "Zendesk end users (requesters).", page_size=PAGE_SIZE),
-    "tickets": StreamSpec("tickets", "tickets", "ticket_id", "Zendesk support tickets.", page_size=PAGE_SIZE),
+    "users": StreamSpec("users", "users", "user_id", "Zendesk end users (requesters)."),
+    "tickets": StreamSpec("tickets", "tickets", "ticket_id", "Zendesk support tickets."),
 }
 
 
