@@ -85,16 +85,22 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             conn.execute(
                 f"""
                 CREATE OR REPLACE TABLE {quarantine} AS
-                SELECT c.record_id, c.is_deleted, f.failed_checks, '{source_table}' AS raw_table,
+                SELECT c.record_id, c.is_deleted, f.failed_checks, $raw_table AS raw_table,
                        c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
                 FROM _candidates c JOIN _failed f USING (_row)
                 """,
-                {"run_id": run_id},
+                {"raw_table": source_table, "run_id": run_id},
             )
+            passed, held = conn.execute(
+                f"SELECT (FROM {target} SELECT count(*)), (FROM {quarantine} SELECT count(*))"
+            ).fetchone()
+            if (passed, held) != (verdict.rows_passed, verdict.rows_quarantined):
+                conn.rollback()
+                raise RuntimeError(
+                    f"{entity}: {verdict.rows_in} rows in but {passed} staged and {held} quarantined; nothing written"
+                )
             measures = quality.record(conn, source, entity, target, stream.primary_key, verdict, run_id)
             conn.commit()
-        if verdict.rows_passed + verdict.rows_quarantined != verdict.rows_in:
-            raise AssertionError(f"{entity}: rows in != passed + quarantined")
         return MaterializeResult(
             metadata={
                 "rows_in": verdict.rows_in,
