@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 5000
 
-.PHONY: install run test pipeline lint validate clean
+.PHONY: install run test pipeline eval lint validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install
 ## One headless run of every asset against a freshly started sandbox, with a summary.
 pipeline: install
 	$(BIN)/cdp pipeline --people $(PEOPLE)
+
+## A headless run into data/eval, then identity resolution scored against the world's truth (docs/identity.md).
+eval: install
+	$(BIN)/cdp eval --people $(PEOPLE) --markdown docs/identity.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,6 +2,9 @@
 
 cdp run        the sandbox, the Dagster UI and a first run, until Ctrl-C (`make run`)
 cdp pipeline   one headless run of every asset against a freshly started sandbox (`make pipeline`)
+cdp eval       a headless run, then identity resolution scored against the world's ground truth (`make eval`)
+cdp profile    explain a profile, or keep two identifiers apart (`cdp profile explain --email ...`)
+cdp identity   retrain the probabilistic matching model on a warehouse (`cdp identity train`)
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import shutil
 import signal
 from pathlib import Path
 
+import duckdb
 from dagster import DagsterInstance, RunConfig, materialize
 
 from cdp_assets import stack
+from cdp_assets.identity import cli as identity_cli
 from resources import PROJECT_ROOT
 
 DATA = PROJECT_ROOT / "data"
@@ -38,9 +43,21 @@ def main(argv: list[str] | None = None) -> None:
     pipeline.add_argument("--sandbox-url", help="use this running sandbox instead of starting one")
     pipeline.add_argument("--full", action="store_true", help="full re-pull of every source")
 
+    evaluate = commands.add_parser("eval", help="a headless run, then identity resolution scored against truth")
+    evaluate.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
+    evaluate.add_argument("--data", type=Path, default=DATA / "eval", help="folder for world and warehouse")
+    evaluate.add_argument("--markdown", type=Path, help="also write the table into this file, between eval markers")
+    evaluate.set_defaults(sandbox_url=None, full=False)
+
+    identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         run_stack(args)
+    elif args.command == "eval":
+        run_eval(args)
+    elif args.command in ("profile", "identity"):
+        identity_cli.run(args)
     else:
         run_pipeline(args)
 
@@ -96,6 +113,19 @@ def run_pipeline(args: argparse.Namespace) -> None:
     world = _ensure_world(args.data / "sandbox", args.people)
     with SandboxServer(world) as sandbox:
         summarise(materialize_all(sandbox.url, args.full))
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    """The pipeline's run, then its profiles scored against the truth of the world it pulled."""
+    from cdp_assets.identity.evaluation import score, text_table, write_markdown
+
+    run_pipeline(args)
+    with duckdb.connect(os.environ["CDP_WAREHOUSE"], read_only=True) as conn:
+        evaluation = score(conn, args.data / "sandbox")
+    print(f"\n{text_table(evaluation)}")
+    if args.markdown:
+        write_markdown(args.markdown, evaluation)
+        print(f"\nwritten to {args.markdown}")
 
 
 def materialize_all(sandbox_url: str, full: bool) -> dict[str, dict[str, object]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor
+from dagster import AssetKey, Definitions, in_process_executor
 
+from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
+from cdp_assets.identity.profiles import build_profile_assets
+from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.raw import build_raw_assets
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
@@ -12,13 +15,18 @@ from schedules import build_jobs, build_schedules
 
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
-scorecard = build_scorecard_asset([a.key for a in staging_assets])
+identity_assets = [
+    build_identifiers_asset([AssetKey(s.table.split(".")) for s in load_identity_rules().sources]),
+    build_graph_asset(),
+    *build_profile_assets(GRAPH_KEY),
+]
+scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 jobs = build_jobs(raw_assets)
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
-    assets=[*raw_assets, *staging_assets, scorecard],
+    assets=[*raw_assets, *staging_assets, scorecard, *identity_assets],
     resources=build_resources(),
     jobs=jobs,
     schedules=build_schedules(jobs),

@@ -20,7 +20,7 @@ import orjson
 
 from sandbox.context import OWNED_STREAMS, Ctx, Rng
 from sandbox.ids import COUNTERS, FIRST_VALUE, Ids
-from sandbox.people import PEOPLE_PER_COMPANY, Company, Person, make_companies, make_people
+from sandbox.people import PEOPLE_PER_COMPANY, Company, Person, hard_cases, make_companies, make_people
 from sandbox.render_hubspot import render_company, render_contacts
 from sandbox.render_klaviyo import metric_ids, render_klaviyo
 from sandbox.render_mixpanel import render_mixpanel
@@ -42,6 +42,7 @@ class ChunkRows:
     owners: list[tuple[str, str, int]]
     truth: str  # CSV lines of truth.csv
     anomalies: str  # CSV lines of anomalies.csv
+    cases: str  # CSV lines of cases.csv
     counters: dict[str, int]  # the next number of each counter after this chunk
     created: Counter[str]
 
@@ -54,6 +55,7 @@ class ChunkSink:
         self.truth: list[tuple[str, str, int]] = []
         self.anomalies: list[tuple[str, str, str]] = []
         self.owners: list[tuple[str, str, int]] = []
+        self.cases: list[tuple[int, str]] = []
 
     def add(
         self, stream: str, rid: str, created: int, updated: int, payload: dict[str, Any], person: int | None,
@@ -73,12 +75,17 @@ class ChunkSink:
     def own(self, key: str, record_id: str, person: int) -> None:
         self.owners.append((key, record_id, person))
 
+    def case(self, person: int, kind: str) -> None:
+        self.cases.append((person, kind))
+
     def finish(self, counters: dict[str, int]) -> ChunkRows:
         rows: list[Row] = []
         for stream in sorted(self.streams):
             rows.extend(sorted(self.streams[stream], key=itemgetter(1)))  # sorting by str keys alone is fastest
         created = Counter({stream: len(rows) for stream, rows in self.streams.items()})
-        return ChunkRows(rows, sorted(self.owners), _csv(self.truth), _csv(self.anomalies), dict(counters), created)
+        cases = "".join([f"{person},{kind}\r\n" for person, kind in self.cases])
+        return ChunkRows(rows, sorted(self.owners), _csv(self.truth), _csv(self.anomalies), cases, dict(counters),
+                         created)
 
 
 def _csv(rows: list[tuple[str, str, Any]]) -> str:
@@ -110,10 +117,12 @@ def gaps_after(chunk: int, counters: dict[str, int]) -> dict[str, tuple[int, int
 
 
 def render_chunk(ctx: Ctx, companies: list[Company], people: list[Person]) -> None:
-    """Every record of these companies and people, in a fixed order (ids follow it)."""
+    """Every record of these companies and people, in a fixed order (ids follow it), and their hard cases."""
     for company in companies:
         render_company(ctx, company)
     for person in people:
+        for case in hard_cases(person):
+            ctx.label(person.pid, case)
         render_mixpanel(ctx, person)
         render_contacts(ctx, person)
         render_stripe(ctx, person)

@@ -1,11 +1,11 @@
 """What every renderer writes through: a record sink and the render context.
 
-Churn writes through ``Sink``, which buffers records with their truth, anomaly and
-owner rows and reads its own writes; a build writes each chunk of people through
-the leaner ``ChunkSink`` (sandbox.chunks). The ``owners`` table (in world.db, never
-served) remembers the person behind the records churn adds children to (customers,
-subscriptions, Zendesk users, Klaviyo profiles, product logins), so churn can label
-new records without reading truth.csv.
+Churn writes through ``Sink``, which buffers records with their truth, anomaly,
+owner and hard-case rows and reads its own writes; a build writes each chunk of
+people through the leaner ``ChunkSink`` (sandbox.chunks). The ``owners`` table (in
+world.db, never served) remembers the person behind the records churn adds children
+to (customers, subscriptions, Zendesk users, Klaviyo profiles, product logins), so
+churn can label new records without reading truth.csv.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sandbox import anomalies
 from sandbox.clock import DAY
 from sandbox.ids import Ids
+from sandbox.spelling import as_typed, spell
 from sandbox.store import Record, WorldStore
 
 OWNERS_SCHEMA = """
@@ -80,6 +81,8 @@ class RecordSink(Protocol):
 
     def own(self, key: str, record_id: str, person: int) -> None: ...
 
+    def case(self, person: int, kind: str) -> None: ...
+
 
 W = TypeVar("W", bound=RecordSink)
 
@@ -94,6 +97,7 @@ class Sink:
         self.truth: list[tuple[str, str, int]] = []
         self.anomalies: list[tuple[str, str, str]] = []
         self.owners: dict[tuple[str, str], int] = {}
+        self.cases: list[tuple[int, str]] = []
         self.created: Counter[str] = Counter()
         self.changed: Counter[str] = Counter()
         with store.connect() as conn:
@@ -122,6 +126,9 @@ class Sink:
 
     def own(self, key: str, record_id: str, person: int) -> None:
         self.owners[(key, record_id)] = person
+
+    def case(self, person: int, kind: str) -> None:
+        self.cases.append((person, kind))
 
     def get(self, stream: str, record_id: str) -> Record | None:
         return self.records.get((stream, record_id)) or self.store.get(stream, record_id)
@@ -155,7 +162,9 @@ class Sink:
             self.store.append_truth(self.truth)
         if self.anomalies:
             self.store.append_anomalies(self.anomalies)
-        self.records, self.truth, self.anomalies, self.owners = {}, [], [], {}
+        if self.cases:
+            self.store.append_cases(self.cases)
+        self.records, self.truth, self.anomalies, self.owners, self.cases = {}, [], [], {}, []
 
 
 @dataclass
@@ -171,6 +180,7 @@ class Ctx(Generic[W]):
     live: bool = False
     metrics: dict[str, str] = field(default_factory=dict)  # Klaviyo metric name -> id
     events_in_second: dict[int, int] = field(default_factory=dict)
+    labelled: set[tuple[int, str]] = field(default_factory=set)  # (person, case) already handed to the sink
 
     @property
     def seed(self) -> int:
@@ -198,6 +208,26 @@ class Ctx(Generic[W]):
         n = self.events_in_second.get(t, 0)
         self.events_in_second[t] = n + 1
         return t * 1000 + n
+
+    def label(self, person: int, case: str) -> None:
+        """Note that a person makes a hard case (cases.csv), once however many records show it."""
+        if (person, case) not in self.labelled:
+            self.labelled.add((person, case))
+            self.sink.case(person, case)
+
+    def spell(self, person: int, name: str) -> str:
+        """spelling.spell, labelling the person ``typos`` when the name came out misspelt."""
+        typed = spell(self.rng, name)
+        if typed != name:
+            self.label(person, "typos")
+        return typed
+
+    def typed(self, person: int, email: str) -> str:
+        """spelling.as_typed, labelling the person ``case_variants`` when the address came out capitalised."""
+        typed = as_typed(self.rng, email)
+        if typed != email:
+            self.label(person, "case_variants")
+        return typed
 
     def future(self) -> int:
         """A timestamp from a client with a wrong clock (the future_timestamp anomaly)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.chunks import CHUNK_PEOPLE, ChunkRows, build_chunk, chunk_sizes
-from sandbox.store import ANOMALIES_FILE, DB_FILE, TRUTH_FILE
+from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, TRUTH_FILE
 
 POOL_FROM = 3 * CHUNK_PEOPLE  # smaller worlds render in-process: starting workers would cost more than it saves
 WRITER_CACHE_KIB = 65_536  # each writer's page cache: other writers' commits invalidate it, so it needs no more
@@ -44,11 +44,11 @@ def bulk_connection(folder: Path, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.
 
 
 def write_chunk(conn: sqlite3.Connection, folder: Path, rows: ChunkRows) -> ChunkDone:
-    """One chunk in one transaction, its truth and anomaly lines appended to the CSV files."""
+    """One chunk in one transaction, its truth, anomaly and case lines appended to the CSV files."""
     with conn:
         conn.executemany(INSERT_RECORD, rows.rows)
         conn.executemany(INSERT_OWNER, rows.owners)
-    for name, text in ((TRUTH_FILE, rows.truth), (ANOMALIES_FILE, rows.anomalies)):
+    for name, text in ((TRUTH_FILE, rows.truth), (ANOMALIES_FILE, rows.anomalies), (CASES_FILE, rows.cases)):
         with (folder / name).open("a", newline="") as f:
             f.write(text)
     return ChunkDone(rows.counters, rows.created)

@@ -105,6 +105,24 @@ class Person:
         return self.work or self.home or self.junk or ""
 
 
+def hard_cases(person: Person) -> list[str]:
+    """The hard cases a person makes by who they are (cases.csv); renderers add ``typos`` and ``case_variants``.
+
+    A household either shares a login (one member has none of their own) or, both
+    having one, a family device.
+    """
+    cases = []
+    if person.partner and person.login:
+        cases.append("shared_login" if person.login == person.partner.login else "shared_device")
+    if len({*person.emails, person.old_work} - {None}) > 1:
+        cases.append("several_emails")
+    if person.duplicate_email:
+        cases.append("case_variants")
+    if person.job_change is not None:
+        cases.append("job_change")
+    return cases
+
+
 def weighted(rng: random.Random, options: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
     """Pick an option whose last element is its weight (``options`` should be a constant: its sums are cached)."""
     bounds = _bounds(options)

@@ -15,7 +15,6 @@ from sandbox.ids import company_id, contact_id
 from sandbox.people import Company, Person, weighted
 from sandbox.phones import render_phone
 from sandbox.pools import BY_CODE
-from sandbox.spelling import as_typed, spell
 
 LIFECYCLE = (
     ("subscriber", 0.15), ("lead", 0.30), ("marketingqualifiedlead", 0.20), ("salesqualifiedlead", 0.12),
@@ -67,9 +66,9 @@ def _contact(
     modified_ms = max(created_ms, modified_ms)
     created_at, modified_at = hubspot_time(created_ms), hubspot_time(modified_ms)
     properties: dict[str, Any] = {
-        "email": as_typed(rng, email) if typed else email,
-        "firstname": spell(rng, person.first),
-        "lastname": spell(rng, person.last),
+        "email": ctx.typed(person.pid, email) if typed else email,
+        "firstname": ctx.spell(person.pid, person.first),
+        "lastname": ctx.spell(person.pid, person.last),
         "phone": render_phone(rng, person.phone, person.country),
         "company": company.name,
         "jobtitle": title,

@@ -14,7 +14,6 @@ from sandbox.context import Ctx
 from sandbox.ids import short_id, uuid_text
 from sandbox.people import Company, Person
 from sandbox.pools import BY_CODE
-from sandbox.spelling import as_typed, spell
 
 METRICS = ("Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Unsubscribed")
 MAX_SENDS = 12
@@ -89,11 +88,11 @@ def render_profile(
     city, region, postal, _ = person.place
     known_org = company is not None and rng.random() < 0.5
     attributes = {
-        "email": as_typed(rng, email),
+        "email": ctx.typed(person.pid, email),
         "phone_number": person.phone if rng.random() < 0.5 else None,
         "external_id": person.user_id if person.user_id and rng.random() < 0.4 else None,
-        "first_name": spell(rng, person.first),
-        "last_name": spell(rng, person.last),
+        "first_name": ctx.spell(person.pid, person.first),
+        "last_name": ctx.spell(person.pid, person.last),
         "organization": company.name if known_org and company else None,
         "title": title if known_org else None,
         "locale": country.locale,

@@ -17,7 +17,6 @@ from sandbox.ids import stripe_id
 from sandbox.people import Person, weighted
 from sandbox.phones import render_phone
 from sandbox.pools import BY_CODE
-from sandbox.spelling import as_typed, spell
 
 API_VERSION = "2024-06-20"
 EVENTS_WINDOW = 30 * DAY
@@ -57,9 +56,9 @@ def render_stripe(ctx: Ctx, person: Person) -> None:
     named_as_company = person.company is not None and rng.random() < 0.1
     city, _, postal, street = person.place
     payload = {
-        "id": cid, "object": "customer", "created": created, "email": as_typed(rng, email),
+        "id": cid, "object": "customer", "created": created, "email": ctx.typed(person.pid, email),
         "name": person.company.name if named_as_company and person.company
-        else f"{spell(rng, person.first)} {spell(rng, person.last)}",
+        else f"{ctx.spell(person.pid, person.first)} {ctx.spell(person.pid, person.last)}",
         "phone": render_phone(rng, person.phone, person.country),
         "address": {"line1": street, "city": city, "postal_code": postal, "country": person.country},
         "currency": BY_CODE[person.country].currency, "balance": 0, "livemode": False,

@@ -14,7 +14,6 @@ from sandbox.ids import organization_id, zendesk_ticket_id, zendesk_user_id
 from sandbox.people import Person, weighted
 from sandbox.phones import render_phone
 from sandbox.pools import BY_CODE
-from sandbox.spelling import as_typed, spell
 
 BASE_URL = "https://sandbox.zendesk.com/api/v2"
 MAX_TICKETS = 4
@@ -48,8 +47,8 @@ def render_zendesk(ctx: Ctx, person: Person) -> None:
     payload = {
         "id": uid,
         "url": f"{BASE_URL}/users/{uid}.json",
-        "name": f"{spell(rng, person.first)} {spell(rng, person.last)}",
-        "email": as_typed(rng, email),
+        "name": f"{ctx.spell(person.pid, person.first)} {ctx.spell(person.pid, person.last)}",
+        "email": ctx.typed(person.pid, email),
         "phone": render_phone(rng, person.phone, person.country),
         "external_id": person.user_id if person.user_id and rng.random() < 0.5 else None,
         "role": "end-user",

@@ -10,6 +10,8 @@ Files in a world folder:
 - ``truth.csv``: ``stream,record_id,person_id`` - which real person each record
   belongs to. The served APIs never read it.
 - ``anomalies.csv``: ``stream,record_id,kind`` - records made bad on purpose.
+- ``cases.csv``: ``person_id,case`` - the hard cases each person makes for identity
+  resolution (see docs/sandbox-world.md), so its evaluation can score them apart.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ STREAMS: tuple[str, ...] = (
 
 TRUTH_FILE = "truth.csv"
 ANOMALIES_FILE = "anomalies.csv"
+CASES_FILE = "cases.csv"
 DB_FILE = "world.db"
 
 
@@ -117,6 +120,10 @@ class WorldStore:
     def append_anomalies(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Append (stream, record_id, kind) rows for records made bad on purpose."""
         self._append_csv(ANOMALIES_FILE, ("stream", "record_id", "kind"), rows)
+
+    def append_cases(self, rows: Iterable[tuple[int, str]]) -> None:
+        """Append (person_id, case) rows for the hard cases of new people."""
+        self._append_csv(CASES_FILE, ("person_id", "case"), rows)
 
     def _append_csv(self, name: str, header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
         path = self.folder / name

@@ -22,13 +22,14 @@ from sandbox.ids import Ids
 from sandbox.loader import bulk_connection, load_chunks, write_chunk
 from sandbox.pools import draw_pools
 from sandbox.render_klaviyo import metric_ids, render_metrics
-from sandbox.store import ANOMALIES_FILE, DB_FILE, SCHEMA, STREAMS, TRUTH_FILE, WorldStore
+from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, SCHEMA, STREAMS, TRUTH_FILE, WorldStore
 
 MAX_WORKERS = 4  # renderers that take turns writing; more would mostly wait for the writer's turn
 INDEX_CACHE_KIB = 32_768  # per sorted run: small runs let the sorter threads overlap (and memory stays flat)
 PAGE_SIZE = 16_384
 TIME_INDEXES = ("records_by_updated", "records_by_created")
-CSV_HEADERS = {TRUTH_FILE: ("stream", "record_id", "person_id"), ANOMALIES_FILE: ("stream", "record_id", "kind")}
+CSV_HEADERS = {TRUTH_FILE: ("stream", "record_id", "person_id"), ANOMALIES_FILE: ("stream", "record_id", "kind"),
+               CASES_FILE: ("person_id", "case")}
 
 
 def build_world(
@@ -89,7 +90,7 @@ def _sync(path: Path) -> None:
 def _require_empty(store: WorldStore) -> None:
     if store.connect().execute("SELECT 1 FROM records LIMIT 1").fetchone():
         raise FileExistsError(f"{store.folder} already holds a world (world.db has records); use an empty folder")
-    for name in (TRUTH_FILE, ANOMALIES_FILE):
+    for name in CSV_HEADERS:
         if (store.folder / name).exists():
             raise FileExistsError(f"{store.folder / name} exists; build into an empty folder")
 

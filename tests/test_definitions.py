@@ -45,11 +45,11 @@ def test_nightly_job_re_pulls_every_source_in_full() -> None:
 def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:
     graph = defs.resolve_asset_graph()
     keys = graph.get_all_asset_keys()
-    assert len(keys) == 25
+    assert len(keys) == 30
     for key in keys:
         node = graph.get(key)
         layer = key.path[0]
-        assert layer in ("raw", "staging", "quarantine"), key
+        assert layer in ("raw", "staging", "quarantine", "identity"), key
         assert node.group_name == layer, key
         assert node.description, key
         assert node.owners == ["team:data-platform"], key

@@ -133,14 +133,19 @@ BOOKKEEPING = ("source_updated_at", "_extracted_at", "_landing_id", "raw_landing
 
 
 def staging_snapshot(pipeline: Pipeline) -> dict[str, list[tuple[Any, ...]]]:
-    """Every staging table's business columns, in a stable order (landing bookkeeping left out)."""
+    """Every staging, quarantine and identity table's business columns, in a stable order (landing
+    bookkeeping, and the measures and logs of runs, which differ in time by nature, left out)."""
     snapshot = {}
     for (table,) in pipeline.query(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables"
-        " WHERE table_schema IN ('staging', 'quarantine') AND NOT starts_with(table_name, '_')"
-        " AND NOT starts_with(table_name, 'quality_')"  # measures of runs, which differ in time by nature
+        " WHERE table_schema IN ('staging', 'quarantine', 'identity') AND NOT starts_with(table_name, '_')"
+        " AND NOT starts_with(table_name, 'quality_') AND table_name NOT IN ('merge_log', 'profile_registry')"
     ):
-        snapshot[table] = pipeline.query(f"SELECT COLUMNS(lambda c: c NOT IN {BOOKKEEPING}) FROM {table} ORDER BY ALL")
+        # Identity's times come from the sources' version times, which for Stripe customers is the pull's time.
+        times = " AND NOT ends_with(c, '_at')" if table.startswith("identity.") else ""
+        snapshot[table] = pipeline.query(
+            f"SELECT COLUMNS(lambda c: c NOT IN {BOOKKEEPING}{times}) FROM {table} ORDER BY ALL"
+        )
     return snapshot
 
 

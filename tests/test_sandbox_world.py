@@ -20,7 +20,7 @@ import pytest
 from sandbox import chunks, loader
 from sandbox.churn import tick
 from sandbox.ids import Ids
-from sandbox.store import ANOMALIES_FILE, DB_FILE, STREAMS, TRUTH_FILE, WorldStore
+from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, STREAMS, TRUTH_FILE, WorldStore
 from sandbox.world import build_world
 
 ANCHOR = 1_750_000_000  # a fixed "now", so every run builds the same world
@@ -101,7 +101,7 @@ def records(folder: Path, stream: str) -> list[tuple[str, int, int, bool, dict[s
     return [(r[1], r[2], r[3], bool(r[4]), json.loads(r[5])) for r in rows(folder) if r[0] == stream]
 
 
-def read_csv(folder: Path, name: str) -> list[tuple[str, str, str]]:
+def read_csv(folder: Path, name: str) -> list[tuple[str, ...]]:
     with (folder / name).open() as f:
         return [tuple(row) for row in list(csv.reader(f))[1:]]
 
@@ -267,6 +267,49 @@ def test_job_changers_have_an_old_contact_and_a_bouncing_address(
     assert movers and bouncing_people and movers & bouncing_people
 
 
+def test_cases_label_every_hard_case_the_records_show(
+    world: Path, truth: dict[tuple[str, str], int], anomalies: dict[tuple[str, str], str]
+) -> None:
+    labelled = read_csv(world, CASES_FILE)
+    assert len(labelled) == len(set(labelled)), "a person is labelled twice with one case"
+    cases: dict[str, set[int]] = defaultdict(set)
+    for person, case in labelled:
+        cases[case].add(int(person))
+    assert set(cases) == {"shared_device", "shared_login", "several_emails", "typos", "case_variants", "job_change"}
+    by_user: dict[str, set[int]] = defaultdict(set)
+    by_device: dict[str, set[int]] = defaultdict(set)
+    for rid, *_, p in records(world, "mixpanel.events"):
+        props, person = p["properties"], truth[("mixpanel.events", rid)]
+        by_device[props["$device_id"]].add(person)
+        if "$user_id" in props:
+            by_user[props["$user_id"]].add(person)
+    assert cases["shared_login"] == {person for people in by_user.values() if len(people) > 1 for person in people}
+    assert {person for people in by_device.values() if len(people) > 1 for person in people} <= cases["shared_device"]
+    emails: dict[int, set[str]] = defaultdict(set)
+    names: dict[int, set[str]] = defaultdict(set)
+    messy: set[int] = set()
+    name_at = {"hubspot.contacts": lambda p: f"{p['properties']['firstname']} {p['properties']['lastname']}",
+               "zendesk.users": lambda p: p["name"],
+               "klaviyo.profiles": lambda p: f"{p['attributes']['first_name']} {p['attributes']['last_name']}"}
+    for stream, path in EMAIL_AT.items():
+        for rid, *_, p in records(world, stream):
+            person, email = truth[(stream, rid)], dig(p, *path)
+            if stream in name_at:
+                names[person].add(name_at[stream](p))
+            if (stream, rid) in anomalies:
+                continue
+            emails[person].add(email.strip().lower())
+            if email != email.strip().lower():
+                messy.add(person)
+    assert {person for person, found in emails.items() if len(found) > 1} <= cases["several_emails"]
+    assert {person for person, found in names.items() if len(found) > 1} <= cases["typos"]
+    assert messy and messy <= cases["case_variants"]
+    companies_of: dict[int, set[int]] = defaultdict(set)
+    for rid, *_, p in records(world, "hubspot.contact_companies"):
+        companies_of[truth[("hubspot.contact_companies", rid)]].add(p["to"][0]["toObjectId"])
+    assert {person for person, found in companies_of.items() if len(found) > 1} <= cases["job_change"]
+
+
 def test_each_anomaly_kind_is_listed_and_really_bad(world: Path, anomalies: dict[tuple[str, str], str]) -> None:
     assert set(anomalies.values()) == set(BAD)
     payloads = {(r[0], r[1]): json.loads(r[5]) for r in rows(world)}
@@ -284,7 +327,8 @@ def test_ticks_add_update_and_archive_deterministically(tmp_path: Path) -> None:
     now_ms = ANCHOR * 1000 + 3_600_123
     results = [[tick(WorldStore(folder), now_ms + i * 60_000) for i in range(3)] for folder in worlds]
     assert results[0] == results[1] and rows(worlds[0]) == rows(worlds[1])
-    assert (worlds[0] / TRUTH_FILE).read_bytes() == (worlds[1] / TRUTH_FILE).read_bytes()
+    for name in (TRUTH_FILE, CASES_FILE):
+        assert (worlds[0] / name).read_bytes() == (worlds[1] / name).read_bytes()
 
     first = results[0][0]
     assert first["people_signed_up"] == 5 and first["records_created"] > 0 and first["stripe_events"] > 0
@@ -305,6 +349,7 @@ def test_ticks_add_update_and_archive_deterministically(tmp_path: Path) -> None:
 
     truth = read_csv(worlds[0], TRUTH_FILE)
     assert len(truth) > truth_before
+    assert any(int(person) > 120 for person, _ in read_csv(worlds[0], CASES_FILE)), "no case of a new person"
     assert {(s, i) for s, i, _ in truth} == {(r[0], r[1]) for r in rows(worlds[0]) if r[0] not in NO_PERSON}
     assert_times_agree(worlds[0], now_ms + 2 * 60_000)
     store = WorldStore(worlds[0])
@@ -312,11 +357,12 @@ def test_ticks_add_update_and_archive_deterministically(tmp_path: Path) -> None:
 
 
 def world_files(folder: Path) -> tuple[Any, ...]:
-    """Everything a build writes: records, owners, meta, truth and anomalies."""
+    """Everything a build writes: records, owners, meta, truth, anomalies and cases."""
     with sqlite3.connect(folder / DB_FILE) as conn:
         owners = conn.execute("SELECT stream, id, person_id FROM owners ORDER BY 1, 2").fetchall()
         meta = conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
-    return rows(folder), owners, meta, (folder / TRUTH_FILE).read_bytes(), (folder / ANOMALIES_FILE).read_bytes()
+    csvs = tuple((folder / name).read_bytes() for name in (TRUTH_FILE, ANOMALIES_FILE, CASES_FILE))
+    return rows(folder), owners, meta, *csvs
 
 
 @pytest.fixture

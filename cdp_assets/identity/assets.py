@@ -1,0 +1,101 @@
+"""The `identity` layer's graph assets: normalised identifiers, then the resolved identity graph."""
+
+import time
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    asset,
+)
+
+from cdp_assets.identity import identifiers, resolution, rules
+from cdp_assets.raw import OWNER
+
+IDENTIFIERS_KEY = AssetKey(["identity", "identifiers"])
+GRAPH_KEY = AssetKey(["identity", "identity_graph"])
+LARGEST_PROFILE_RECORDS = 200  # a profile this big is a blob of people, not one person
+
+
+def build_identifiers_asset(staging_keys: list[AssetKey]) -> AssetsDefinition:
+    @asset(
+        key=IDENTIFIERS_KEY,
+        group_name="identity",
+        kinds={"duckdb", "python"},
+        owners=[OWNER],
+        deps=staging_keys,
+        description=(
+            "For the identity graph and for engineers tracing a person: one row per identifier a person-level "
+            "record carries (email, canonical email, E.164 phone, product user id, device id, the record's own "
+            "id), normalised with email-validator and phonenumbers; blocked and invalid values are left out."
+        ),
+        required_resource_keys={"warehouse"},
+    )
+    def identity_identifiers(context: AssetExecutionContext) -> MaterializeResult:
+        started = time.monotonic()
+        with context.resources.warehouse.get_connection() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
+            counts = identifiers.build(conn, rules.load())
+        return MaterializeResult(metadata={**counts, "seconds": round(time.monotonic() - started, 3)})
+
+    return identity_identifiers
+
+
+def build_graph_asset() -> AssetsDefinition:
+    @asset(
+        key=GRAPH_KEY,
+        group_name="identity",
+        kinds={"duckdb", "scipy", "splink"},
+        owners=[OWNER],
+        deps=[IDENTIFIERS_KEY],
+        description=(
+            "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
+            "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "
+            "threshold. Writes `identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
+            "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
+            "`identity.match_review` (probable matches for a person to decide) and appends merges and splits to "
+            "`identity.merge_log`. `cdp profile explain` reads these tables."
+        ),
+        required_resource_keys={"warehouse"},
+        check_specs=[
+            AssetCheckSpec("profiles_within_limits", asset=GRAPH_KEY, blocking=True,
+                           description="No profile holds more identifiers of a type than its limit allows."),
+            AssetCheckSpec("no_giant_profile", asset=GRAPH_KEY, blocking=True,
+                           description=f"No profile holds more than {LARGEST_PROFILE_RECORDS} person-level records."),
+        ],
+    )
+    def identity_graph(context: AssetExecutionContext) -> MaterializeResult:
+        started = time.monotonic()
+        identity_rules = rules.load()
+        with context.resources.warehouse.get_connection() as conn:
+            outcome = resolution.resolve(conn, identity_rules, context.run.run_id)
+            over_limit = resolution.over_limit(conn, identity_rules)
+        return MaterializeResult(
+            metadata={
+                "profiles": outcome.profiles,
+                "merged": outcome.merged,
+                "split": outcome.split,
+                "links_refused": outcome.refused,
+                "probabilistic_links": outcome.probabilistic_links,
+                "review_pairs": outcome.review_pairs,
+                "largest_profile_records": outcome.largest_profile_records,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+            check_results=[
+                AssetCheckResult(
+                    check_name="profiles_within_limits", passed=not over_limit,
+                    severity=AssetCheckSeverity.ERROR, metadata={"profiles_over_limit": len(over_limit)},
+                ),
+                AssetCheckResult(
+                    check_name="no_giant_profile", passed=outcome.largest_profile_records <= LARGEST_PROFILE_RECORDS,
+                    severity=AssetCheckSeverity.ERROR,
+                    metadata={"largest_profile_records": outcome.largest_profile_records},
+                ),
+            ],
+        )
+
+    return identity_graph

@@ -1,0 +1,119 @@
+"""Explain and undo: why a profile holds what it holds, and "never link" rules that split it.
+
+Reads the tables the identity graph writes; `cdp profile explain|never-link` is the
+command-line face of these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from cdp_assets.identity import normalise
+from cdp_assets.identity.resolution import NEVER_LINK_TABLE, ensure_tables
+from cdp_assets.identity.rules import Rules
+
+
+@dataclass(frozen=True)
+class Explanation:
+    profile_id: str
+    identifiers: list[dict[str, Any]]  # every identifier and record id the profile holds
+    edges: list[dict[str, Any]]  # the links that built it
+    refused: list[dict[str, Any]]  # links merge protection or a never-link rule turned away
+    history: list[dict[str, Any]]  # merges and splits from the merge log
+
+
+def lookup_value(id_type: str, raw: str, rules: Rules) -> str | None:
+    """A value as the graph stores it: emails and phones normalised, ids as given."""
+    if id_type == "email":
+        return normalise.email(raw, rules)
+    if id_type == "phone":
+        return normalise.phone(raw, None, rules)
+    return raw.strip()
+
+
+def find_profile(conn: duckdb.DuckDBPyConnection, id_type: str, value: str) -> str | None:
+    """The current profile of an identifier, or of a profile id that was merged into another."""
+    if id_type == "profile_id":
+        row = conn.execute(
+            """
+            WITH RECURSIVE chain(profile_id, merged_into) AS (
+                SELECT profile_id, merged_into FROM identity.profile_registry WHERE profile_id = $value
+                UNION ALL
+                SELECT r.profile_id, r.merged_into FROM identity.profile_registry r
+                JOIN chain c ON r.profile_id = c.merged_into
+            )
+            SELECT profile_id FROM chain WHERE merged_into IS NULL
+            """,
+            {"value": value},
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT profile_id FROM identity.identifier_profiles WHERE id_type = $type AND value = $value",
+            {"type": id_type, "value": value},
+        ).fetchone()
+    return row[0] if row else None
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def explain(conn: duckdb.DuckDBPyConnection, profile_id: str) -> Explanation:
+    params = {"profile": profile_id}
+    return Explanation(
+        profile_id=profile_id,
+        identifiers=_rows(
+            conn,
+            "SELECT id_type, value, first_seen FROM identity.identifier_profiles WHERE profile_id = $profile "
+            "ORDER BY first_seen, id_type, value",
+            params,
+        ),
+        edges=_rows(
+            conn,
+            "SELECT type_a, value_a, type_b, value_b, link_type, method, probability, records, streams, first_seen "
+            "FROM identity.profile_edges WHERE profile_id = $profile ORDER BY first_seen, link_type",
+            params,
+        ),
+        refused=_rows(
+            conn,
+            "SELECT refused_by, type_a, value_a, profile_a, type_b, value_b, profile_b, method, probability "
+            "FROM identity.refused_links WHERE $profile IN (profile_a, profile_b)",
+            params,
+        ),
+        history=_rows(
+            conn,
+            "SELECT run_id, logged_at, action, profile_id, other_profile_id, cause FROM identity.merge_log "
+            "WHERE $profile IN (profile_id, other_profile_id) ORDER BY logged_at",
+            params,
+        ),
+    )
+
+
+def node(side: str, rules: Rules) -> str:
+    """`type:value` as the graph stores it, for a never-link rule."""
+    id_type, _, raw = side.partition(":")
+    if id_type not in rules.types or not raw:
+        raise ValueError(f"{side!r}: give type:value with a type in {sorted(rules.types)}")
+    value = lookup_value(id_type, raw, rules)
+    if value is None:
+        raise ValueError(f"{side!r} is not a valid {id_type}")
+    return f"{id_type}:{value}"
+
+
+def add_never_link(
+    conn: duckdb.DuckDBPyConnection, rules: Rules, a: str, b: str | None, reason: str, added_by: str
+) -> None:
+    """Record that `a` and `b` (each `type:value`) must never share a profile; `b` None blocks `a` alone.
+
+    The next identity graph run applies it: the profile splits and the split is logged."""
+    a, b = node(a, rules), node(b, rules) if b else None
+    ensure_tables(conn)
+    conn.execute(
+        f"INSERT INTO {NEVER_LINK_TABLE} (a, b, reason, added_by) VALUES ($a, $b, $reason, $by)",
+        {"a": a, "b": b, "reason": reason, "by": added_by},
+    )

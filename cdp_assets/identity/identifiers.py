@@ -1,0 +1,112 @@
+"""`identity.identifiers`: every identifier each person-level record carries, normalised.
+
+Columns are read as the rules' sources say; each distinct raw value is normalised once
+in Python (email-validator, phonenumbers) and joined back in DuckDB, so the work grows
+with the number of distinct values, not rows.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from cdp_assets.identity import normalise
+from cdp_assets.identity.rules import Rules
+
+IDENTIFIERS_TABLE = "identity.identifiers"
+
+
+def _observations_sql(rules: Rules, params: dict[str, str]) -> str:
+    """One row per (record, identifier column) with its raw value, from the staging tables.
+
+    Table and column names come from the rules; stream and type names go in as parameters."""
+    selects = []
+    for i, source in enumerate(rules.sources):
+        params[f"stream_{i}"] = source.stream
+        for j, (id_type, column) in enumerate(source.identifiers.items()):
+            params[f"type_{i}_{j}"] = id_type
+            region = source.phone_region if id_type == "phone" and source.phone_region else "NULL"
+            selects.append(
+                f"SELECT $stream_{i} AS stream, {source.key}::VARCHAR AS record_id, $type_{i}_{j} AS id_type, "
+                f"{column}::VARCHAR AS raw_value, {region}::VARCHAR AS region, {source.observed_at} AS observed_at, "
+                f"source_updated_at AS last_seen_at "
+                f"FROM {source.table} WHERE {column} IS NOT NULL"
+            )
+    return "\nUNION ALL\n".join(selects)
+
+
+def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:
+    """Each record of a stream with a record type is itself an identifier (its source id)."""
+    selects = []
+    for i, source in enumerate(rules.sources):
+        if source.record_type:
+            params[f"stream_{i}"], params[f"record_type_{i}"] = source.stream, source.record_type
+            selects.append(
+                f"SELECT $stream_{i} AS stream, {source.key}::VARCHAR AS record_id, $record_type_{i} AS id_type, "
+                f"{source.key}::VARCHAR AS value, {source.key}::VARCHAR AS raw_value, "
+                f"{source.observed_at} AS observed_at, source_updated_at AS last_seen_at FROM {source.table}"
+            )
+    return "\nUNION ALL\n".join(selects)
+
+
+def _normalise(distinct: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """(id_type, raw_value, region) -> value, plus a canonical-email row where a provider rule applies."""
+    rows: list[tuple[str, str, str | None, str, str]] = []
+    for id_type, raw, region in distinct.itertuples(index=False, name=None):
+        if id_type == "email":
+            value = normalise.email(raw, rules)
+            canonical = normalise.canonical_email(value, rules) if value else None
+            if canonical:
+                rows.append((id_type, raw, region, "email_canonical", canonical))
+        elif id_type == "phone":
+            value = normalise.phone(raw, region, rules)
+        else:
+            value = normalise.plain(raw, rules)
+        if value:
+            rows.append((id_type, raw, region, id_type, value))
+    return pd.DataFrame(rows, columns=["source_type", "raw_value", "region", "id_type", "value"])
+
+
+def build(conn: duckdb.DuckDBPyConnection, rules: Rules) -> dict[str, int]:
+    """Write identity.identifiers; returns counts for the asset's metadata."""
+    observation_params: dict[str, str] = {}
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _observations AS {_observations_sql(rules, observation_params)}",
+        observation_params,
+    )
+    distinct = conn.execute(
+        "SELECT DISTINCT id_type, raw_value, region FROM _observations ORDER BY ALL"
+    ).df()
+    normalised = _normalise(distinct, rules)
+    conn.register("_normalised_view", normalised)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _normalised AS SELECT * FROM _normalised_view")
+    conn.unregister("_normalised_view")
+    node_params: dict[str, str] = {}
+    record_nodes = _record_nodes_sql(rules, node_params)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS
+        SELECT DISTINCT o.stream, o.record_id, n.id_type, n.value, o.raw_value, o.observed_at, o.last_seen_at
+        FROM _observations o
+        JOIN _normalised n ON n.source_type = o.id_type AND n.raw_value = o.raw_value
+                          AND n.region IS NOT DISTINCT FROM o.region
+        UNION ALL
+        {record_nodes}
+        """,
+        node_params,
+    )
+    rejected = conn.execute(
+        """
+        SELECT count(*) FROM (SELECT DISTINCT id_type, raw_value, region FROM _observations) d
+        WHERE NOT EXISTS (SELECT 1 FROM _normalised n WHERE n.source_type = d.id_type
+                          AND n.raw_value = d.raw_value AND n.region IS NOT DISTINCT FROM d.region
+                          AND n.id_type = d.id_type)
+        """
+    ).fetchall()[0][0]
+    counts = dict(conn.execute(f"SELECT id_type, count(DISTINCT value) FROM {IDENTIFIERS_TABLE} GROUP BY 1").fetchall())
+    return {
+        "rows": int(conn.execute(f"SELECT count(*) FROM {IDENTIFIERS_TABLE}").fetchall()[0][0]),
+        "distinct_raw_values": len(distinct),
+        "values_rejected": int(rejected),
+        **{f"distinct_{k}": int(v) for k, v in counts.items()},
+    }

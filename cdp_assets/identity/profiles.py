@@ -1,0 +1,325 @@
+"""Golden records on the identity graph: person profiles, B2B accounts and email addresses.
+
+Everything here reads only the graph's contract tables (`identity.record_profiles`,
+`identity.identifiers`) and staging, so the graph may change how it links records freely.
+Which source wins each person trait is declared in TRAITS and turned into one ranked-candidates
+query by `traits_sql`; the other rules (statuses, metric names, mail domains) are constants passed
+to the SQL in `sql/` as parameters.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+
+from cdp_assets.raw import OWNER
+from cdp_assets.staging import staging_key, staging_table
+from resources import SOURCES
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place a trait may come from: a SQL expression over the stream's staging row `s`, or over
+    `i`, the record's normalised identifier of type `id_type` in identity.identifiers."""
+
+    stream: str  # "source.stream" as in identity.record_profiles
+    expr: str
+    id_type: str | None = None
+
+
+def column(stream: str, expr: str) -> Candidate:
+    return Candidate(stream, expr)
+
+
+def identifier(stream: str, id_type: str) -> Candidate:
+    return Candidate(stream, "i.value", id_type)
+
+
+HUBSPOT, STRIPE, ZENDESK = "hubspot.contacts", "stripe.customers", "zendesk.users"
+KLAVIYO, MIXPANEL = "klaviyo.profiles", "mixpanel.events"
+# Zendesk keeps one full name; Stripe's `name` is sometimes the company, so it never names a person.
+FIRST_WORD = "CASE WHEN contains(trim(s.name), ' ') THEN split_part(trim(s.name), ' ', 1) END"
+LAST_WORDS = "CASE WHEN contains(trim(s.name), ' ') THEN substr(trim(s.name), strpos(trim(s.name), ' ') + 1) END"
+
+# Survivorship: per trait, its candidates in order of trust. The winner is the first non-blank value of a live
+# record (a deleted record's only when no live record has one), by this order, then the latest source_updated_at.
+# Sales keeps the CRM current, so it leads for who someone is and where they work; billing leads for the address
+# people pay from; marketing's self-entered profile leads for location settings; the product knows its own user id.
+TRAITS: dict[str, tuple[Candidate, ...]] = {
+    "email": (
+        identifier(HUBSPOT, "email"),
+        identifier(STRIPE, "email"),
+        identifier(ZENDESK, "email"),
+        identifier(KLAVIYO, "email"),
+        identifier(MIXPANEL, "email"),
+    ),
+    "first_name": (column(HUBSPOT, "s.first_name"), column(KLAVIYO, "s.first_name"), column(ZENDESK, FIRST_WORD)),
+    "last_name": (column(HUBSPOT, "s.last_name"), column(KLAVIYO, "s.last_name"), column(ZENDESK, LAST_WORDS)),
+    "phone": (
+        identifier(HUBSPOT, "phone"),
+        identifier(STRIPE, "phone"),
+        identifier(ZENDESK, "phone"),
+        identifier(KLAVIYO, "phone"),
+    ),
+    "company": (column(HUBSPOT, "s.company_name"), column(KLAVIYO, "s.organization")),
+    "job_title": (column(HUBSPOT, "s.job_title"), column(KLAVIYO, "s.title")),
+    "city": (column(STRIPE, "s.address_city"), column(HUBSPOT, "s.city"), column(KLAVIYO, "s.city")),
+    "country": (column(HUBSPOT, "s.country"), column(KLAVIYO, "s.country")),  # a name, as both sources send it
+    "country_code": (column(STRIPE, "s.address_country"),),  # ISO 3166-1 alpha-2, as only Stripe sends it
+    "time_zone": (column(KLAVIYO, "s.time_zone"),),  # IANA; Zendesk's Rails names are another vocabulary
+    "locale": (column(KLAVIYO, "s.locale"), column(ZENDESK, "s.locale")),
+    "product_user_id": (
+        column(MIXPANEL, "s.user_id"),
+        column(STRIPE, "s.product_user_id"),
+        column(ZENDESK, "s.external_id"),
+        column(KLAVIYO, "s.external_id"),
+    ),
+    "email_marketing_consent": (column(KLAVIYO, "s.email_marketing_consent"),),
+}
+
+# Stripe subscription statuses: not yet ended; billing now (MRR leaves trials, pauses and unpaid out); ended.
+RUNNING_STATUSES = ("active", "trialing", "past_due", "unpaid", "paused")
+MRR_STATUSES = ("active", "past_due")
+ENDED_STATUSES = ("canceled", "incomplete_expired")
+CLOSED_TICKET_STATUSES = ("solved", "closed", "deleted")
+# HubSpot lifecycle stages from least to most advanced; a running subscription lifts a profile to "customer".
+LIFECYCLE_FUNNEL = (
+    "other",
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+)
+# Klaviyo metric names behind each engagement count; a bounce was a send too.
+EMAIL_METRICS = {
+    "send_metrics": ["Received Email", "Bounced Email"],
+    "open_metrics": ["Opened Email"],
+    "click_metrics": ["Clicked Email"],
+    "bounce_metrics": ["Bounced Email"],
+}
+# Domains (glob patterns) that say nothing about an employer.
+FREE_MAIL_DOMAINS = (
+    "gmail.com", "googlemail.com", "yahoo.*", "ymail.com", "rocketmail.com", "outlook.*", "hotmail.*", "live.*",
+    "msn.com", "icloud.com", "me.com", "mac.com", "aol.com", "aim.com", "protonmail.*", "proton.me", "pm.me",
+    "zoho.com", "mail.com", "email.com", "fastmail.*", "hey.com", "tutanota.*", "yandex.*", "mail.ru", "qq.com",
+    "163.com", "126.com", "gmx.*", "web.de", "t-online.de", "freenet.de", "arcor.de", "orange.fr", "wanadoo.fr",
+    "free.fr", "sfr.fr", "laposte.net", "btinternet.com", "sky.com", "virginmedia.com", "ntlworld.com",
+    "talktalk.net", "rogers.com", "shaw.ca", "sympatico.ca", "videotron.ca", "bell.net", "comcast.net",
+    "verizon.net", "att.net", "sbcglobal.net", "cox.net", "charter.net",
+)  # fmt: skip
+DISPOSABLE_DOMAINS = (
+    "mailinator.com", "yopmail.*", "guerrillamail.*", "sharklasers.com", "grr.la", "10minutemail.*", "temp-mail.*",
+    "tempmail.*", "trashmail.*", "dispostable.com", "getnada.com", "maildrop.cc", "throwawaymail.com",
+    "mailnesia.com", "mintemail.com", "fakeinbox.com", "spamgourmet.com", "mohmal.com", "emailondeck.com",
+)  # fmt: skip
+
+SQL = Path(__file__).parent / "sql"
+CANDIDATE_SQL = (
+    "SELECT {trait} AS trait, {trust} AS trust, rp.profile_id, rp.stream, rp.record_id,"
+    " nullif(trim(CAST({expr} AS VARCHAR)), '') AS value, s.source_updated_at AS changed_at, s.is_deleted"
+    " FROM identity.record_profiles rp JOIN {table} s ON s.{key} = rp.record_id{identifiers}"
+    " WHERE rp.stream = $stream_{n}"
+)
+IDENTIFIERS_JOIN = (
+    " JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
+)
+PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at"}
+# The graph keys a record by its staging primary key, except product events: by `$insert_id`, Mixpanel's dedup key.
+RECORD_ID_COLUMNS = {MIXPANEL: "insert_id"}
+# Streams each asset reads from staging, beside the graph.
+PERSON_STAGING = (
+    ("stripe", "customers"), ("stripe", "subscriptions"), ("stripe", "invoices"), ("hubspot", "contacts"),
+    ("zendesk", "users"), ("zendesk", "tickets"), ("klaviyo", "profiles"), ("klaviyo", "events"),
+    ("klaviyo", "metrics"), ("mixpanel", "events"),
+)  # fmt: skip
+EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "metrics"))
+ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
+
+
+def stream_table(stream: str) -> tuple[str, str]:
+    """The staging table of a "source.stream" name and the column holding the graph's record_id."""
+    source, name = stream.split(".")
+    spec = SOURCES[source].streams[name]
+    return staging_table(source, spec.entity), RECORD_ID_COLUMNS.get(stream, spec.primary_key)
+
+
+def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str, str]]:
+    """The survivorship query for the rules, and its parameters (stream names and identifier types)."""
+    branches, params, n = [], {}, 0
+    for trait, candidates in enumerate(traits.values()):
+        for trust, candidate in enumerate(candidates):
+            table, key = stream_table(candidate.stream)
+            params[f"stream_{n}"] = candidate.stream
+            joins = ""
+            if candidate.id_type:
+                params[f"id_type_{n}"] = candidate.id_type
+                joins = IDENTIFIERS_JOIN.format(n=n)
+            branches.append(
+                CANDIDATE_SQL.format(
+                    trait=trait, trust=trust, expr=candidate.expr, table=table, key=key, identifiers=joins, n=n
+                )
+            )
+            n += 1
+    columns = ",\n    ".join(
+        f"any_value({field}) FILTER (WHERE trait = {trait}) AS {name}{suffix}"
+        for trait, name in enumerate(traits)
+        for field, suffix in PROVENANCE.items()
+    )
+    template = (SQL / "traits.sql").read_text()
+    return template.format(candidates="\nUNION ALL\n".join(branches), columns=columns), params
+
+
+def prepare(conn: duckdb.DuckDBPyConnection) -> None:
+    """The temp tables both person profiles and email addresses read: records with liveness, email events."""
+    conn.execute((SQL / "person_records.sql").read_text())
+    conn.execute((SQL / "email_events.sql").read_text(), EMAIL_METRICS)
+
+
+def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> None:
+    prepare(conn)
+    sql, params = traits_sql(TRAITS)
+    conn.execute(sql, params)
+    conn.execute(
+        (SQL / "person_profiles.sql").read_text(),
+        {
+            "running_statuses": list(RUNNING_STATUSES),
+            "mrr_statuses": list(MRR_STATUSES),
+            "ended_statuses": list(ENDED_STATUSES),
+            "closed_ticket_statuses": list(CLOSED_TICKET_STATUSES),
+            "lifecycle_funnel": list(LIFECYCLE_FUNNEL),
+        },
+    )
+
+
+def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> None:
+    prepare(conn)
+    conn.execute(
+        (SQL / "email_addresses.sql").read_text(),
+        {"free_mail_domains": list(FREE_MAIL_DOMAINS), "disposable_domains": list(DISPOSABLE_DOMAINS)},
+    )
+
+
+def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
+    """Accounts and their people replace the old ones together or not at all."""
+    conn.execute((SQL / "accounts_base.sql").read_text())
+    conn.begin()
+    conn.execute((SQL / "account_people.sql").read_text())
+    conn.execute((SQL / "accounts.sql").read_text())
+    conn.commit()
+
+
+def measures(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, float | int]:
+    """One row of numbers, as materialisation metadata named by its columns."""
+    cursor = conn.execute(sql)
+    names = [description[0] for description in cursor.description]
+    row = cursor.fetchone() or (None,) * len(names)
+    return {
+        name: round(float(value), 6) if isinstance(value, float) else int(value or 0)
+        for name, value in zip(names, row, strict=True)
+    }
+
+
+def fill_rates_sql() -> str:
+    return ", ".join(f'avg(({trait} IS NOT NULL)::INT) AS "fill_rate.{trait}"' for trait in TRAITS)
+
+
+def identity_asset(
+    name: str, description: str, deps: list[AssetKey]
+) -> Callable[[Callable[[AssetExecutionContext], MaterializeResult]], AssetsDefinition]:
+    return asset(
+        key=AssetKey(["identity", name]),
+        group_name="identity",
+        kinds={"duckdb"},
+        owners=[OWNER],
+        deps=deps,
+        description=description,
+        required_resource_keys={"warehouse"},
+    )
+
+
+def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
+    """Person profiles, email addresses and accounts, built on the graph asset `graph_key`."""
+
+    def reads(*entities: tuple[str, str]) -> list[AssetKey]:
+        return [graph_key, *(staging_key(source, entity) for source, entity in entities)]
+
+    @identity_asset(
+        "person_profiles",
+        "For marketing, sales and support tools: one row per person (profile_id of the identity graph), the golden "
+        "record. Each trait (email, name, phone, company, job title, city, country, time zone, locale, product user "
+        "id, consent) is chosen by survivorship rules (source trust, then recency, live records first) and carries "
+        "`<trait>_source`, `<trait>_record_id` and `<trait>_at`. Computed: lifetime revenue and MRR in cents with "
+        "their currency, plan and subscription status, lifecycle stage, first and last seen, first-touch channel, "
+        "open tickets, Klaviyo email engagement, and how many records, sources and emails stand behind the person.",
+        reads(*PERSON_STAGING),
+    )
+    def person_profiles(context: AssetExecutionContext) -> MaterializeResult:
+        with context.resources.warehouse.get_connection() as conn:
+            build_person_profiles(conn)
+            metadata = measures(
+                conn,
+                "SELECT count(*) AS profiles, avg(is_active::INT) AS active_share,"
+                " avg((running_subscriptions > 0)::INT) AS customer_share,"
+                " count(*) FILTER (WHERE lifecycle_stage = 'churned') AS churned,"
+                " avg((len(sources) > 1)::INT) AS multi_source_share, avg(records) AS records_per_profile,"
+                " count(*) FILTER (WHERE open_tickets > 0) AS with_open_tickets,"
+                f" {fill_rates_sql()} FROM identity.person_profiles",
+            )
+        return MaterializeResult(metadata=metadata)
+
+    @identity_asset(
+        "email_addresses",
+        "For email marketing and deliverability: one row per normalised email address, with the profile it belongs "
+        "to, its domain classified as free mail, disposable or work, where and when it was seen, its Klaviyo "
+        "engagement (sends, opens, clicks, bounces, last open, hard bounce), its marketing consent, and the UTC hour "
+        "it most often opens or clicks (`best_send_hour`). A person's work and home addresses are separate rows.",
+        reads(*EMAIL_STAGING),
+    )
+    def email_addresses(context: AssetExecutionContext) -> MaterializeResult:
+        with context.resources.warehouse.get_connection() as conn:
+            build_email_addresses(conn)
+            metadata = measures(
+                conn,
+                "SELECT count(*) AS addresses, avg(is_work::INT) AS work_share,"
+                " avg(is_free_mail::INT) AS free_mail_share, count(*) FILTER (WHERE is_disposable) AS disposable,"
+                " count(*) FILTER (WHERE hard_bounced) AS hard_bounced,"
+                " avg((best_send_hour IS NOT NULL)::INT) AS with_send_hour_share,"
+                " count(*) FILTER (WHERE profiles > 1) AS in_several_profiles"
+                " FROM identity.email_addresses",
+            )
+        return MaterializeResult(metadata=metadata)
+
+    @identity_asset(
+        "accounts",
+        "For sales and account management: one row per B2B account in `identity.accounts` (HubSpot companies by "
+        "domain, plus work-email domains no CRM company has; never free-mail or disposable domains), with a stable "
+        "`account_id` derived from the domain, its firmographics, people, MRR per currency and open tickets. "
+        "`identity.account_people` holds one row per account and person with the evidence (`via`: HubSpot "
+        "association, work-email domain) and the person's primary account (`is_primary`).",
+        [
+            *reads(*ACCOUNT_STAGING),
+            AssetKey(["identity", "person_profiles"]),
+            AssetKey(["identity", "email_addresses"]),
+        ],
+    )
+    def accounts(context: AssetExecutionContext) -> MaterializeResult:
+        with context.resources.warehouse.get_connection() as conn:
+            build_accounts(conn)
+            metadata = measures(
+                conn,
+                "SELECT count(*) AS accounts, count(*) FILTER (WHERE origin = 'hubspot') AS crm_accounts,"
+                " count(*) FILTER (WHERE origin = 'email_domain') AS email_domain_accounts,"
+                " count(*) FILTER (WHERE people = 0) AS accounts_without_people,"
+                " (SELECT count(DISTINCT profile_id) FROM identity.account_people) AS linked_people,"
+                " (SELECT avg((profile_id IN (SELECT profile_id FROM identity.account_people))::INT)"
+                "  FROM identity.person_profiles) AS linked_profile_share"
+                " FROM identity.accounts",
+            )
+        return MaterializeResult(metadata=metadata)
+
+    return [person_profiles, email_addresses, accounts]

@@ -1,0 +1,41 @@
+-- identity.account_people: who works at which account, one row per account and profile.
+-- Evidence: a live HubSpot contact of the profile associated with one of the account's companies, or a work
+-- address of the profile at the account's domain that a live record holds and that never hard-bounced.
+-- A profile's primary account is where its freshest CRM association points, else its freshest work address.
+CREATE OR REPLACE TABLE identity.account_people AS
+WITH company_accounts AS (
+    SELECT account_id, unnest(hubspot_company_ids) AS company_id FROM _accounts
+),
+links AS (
+    SELECT ca.account_id, rp.profile_id, 'hubspot_association' AS via, c.source_updated_at AS linked_at
+    FROM identity.record_profiles rp
+    JOIN staging.hubspot__contacts c ON c.contact_id = rp.record_id AND NOT c.is_deleted
+    JOIN staging.hubspot__contact_companies cc ON cc.contact_id = c.contact_id AND NOT cc.is_deleted
+    JOIN company_accounts ca ON list_contains(cc.company_ids, ca.company_id)
+    WHERE rp.stream = 'hubspot.contacts'
+    UNION ALL
+    SELECT a.account_id, e.profile_id, 'email_domain', e.last_seen_at
+    FROM identity.email_addresses e
+    JOIN _accounts a ON a.domain = e.domain
+    WHERE e.is_work AND e.is_active AND NOT e.hard_bounced
+),
+pairs AS (
+    SELECT
+        account_id,
+        profile_id,
+        list_sort(list_distinct(list(via))) AS via,
+        bool_or(via = 'hubspot_association') AS in_crm,
+        max(linked_at) AS linked_at
+    FROM links
+    GROUP BY account_id, profile_id
+)
+SELECT
+    account_id,
+    profile_id,
+    via,
+    linked_at,
+    row_number() OVER (
+        PARTITION BY profile_id ORDER BY in_crm DESC, linked_at DESC NULLS LAST, account_id
+    ) = 1 AS is_primary
+FROM pairs
+ORDER BY account_id, profile_id

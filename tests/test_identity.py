@@ -1,0 +1,196 @@
+"""Identity resolution through the real pipeline: the hard cases, stable ids, explain and undo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdp_assets.identity.rules import load as load_rules
+from sandbox.runner import SandboxServer
+from sandbox.store import Record, WorldStore
+from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline
+
+PERSON_STREAMS = ("stripe.customers", "hubspot.contacts", "zendesk.users", "klaviyo.profiles")
+
+
+@pytest.fixture(scope="module")
+def resolved(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One pipeline run over the test world, shared by the read-only tests of this module."""
+    folder = tmp_path_factory.mktemp("identity") / "world"
+    shutil.copytree(world_template, folder)
+    with SandboxServer(folder, TEST_SANDBOX_CONFIG) as server:
+        pipeline = Pipeline(server.url, folder.parent / "warehouse.duckdb")
+        pipeline.world = folder  # type: ignore[attr-defined]
+        assert pipeline.run().success
+        yield pipeline
+
+
+def truth_query(pipeline: Pipeline, world: Path, sql: str) -> list[tuple]:
+    """`sql` over the warehouse with `truth` (stream, record_id, person_id) and `cases` (person_id, case)."""
+    prefix = (
+        f"WITH truth AS (SELECT stream, record_id, person_id::BIGINT AS person_id "
+        f"FROM read_csv('{world / 'truth.csv'}', header=true, all_varchar=true)), "
+        f"cases AS (SELECT person_id::BIGINT AS person_id, \"case\" "
+        f"FROM read_csv('{world / 'cases.csv'}', header=true, all_varchar=true)) "
+    )
+    return pipeline.query(prefix + sql)
+
+
+def test_shared_family_device_does_not_merge_its_people(resolved: Pipeline) -> None:
+    world = resolved.world  # type: ignore[attr-defined]
+    households = truth_query(resolved, world, """
+        SELECT e.device_id, list(DISTINCT p.profile_id) AS profiles, list(DISTINCT t.person_id) AS people
+        FROM staging.mixpanel__events e
+        JOIN truth t ON t.stream = 'mixpanel.events' AND t.record_id = e.insert_id
+        JOIN identity.identifier_profiles p ON p.id_type = 'user_id' AND p.value = e.user_id
+        GROUP BY e.device_id HAVING count(DISTINCT e.user_id) > 1
+    """)
+    assert households, "the test world should hold a family device shared by two product logins"
+    for device, profiles, people in households:
+        assert len(people) == 2 and len(profiles) == 2, f"device {device}: {people} in profiles {profiles}"
+        refusals = resolved.query(
+            "SELECT refused_by FROM identity.refused_links WHERE 'device_id' IN (type_a, type_b) "
+            "AND $device IN (value_a, value_b)", {"device": device},
+        )
+        assert [r for (r,) in refusals if r.startswith("limit")], f"the refused link of {device} is logged"
+
+
+def test_shared_login_stays_within_limits_and_is_logged(resolved: Pipeline) -> None:
+    world = resolved.world  # type: ignore[attr-defined]
+    limits = load_rules().limits
+    logins = truth_query(resolved, world, """
+        SELECT e.user_id, p.profile_id, list(DISTINCT t.person_id) AS people, count(DISTINCT e.device_id) AS devices
+        FROM staging.mixpanel__events e
+        JOIN truth t ON t.stream = 'mixpanel.events' AND t.record_id = e.insert_id
+        JOIN identity.identifier_profiles p ON p.id_type = 'user_id' AND p.value = e.user_id
+        WHERE e.user_id IS NOT NULL
+        GROUP BY e.user_id, p.profile_id HAVING count(DISTINCT t.person_id) > 1
+    """)
+    assert logins, "the test world should hold a couple sharing one product login"
+    logged = 0
+    for user_id, profile_id, people, devices in logins:
+        held = dict(resolved.query(
+            "SELECT id_type, count(*) FROM identity.identifier_profiles WHERE profile_id = $p GROUP BY 1",
+            {"p": profile_id},
+        ))
+        assert all(held.get(t, 0) <= limit for t, limit in limits.items()), f"{profile_id} holds {held}"
+        # The two people's own records (CRM, billing, support, email) are not fused through the login.
+        owners = truth_query(resolved, world, f"""
+            SELECT count(DISTINCT t.person_id) FROM identity.record_profiles r
+            JOIN truth t USING (stream, record_id)
+            WHERE r.profile_id = '{profile_id}' AND r.stream IN {PERSON_STREAMS}
+        """)[0][0]
+        assert owners <= 1, f"login {user_id} fused the records of {people}"
+        if devices > limits["device_id"]:
+            refused = resolved.query(
+                "SELECT count(*) FROM identity.refused_links WHERE $p IN (profile_a, profile_b) "
+                "AND refused_by LIKE 'limit device_id%'", {"p": profile_id},
+            )[0][0]
+            assert refused, f"login {user_id} used from {devices} devices: the refused links are logged"
+            logged += 1
+    assert logged, "at least one shared login in the test world exceeds the device limit and is logged"
+
+
+def test_several_emails_end_in_one_profile_with_a_row_each(resolved: Pipeline) -> None:
+    """People known by three or more addresses across sources (job changers, scored by `make eval`, aside)."""
+    world = resolved.world  # type: ignore[attr-defined]
+    people = truth_query(resolved, world, """
+        SELECT t.person_id, list(DISTINCT r.profile_id) AS profiles, list(DISTINCT i.value) AS emails
+        FROM truth t
+        JOIN identity.identifiers i ON i.stream = t.stream AND i.record_id = t.record_id AND i.id_type = 'email'
+        JOIN identity.record_profiles r ON r.stream = t.stream AND r.record_id = t.record_id
+        WHERE t.stream IN ('stripe.customers', 'hubspot.contacts', 'zendesk.users', 'klaviyo.profiles')
+          AND t.person_id NOT IN (SELECT person_id FROM cases WHERE "case" = 'job_change')
+        GROUP BY t.person_id HAVING count(DISTINCT i.value) >= 3
+    """)
+    assert people, "the test world should hold people known by three or more emails"
+    for person, profiles, emails in people:
+        assert len(profiles) == 1, f"person {person}: {emails} in {profiles}"
+        rows = resolved.query(
+            "SELECT email, profile_id FROM identity.email_addresses WHERE list_contains($emails, email)",
+            {"emails": emails},
+        )
+        assert sorted(email for email, _ in rows) == sorted(emails), f"person {person}"
+        assert {p for _, p in rows} == set(profiles)
+
+
+def test_explain_lists_the_edges_of_a_profile(resolved: Pipeline) -> None:
+    (email, profile_id, edges), = resolved.query("""
+        SELECT i.value, i.profile_id, count(*) FROM identity.identifier_profiles i
+        JOIN identity.profile_edges e USING (profile_id)
+        WHERE i.id_type = 'email' GROUP BY ALL ORDER BY count(*) DESC, i.value LIMIT 1
+    """)
+    shown = subprocess.run(
+        [sys.executable, "-m", "cdp_assets.cli", "profile", "--warehouse", str(resolved.warehouse), "explain",
+         "--email", f"  {email.upper()} ", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    explanation = json.loads(shown.stdout)
+    assert explanation["profile_id"] == profile_id
+    assert len(explanation["edges"]) == edges
+    assert any(email in (edge["value_a"], edge["value_b"]) for edge in explanation["edges"])
+    assert {"type_a", "value_a", "type_b", "value_b", "method", "streams"} <= set(explanation["edges"][0])
+
+
+def test_profile_ids_hold_across_runs_and_new_records(pipeline: Pipeline, world: Path) -> None:
+    assert pipeline.run().success
+    before = dict(pipeline.query("SELECT stream || ':' || record_id, profile_id FROM identity.record_profiles"))
+    # A new support user writes in from an address a profile already holds.
+    (user_id, profile_id), = pipeline.query("""
+        SELECT u.user_id, r.profile_id FROM staging.zendesk__users u
+        JOIN identity.record_profiles r ON r.stream = 'zendesk.users' AND r.record_id = u.user_id
+        WHERE u.email IS NOT NULL ORDER BY u.user_id LIMIT 1
+    """)
+    store = WorldStore(world)
+    original = store.get("zendesk.users", user_id)
+    assert original is not None
+    now_ms = int(time.time() * 1000)
+    new_id = str(int(user_id) + 7_000_000)
+    payload = {**original.payload, "id": int(new_id), "url": original.payload["url"].replace(user_id, new_id)}
+    store.upsert([Record("zendesk.users", new_id, now_ms // 1000, now_ms, payload)])
+
+    assert pipeline.run().success
+    after = dict(pipeline.query("SELECT stream || ':' || record_id, profile_id FROM identity.record_profiles"))
+    assert after[f"zendesk.users:{new_id}"] == profile_id
+    changed = {key for key, value in before.items() if after.get(key) != value}
+    assert not changed, f"{len(changed)} records changed profile: {sorted(changed)[:5]}"
+    assert not pipeline.query("SELECT * FROM identity.merge_log")
+
+
+def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
+    assert pipeline.run().success
+    # A profile holding a HubSpot contact and a Klaviyo profile: say support found they are two people.
+    (profile_id, contact, klaviyo), = pipeline.query("""
+        SELECT h.profile_id, min(h.record_id), min(k.record_id)
+        FROM identity.record_profiles h JOIN identity.record_profiles k USING (profile_id)
+        WHERE h.stream = 'hubspot.contacts' AND k.stream = 'klaviyo.profiles'
+        GROUP BY h.profile_id ORDER BY h.profile_id LIMIT 1
+    """)
+    subprocess.run(
+        [sys.executable, "-m", "cdp_assets.cli", "profile", "--warehouse", str(pipeline.warehouse), "never-link",
+         f"hubspot_contact:{contact}", f"klaviyo_profile:{klaviyo}", "--reason", "two people, one name"],
+        check=True, capture_output=True,
+    )
+    outcome = pipeline.run(selection=["identity/identity_graph"])
+    assert outcome.success
+    profiles = dict(pipeline.query(
+        "SELECT record_id, profile_id FROM identity.record_profiles WHERE record_id IN ($c, $k)",
+        {"c": contact, "k": klaviyo},
+    ))
+    assert profiles[contact] != profiles[klaviyo]
+    assert profile_id in profiles.values(), "the part holding the profile's anchor keeps its id"
+    splits = pipeline.query(
+        "SELECT profile_id, other_profile_id, cause, run_id FROM identity.merge_log WHERE action = 'split'"
+    )
+    assert any(
+        p == profile_id and other in profiles.values() and "never_link" in cause and run == outcome.run_id
+        for p, other, cause, run in splits
+    ), splits
+    assert outcome.metadata["identity/identity_graph"]["split"] >= 1
