@@ -32,15 +32,16 @@ def resolved(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield pipeline
 
 
-def truth_query(pipeline: Pipeline, world: Path, sql: str) -> list[tuple]:
+def truth_query(pipeline: Pipeline, world: Path, sql: str, params: dict | None = None) -> list[tuple]:
     """`sql` over the warehouse with `truth` (stream, record_id, person_id) and `cases` (person_id, case)."""
     prefix = (
-        f"WITH truth AS (SELECT stream, record_id, person_id::BIGINT AS person_id "
-        f"FROM read_csv('{world / 'truth.csv'}', header=true, all_varchar=true)), "
-        f"cases AS (SELECT person_id::BIGINT AS person_id, \"case\" "
-        f"FROM read_csv('{world / 'cases.csv'}', header=true, all_varchar=true)) "
+        "WITH truth AS (SELECT stream, record_id, person_id::BIGINT AS person_id "
+        "FROM read_csv($truth, header=true, all_varchar=true)), "
+        "cases AS (SELECT person_id::BIGINT AS person_id, \"case\" "
+        "FROM read_csv($cases, header=true, all_varchar=true)) "
     )
-    return pipeline.query(prefix + sql)
+    files = {"truth": str(world / "truth.csv"), "cases": str(world / "cases.csv")}
+    return pipeline.query(prefix + sql, {**files, **(params or {})})
 
 
 def test_shared_family_device_does_not_merge_its_people(resolved: Pipeline) -> None:
@@ -82,11 +83,11 @@ def test_shared_login_stays_within_limits_and_is_logged(resolved: Pipeline) -> N
         ))
         assert all(held.get(t, 0) <= limit for t, limit in limits.items()), f"{profile_id} holds {held}"
         # The two people's own records (CRM, billing, support, email) are not fused through the login.
-        owners = truth_query(resolved, world, f"""
+        owners = truth_query(resolved, world, """
             SELECT count(DISTINCT t.person_id) FROM identity.record_profiles r
             JOIN truth t USING (stream, record_id)
-            WHERE r.profile_id = '{profile_id}' AND r.stream IN {PERSON_STREAMS}
-        """)[0][0]
+            WHERE r.profile_id = $profile AND list_contains($streams, r.stream)
+        """, {"profile": profile_id, "streams": list(PERSON_STREAMS)})[0][0]
         assert owners <= 1, f"login {user_id} fused the records of {people}"
         if devices > limits["device_id"]:
             refused = resolved.query(
@@ -106,10 +107,10 @@ def test_several_emails_end_in_one_profile_with_a_row_each(resolved: Pipeline) -
         FROM truth t
         JOIN identity.identifiers i ON i.stream = t.stream AND i.record_id = t.record_id AND i.id_type = 'email'
         JOIN identity.record_profiles r ON r.stream = t.stream AND r.record_id = t.record_id
-        WHERE t.stream IN ('stripe.customers', 'hubspot.contacts', 'zendesk.users', 'klaviyo.profiles')
+        WHERE list_contains($streams, t.stream)
           AND t.person_id NOT IN (SELECT person_id FROM cases WHERE "case" = 'job_change')
         GROUP BY t.person_id HAVING count(DISTINCT i.value) >= 3
-    """)
+    """, {"streams": list(PERSON_STREAMS)})
     assert people, "the test world should hold people known by three or more emails"
     for person, profiles, emails in people:
         assert len(profiles) == 1, f"person {person}: {emails} in {profiles}"
@@ -185,7 +186,15 @@ def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
         {"c": contact, "k": klaviyo},
     ))
     assert profiles[contact] != profiles[klaviyo]
-    assert profile_id in profiles.values(), "the part holding the profile's anchor keeps its id"
+    (anchor_type, anchor_value), = pipeline.query(
+        "SELECT anchor_type, anchor_value FROM identity.profile_registry WHERE profile_id = $p", {"p": profile_id}
+    )
+    (anchor_profile,), = pipeline.query(
+        "SELECT profile_id FROM identity.identifier_profiles WHERE id_type = $t AND value = $v",
+        {"t": anchor_type, "v": anchor_value},
+    )
+    assert anchor_profile == profile_id, "the part holding the profile's anchor keeps its id"
+    assert profile_id in profiles.values()
     splits = pipeline.query(
         "SELECT profile_id, other_profile_id, cause, run_id FROM identity.merge_log WHERE action = 'split'"
     )
@@ -194,3 +203,62 @@ def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
         for p, other, cause, run in splits
     ), splits
     assert outcome.metadata["identity/identity_graph"]["split"] >= 1
+
+
+def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(pipeline: Pipeline, world: Path) -> None:
+    assert pipeline.run().success
+    # Two profiles with one phone each, the second without a product login or device (no limit in the way).
+    (user_id, first, second, phone), = pipeline.query("""
+        WITH phones AS (
+            SELECT profile_id, count(*) FILTER (WHERE id_type = 'phone') AS phones,
+                   count(*) FILTER (WHERE id_type IN ('user_id', 'device_id')) AS product,
+                   any_value(value) FILTER (WHERE id_type = 'phone') AS phone
+            FROM identity.identifier_profiles GROUP BY profile_id
+        )
+        SELECT u.user_id, a.profile_id, b.profile_id, b.phone
+        FROM staging.zendesk__users u
+        JOIN identity.record_profiles r ON r.stream = 'zendesk.users' AND r.record_id = u.user_id
+        JOIN phones a ON a.profile_id = r.profile_id AND a.phones <= 1
+        JOIN phones b ON b.profile_id <> a.profile_id AND b.phones = 1 AND b.product = 0
+        WHERE u.email IS NOT NULL ORDER BY u.user_id, b.profile_id LIMIT 1
+    """)
+    store = WorldStore(world)
+    original = store.get("zendesk.users", user_id)
+    assert original is not None
+    now_ms = int(time.time() * 1000)
+    new_id = str(int(user_id) + 8_000_000)
+    payload = {**original.payload, "id": int(new_id), "phone": phone,
+               "url": original.payload["url"].replace(user_id, new_id)}
+    store.upsert([Record("zendesk.users", new_id, now_ms // 1000, now_ms, payload)])
+
+    outcome = pipeline.run()
+    assert outcome.success
+    registry = {row[0]: row[1:] for row in pipeline.query(
+        "SELECT profile_id, merged_into, retired_run FROM identity.profile_registry WHERE profile_id IN ($a, $b)",
+        {"a": first, "b": second},
+    )}
+    (survivor,) = [p for p, (merged_into, _) in registry.items() if merged_into is None]
+    (retired,) = [p for p in registry if p != survivor]
+    assert registry[retired] == (survivor, outcome.run_id)
+    age = dict(pipeline.query(
+        "SELECT r.profile_id, (r.created_at, i.first_seen) FROM identity.profile_registry r "
+        "JOIN identity.identifier_profiles i ON i.id_type = r.anchor_type AND i.value = r.anchor_value "
+        "WHERE r.profile_id IN ($a, $b)", {"a": first, "b": second},
+    ))
+    assert age[survivor] <= age[retired], "the older id survives"
+    held = dict(pipeline.query(
+        "SELECT record_id, profile_id FROM identity.record_profiles WHERE stream = 'zendesk.users' "
+        "AND record_id IN ($old, $new)", {"old": user_id, "new": new_id},
+    ))
+    assert held == {user_id: survivor, new_id: survivor}
+    (cause,), = pipeline.query(
+        "SELECT cause FROM identity.merge_log WHERE action = 'merged' AND profile_id = $s AND other_profile_id = $r "
+        "AND run_id = $run", {"s": survivor, "r": retired, "run": outcome.run_id},
+    )
+    assert f"zendesk_user:{new_id}" in cause
+    shown = subprocess.run(
+        [sys.executable, "-m", "cdp_assets.cli", "profile", "--warehouse", str(pipeline.warehouse), "explain",
+         "--profile-id", retired, "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(shown.stdout)["profile_id"] == survivor

@@ -23,7 +23,7 @@ class Protection:
     node_types: np.ndarray  # type code per node
     limits: dict[int, int]  # type code -> limit
     never: list[tuple[int, int]]  # node pairs
-
+    isolated: frozenset[int] = frozenset()  # nodes that may link nothing
 
 @dataclass(frozen=True)
 class Components:
@@ -98,13 +98,14 @@ class _ProtectedUnion:
 def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_names: list[str]) -> Components:
     """Components of `edges` (columns a, b, priority, first_seen) under `protection`."""
     a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-    labels = label(node_count, a, b)
-    accepted = np.ones(len(edges), dtype=bool)
-    refused: list[str | None] = [None] * len(edges)
+    isolated = np.isin(a, list(protection.isolated)) | np.isin(b, list(protection.isolated))
+    labels = label(node_count, a[~isolated], b[~isolated])
+    accepted = ~isolated
+    refused: list[str | None] = ["never_link" if i else None for i in isolated]
     flagged = _flagged(labels, protection)
     if not flagged.any():
         return Components(labels, accepted, refused)
-    inside = flagged[labels[a]]
+    inside = flagged[labels[a]] & ~isolated
     order = edges[inside].sort_values(["priority", "first_seen", "a", "b"], kind="stable").index
     union = _ProtectedUnion(protection)
     for position in order:

@@ -47,13 +47,21 @@ def assign(
     fresh = pd.Series(
         [new_id(t, v) for t, v in zip(unclaimed["id_type"], unclaimed["value"], strict=True)], index=unclaimed.index
     )
-    # Several claimants: the profiles merged; the oldest id survives.
-    created = registry.set_index("profile_id")["created_at"]
+    # Several claimants: the profiles merged; the oldest id survives (issued first, then founded
+    # by the identifier seen first).
+    issued = registry.set_index("profile_id")
+    anchor_seen = registry.merge(
+        nodes[["id_type", "value", "first_seen"]],
+        left_on=["anchor_type", "anchor_value"], right_on=["id_type", "value"], how="left",
+    ).set_index("profile_id")["first_seen"]
     log: list[tuple[str, pd.Timestamp, str, str, str, str]] = []
     retired: dict[str, str] = {}
     merged: dict[int, str] = {}
-    for label_, claimants in claims.apply(list)[claims.size() > 1].items():
-        survivor, *others = sorted(claimants, key=lambda p: (created.get(p, now), p))
+    contested = keepers[keepers["label"].map(claims.size()) > 1]
+    for label_, claimants in contested.groupby("label")["profile_id"]:
+        survivor, *others = sorted(
+            claimants, key=lambda p: (issued["created_at"].get(p, now), _or_max(anchor_seen.get(p)), p)
+        )
         merged[label_] = survivor
         for other in others:
             retired[other] = survivor
@@ -63,7 +71,6 @@ def assign(
     # A part of a last-run profile that did not keep its id split from it.
     parts = held[["label", "profile_id"]].drop_duplicates()
     parts = parts[parts["label"] != parts["profile_id"].map(keepers.set_index("profile_id")["label"])]
-    parts = parts[~parts["profile_id"].isin(retired)]
     for label_, old in zip(parts["label"], parts["profile_id"], strict=True):
         log.append((run_id, now, "split", old, profile_of_label[label_], cause.get(label_, "")))
     new_rows = pd.DataFrame({
@@ -72,6 +79,10 @@ def assign(
     })
     return Assignment(profile_of_label, _registry(registry, new_rows, retired, run_id),
                       pd.DataFrame(log, columns=LOG_COLUMNS))
+
+
+def _or_max(seen: pd.Timestamp | None) -> pd.Timestamp:
+    return pd.Timestamp.max.tz_localize("UTC") if seen is None or pd.isna(seen) else seen
 
 
 def _keepers(held: pd.DataFrame, live: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +104,11 @@ def _anchors(nodes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _registry(registry: pd.DataFrame, new_rows: pd.DataFrame, retired: dict[str, str], run_id: str) -> pd.DataFrame:
-    # An id whose anchor founds a profile again (after a split) comes back to life.
+    # An id whose anchor founds a profile again (after a split) comes back to life, as old as it was.
+    revived = registry.set_index("profile_id")["created_at"]
+    new_rows = new_rows.assign(
+        created_at=new_rows["profile_id"].map(revived).fillna(new_rows["created_at"])
+    )
     registry = registry[~registry["profile_id"].isin(new_rows["profile_id"])]
     registry = pd.concat([registry, new_rows.reindex(columns=REGISTRY_COLUMNS)], ignore_index=True)
     mask = registry["profile_id"].isin(retired)

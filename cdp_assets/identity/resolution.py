@@ -103,23 +103,35 @@ def _probabilistic_edges(
     return edges, scores[scores["probability"] < rules.merge_at]
 
 
+def _describe(edges: pd.DataFrame, nodes: pd.DataFrame) -> pd.Series:
+    """`deterministic email: hubspot_contact:101 ~ email:ann@acme.com`, or `probabilistic p=0.97: ...`."""
+    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    how = edges["method"] + " " + edges["link_type"].where(
+        edges["method"] == "deterministic", "p=" + edges["probability"].round(4).astype(str)
+    )
+    types, values = nodes["id_type"].to_numpy(), nodes["value"].to_numpy()
+    return how + ": " + types[a] + ":" + values[a] + " ~ " + types[b] + ":" + values[b]
+
+
 def _merge_causes(edges: pd.DataFrame, nodes: pd.DataFrame, labels: np.ndarray, previous_of: np.ndarray
                   ) -> pd.Series:
     """Per component: the strongest edge joining nodes that last run held apart (what merged it),
     or else the rule that refused one of its links (what split it)."""
     a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-    how = edges["method"] + " " + edges["link_type"].where(
-        edges["method"] == "deterministic", "p=" + edges["probability"].round(4).astype(str)
-    )
-    described = (how + ": " + nodes["id_type"].to_numpy()[a] + ":"
-                 + nodes["value"].to_numpy()[a] + " ~ " + nodes["id_type"].to_numpy()[b] + ":"
-                 + nodes["value"].to_numpy()[b])
-    bridges = edges.assign(label=labels[a], cause=described)[
-        edges["accepted"] & (previous_of[a] != previous_of[b])
-    ].sort_values(["priority", "first_seen"])
-    refusals = edges.assign(cause="refused (" + edges["rule"].fillna("") + "): " + described)[~edges["accepted"]]
-    refusals = pd.concat([refusals.assign(label=labels[refusals["a"]]), refusals.assign(label=labels[refusals["b"]])])
-    causes = pd.concat([bridges, refusals.sort_values(["priority", "first_seen"])])
+    held_a, held_b = previous_of[a] != "", previous_of[b] != ""
+    changed = edges["accepted"].to_numpy() & (previous_of[a] != previous_of[b])
+    # A link between two last-run profiles explains a merge best, then a refused link (a split),
+    # then a link through an identifier new this run.
+    bridges = edges[changed & held_a & held_b]
+    refusals = edges[~edges["accepted"]]
+    through_new = edges[changed & ~(held_a & held_b)]
+    ranked = []
+    for rank, chosen in enumerate((bridges, refusals, through_new)):
+        chosen = chosen.assign(rank=rank, cause=_describe(chosen, nodes))
+        if rank == 1:
+            chosen = chosen.assign(cause="refused (" + chosen["rule"].astype(str) + "): " + chosen["cause"])
+        ranked += [chosen.assign(label=labels[chosen["a"]]), chosen.assign(label=labels[chosen["b"]])]
+    causes = pd.concat(ranked).sort_values(["rank", "priority", "first_seen"], kind="stable")
     return causes.drop_duplicates("label").set_index("label")["cause"]
 
 
@@ -134,18 +146,18 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outco
     nodes = conn.execute("SELECT idx, id_type, value, first_seen, priority FROM _nodes ORDER BY idx").df()
     edges = conn.execute("SELECT * FROM _edges").df()
     never, isolated = _never_pairs(conn, rules)
-    edges = edges[~edges["a"].isin(isolated) & ~edges["b"].isin(isolated)]
     type_names = sorted(types["id_type"])
     protection = graph.Protection(
         node_types=nodes["id_type"].map({name: code for code, name in enumerate(type_names)}).to_numpy(),
         limits={type_names.index(name): limit for name, limit in rules.limits.items()},
         never=never,
+        isolated=frozenset(isolated),
     )
-    deterministic = graph.resolve(len(nodes), edges.reset_index(drop=True), protection, type_names)
+    deterministic = graph.resolve(len(nodes), edges, protection, type_names)
     probabilistic, review = _probabilistic_edges(conn, rules, nodes, deterministic.labels)
     edges = pd.concat([edges, probabilistic], ignore_index=True)
     final = graph.resolve(len(nodes), edges, protection, type_names)
-    edges = edges.assign(accepted=final.accepted, rule=final.refused_rule)
+    edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))
     nodes = nodes.assign(label=final.labels)
 
     previous = conn.execute("SELECT id_type, value, profile_id FROM identity.identifier_profiles").df()
@@ -160,15 +172,15 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outco
         "SELECT max(n) FROM (SELECT count(*) n FROM identity.record_profiles WHERE list_contains($streams, stream)"
         " GROUP BY profile_id)",
         {"streams": rules.person_streams},
-    )
+    ).fetchall()[0][0]
     return Outcome(
         profiles=int(nodes["profile_id"].nunique()),
         merged=int((assignment.log["action"] == "merged").sum()),
         split=int((assignment.log["action"] == "split").sum()),
         refused=int((~edges["accepted"]).sum()),
         probabilistic_links=int((edges["accepted"] & (edges["method"] == "probabilistic")).sum()),
-        review_pairs=len(review),
-        largest_profile_records=int(sizes.fetchall()[0][0] or 0),
+        review_pairs=int(conn.execute("SELECT count(*) FROM identity.match_review").fetchall()[0][0]),
+        largest_profile_records=int(sizes or 0),
     )
 
 
@@ -205,9 +217,13 @@ def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataF
     for name, frame in frames.items():
         conn.register(name, frame)
     conn.begin()
-    for statement in WRITE_SQL.split(";"):
-        if statement.strip():
-            conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+    try:
+        for statement in WRITE_SQL.split(";\n"):
+            if statement.strip():
+                conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+    except Exception:
+        conn.rollback()
+        raise
     conn.commit()
     for name in frames:
         conn.unregister(name)
