@@ -5,13 +5,18 @@ from __future__ import annotations
 from dagster import AssetKey, Definitions, in_process_executor
 
 from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
+from cdp_assets.identity.lifecycle import build_lifecycle_asset
 from cdp_assets.identity.profiles import build_profile_assets
 from cdp_assets.identity.rules import load as load_identity_rules
+from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.raw import build_raw_assets
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
+from cdp_assets.views.assets import build_views
 from resources import build_resources
 from schedules import build_jobs, build_schedules
+
+PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
@@ -19,14 +24,18 @@ identity_assets = [
     build_identifiers_asset([AssetKey(s.table.split(".")) for s in load_identity_rules().sources]),
     build_graph_asset(),
     *build_profile_assets(GRAPH_KEY),
+    build_lifecycle_asset(PROFILES_KEY),
 ]
+consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
+view_assets, view_checks = build_views()
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 jobs = build_jobs(raw_assets)
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
-    assets=[*raw_assets, *staging_assets, scorecard, *identity_assets],
+    assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets],
+    asset_checks=view_checks,
     resources=build_resources(),
     jobs=jobs,
     schedules=build_schedules(jobs),

@@ -16,7 +16,7 @@ from dagster import AssetKey, AssetSelection, DagsterInstance, RunConfig, materi
 
 from cdp_assets import stack
 from sandbox.runner import SandboxServer
-from sandbox.store import WorldStore
+from sandbox.store import Record, WorldStore
 
 TEST_PEOPLE = 400
 TEST_SEED = 7
@@ -85,7 +85,7 @@ class Pipeline:
         keys = {AssetKey.from_user_string(k) for k in selection} if selection else None
         pulls = [a for a in raw_assets if keys is None or a.key in keys]
         result = materialize(
-            list(defs.assets or []),
+            [*(defs.assets or []), *(defs.asset_checks or [])],
             resources=build_resources(),
             instance=self.instance,
             run_config=RunConfig(ops={a.op.name: {"config": {"full_refresh": full}} for a in pulls}),
@@ -121,3 +121,43 @@ def world_records(folder: Path, stream: str) -> dict[str, tuple[int, bool]]:
         "SELECT id, updated, archived FROM records WHERE stream = ? AND created <= ?", (stream, served_until)
     ).fetchall()
     return {row[0]: (row[1], bool(row[2])) for row in rows}
+
+
+@dataclass
+class Profiled:
+    world: Path
+    pipeline: Pipeline
+    metadata: dict[str, dict[str, Any]]
+
+    def scan(self, stream: str) -> Iterator[Record]:
+        return WorldStore(self.world).scan(stream)
+
+    def staged(self, table: str, key: str) -> set[str]:
+        return {row[0] for row in self.pipeline.query(f"SELECT {key} FROM {table}")}
+
+    def owners(self) -> dict[tuple[str, str], str]:
+        """(stream, record id) -> the profile the identity graph put the record in."""
+        rows = self.pipeline.query("SELECT stream, record_id, profile_id FROM identity.record_profiles")
+        return {(stream, record_id): profile_id for stream, record_id, profile_id in rows}
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with duckdb.connect(str(self.pipeline.warehouse), read_only=True) as conn:
+            cursor = conn.execute(sql, params or {})
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture(scope="session")
+def profiled(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiled:
+    """One world through two full pipeline runs, around a tick that deleted and archived records in every
+    person stream; shared read-only by the tests of the profile and view layers."""
+    folder = tmp_path_factory.mktemp("profiles")
+    world = folder / "world"
+    shutil.copytree(world_template, world)
+    with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
+        pipeline = Pipeline(sandbox.url, folder / "warehouse.duckdb")
+        assert pipeline.run().success
+        sandbox.control("tick", "POST", changes=30, count=3)  # deletions and archivals in every person stream
+        outcome = pipeline.run(full=True)
+        assert outcome.success
+    return Profiled(world, pipeline, outcome.metadata)

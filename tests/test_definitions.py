@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import DefaultScheduleStatus
+from dagster import AssetKey, DefaultScheduleStatus
 
 from cdp_assets.definitions import defs, raw_assets
 
@@ -45,12 +45,31 @@ def test_nightly_job_re_pulls_every_source_in_full() -> None:
 def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:
     graph = defs.resolve_asset_graph()
     keys = graph.get_all_asset_keys()
-    assert len(keys) == 30
+    assert len(keys) == 43
+    teams = {"views_marketing": "team:marketing", "views_sales_support": "team:sales-support",
+             "views_product": "team:product", "views_executive": "team:executive"}  # fmt: skip
     for key in keys:
         node = graph.get(key)
         layer = key.path[0]
-        assert layer in ("raw", "staging", "quarantine", "identity"), key
-        assert node.group_name == layer, key
+        assert layer in ("raw", "staging", "quarantine", "identity", "privacy", "views"), key
         assert node.description, key
-        assert node.owners == ["team:data-platform"], key
         assert node.kinds and "duckdb" in node.kinds, key
+        if layer == "views":  # one group per owning team; the description says who it is for, the row, freshness
+            assert node.owners == [teams[node.group_name]], key
+            assert all(part in node.description for part in ("For ", "One row: ", "Fresh: ")), key
+        else:
+            assert node.group_name == layer, key
+            assert node.owners == ["team:data-platform"], key
+    assert set(teams) <= {graph.get(key).group_name for key in keys}
+
+
+def test_every_view_has_blocking_governance_checks() -> None:
+    graph = defs.resolve_asset_graph()
+    views = [key for key in graph.get_all_asset_keys() if key.path[0] == "views"]
+    checks = {(spec.asset_key, spec.name): spec for c in defs.asset_checks or [] for spec in c.check_specs}
+    for key in views:
+        assert checks[(key, "policy_columns")].blocking, key
+    consented = {key.path[1] for key, name in checks if name == "consent"}
+    assert consented == {
+        "marketing_audiences", "marketing_email_addresses", "customer_360", "product_usage_people"}  # fmt: skip
+    assert all(checks[(AssetKey(["views", v]), "consent")].blocking for v in consented)

@@ -11,22 +11,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import duckdb
-import pytest
 
 from cdp_assets.identity.profiles import TRAITS
 from sandbox.pools import COUNTRIES, JUNK_PROVIDERS
-from sandbox.runner import SandboxServer
-from sandbox.store import Record, WorldStore
-from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline
+from sandbox.store import Record
+from tests.conftest import Profiled
 
 # Where each person-level stream keeps its email and the column holding the graph's record id in staging.
 EMAIL_PATHS = {
@@ -43,44 +35,6 @@ CLOSED_TICKET_STATUSES = ("solved", "closed", "deleted")
 # The sandbox's webmail and throwaway providers: no account may come from them.
 NOT_WORK_DOMAINS = sorted({provider for country in COUNTRIES for provider in country.providers} | set(JUNK_PROVIDERS))
 VALID_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}")
-
-
-@dataclass
-class Profiled:
-    world: Path
-    pipeline: Pipeline
-    metadata: dict[str, dict[str, Any]]
-
-    def scan(self, stream: str) -> Iterator[Record]:
-        return WorldStore(self.world).scan(stream)
-
-    def staged(self, table: str, key: str) -> set[str]:
-        return {row[0] for row in self.pipeline.query(f"SELECT {key} FROM {table}")}
-
-    def owners(self) -> dict[tuple[str, str], str]:
-        """(stream, record id) -> the profile the identity graph put the record in."""
-        rows = self.pipeline.query("SELECT stream, record_id, profile_id FROM identity.record_profiles")
-        return {(stream, record_id): profile_id for stream, record_id, profile_id in rows}
-
-    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with duckdb.connect(str(self.pipeline.warehouse), read_only=True) as conn:
-            cursor = conn.execute(sql, params or {})
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-@pytest.fixture(scope="module")
-def profiled(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiled:
-    folder = tmp_path_factory.mktemp("profiles")
-    world = folder / "world"
-    shutil.copytree(world_template, world)
-    with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
-        pipeline = Pipeline(sandbox.url, folder / "warehouse.duckdb")
-        assert pipeline.run().success
-        sandbox.control("tick", "POST", changes=30, count=3)  # deletions and archivals in every person stream
-        outcome = pipeline.run(full=True)
-        assert outcome.success
-    return Profiled(world, pipeline, outcome.metadata)
 
 
 def email_of(record: Record) -> str | None:
@@ -266,5 +220,5 @@ def test_accounts_gather_crm_contacts_and_live_work_addresses(profiled: Profiled
     )
     assert primaries and max(primaries.values()) == 1
     identity = [meta for key, meta in profiled.metadata.items() if key.startswith("identity/")]
-    assert len(identity) == 5
+    assert len(identity) == 6
     assert all(isinstance(value, int | float) for meta in identity for value in meta.values())

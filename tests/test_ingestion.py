@@ -133,16 +133,19 @@ BOOKKEEPING = ("source_updated_at", "_extracted_at", "_landing_id", "raw_landing
 
 
 def staging_snapshot(pipeline: Pipeline) -> dict[str, list[tuple[Any, ...]]]:
-    """Every staging, quarantine and identity table's business columns, in a stable order (landing
-    bookkeeping, and the measures and logs of runs, which differ in time by nature, left out)."""
+    """Every staging, quarantine, identity and consent table's business columns, in a stable order (landing
+    bookkeeping, and the measures and logs of runs, which differ in time by nature, left out). Views are left
+    out, as is identity.person_lifecycle: they are rebuilt whole from these on every run, and their 7-, 30- and
+    90-day windows move with the clock between two runs."""
     snapshot = {}
     for (table,) in pipeline.query(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables"
-        " WHERE table_schema IN ('staging', 'quarantine', 'identity') AND NOT starts_with(table_name, '_')"
-        " AND NOT starts_with(table_name, 'quality_') AND table_name NOT IN ('merge_log', 'profile_registry')"
+        " WHERE table_schema IN ('staging', 'quarantine', 'identity', 'privacy') AND NOT starts_with(table_name, '_')"
+        " AND NOT starts_with(table_name, 'quality_')"
+        " AND table_name NOT IN ('merge_log', 'profile_registry', 'person_lifecycle')"
     ):
         # Identity's times come from the sources' version times, which for Stripe customers is the pull's time.
-        times = " AND NOT ends_with(c, '_at')" if table.startswith("identity.") else ""
+        times = " AND NOT ends_with(c, '_at')" if table.startswith(("identity.", "privacy.")) else ""
         snapshot[table] = pipeline.query(
             f"SELECT COLUMNS(lambda c: c NOT IN {BOOKKEEPING}{times}) FROM {table} ORDER BY ALL"
         )

@@ -19,6 +19,11 @@ query ($selector: RepositorySelector!) {
   assetNodes { assetKey { path } }
 }
 """
+VIEWS_QUERY = """
+{ assetNodes { assetKey { path }
+  assetMaterializations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue } } }
+  assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } }
+"""
 
 
 def free_port() -> int:
@@ -65,6 +70,19 @@ def test_run_brings_up_the_ui_with_schedules_running_and_a_green_first_run(tmp_p
         assert states == {"hourly_pipeline_schedule": "RUNNING", "nightly_pipeline_schedule": "RUNNING"}
         shown = {"/".join(node["assetKey"]["path"]) for node in found["assetNodes"]}
         assert shown == {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+
+        # Every team view was materialised by that run, shows its row count and passed its checks.
+        nodes = stack.graphql(ui_url, VIEWS_QUERY)["assetNodes"]
+        views = [node for node in nodes if node["assetKey"]["path"][0] == "views"]
+        assert len(views) == 10
+        for node in views:
+            [materialization] = node["assetMaterializations"]
+            assert materialization["runId"] == runs[0]["runId"], node["assetKey"]
+            counts = [e["intValue"] for e in materialization["metadataEntries"] if e["label"] == "dagster/row_count"]
+            assert counts and counts[0] > 0, node["assetKey"]
+            checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
+                      for c in node["assetChecksOrError"]["checks"]}  # fmt: skip
+            assert checks.get("policy_columns") == "SUCCEEDED" and set(checks.values()) == {"SUCCEEDED"}, checks
     finally:
         process.send_signal(signal.SIGINT)
         exit_code = process.wait(timeout=60)

@@ -1,0 +1,139 @@
+"""How each team view is built: the temp tables it needs, its SQL file in `sql/`, and its parameters."""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cdp_assets.privacy import consent
+from cdp_assets.views import audiences
+from cdp_assets.views.policy import Policy
+
+SQL = Path(__file__).parent / "sql"
+PARAMETER = re.compile(r"\$([a-z_][a-z0-9_]*)")
+EMAIL_PURPOSE = "email_marketing"  # the purpose an email address's own subscription speaks to
+ANALYTICS_PURPOSE = "analytics"  # the purpose product usage needs
+
+
+def run_sql(conn: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> None:
+    """Run `sql/<name>.sql` with the parameters it names (DuckDB refuses unused ones)."""
+    sql = (SQL / f"{name}.sql").read_text()
+    conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
+
+
+def prepare_fx(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
+    conn.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR PRIMARY KEY, rate DOUBLE)")
+    conn.executemany("INSERT INTO _fx VALUES (?, ?)", list(policy.rates.items()))
+    missing = conn.execute(
+        "SELECT list(DISTINCT currency ORDER BY currency) FROM ("
+        " SELECT unnest(map_keys(revenue_cents_by_currency)) AS currency FROM identity.person_profiles"
+        " UNION ALL SELECT unnest(map_keys(mrr_cents_by_currency)) FROM identity.accounts)"
+        " WHERE currency NOT IN (SELECT currency FROM _fx)"
+    ).fetchall()[0][0]
+    if missing:
+        raise ValueError(f"no reporting rate for currencies {missing}: add them under reporting.rates in policy.yaml")
+
+
+def prepare_territories(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
+    conn.execute("CREATE OR REPLACE TEMP TABLE _territories (country VARCHAR PRIMARY KEY, territory VARCHAR)")
+    conn.executemany("INSERT INTO _territories VALUES (?, ?)", list(policy.territories.items()))
+
+
+def prepare_money(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
+    prepare_fx(conn, policy)
+    run_sql(conn, "_money", {})
+
+
+def prepare_purposes(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
+    run_sql(conn, "_purposes", {})
+
+
+PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
+    "fx": prepare_fx,
+    "money": prepare_money,
+    "purposes": prepare_purposes,
+    "territories": prepare_territories,
+}
+
+
+@dataclass(frozen=True)
+class ViewBuild:
+    prepare: tuple[str, ...]
+    reads: tuple[str, ...]  # upstream asset keys as "layer/name"
+
+
+PEOPLE = ("identity/person_profiles", "identity/person_lifecycle")
+TIMELINE_READS = (
+    "identity/identity_graph", "identity/person_lifecycle", "staging/zendesk__tickets", "staging/stripe__invoices",
+    "staging/stripe__subscriptions", "staging/klaviyo__events", "staging/klaviyo__metrics", "staging/mixpanel__events",
+)  # fmt: skip
+BUILDS: dict[str, ViewBuild] = {
+    "marketing_audiences": ViewBuild(("money", "purposes"), (*PEOPLE, "privacy/consent")),
+    "marketing_channel_performance": ViewBuild(("money",), PEOPLE),
+    "marketing_email_addresses": ViewBuild(
+        ("purposes",), ("identity/email_addresses", "identity/person_lifecycle", "privacy/consent")
+    ),
+    "customer_360": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "customer_timeline": ViewBuild((), TIMELINE_READS),
+    "account_360": ViewBuild(("fx", "purposes", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "product_usage_people": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "product_usage_accounts": ViewBuild((), ("views/product_usage_people", "identity/accounts")),
+    "product_funnel": ViewBuild((), ("views/product_usage_people",)),
+    "executive_cohorts": ViewBuild(("money",), PEOPLE),
+}
+
+
+def params(policy: Policy) -> dict[str, Any]:
+    rules = consent.load()
+    rules.known(EMAIL_PURPOSE, ANALYTICS_PURPOSE)
+    return {
+        "reporting_currency": policy.reporting_currency,
+        "default_territory": policy.default_territory,
+        "email_purpose": EMAIL_PURPOSE,
+        "email_basis": rules.purposes[EMAIL_PURPOSE],
+        "analytics_purpose": ANALYTICS_PURPOSE,
+    }
+
+
+def build(conn: duckdb.DuckDBPyConnection, policy: Policy, name: str) -> dict[str, Any]:
+    """Build one view; returns metadata particular to it."""
+    for step in BUILDS[name].prepare:
+        PREPARE[step](conn, policy)
+    if name == "marketing_audiences":
+        return build_audiences(conn)
+    run_sql(conn, name, params(policy))
+    return {}
+
+
+def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Memberships from audiences.yaml; a member keeps `member_since` while they stay in the audience."""
+    run_sql(conn, "audience_facts", {})
+    sql, members_params = audiences.members_sql(audiences.load(), set(consent.load().purposes))
+    conn.execute(sql, members_params)
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'views'"
+        " AND table_name = 'marketing_audiences'"
+    ).fetchall()[0][0]
+    previous = "SELECT profile_id, audience, member_since FROM views.marketing_audiences" if exists else (
+        "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS audience, NULL::TIMESTAMPTZ AS member_since LIMIT 0"
+    )
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _previous_members AS {previous}")
+    run_sql(conn, "marketing_audiences", {})
+    entered, left, refused = conn.execute(
+        "SELECT"
+        " (SELECT count(*) FROM views.marketing_audiences ANTI JOIN _previous_members USING (profile_id, audience)),"
+        " (SELECT count(*) FROM _previous_members ANTI JOIN views.marketing_audiences USING (profile_id, audience)),"
+        " (SELECT count(*) FROM _audience_members ANTI JOIN views.marketing_audiences USING (profile_id, audience))"
+    ).fetchall()[0]
+    sizes = conn.execute(
+        "SELECT split_part(audience, ':', 1), count(*) FROM views.marketing_audiences GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return {
+        "entered": entered,
+        "left": left,
+        "left_out_for_consent": refused,
+        **{f"members.{audience}": count for audience, count in sizes},
+    }

@@ -1,0 +1,14 @@
+-- views.marketing_audiences: one row per person and audience they belong to now, with the purpose the audience
+-- serves, every purpose the person allows, contact fields for activation, and since when they are a member.
+-- Reads _audience_members (from audiences.yaml) and _previous_members (last build's).
+CREATE OR REPLACE TABLE views.marketing_audiences AS
+SELECT
+    m.profile_id, m.audience, m.purpose, f.purposes,
+    f.email, f.phone, f.first_name, f.last_name, f.country_code,
+    coalesce(pm.member_since, f.as_of) AS member_since,
+    f.as_of
+FROM _audience_members m
+JOIN _audience_facts f USING (profile_id)
+LEFT JOIN _previous_members pm USING (profile_id, audience)
+WHERE list_contains(f.purposes, m.purpose)
+ORDER BY m.audience, m.profile_id
