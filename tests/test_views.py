@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
 
 from tests.conftest import Profiled
@@ -301,3 +302,85 @@ def test_every_view_is_built_with_its_row_count_and_passes_its_checks(profiled: 
     assert datetime.now(UTC) - profiled.rows("SELECT max(as_of) AS t FROM views.customer_360")[0]["t"] < timedelta(
         hours=1
     )
+
+
+def test_audience_members_keep_their_start_across_runs(profiled: Profiled) -> None:
+    meta = profiled.metadata["views/marketing_audiences"]
+    rows = profiled.rows("SELECT member_since, as_of FROM views.marketing_audiences")
+    kept = [r for r in rows if r["member_since"] < r["as_of"]]  # members since the first of the fixture's two runs
+    assert kept and meta["entered"] == len(rows) - len(kept)
+    assert meta["left_out_for_consent"] > 0
+
+
+def test_a_policy_that_contradicts_itself_fails_to_load() -> None:
+    from cdp_assets.views import policy
+
+    data = yaml.safe_load((Path(policy.__file__).parent / "policy.yaml").read_text())
+    data["views"]["executive_cohorts"]["columns"]["email"] = "direct_identifier"
+    with pytest.raises(ValueError, match="email is direct_identifier, which the view does not allow"):
+        policy.parse(data)
+    data["views"]["executive_cohorts"]["columns"].pop("email")
+    data["views"]["executive_cohorts"]["requires"] = "advertising"
+    with pytest.raises(ValueError, match="needs a profile_id column"):
+        policy.parse(data)
+
+
+def test_product_executive_and_customer_views_match_the_world(profiled: Profiled, world: World) -> None:
+    now = as_of(profiled)
+    channel_of, signup = first_touch_and_signup(world, now)
+    first_paid, *_ = billing(world)
+    days: dict[str, set[int]] = defaultdict(set)
+    activated: dict[str, float] = {}
+    latest_choice: dict[str, tuple[int, bool, str]] = {}  # login -> (time, analytics, person)
+    active: set[str] = set()
+    for r in world.staged("mixpanel.events", "staging.mixpanel__events", "insert_id"):
+        props, t = r.payload["properties"], r.payload["properties"]["time"]
+        if r.archived or not isinstance(t, int) or t > now:
+            continue
+        person, name = world.owners[(r.stream, r.id)], r.payload["event"]
+        if name == "Consent updated":
+            login = props.get("$user_id") or props["$device_id"]
+            if login not in latest_choice or t > latest_choice[login][0]:
+                latest_choice[login] = (t, props["analytics"], person)
+            continue
+        active.add(person)
+        if t > now - 30 * DAY:
+            days[person].add(t // DAY)
+        if name in ("Report Created", "Invite Sent") and person in signup and t >= signup[person]:
+            activated[person] = min(t, activated.get(person, t))
+    refused = {person for _, analytics, person in latest_choice.values() if analytics is False}
+
+    usage = {r["profile_id"]: r for r in profiled.rows("SELECT * FROM views.product_usage_people")}
+    assert set(usage) == active - refused
+    assert all(usage[p]["active_days_30"] == len(days[p]) for p in usage)
+    month = lambda t: datetime.fromtimestamp(t, UTC).date().replace(day=1)  # noqa: E731
+    funnel: dict = defaultdict(Counter)
+    for person in usage:
+        if person in signup:
+            funnel[month(signup[person])]["signups"] += 1
+            funnel[month(signup[person])]["activated"] += person in activated
+    rows = profiled.rows("SELECT signup_month, signups, activated FROM views.product_funnel")
+    assert {r["signup_month"]: Counter(signups=r["signups"], activated=r["activated"]) for r in rows} == funnel
+
+    cohorts: dict = defaultdict(Counter)
+    for person, t in signup.items():
+        cell = cohorts[(month(t), channel_of.get(person, "direct"))]
+        cell["signups"] += 1
+        cell["paid"] += person in first_paid
+    rows = profiled.rows("SELECT cohort_month, channel, signups, converted_to_paid FROM views.executive_cohorts")
+    assert {(r["cohort_month"], r["channel"]): Counter(signups=r["signups"], paid=r["converted_to_paid"])
+            for r in rows} == cohorts  # fmt: skip
+
+    user_of = world.owned("zendesk.users")
+    ratings: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in world.staged("zendesk.tickets", "staging.zendesk__tickets", "ticket_id"):
+        person = user_of.get(str(r.payload["requester_id"]))
+        if person and not r.archived and r.payload["status"] != "deleted":
+            ratings[person][r.payload["satisfaction_rating"]["score"]] += 1
+    people = profiled.rows("SELECT profile_id, good_ratings, bad_ratings, satisfaction_score FROM views.customer_360")
+    assert sum(row["bad_ratings"] for row in people) > 0
+    for row in people:
+        seen = ratings[row["profile_id"]]
+        assert (row["good_ratings"], row["bad_ratings"]) == (seen["good"], seen["bad"]), row
+        if seen["good"] + seen["bad"]:
+            assert row["satisfaction_score"] == pytest.approx(seen["good"] / (seen["good"] + seen["bad"]), abs=5e-5)
