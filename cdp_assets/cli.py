@@ -5,6 +5,7 @@ cdp pipeline   one headless run of every asset against a freshly started sandbox
 cdp eval       a headless run, then identity resolution scored against the world's ground truth (`make eval`)
 cdp profile    explain a profile, or keep two identifiers apart (`cdp profile explain --email ...`)
 cdp identity   retrain the probabilistic matching model on a warehouse (`cdp identity train`)
+cdp sync       what each sync would send now, or how its last runs went (`cdp sync plan`, `cdp sync status`)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dagster import DagsterInstance, RunConfig, materialize
 
 from cdp_assets import stack
 from cdp_assets.identity import cli as identity_cli
+from cdp_assets.sync import cli as sync_cli
 from resources import PROJECT_ROOT
 
 DATA = PROJECT_ROOT / "data"
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.set_defaults(sandbox_url=None, full=False)
 
     identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
+    sync_cli.add_parsers(commands, DATA / "warehouse.duckdb")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         run_eval(args)
     elif args.command in ("profile", "identity"):
         identity_cli.run(args)
+    elif args.command == "sync":
+        sync_cli.run(args)
     else:
         run_pipeline(args)
 

@@ -12,6 +12,8 @@ from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.raw import build_raw_assets
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
+from cdp_assets.sync.assets import build_sync_assets, sync_key
+from cdp_assets.sync.specs import load as load_syncs
 from cdp_assets.views.assets import build_views
 from resources import build_resources
 from schedules import build_jobs, build_schedules
@@ -29,12 +31,15 @@ identity_assets = [
 consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
 view_assets, view_checks = build_views()
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
-jobs = build_jobs(raw_assets)
+upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
+sync_assets = build_sync_assets(upstream, view_checks)
+nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
+jobs = build_jobs(raw_assets, nightly_syncs)
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
-    assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets],
+    assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
     asset_checks=view_checks,
     resources=build_resources(),
     jobs=jobs,

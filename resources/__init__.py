@@ -1,4 +1,4 @@
-"""Source connectors and the warehouse, configured from environment variables.
+"""Source and destination connectors and the warehouse, configured from environment variables.
 
 Every base URL defaults to the embedded sandbox; pointing a connector at the real
 service means setting its base URL and secret, nothing else (see README).
@@ -15,6 +15,11 @@ import duckdb
 from dagster import EnvVar
 from dagster_duckdb import DuckDBResource
 
+from resources.destinations import DestinationResource
+from resources.destinations.braze import BrazeUsersDestination
+from resources.destinations.hubspot import HubSpotContactsDestination
+from resources.destinations.meta import MetaAudienceDestination
+from resources.destinations.zendesk import ZendeskUsersDestination
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
 from resources.mixpanel import MixpanelResource
@@ -33,6 +38,12 @@ SOURCES: dict[str, type[SourceResource]] = {
     "klaviyo": KlaviyoResource,
     "mixpanel": MixpanelResource,
 }
+DESTINATIONS: dict[str, type[DestinationResource]] = {
+    "hubspot": HubSpotContactsDestination,
+    "zendesk": ZendeskUsersDestination,
+    "braze": BrazeUsersDestination,
+    "meta": MetaAudienceDestination,
+}
 
 
 class WarehouseResource(DuckDBResource):
@@ -42,7 +53,10 @@ class WarehouseResource(DuckDBResource):
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with super().get_connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                conn.close()  # DuckDBResource leaves it open when the body raises, and the file with it
 
 
 def _base_url(variable: str, service: str) -> str:
@@ -51,16 +65,16 @@ def _base_url(variable: str, service: str) -> str:
 
 
 def build_resources() -> dict[str, object]:
-    """The resources of every job: each source (secrets as `EnvVar`) and the warehouse."""
+    """The resources of every job: each source and destination (secrets as `EnvVar`) and the warehouse.
+
+    HubSpot and Zendesk are written on the same accounts they are read from, with the same credentials.
+    """
+    hubspot_url, zendesk_url = _base_url("HUBSPOT_BASE_URL", "hubspot"), _base_url("ZENDESK_BASE_URL", "zendesk")
     return {
         "stripe": StripeResource(base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY")),
-        "hubspot": HubSpotResource(
-            base_url=_base_url("HUBSPOT_BASE_URL", "hubspot"), access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")
-        ),
+        "hubspot": HubSpotResource(base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")),
         "zendesk": ZendeskResource(
-            base_url=_base_url("ZENDESK_BASE_URL", "zendesk"),
-            email=EnvVar("ZENDESK_EMAIL"),
-            api_token=EnvVar("ZENDESK_API_TOKEN"),
+            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN")
         ),
         "klaviyo": KlaviyoResource(
             base_url=_base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=EnvVar("KLAVIYO_API_KEY")
@@ -71,6 +85,20 @@ def build_resources() -> dict[str, object]:
             service_account_secret=EnvVar("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
             project_id=EnvVar("MIXPANEL_PROJECT_ID"),
             start_date=os.getenv("MIXPANEL_START_DATE", "2023-01-01"),
+        ),
+        "destination_hubspot": HubSpotContactsDestination(
+            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")
+        ),
+        "destination_zendesk": ZendeskUsersDestination(
+            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN")
+        ),
+        "destination_braze": BrazeUsersDestination(
+            base_url=_base_url("BRAZE_BASE_URL", "braze"), api_key=EnvVar("BRAZE_API_KEY")
+        ),
+        "destination_meta": MetaAudienceDestination(
+            base_url=_base_url("META_BASE_URL", "meta"),
+            access_token=EnvVar("META_ACCESS_TOKEN"),
+            api_version=os.getenv("META_API_VERSION", "v21.0"),
         ),
         "warehouse": WarehouseResource(database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))),
     }

@@ -1,47 +1,104 @@
-"""One HTTP client for every source: a requests session with urllib3 `Retry`, timeouts and clear errors.
+"""One HTTP client for every service: a requests session with urllib3 `Retry`, timeouts, pacing and clear errors.
 
-urllib3 retries 429 and 5xx answers (honouring `Retry-After`) and connection failures
-before a response starts. A connection dropped in the middle of a body happens after
-urllib3 has handed the response over, so `ApiClient.request` retries that case itself.
+urllib3 retries 429 and 5xx answers (honouring `Retry-After`, or a rate-limit reset time
+when the service sends only that) and connection failures before a response starts.
+A connection dropped in the middle of a body happens after urllib3 has handed the
+response over, so `ApiClient.request` retries that case itself. A client given a
+`RateLimit` paces its own calls to stay under the service's documented limit.
+
+Every call made through it is a read or an idempotent write (an upsert by a natural
+key, a set add or remove), so repeating one after an answer went missing is safe.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 # requests raises this when a connection drops part-way through a body (urllib3's IncompleteRead).
 BODY_READ_ERRORS = (requests.exceptions.ChunkedEncodingError,)
+RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")  # epoch seconds, or seconds from now (small values)
 
 
-class SourceError(RuntimeError):
-    """A source answered with an error that retrying will not fix."""
+class ServiceError(RuntimeError):
+    """A service answered with an error that retrying will not fix."""
 
 
-class SourceConfigurationError(SourceError):
-    """The source refused our credentials: a setting to fix, not a transient fault."""
+class ServiceConfigurationError(ServiceError):
+    """The service refused our credentials: a setting to fix, not a transient fault."""
 
 
 @dataclass
 class RequestStats:
-    """Counts kept per extraction, reported as materialisation metadata."""
+    """Counts kept per extraction or sync, reported as materialisation metadata."""
 
     requests: int = 0
     retries: int = 0
+    waited_seconds: float = 0.0  # time spent pacing under the rate limit
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `max` calls in any rolling `seconds` window."""
+
+    max: int
+    seconds: float
+
+
+class Pacer:
+    """Holds each call back until it fits under a rolling-window limit (a sliding log of call times)."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Block until one more call is allowed, count it, and return the seconds waited."""
+        waited = 0.0
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._calls and self._calls[0] <= now - self.limit.seconds:
+                    self._calls.popleft()
+                if len(self._calls) < self.limit.max:
+                    self._calls.append(now)
+                    return waited
+                pause = self._calls[0] + self.limit.seconds - now
+                time.sleep(pause)
+                waited += pause
+
+
+class ResetAwareRetry(Retry):
+    """`Retry` that, lacking `Retry-After`, waits until the time a rate-limit reset header names."""
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        retry_after = super().get_retry_after(response)
+        if retry_after is not None or response.status != 429:
+            return retry_after
+        for name in RESET_HEADERS:
+            value = response.headers.get(name)
+            if value and value.replace(".", "", 1).isdigit():
+                reset = float(value)
+                return max(0.0, reset - time.time()) if reset > 1e9 else reset
+        return None
 
 
 @dataclass
 class ApiClient:
-    """A session bound to one source's base URL and auth, with retry and error policy."""
+    """A session bound to one service's base URL and auth, with retry, pacing and error policy."""
 
-    source: str
+    service: str
     base_url: str
     credential_env: str  # named in configuration errors; the secret itself is never logged
     auth: tuple[str, str] | None = None
@@ -49,13 +106,14 @@ class ApiClient:
     timeout_seconds: float = 30.0
     max_retries: int = 8
     backoff_seconds: float = 0.5
+    rate_limit: RateLimit | None = None
     stats: RequestStats = field(default_factory=RequestStats)
 
     def __post_init__(self) -> None:
-        retry = Retry(
+        retry = ResetAwareRetry(
             total=self.max_retries,
             status_forcelist=RETRY_STATUSES,
-            allowed_methods=None,  # every call we make is a read, POST search included
+            allowed_methods=None,  # every call is a read or an idempotent write
             backoff_factor=self.backoff_seconds,
             backoff_max=30,
             respect_retry_after_header=True,
@@ -67,45 +125,58 @@ class ApiClient:
         self.session.headers.update(self.headers)
         if self.auth is not None:
             self.session.auth = self.auth
+        self._pacer = Pacer(self.rate_limit) if self.rate_limit else None
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
             return path_or_url
         return self.base_url.rstrip("/") + path_or_url
 
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """Send one call and return its response, or raise a `SourceError`.
+    def request(
+        self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any
+    ) -> requests.Response:
+        """Send one call and return its response, or raise a `ServiceError`.
 
-        Without `stream=True` the body is read here, so a cut-off body is retried; a
-        streamed body is the caller's to read and, if it breaks, to ask for again.
+        Statuses in `tolerate` are handed back for the caller to read (a validation error
+        to isolate, a service's own throttling signal). Without `stream=True` the body is
+        read here, so a cut-off body is retried; a streamed body is the caller's to read.
         """
         url = self.url(path_or_url)
         for attempt in range(self.max_retries + 1):
+            if self._pacer is not None:
+                self.stats.waited_seconds += self._pacer.wait()
             self.stats.requests += 1
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except BODY_READ_ERRORS as exc:
                 if attempt == self.max_retries:
-                    raise SourceError(f"{self.source}: {method} {url} failed after retries: {exc}") from exc
+                    raise ServiceError(f"{self.service}: {method} {url} failed after retries: {exc}") from exc
                 self.stats.retries += 1
                 time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
                 continue
             history = getattr(response.raw, "retries", None)
             self.stats.retries += len(history.history) if history is not None else 0
-            self._raise_for_status(method, url, response)
+            if response.status_code not in tolerate:
+                self._raise_for_status(method, url, response)
             return response
         raise AssertionError("unreachable")
 
-    def fetch_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
+    def fetch_json(self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any) -> Any:
         """Send one call and parse its JSON body; a body that does not parse (cut short) is asked for again."""
+        return self.fetch(method, path_or_url, tolerate=tolerate, **kwargs)[1]
+
+    def fetch(
+        self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any
+    ) -> tuple[requests.Response, Any]:
+        """`fetch_json`, also returning the response (for its status and headers)."""
         for attempt in range(self.max_retries + 1):
-            response = self.request(method, path_or_url, **kwargs)
+            response = self.request(method, path_or_url, tolerate=tolerate, **kwargs)
             try:
-                return response.json()
+                return response, response.json()
             except requests.exceptions.JSONDecodeError as exc:
                 if attempt == self.max_retries:
-                    raise SourceError(
-                        f"{self.source}: {method} {response.url} kept answering with JSON that does not parse: {exc}"
+                    raise ServiceError(
+                        f"{self.service}: {method} {response.url} kept answering with JSON that does not parse: {exc}"
                     ) from exc
                 self.stats.retries += 1
                 time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
@@ -117,8 +188,8 @@ class ApiClient:
             return
         body = response.text[:500]
         if status in (401, 403):
-            raise SourceConfigurationError(
-                f"{self.source} refused the credentials ({status}) for {method} {url}. "
+            raise ServiceConfigurationError(
+                f"{self.service} refused the credentials ({status}) for {method} {url}. "
                 f"Check {self.credential_env} and the base URL. The API said: {body}"
             )
-        raise SourceError(f"{self.source}: {method} {url} answered {status}: {body}")
+        raise ServiceError(f"{self.service}: {method} {url} answered {status}: {body}")

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import ApiClient
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
 
 LIST_PAGE_SIZE = 100  # maximum `limit` of the list endpoint
@@ -66,21 +65,14 @@ STREAMS: dict[str, StreamSpec] = {
 class HubSpotResource(SourceResource):
     """HubSpot API with a private-app access token."""
 
-    source_name = "hubspot"
+    service_name = "hubspot"
     credential_env = "HUBSPOT_ACCESS_TOKEN"
     streams = STREAMS
 
     access_token: str = Field(description="Private app token, from HUBSPOT_ACCESS_TOKEN.")
 
-    def build_client(self) -> ApiClient:
-        return ApiClient(
-            source=self.source_name,
-            base_url=self.base_url,
-            credential_env=self.credential_env,
-            headers={"Authorization": f"Bearer {self.access_token}"},
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         cursor = cursor or {}

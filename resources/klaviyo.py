@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import ApiClient
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
 
 REVISION = "2024-10-15"
@@ -51,25 +50,18 @@ STREAMS: dict[str, StreamSpec] = {
 class KlaviyoResource(SourceResource):
     """Klaviyo API with a private API key."""
 
-    source_name = "klaviyo"
+    service_name = "klaviyo"
     credential_env = "KLAVIYO_API_KEY"
     streams = STREAMS
 
     api_key: str = Field(description="Private API key (pk_...), from KLAVIYO_API_KEY.")
 
-    def build_client(self) -> ApiClient:
-        return ApiClient(
-            source=self.source_name,
-            base_url=self.base_url,
-            credential_env=self.credential_env,
-            headers={
-                "Authorization": f"Klaviyo-API-Key {self.api_key}",
-                "revision": REVISION,
-                "Accept": "application/vnd.api+json",
-            },
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+    def auth_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Klaviyo-API-Key {self.api_key}",
+            "revision": REVISION,
+            "Accept": "application/vnd.api+json",
+        }
 
     def requires_full_pull(self, stream: StreamSpec, cursor: Cursor | None) -> bool:
         return cursor is None or ENDPOINTS[stream.name].changed_field is None

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from pydantic import Field
 
-from resources.http import BODY_READ_ERRORS, ApiClient, SourceError
+from resources.http import BODY_READ_ERRORS, ServiceError
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix
 
 EXPORT_PATH = "/api/2.0/export"
@@ -36,7 +36,7 @@ STREAMS: dict[str, StreamSpec] = {
 class MixpanelResource(SourceResource):
     """Mixpanel export API with a service account."""
 
-    source_name = "mixpanel"
+    service_name = "mixpanel"
     credential_env = "MIXPANEL_SERVICE_ACCOUNT_SECRET"
     streams = STREAMS
 
@@ -45,15 +45,8 @@ class MixpanelResource(SourceResource):
     project_id: str = Field(description="Mixpanel project id, from MIXPANEL_PROJECT_ID.")
     start_date: str = Field(default="2023-01-01", description="First day a full pull exports (YYYY-MM-DD).")
 
-    def build_client(self) -> ApiClient:
-        return ApiClient(
-            source=self.source_name,
-            base_url=self.base_url,
-            credential_env=self.credential_env,
-            auth=(self.service_account_username, self.service_account_secret),
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+    def basic_auth(self) -> tuple[str, str]:
+        return (self.service_account_username, self.service_account_secret)
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         cursor = cursor or {}
@@ -86,7 +79,7 @@ class MixpanelResource(SourceResource):
                 return
             except (*BODY_READ_ERRORS, json.JSONDecodeError) as exc:  # cut off mid-stream, or mid-line
                 if attempt == self.max_retries:
-                    raise SourceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
+                    raise ServiceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
                 self.client.stats.retries += 1
 
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from dagster import ConfigurableResource
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
-from resources.http import ApiClient, RequestStats
+from resources.service import ServiceResource
 
 Cursor = dict[str, Any]
 
@@ -49,35 +48,15 @@ class StreamSpec:
     tombstone_missing: bool = True
 
 
-class SourceResource(ConfigurableResource):
+class SourceResource(ServiceResource):
     """Base for the source connectors: base URL and secret from the environment."""
 
-    base_url: str = Field(description="The API's base URL; defaults to the embedded sandbox.")
-    timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
-    max_retries: int = Field(default=8, description="Retries for 429, 5xx and broken connections.")
     lookback_seconds: int = Field(
         default=60,
         description="Overlap re-read before each incremental high-water mark, for clock skew and index lag.",
     )
 
-    _client: ApiClient | None = PrivateAttr(default=None)
-
-    source_name: ClassVar[str]
-    credential_env: ClassVar[str]  # the variable holding the secret, named in configuration errors
     streams: ClassVar[dict[str, StreamSpec]]
-
-    def build_client(self) -> ApiClient:
-        raise NotImplementedError
-
-    @property
-    def client(self) -> ApiClient:
-        if self._client is None:
-            self._client = self.build_client()
-        return self._client
-
-    @property
-    def stats(self) -> RequestStats:
-        return self.client.stats
 
     def requires_full_pull(self, stream: StreamSpec, cursor: Cursor | None) -> bool:
         """Whether an incremental pull is impossible from this cursor (a first run, say)."""

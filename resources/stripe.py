@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import ApiClient
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix, text_id
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`
@@ -81,21 +80,14 @@ class _SameSecondRanks:
 class StripeResource(SourceResource):
     """Stripe API, authenticated with a secret key sent as a Bearer token."""
 
-    source_name = "stripe"
+    service_name = "stripe"
     credential_env = "STRIPE_API_KEY"
     streams = STREAMS
 
     api_key: str = Field(description="Secret key (sk_...), from STRIPE_API_KEY.")
 
-    def build_client(self) -> ApiClient:
-        return ApiClient(
-            source=self.source_name,
-            base_url=self.base_url,
-            credential_env=self.credential_env,
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def requires_full_pull(self, stream: StreamSpec, cursor: Cursor | None) -> bool:
         if cursor is None or "events_since" not in cursor:

@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import ApiClient
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
 
 PAGE_SIZE = 1000  # the export's `per_page` maximum
@@ -35,22 +34,15 @@ STREAMS: dict[str, StreamSpec] = {
 class ZendeskResource(SourceResource):
     """Zendesk API with an agent email and API token (Basic `email/token:api_token`)."""
 
-    source_name = "zendesk"
+    service_name = "zendesk"
     credential_env = "ZENDESK_API_TOKEN"
     streams = STREAMS
 
     email: str = Field(description="Agent email the API token belongs to, from ZENDESK_EMAIL.")
     api_token: str = Field(description="API token, from ZENDESK_API_TOKEN.")
 
-    def build_client(self) -> ApiClient:
-        return ApiClient(
-            source=self.source_name,
-            base_url=self.base_url,
-            credential_env=self.credential_env,
-            auth=(f"{self.email}/token", self.api_token),
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+    def basic_auth(self) -> tuple[str, str]:
+        return (f"{self.email}/token", self.api_token)
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         cursor = cursor or {}

@@ -55,6 +55,15 @@ def tick(store: WorldStore, now_ms: int, changes: int = 20) -> dict[str, int]:
         return _tick(store, now_ms, changes)
 
 
+def take_numbers(store: WorldStore, counter: str, count: int) -> range:
+    """Counter numbers for records a destination write creates, taken between ticks so none is handed out twice."""
+    with _TICK_LOCK:
+        first = int(store.get_meta(f"next_{counter}"))
+        if count:
+            store.set_meta(f"next_{counter}", first + count)
+    return range(first, first + count)
+
+
 def _tick(store: WorldStore, now_ms: int, changes: int) -> dict[str, int]:
     meta = {row[0]: json.loads(row[1]) for row in store.connect().execute("SELECT key, value FROM meta")}
     if "seed" not in meta:

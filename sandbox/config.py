@@ -1,4 +1,4 @@
-"""Sandbox settings: credentials, documented rate limits, page sizes, faults and churn.
+"""Sandbox settings: credentials, documented rate limits, page sizes, destination accounts, faults and churn.
 
 Defaults are the real services' documented values, so a connector tuned against the
 sandbox is tuned for production. The same shape is read from an optional JSON file and
@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-SERVICES: tuple[str, ...] = ("stripe", "hubspot", "zendesk", "klaviyo", "mixpanel")
+SOURCES: tuple[str, ...] = ("stripe", "hubspot", "zendesk", "klaviyo", "mixpanel")
+DESTINATIONS: tuple[str, ...] = ("braze", "meta")  # HubSpot and Zendesk take writes on their source accounts
+SERVICES: tuple[str, ...] = (*SOURCES, *DESTINATIONS)
 
 _LOCK = threading.Lock()
 
@@ -51,12 +53,24 @@ class MixpanelAuth:
 
 
 @dataclass
+class BrazeAuth:
+    api_key: str = "braze-sandbox"
+
+
+@dataclass
+class MetaAuth:
+    access_token: str = "meta-sandbox"
+
+
+@dataclass
 class Credentials:
     stripe: StripeAuth = field(default_factory=StripeAuth)
     hubspot: HubSpotAuth = field(default_factory=HubSpotAuth)
     zendesk: ZendeskAuth = field(default_factory=ZendeskAuth)
     klaviyo: KlaviyoAuth = field(default_factory=KlaviyoAuth)
     mixpanel: MixpanelAuth = field(default_factory=MixpanelAuth)
+    braze: BrazeAuth = field(default_factory=BrazeAuth)
+    meta: MetaAuth = field(default_factory=MetaAuth)
 
 
 @dataclass
@@ -71,9 +85,14 @@ def _default_limits() -> dict[str, dict[str, Limit]]:
     return {
         "stripe": {"requests": Limit(25, 1)},
         "hubspot": {"ten_secondly": Limit(100, 10), "search": Limit(4, 1)},
-        "zendesk": {"export": Limit(10, 60)},
+        # Exports have their own limit; every other call counts against the account's (Professional plan).
+        "zendesk": {"export": Limit(10, 60), "account": Limit(400, 60)},
         "klaviyo": {"burst": Limit(75, 1), "steady": Limit(750, 60)},
         "mixpanel": {"secondly": Limit(3, 1), "hourly": Limit(60, 3600)},
+        "braze": {"users_track": Limit(3000, 3)},
+        # Meta throttles custom audience calls per ad account by business use case, without a published
+        # number; this is the sandbox's own choice.
+        "meta": {"custom_audience": Limit(60, 60)},
     }
 
 
@@ -89,6 +108,50 @@ class PageSizes:
     klaviyo_profiles: int = 100
     klaviyo_events: int = 200
     mixpanel: int = 100_000
+    hubspot_upsert: int = 100  # inputs per contacts batch upsert
+    zendesk_users: int = 100  # users per create_or_update_many
+    braze_attributes: int = 75  # attribute objects per /users/track
+    meta_users: int = 10_000  # records per custom audience call
+
+
+SUBSCRIPTION_STATUSES = ["active", "trialing", "past_due", "unpaid", "paused", "canceled", "incomplete",
+                         "incomplete_expired"]  # fmt: skip
+
+
+def _contact_properties() -> dict[str, list[str]]:
+    """Custom contact properties an account has defined for the CDP's syncs: name -> options ([]: free text)."""
+    return {
+        "cdp_profile_id": [],
+        "cdp_plan": [],
+        "cdp_subscription_status": list(SUBSCRIPTION_STATUSES),
+        "cdp_mrr": [],
+        "cdp_lifetime_revenue": [],
+        "cdp_currency": [],
+        "cdp_open_tickets": [],
+        "cdp_satisfaction_score": [],
+        "cdp_last_product_activity": [],
+    }  # fmt: skip
+
+
+def _user_fields() -> dict[str, list[str]]:
+    """Custom user fields a Zendesk account has defined: name -> dropdown options ([]: free text)."""
+    names = ("cdp_profile_id", "cdp_plan", "cdp_subscription_status", "cdp_mrr", "cdp_lifetime_revenue", "cdp_currency")
+    return {name: _contact_properties()[name] for name in names}
+
+
+@dataclass
+class Accounts:
+    """What the destination accounts hold besides records: defined fields, audiences and job timing.
+
+    A write naming a HubSpot property or Zendesk user field the account has not defined, or a value
+    outside its options, is refused as the real services refuse it.
+    """
+
+    hubspot_contact_properties: dict[str, list[str]] = field(default_factory=_contact_properties)
+    zendesk_user_fields: dict[str, list[str]] = field(default_factory=_user_fields)
+    zendesk_job_seconds: float = 0.5  # how long a bulk job waits queued before it runs
+    zendesk_max_jobs: int = 30  # queued or working jobs an account may have
+    meta_audiences: list[str] = field(default_factory=lambda: ["23850000000000001", "23850000000000002"])
 
 
 @dataclass
@@ -125,6 +188,7 @@ class SandboxConfig:
     faults: dict[str, Faults] = field(default_factory=_default_faults)
     fault_seed: int = 0
     duplicates: Duplicates = field(default_factory=Duplicates)
+    accounts: Accounts = field(default_factory=Accounts)
     tick_seconds: float = 0
     changes_per_tick: int = 20
 
@@ -184,7 +248,7 @@ def _build(kind: Any, value: Any, where: str) -> Any:
         if value is None:
             return None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        origin = None
+        origin = typing.get_origin(kind)
     if is_dataclass(kind):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object")
@@ -201,6 +265,11 @@ def _build(kind: Any, value: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected an object")
         item = typing.get_args(kind)[1]  # a null entry removes that key
         return {str(k): _build(item, v, f"{where}.{k}") for k, v in value.items() if v is not None}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list")
+        item = typing.get_args(kind)[0]
+        return [_build(item, v, f"{where}[{n}]") for n, v in enumerate(value)]
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

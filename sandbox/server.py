@@ -1,4 +1,4 @@
-"""The sandbox ASGI app: five fake SaaS services behind their own prefixes, plus control routes.
+"""The sandbox ASGI app: fake SaaS services behind their own prefixes, plus control routes.
 
 A connector's base URL is the only thing that differs from production, e.g.
 ``http://127.0.0.1:8765/stripe`` instead of ``https://api.stripe.com``. The
@@ -21,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from sandbox.apis import Context, hubspot, klaviyo, mixpanel, stripe, zendesk
+from sandbox.apis import Context, braze, hubspot, klaviyo, meta, mixpanel, stripe, zendesk
 from sandbox.config import SandboxConfig
 from sandbox.corpus import inject_corpus
+from sandbox.destinations import Accounts
 from sandbox.faults import FaultInjector, Gate, RateLimiter, Stats
 from sandbox.store import WorldStore
 
@@ -66,10 +67,11 @@ class Ticker:
 
 def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
     store = WorldStore(folder)
-    ctx = Context(store, config)
+    accounts = Accounts(store)
+    ctx = Context(store, config, accounts)
     limiter, injector, stats = RateLimiter(), FaultInjector(config.fault_seed), Stats()
     mounts = []
-    for module in (stripe, hubspot, zendesk, klaviyo, mixpanel):
+    for module in (stripe, hubspot, zendesk, klaviyo, mixpanel, braze, meta):
         svc = module.service(ctx)
         mounts.append(Mount(f"/{svc.name}", app=Gate(svc.app(), svc, config, limiter, injector, stats)))
 
@@ -115,6 +117,13 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
         stats.reset()
         return JSONResponse({"status": "ok"})
 
+    def destination(request: Request) -> JSONResponse:
+        """What a destination account holds that no source serves: Braze users, Meta audience members."""
+        held = {"braze": accounts.braze_users, "meta": accounts.audience_members}.get(request.path_params["name"])
+        if held is None:
+            return JSONResponse({"error": "known destinations: braze, meta"}, status_code=404)
+        return JSONResponse(held())
+
     control = Mount(
         "/_sandbox",
         routes=[
@@ -125,6 +134,7 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
             Route("/config", patch_config, methods=["PATCH"]),
             Route("/stats", get_stats, methods=["GET"]),
             Route("/stats", reset_stats, methods=["DELETE"]),
+            Route("/destinations/{name}", destination, methods=["GET"]),
         ],
     )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     AssetSelection,
     DefaultScheduleStatus,
@@ -19,13 +22,16 @@ NIGHTLY_CRON = "30 2 * * *"
 TIMEZONE = "UTC"
 
 
-def build_jobs(raw_assets: list[AssetsDefinition]) -> list[UnresolvedAssetJobDefinition]:
+def build_jobs(
+    raw_assets: list[AssetsDefinition], nightly_only: Sequence[AssetKey] = ()
+) -> list[UnresolvedAssetJobDefinition]:
+    """The two paths; `nightly_only` are assets (syncs scheduled nightly) the hourly path leaves out."""
     full_refresh = RunConfig(ops={a.op.name: PullConfig(full_refresh=True) for a in raw_assets})
     return [
         define_asset_job(
             "hourly_pipeline",
-            selection=AssetSelection.all(),
-            description="Incremental pulls from every source, then everything downstream of them.",
+            selection=AssetSelection.all() - AssetSelection.assets(*nightly_only),
+            description="Incremental pulls from every source, then everything downstream of them, syncs included.",
         ),
         define_asset_job(
             "nightly_pipeline",

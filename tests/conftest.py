@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -24,11 +25,21 @@ TEST_ANCHOR = 1_780_000_000  # a fixed "now" for the world's history, so every s
 
 # Documented limits stay on, except Zendesk's 10 export calls a minute, which would make
 # tests that run the pipeline several times wait most of a minute. Zendesk's exclusion of
-# the last minute's changes is off so that a change made by a test is visible at once.
+# the last minute's changes is off so that a change made by a test is visible at once, and
+# its bulk jobs start after a tenth of a second rather than half a second.
 TEST_SANDBOX_CONFIG: dict[str, Any] = {
     "limits": {"zendesk": {"export": {"max": 120, "seconds": 60}}},
     "zendesk_recent_exclusion_seconds": 0,
+    "accounts": {"zendesk_job_seconds": 0.1},
 }
+
+
+def with_config(patch: dict[str, Any]) -> dict[str, Any]:
+    """The tests' sandbox config with `patch` merged in, one level deep."""
+    config = copy.deepcopy(TEST_SANDBOX_CONFIG)
+    for key, value in patch.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return config
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,28 +79,47 @@ class RunOutcome:
 
 
 class Pipeline:
-    """Runs the project's assets through Dagster against one sandbox and one warehouse file."""
+    """Runs the project's assets through Dagster against one sandbox and one warehouse file.
 
-    def __init__(self, sandbox_url: str, warehouse: Path) -> None:
+    Syncs run only when asked (`syncs=True`): they write to the sandbox's HubSpot and Zendesk, which tests of
+    the other layers compare with what was pulled.
+    """
+
+    def __init__(self, sandbox_url: str, warehouse: Path, syncs: bool = False) -> None:
         self.sandbox_url = sandbox_url
         self.warehouse = warehouse
+        self.syncs = syncs
         self.instance = DagsterInstance.ephemeral()
 
-    def run(self, full: bool = False, selection: list[str] | None = None, raise_on_error: bool = True) -> RunOutcome:
-        """Materialise every asset, or the assets named like "raw/stripe_customers"."""
+    def run(
+        self,
+        full: bool = False,
+        selection: list[str] | AssetSelection | None = None,
+        raise_on_error: bool = True,
+        config: dict[str, dict[str, Any]] | None = None,
+    ) -> RunOutcome:
+        """Materialise every asset (syncs only if this pipeline has them), or a selection (assets named like
+        "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say)."""
         os.environ["CDP_SANDBOX_URL"] = self.sandbox_url
         os.environ["CDP_WAREHOUSE"] = str(self.warehouse)
         from cdp_assets.definitions import defs, raw_assets
         from resources import build_resources
 
-        keys = {AssetKey.from_user_string(k) for k in selection} if selection else None
-        pulls = [a for a in raw_assets if keys is None or a.key in keys]
+        if isinstance(selection, list):
+            selection = AssetSelection.assets(*(AssetKey.from_user_string(k) for k in selection))
+        elif selection is None and not self.syncs:
+            selection = AssetSelection.all() - AssetSelection.groups("sync")
+        assets = [*(defs.assets or []), *(defs.asset_checks or [])]
+        chosen = selection.resolve(defs.resolve_asset_graph()) if selection else None
+        pulls = [a for a in raw_assets if chosen is None or a.key in chosen]
+        ops = {a.op.name: {"config": {"full_refresh": full}} for a in pulls}
+        ops.update({name: {"config": values} for name, values in (config or {}).items()})
         result = materialize(
-            [*(defs.assets or []), *(defs.asset_checks or [])],
+            assets,
             resources=build_resources(),
             instance=self.instance,
-            run_config=RunConfig(ops={a.op.name: {"config": {"full_refresh": full}} for a in pulls}),
-            selection=AssetSelection.assets(*keys) if keys else None,
+            run_config=RunConfig(ops=ops),
+            selection=selection,
             raise_on_error=raise_on_error,
         )
         metadata = {

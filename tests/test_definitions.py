@@ -10,6 +10,7 @@ from pathlib import Path
 from dagster import AssetKey, DefaultScheduleStatus
 
 from cdp_assets.definitions import defs, raw_assets
+from cdp_assets.sync.specs import load as load_syncs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,18 +46,22 @@ def test_nightly_job_re_pulls_every_source_in_full() -> None:
 def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:
     graph = defs.resolve_asset_graph()
     keys = graph.get_all_asset_keys()
-    assert len(keys) == 43
+    assert len(keys) == 49
     teams = {"views_marketing": "team:marketing", "views_sales_support": "team:sales-support",
              "views_product": "team:product", "views_executive": "team:executive"}  # fmt: skip
     for key in keys:
         node = graph.get(key)
         layer = key.path[0]
-        assert layer in ("raw", "staging", "quarantine", "identity", "privacy", "views"), key
+        assert layer in ("raw", "staging", "quarantine", "identity", "privacy", "views", "sync"), key
         assert node.description, key
         assert node.kinds and "duckdb" in node.kinds, key
         if layer == "views":  # one group per owning team; the description says who it is for, the row, freshness
             assert node.owners == [teams[node.group_name]], key
             assert all(part in node.description for part in ("For ", "One row: ", "Fresh: ")), key
+        elif layer == "sync":  # owned by the team whose view it sends, next to its destination's kind
+            [view] = graph.get(key).parent_keys
+            assert node.group_name == "sync" and node.owners == graph.get(view).owners, key
+            assert len(node.kinds) == 2 and node.description.startswith(load_syncs().syncs[key.path[1]].description)
         else:
             assert node.group_name == layer, key
             assert node.owners == ["team:data-platform"], key
@@ -70,6 +75,15 @@ def test_every_view_has_blocking_governance_checks() -> None:
     for key in views:
         assert checks[(key, "policy_columns")].blocking, key
     consented = {key.path[1] for key, name in checks if name == "consent"}
-    assert consented == {
-        "marketing_audiences", "marketing_email_addresses", "customer_360", "product_usage_people"}  # fmt: skip
+    assert consented == {"marketing_audiences", "marketing_email_addresses", "marketing_contacts", "customer_360",
+                         "product_usage_people"}  # fmt: skip
     assert all(checks[(AssetKey(["views", v]), "consent")].blocking for v in consented)
+
+
+def test_syncs_run_hourly_and_each_needs_its_destination() -> None:
+    hourly = defs.resolve_job_def("hourly_pipeline")
+    selected = {key for key in hourly.asset_layer.selected_asset_keys if key.path[0] == "sync"}
+    assert {key.path[1] for key in selected} == set(load_syncs().syncs)
+    for spec in load_syncs().syncs.values():
+        node = defs.resolve_assets_def(AssetKey(["sync", spec.name]))
+        assert f"destination_{spec.destination}" in node.required_resource_keys

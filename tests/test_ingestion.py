@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import pytest
 
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
-from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline, world_records
+from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline, with_config, world_records
 
 # World stream -> (staging table, column holding the world's record id).
 STAGED: dict[str, tuple[str, str]] = {
@@ -49,13 +48,6 @@ RAW_TABLES = [
 ]
 # Sources that still list what they deleted or archived, so an incremental pull sees it.
 LISTS_DELETIONS = ("stripe.customers", "hubspot.contacts", "hubspot.companies", "zendesk.users", "zendesk.tickets")
-
-
-def with_config(patch: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(TEST_SANDBOX_CONFIG)
-    for key, value in patch.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    return config
 
 
 def staged(pipeline: Pipeline, stream: str) -> dict[str, bool]:
@@ -280,7 +272,7 @@ def test_wrong_credentials_are_a_clear_configuration_error(sandbox: SandboxServe
     import requests
 
     from resources import SOURCES
-    from resources.http import SourceConfigurationError
+    from resources.http import ServiceConfigurationError
 
     probe = {
         "stripe": "/v1/customers",
@@ -297,7 +289,7 @@ def test_wrong_credentials_are_a_clear_configuration_error(sandbox: SandboxServe
     }
     connector = resource_cls(base_url=sandbox.base_urls[source], **secrets)
     stream = next(iter(resource_cls.streams.values()))
-    with pytest.raises(SourceConfigurationError, match=resource_cls.credential_env):
+    with pytest.raises(ServiceConfigurationError, match=resource_cls.credential_env):
         next(iter(connector.extract(stream, None, full=True)))
 
 

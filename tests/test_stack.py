@@ -74,7 +74,8 @@ def test_run_brings_up_the_ui_with_schedules_running_and_a_green_first_run(tmp_p
         # Every team view was materialised by that run, shows its row count and passed its checks.
         nodes = stack.graphql(ui_url, VIEWS_QUERY)["assetNodes"]
         views = [node for node in nodes if node["assetKey"]["path"][0] == "views"]
-        assert len(views) == 10
+        syncs = [node for node in nodes if node["assetKey"]["path"][0] == "sync"]
+        assert len(views) == 11 and len(syncs) == 5
         for node in views:
             [materialization] = node["assetMaterializations"]
             assert materialization["runId"] == runs[0]["runId"], node["assetKey"]
@@ -83,6 +84,18 @@ def test_run_brings_up_the_ui_with_schedules_running_and_a_green_first_run(tmp_p
             checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
                       for c in node["assetChecksOrError"]["checks"]}  # fmt: skip
             assert checks.get("policy_columns") == "SUCCEEDED" and set(checks.values()) == {"SUCCEEDED"}, checks
+        # ... and every sync sent its view to its sandbox destination, which took every row.
+        added = {}
+        for node in syncs:
+            [materialization] = node["assetMaterializations"]
+            assert materialization["runId"] == runs[0]["runId"], node["assetKey"]
+            values = {e["label"]: e["intValue"] for e in materialization["metadataEntries"] if "intValue" in e}
+            assert values["acknowledged"] == values["added"] and values["rejected"] == 0, node["assetKey"]
+            added[node["assetKey"]["path"][1]] = values["added"]
+            checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
+                      for c in node["assetChecksOrError"]["checks"]}  # fmt: skip
+            assert checks == {"no_rejections": "SUCCEEDED", "no_invalid_rows": "SUCCEEDED"}, checks
+        assert all(added[name] > 0 for name in ("hubspot_contacts", "zendesk_users", "braze_users", "meta_retargeting"))
     finally:
         process.send_signal(signal.SIGINT)
         exit_code = process.wait(timeout=60)

@@ -292,7 +292,7 @@ def test_policy_and_consent_checks_fail_on_planted_data(planted: Path) -> None:
 
 def test_every_view_is_built_with_its_row_count_and_passes_its_checks(profiled: Profiled) -> None:
     views = {key: meta for key, meta in profiled.metadata.items() if key.startswith("views/")}
-    assert len(views) == 10
+    assert len(views) == 11
     for key, meta in views.items():
         table = key.replace("/", ".")
         [(rows,)] = profiled.pipeline.query(f"SELECT count(*) FROM {table}")

@@ -76,7 +76,13 @@ BUILDS: dict[str, ViewBuild] = {
     "marketing_email_addresses": ViewBuild(
         ("purposes",), ("identity/email_addresses", "identity/person_lifecycle", "privacy/consent")
     ),
-    "customer_360": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "marketing_contacts": ViewBuild(
+        ("purposes",), ("views/marketing_email_addresses", "views/marketing_audiences", *PEOPLE, "privacy/consent")
+    ),
+    "customer_360": ViewBuild(
+        ("purposes",),
+        (*PEOPLE, "privacy/consent", "identity/accounts", "staging/hubspot__contacts", "staging/zendesk__users"),
+    ),
     "customer_timeline": ViewBuild((), TIMELINE_READS),
     "account_360": ViewBuild(("fx", "purposes", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts")),
     "product_usage_people": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),

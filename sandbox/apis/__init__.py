@@ -1,4 +1,4 @@
-"""What the five fake services share: errors, auth parsing, cursors, keyset paging, routing.
+"""What the fake services share: errors, auth parsing, cursors, keyset paging, routing.
 
 Each service module only describes its own dialect (routes, auth, envelopes, limit
 headers); paging and parameter checks live here once so all services behave alike.
@@ -22,6 +22,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.config import SandboxConfig
+from sandbox.destinations import Accounts
 from sandbox.faults import Quota
 from sandbox.store import WorldStore
 
@@ -41,6 +42,7 @@ class ApiError(Exception):
 class Context:
     store: WorldStore
     config: SandboxConfig
+    accounts: Accounts  # what the destination accounts hold
 
 
 @dataclass(frozen=True)

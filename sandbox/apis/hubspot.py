@@ -1,7 +1,9 @@
-"""HubSpot CRM v3 objects (list + search) and the v4 contact->company batch read.
+"""HubSpot CRM v3 objects (list + search + contacts batch upsert) and the v4 contact->company batch read.
 
 Lists page by numeric id; search pages by offset and refuses to go past the
 configured cap (10,000), which is what forces connectors to re-anchor their queries.
+The batch upsert writes into the same account the lists serve, and refuses a whole
+batch when one input names an undefined property or a value outside its options.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ OBJECTS = {  # object -> (stream, its last-modified property)
 BY_ID = ("length(id)", "id")  # numeric id order through records_by_numeric_id
 OPERATORS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# Contact properties every portal has, with the options of the enumerations among them.
+STANDARD_CONTACT_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "email": (), "firstname": (), "lastname": (), "phone": (), "company": (), "jobtitle": (), "city": (),
+    "country": (), "hs_email_optout": ("true", "false"),
+    "lifecyclestage": ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity",
+                       "customer", "evangelist", "other"),
+}  # fmt: skip
+READ_ONLY_PROPERTIES = ("createdate", "lastmodifieddate", "hs_object_id")
 NO_AUTH = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
     "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -51,12 +61,14 @@ def service(ctx: Context) -> Service:
         endpoints.append((f"/crm/v3/objects/{name}", partial(_list, ctx, name), ("GET",)))
         endpoints.append((f"/crm/v3/objects/{name}/search", partial(_search, ctx, name), ("POST",)))
     endpoints.append(("/crm/v4/associations/contacts/companies/batch/read", partial(_associations, ctx), ("POST",)))
+    endpoints.append(("/crm/v3/objects/contacts/batch/upsert", partial(_upsert, ctx), ("POST",)))
     return Service(
         name="hubspot",
         endpoints=endpoints,
         authenticate=partial(_authenticate, ctx),
         render=_render,
         throttled=_throttled,
+        # Writes count against the same account limit as reads.
         limits=lambda path: ("ten_secondly", "search") if path.endswith("/search") else ("ten_secondly",),
         headers=_quota_headers,
     )
@@ -238,3 +250,74 @@ def _associations(ctx: Context, request: Request, body: bytes) -> Response:
             "completedAt": datetime.now(UTC).strftime(stamp),
         }
     )
+
+
+def _upsert(ctx: Context, request: Request, body: bytes) -> Response:
+    """`POST /crm/v3/objects/contacts/batch/upsert` with `idProperty: email`: update by address, else create."""
+    started = datetime.now(UTC)
+    spec = parse_json(body)
+    inputs = spec.get("inputs") if isinstance(spec, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise ApiError(400, 'Body must look like {"inputs": [{"id": "...", "idProperty": "email", "properties": {}}]}.')
+    if len(inputs) > ctx.config.page_sizes.hubspot_upsert:
+        raise ApiError(400, f"Batch upsert takes at most {ctx.config.page_sizes.hubspot_upsert} inputs.")
+    options = {**STANDARD_CONTACT_PROPERTIES, **ctx.config.accounts.hubspot_contact_properties}
+    problems: list[dict[str, Any]] = []
+    upserts: list[tuple[str, dict[str, str]]] = []
+    for item in inputs:
+        if not isinstance(item, dict) or item.get("idProperty") != "email" or not isinstance(item.get("id"), str):
+            raise ApiError(400, "Every input needs an `id` and `idProperty: email`.")
+        email = item["id"].strip().lower()
+        properties = item.get("properties") or {}
+        if not email or not isinstance(properties, dict):
+            raise ApiError(400, "Every input needs a non-empty `id` and an object of `properties`.")
+        values = {name: _property_text(value) for name, value in properties.items()}
+        problems += [_invalid(name, value, options) for name, value in values.items()]
+        upserts.append((email, values))
+    problems = [p for p in problems if p is not None]
+    if problems:
+        raise ApiError(400, f"Property values were not valid: {json.dumps(problems)}")
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    results = [
+        {
+            "id": record.id,
+            "new": new,
+            "properties": record.payload["properties"],
+            "createdAt": record.payload["createdAt"],
+            "updatedAt": record.payload["updatedAt"],
+            "archived": False,
+        }
+        for record, new in ctx.accounts.upsert_contacts(upserts)
+    ]
+    return JSONResponse(
+        {
+            "status": "COMPLETE",
+            "results": results,
+            "requestedAt": started.strftime(stamp),
+            "startedAt": started.strftime(stamp),
+            "completedAt": datetime.now(UTC).strftime(stamp),
+        }
+    )
+
+
+def _property_text(value: Any) -> str:
+    """HubSpot keeps every property value as text; null clears it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _invalid(name: str, value: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    if name in READ_ONLY_PROPERTIES:
+        return {"isValid": False, "message": f"{name} is a read only property; its value cannot be set.",
+                "error": "READ_ONLY_VALUE", "name": name}  # fmt: skip
+    if name not in options:
+        return {"isValid": False, "message": f'Property "{name}" does not exist', "error": "PROPERTY_DOESNT_EXIST",
+                "name": name}  # fmt: skip
+    allowed = options[name]
+    if allowed and value != "" and value not in allowed:
+        return {"isValid": False, "message": f"{value} was not one of the allowed options: {', '.join(allowed)}",
+                "error": "INVALID_OPTION", "name": name}  # fmt: skip
+    return None

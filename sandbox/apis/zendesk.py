@@ -1,15 +1,21 @@
-"""Zendesk cursor-based incremental exports for users and tickets.
+"""Zendesk cursor-based incremental exports for users and tickets, and bulk user writes as background jobs.
 
 Items changed in the last ``zendesk_recent_exclusion_seconds`` are held back, as the
 real export does, so ``after_cursor`` always points at a stable position the
-connector can store and resume from later.
+connector can store and resume from later. ``create_or_update_many`` answers with a
+queued job that runs ``zendesk_job_seconds`` later and is polled at ``job_statuses``;
+an account holds at most ``zendesk_max_jobs`` unfinished jobs.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import threading
 import time
+import uuid
 from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +30,7 @@ from sandbox.apis import (
     encode_cursor,
     int_param,
     keyset,
+    parse_json,
     payloads,
     with_duplicate,
 )
@@ -31,20 +38,114 @@ from sandbox.corpus import DUPLICATED
 from sandbox.faults import Quota
 
 EXPORTS = {"users": "zendesk.users", "tickets": "zendesk.tickets"}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+JOBS_URL = "https://sandbox.zendesk.com/api/v2/job_statuses"
+
+
+class Jobs:
+    """The account's bulk jobs: each runs once, in the background, after the configured wait."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def submit(self, users: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            unfinished = sum(job["status"] in ("queued", "working") for job in self.jobs.values())
+            if unfinished >= self.ctx.config.accounts.zendesk_max_jobs:
+                raise ApiError(429, f"The account has {unfinished} jobs queued or running; wait for some to finish.",
+                               code="TooManyJobs")  # fmt: skip
+            job_id = uuid.uuid4().hex
+            job = {"id": job_id, "url": f"{JOBS_URL}/{job_id}.json", "status": "queued", "total": len(users),
+                   "progress": 0, "message": None, "results": None}  # fmt: skip
+            self.jobs[job_id] = job
+        timer = threading.Timer(self.ctx.config.accounts.zendesk_job_seconds, self._run, (job_id, users))
+        timer.daemon = True
+        timer.start()
+        return dict(job)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise ApiError(404, f"Job {job_id} not found")
+            return dict(job)
+
+    def _run(self, job_id: str, users: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.jobs[job_id]["status"] = "working"
+        results: list[dict[str, Any] | None] = [None] * len(users)
+        fields = self.ctx.config.accounts.zendesk_user_fields
+        valid = []
+        for index, user in enumerate(users):
+            problem = _user_problem(user, fields)
+            if problem:
+                results[index] = {"index": index, "status": "Failed", "error": "InvalidValue", "details": problem}
+            else:
+                valid.append(index)
+        written = self.ctx.accounts.upsert_users([users[i] for i in valid])
+        for index, (record, new) in zip(valid, written, strict=True):
+            results[index] = {"index": index, "id": int(record.id), "email": record.payload["email"],
+                              "action": "create" if new else "update", "status": "Created" if new else "Updated",
+                              "success": True}  # fmt: skip
+        with self.lock:
+            self.jobs[job_id].update(status="completed", progress=len(users), results=results,
+                                     message=f"Completed at {time.strftime('%Y-%m-%d %H:%M:%S')} +0000")
+
+
+def _user_problem(user: Any, fields: dict[str, list[str]]) -> str | None:
+    if not isinstance(user, dict):
+        return "Each user must be an object"
+    if not isinstance(user.get("email"), str) or not EMAIL.match(user["email"].strip()):
+        return f"Email: {user.get('email')!r} is not properly formatted"
+    values = user.get("user_fields") or {}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        return f"User fields not defined on the account: {', '.join(unknown)}"
+    for name, value in values.items():
+        if fields[name] and value is not None and value not in fields[name]:
+            return f"{name}: {value!r} is not a valid option ({', '.join(fields[name])})"
+    return None
 
 
 def service(ctx: Context) -> Service:
+    jobs = Jobs(ctx)
+    writes = [
+        (path, handler, methods)
+        for base, handler, methods in (
+            ("/api/v2/users/create_or_update_many", partial(_create_or_update_many, jobs), ("POST",)),
+            ("/api/v2/job_statuses/{job_id}", partial(_job_status, jobs), ("GET",)),
+        )
+        for path in (base, base + ".json")
+    ]
     return Service(
         name="zendesk",
         endpoints=[
-            (f"/api/v2/incremental/{kind}/cursor.json", partial(_export, ctx, kind), ("GET",)) for kind in EXPORTS
+            *((f"/api/v2/incremental/{kind}/cursor.json", partial(_export, ctx, kind), ("GET",)) for kind in EXPORTS),
+            *writes,
         ],
         authenticate=partial(_authenticate, ctx),
         render=_render,
         throttled=_throttled,
-        limits=lambda path: ("export",) if "/incremental/" in path else (),
+        limits=lambda path: ("export",) if "/incremental/" in path else ("account",),
         headers=_quota_headers,
     )
+
+
+def _create_or_update_many(jobs: Jobs, request: Request, body: bytes) -> Response:
+    spec = parse_json(body)
+    users = spec.get("users") if isinstance(spec, dict) else None
+    if not isinstance(users, list) or not users:
+        raise ApiError(400, 'Body must look like {"users": [{"email": "...", "name": "..."}]}.')
+    limit = jobs.ctx.config.page_sizes.zendesk_users
+    if len(users) > limit:
+        raise ApiError(400, f"create_or_update_many takes at most {limit} users.")
+    return JSONResponse({"job_status": jobs.submit(users)})
+
+
+def _job_status(jobs: Jobs, request: Request, body: bytes) -> Response:
+    return JSONResponse({"job_status": jobs.get(request.path_params["job_id"].removesuffix(".json"))})
 
 
 def _authenticate(ctx: Context, request: Request) -> None:
@@ -59,11 +160,16 @@ def _render(exc: ApiError) -> Response:
         return JSONResponse({"error": exc.message}, status_code=401)
     titles = {400: "InvalidPaginationParameter", 404: "RecordNotFound", 429: "APIRateLimitExceeded"}
     title = "InternalError" if exc.status >= 500 else titles.get(exc.status, "InvalidRequest")
-    return JSONResponse({"error": title, "description": exc.message}, status_code=exc.status)
+    title = exc.code if exc.code == "TooManyJobs" else title
+    response = JSONResponse({"error": title, "description": exc.message}, status_code=exc.status)
+    if exc.status == 429:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def _throttled(limit: str, retry_after: float) -> Response:
-    response = _render(ApiError(429, "Number of allowed incremental export API requests per minute exceeded"))
+    what = "incremental export API requests" if limit == "export" else "API requests"
+    response = _render(ApiError(429, f"Number of allowed {what} per minute exceeded"))
     response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 

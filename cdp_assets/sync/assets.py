@@ -1,0 +1,229 @@
+"""The `sync` layer: one asset per sync (`syncs.yaml`), sending its view's changes to its destination.
+
+A run plans (model, checks, diff), stops if the circuit breaker or the deletion guard says
+so, then delivers step by step. Every run leaves a row in `sync.runs`, whatever its end.
+"""
+
+import time
+from collections.abc import Iterable, Sequence
+
+import duckdb
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from cdp_assets.sync import breaker, delivery, ledger, plan
+from cdp_assets.sync.specs import SyncRules, SyncSpec
+from cdp_assets.sync.specs import load as load_syncs
+from cdp_assets.views import policy
+from cdp_assets.views.assets import view_key
+from resources.destinations import DestinationResource
+
+
+class SyncRunConfig(Config):
+    dry_run: bool = Field(default=False, description="Plan only: report what the run would send, send nothing.")
+    allow_mass_removal: bool = Field(
+        default=False, description="Let this run remove more than the sync's max_removal_share of what it sent."
+    )
+    override_circuit_breaker: bool = Field(
+        default=False, description="Send even though the circuit breaker holds (after checking the identity layer)."
+    )
+
+
+WARN = AssetCheckSeverity.WARN
+REJECTIONS_CHECK = "The destination took every row it was sent (refused rows are in sync.rejections, retried next run)."
+INVALID_CHECK = "Every row had a key of its own and its required fields (the others are in sync.invalid_rows)."
+
+
+def sync_key(name: str) -> AssetKey:
+    return AssetKey(["sync", name])
+
+
+def resource_key(destination: str) -> str:
+    return f"destination_{destination}"
+
+
+def description(spec: SyncSpec) -> str:
+    consent = f" Only people who allow {spec.purpose}." if spec.purpose else ""
+    return (
+        f"{spec.description} `views.{spec.view}` to {spec.destination} ({spec.mode}, keyed by `{spec.key}`)."
+        f"{consent} Sends only what changed since the destination last acknowledged it; runs are logged in "
+        "`sync.runs`, refused rows in `sync.rejections`. Defined in `cdp_assets/sync/syncs.yaml`."
+    )
+
+
+def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetCheckKey]) -> AssetsDefinition:
+    key = sync_key(spec.name)
+    destination_key = resource_key(spec.destination)
+
+    @asset(
+        key=key,
+        group_name="sync",
+        kinds={spec.destination, "duckdb"},
+        owners=[policy.load().views[spec.view].team.owner],
+        deps=[view_key(spec.view)],
+        description=description(spec),
+        required_resource_keys={"warehouse", destination_key},
+        pool=destination_key,
+        check_specs=[
+            AssetCheckSpec("no_rejections", asset=key, description=REJECTIONS_CHECK),
+            AssetCheckSpec("no_invalid_rows", asset=key, description=INVALID_CHECK),
+        ],
+    )
+    def sync_asset(context: AssetExecutionContext, config: SyncRunConfig) -> MaterializeResult:
+        target: DestinationResource = getattr(context.resources, destination_key)
+        with context.resources.warehouse.get_connection() as conn:
+            run = run_sync(conn, context, config, rules, spec, checks, target)
+        context.log.info(
+            f"{spec.name}: {run.status}; {run.added} added, {run.changed} changed, {run.removed} removed, "
+            f"{run.unchanged} unchanged, {run.rejected} rejected, {run.invalid} invalid"
+        )
+        rejected, invalid = run.rejected, run.invalid or 0
+        return MaterializeResult(
+            metadata=_metadata(run),
+            check_results=[
+                AssetCheckResult(
+                    check_name="no_rejections", passed=not rejected, severity=WARN, metadata={"rejected": rejected}
+                ),
+                AssetCheckResult(
+                    check_name="no_invalid_rows", passed=not invalid, severity=WARN, metadata={"invalid": invalid}
+                ),
+            ],
+        )
+
+    return sync_asset
+
+
+def run_sync(
+    conn: duckdb.DuckDBPyConnection,
+    context: AssetExecutionContext,
+    config: SyncRunConfig,
+    rules: SyncRules,
+    spec: SyncSpec,
+    checks: Sequence[AssetCheckKey],
+    target: DestinationResource,
+) -> ledger.RunRecord:
+    started = time.monotonic()
+    stats = target.stats
+    before = (stats.requests, stats.retries, stats.waited_seconds)
+    plan.setup(conn)
+    run = ledger.RunRecord(context.run.run_id, spec.name, spec.destination, spec.mode, config.dry_run)
+    identity = breaker.measure(conn)
+    run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
+    ledger.open_run(conn, run)
+    try:
+        planned = plan.prepare(conn, spec)
+        run.model_rows, run.invalid, run.unchanged = planned.rows, planned.invalid, planned.unchanged
+        run.added, run.changed, run.removed = planned.added, planned.changed, planned.removed
+        ledger.record_invalid(conn, spec.name, run.run_id)
+        if config.dry_run:
+            # Counts only: keys are personal data, kept out of the run log and Dagster's event log.
+            run.status, run.message = "planned", "dry run: nothing sent (`cdp sync plan` lists the keys)"
+            return run
+        held = breaker.reasons(conn, context.instance, rules.breaker, spec.name, checks, identity)
+        if config.override_circuit_breaker and held:
+            context.log.warning(f"{spec.name}: circuit breaker overridden: {'; '.join(held)}")
+            held = []
+        if held:
+            run.status, run.message = "blocked", "; ".join(held)
+            raise Failure(f"{spec.name} held by the circuit breaker: {run.message}", metadata=_metadata(run))
+        removing = planned.removed if delivery.removals(spec.mode) else 0
+        if removing and planned.held and removing / planned.held > spec.max_removal_share and not (
+            config.allow_mass_removal
+        ):
+            run.status = "aborted"
+            run.message = (
+                f"would remove {removing:,} of the {planned.held:,} records it holds in {spec.destination} "
+                f"({removing / planned.held:.0%}, more than {spec.max_removal_share:.0%}); rerun with "
+                "allow_mass_removal once that is right"
+            )
+            raise Failure(f"{spec.name}: deletion guard: {run.message}", metadata=_metadata(run))
+        send(conn, run, spec, target)
+        run.status = "partially_failed" if run.rejected else "succeeded"
+        return run
+    except Failure:
+        raise
+    except Exception as exc:
+        run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        run.requests = stats.requests - before[0]
+        run.retries = stats.retries - before[1]
+        run.waited_seconds = round(stats.waited_seconds - before[2], 3)
+        run.seconds = round(time.monotonic() - started, 3)
+        ledger.close_run(conn, run)
+
+
+def send(conn: duckdb.DuckDBPyConnection, run: ledger.RunRecord, spec: SyncSpec, target: DestinationResource) -> None:
+    options = spec.options()
+    sent = delivery.Sent()
+    try:
+        for step in delivery.STEPS[spec.mode]:
+            if step.operation is None:
+                ledger.forget_removed(conn, spec.name)
+            else:
+                delivery.deliver(conn, spec.name, run.run_id, step, target, options, sent)
+    finally:
+        run.acknowledged, run.rejected = sent.acknowledged, sent.rejected
+        run.batches, run.splits = sent.batches, sent.splits
+
+
+def _metadata(run: ledger.RunRecord) -> dict[str, object]:
+    return {
+        "status": run.status,
+        "dry_run": run.dry_run,
+        "rows": run.model_rows or 0,
+        "added": run.added or 0,
+        "changed": run.changed or 0,
+        "removed": run.removed or 0,
+        "unchanged": run.unchanged or 0,
+        "invalid": run.invalid or 0,
+        "acknowledged": run.acknowledged,
+        "rejected": run.rejected,
+        "requests": run.requests,
+        "retries": run.retries,
+        "batches": run.batches,
+        "splits": run.splits,
+        "waited_seconds": run.waited_seconds,
+        "seconds": run.seconds,
+        "message": MetadataValue.text(run.message or ""),
+    }
+
+
+def upstream_blocking_checks(
+    key: AssetKey, assets: Iterable[AssetsDefinition], checks: Iterable[AssetChecksDefinition]
+) -> list[AssetCheckKey]:
+    """Blocking checks on `key` and every asset upstream of it, for the circuit breaker."""
+    assets = list(assets)
+    parents = {k: set(a.asset_deps.get(k, ())) for a in assets for k in a.keys}
+    specs = [spec for a in assets for spec in a.check_specs] + [spec for c in checks for spec in c.check_specs]
+    seen, todo = set(), [key]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(parents.get(current, ()))
+    return sorted((spec.key for spec in specs if spec.blocking and spec.asset_key in seen), key=str)
+
+
+def build_sync_assets(
+    assets: Sequence[AssetsDefinition], checks: Sequence[AssetChecksDefinition]
+) -> list[AssetsDefinition]:
+    rules = load_syncs()
+    return [
+        build_sync_asset(rules, spec, upstream_blocking_checks(view_key(spec.view), assets, checks))
+        for spec in rules.syncs.values()
+    ]

@@ -1,0 +1,119 @@
+"""Sending a plan: each kind of change becomes a destination operation, sent in batches the destination allows.
+
+A batch the destination refuses whole is split in halves until the rows it refuses are
+alone, and each of those is recorded with the destination's reason; the rest go through.
+Removals go first, so an audience member whose identifiers changed is taken out under the
+old ones before being added under the new. Asynchronous destinations get several batches
+in flight at once. State moves per batch, as each answer arrives (see ledger.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from cdp_assets.sync import ledger
+from resources.destinations import ADD, REMOVE, UPSERT, BatchRefused, Delivery, DestinationResource, SyncRecord
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pass over the plan: the changes it covers, the destination operation they become (None: no call, the
+    state alone forgets them), which fields it sends (the new ones or those acknowledged last), and whether an
+    acknowledgement stores the new state or drops the key."""
+
+    changes: tuple[str, ...]
+    operation: str | None
+    sends: str  # "payload" or "previous"
+    stores: bool
+
+
+STEPS: dict[str, tuple[Step, ...]] = {
+    # Rows that leave the view stay in the destination; only the state forgets them.
+    "upsert": (Step(("remove",), None, "previous", False), Step(("add", "change"), UPSERT, "payload", True)),
+    # Rows that leave the view are removed from the destination too.
+    "mirror": (Step(("remove",), REMOVE, "previous", False), Step(("add", "change"), UPSERT, "payload", True)),
+    # A changed member is removed under its old identifiers, then added under the new.
+    "audience": (Step(("remove", "change"), REMOVE, "previous", False), Step(("add", "change"), ADD, "payload", True)),
+}
+
+
+def removals(mode: str) -> tuple[str, ...]:
+    """The changes a mode takes out of the destination (what the deletion guard counts)."""
+    return ("remove",) if mode in ("mirror", "audience") else ()
+
+
+@dataclass
+class Sent:
+    acknowledged: int = 0
+    rejected: int = 0
+    batches: int = 0
+    splits: int = 0
+
+
+def batches(conn: duckdb.DuckDBPyConnection, step: Step, size: int) -> Iterator[list[SyncRecord]]:
+    """The step's rows from _sync_plan, `size` at a time, read batch by batch between the state writes."""
+    after = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT seq, key, {step.sends} FROM _sync_plan WHERE list_contains($changes, change) AND seq > $after"
+            " ORDER BY seq LIMIT $size",
+            {"changes": list(step.changes), "after": after, "size": size},
+        ).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [SyncRecord(key, json.loads(values)) for _, key, values in rows]
+
+
+def deliver(
+    conn: duckdb.DuckDBPyConnection,
+    sync: str,
+    run_id: str,
+    step: Step,
+    destination: DestinationResource,
+    options: Mapping[str, str],
+    sent: Sent,
+) -> None:
+    """Send one step's rows; a destination error that retries could not cure propagates (state is as acknowledged)."""
+    assert step.operation is not None
+    operation: str = step.operation
+    waiting: deque[list[SyncRecord]] = deque()  # halves of refused batches, sent before new batches
+    in_flight: deque[tuple[list[SyncRecord], Any]] = deque()
+    reader = batches(conn, step, destination.batch_size)
+
+    def refused(batch: list[SyncRecord], exc: BatchRefused) -> None:
+        if len(batch) == 1:
+            settle(Delivery(rejected={batch[0].key: exc.reason}))
+            return
+        sent.splits += 1
+        middle = len(batch) // 2
+        waiting.extendleft([batch[middle:], batch[:middle]])
+
+    def settle(delivery: Delivery) -> None:
+        ledger.acknowledge(conn, sync, run_id, operation, step.stores, delivery)
+        sent.acknowledged += len(delivery.acknowledged)
+        sent.rejected += len(delivery.rejected)
+
+    while True:
+        while len(in_flight) < destination.max_in_flight:
+            batch = waiting.popleft() if waiting else next(reader, None)
+            if batch is None:
+                break
+            sent.batches += 1
+            try:
+                in_flight.append((batch, destination.submit(operation, batch, options)))
+            except BatchRefused as exc:
+                refused(batch, exc)
+        if not in_flight:
+            return
+        batch, ticket = in_flight.popleft()
+        try:
+            settle(destination.collect(ticket))
+        except BatchRefused as exc:
+            refused(batch, exc)

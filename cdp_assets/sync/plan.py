@@ -1,0 +1,125 @@
+"""A sync's plan: the model its view yields now, checked and diffed against what the destination acknowledged.
+
+The model is built in DuckDB from the sync's spec: the key, a JSON object of the mapped
+fields (destination field names are parameters; values are view columns or trusted
+expressions over them), the rows the spec's condition and consent purpose admit, and a
+checksum of the mapped fields only, so a column the sync does not send never causes a send.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cdp_assets.sync.specs import SyncSpec
+
+SQL = Path(__file__).parent / "sql"
+PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+SOURCE_SQL = """
+CREATE OR REPLACE TEMP TABLE _sync_source AS
+SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing
+FROM {view}
+WHERE ({where}){consent}
+"""
+CONSENT_SQL = " AND profile_id IN (SELECT profile_id FROM privacy.consent WHERE purpose = $_purpose AND allowed)"
+ROWS_SQL = """
+CREATE OR REPLACE TEMP TABLE _sync_rows AS
+SELECT key, payload, md5(payload) AS checksum,
+       CASE WHEN key IS NULL OR trim(key) = '' THEN 'no key'
+            WHEN count(*) OVER (PARTITION BY key) > 1
+                THEN 'duplicate key, held by ' || count(*) OVER (PARTITION BY key) || ' rows'
+            WHEN len(missing) > 0 THEN 'missing required ' || array_to_string(missing, ', ')
+       END AS invalid_reason
+FROM _sync_source
+"""
+COUNTS_SQL = """
+SELECT
+    (SELECT count(*) FROM _sync_rows),
+    (SELECT count(*) FROM _sync_rows WHERE invalid_reason IS NOT NULL),
+    (SELECT count(*) FROM _sync_plan WHERE change = 'add'),
+    (SELECT count(*) FROM _sync_plan WHERE change = 'change'),
+    (SELECT count(*) FROM _sync_plan WHERE change = 'remove'),
+    (SELECT count(*) FROM sync.state WHERE sync = $sync)
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    rows: int  # rows the view yields for this sync
+    invalid: int  # caught before sending
+    added: int
+    changed: int
+    removed: int  # keys the destination holds from this sync that left the model
+    held: int  # keys the destination holds from this sync
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.invalid - self.added - self.changed
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
+    """The query filling _sync_source, and its parameters."""
+    value = {name: quoted(expr) if expr in columns else f"({expr})" for name, expr in spec.fields.items()}
+    params: dict[str, Any] = {f"_field_{n}": name for n, name in enumerate(spec.fields)}
+    fields = ", ".join(f"$_field_{n}, {value[name]}" for n, name in enumerate(spec.fields))
+    missing = "[]::VARCHAR[]"
+    if spec.required:
+        params.update({f"_required_{n}": name for n, name in enumerate(spec.required)})
+        checks = ", ".join(f"CASE WHEN {value[name]} IS NULL THEN $_required_{n} END" for n, name in
+                           enumerate(spec.required))  # fmt: skip
+        missing = f"list_filter([{checks}], lambda m: m IS NOT NULL)"
+    sql = SOURCE_SQL.format(
+        key=quoted(spec.key),
+        fields=fields,
+        missing=missing,
+        view=spec.view_table,
+        where=spec.where,
+        consent=CONSENT_SQL if spec.purpose else "",
+    )
+    if spec.purpose:
+        params["_purpose"] = spec.purpose
+    params.update(spec.params)
+    used = set(PARAMETER.findall(sql))
+    return sql, {name: v for name, v in params.items() if name in used}
+
+
+def view_columns(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'views' AND table_name = $name",
+        {"name": spec.view},
+    ).fetchall()
+    if not rows:
+        raise ValueError(f"sync {spec.name}: {spec.view_table} does not exist; materialise views/{spec.view} first")
+    return {name for (name,) in rows}
+
+
+def setup(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute((SQL / "schema.sql").read_text())
+
+
+def prepare(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> Plan:
+    """Build the model and the plan (temp tables _sync_rows and _sync_plan) and count them."""
+    sql, params = source_sql(spec, view_columns(conn, spec))
+    conn.execute(sql, params)
+    conn.execute(ROWS_SQL)
+    conn.execute((SQL / "plan.sql").read_text(), {"sync": spec.name})
+    rows, invalid, added, changed, removed, held = conn.execute(COUNTS_SQL, {"sync": spec.name}).fetchone()
+    return Plan(rows, invalid, added, changed, removed, held)
+
+
+def sample(conn: duckdb.DuckDBPyConnection, limit: int = 10) -> dict[str, list[str]]:
+    """A few keys per kind of change, for a dry run's report."""
+    rows = conn.execute(
+        "SELECT change, list(key ORDER BY seq)[:$limit] FROM _sync_plan GROUP BY change ORDER BY change",
+        {"limit": limit},
+    ).fetchall()
+    return dict(rows)

@@ -1,0 +1,62 @@
+-- The sync layer's own tables: what each destination acknowledged, what it refused, and every run.
+CREATE SCHEMA IF NOT EXISTS sync;
+-- The last state each destination acknowledged, per sync and key: a checksum of the mapped fields and the
+-- fields themselves (what a later removal or change must take back). It moves only on acknowledgement.
+CREATE TABLE IF NOT EXISTS sync.state (
+    sync VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    checksum VARCHAR NOT NULL,
+    payload JSON NOT NULL,
+    destination_id VARCHAR,          -- the destination's own id for the record, when it gives one
+    synced_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (sync, key)
+);
+-- Rows a destination refused, with its reason; a refused row is sent again on every later run until the
+-- destination takes it, which resolves the rejection.
+CREATE TABLE IF NOT EXISTS sync.rejections (
+    sync VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    rejected_at TIMESTAMPTZ NOT NULL,
+    operation VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    resolved_at TIMESTAMPTZ,
+    resolved_run_id VARCHAR
+);
+-- Rows caught before sending (no key, a key held by several rows, a required field missing), per run.
+CREATE TABLE IF NOT EXISTS sync.invalid_rows (
+    sync VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    key VARCHAR,
+    reason VARCHAR NOT NULL,
+    found_at TIMESTAMPTZ NOT NULL
+);
+-- One row per sync run: what it planned, sent, and what came of it.
+CREATE TABLE IF NOT EXISTS sync.runs (
+    run_id VARCHAR NOT NULL,
+    sync VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    status VARCHAR NOT NULL,         -- in_progress, succeeded, partially_failed, failed, aborted, blocked, planned
+    dry_run BOOLEAN NOT NULL,
+    model_rows BIGINT,
+    invalid BIGINT,
+    added BIGINT,
+    changed BIGINT,
+    removed BIGINT,
+    unchanged BIGINT,
+    acknowledged BIGINT,
+    rejected BIGINT,
+    requests BIGINT,
+    retries BIGINT,
+    batches BIGINT,
+    splits BIGINT,
+    waited_seconds DOUBLE,
+    seconds DOUBLE,
+    profiles BIGINT,
+    largest_profile_records BIGINT,
+    message VARCHAR
+);

@@ -1,0 +1,29 @@
+-- views.marketing_contacts: one row per person who may be sent marketing email, with the address to send to
+-- (their golden address when it is mailable, else their most engaged mailable one), what an engagement platform
+-- personalises on, and the email audiences they are in. Synced to Braze.
+CREATE OR REPLACE TABLE views.marketing_contacts AS
+WITH mailable AS (
+    SELECT
+        a.profile_id,
+        arg_max(a.email, (coalesce(a.email = p.email, false), a.opens, a.sends, a.email)) AS email,
+        arg_max(a.best_send_hour, (coalesce(a.email = p.email, false), a.opens, a.sends, a.email)) AS best_send_hour
+    FROM views.marketing_email_addresses a
+    JOIN identity.person_profiles p USING (profile_id)
+    WHERE a.is_mailable
+    GROUP BY a.profile_id
+),
+memberships AS (
+    SELECT profile_id, list(audience ORDER BY audience) AS audiences
+    FROM views.marketing_audiences
+    WHERE purpose = $email_purpose
+    GROUP BY profile_id
+)
+SELECT
+    m.profile_id, m.email, p.first_name, p.last_name, p.country_code, p.time_zone, m.best_send_hour,
+    p.plan, p.lifecycle_stage, coalesce(ms.audiences, []) AS audiences, pr.purposes, l.as_of
+FROM mailable m
+JOIN identity.person_profiles p USING (profile_id)
+JOIN identity.person_lifecycle l USING (profile_id)
+LEFT JOIN memberships ms USING (profile_id)
+LEFT JOIN _purposes pr USING (profile_id)
+ORDER BY m.profile_id

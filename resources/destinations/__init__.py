@@ -1,0 +1,74 @@
+"""What every destination connector does: take one batch of records for one operation and say what became of each.
+
+A connector speaks its service's contract (paths, envelopes, batch limits, async jobs,
+throttling signals) and never touches the warehouse. The sync engine
+(`cdp_assets/sync/delivery.py`) batches, splits and records; a connector answers per
+batch with a `Delivery`, or raises `BatchRefused` when the service refused the whole
+batch as invalid without saying which rows, so the engine splits it to find them.
+
+Every operation is idempotent by the record's key (an upsert by email or external id,
+a set add or remove), so a batch sent again after a lost answer changes nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from resources.http import RateLimit
+from resources.service import ServiceResource
+
+UPSERT, REMOVE, ADD = "upsert", "remove", "add"
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    """One row of a sync's model: its key and the mapped fields' values, as the view holds them."""
+
+    key: str
+    values: dict[str, Any]
+
+
+@dataclass
+class Delivery:
+    """What the destination made of one batch: keys it acknowledged (with its own id, when it gives one)
+    and keys it rejected, with its reason."""
+
+    acknowledged: dict[str, str | None] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+class BatchRefused(Exception):
+    """The destination refused the whole batch as invalid; a smaller batch may pass."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DestinationResource(ServiceResource):
+    """Base for destination connectors: base URL, secret and pacing from the environment."""
+
+    requests_per_window: int | None = Field(
+        default=None, description="Calls allowed per window; by default the destination's limit, less a margin."
+    )
+    window_seconds: float | None = Field(default=None, description="The rolling window of that limit.")
+
+    modes: ClassVar[frozenset[str]]  # sync modes the destination supports (see cdp_assets/sync/specs.py)
+    batch_size: ClassVar[int]  # most records one call may carry
+    max_in_flight: ClassVar[int] = 1  # batches submitted before the first is collected (asynchronous jobs)
+    pace: ClassVar[RateLimit]  # the calls the connector allows itself by default
+
+    def rate_limit(self) -> RateLimit:
+        return RateLimit(self.requests_per_window or self.pace.max, self.window_seconds or self.pace.seconds)
+
+    def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Any:
+        """Send one batch; returns a ticket for `collect` (the delivery itself, for synchronous services)."""
+        raise NotImplementedError
+
+    def collect(self, ticket: Any) -> Delivery:
+        """The outcome of a submitted batch, waiting for it if the service works asynchronously."""
+        return ticket

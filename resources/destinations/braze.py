@@ -1,0 +1,63 @@
+"""Braze user attributes through `/users/track`: up to 75 attribute objects per call, by `external_id`.
+
+A user who leaves a mirrored view is unsubscribed from email and loses the attributes
+the sync set, but keeps the address, so Braze goes on honouring the unsubscription.
+Braze reports objects it could not use as non-fatal errors, by index; the rest are
+processed. Every answer carries `X-RateLimit-*` headers; a 429 is retried at the reset time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from resources.destinations import REMOVE, UPSERT, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.http import RateLimit
+
+TRACK_PATH = "/users/track"
+BATCH_SIZE = 75  # attribute objects per /users/track call
+# 3,000 calls per 3 seconds for /users/track.
+PACE = RateLimit(2700, 3.0)
+KEPT_ON_REMOVAL = ("email",)
+
+
+class BrazeUsersDestination(DestinationResource):
+    """Braze REST API with a key that has the users.track permission."""
+
+    service_name = "braze"
+    credential_env = "BRAZE_API_KEY"
+    modes = frozenset({"upsert", "mirror"})
+    batch_size = BATCH_SIZE
+    pace = PACE
+
+    api_key: str = Field(description="REST API key, from BRAZE_API_KEY.")
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Delivery:
+        if operation not in (UPSERT, REMOVE):
+            raise ValueError(f"braze users take upserts and removals, not {operation}")
+        attributes = [_attributes(r) if operation == UPSERT else _unsubscribed(r) for r in records]
+        response, body = self.client.fetch("POST", TRACK_PATH, json={"attributes": attributes}, tolerate=(400,))
+        if response.status_code == 400:
+            raise BatchRefused(f"Braze: {body.get('message')}: {body.get('errors')}")
+        refused = {e["index"]: e.get("type", "refused") for e in body.get("errors", []) if "index" in e}
+        delivery = Delivery()
+        for index, record in enumerate(records):
+            if index in refused:
+                delivery.rejected[record.key] = f"Braze: {refused[index]}"
+            else:
+                delivery.acknowledged[record.key] = None
+        return delivery
+
+
+def _attributes(record: SyncRecord) -> dict[str, Any]:
+    return {"external_id": record.key, **record.values}
+
+
+def _unsubscribed(record: SyncRecord) -> dict[str, Any]:
+    cleared = {name: None for name in record.values if name not in KEPT_ON_REMOVAL and name != "email_subscribe"}
+    return {"external_id": record.key, **cleared, "email_subscribe": "unsubscribed"}

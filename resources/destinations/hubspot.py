@@ -1,0 +1,68 @@
+"""HubSpot contacts batch upsert by email: the CRM the HubSpot source reads, written back.
+
+`POST /crm/v3/objects/contacts/batch/upsert` takes up to 100 inputs, each
+`{"id": <email>, "idProperty": "email", "properties": {...}}`; HubSpot updates the
+contact with that address or creates one. One invalid property value refuses the whole
+batch with a 400 `VALIDATION_ERROR`, which the sync engine splits to find the row.
+Every property value is sent as text, as HubSpot stores it; a null clears the property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.http import RateLimit, ServiceError
+
+UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+BATCH_SIZE = 100  # inputs per batch upsert
+# 100 calls per rolling 10 seconds on Free and Starter accounts, shared with the source's pulls.
+PACE = RateLimit(90, 10.0)
+
+
+class HubSpotContactsDestination(DestinationResource):
+    """HubSpot with a private-app access token (the same account and token as the source)."""
+
+    service_name = "hubspot"
+    credential_env = "HUBSPOT_ACCESS_TOKEN"
+    modes = frozenset({"upsert"})
+    batch_size = BATCH_SIZE
+    pace = PACE
+
+    access_token: str = Field(description="Private app token, from HUBSPOT_ACCESS_TOKEN.")
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Delivery:
+        if operation != UPSERT:
+            raise ValueError(f"hubspot contacts take upserts only, not {operation}")
+        inputs = [
+            {"id": r.key, "idProperty": "email", "properties": {k: _text(v) for k, v in r.values.items()}}
+            for r in records
+        ]
+        response, body = self.client.fetch("POST", UPSERT_PATH, json={"inputs": inputs}, tolerate=(400,))
+        if response.status_code == 400:
+            if body.get("category") == "VALIDATION_ERROR":
+                raise BatchRefused(f"HubSpot: {body.get('message')}")
+            raise ServiceError(f"hubspot: batch upsert answered 400: {response.text[:500]}")
+        by_email = {str(obj["properties"].get("email", "")).strip().lower(): obj["id"] for obj in body["results"]}
+        delivery = Delivery()
+        for record in records:
+            found = by_email.get(record.key.strip().lower())
+            if found is not None:
+                delivery.acknowledged[record.key] = str(found)
+            else:
+                delivery.rejected[record.key] = "HubSpot's answer did not include this contact"
+        return delivery
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -1,0 +1,105 @@
+"""A Meta custom audience: members added and removed by SHA-256 hashes of their email and phone.
+
+`POST` (add) and `DELETE` (remove) `/{version}/{audience_id}/users` with
+`{"payload": {"schema": ["EMAIL", "PHONE"], "data": [[<hash>, <hash>], ...]}}`, up to
+10,000 rows a call. Identifiers never leave unhashed: emails are trimmed and lowercased,
+phones reduced to the digits of E.164 (country code, no `+`), then hashed. Meta throttles
+with a 400 whose error code says so (80003 and kin), not a 429; those calls are retried
+after a pause, longer each time, and never shorter than the `estimated_time_to_regain_access`
+(minutes) Meta names in `X-Business-Use-Case-Usage`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from resources.destinations import ADD, REMOVE, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.http import RateLimit, ServiceConfigurationError, ServiceError
+
+USERS_PATH = "/{version}/{audience_id}/users"
+SCHEMA = ["EMAIL", "PHONE"]
+BATCH_SIZE = 10_000  # rows per call
+# Meta publishes no number for custom audience calls; this keeps well inside what ad accounts get.
+PACE = RateLimit(50, 60.0)
+THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003})  # rate limiting, by Meta's error codes
+TOKEN_CODE, MISSING_OBJECT_CODE = 190, 100
+THROTTLE_RETRIES, THROTTLE_PAUSE_SECONDS = 8, 1.0
+
+
+def email_hash(value: Any) -> str:
+    """SHA-256 hex of the address trimmed and lowercased; '' when there is none."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    return hashlib.sha256(text.encode()).hexdigest() if text else ""
+
+
+def phone_hash(value: Any) -> str:
+    """SHA-256 hex of an E.164 number's digits (country code first, no `+`); '' when there is none."""
+    digits = re.sub(r"\D", "", value) if isinstance(value, str) and value.strip().startswith("+") else ""
+    return hashlib.sha256(digits.encode()).hexdigest() if digits else ""
+
+
+class MetaAudienceDestination(DestinationResource):
+    """Meta Marketing API with a system user's access token."""
+
+    service_name = "meta"
+    credential_env = "META_ACCESS_TOKEN"
+    modes = frozenset({"audience"})
+    batch_size = BATCH_SIZE
+    pace = PACE
+
+    access_token: str = Field(description="System user access token, from META_ACCESS_TOKEN.")
+    api_version: str = Field(default="v21.0", description="Graph API version, from META_API_VERSION.")
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Delivery:
+        if operation not in (ADD, REMOVE):
+            raise ValueError(f"a custom audience takes adds and removals, not {operation}")
+        path = USERS_PATH.format(version=self.api_version, audience_id=options["audience_id"])
+        data = [[email_hash(r.values.get("email")), phone_hash(r.values.get("phone"))] for r in records]
+        method = "POST" if operation == ADD else "DELETE"
+        body = self._call(method, path, {"payload": {"schema": SCHEMA, "data": data}})
+        invalid = {int(i) for i in (body.get("invalid_entry_samples") or {}) if str(i).isdigit()}
+        delivery = Delivery()
+        for index, record in enumerate(records):
+            if index in invalid:
+                delivery.rejected[record.key] = "Meta: not a usable hashed email or phone"
+            else:
+                delivery.acknowledged[record.key] = None
+        return delivery
+
+    def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        pause = THROTTLE_PAUSE_SECONDS
+        for _ in range(THROTTLE_RETRIES + 1):
+            response, answer = self.client.fetch(method, path, json=body, tolerate=(400,))
+            if response.status_code != 400:
+                return answer
+            error = answer.get("error") or {}
+            code = error.get("code")
+            if code == TOKEN_CODE:
+                raise ServiceConfigurationError(f"meta refused the access token; check {self.credential_env}")
+            if code == MISSING_OBJECT_CODE and "does not exist" in str(error.get("message")):
+                raise ServiceConfigurationError(f"meta: {error.get('message')}; check the sync's audience id")
+            if code not in THROTTLE_CODES and not error.get("is_transient"):
+                raise BatchRefused(f"Meta: {error.get('message')}")
+            self.client.stats.retries += 1
+            time.sleep(max(pause, 60 * _minutes_to_regain(response.headers.get("X-Business-Use-Case-Usage"))))
+            pause = min(60.0, pause * 2)
+        raise ServiceError(f"meta: {method} {path} still throttled after {THROTTLE_RETRIES} pauses")
+
+
+def _minutes_to_regain(header: str | None) -> float:
+    """The longest `estimated_time_to_regain_access` in a usage header, in minutes (0 when absent)."""
+    try:
+        usage = json.loads(header or "{}")
+        return max((float(u.get("estimated_time_to_regain_access", 0)) for v in usage.values() for u in v), default=0)
+    except (ValueError, TypeError, AttributeError):
+        return 0.0

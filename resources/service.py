@@ -1,0 +1,56 @@
+"""What every connector resource shares: its base URL, retry settings and one lazily built HTTP client."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+
+from resources.http import ApiClient, RateLimit, RequestStats
+
+
+class ServiceResource(ConfigurableResource):
+    """Base URL and retries from the environment; the secret and its header are each connector's own."""
+
+    base_url: str = Field(description="The API's base URL; defaults to the embedded sandbox.")
+    timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
+    max_retries: int = Field(default=8, description="Retries for 429, 5xx and broken connections.")
+
+    _client: ApiClient | None = PrivateAttr(default=None)
+
+    service_name: ClassVar[str]
+    credential_env: ClassVar[str]  # the variable holding the secret, named in configuration errors
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying the credential (a bearer token, say)."""
+        return {}
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        return None
+
+    def rate_limit(self) -> RateLimit | None:
+        """A limit the client paces its own calls under; None leaves pacing to the service's 429s."""
+        return None
+
+    def build_client(self) -> ApiClient:
+        return ApiClient(
+            service=self.service_name,
+            base_url=self.base_url,
+            credential_env=self.credential_env,
+            auth=self.basic_auth(),
+            headers=self.auth_headers(),
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            rate_limit=self.rate_limit(),
+        )
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = self.build_client()
+        return self._client
+
+    @property
+    def stats(self) -> RequestStats:
+        return self.client.stats

@@ -1,0 +1,422 @@
+"""Reverse-ETL end to end: views synced to the sandbox's HubSpot, Zendesk, Braze and Meta over HTTP, through Dagster.
+
+What a destination holds is read from the sandbox itself (its world file, or its control routes), and compared
+with what the warehouse says was acknowledged (`sync.state`), which a dry run then shows equal to the views.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import AssetCheckKey, AssetKey, AssetSelection
+
+from cdp_assets import stack
+from cdp_assets.sync.assets import sync_key
+from cdp_assets.sync.specs import load as load_syncs
+from resources.destinations.meta import email_hash, phone_hash
+from sandbox.clock import zendesk_time
+from sandbox.runner import SandboxServer
+from sandbox.store import Record, WorldStore
+from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline, RunOutcome, with_config
+
+SYNCS = tuple(load_syncs().syncs)
+UPSTREAM = AssetSelection.all() - AssetSelection.groups("sync")
+DESTINATION_SERVICES = ("hubspot", "zendesk", "braze", "meta")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def unsynced(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A world pulled through every layer up to the views, with nothing synced yet (world/, warehouse.duckdb)."""
+    folder = tmp_path_factory.mktemp("unsynced")
+    shutil.copytree(world_template, folder / "world")
+    with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
+        assert Pipeline(sandbox.url, folder / "warehouse.duckdb").run().success
+    return folder
+
+
+@dataclass
+class Env:
+    """A copy of the unsynced world served by its own sandbox, and its own warehouse."""
+
+    world: Path
+    sandbox: SandboxServer
+    pipeline: Pipeline
+
+    def sync(self, *names: str, raise_on_error: bool = True, **config: Any) -> RunOutcome:
+        """Materialise the named syncs (every sync by default) against the current views."""
+        names = names or SYNCS
+        selection = AssetSelection.assets(*(sync_key(name) for name in names))
+        ops = {f"sync__{name}": config for name in names} if config else None
+        return self.pipeline.run(selection=selection, raise_on_error=raise_on_error, config=ops)
+
+    def state(self, sync: str) -> dict[str, dict[str, Any]]:
+        rows = self.pipeline.query("SELECT key, payload FROM sync.state WHERE sync = $sync", {"sync": sync})
+        return {key: json.loads(payload) for key, payload in rows}
+
+    def contacts(self) -> dict[str, list[dict[str, Any]]]:
+        """Live HubSpot contacts by normalised email, with their properties."""
+        return _by_email(WorldStore(self.world).scan("hubspot.contacts"), lambda p: p["properties"].get("email"))
+
+    def users(self) -> dict[str, list[dict[str, Any]]]:
+        return _by_email(WorldStore(self.world).scan("zendesk.users"), lambda p: p.get("email"))
+
+
+def _by_email(records: Iterator[Record], email: Callable[[dict[str, Any]], Any]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        address = email(record.payload)
+        if not record.archived and isinstance(address, str):
+            found.setdefault(address.strip().lower(), []).append(record.payload)
+    return found
+
+
+@pytest.fixture
+def start(unsynced: Path, tmp_path: Path) -> Iterator[Callable[..., Env]]:
+    servers: list[SandboxServer] = []
+
+    def start(patch: dict[str, Any] | None = None) -> Env:
+        shutil.copytree(unsynced / "world", tmp_path / "world")
+        shutil.copy(unsynced / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+        server = SandboxServer(tmp_path / "world", with_config(patch or {}))
+        server.start()
+        servers.append(server)
+        return Env(tmp_path / "world", server, Pipeline(server.url, tmp_path / "warehouse.duckdb", syncs=True))
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def sent(outcome: RunOutcome, sync: str) -> dict[str, Any]:
+    return outcome.metadata[f"sync/{sync}"]
+
+
+def assert_nothing_left_to_send(env: Env) -> None:
+    """A dry run of every sync finds the destination acknowledged exactly what the views hold."""
+    plans = env.sync(dry_run=True)
+    for name in SYNCS:
+        meta = sent(plans, name)
+        assert (meta["added"], meta["changed"], meta["removed"], meta["requests"]) == (0, 0, 0, 0), (name, meta)
+
+
+def assert_destinations_hold_the_state(env: Env) -> None:
+    """Each destination holds what sync.state says it acknowledged: every key once, with those values."""
+    cdp_contacts = {email: [c for c in found if "cdp_profile_id" in c["properties"]]
+                    for email, found in env.contacts().items()}  # fmt: skip
+    state = env.state("hubspot_contacts")
+    assert {email for email, found in cdp_contacts.items() if found} == set(state)
+    for email, values in state.items():
+        [contact] = cdp_contacts[email]
+        # HubSpot keeps every property value as text, and a null as an empty one.
+        expected = {k: "" if v is None else str(v) for k, v in values.items()}
+        assert {k: contact["properties"][k] for k in values} == expected, email
+
+    cdp_users = {email: [u for u in found if "cdp_profile_id" in (u.get("user_fields") or {})]
+                 for email, found in env.users().items()}  # fmt: skip
+    state = env.state("zendesk_users")
+    assert {email for email, found in cdp_users.items() if found} == set(state)
+    for email, values in state.items():
+        [user] = cdp_users[email]
+        assert {f"user_fields.{k}": v for k, v in user["user_fields"].items()} == values, email
+
+    braze = env.sandbox.control("destinations/braze")
+    state = env.state("braze_users")
+    subscribed = {key for key, attributes in braze.items() if attributes.get("email_subscribe") == "opted_in"}
+    assert subscribed == set(state)
+    for key, values in state.items():
+        assert braze[key] == {k: v for k, v in values.items() if v is not None}, key
+
+    audiences = env.sandbox.control("destinations/meta")
+    for name in ("meta_retargeting", "meta_high_value"):
+        audience_id = os.environ[load_syncs().syncs[name].options_env["audience_id"]]
+        expected = {(email_hash(v["email"]), phone_hash(v["phone"])) for v in env.state(name).values()}
+        assert {tuple(member) for member in audiences.get(audience_id, [])} == expected, name
+
+
+def assert_in_step(env: Env) -> None:
+    assert_nothing_left_to_send(env)
+    assert_destinations_hold_the_state(env)
+
+
+def test_a_second_run_sends_nothing_and_hubspot_does_not_ping_pong_with_its_pull(start: Callable[..., Env]) -> None:
+    env = start()
+    contacts_before = sum(len(found) for found in env.contacts().values())
+    users_before = sum(len(found) for found in env.users().values())
+
+    first = env.pipeline.run()  # an hourly run: pulls, every layer, then the syncs
+    assert first.success
+    for name in SYNCS:
+        meta = sent(first, name)
+        assert meta["added"] == meta["acknowledged"] == meta["rows"] > 0, (name, meta)
+        assert meta["rejected"] == meta["invalid"] == 0, (name, meta)
+    assert_in_step(env)
+
+    again = env.sync()  # unchanged data
+    assert all(sent(again, name)["requests"] == sent(again, name)["acknowledged"] == 0 for name in SYNCS)
+
+    # The next pull brings back every contact and user the syncs wrote (HubSpot and Zendesk moved their change
+    # times), and what comes back changes nothing the syncs send; the pull after that has nothing new.
+    echo = env.pipeline.run()
+    assert echo.success
+    assert echo.metadata["raw/hubspot_contacts"]["rows_new"] == sent(first, "hubspot_contacts")["acknowledged"]
+    assert echo.metadata["raw/zendesk_users"]["rows_new"] == sent(first, "zendesk_users")["acknowledged"]
+    quiet = env.pipeline.run()
+    assert quiet.success
+    assert quiet.metadata["raw/hubspot_contacts"]["rows_new"] == quiet.metadata["raw/zendesk_users"]["rows_new"] == 0
+    for outcome in (echo, quiet):
+        for name in SYNCS:
+            meta = sent(outcome, name)
+            assert (meta["added"], meta["changed"], meta["removed"], meta["requests"]) == (0, 0, 0, 0), (name, meta)
+    # Nothing was created: the syncs wrote onto records the tools had, each the one identity put the person in.
+    assert sum(len(found) for found in env.contacts().values()) == contacts_before
+    assert sum(len(found) for found in env.users().values()) == users_before
+    owners = dict(env.pipeline.query("SELECT record_id, profile_id FROM identity.record_profiles"
+                                     " WHERE stream = 'hubspot.contacts'"))  # fmt: skip
+    written = [c for found in env.contacts().values() for c in found if "cdp_profile_id" in c["properties"]]
+    assert written and all(owners[c["id"]] == c["properties"]["cdp_profile_id"] for c in written)
+    assert_in_step(env)
+
+
+def test_a_changed_trait_is_planned_then_sent_as_exactly_that_row(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.sync().success
+    [(email, ticket_id, open_tickets)] = env.pipeline.query(
+        """
+        SELECT c.email, min(t.ticket_id), any_value(c.open_tickets)
+        FROM views.customer_360 c
+        JOIN identity.record_profiles rp ON rp.profile_id = c.profile_id AND rp.stream = 'zendesk.users'
+        JOIN staging.zendesk__tickets t ON t.requester_id = rp.record_id
+        WHERE c.email IN (SELECT key FROM sync.state WHERE sync = 'hubspot_contacts')
+          AND t.status IN ('new', 'open', 'pending') AND NOT t.is_deleted
+        GROUP BY c.email ORDER BY c.email LIMIT 1
+        """
+    )
+    store = WorldStore(env.world)
+    ticket = store.get("zendesk.tickets", ticket_id)
+    now = time.time()
+    ticket.payload.update(status="solved", updated_at=zendesk_time(int(now)))
+    store.upsert([Record(ticket.stream, ticket.id, ticket.created, int(now * 1000), ticket.payload)])
+
+    assert env.pipeline.run(selection=UPSTREAM).success  # the views now know; nothing is sent yet
+    command = [sys.executable, "-m", "cdp_assets.cli", "sync", "--warehouse", str(env.pipeline.warehouse), "plan",
+               "--sync", "hubspot_contacts", "--json"]  # fmt: skip
+    planned = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    plan = planned["hubspot_contacts"]
+    assert (plan["added"], plan["changed"], plan["removed"], plan["sample"]) == (0, 1, 0, {"change": [email]})
+
+    applied = env.sync()
+    meta = sent(applied, "hubspot_contacts")
+    assert (meta["added"], meta["changed"], meta["removed"], meta["requests"]) == (0, 1, 0, 1)
+    assert all(sent(applied, name)["requests"] == 0 for name in SYNCS if name != "hubspot_contacts")
+    [contact] = [c for c in env.contacts()[email] if "cdp_profile_id" in c["properties"]]
+    assert contact["properties"]["cdp_open_tickets"] == str(open_tickets - 1)
+    assert_in_step(env)
+
+
+def test_a_person_who_leaves_an_audience_is_removed_from_meta(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.sync().success
+    members = env.state("meta_retargeting")
+    [(profile_id, user_id)] = env.pipeline.query(
+        "SELECT profile_id, product_user_id FROM identity.person_profiles WHERE product_user_id IS NOT NULL"
+        " AND list_contains($members, profile_id) ORDER BY profile_id LIMIT 1",
+        {"members": list(members)},
+    )
+    # The person turns advertising off in the product's consent banner.
+    now = int(time.time()) - 1
+    insert_id = secrets.token_hex(10)
+    properties = {"time": now, "distinct_id": user_id, "$user_id": user_id, "$insert_id": insert_id,
+                  "mp_processing_time_ms": now * 1000, "analytics": True, "advertising": False}  # fmt: skip
+    event = {"event": "Consent updated", "properties": properties}
+    WorldStore(env.world).upsert([Record("mixpanel.events", insert_id, now, now * 1000, event)])
+
+    outcome = env.pipeline.run()
+    assert outcome.success
+    meta = sent(outcome, "meta_retargeting")
+    assert (meta["added"], meta["changed"], meta["removed"], meta["acknowledged"]) == (0, 0, 1, 1)
+    [(allowed,)] = env.pipeline.query(
+        "SELECT allowed FROM privacy.consent WHERE profile_id = $p AND purpose = 'advertising'", {"p": profile_id}
+    )
+    assert not allowed
+    audience = os.environ["META_AUDIENCE_RETARGETING"]
+    held = {tuple(member) for member in env.sandbox.control("destinations/meta")[audience]}
+    gone = members[profile_id]
+    assert (email_hash(gone["email"]), phone_hash(gone["phone"])) not in held
+    assert len(held) == len(members) - 1
+    assert_in_step(env)
+
+
+def test_a_run_killed_mid_sync_leaves_every_record_once_with_its_final_values(
+    start: Callable[..., Env], tmp_path: Path
+) -> None:
+    env = start({"faults": {"hubspot": {"latency_ms": 300}}})
+    contacts_before = sum(len(found) for found in env.contacts().values())
+    env.sandbox.control("stats", "DELETE")
+    environment = {
+        **os.environ,
+        **stack.sandbox_credentials(),
+        "CDP_SANDBOX_URL": env.sandbox.url,
+        "CDP_WAREHOUSE": str(env.pipeline.warehouse),
+        "DAGSTER_HOME": str(stack.prepare_dagster_home(tmp_path / "dagster_home")),
+    }
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "cdp_assets.definitions",
+               "--select", "sync/hubspot_contacts"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if env.sandbox.control("stats")["services"].get("hubspot", {}).get("requests", 0) >= 1:
+            break  # a first batch went through; the next is under way
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    [(acknowledged,)] = env.pipeline.query("SELECT count(*) FROM sync.state WHERE sync = 'hubspot_contacts'")
+    [(status,)] = env.pipeline.query("SELECT status FROM sync.runs WHERE sync = 'hubspot_contacts'")
+    written = sum(1 for found in env.contacts().values() for c in found if "cdp_profile_id" in c["properties"])
+    assert status == "in_progress" and written > 0, "the kill did not land mid-sync"
+
+    rerun = env.sync()
+    assert rerun.success and acknowledged < len(env.state("hubspot_contacts"))
+    assert sum(len(found) for found in env.contacts().values()) == contacts_before  # no duplicate was created
+    assert_in_step(env)
+
+
+def test_rejected_rows_are_kept_with_reasons_and_taken_once_the_cause_is_fixed(start: Callable[..., Env]) -> None:
+    env = start()
+    # A subscription status both syncs send for some people: the accounts stop accepting it.
+    [(refused_status, hubspot_rows, zendesk_rows)] = env.pipeline.query(
+        """
+        SELECT subscription_status, count(*) FILTER (WHERE hubspot), count(*) FILTER (WHERE zendesk)
+        FROM (SELECT subscription_status, crm_contact_id IS NOT NULL AND list_contains(purposes, 'sales_outreach')
+                     AS hubspot, help_desk_user_id IS NOT NULL AS zendesk FROM views.customer_360)
+        WHERE subscription_status IS NOT NULL
+        GROUP BY 1 HAVING count(*) FILTER (WHERE hubspot) > 0 AND count(*) FILTER (WHERE zendesk) > 0
+        ORDER BY count(*), 1 LIMIT 1
+        """
+    )
+    options = env.sandbox.control("config")["accounts"]
+    allowed = [s for s in options["hubspot_contact_properties"]["cdp_subscription_status"] if s != refused_status]
+    narrowed = {"hubspot_contact_properties": {"cdp_subscription_status": allowed},
+                "zendesk_user_fields": {"cdp_subscription_status": allowed}}  # fmt: skip
+    env.sandbox.control("config", "PATCH", json={"accounts": narrowed})
+
+    for attempt in range(2):  # refused rows are sent again on the next run, and refused again
+        outcome = env.sync("hubspot_contacts", "zendesk_users")
+        hubspot, zendesk = sent(outcome, "hubspot_contacts"), sent(outcome, "zendesk_users")
+        assert hubspot["rejected"] == hubspot_rows and zendesk["rejected"] == zendesk_rows, attempt
+        assert hubspot["splits"] > 0 and zendesk["splits"] == 0  # HubSpot refuses whole batches; Zendesk per user
+        assert hubspot["status"] == zendesk["status"] == "partially_failed"
+    reasons = dict(env.pipeline.query("SELECT sync, list(DISTINCT reason) FROM sync.rejections GROUP BY 1"))
+    assert all("INVALID_OPTION" in r and f"{refused_status} was not one of the allowed" in r
+               for r in reasons["hubspot_contacts"])  # fmt: skip
+    assert all(f"'{refused_status}' is not a valid option" in r for r in reasons["zendesk_users"])
+    [(open_rows,)] = env.pipeline.query("SELECT count(*) FROM sync.rejections WHERE resolved_at IS NULL")
+    assert open_rows == 2 * (hubspot_rows + zendesk_rows)
+    refused = {key for (key,) in env.pipeline.query("SELECT DISTINCT key FROM sync.rejections")}
+    assert not refused & (set(env.state("hubspot_contacts")) | set(env.state("zendesk_users")))
+
+    env.sandbox.control("config", "PATCH", json={"accounts": {
+        "hubspot_contact_properties": {"cdp_subscription_status": [*allowed, refused_status]},
+        "zendesk_user_fields": {"cdp_subscription_status": [*allowed, refused_status]}}})  # fmt: skip
+    fixed = env.sync("hubspot_contacts", "zendesk_users")
+    assert sent(fixed, "hubspot_contacts")["acknowledged"] == hubspot_rows
+    assert sent(fixed, "zendesk_users")["acknowledged"] == zendesk_rows
+    assert env.pipeline.query("SELECT count(*) FROM sync.rejections WHERE resolved_at IS NULL") == [(0,)]
+    assert env.sync("braze_users", "meta_retargeting", "meta_high_value").success
+    assert_in_step(env)
+
+
+def test_429_storms_and_5xx_bursts_do_not_fail_a_sync(start: Callable[..., Env]) -> None:
+    storm = {"error_rate": 0.3, "burst_429_every": 4, "burst_429_length": 2, "drop_rate": 0.1}
+    env = start({"faults": dict.fromkeys(DESTINATION_SERVICES, storm),
+                 "limits": {"braze": {"users_track": {"max": 1, "seconds": 1}}}})  # fmt: skip
+    outcome = env.sync()
+    stats = env.sandbox.control("stats")["services"]
+
+    assert outcome.success
+    assert all(sent(outcome, name)["rejected"] == 0 for name in SYNCS)
+    assert sum(sent(outcome, name)["retries"] for name in SYNCS) > 0
+    assert sum(stats[s]["injected_5xx"] for s in DESTINATION_SERVICES) > 0
+    assert sum(stats[s]["injected_429"] for s in DESTINATION_SERVICES) > 0
+    assert stats["braze"]["limiter_429"] > 0  # Braze's own limit, retried at its reset time
+    assert_in_step(env)
+
+
+def test_the_deletion_guard_stops_a_run_that_would_wipe_the_audience(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.sync("meta_retargeting").success
+    audience = os.environ["META_AUDIENCE_RETARGETING"]
+    members = env.sandbox.control("destinations/meta")[audience]
+    assert len(members) > 5
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # a broken build empties the audience
+        conn.execute("DELETE FROM views.marketing_audiences WHERE audience = 'retargeting'")
+
+    stopped = env.sync("meta_retargeting", raise_on_error=False)
+    assert not stopped.success
+    [(status, message)] = env.pipeline.query(
+        "SELECT status, message FROM sync.runs WHERE sync = 'meta_retargeting' ORDER BY started_at DESC LIMIT 1"
+    )
+    assert status == "aborted" and f"would remove {len(members)} of the {len(members)}" in message
+    assert env.sandbox.control("destinations/meta")[audience] == members
+
+    allowed = env.sync("meta_retargeting", allow_mass_removal=True)  # once someone has checked
+    assert sent(allowed, "meta_retargeting")["removed"] == len(members)
+    assert env.sandbox.control("destinations/meta").get(audience, []) == []
+
+
+def test_the_circuit_breaker_holds_syncs_while_identity_or_a_blocking_check_looks_broken(
+    start: Callable[..., Env],
+) -> None:
+    env = start()
+    assert env.sync().success
+    requests_before = env.sandbox.control("stats")["totals"]["requests"]
+    check = AssetCheckKey(AssetKey(["views", "customer_360"]), "policy_columns")
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:
+        conn.execute("ALTER TABLE views.customer_360 ADD COLUMN national_id VARCHAR")
+    assert not env.pipeline.run(selection=AssetSelection.checks(check), raise_on_error=False).success
+
+    held = env.sync("hubspot_contacts", "braze_users", raise_on_error=False)
+    assert not held.success
+    rows = dict(env.pipeline.query(
+        "SELECT sync, status || ': ' || message FROM sync.runs WHERE status = 'blocked'"))  # fmt: skip
+    assert set(rows) == {"hubspot_contacts"}  # Braze reads another view, whose checks passed
+    assert "upstream check failed: views/customer_360:policy_columns" in rows["hubspot_contacts"]
+
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # the column goes; a profile swells instead
+        conn.execute("ALTER TABLE views.customer_360 DROP COLUMN national_id")
+        conn.execute("UPDATE identity.person_profiles SET records = 1000 WHERE profile_id = (SELECT min(profile_id)"
+                     " FROM identity.person_profiles)")  # fmt: skip
+    assert env.pipeline.run(selection=AssetSelection.checks(check)).success
+    assert not env.sync("braze_users", raise_on_error=False).success
+    assert last_message(env, "braze_users") == "the largest profile holds 1,000 records, more than 150"
+
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # now half the profiles vanish
+        conn.execute("UPDATE identity.person_profiles SET records = 1 WHERE records = 1000")
+        conn.execute("DELETE FROM identity.person_profiles WHERE hash(profile_id) % 2 = 0")
+    assert not env.sync("braze_users", raise_on_error=False).success
+    message = last_message(env, "braze_users")
+    assert message.startswith("profiles moved ") and "more than 10%" in message
+    assert env.sandbox.control("stats")["totals"]["requests"] == requests_before  # nothing was sent
+
+
+def last_message(env: Env, sync: str) -> str:
+    [(message,)] = env.pipeline.query(
+        "SELECT message FROM sync.runs WHERE sync = $sync ORDER BY started_at DESC LIMIT 1", {"sync": sync}
+    )
+    return message
