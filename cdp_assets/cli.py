@@ -6,6 +6,7 @@ cdp eval       a headless run, then identity resolution scored against the world
 cdp profile    explain a profile, or keep two identifiers apart (`cdp profile explain --email ...`)
 cdp identity   retrain the probabilistic matching model on a warehouse (`cdp identity train`)
 cdp sync       what each sync would send now, or how its last runs went (`cdp sync plan`, `cdp sync status`)
+cdp privacy    file a deletion or access request, process the inbox now, or follow requests
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dagster import DagsterInstance, RunConfig, materialize
 
 from cdp_assets import stack
 from cdp_assets.identity import cli as identity_cli
+from cdp_assets.privacy import cli as privacy_cli
 from cdp_assets.sync import cli as sync_cli
 from resources import PROJECT_ROOT
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
     sync_cli.add_parsers(commands, DATA / "warehouse.duckdb")
+    privacy_cli.add_parsers(commands, DATA / "warehouse.duckdb")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         identity_cli.run(args)
     elif args.command == "sync":
         sync_cli.run(args)
+    elif args.command == "privacy":
+        privacy_cli.run(args)
     else:
         run_pipeline(args)
 

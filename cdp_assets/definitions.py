@@ -9,6 +9,7 @@ from cdp_assets.identity.lifecycle import build_lifecycle_asset
 from cdp_assets.identity.profiles import build_profile_assets
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.privacy.consent import build_consent_assets
+from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
 from cdp_assets.raw import build_raw_assets
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
@@ -42,7 +43,8 @@ defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
     asset_checks=view_checks,
     resources=build_resources(),
-    jobs=jobs,
+    jobs=[*jobs, privacy_requests],
     schedules=build_schedules(jobs),
+    sensors=[privacy_inbox_sensor],
     executor=in_process_executor,
 )

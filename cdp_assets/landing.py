@@ -5,7 +5,8 @@ killed anywhere resumes from the last landed page and lands nothing twice: a
 version equal to the record's current one, or to a past version of the same time,
 is not appended again. A full re-pull
 notes every id it sees and, once complete, marks the records the source no
-longer lists as deleted.
+longer lists as deleted. Records naming a person who asked to be deleted are dropped
+from each page before it lands (`cdp_assets/privacy/suppression.py`), and counted.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ INSERT INTO {table}
 WITH page AS (
     SELECT record_id, least(coalesce(updated_at, $now), $now) AS version_at, deleted,
            payload::JSON AS payload, md5(payload) AS payload_hash, pos
-    FROM page_batch
+    FROM _page
     QUALIFY row_number() OVER (
         PARTITION BY coalesce(record_id, '#' || md5(payload)) ORDER BY version_at DESC, pos DESC) = 1
 ),
@@ -120,6 +121,7 @@ class LandingResult:
     rows_fetched: int = 0
     rows_new: int = 0
     duplicates_in_pages: int = 0  # records a page held more than once; landed once
+    suppressed: int = 0  # records dropped for naming a deleted person
     pages: int = 0
     tombstoned: int = 0
     seconds: float = 0.0
@@ -155,10 +157,12 @@ def land_stream(
     pages: Iterator[Page],
     full_pull: bool,
     run_id: str,
+    dropped: tuple[str, dict[str, Any]] | None = None,
 ) -> LandingResult:
     """Land every page of `pages` into `table` (which also keys the stream's state).
 
-    `full_pull` says the pages cover everything the source holds.
+    `full_pull` says the pages cover everything the source holds; `dropped` is a condition over a page's
+    `payload`, with its parameters, choosing records that must not land.
     """
     started = time.monotonic()
     result = LandingResult(full_pull=full_pull)
@@ -169,11 +173,14 @@ def land_stream(
         conn.begin()
         if page.records:
             conn.register("page_batch", _frame(page.records))
+            keep, keep_params = f"NOT ({dropped[0]})" if dropped else "true", dropped[1] if dropped else {}
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _page AS SELECT * FROM page_batch WHERE {keep}", keep_params)
+            result.suppressed += len(page.records) - conn.execute("SELECT count(*) FROM _page").fetchone()[0]
             new = conn.execute(LAND_PAGE_SQL.format(table=table, key=RECORD_KEY), {**params, "now": now})
             result.rows_new += new.fetchone()[0]
             if full_pull and tombstone_missing:
                 conn.execute(
-                    "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM page_batch"
+                    "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM _page"
                     " WHERE record_id IS NOT NULL",
                     state_key,
                 )

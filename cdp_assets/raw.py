@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, M
 from pydantic import Field
 
 from cdp_assets import landing
+from cdp_assets.privacy import suppression
 from resources import SOURCES
 from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
 from resources.source import Cursor, Page, SourceResource, StreamSpec
@@ -41,7 +42,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         owners=[OWNER],
         deps=deps,
         description=f"{stream.description} Append-only: one row per record version with the full payload.",
-        required_resource_keys={source, "warehouse"},
+        required_resource_keys={source, "warehouse", "privacy"},
         pool=f"source_{source}",
     )
     def _raw(context: AssetExecutionContext, config: PullConfig) -> MaterializeResult:
@@ -62,6 +63,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 if isinstance(connector, HubSpotResource) and stream.name == "contact_companies"
                 else connector.extract(stream, cursor, full)
             )
+            dropped = suppression.dropped(conn, f"{source}.{stream.name}", context.resources.privacy.salt)
             result = landing.land_stream(
                 conn,
                 table=table,
@@ -71,6 +73,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 pages=pages,
                 full_pull=full,
                 run_id=context.run.run_id,
+                dropped=dropped,
             )
         context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
         return MaterializeResult(
@@ -78,6 +81,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 "rows_fetched": result.rows_fetched,
                 "rows_new": result.rows_new,
                 "duplicates_in_pages": result.duplicates_in_pages,
+                "suppressed": result.suppressed,
                 "pages": result.pages,
                 "requests": connector.stats.requests - before[0],
                 "retries": connector.stats.retries - before[1],

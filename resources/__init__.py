@@ -23,6 +23,7 @@ from resources.destinations.zendesk import ZendeskUsersDestination
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
 from resources.mixpanel import MixpanelResource
+from resources.privacy import PrivacyResource
 from resources.source import SourceResource
 from resources.stripe import StripeResource
 from resources.zendesk import ZendeskResource
@@ -64,12 +65,22 @@ def _base_url(variable: str, service: str) -> str:
     return os.getenv(variable, f"{sandbox}/{service}")
 
 
+def privacy_folders() -> tuple[Path, Path]:
+    """The request inbox and the access exports folder: beside the warehouse unless set."""
+    privacy = Path(os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))).parent / "privacy"
+    return (
+        Path(os.getenv("CDP_PRIVACY_INBOX", str(privacy / "inbox"))),
+        Path(os.getenv("CDP_PRIVACY_EXPORTS", str(privacy / "exports"))),
+    )
+
+
 def build_resources() -> dict[str, object]:
-    """The resources of every job: each source and destination (secrets as `EnvVar`) and the warehouse.
+    """The resources of every job: each source and destination (secrets as `EnvVar`), the warehouse and privacy.
 
     HubSpot and Zendesk are written on the same accounts they are read from, with the same credentials.
     """
     hubspot_url, zendesk_url = _base_url("HUBSPOT_BASE_URL", "hubspot"), _base_url("ZENDESK_BASE_URL", "zendesk")
+    inbox, exports = privacy_folders()
     return {
         "stripe": StripeResource(base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY")),
         "hubspot": HubSpotResource(base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")),
@@ -101,4 +112,5 @@ def build_resources() -> dict[str, object]:
             api_version=os.getenv("META_API_VERSION", "v21.0"),
         ),
         "warehouse": WarehouseResource(database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))),
+        "privacy": PrivacyResource(salt=EnvVar("CDP_PRIVACY_SALT"), inbox=str(inbox), exports=str(exports)),
     }

@@ -89,7 +89,7 @@ def _default_limits() -> dict[str, dict[str, Limit]]:
         "zendesk": {"export": Limit(10, 60), "account": Limit(400, 60)},
         "klaviyo": {"burst": Limit(75, 1), "steady": Limit(750, 60)},
         "mixpanel": {"secondly": Limit(3, 1), "hourly": Limit(60, 3600)},
-        "braze": {"users_track": Limit(3000, 3)},
+        "braze": {"users_track": Limit(3000, 3), "users_delete": Limit(20_000, 60)},
         # Meta throttles custom audience calls per ad account by business use case, without a published
         # number; this is the sandbox's own choice.
         "meta": {"custom_audience": Limit(60, 60)},

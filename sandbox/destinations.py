@@ -157,6 +157,29 @@ class Accounts:
             self.store.upsert(written.values())
         return results
 
+    def forget_contact(self, contact_id: str) -> bool:
+        """HubSpot's GDPR delete: the contact and its associations are gone for good."""
+        with self.lock:
+            self.contacts.note(contact_id, None)
+            keys = [("hubspot.contacts", contact_id), ("hubspot.contact_companies", contact_id)]
+            return bool(self.store.delete(keys))
+
+    def delete_user(self, user_id: str, permanently: bool) -> dict[str, Any] | None:
+        """Zendesk: a deleted user turns inactive; a permanently deleted one keeps no personal data."""
+        with self.lock:
+            record = self.store.get("zendesk.users", user_id)
+            if record is None or (permanently and not record.archived):
+                return None
+            payload = record.payload
+            payload.update(active=False, updated_at=zendesk_time(int(time.time())))
+            if permanently:
+                payload.update(name="Permanently deleted user", email=None, phone=None, external_id=None,
+                               user_fields={}, tags=[])  # fmt: skip
+            self.users.note(user_id, None)
+            now_ms = int(time.time() * 1000)
+            self.store.upsert([Record(record.stream, record.id, record.created, now_ms, payload, archived=True)])
+            return payload
+
     # -- Braze users ---------------------------------------------------------------
     def track_attributes(self, objects: Iterable[dict[str, Any]]) -> int:
         """Merge attribute objects into their users (null removes an attribute); returns users written."""
@@ -185,6 +208,13 @@ class Accounts:
                     [(k, json.dumps(v, separators=(",", ":")), now_ms) for k, v in merged.items()],
                 )
         return len(merged)
+
+    def delete_braze_users(self, external_ids: list[str]) -> int:
+        with self.lock, self.store.connect() as conn:
+            return sum(
+                conn.execute("DELETE FROM braze_users WHERE external_id = ?", (external_id,)).rowcount
+                for external_id in external_ids
+            )
 
     def braze_users(self) -> dict[str, dict[str, Any]]:
         rows = self.store.connect().execute("SELECT external_id, attributes FROM braze_users ORDER BY 1")

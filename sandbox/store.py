@@ -113,6 +113,15 @@ class WorldStore:
                 )
         return len(rows)
 
+    def delete(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Remove records for good (a destination's permanent deletion); returns how many there were."""
+        with self._write_lock:
+            conn = self.connect()
+            with conn:
+                return sum(
+                    conn.execute("DELETE FROM records WHERE stream = ? AND id = ?", key).rowcount for key in keys
+                )
+
     def append_truth(self, rows: Iterable[tuple[str, str, int]]) -> None:
         """Append (stream, record_id, person_id) rows to the ground truth."""
         self._append_csv(TRUTH_FILE, ("stream", "record_id", "person_id"), rows)

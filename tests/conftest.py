@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 from dagster import AssetKey, AssetSelection, DagsterInstance, RunConfig, materialize
 
 from cdp_assets import stack
+from cdp_assets.sync.assets import sync_key
+from cdp_assets.sync.specs import load as load_syncs
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
 
@@ -191,3 +194,69 @@ def profiled(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         outcome = pipeline.run(full=True)
         assert outcome.success
     return Profiled(world, pipeline, outcome.metadata)
+
+
+UPSTREAM = AssetSelection.all() - AssetSelection.groups("sync")
+
+
+@pytest.fixture(scope="session")
+def unsynced(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A world pulled through every layer up to the views, with nothing synced yet (world/, warehouse.duckdb)."""
+    folder = tmp_path_factory.mktemp("unsynced")
+    shutil.copytree(world_template, folder / "world")
+    with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
+        assert Pipeline(sandbox.url, folder / "warehouse.duckdb").run().success
+    return folder
+
+
+@dataclass
+class Env:
+    """A copy of the unsynced world served by its own sandbox, and its own warehouse."""
+
+    world: Path
+    sandbox: SandboxServer
+    pipeline: Pipeline
+
+    def sync(self, *names: str, raise_on_error: bool = True, **config: Any) -> RunOutcome:
+        """Materialise the named syncs (every sync by default) against the current views."""
+        names = names or tuple(load_syncs().syncs)
+        selection = AssetSelection.assets(*(sync_key(name) for name in names))
+        ops = {f"sync__{name}": config for name in names} if config else None
+        return self.pipeline.run(selection=selection, raise_on_error=raise_on_error, config=ops)
+
+    def state(self, sync: str) -> dict[str, dict[str, Any]]:
+        rows = self.pipeline.query("SELECT key, payload FROM sync.state WHERE sync = $sync", {"sync": sync})
+        return {key: json.loads(payload) for key, payload in rows}
+
+    def contacts(self) -> dict[str, list[dict[str, Any]]]:
+        """Live HubSpot contacts by normalised email, with their properties."""
+        return _by_email(WorldStore(self.world).scan("hubspot.contacts"), lambda p: p["properties"].get("email"))
+
+    def users(self) -> dict[str, list[dict[str, Any]]]:
+        return _by_email(WorldStore(self.world).scan("zendesk.users"), lambda p: p.get("email"))
+
+
+def _by_email(records: Iterator[Record], email: Callable[[dict[str, Any]], Any]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        address = email(record.payload)
+        if not record.archived and isinstance(address, str):
+            found.setdefault(address.strip().lower(), []).append(record.payload)
+    return found
+
+
+@pytest.fixture
+def start(unsynced: Path, tmp_path: Path) -> Iterator[Callable[..., Env]]:
+    servers: list[SandboxServer] = []
+
+    def start(patch: dict[str, Any] | None = None) -> Env:
+        shutil.copytree(unsynced / "world", tmp_path / "world")
+        shutil.copy(unsynced / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+        server = SandboxServer(tmp_path / "world", with_config(patch or {}))
+        server.start()
+        servers.append(server)
+        return Env(tmp_path / "world", server, Pipeline(server.url, tmp_path / "warehouse.duckdb", syncs=True))
+
+    yield start
+    for server in servers:
+        server.stop()

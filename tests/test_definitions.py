@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey, DefaultScheduleStatus
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus
 
 from cdp_assets.definitions import defs, raw_assets
 from cdp_assets.sync.specs import load as load_syncs
@@ -35,6 +35,13 @@ def test_both_schedules_run_by_default() -> None:
         assert schedule.default_status == DefaultScheduleStatus.RUNNING
     assert schedules["hourly_pipeline_schedule"].cron_schedule == "5 * * * *"
     assert schedules["nightly_pipeline_schedule"].cron_schedule == "30 2 * * *"
+
+
+def test_the_privacy_inbox_sensor_runs_by_default_and_starts_the_privacy_job() -> None:
+    [sensor] = defs.sensors or []
+    assert sensor.name == "privacy_inbox_sensor" and sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "privacy_requests"
+    assert defs.resolve_job_def("privacy_requests") is not None
 
 
 def test_nightly_job_re_pulls_every_source_in_full() -> None:

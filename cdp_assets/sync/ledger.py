@@ -26,6 +26,11 @@ DELETE FROM sync.state
 WHERE sync = $sync AND key IN (
     SELECT key FROM _sync_plan WHERE change = 'remove' AND key IN (SELECT unnest($keys::VARCHAR[])))
 """
+DELIVERED_SQL = """
+INSERT INTO sync.deliveries
+SELECT $sync, key, $operation, (CASE WHEN $stores THEN payload ELSE previous END)::JSON, now(), $run_id
+FROM _sync_plan WHERE key IN (SELECT unnest($keys::VARCHAR[]))
+"""
 RESOLVE_SQL = """
 UPDATE sync.rejections SET resolved_at = now(), resolved_run_id = $run_id
 WHERE sync = $sync AND resolved_at IS NULL AND key IN (SELECT unnest($keys::VARCHAR[]))
@@ -73,8 +78,8 @@ class RunRecord:
 def acknowledge(
     conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, operation: str, stores: bool, delivery: Delivery
 ) -> None:
-    """Move state for what the destination took (store the new state, or drop a removed key's) and keep its
-    refusals, in one transaction."""
+    """Move state for what the destination took (store the new state, or drop a removed key's), log each delivery,
+    and keep its refusals, in one transaction."""
     params = {"sync": sync, "run_id": run_id}
     keys = list(delivery.acknowledged)
     conn.begin()
@@ -84,6 +89,7 @@ def acknowledge(
     elif keys:
         conn.execute(DROP_SQL, {"sync": sync, "keys": keys})
     if keys:
+        conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": keys})
         conn.execute(RESOLVE_SQL, {**params, "keys": keys})
     if delivery.rejected:
         rejected = list(delivery.rejected)

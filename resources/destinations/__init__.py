@@ -41,6 +41,17 @@ class Delivery:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What destinations are asked to forget of one person: what each may know them by."""
+
+    profile_ids: list[str]
+    emails: list[str]
+    phones: list[str]  # E.164
+    records: dict[str, list[str]]  # "source.stream" -> the person's record ids in that account
+    audiences: list[str] = field(default_factory=list)  # the Meta audience ids syncs write to
+
+
 class BatchRefused(Exception):
     """The destination refused the whole batch as invalid; a smaller batch may pass."""
 
@@ -72,3 +83,8 @@ class DestinationResource(ServiceResource):
     def collect(self, ticket: Any) -> Delivery:
         """The outcome of a submitted batch, waiting for it if the service works asynchronously."""
         return ticket
+
+    def erase(self, erasure: Erasure) -> dict[str, int]:
+        """Delete or remove the person wherever this destination holds them; counts per action. Asking twice
+        is harmless: what is already gone counts as `already_gone`."""
+        raise NotImplementedError

@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.destinations import REMOVE, UPSERT, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.destinations import REMOVE, UPSERT, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit
 
-TRACK_PATH = "/users/track"
+TRACK_PATH, DELETE_PATH = "/users/track", "/users/delete"
+DELETE_BATCH = 50  # external ids per /users/delete
 BATCH_SIZE = 75  # attribute objects per /users/track call
 # 3,000 calls per 3 seconds for /users/track.
 PACE = RateLimit(2700, 3.0)
@@ -52,6 +53,15 @@ class BrazeUsersDestination(DestinationResource):
             else:
                 delivery.acknowledged[record.key] = None
         return delivery
+
+
+    def erase(self, erasure: Erasure) -> dict[str, int]:
+        """Delete the person's users (by every profile id they had), with all Braze holds of them."""
+        ids, deleted = erasure.profile_ids, 0
+        for start in range(0, len(ids), DELETE_BATCH):
+            body = self.client.fetch_json("POST", DELETE_PATH, json={"external_ids": ids[start : start + DELETE_BATCH]})
+            deleted += int(body.get("deleted", 0))
+        return {"users_deleted": deleted, "already_gone": len(ids) - deleted}
 
 
 def _attributes(record: SyncRecord) -> dict[str, Any]:

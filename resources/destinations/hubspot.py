@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceError
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"  # one contact a call, deleted for good
 BATCH_SIZE = 100  # inputs per batch upsert
 # 100 calls per rolling 10 seconds on Free and Starter accounts, shared with the source's pulls.
 PACE = RateLimit(90, 10.0)
@@ -58,6 +59,14 @@ class HubSpotContactsDestination(DestinationResource):
             else:
                 delivery.rejected[record.key] = "HubSpot's answer did not include this contact"
         return delivery
+
+
+    def erase(self, erasure: Erasure) -> dict[str, int]:
+        done = {"contacts_deleted": 0, "already_gone": 0}
+        for contact_id in erasure.records.get("hubspot.contacts", []):
+            response = self.client.request("POST", GDPR_DELETE_PATH, json={"objectId": contact_id}, tolerate=(404,))
+            done["already_gone" if response.status_code == 404 else "contacts_deleted"] += 1
+        return done
 
 
 def _text(value: Any) -> str | None:

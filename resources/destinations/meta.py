@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.destinations import ADD, REMOVE, BatchRefused, Delivery, DestinationResource, SyncRecord
+from resources.destinations import ADD, REMOVE, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceConfigurationError, ServiceError
 
 USERS_PATH = "/{version}/{audience_id}/users"
@@ -75,6 +75,16 @@ class MetaAudienceDestination(DestinationResource):
             else:
                 delivery.acknowledged[record.key] = None
         return delivery
+
+    def erase(self, erasure: Erasure) -> dict[str, int]:
+        """Remove the person from every audience, by each address and number they had."""
+        data = [[email_hash(e), ""] for e in erasure.emails] + [["", phone_hash(p)] for p in erasure.phones]
+        data = [row for row in data if any(row)]
+        for audience_id in erasure.audiences if data else []:
+            path = USERS_PATH.format(version=self.api_version, audience_id=audience_id)
+            for start in range(0, len(data), BATCH_SIZE):
+                self._call("DELETE", path, {"payload": {"schema": SCHEMA, "data": data[start : start + BATCH_SIZE]}})
+        return {"audiences_cleared": len(erasure.audiences) if data else 0, "identifiers": len(data)}
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         pause = THROTTLE_PAUSE_SECONDS

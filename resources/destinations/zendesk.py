@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.destinations import UPSERT, Delivery, DestinationResource, SyncRecord
+from resources.destinations import UPSERT, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceError
 
 SUBMIT_PATH = "/api/v2/users/create_or_update_many"
 STATUS_PATH = "/api/v2/job_statuses/{id}"
+DELETE_PATH, PERMANENT_DELETE_PATH = "/api/v2/users/{id}", "/api/v2/deleted_users/{id}"
 BATCH_SIZE = 100  # users per bulk call
 IN_FLIGHT = 10  # jobs submitted ahead; the account limit is 30 queued or running
 # 400 calls a minute on Growth and Professional plans, job polls included.
@@ -64,6 +65,16 @@ class ZendeskUsersDestination(DestinationResource):
                 raise ServiceError(f"zendesk: job {job_id} still {job['status']} after {JOB_TIMEOUT_SECONDS:.0f}s")
             time.sleep(pause)
             pause = min(POLL_MAX_SECONDS, pause * 2)
+
+
+    def erase(self, erasure: Erasure) -> dict[str, int]:
+        """Delete each of the person's users, then delete them permanently (what GDPR asks of Zendesk)."""
+        done = {"users_deleted": 0, "already_gone": 0}
+        for user_id in erasure.records.get("zendesk.users", []):
+            self.client.request("DELETE", DELETE_PATH.format(id=user_id), tolerate=(404,))
+            gone = self.client.request("DELETE", PERMANENT_DELETE_PATH.format(id=user_id), tolerate=(404,))
+            done["already_gone" if gone.status_code == 404 else "users_deleted"] += 1
+        return done
 
 
 def _user(record: SyncRecord) -> dict[str, Any]:

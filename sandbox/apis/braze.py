@@ -21,16 +21,20 @@ from sandbox.faults import Quota
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SUBSCRIPTION_STATES = ("opted_in", "subscribed", "unsubscribed")
+DELETE_BATCH = 50  # external ids per /users/delete
 
 
 def service(ctx: Context) -> Service:
     return Service(
         name="braze",
-        endpoints=[("/users/track", partial(_track, ctx), ("POST",))],
+        endpoints=[
+            ("/users/track", partial(_track, ctx), ("POST",)),
+            ("/users/delete", partial(_delete, ctx), ("POST",)),
+        ],
         authenticate=partial(_authenticate, ctx),
         render=_render,
         throttled=_throttled,
-        limits=lambda path: ("users_track",),
+        limits=lambda path: ("users_track",) if path.endswith("/track") else ("users_delete",),
         headers=_quota_headers,
     )
 
@@ -97,3 +101,13 @@ def _problem(obj: Any) -> str | None:
     if state is not None and state not in SUBSCRIPTION_STATES:
         return f"'email_subscribe' must be one of {', '.join(SUBSCRIPTION_STATES)}"
     return None
+
+
+def _delete(ctx: Context, request: Request, body: bytes) -> Response:
+    """`POST /users/delete` `{"external_ids": [...]}` (at most 50): the users and all they hold are gone."""
+    spec = parse_json(body)
+    external_ids = spec.get("external_ids") if isinstance(spec, dict) else None
+    if not isinstance(external_ids, list) or not external_ids or len(external_ids) > DELETE_BATCH:
+        raise ApiError(400, f"'external_ids' must be an array of 1 to {DELETE_BATCH} ids.")
+    return JSONResponse({"deleted": ctx.accounts.delete_braze_users([str(e) for e in external_ids]),
+                         "message": "success"}, status_code=201)  # fmt: skip

@@ -62,6 +62,7 @@ def service(ctx: Context) -> Service:
         endpoints.append((f"/crm/v3/objects/{name}/search", partial(_search, ctx, name), ("POST",)))
     endpoints.append(("/crm/v4/associations/contacts/companies/batch/read", partial(_associations, ctx), ("POST",)))
     endpoints.append(("/crm/v3/objects/contacts/batch/upsert", partial(_upsert, ctx), ("POST",)))
+    endpoints.append(("/crm/v3/objects/contacts/gdpr-delete", partial(_gdpr_delete, ctx), ("POST",)))
     return Service(
         name="hubspot",
         endpoints=endpoints,
@@ -321,3 +322,15 @@ def _invalid(name: str, value: str, options: dict[str, Any]) -> dict[str, Any] |
         return {"isValid": False, "message": f"{value} was not one of the allowed options: {', '.join(allowed)}",
                 "error": "INVALID_OPTION", "name": name}  # fmt: skip
     return None
+
+
+def _gdpr_delete(ctx: Context, request: Request, body: bytes) -> Response:
+    """`POST /crm/v3/objects/contacts/gdpr-delete` `{"objectId": ...}`: the contact is deleted for good."""
+    spec = parse_json(body)
+    object_id = str(spec.get("objectId", "")) if isinstance(spec, dict) else ""
+    if spec.get("idProperty") == "email":
+        ctx.accounts.contacts.refresh()
+        object_id = ctx.accounts.contacts.find(object_id.strip().lower()) or ""
+    if not object_id or not ctx.accounts.forget_contact(object_id):
+        raise ApiError(404, f"Object not found. objectId are usually numeric. {object_id!r}")
+    return Response(status_code=204)

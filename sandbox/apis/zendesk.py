@@ -116,6 +116,8 @@ def service(ctx: Context) -> Service:
         for base, handler, methods in (
             ("/api/v2/users/create_or_update_many", partial(_create_or_update_many, jobs), ("POST",)),
             ("/api/v2/job_statuses/{job_id}", partial(_job_status, jobs), ("GET",)),
+            ("/api/v2/users/{user_id}", partial(_delete_user, ctx, False), ("DELETE",)),
+            ("/api/v2/deleted_users/{user_id}", partial(_delete_user, ctx, True), ("DELETE",)),
         )
         for path in (base, base + ".json")
     ]
@@ -213,3 +215,13 @@ def _export(ctx: Context, kind: str, request: Request, body: bytes) -> Response:
             "end_of_stream": not has_more,
         }
     )
+
+
+def _delete_user(ctx: Context, permanently: bool, request: Request, body: bytes) -> Response:
+    """`DELETE /users/{id}` makes a user inactive; `DELETE /deleted_users/{id}` then erases what it held."""
+    user_id = request.path_params["user_id"].removesuffix(".json")
+    payload = ctx.accounts.delete_user(user_id, permanently)
+    if payload is None:
+        what = "deleted user" if permanently else "user"
+        raise ApiError(404, f"No {what} {user_id}" + (" (delete the user first)" if permanently else ""))
+    return Response(status_code=204) if permanently else JSONResponse({"user": payload})

@@ -12,6 +12,16 @@ CREATE TABLE IF NOT EXISTS sync.state (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (sync, key)
 );
+-- Every record a destination took: what it was sent (or asked to remove) and when; what an access export
+-- lists per destination.
+CREATE TABLE IF NOT EXISTS sync.deliveries (
+    sync VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    operation VARCHAR NOT NULL,      -- upsert, add or remove
+    payload JSON,                    -- the fields sent, or those removed
+    delivered_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL
+);
 -- Rows a destination refused, with its reason; a refused row is sent again on every later run until the
 -- destination takes it, which resolves the rejection.
 CREATE TABLE IF NOT EXISTS sync.rejections (

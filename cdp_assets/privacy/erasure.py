@@ -1,0 +1,168 @@
+"""Where the warehouse keeps a person, table by table: the map that erasure and access exports both read.
+
+Every table of every layer is either a target, with the condition that picks a subject's rows
+(over the temp tables `subject.resolve` fills), or exempt, with the reason it holds no person.
+A test fails when a table is neither, so a new table cannot be forgotten by deletion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from cdp_assets.raw import raw_table
+from cdp_assets.staging import staging_table
+from cdp_assets.views import policy
+from resources import SOURCES
+
+PROFILE = "profile_id IN (SELECT profile_id FROM _subject_profiles)"
+RECORD = "(stream, record_id) IN (SELECT stream, record_id FROM _subject_records)"
+KEYS = "key IN (SELECT value FROM _subject_values WHERE id_type IN ('email', 'profile'))"
+LAYERS = ("raw", "staging", "quarantine", "identity", "privacy", "views", "sync")
+
+
+def _profiles(*columns: str) -> str:
+    return " OR ".join(f"{c} IN (SELECT profile_id FROM _subject_profiles)" for c in columns)
+
+
+def _typed(type_column: str, value_column: str) -> str:
+    return f"({type_column}, {value_column}) IN (SELECT id_type, value FROM _subject_values)"
+
+
+def _landed(raw: str, column: str = "landing_id") -> str:
+    return f"{column} IN (SELECT landing_id FROM _subject_landings WHERE raw_table = '{raw}')"
+
+
+@dataclass(frozen=True)
+class Target:
+    table: str
+    where: str
+
+    @property
+    def layer(self) -> str:
+        return self.table.split(".")[0]
+
+
+def _source_targets() -> Iterator[Target]:
+    for source, resource in SOURCES.items():
+        for stream in resource.streams.values():
+            raw = raw_table(source, stream.name)
+            yield Target(raw, _landed(raw))
+            yield Target(staging_table(source, stream.entity), _landed(raw, "_landing_id"))
+            yield Target(f"quarantine.{source}__{stream.entity}", _landed(raw, "raw_landing_id"))
+
+
+def _view_targets() -> Iterator[Target]:
+    for view in policy.load().views.values():
+        if "profile_id" in view.columns:
+            extra = " OR email IN (SELECT value FROM _subject_values WHERE id_type = 'email')" if (
+                "email" in view.columns and view.grain == "email address") else ""  # fmt: skip
+            yield Target(view.table, PROFILE + extra)
+
+
+IDENTITY_TARGETS = (
+    Target("identity.identifiers", RECORD),
+    Target("identity.record_profiles", RECORD),
+    Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),
+    Target("identity.profile_edges", PROFILE),
+    Target("identity.person_profiles", PROFILE),
+    Target("identity.person_lifecycle", PROFILE),
+    Target("identity.account_people", PROFILE),
+    Target("identity.email_addresses", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
+    Target("identity.match_review", _profiles("profile_l", "profile_r")),
+    Target("identity.merge_log", _profiles("profile_id", "other_profile_id")),
+    Target("identity.profile_registry", _profiles("profile_id", "merged_into")),
+    Target("identity.refused_links",
+           f"{_profiles('profile_a', 'profile_b')} OR {_typed('type_a', 'value_a')} OR {_typed('type_b', 'value_b')}"),
+    Target("identity.never_link", " OR ".join(_typed(f"split_part({c}, ':', 1)", f"substr({c}, strpos({c}, ':') + 1)")
+                                             for c in ("a", "b"))),
+)  # fmt: skip
+OTHER_TARGETS = (
+    Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
+    Target("privacy.consent_ledger", PROFILE),
+    Target("privacy.consent", PROFILE),
+    Target("sync.state", KEYS),
+    Target("sync.deliveries", KEYS),
+    Target("sync.rejections", KEYS),
+    Target("sync.invalid_rows", KEYS),
+)
+EXEMPT: dict[str, str] = {
+    "raw._stream_state": "each stream's cursor: a position in the source's listing",
+    "quarantine._known_fields": "the payload field names seen per entity",
+    "quarantine.quality_history": "counts and rates per entity and run",
+    "quarantine.quality_scorecard": "counts and rates per entity and run",
+    "quarantine.quality_identity_history": "identity health rates per run",
+    "identity.accounts": "companies, with counts of their people",
+    "sync.runs": "counts per sync run",
+    "privacy.requests": "requests by salted digest of their identifiers, with counts",
+    "privacy.request_events": "the status history of each request",
+    "privacy.request_actions": "what each request did where, in counts",
+    "privacy.suppressions": "salted digests, which name no one without the salt",
+    **{view.table: f"an aggregate of many people by {view.grain}" for view in policy.load().views.values()
+       if "profile_id" not in view.columns},
+}  # fmt: skip
+
+
+def targets() -> tuple[Target, ...]:
+    return (*_source_targets(), *IDENTITY_TARGETS, *OTHER_TARGETS, *_view_targets())
+
+
+def _existing(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = conn.execute(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE list_contains($layers, "
+        "table_schema) AND table_type = 'BASE TABLE'",
+        {"layers": list(LAYERS)},
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Delete the subject's rows from every target table, in one transaction; rows deleted per table."""
+    present = _existing(conn)
+    deleted = {}
+    conn.begin()
+    for target in targets():
+        if target.table in present:
+            count = conn.execute(f"DELETE FROM {target.table} WHERE {target.where}").fetchone()[0]
+            if count:
+                deleted[target.table] = int(count)
+    conn.commit()
+    return deleted
+
+
+def export(conn: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The subject's rows of every target table, layer by layer (JSON payloads parsed)."""
+    present = _existing(conn)
+    layers: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for target in targets():
+        if target.table not in present:
+            continue
+        cursor = conn.execute(f"SELECT * FROM {target.table} WHERE {target.where}")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        if rows:
+            layers.setdefault(target.layer, {})[target.table] = [_readable(row) for row in rows]
+    return layers
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON text parsed, times in ISO-8601, so the export reads as one JSON document."""
+    out = {}
+    for name, value in row.items():
+        if name in ("payload", "failed_checks", "properties") and isinstance(value, str):
+            value = json.loads(value)
+        elif isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat()
+        out[name] = value
+    return out
+
+
+def unmapped(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Tables of the warehouse that are neither a target nor exempt (must be none)."""
+    mapped = {t.table for t in targets()} | set(EXEMPT)
+    return sorted(_existing(conn) - mapped)

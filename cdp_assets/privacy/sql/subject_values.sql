@@ -1,0 +1,15 @@
+-- Every identifier of the subject's records, as matched: identity's normalised values, addresses as each
+-- record spelt them (lowercased), phones as digits (E.164 and as written), record ids per stream, profile ids.
+INSERT INTO _subject_values
+WITH held AS (
+    SELECT i.id_type, i.value, i.raw_value
+    FROM identity.identifiers i
+    JOIN _subject_records USING (stream, record_id)
+)
+SELECT id_type, value FROM _subject_given
+UNION SELECT id_type, value FROM held
+UNION SELECT 'email', lower(trim(raw_value)) FROM held WHERE id_type = 'email'
+UNION SELECT 'phone_digits', regexp_replace(unnest([value, raw_value]), '[^0-9]', '', 'g') FROM held WHERE id_type = 'phone'
+UNION SELECT 'phone_digits', regexp_replace(value, '[^0-9]', '', 'g') FROM _subject_given WHERE id_type = 'phone'
+UNION SELECT 'record:' || stream, record_id FROM _subject_records
+UNION SELECT 'profile', profile_id FROM _subject_profiles;

@@ -1,0 +1,301 @@
+"""Privacy requests end to end: deletion with lasting suppression, access exports and consent withdrawal, against
+the sandbox's sources and destinations, through the inbox, its sensor and the privacy job in Dagster.
+
+Who a person is comes from the world's ground truth, never from the warehouse: the test scans every table for
+what the person's own source records carry, so a copy the platform forgot to delete is found.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from dagster import DagsterInstance, RunRequest, build_sensor_context
+
+from cdp_assets.privacy import erasure
+from cdp_assets.privacy.paths import PERSON_PATHS, PERSON_STREAMS
+from cdp_assets.sync.specs import load as load_syncs
+from resources import privacy_folders
+from resources.destinations.meta import email_hash, phone_hash
+from sandbox.store import Record, WorldStore
+from tests.conftest import Env
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CASES = ("shared_device", "shared_login")  # their devices or logins also name someone else
+LONG_ID = 8  # ids shorter than this (HubSpot contacts, tickets) are looked for by key, not by text
+
+
+@dataclass
+class Person:
+    person_id: int
+    profile_id: str
+    email: str
+    records: set[tuple[str, str]]  # (stream, id) of every record of the person the warehouse landed
+    texts: set[str]  # what their records carry: addresses, numbers, logins, devices, long ids
+    emails: set[str]
+    phones: set[str]
+    synced_to: set[str]  # syncs whose state held the person before the request
+
+
+def truth(world: Path) -> dict[int, set[tuple[str, str]]]:
+    records: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    with (world / "truth.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["stream"] in PERSON_PATHS:
+                records[int(row["person_id"])].add((row["stream"], row["record_id"]))
+    return records
+
+
+def landed(env: Env) -> set[tuple[str, str]]:
+    """Every record the warehouse holds, as (stream, source id)."""
+    found = set()
+    for stream in PERSON_PATHS:
+        key = "payload->>'$.properties.\"$insert_id\"'" if stream == "mixpanel.events" else "record_id"
+        table = "raw." + stream.replace(".", "_")
+        found |= {(stream, r) for (r,) in env.pipeline.query(f"SELECT DISTINCT {key} FROM {table}")}
+    return found
+
+
+def carried(world: Path, records: set[tuple[str, str]]) -> tuple[set[str], set[str], set[str]]:
+    """What the records' payloads name (texts to scan for), and the addresses and E.164-ready numbers among them."""
+    store = WorldStore(world)
+    texts, emails, phones = set(), set(), set()
+    for stream, record_id in records:
+        record = store.get(stream, record_id)
+        if record is None:
+            continue
+        for id_type, paths in PERSON_PATHS[stream].items():
+            for path in paths:
+                value: Any = record.payload
+                for key in path.split("."):
+                    value = value.get(key) if isinstance(value, dict) else None
+                if value is None or str(value).strip() == "":
+                    continue
+                text = str(value).strip().lower()
+                if id_type == "email":
+                    emails.add(text)
+                if id_type == "phone":
+                    phones.add(str(value).strip())
+                if not id_type.startswith("record:") or len(text) >= LONG_ID:
+                    texts.add(text)
+    return texts, emails, phones
+
+
+def resolved(env: Env) -> list[Person]:
+    """People the identity layer resolved exactly (one profile, holding only their records), not sharing a device
+    or login, with an address: most synced first."""
+    cases = defaultdict(set)
+    with (env.world / "cases.csv").open() as f:
+        for row in csv.DictReader(f):
+            cases[int(row["person_id"])].add(row["case"])
+    owners = defaultdict(set)
+    for stream, record_id, profile_id in env.pipeline.query("SELECT stream, record_id, profile_id FROM "
+                                                            "identity.record_profiles"):  # fmt: skip
+        owners[profile_id].add((stream, record_id))
+    held = defaultdict(set)
+    for sync, key in env.pipeline.query("SELECT sync, key FROM sync.state"):
+        held[key].add(sync)
+    emails = dict(env.pipeline.query("SELECT profile_id, email FROM identity.person_profiles WHERE email IS NOT NULL"))
+    profile_of = {record: profile for profile, records in owners.items() for record in records}
+    present = landed(env)
+    found = []
+    for person_id, records in truth(env.world).items():
+        records &= present
+        profiles = {profile_of.get(r) for r in records if r[0] in PERSON_STREAMS}
+        if cases[person_id] & set(SHARED_CASES) or len(profiles) != 1 or None in profiles:
+            continue
+        [profile_id] = profiles
+        if profile_id not in emails or not owners[profile_id] <= records:
+            continue
+        texts, all_emails, phones = carried(env.world, records)
+        synced = held[profile_id] | set().union(*(held[e] for e in all_emails))
+        found.append(Person(person_id, profile_id, emails[profile_id], records, texts | {profile_id.lower()},
+                            all_emails, phones, synced))  # fmt: skip
+    assert found, "no person resolved exactly in the test world"
+    return sorted(found, key=lambda p: (-len(p.synced_to), p.person_id))
+
+
+def covering(people: list[Person]) -> list[Person]:
+    """A few people who, between them, are held by every destination (most synced first)."""
+    destinations = {spec.name: spec.destination for spec in load_syncs().syncs.values()}
+    chosen, reached = [], set()
+    while reached != set(destinations.values()):
+        best = max(people, key=lambda p: len({destinations[s] for s in p.synced_to} - reached))
+        gained = {destinations[s] for s in best.synced_to} - reached
+        assert gained, f"no resolved person is in {set(destinations.values()) - reached}"
+        chosen.append(best)
+        reached |= gained
+    return chosen
+
+
+def traces(env: Env, person: Person) -> dict[str, int]:
+    """Rows of any warehouse table that name the person: by text, and by key for their short record ids."""
+    pattern = "|".join(re.escape(text) for text in sorted(person.texts))
+    tables = [t for (t,) in env.pipeline.query(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN"
+        " ('raw', 'staging', 'quarantine', 'identity', 'privacy', 'views', 'sync')")]  # fmt: skip
+    found = {}
+    for table in tables:
+        [(rows, named)] = env.pipeline.query(
+            f"SELECT count(*), list(DISTINCT regexp_extract(lower(t::VARCHAR), $pattern))[:3] FROM {table} t"
+            " WHERE regexp_matches(lower(t::VARCHAR), $pattern)",
+            {"pattern": pattern},
+        )
+        if rows:
+            found[f"{table} ({', '.join(named)})"] = rows
+    for stream, record_id in person.records:
+        if len(record_id) < LONG_ID and stream != "mixpanel.events":
+            table = "raw." + stream.replace(".", "_")
+            [(rows,)] = env.pipeline.query(f"SELECT count(*) FROM {table} WHERE record_id = $id", {"id": record_id})
+            if rows:
+                found[f"{table} ({record_id})"] = rows
+    return found
+
+
+def destinations_holding(env: Env, person: Person) -> list[str]:
+    found = []
+    store = WorldStore(env.world)
+    for stream in ("hubspot.contacts", "zendesk.users"):
+        for record in store.scan(stream):
+            text = json.dumps(record.payload).lower()
+            if (stream, record.id) in person.records and any(e in text for e in person.emails):
+                found.append(f"{stream}:{record.id}")
+    if person.profile_id in env.sandbox.control("destinations/braze"):
+        found.append("braze")
+    hashes = {email_hash(e) for e in person.emails} | {phone_hash(p) for p in person.phones if p.startswith("+")}
+    for audience, members in env.sandbox.control("destinations/meta").items():
+        if hashes & {h for member in members for h in member}:
+            found.append(f"meta:{audience}")
+    return found
+
+
+def process(env: Env) -> list[RunRequest]:
+    """What the inbox sensor asks for, each run as it asks (the daemon's part, in process)."""
+    from cdp_assets.definitions import defs
+    from cdp_assets.privacy.requests import privacy_inbox_sensor
+    from resources import build_resources
+
+    os.environ.update(CDP_WAREHOUSE=str(env.pipeline.warehouse), CDP_SANDBOX_URL=env.sandbox.url)
+    resources = build_resources()
+    requests = list(privacy_inbox_sensor(build_sensor_context(resources={"privacy": resources["privacy"]})))
+    job = defs.resolve_job_def("privacy_requests")
+    for request in requests:
+        result = job.execute_in_process(run_config=request.run_config, instance=DagsterInstance.ephemeral(),
+                                        tags=request.tags, resources=resources)  # fmt: skip
+        assert result.success
+    return requests
+
+
+def cli(env: Env, *args: str) -> str:
+    command = [sys.executable, "-m", "cdp_assets.cli", "privacy", "--warehouse", str(env.pipeline.warehouse), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+
+
+def requests_table(env: Env) -> dict[str, dict[str, Any]]:
+    with duckdb.connect(str(env.pipeline.warehouse), read_only=True) as conn:
+        cursor = conn.execute("SELECT * FROM privacy.requests")
+        names = [d[0] for d in cursor.description]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+
+def test_a_deletion_by_email_alone_leaves_no_trace_and_the_person_stays_gone(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.pipeline.run().success  # pulls, every layer, syncs
+    with duckdb.connect(str(env.pipeline.warehouse), read_only=True) as conn:
+        assert erasure.unmapped(conn) == []  # every table is a target of erasure or holds no one
+    chosen = covering(resolved(env))  # people who, between them, are in every destination
+    for person in chosen:
+        assert traces(env, person) and destinations_holding(env, person)
+
+    filed = [cli(env, "delete", "--email", p.email.upper()).split()[0] for p in chosen]  # any spelling will do
+    requests = process(env)
+    assert sorted(r.tags["privacy/request"] for r in requests) == sorted(filed)
+    assert process(env) == []  # done requests leave the inbox
+
+    for person, request_id in zip(chosen, filed, strict=True):
+        assert traces(env, person) == {}
+        assert destinations_holding(env, person) == []
+        row = requests_table(env)[request_id]
+        assert (row["kind"], row["status"], row["profiles"]) == ("deletion", "done", 1) and row["rows_deleted"] > 0
+        [shown] = json.loads(cli(env, "status", "--request", request_id, "--json"))
+        assert [h["status"] for h in shown["history"]] == ["received", "running", "done"]
+
+    hourly = env.pipeline.run()
+    nightly = env.pipeline.run(full=True)  # every source pulled again in full, syncs after
+    assert hourly.success and nightly.success
+    with duckdb.connect(str(env.pipeline.warehouse), read_only=True) as conn:
+        assert erasure.unmapped(conn) == []  # the privacy tables too
+    suppressed = sum(meta["suppressed"] for key, meta in nightly.metadata.items() if key.startswith("raw/"))
+    assert suppressed > 0  # the sources still hold them; the pulls drop them before they land
+    for person in chosen:
+        assert traces(env, person) == {}
+        assert destinations_holding(env, person) == []
+
+
+def test_an_access_export_lists_every_source_record_and_every_destination(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.pipeline.run().success
+    person = resolved(env)[0]
+    request_id = cli(env, "access", "--email", person.email).split()[0]
+    [request] = process(env)
+    assert request.tags["privacy/kind"] == "access"
+
+    row = requests_table(env)[request_id]
+    assert row["status"] == "done"
+    export = json.loads(Path(row["export_path"]).read_text())
+    assert export["profiles"] == [person.profile_id]
+    assert {(r["stream"], r["record_id"]) for r in export["source_records"]} == person.records
+    received = {d["sync"]: d for d in export["destinations"]}
+    assert set(received) == person.synced_to
+    for sync, entry in received.items():
+        assert entry["destination"] == load_syncs().syncs[sync].destination
+        assert entry["deliveries"] and all(d["operation"] in ("upsert", "add") and d["at"] for d in entry["deliveries"])
+    raw = export["layers"]["raw"]
+    assert all(isinstance(version["payload"], dict) for rows in raw.values() for version in rows)
+    assert export["layers"]["identity"]["identity.person_profiles"][0]["profile_id"] == person.profile_id
+    assert traces(env, person)  # an export deletes nothing
+
+
+def test_a_request_for_an_unknown_identifier_ends_done_with_nothing_found(start: Callable[..., Env]) -> None:
+    env = start()
+    request_id = cli(env, "delete", "--email", "nobody.at.all@example.org").split()[0]
+    process(env)
+    row = requests_table(env)[request_id]
+    assert (row["status"], row["profiles"], row["records"], row["detail"]) == (
+        "done", 0, 0, "nothing found for the identifiers given")  # fmt: skip
+    assert not any(privacy_folders()[0].glob("req_*.json"))
+
+
+def test_an_email_consent_withdrawal_unsubscribes_the_person_in_braze(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.pipeline.run().success
+    [(profile_id, klaviyo_id)] = env.pipeline.query(
+        "SELECT rp.profile_id, min(rp.record_id) FROM identity.record_profiles rp JOIN sync.state s"
+        " ON s.sync = 'braze_users' AND s.key = rp.profile_id WHERE rp.stream = 'klaviyo.profiles'"
+        " GROUP BY 1 HAVING count(*) = 1 ORDER BY 1 LIMIT 1"
+    )
+    store = WorldStore(env.world)
+    profile = store.get("klaviyo.profiles", klaviyo_id)
+    marketing = profile.payload["attributes"]["subscriptions"]["email"]["marketing"]
+    now = int(time.time())
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+    marketing.update(consent="UNSUBSCRIBED", consent_timestamp=stamp, method="PREFERENCE_PAGE")
+    profile.payload["attributes"]["updated"] = stamp
+    store.upsert([Record(profile.stream, profile.id, profile.created, now * 1000, profile.payload)])
+
+    outcome = env.pipeline.run()
+    assert outcome.success
+    assert outcome.metadata["sync/braze_users"]["removed"] == 1
+    attributes = env.sandbox.control("destinations/braze")[profile_id]
+    assert attributes["email_subscribe"] == "unsubscribed" and "cdp_plan" not in attributes
