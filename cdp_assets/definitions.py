@@ -7,6 +7,7 @@ from dagster import AssetKey, Definitions, in_process_executor
 from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
 from cdp_assets.identity.lifecycle import build_lifecycle_asset
 from cdp_assets.identity.profiles import build_profile_assets
+from cdp_assets.identity.rebuild import build_rebuild_check
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
@@ -15,9 +16,11 @@ from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
 from cdp_assets.sync.assets import build_sync_assets, sync_key
 from cdp_assets.sync.specs import load as load_syncs
-from cdp_assets.views.assets import build_views
+from cdp_assets.views.assets import build_views, view_key
+from cdp_assets.views.policy import load as load_policy
 from resources import build_resources
 from schedules import build_jobs, build_schedules
+from schedules.alerts import SENSORS as ALERT_SENSORS
 
 PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 
@@ -31,20 +34,24 @@ identity_assets = [
 ]
 consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
 view_assets, view_checks = build_views()
+rebuild_check = build_rebuild_check()
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
 sync_assets = build_sync_assets(upstream, view_checks)
+# What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, and the
+# identity graph's comparison with a rebuild from scratch.
+nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
 nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
-jobs = build_jobs(raw_assets, nightly_syncs)
+jobs = build_jobs(raw_assets, [scorecard.key, *nightly_views, *nightly_syncs], list(rebuild_check.check_keys))
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
-    asset_checks=view_checks,
+    asset_checks=[*view_checks, rebuild_check],
     resources=build_resources(),
     jobs=[*jobs, privacy_requests],
     schedules=build_schedules(jobs),
-    sensors=[privacy_inbox_sensor],
+    sensors=[privacy_inbox_sensor, *ALERT_SENSORS],
     executor=in_process_executor,
 )

@@ -6,7 +6,7 @@ import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from cdp_assets import landing
+from cdp_assets import freshness, landing
 from cdp_assets.privacy import suppression
 from resources import SOURCES
 from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
@@ -43,7 +43,8 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         deps=deps,
         description=f"{stream.description} Append-only: one row per record version with the full payload.",
         required_resource_keys={source, "warehouse", "privacy"},
-        pool=f"source_{source}",
+        pool=f"api_{source}",  # one step at a time per API account (schedules/dagster.yaml), syncs included
+        freshness_policy=freshness.HOURLY,
     )
     def _raw(context: AssetExecutionContext, config: PullConfig) -> MaterializeResult:
         connector: SourceResource = getattr(context.resources, source)

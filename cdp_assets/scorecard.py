@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
+from cdp_assets import freshness
 from cdp_assets.identity import health
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.raw import OWNER
@@ -33,6 +34,7 @@ def build_scorecard_asset(staging_keys: list[AssetKey], identity_key: AssetKey) 
             "plots their trend."
         ),
         required_resource_keys={"warehouse"},
+        freshness_policy=freshness.NIGHTLY,
     )
     def quality_scorecard(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:

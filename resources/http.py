@@ -154,6 +154,8 @@ class ApiClient:
                 self.stats.retries += 1
                 time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
                 continue
+            except requests.exceptions.RequestException as exc:  # unreachable even after urllib3's retries
+                raise ServiceError(f"{self.service}: {method} {url} unreachable: {type(exc).__name__}") from exc
             history = getattr(response.raw, "retries", None)
             self.stats.retries += len(history.history) if history is not None else 0
             if response.status_code not in tolerate:

@@ -117,6 +117,19 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
         stats.reset()
         return JSONResponse({"status": "ok"})
 
+    received: list[Any] = []  # what the webhook receiver was sent, oldest first
+
+    async def webhook(request: Request) -> JSONResponse:
+        """A chat tool's incoming webhook, for alerts: keeps what it is sent."""
+        try:
+            received.append(await request.json())
+        except ValueError:
+            return JSONResponse({"error": "expected JSON"}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    def webhook_messages(request: Request) -> JSONResponse:
+        return JSONResponse(received)
+
     def destination(request: Request) -> JSONResponse:
         """What a destination account holds that no source serves: Braze users, Meta audience members."""
         held = {"braze": accounts.braze_users, "meta": accounts.audience_members}.get(request.path_params["name"])
@@ -135,6 +148,8 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
             Route("/stats", get_stats, methods=["GET"]),
             Route("/stats", reset_stats, methods=["DELETE"]),
             Route("/destinations/{name}", destination, methods=["GET"]),
+            Route("/webhook", webhook, methods=["POST"]),
+            Route("/webhook", webhook_messages, methods=["GET"]),
         ],
     )
 

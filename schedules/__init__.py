@@ -1,10 +1,12 @@
-"""The two paths the pipeline runs on by itself: hourly incremental pulls and a nightly full re-pull."""
+"""The two paths the pipeline runs on by itself: hourly incremental pulls and a nightly full re-pull, and the
+instance settings the runs share (schedules/dagster.yaml)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetsDefinition,
     AssetSelection,
@@ -23,21 +25,27 @@ TIMEZONE = "UTC"
 
 
 def build_jobs(
-    raw_assets: list[AssetsDefinition], nightly_only: Sequence[AssetKey] = ()
+    raw_assets: list[AssetsDefinition],
+    nightly_only: Sequence[AssetKey] = (),
+    nightly_checks: Sequence[AssetCheckKey] = (),
 ) -> list[UnresolvedAssetJobDefinition]:
-    """The two paths; `nightly_only` are assets (syncs scheduled nightly) the hourly path leaves out."""
+    """The two paths. The hourly one leaves out what `nightly_only` and `nightly_checks` name: the quality
+    scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, nightly syncs."""
     full_refresh = RunConfig(ops={a.op.name: PullConfig(full_refresh=True) for a in raw_assets})
+    hourly = AssetSelection.all() - AssetSelection.assets(*nightly_only) - AssetSelection.checks(*nightly_checks)
     return [
         define_asset_job(
             "hourly_pipeline",
-            selection=AssetSelection.all() - AssetSelection.assets(*nightly_only),
-            description="Incremental pulls from every source, then everything downstream of them, syncs included.",
+            selection=hourly,
+            description="Incremental pulls from every source, contracts, identity and profiles, the team views and "
+            "the syncs.",
         ),
         define_asset_job(
             "nightly_pipeline",
             selection=AssetSelection.all(),
             config=full_refresh,
-            description="Full re-pull of every source (repairs drift, catches deletions), then everything downstream.",
+            description="Full re-pull of every source (repairs drift, catches deletions), identity compared with a "
+            "rebuild from scratch, everything downstream, the quality scorecard and the executive views.",
         ),
     ]
 

@@ -37,10 +37,11 @@ def test_both_schedules_run_by_default() -> None:
     assert schedules["nightly_pipeline_schedule"].cron_schedule == "30 2 * * *"
 
 
-def test_the_privacy_inbox_sensor_runs_by_default_and_starts_the_privacy_job() -> None:
-    [sensor] = defs.sensors or []
-    assert sensor.name == "privacy_inbox_sensor" and sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.job_name == "privacy_requests"
+def test_sensors_run_by_default_and_the_privacy_one_starts_the_privacy_job() -> None:
+    sensors = {sensor.name: sensor for sensor in defs.sensors or []}
+    assert set(sensors) == {"privacy_inbox_sensor", "run_failure_alerts", "check_failure_alerts"}
+    assert all(sensor.default_status == DefaultSensorStatus.RUNNING for sensor in sensors.values())
+    assert sensors["privacy_inbox_sensor"].job_name == "privacy_requests"
     assert defs.resolve_job_def("privacy_requests") is not None
 
 

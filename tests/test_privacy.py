@@ -186,14 +186,22 @@ def process(env: Env) -> list[RunRequest]:
     from cdp_assets.privacy.requests import privacy_inbox_sensor
     from resources import build_resources
 
+    before = {name: os.environ.get(name) for name in ("CDP_WAREHOUSE", "CDP_SANDBOX_URL")}
     os.environ.update(CDP_WAREHOUSE=str(env.pipeline.warehouse), CDP_SANDBOX_URL=env.sandbox.url)
-    resources = build_resources()
-    requests = list(privacy_inbox_sensor(build_sensor_context(resources={"privacy": resources["privacy"]})))
-    job = defs.resolve_job_def("privacy_requests")
-    for request in requests:
-        result = job.execute_in_process(run_config=request.run_config, instance=DagsterInstance.ephemeral(),
-                                        tags=request.tags, resources=resources)  # fmt: skip
-        assert result.success
+    try:
+        resources = build_resources()
+        requests = list(privacy_inbox_sensor(build_sensor_context(resources={"privacy": resources["privacy"]})))
+        job = defs.resolve_job_def("privacy_requests")
+        for request in requests:
+            result = job.execute_in_process(run_config=request.run_config, instance=DagsterInstance.ephemeral(),
+                                            tags=request.tags, resources=resources)  # fmt: skip
+            assert result.success
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return requests
 
 
@@ -265,6 +273,30 @@ def test_an_access_export_lists_every_source_record_and_every_destination(start:
     assert all(isinstance(version["payload"], dict) for rows in raw.values() for version in rows)
     assert export["layers"]["identity"]["identity.person_profiles"][0]["profile_id"] == person.profile_id
     assert traces(env, person)  # an export deletes nothing
+
+
+def test_a_destination_out_of_reach_leaves_a_deletion_partially_done_until_a_retry_reaches_it(
+    start: Callable[..., Env],
+) -> None:
+    env = start()
+    assert env.pipeline.run().success
+    person = next(p for p in resolved(env) if "braze_users" in p.synced_to)
+    env.sandbox.control("config", "PATCH", json={"credentials": {"braze": {"api_key": "rotated"}}})
+    request_id = cli(env, "delete", "--email", person.email).split()[0]
+    [first] = process(env)
+
+    row = requests_table(env)[request_id]
+    assert (row["status"], row["detail"]) == ("partially_done", "destinations still to erase: braze")
+    assert traces(env, person) == {}  # the warehouse is erased at once; only Braze still holds them
+    assert destinations_holding(env, person) == ["braze"]
+
+    env.sandbox.control("config", "PATCH", json={"credentials": {"braze": {"api_key": "braze-sandbox"}}})
+    [retry] = process(env)  # the sensor sees the request again, with what Braze must forget kept in it
+    assert retry.run_key != first.run_key
+    assert requests_table(env)[request_id]["status"] == "done"
+    assert destinations_holding(env, person) == [] and process(env) == []
+    [shown] = json.loads(cli(env, "status", "--request", request_id, "--json"))
+    assert [h["status"] for h in shown["history"]] == ["received", "running", "partially_done", "running", "done"]
 
 
 def test_a_request_for_an_unknown_identifier_ends_done_with_nothing_found(start: Callable[..., Env]) -> None:

@@ -68,8 +68,8 @@ def assert_destinations_hold_the_state(env: Env) -> None:
     state = env.state("braze_users")
     subscribed = {key for key, attributes in braze.items() if attributes.get("email_subscribe") == "opted_in"}
     assert subscribed == set(state)
-    for key, values in state.items():
-        assert braze[key] == {k: v for k, v in values.items() if v is not None}, key
+    for key, values in state.items():  # opted in when they entered; null attributes are not kept
+        assert braze[key] == {**{k: v for k, v in values.items() if v is not None}, "email_subscribe": "opted_in"}
 
     audiences = env.sandbox.control("destinations/meta")
     for name in ("meta_retargeting", "meta_high_value"):
@@ -351,3 +351,26 @@ def last_message(env: Env, sync: str) -> str:
         "SELECT message FROM sync.runs WHERE sync = $sync ORDER BY started_at DESC LIMIT 1", {"sync": sync}
     )
     return message
+
+
+def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.sync("hubspot_contacts").success
+    held = env.state("hubspot_contacts")
+    first, second, third = sorted(held)[:3]
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # two people now claim one address; one has none
+        conn.execute("UPDATE views.customer_360 SET email = $a, mrr_cents = mrr_cents + 100 WHERE email = $b",
+                     {"a": first, "b": second})  # fmt: skip
+        conn.execute("UPDATE views.customer_360 SET email = NULL WHERE email = $c", {"c": third})
+    outcome = env.sync("hubspot_contacts")
+    meta = sent(outcome, "hubspot_contacts")
+    assert (meta["invalid"], meta["requests"], meta["status"]) == (3, 0, "succeeded")
+    reasons = env.pipeline.query("SELECT key, reason FROM sync.invalid_rows WHERE run_id = $r ORDER BY ALL",
+                                 {"r": outcome.run_id})  # fmt: skip
+    assert reasons == [(first, "duplicate key, held by 2 rows"), (first, "duplicate key, held by 2 rows"),
+                       (None, "no key")]  # fmt: skip
+    # Nothing was sent: the destination keeps what it had under the disputed key. The two rows that lost their own
+    # key left the model, which upsert mode forgets without telling the destination.
+    after = env.state("hubspot_contacts")
+    assert after[first] == held[first] and second not in after and third not in after
+    assert meta["removed"] == 2 and env.pipeline.query("SELECT count(*) FROM sync.invalid_rows") == [(3,)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
+from cdp_assets import freshness
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key, staging_table
 from resources import SOURCES
@@ -239,6 +240,7 @@ def identity_asset(
         deps=deps,
         description=description,
         required_resource_keys={"warehouse"},
+        freshness_policy=freshness.HOURLY,
     )
 
 

@@ -135,8 +135,17 @@ def _merge_causes(edges: pd.DataFrame, nodes: pd.DataFrame, labels: np.ndarray, 
     return causes.drop_duplicates("label").set_index("label")["cause"]
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outcome:
-    """Rebuild the identity graph from identity.identifiers and write its tables."""
+@dataclass(frozen=True)
+class Partition:
+    """Who is with whom, from the identifiers alone: nodes with their component label, edges with their fate."""
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    review: pd.DataFrame
+
+
+def partition(conn: duckdb.DuckDBPyConnection, rules: Rules) -> Partition:
+    """The graph's components from identity.identifiers and the never-link rules, without any earlier run's ids."""
     ensure_tables(conn)
     types = pd.DataFrame([(t.name, t.priority) for t in rules.types.values()], columns=["id_type", "priority"])
     conn.register("_types_view", types)
@@ -158,13 +167,19 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outco
     edges = pd.concat([edges, probabilistic], ignore_index=True)
     final = graph.resolve(len(nodes), edges, protection, type_names)
     edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))
-    nodes = nodes.assign(label=final.labels)
+    return Partition(nodes.assign(label=final.labels), edges, review)
 
+
+def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outcome:
+    """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids."""
+    built = partition(conn, rules)
+    nodes, edges, review = built.nodes, built.edges, built.review
+    labels = nodes["label"].to_numpy()
     previous = conn.execute("SELECT id_type, value, profile_id FROM identity.identifier_profiles").df()
     previous_of = nodes.merge(previous, on=["id_type", "value"], how="left")["profile_id"].fillna("").to_numpy()
     registry = conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df()
     now = pd.Timestamp.now(tz="UTC")
-    causes = _merge_causes(edges, nodes, final.labels, previous_of)
+    causes = _merge_causes(edges, nodes, labels, previous_of)
     assignment = profile_ids.assign(nodes, previous, registry, causes, run_id, now)
     nodes = nodes.assign(profile_id=nodes["label"].map(assignment.profile_of_label))
     _write(conn, nodes, edges, review, assignment, run_id)

@@ -34,14 +34,15 @@ def _typed(type_column: str, value_column: str) -> str:
     return f"({type_column}, {value_column}) IN (SELECT id_type, value FROM _subject_values)"
 
 
-def _landed(raw: str, column: str = "landing_id") -> str:
-    return f"{column} IN (SELECT landing_id FROM _subject_landings WHERE raw_table = '{raw}')"
+def _landed(column: str = "landing_id") -> str:
+    return f"{column} IN (SELECT landing_id FROM _subject_landings WHERE raw_table = $raw)"
 
 
 @dataclass(frozen=True)
 class Target:
     table: str
     where: str
+    params: tuple[tuple[str, str], ...] = ()  # values the condition names, such as its raw table
 
     @property
     def layer(self) -> str:
@@ -51,10 +52,10 @@ class Target:
 def _source_targets() -> Iterator[Target]:
     for source, resource in SOURCES.items():
         for stream in resource.streams.values():
-            raw = raw_table(source, stream.name)
-            yield Target(raw, _landed(raw))
-            yield Target(staging_table(source, stream.entity), _landed(raw, "_landing_id"))
-            yield Target(f"quarantine.{source}__{stream.entity}", _landed(raw, "raw_landing_id"))
+            raw = (("raw", raw_table(source, stream.name)),)
+            yield Target(raw[0][1], _landed(), raw)
+            yield Target(staging_table(source, stream.entity), _landed("_landing_id"), raw)
+            yield Target(f"quarantine.{source}__{stream.entity}", _landed("raw_landing_id"), raw)
 
 
 def _view_targets() -> Iterator[Target]:
@@ -126,11 +127,15 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     present = _existing(conn)
     deleted = {}
     conn.begin()
-    for target in targets():
-        if target.table in present:
-            count = conn.execute(f"DELETE FROM {target.table} WHERE {target.where}").fetchone()[0]
-            if count:
-                deleted[target.table] = int(count)
+    try:
+        for target in targets():
+            if target.table in present:
+                count = conn.execute(f"DELETE FROM {target.table} WHERE {target.where}", dict(target.params))
+                if (rows := count.fetchone()[0]) > 0:
+                    deleted[target.table] = int(rows)
+    except Exception:
+        conn.rollback()
+        raise
     conn.commit()
     return deleted
 
@@ -142,7 +147,7 @@ def export(conn: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[dict[str
     for target in targets():
         if target.table not in present:
             continue
-        cursor = conn.execute(f"SELECT * FROM {target.table} WHERE {target.where}")
+        cursor = conn.execute(f"SELECT * FROM {target.table} WHERE {target.where}", dict(target.params))
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         if rows:

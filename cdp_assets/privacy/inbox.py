@@ -11,9 +11,10 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cdp_assets.privacy.subject import GIVEN_TYPES, Identifier
 
@@ -29,6 +30,9 @@ class Request:
     received_at: str  # ISO-8601
     requested_by: str = "unknown"
     attempts: int = 0
+    # A deletion's destinations left to erase, with what they know the person by, kept from an attempt that
+    # could not reach them: by then the warehouse no longer says.
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "identifiers": [asdict(i) for i in self.identifiers]}, indent=2)
@@ -50,6 +54,8 @@ def file_request(inbox: Path, kind: str, identifiers: list[Identifier], requeste
     unknown = {i.type for i in identifiers} - set(GIVEN_TYPES)
     if unknown:
         raise ValueError(f"unknown identifier types {sorted(unknown)}; use {GIVEN_TYPES}")
+    if any(not i.value.strip() for i in identifiers):
+        raise ValueError("an identifier is empty")
     request = Request(f"req_{uuid.uuid4().hex[:16]}", kind, identifiers, datetime.now(UTC).isoformat(), requested_by)
     write(inbox, request)
     return request

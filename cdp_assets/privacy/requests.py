@@ -10,8 +10,10 @@ and each status in `privacy.request_events`; nothing recorded names the person.
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,16 +35,17 @@ from pydantic import Field
 
 from cdp_assets.privacy import erasure, inbox, subject, suppression
 from cdp_assets.privacy.inbox import Request
+from cdp_assets.privacy.redact import redacted
 from cdp_assets.raw import raw_table
 from cdp_assets.sync.assets import resource_key
 from cdp_assets.sync.specs import load as load_syncs
 from resources import DESTINATIONS
 from resources.destinations import DestinationResource, Erasure
-from resources.http import ServiceError
 from resources.privacy import PrivacyResource
 
 SQL = Path(__file__).parent / "sql"
 DESTINATION_KEYS = {name: resource_key(name) for name in DESTINATIONS}
+SUBJECT_DIGEST = suppression.DIGEST.format(kind="id_type", value="value")
 OP_NAME = "process_privacy_requests"
 
 
@@ -115,6 +118,11 @@ def process(
         profiles, records = conn.execute(
             "SELECT (SELECT count(*) FROM _subject_profiles), (SELECT count(*) FROM _subject_landings)"
         ).fetchone()
+        conn.execute(
+            f"UPDATE privacy.requests SET subject_digests = (SELECT list(DISTINCT {SUBJECT_DIGEST})"
+            " FROM _subject_values WHERE id_type <> 'profile') WHERE request_id = $id",
+            {"salt": privacy.salt, "id": request.request_id},
+        )
         if request.kind == "access":
             path = write_export(conn, request, privacy.exports_path)
             act(conn, request.request_id, "export", "written", records)
@@ -122,12 +130,12 @@ def process(
         else:
             status, detail, deleted = delete(conn, request, privacy, destinations)
             counts = {"rows_deleted": deleted}
-        if not profiles and not records:
+        if not profiles and not records and status == "done":
             detail = "nothing found for the identifiers given"
         note(conn, request, privacy.salt, status, detail, profiles=profiles, records=records, **counts)
         return status
     except Exception as exc:
-        note(conn, request, privacy.salt, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        note(conn, request, privacy.salt, "failed", f"{type(exc).__name__}: {redacted(str(exc))}")
         raise
 
 
@@ -137,24 +145,63 @@ def delete(
     privacy: PrivacyResource,
     destinations: dict[str, DestinationResource],
 ) -> tuple[str, str, int]:
-    """Suppress, ask the destinations, then erase the warehouse; (status, detail, rows deleted)."""
+    """Suppress, ask the destinations, then erase the warehouse; (status, detail, rows deleted).
+
+    What each destination must forget is kept in the request's inbox file until it has: a retry after the
+    warehouse is erased can no longer read it there.
+    """
     kept = suppression.suppress(conn, privacy.salt, request.request_id)
     act(conn, request.request_id, "privacy.suppressions", "suppressed", kept)
-    forget = whom_to_forget(conn)
-    failed = []
-    for name, destination in destinations.items():
+    found = whom_to_forget(conn)
+    waiting = request.pending or {name: {} for name in destinations}
+    request.pending = {name: asdict(merged(found, earlier)) for name, earlier in waiting.items()}
+    inbox.write(privacy.inbox_path, request)
+    for name in list(request.pending):
         try:
-            for action, items in destination.erase(forget).items():
+            for action, items in destinations[name].erase(Erasure(**request.pending[name])).items():
                 act(conn, request.request_id, name, action, items)
-        except ServiceError as exc:  # the others go on; the request is retried for this one
-            failed.append(name)
-            act(conn, request.request_id, name, "erase", 0, "failed", str(exc)[:1000])
+        except Exception as exc:  # the others go on; this one is asked again on the next attempt
+            act(conn, request.request_id, name, "erase", 0, "failed", f"{type(exc).__name__}: {redacted(str(exc))}")
+            continue
+        del request.pending[name]
+    forget_exports(conn, request.request_id)
     deleted = erasure.erase(conn)
     for table, rows in deleted.items():
         act(conn, request.request_id, table, "deleted", rows)
-    if failed:
-        return "partially_done", f"destinations still to erase: {', '.join(failed)}", sum(deleted.values())
+    inbox.write(privacy.inbox_path, request)
+    if request.pending:
+        return "partially_done", f"destinations still to erase: {', '.join(request.pending)}", sum(deleted.values())
     return "done", f"deleted from {len(deleted)} tables and {len(destinations)} destinations", sum(deleted.values())
+
+
+def merged(found: Erasure, earlier: dict[str, Any]) -> Erasure:
+    """What this attempt found, with what an earlier attempt found before the warehouse was erased."""
+    if not earlier:
+        return found
+    before = Erasure(**earlier)
+    records = {s: sorted({*found.records.get(s, []), *before.records.get(s, [])}) for s in {*found.records,
+               *before.records}}  # fmt: skip
+    return Erasure(
+        profile_ids=sorted({*found.profile_ids, *before.profile_ids}),
+        emails=sorted({*found.emails, *before.emails}),
+        phones=sorted({*found.phones, *before.phones}),
+        records=records,
+        audiences=sorted({*found.audiences, *before.audiences}),
+    )
+
+
+def forget_exports(conn: duckdb.DuckDBPyConnection, request_id: str) -> None:
+    """Access exports made earlier for the same person are deleted with them."""
+    rows = conn.execute(
+        "SELECT request_id, export_path FROM privacy.requests r WHERE kind = 'access' AND export_path IS NOT NULL"
+        " AND list_has_any(r.subject_digests, (SELECT subject_digests FROM privacy.requests WHERE request_id = $id))",
+        {"id": request_id},
+    ).fetchall()
+    for earlier, path in rows:
+        Path(path).unlink(missing_ok=True)
+        conn.execute("UPDATE privacy.requests SET export_path = NULL WHERE request_id = $id", {"id": earlier})
+    if rows:
+        act(conn, request_id, "exports", "deleted", len(rows))
 
 
 def whom_to_forget(conn: duckdb.DuckDBPyConnection) -> Erasure:
@@ -162,8 +209,9 @@ def whom_to_forget(conn: duckdb.DuckDBPyConnection) -> Erasure:
     values: dict[str, list[str]] = {}
     for id_type, value in conn.execute("SELECT DISTINCT id_type, value FROM _subject_values ORDER BY ALL").fetchall():
         values.setdefault(id_type, []).append(value)
-    audiences = sorted({spec.options()["audience_id"] for spec in load_syncs().syncs.values()
-                        if spec.destination == "meta"})  # fmt: skip
+    # An audience whose id is not configured has never been synced to; there is nothing to remove.
+    audiences = sorted({os.environ[env] for spec in load_syncs().syncs.values() if spec.destination == "meta"
+                        for env in spec.options_env.values() if os.getenv(env)})  # fmt: skip
     return Erasure(
         profile_ids=values.get("profile", []),
         emails=values.get("email", []),

@@ -67,6 +67,9 @@ def given_values(identifiers: list[Identifier]) -> list[tuple[str, str]]:
             found.append(("profile", raw))
         else:
             raise ValueError(f"unknown identifier type {identifier.type!r}; use one of {GIVEN_TYPES}")
+    empty = [t for t, value in found if not value]
+    if empty:
+        raise ValueError(f"an identifier names nothing once normalised ({', '.join(empty)})")
     return found
 
 
@@ -91,7 +94,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_
         conn.execute((SQL / "subject_profiles.sql").read_text())
         conn.execute((SQL / "subject_values.sql").read_text())
     else:  # no identity layer yet: the payloads alone say who the subject is
-        conn.execute("INSERT INTO _subject_values SELECT id_type, value FROM _subject_given")
+        conn.execute("INSERT INTO _subject_values SELECT id_type, value FROM _subject_given WHERE value <> ''")
     # A person's records the identity layer never saw (quarantined, say) are found by what their payloads name;
     # their ids join the values, so every version of them and every child is found next.
     for stream in PERSON_STREAMS:

@@ -77,7 +77,7 @@ def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetChe
         deps=[view_key(spec.view)],
         description=description(spec),
         required_resource_keys={"warehouse", destination_key},
-        pool=destination_key,
+        pool=f"api_{spec.destination}",  # the same pool as the source on the same account
         check_specs=[
             AssetCheckSpec("no_rejections", asset=key, description=REJECTIONS_CHECK),
             AssetCheckSpec("no_invalid_rows", asset=key, description=INVALID_CHECK),
@@ -121,10 +121,10 @@ def run_sync(
     before = (stats.requests, stats.retries, stats.waited_seconds)
     plan.setup(conn)
     run = ledger.RunRecord(context.run.run_id, spec.name, spec.destination, spec.mode, config.dry_run)
-    identity = breaker.measure(conn)
-    run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
     ledger.open_run(conn, run)
     try:
+        identity = breaker.measure(conn)
+        run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
         planned = plan.prepare(conn, spec)
         run.model_rows, run.invalid, run.unchanged = planned.rows, planned.invalid, planned.unchanged
         run.added, run.changed, run.removed = planned.added, planned.changed, planned.removed
@@ -140,15 +140,13 @@ def run_sync(
         if held:
             run.status, run.message = "blocked", "; ".join(held)
             raise Failure(f"{spec.name} held by the circuit breaker: {run.message}", metadata=_metadata(run))
-        removing = planned.removed if delivery.removals(spec.mode) else 0
-        if removing and planned.held and removing / planned.held > spec.max_removal_share and not (
-            config.allow_mass_removal
-        ):
+        share = planned.removal_share(spec.mode in delivery.REMOVING_MODES)
+        if share > spec.max_removal_share and not config.allow_mass_removal:
             run.status = "aborted"
             run.message = (
-                f"would remove {removing:,} of the {planned.held:,} records it holds in {spec.destination} "
-                f"({removing / planned.held:.0%}, more than {spec.max_removal_share:.0%}); rerun with "
-                "allow_mass_removal once that is right"
+                f"would remove {planned.removed:,} of the {planned.held:,} records it holds in {spec.destination} "
+                f"({share:.0%}, more than {spec.max_removal_share:.0%}); rerun with allow_mass_removal once that "
+                "is right"
             )
             raise Failure(f"{spec.name}: deletion guard: {run.message}", metadata=_metadata(run))
         send(conn, run, spec, target)
@@ -173,7 +171,7 @@ def send(conn: duckdb.DuckDBPyConnection, run: ledger.RunRecord, spec: SyncSpec,
     try:
         for step in delivery.STEPS[spec.mode]:
             if step.operation is None:
-                ledger.forget_removed(conn, spec.name)
+                ledger.forget_removed(conn, spec.name, run.run_id)
             else:
                 delivery.deliver(conn, spec.name, run.run_id, step, target, options, sent)
     finally:

@@ -57,8 +57,7 @@ def plans(conn: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, Any]:
     for name in names:
         spec = load().syncs[name]
         planned = plan.prepare(conn, spec)
-        removing = planned.removed if delivery.removals(spec.mode) else 0
-        share = removing / planned.held if planned.held else 0.0
+        share = planned.removal_share(spec.mode in delivery.REMOVING_MODES)
         found[name] = {
             "destination": spec.destination,
             "mode": spec.mode,

@@ -31,6 +31,7 @@ class Step:
     operation: str | None
     sends: str  # "payload" or "previous"
     stores: bool
+    after_removal: bool = False  # skips keys whose removal the destination refused earlier in the run
 
 
 STEPS: dict[str, tuple[Step, ...]] = {
@@ -38,14 +39,14 @@ STEPS: dict[str, tuple[Step, ...]] = {
     "upsert": (Step(("remove",), None, "previous", False), Step(("add", "change"), UPSERT, "payload", True)),
     # Rows that leave the view are removed from the destination too.
     "mirror": (Step(("remove",), REMOVE, "previous", False), Step(("add", "change"), UPSERT, "payload", True)),
-    # A changed member is removed under its old identifiers, then added under the new.
-    "audience": (Step(("remove", "change"), REMOVE, "previous", False), Step(("add", "change"), ADD, "payload", True)),
+    # A changed member is removed under its old identifiers, then added under the new; if the removal is
+    # refused, the add waits too, so the state still names what must be taken out.
+    "audience": (
+        Step(("remove", "change"), REMOVE, "previous", False),
+        Step(("add", "change"), ADD, "payload", True, after_removal=True),
+    ),
 }
-
-
-def removals(mode: str) -> tuple[str, ...]:
-    """The changes a mode takes out of the destination (what the deletion guard counts)."""
-    return ("remove",) if mode in ("mirror", "audience") else ()
+REMOVING_MODES = ("mirror", "audience")  # modes that take rows out of the destination (the deletion guard's)
 
 
 @dataclass
@@ -56,19 +57,28 @@ class Sent:
     splits: int = 0
 
 
-def batches(conn: duckdb.DuckDBPyConnection, step: Step, size: int) -> Iterator[list[SyncRecord]]:
+REFUSED_REMOVAL = (
+    " AND key NOT IN (SELECT key FROM sync.rejections WHERE sync = $sync AND run_id = $run_id AND operation = 'remove')"
+)
+
+
+def batches(
+    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, step: Step, size: int
+) -> Iterator[list[SyncRecord]]:
     """The step's rows from _sync_plan, `size` at a time, read batch by batch between the state writes."""
     after = 0
+    skip = REFUSED_REMOVAL if step.after_removal else ""
+    params = {"sync": sync, "run_id": run_id} if step.after_removal else {}
     while True:
         rows = conn.execute(
-            f"SELECT seq, key, {step.sends} FROM _sync_plan WHERE list_contains($changes, change) AND seq > $after"
-            " ORDER BY seq LIMIT $size",
-            {"changes": list(step.changes), "after": after, "size": size},
+            f"SELECT seq, key, change, {step.sends} FROM _sync_plan WHERE list_contains($changes, change)"
+            f" AND seq > $after{skip} ORDER BY seq LIMIT $size",
+            {"changes": list(step.changes), "after": after, "size": size, **params},
         ).fetchall()
         if not rows:
             return
         after = rows[-1][0]
-        yield [SyncRecord(key, json.loads(values)) for _, key, values in rows]
+        yield [SyncRecord(key, json.loads(values), change) for _, key, change, values in rows]
 
 
 def deliver(
@@ -85,7 +95,7 @@ def deliver(
     operation: str = step.operation
     waiting: deque[list[SyncRecord]] = deque()  # halves of refused batches, sent before new batches
     in_flight: deque[tuple[list[SyncRecord], Any]] = deque()
-    reader = batches(conn, step, destination.batch_size)
+    reader = batches(conn, sync, run_id, step, destination.batch_size)
 
     def refused(batch: list[SyncRecord], exc: BatchRefused) -> None:
         if len(batch) == 1:

@@ -83,27 +83,35 @@ def acknowledge(
     params = {"sync": sync, "run_id": run_id}
     keys = list(delivery.acknowledged)
     conn.begin()
-    if keys and stores:
-        ids = [delivery.acknowledged[key] for key in keys]
-        conn.execute(STORE_SQL, {**params, "keys": keys, "ids": ids})
-    elif keys:
-        conn.execute(DROP_SQL, {"sync": sync, "keys": keys})
-    if keys:
-        conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": keys})
-        conn.execute(RESOLVE_SQL, {**params, "keys": keys})
-    if delivery.rejected:
-        rejected = list(delivery.rejected)
-        reasons = [delivery.rejected[key] for key in rejected]
-        conn.execute(REJECT_SQL, {**params, "operation": operation, "keys": rejected, "reasons": reasons})
+    try:
+        if keys and stores:
+            ids = [delivery.acknowledged[key] for key in keys]
+            conn.execute(STORE_SQL, {**params, "keys": keys, "ids": ids})
+        elif keys:
+            conn.execute(DROP_SQL, {"sync": sync, "keys": keys})
+        if keys:
+            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": keys})
+            conn.execute(RESOLVE_SQL, {**params, "keys": keys})
+        if delivery.rejected:
+            rejected = list(delivery.rejected)
+            reasons = [delivery.rejected[key] for key in rejected]
+            conn.execute(REJECT_SQL, {**params, "operation": operation, "keys": rejected, "reasons": reasons})
+    except Exception:
+        conn.rollback()  # the connection stays usable for the run log
+        raise
     conn.commit()
 
 
-def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str) -> int:
-    """Upsert mode leaves the destination's copy of a row that left the view; state forgets it."""
-    removed = conn.execute(
-        "DELETE FROM sync.state WHERE sync = $sync AND key IN (SELECT key FROM _sync_plan WHERE change = 'remove')",
-        {"sync": sync},
-    ).fetchone()[0]
+def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> int:
+    """Upsert mode leaves the destination's copy of a row that left the view; state forgets it, and a refusal of
+    it is no longer waiting to be taken."""
+    gone = "key IN (SELECT key FROM _sync_plan WHERE change = 'remove')"
+    conn.execute(
+        f"UPDATE sync.rejections SET resolved_at = now(), resolved_run_id = $run_id WHERE sync = $sync"
+        f" AND resolved_at IS NULL AND {gone}",
+        {"sync": sync, "run_id": run_id},
+    )
+    removed = conn.execute(f"DELETE FROM sync.state WHERE sync = $sync AND {gone}", {"sync": sync}).fetchone()[0]
     return int(removed)
 
 

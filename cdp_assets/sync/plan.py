@@ -61,6 +61,10 @@ class Plan:
     def unchanged(self) -> int:
         return self.rows - self.invalid - self.added - self.changed
 
+    def removal_share(self, removes: bool) -> float:
+        """The share of what the destination holds from this sync that the run would take out of it."""
+        return self.removed / self.held if removes and self.held else 0.0
+
 
 def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

@@ -18,6 +18,7 @@ from dagster import (
     asset_check,
 )
 
+from cdp_assets import freshness
 from cdp_assets.views import build, policy
 from cdp_assets.views.policy import Policy, ViewPolicy
 
@@ -44,8 +45,9 @@ def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
         kinds={"duckdb"},
         owners=[view.team.owner],
         deps=[AssetKey.from_user_string(key) for key in build.BUILDS[view.name].reads],
-        description=view.description(rules.freshness),
+        description=view.description(rules.freshness[view.team.refresh]),
         required_resource_keys={"warehouse"},
+        freshness_policy=freshness.NIGHTLY if view.team.refresh == "nightly" else freshness.HOURLY,
     )
     def team_view(context: AssetExecutionContext) -> MaterializeResult:
         started = time.monotonic()

@@ -16,6 +16,7 @@ class Team:
     name: str
     group: str
     owner: str
+    refresh: str = "hourly"  # or nightly: the path that rebuilds the team's views
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ViewPolicy:
 @dataclass(frozen=True)
 class Policy:
     classes: tuple[str, ...]
-    freshness: str
+    freshness: dict[str, str]  # refresh -> what a view's description says of its freshness
     reporting_currency: str
     rates: dict[str, float]
     default_territory: str
@@ -62,7 +63,7 @@ class Policy:
 
 def parse(data: dict) -> Policy:
     classes = tuple(data["classes"])
-    teams = {name: Team(name, t["group"], t["owner"]) for name, t in data["teams"].items()}
+    teams = {name: Team(name, t["group"], t["owner"], t.get("refresh", "hourly")) for name, t in data["teams"].items()}
     views = {}
     for name, spec in data["views"].items():
         view = ViewPolicy(
@@ -81,7 +82,7 @@ def parse(data: dict) -> Policy:
         views[name] = view
     return Policy(
         classes=classes,
-        freshness=data["freshness"],
+        freshness=dict(data["freshness"]),
         reporting_currency=data["reporting"]["currency"],
         rates={currency: float(rate) for currency, rate in data["reporting"]["rates"].items()},
         default_territory=data["territories"]["default"],

@@ -26,10 +26,12 @@ UPSERT, REMOVE, ADD = "upsert", "remove", "add"
 
 @dataclass(frozen=True)
 class SyncRecord:
-    """One row of a sync's model: its key and the mapped fields' values, as the view holds them."""
+    """One row of a sync's model: its key, the mapped fields' values as the view holds them, and whether it is
+    new to the destination (`add`), changed, or leaving it (`remove`)."""
 
     key: str
     values: dict[str, Any]
+    change: str = "add"
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Braze user attributes through `/users/track`: up to 75 attribute objects per call, by `external_id`.
 
-A user who leaves a mirrored view is unsubscribed from email and loses the attributes
-the sync set, but keeps the address, so Braze goes on honouring the unsubscription.
+A user who enters the view is opted in to email; a change leaves their subscription as Braze
+has it (they may have unsubscribed there); a user who leaves a mirrored view is unsubscribed
+and loses the attributes the sync set, but keeps the address, so Braze goes on honouring it.
 Braze reports objects it could not use as non-fatal errors, by index; the rest are
 processed. Every answer carries `X-RateLimit-*` headers; a 429 is retried at the reset time.
 """
@@ -65,9 +66,10 @@ class BrazeUsersDestination(DestinationResource):
 
 
 def _attributes(record: SyncRecord) -> dict[str, Any]:
-    return {"external_id": record.key, **record.values}
+    entering = {"email_subscribe": "opted_in"} if record.change == "add" else {}
+    return {"external_id": record.key, **record.values, **entering}
 
 
 def _unsubscribed(record: SyncRecord) -> dict[str, Any]:
-    cleared = {name: None for name in record.values if name not in KEPT_ON_REMOVAL and name != "email_subscribe"}
+    cleared = {name: None for name in record.values if name not in KEPT_ON_REMOVAL}
     return {"external_id": record.key, **cleared, "email_subscribe": "unsubscribed"}

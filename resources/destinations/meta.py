@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.destinations import ADD, REMOVE, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
+from resources.destinations import ADD, REMOVE, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceConfigurationError, ServiceError
 
 USERS_PATH = "/{version}/{audience_id}/users"
@@ -88,7 +88,7 @@ class MetaAudienceDestination(DestinationResource):
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         pause = THROTTLE_PAUSE_SECONDS
-        for _ in range(THROTTLE_RETRIES + 1):
+        for attempt in range(THROTTLE_RETRIES + 1):
             response, answer = self.client.fetch(method, path, json=body, tolerate=(400,))
             if response.status_code != 400:
                 return answer
@@ -99,7 +99,10 @@ class MetaAudienceDestination(DestinationResource):
             if code == MISSING_OBJECT_CODE and "does not exist" in str(error.get("message")):
                 raise ServiceConfigurationError(f"meta: {error.get('message')}; check the sync's audience id")
             if code not in THROTTLE_CODES and not error.get("is_transient"):
-                raise BatchRefused(f"Meta: {error.get('message')}")
+                # Meta reports bad rows inside a 200 answer; any other refusal is about the call, not its rows.
+                raise ServiceError(f"meta: {method} {path} refused: {error.get('message')}")
+            if attempt == THROTTLE_RETRIES:
+                break
             self.client.stats.retries += 1
             time.sleep(max(pause, 60 * _minutes_to_regain(response.headers.get("X-Business-Use-Case-Usage"))))
             pause = min(60.0, pause * 2)

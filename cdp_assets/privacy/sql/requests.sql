@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS privacy.requests (
     status VARCHAR NOT NULL,                -- received, running, partially_done, done, failed
     identifier_types VARCHAR[] NOT NULL,
     identifier_digests VARCHAR[] NOT NULL,
+    subject_digests VARCHAR[],              -- salted digests of all the subject's identifiers, as suppressed
     profiles BIGINT,
     records BIGINT,
     rows_deleted BIGINT,

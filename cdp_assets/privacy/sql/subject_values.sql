@@ -13,3 +13,24 @@ UNION SELECT 'phone_digits', regexp_replace(unnest([value, raw_value]), '[^0-9]'
 UNION SELECT 'phone_digits', regexp_replace(value, '[^0-9]', '', 'g') FROM _subject_given WHERE id_type = 'phone'
 UNION SELECT 'record:' || stream, record_id FROM _subject_records
 UNION SELECT 'profile', profile_id FROM _subject_profiles;
+
+-- An identifier that other people's records carry too (a shared login, device or phone) reaches no further
+-- records and suppresses nothing: the subject's own records are reached by their ids. Identifiers the request
+-- itself names stay: the person asking is known by them.
+DELETE FROM _subject_values
+WHERE id_type IN ('email', 'email_canonical', 'phone', 'phone_digits', 'user_id', 'device_id')
+  AND (id_type, value) NOT IN (SELECT id_type, value FROM _subject_given)
+  AND (id_type, value) IN (
+      WITH others AS (
+          SELECT i.id_type, i.value, i.raw_value
+          FROM identity.identifiers i
+          JOIN identity.record_profiles rp USING (stream, record_id)
+          WHERE rp.profile_id NOT IN (SELECT profile_id FROM _subject_profiles)
+      )
+      SELECT id_type, value FROM others
+      UNION SELECT 'email', lower(trim(raw_value)) FROM others WHERE id_type = 'email'
+      UNION SELECT 'phone_digits', regexp_replace(unnest([value, raw_value]), '[^0-9]', '', 'g')
+          FROM others WHERE id_type = 'phone'
+  );
+
+DELETE FROM _subject_values WHERE value IS NULL OR value = '';

@@ -1,0 +1,169 @@
+"""Alerts: a failed run, or a check that failed in a run that otherwise succeeded, reaches people.
+
+Two sensors, running by default, watch every job of the code location. Each alert says what failed,
+which assets and checks, and links to the run. It is always kept in the alerts table (`alerts` in
+`CDP_ALERTS_DB`, beside the warehouse by default: its own file, because a run holds the warehouse's
+lock while it writes and an alert must not wait for it), and posted to `CDP_ALERT_WEBHOOK_URL` when one
+is set, as a Slack-compatible message (`text` plus `blocks`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import requests
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    run_failure_sensor,
+    run_status_sensor,
+)
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from cdp_assets.privacy.redact import redacted
+from resources import DEFAULT_WAREHOUSE
+
+TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS alerts (
+    raised_at TIMESTAMPTZ NOT NULL,
+    kind VARCHAR NOT NULL,          -- run_failed or checks_failed
+    run_id VARCHAR NOT NULL,
+    job VARCHAR NOT NULL,
+    summary VARCHAR NOT NULL,
+    failed_steps VARCHAR[] NOT NULL,
+    failed_checks VARCHAR[] NOT NULL,
+    link VARCHAR NOT NULL,
+    webhook VARCHAR NOT NULL        -- posted, failed: <reason>, or not configured
+)
+"""
+
+
+@dataclass
+class Alert:
+    kind: str
+    run_id: str
+    job: str
+    summary: str
+    failed_steps: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    link: str = ""
+    raised_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+def alerts_db() -> Path:
+    default = Path(os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))).parent / "alerts.duckdb"
+    return Path(os.getenv("CDP_ALERTS_DB", str(default)))
+
+
+def run_link(run_id: str) -> str:
+    return f"{os.getenv('CDP_UI_URL', 'http://127.0.0.1:3000').rstrip('/')}/runs/{run_id}"
+
+
+def failed_checks(instance: DagsterInstance, run_id: str) -> list[str]:
+    """`asset:check (severity)` for each check evaluation of the run that did not pass."""
+    found = []
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data if record.dagster_event else None
+        if evaluation is not None and not evaluation.passed:
+            found.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} "
+                         f"({evaluation.severity.value.lower()})")  # fmt: skip
+    return sorted(set(found))
+
+
+def failed_steps(instance: DagsterInstance, run_id: str) -> list[str]:
+    """`step: Error: first line` for each step that failed in the run."""
+    found = []
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        error = record.dagster_event.event_specific_data.error if record.dagster_event else None
+        cause = error.cause if error and error.cause else error
+        reason = f"{cause.cls_name}: {redacted(cause.message)}" if cause else "failed"
+        found.append(f"{record.step_key}: {reason}")
+    return found
+
+
+def run_failed(instance: DagsterInstance, run: DagsterRun) -> Alert:
+    steps, checks = failed_steps(instance, run.run_id), failed_checks(instance, run.run_id)
+    what = "; ".join(steps) or "the run failed before any step did"
+    summary = f"{run.job_name} failed: {what}" + (f". Checks failed: {', '.join(checks)}" if checks else "")
+    return Alert("run_failed", run.run_id, run.job_name, summary, steps, checks, run_link(run.run_id))
+
+
+def checks_failed(instance: DagsterInstance, run: DagsterRun) -> Alert | None:
+    checks = failed_checks(instance, run.run_id)
+    if not checks:
+        return None
+    summary = f"{run.job_name} succeeded, but checks failed: {', '.join(checks)}"
+    return Alert("checks_failed", run.run_id, run.job_name, summary, [], checks, run_link(run.run_id))
+
+
+def post(url: str, alert: Alert) -> str:
+    """Post a Slack-compatible message; what became of it, for the alerts table."""
+    session = requests.Session()
+    retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    icon = ":red_circle:" if alert.kind == "run_failed" else ":warning:"
+    message = {
+        "text": f"{icon} {alert.summary} {alert.link}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} *{alert.summary}*"}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{alert.link}|Open the run>"}]},
+        ],
+    }
+    try:
+        session.post(url, json=message, timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        return f"failed: {type(exc).__name__}"
+    return "posted"
+
+
+def deliver(alert: Alert) -> str:
+    """Keep the alert in the alerts table, and post it when a webhook is configured."""
+    url = os.getenv("CDP_ALERT_WEBHOOK_URL")
+    webhook = post(url, alert) if url else "not configured"
+    path = alerts_db()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(TABLE_SQL)
+        row = {**asdict(alert), "webhook": webhook}
+        conn.execute(
+            "INSERT INTO alerts VALUES ($raised_at, $kind, $run_id, $job, $summary, $failed_steps, $failed_checks,"
+            " $link, $webhook)",
+            row,
+        )
+    return webhook
+
+
+@run_failure_sensor(
+    name="run_failure_alerts",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Every failed run: what failed, which assets and checks, a link; to the alerts table and webhook.",
+)
+def run_failure_alerts(context: RunFailureSensorContext) -> None:
+    alert = run_failed(context.instance, context.dagster_run)
+    context.log.info(f"alert for {alert.run_id}: {deliver(alert)}")
+
+
+@run_status_sensor(
+    name="check_failure_alerts",
+    run_status=DagsterRunStatus.SUCCESS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Every run that succeeded with checks failing (warnings: quarantine rate, volume, rejected rows).",
+)
+def check_failure_alerts(context: RunStatusSensorContext) -> None:
+    alert = checks_failed(context.instance, context.dagster_run)
+    if alert is not None:
+        context.log.info(f"alert for {alert.run_id}: {deliver(alert)}")
+
+
+SENSORS = [run_failure_alerts, check_failure_alerts]
