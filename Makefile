@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 5000
 
-.PHONY: install run test pipeline eval lint validate clean
+.PHONY: install run test soak pipeline eval lint validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: install
 ## The test suite.
 test: install
 	$(BIN)/python -m pytest
+
+## The soak: twelve hourly runs and a nightly one under injected faults, then nothing lost or sent twice.
+soak: install
+	$(BIN)/python -m pytest -m soak -n0 tests/test_soak.py
 
 ## One headless run of every asset against a freshly started sandbox, with a summary.
 pipeline: install

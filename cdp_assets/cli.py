@@ -95,13 +95,15 @@ def run_stack(args: argparse.Namespace) -> None:
     env = {**os.environ, **stack.sandbox_credentials()}
     env["DAGSTER_HOME"] = str(stack.prepare_dagster_home(args.data / "dagster_home").resolve())
     env["CDP_WAREHOUSE"] = str((args.data / "warehouse.duckdb").resolve())
+    ui_url = f"http://{args.host}:{args.ui_port}"
+    env.setdefault("CDP_UI_URL", ui_url)  # alerts link to runs here
     with SandboxServer(world, {"tick_seconds": args.tick_seconds}, port=args.sandbox_port) as sandbox:
         env["CDP_SANDBOX_URL"] = sandbox.url
-        ui_url = f"http://{args.host}:{args.ui_port}"
         dagster = stack.start_dagster_dev(args.host, args.ui_port, env)
         try:
             location, repository = stack.wait_for_code_location(ui_url)
-            run_id = stack.launch_job(ui_url, location, repository, "hourly_pipeline")
+            # The first run builds everything, the nightly path's assets too; the schedules take over from there.
+            run_id = stack.launch_job(ui_url, location, repository, "nightly_pipeline")
             print(f"\nDagster UI: {ui_url}   first run: {ui_url}/runs/{run_id}", flush=True)
             print(f"Sandbox APIs: {sandbox.url}   Ctrl-C stops everything.\n", flush=True)
             dagster.wait()

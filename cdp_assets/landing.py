@@ -62,29 +62,34 @@ LAND_PAGE_SQL = """
 INSERT INTO {table}
 WITH page AS (
     SELECT record_id, least(coalesce(updated_at, $now), $now) AS version_at, deleted,
-           payload::JSON AS payload, md5(payload) AS payload_hash, pos
+           payload::JSON AS payload, md5(payload) AS payload_hash, pos,
+           md5(payload) || ':' || deleted AS state
     FROM _page
     QUALIFY row_number() OVER (
         PARTITION BY coalesce(record_id, '#' || md5(payload)) ORDER BY version_at DESC, pos DESC) = 1
 ),
-current AS (
-    SELECT {key} AS record_key,
-           arg_max(payload_hash, (version_at, landing_id)) AS payload_hash,
-           arg_max(deleted, (version_at, landing_id)) AS deleted
+history AS (
+    SELECT {key} AS record_key, version_at, landing_id, payload_hash || ':' || deleted AS state
     FROM {table}
     WHERE {key} IN (SELECT coalesce(record_id, '#' || payload_hash) FROM page)
-    GROUP BY ALL
+),
+-- The versions on either side of each page row in its record's history, by version time.
+neighbours AS (
+    SELECT p.pos,
+           arg_max(h.state, (h.version_at, h.landing_id)) FILTER (WHERE h.version_at <= p.version_at) AS before,
+           arg_min(h.state, (h.version_at, h.landing_id)) FILTER (WHERE h.version_at >= p.version_at) AS after
+    FROM page p
+    JOIN history h ON h.record_key = coalesce(p.record_id, '#' || p.payload_hash)
+    GROUP BY p.pos
 )
 SELECT nextval('raw.landing_seq'), p.record_id, p.version_at, p.deleted, p.payload, p.payload_hash,
        $source, $stream, $now, $run_id
 FROM page p
-LEFT JOIN current c ON c.record_key = coalesce(p.record_id, '#' || p.payload_hash)
-WHERE (c.payload_hash IS DISTINCT FROM p.payload_hash OR c.deleted IS DISTINCT FROM p.deleted)
-  -- a past version read again (Stripe events overlap between pulls) is already history
-  AND NOT EXISTS (
-      SELECT 1 FROM {table} r
-      WHERE {key} = coalesce(p.record_id, '#' || p.payload_hash)
-        AND r.payload_hash = p.payload_hash AND r.deleted = p.deleted AND r.version_at = p.version_at)
+LEFT JOIN neighbours n USING (pos)
+-- A version equal to the one just before or after it in time is the same version seen again (the current one
+-- read again, a Stripe event's copy of what a list showed, an overlap re-read): it is already history.
+-- A record that returns to an earlier state (A, B, A) lands each change.
+WHERE p.state IS DISTINCT FROM n.before AND p.state IS DISTINCT FROM n.after
 ORDER BY p.pos
 """
 

@@ -52,6 +52,7 @@ class EmailIndex:
         self.store, self.stream, self.path = store, stream, path
         self.ids: dict[str, set[str]] = {}
         self.email_of: dict[str, str] = {}
+        self.updated: dict[str, int] = {}
         self.watermark = -1  # updated ms already read; equal stamps are read again (idempotent)
 
     def refresh(self) -> None:
@@ -61,21 +62,22 @@ class EmailIndex:
             (self.path, self.stream, self.watermark),
         )
         for record_id, updated, archived, email in rows:
-            self.note(record_id, None if archived else normalised_email(email))
+            self.note(record_id, None if archived else normalised_email(email), updated)
             self.watermark = max(self.watermark, updated)
 
-    def note(self, record_id: str, email: str | None) -> None:
+    def note(self, record_id: str, email: str | None, updated: int = 0) -> None:
         old = self.email_of.pop(record_id, None)
         if old is not None:
             self.ids[old].discard(record_id)
+        self.updated[record_id] = updated
         if email is not None:
             self.email_of[record_id] = email
             self.ids.setdefault(email, set()).add(record_id)
 
     def find(self, email: str) -> str | None:
-        """The oldest live record with this address (duplicates exist; numeric ids grow with age)."""
+        """The live record with this address changed last (duplicates exist), the lowest id among equals."""
         found = self.ids.get(email)
-        return min(found, key=lambda i: (len(i), i)) if found else None
+        return min(found, key=lambda i: (-self.updated[i], i)) if found else None
 
 
 @dataclass
@@ -152,7 +154,7 @@ class Accounts:
                 update(record.payload, item)
                 record = Record(record.stream, record.id, record.created, now_ms, record.payload)
                 written[email] = record
-                index.note(record.id, email)
+                index.note(record.id, email, now_ms)
                 results.append((record, created))
             self.store.upsert(written.values())
         return results

@@ -1,28 +1,55 @@
-"""`make run`'s stack as a newcomer gets it: the UI comes up with every asset, both schedules on, a first run green."""
+"""`make run`'s stack as a newcomer gets it, checked the way a data team uses it: the UI and its GraphQL API, the
+daemon's schedules and sensors, an hourly run launched by hand, an alert for a failed run, and the pages themselves
+in a real browser (Debian's Chromium, driven by Playwright), with screenshots under test-artifacts/."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import requests
 
 from cdp_assets import stack
 from cdp_assets.definitions import defs
 
-RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName } } } }"
-SCHEDULES_QUERY = """
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium as the machine allows it: no sandbox as root, and no calls home (the network is closed).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+LAYER_GROUPS = ("raw", "staging", "quarantine", "identity", "privacy", "sync", "views_marketing",
+                "views_sales_support", "views_product", "views_executive")  # fmt: skip
+UI_ERRORS = ("Something went wrong", "Unexpected GraphQL error", "PythonError", "An error occurred")
+
+RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } } }"
+STATES_QUERY = """
 query ($selector: RepositorySelector!) {
   schedulesOrError(repositorySelector: $selector) { ... on Schedules { results { name scheduleState { status } } } }
+  sensorsOrError(repositorySelector: $selector) { ... on Sensors { results { name sensorState { status } } } }
   assetNodes { assetKey { path } }
 }
 """
-VIEWS_QUERY = """
+NODES_QUERY = """
 { assetNodes { assetKey { path }
-  assetMaterializations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue } } }
+  assetMaterializations(limit: 1) { runId timestamp metadataEntries { label ... on IntMetadataEntry { intValue } } }
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } }
+"""
+ASSET_RUN_MUTATION = """
+mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
 """
 
 
@@ -32,74 +59,158 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_run_brings_up_the_ui_with_schedules_running_and_a_green_first_run(tmp_path: Path) -> None:
-    ui_port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "cdp_assets.cli",
-        "run",
-        "--people",
-        "300",
-        "--data",
-        str(tmp_path),
-        "--ui-port",
-        str(ui_port),
-        "--sandbox-port",
-        str(free_port()),
-        "--tick-seconds",
-        "0",
-    ]
-    log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+@dataclass
+class Stack:
+    ui_url: str
+    sandbox_url: str
+    location: str
+    repository: str
+    data: Path
+    started_at: float
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        return stack.graphql(self.ui_url, query, variables)
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.graphql(RUNS_QUERY)["runsOrError"]["results"]
+
+    def wait_for(self, run_id: str, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = next((r["status"] for r in self.runs() if r["runId"] == run_id), None)
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(2)
+        raise TimeoutError(f"run {run_id} still going after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`cdp run` (what `make run` starts) on free ports, with alerts posted to the sandbox's webhook receiver."""
+    data = tmp_path_factory.mktemp("stack")
+    ui_port, sandbox_port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    command = [sys.executable, "-m", "cdp_assets.cli", "run", "--people", "300", "--data", str(data),
+               "--ui-port", str(ui_port), "--sandbox-port", str(sandbox_port), "--tick-seconds", "0"]  # fmt: skip
+    environment = {**os.environ, "CDP_ALERT_WEBHOOK_URL": f"{sandbox_url}/_sandbox/webhook"}
+    log = (data / "run.log").open("wb")
+    started = time.time()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     ui_url = f"http://127.0.0.1:{ui_port}"
     try:
         location, repository = stack.wait_for_code_location(ui_url, timeout_seconds=240)
-        deadline = time.monotonic() + 300
-        runs: list[dict[str, str]] = []
-        while time.monotonic() < deadline:
-            runs = stack.graphql(ui_url, RUNS_QUERY)["runsOrError"]["results"]
-            if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(2)
-        assert [(r["jobName"], r["status"]) for r in runs] == [("hourly_pipeline", "SUCCESS")]
-
-        selector = {"repositoryLocationName": location, "repositoryName": repository}
-        found = stack.graphql(ui_url, SCHEDULES_QUERY, {"selector": selector})
-        states = {s["name"]: s["scheduleState"]["status"] for s in found["schedulesOrError"]["results"]}
-        assert states == {"hourly_pipeline_schedule": "RUNNING", "nightly_pipeline_schedule": "RUNNING"}
-        shown = {"/".join(node["assetKey"]["path"]) for node in found["assetNodes"]}
-        assert shown == {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-
-        # Every team view was materialised by that run, shows its row count and passed its checks.
-        nodes = stack.graphql(ui_url, VIEWS_QUERY)["assetNodes"]
-        views = [node for node in nodes if node["assetKey"]["path"][0] == "views"]
-        syncs = [node for node in nodes if node["assetKey"]["path"][0] == "sync"]
-        assert len(views) == 11 and len(syncs) == 5
-        for node in views:
-            [materialization] = node["assetMaterializations"]
-            assert materialization["runId"] == runs[0]["runId"], node["assetKey"]
-            counts = [e["intValue"] for e in materialization["metadataEntries"] if e["label"] == "dagster/row_count"]
-            assert counts and counts[0] > 0, node["assetKey"]
-            checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
-                      for c in node["assetChecksOrError"]["checks"]}  # fmt: skip
-            assert checks.get("policy_columns") == "SUCCEEDED" and set(checks.values()) == {"SUCCEEDED"}, checks
-        # ... and every sync sent its view to its sandbox destination, which took every row.
-        added = {}
-        for node in syncs:
-            [materialization] = node["assetMaterializations"]
-            assert materialization["runId"] == runs[0]["runId"], node["assetKey"]
-            values = {e["label"]: e["intValue"] for e in materialization["metadataEntries"] if "intValue" in e}
-            assert values["acknowledged"] == values["added"] and values["rejected"] == 0, node["assetKey"]
-            added[node["assetKey"]["path"][1]] = values["added"]
-            checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
-                      for c in node["assetChecksOrError"]["checks"]}  # fmt: skip
-            assert checks == {"no_rejections": "SUCCEEDED", "no_invalid_rows": "SUCCEEDED"}, checks
-        assert all(added[name] > 0 for name in ("hubspot_contacts", "zendesk_users", "braze_users", "meta_retargeting"))
+        yield Stack(ui_url, sandbox_url, location, repository, data, started)
     finally:
         process.send_signal(signal.SIGINT)
         exit_code = process.wait(timeout=60)
         log.close()
-    assert exit_code == 0, (tmp_path / "run.log").read_text()[-3000:]
-    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
-    assert (tmp_path / "warehouse.duckdb").exists()
+    assert exit_code == 0, (data / "run.log").read_text()[-3000:]
+
+
+def test_the_first_run_builds_everything_and_an_hourly_run_launched_by_hand_keeps_it_fresh(running: Stack) -> None:
+    deadline = time.monotonic() + 300
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not (runs and runs[-1]["status"] in ("SUCCESS", "FAILURE")):
+        runs = running.runs()
+        time.sleep(2)
+    assert [(r["jobName"], r["status"]) for r in runs] == [("nightly_pipeline", "SUCCESS")]
+
+    selector = {"repositoryLocationName": running.location, "repositoryName": running.repository}
+    found = running.graphql(STATES_QUERY, {"selector": selector})
+    schedules = {s["name"]: s["scheduleState"]["status"] for s in found["schedulesOrError"]["results"]}
+    sensors = {s["name"]: s["sensorState"]["status"] for s in found["sensorsOrError"]["results"]}
+    assert schedules == {"hourly_pipeline_schedule": "RUNNING", "nightly_pipeline_schedule": "RUNNING"}
+    assert sensors == dict.fromkeys(("privacy_inbox_sensor", "run_failure_alerts", "check_failure_alerts"), "RUNNING")
+    shown = {"/".join(node["assetKey"]["path"]) for node in found["assetNodes"]}
+    assert shown == {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+
+    # The hourly job, launched through the GraphQL API as the UI's button does.
+    hourly = stack.launch_job(running.ui_url, running.location, running.repository, "hourly_pipeline")
+    assert running.wait_for(hourly) == "SUCCESS"
+
+    # Every asset was materialised since the stack started: by the hourly run, or the first run for what only the
+    # nightly path builds. Views show their row counts and passed their checks; syncs sent what their views hold.
+    nodes = running.graphql(NODES_QUERY)["assetNodes"]
+    assert len(nodes) == len(shown)
+    added = {}
+    for node in nodes:
+        key = "/".join(node["assetKey"]["path"])
+        [materialization] = node["assetMaterializations"]
+        assert float(materialization["timestamp"]) / 1000 >= running.started_at, key
+        values = {e["label"]: e["intValue"] for e in materialization["metadataEntries"] if "intValue" in e}
+        checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
+                  for c in node["assetChecksOrError"]["checks"] if c["executionForLatestMaterialization"]}  # fmt: skip
+        layer = node["assetKey"]["path"][0]
+        if layer == "views":
+            assert values["dagster/row_count"] > 0 and checks["policy_columns"] == "SUCCEEDED", key
+            assert set(checks.values()) == {"SUCCEEDED"}, (key, checks)
+        elif layer == "sync":
+            assert values["rejected"] == 0 and set(checks.values()) == {"SUCCEEDED"}, (key, checks)
+            added[node["assetKey"]["path"][1]] = values["added"] + values["unchanged"]
+    assert all(added[name] > 0 for name in ("hubspot_contacts", "zendesk_users", "braze_users", "meta_retargeting"))
+
+
+def test_a_failed_run_reaches_the_webhook_and_the_alerts_table(running: Stack) -> None:
+    requests.patch(f"{running.sandbox_url}/_sandbox/config",
+                   json={"credentials": {"stripe": {"api_key": "rotated"}}}, timeout=30).raise_for_status()  # fmt: skip
+    try:
+        params = {
+            "selector": {"repositoryLocationName": running.location, "repositoryName": running.repository,
+                         "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["raw", "stripe_customers"]}]},
+            "executionMetadata": {"tags": [{"key": "dagster/max_retries", "value": "0"}]},
+        }  # fmt: skip
+        launched = running.graphql(ASSET_RUN_MUTATION, {"params": params})["launchRun"]
+        run_id = launched["run"]["runId"]
+        assert running.wait_for(run_id) == "FAILURE"
+        deadline, messages = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not messages:
+            received = requests.get(f"{running.sandbox_url}/_sandbox/webhook", timeout=30).json()
+            messages = [m for m in received if run_id in m["text"]]
+            time.sleep(2)
+    finally:
+        requests.patch(f"{running.sandbox_url}/_sandbox/config",
+                       json={"credentials": {"stripe": {"api_key": "sk_test_sandbox"}}}, timeout=30)  # fmt: skip
+    [message] = messages
+    assert "raw__stripe_customers" in message["text"] and "STRIPE_API_KEY" in message["text"]
+    assert f"{running.ui_url}/runs/{run_id}" in message["text"]
+    with duckdb.connect(str(running.data / "alerts.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT kind, webhook FROM alerts WHERE run_id = $r", {"r": run_id}).fetchall() == [
+            ("run_failed", "posted")]  # fmt: skip
+
+
+def test_the_asset_graph_and_a_run_page_render_in_a_browser(running: Stack) -> None:
+    if not Path(CHROMIUM).exists():
+        if os.getenv("CDP_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM}; .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium package is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    [first] = [r for r in running.runs() if r["jobName"] == "nightly_pipeline"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{running.ui_url}/asset-groups", wait_until="domcontentloaded")
+            skip = page.get_by_role("button", name="Skip")  # the UI's newsletter prompt, once per browser
+            skip.wait_for(timeout=30_000)
+            skip.click()
+            for group in LAYER_GROUPS:
+                page.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)  # the graph lays itself out
+            page.screenshot(path=ARTIFACTS / f"asset-graph-{stamp}.png", full_page=True)
+            graph_text = page.inner_text("body")
+
+            page.goto(f"{running.ui_url}/runs/{first['runId']}", wait_until="domcontentloaded")
+            page.get_by_text("Success").first.wait_for(timeout=60_000)
+            page.get_by_text("nightly_pipeline").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=ARTIFACTS / f"run-{stamp}.png")
+            run_text = page.inner_text("body")
+        finally:
+            browser.close()
+    for text in (graph_text, run_text):
+        assert not [error for error in UI_ERRORS if error in text]
+    assert all(group in graph_text for group in LAYER_GROUPS)
+    assert "Errored (0)" in run_text

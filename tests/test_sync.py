@@ -44,14 +44,29 @@ def assert_nothing_left_to_send(env: Env) -> None:
         assert (meta["added"], meta["changed"], meta["removed"], meta["requests"]) == (0, 0, 0, 0), (name, meta)
 
 
+def assert_upsert_destination_holds(held: set[str], state: set[str], delivered: set[str]) -> None:
+    """An upsert destination holds every acknowledged key; beyond them, only keys that were sent once and have
+    left the view since (upsert mode leaves them where they are)."""
+    assert state <= held, sorted(state - held)[:5]
+    assert held - state <= delivered - state, sorted(held - delivered)[:5]
+
+
+def delivered(env: Env, sync: str) -> set[str]:
+    return {k for (k,) in env.pipeline.query("SELECT DISTINCT key FROM sync.deliveries WHERE sync = $s", {"s": sync})}
+
+
 def assert_destinations_hold_the_state(env: Env) -> None:
     """Each destination holds what sync.state says it acknowledged: every key once, with those values."""
     cdp_contacts = {email: [c for c in found if "cdp_profile_id" in c["properties"]]
                     for email, found in env.contacts().items()}  # fmt: skip
     state = env.state("hubspot_contacts")
-    assert {email for email, found in cdp_contacts.items() if found} == set(state)
+    held = {email for email, found in cdp_contacts.items() if found}
+    assert_upsert_destination_holds(held, set(state), delivered(env, "hubspot_contacts"))
+    ids = dict(env.pipeline.query("SELECT key, destination_id FROM sync.state WHERE sync = 'hubspot_contacts'"))
     for email, values in state.items():
-        [contact] = cdp_contacts[email]
+        # The contact HubSpot acknowledged holds the values. A duplicate contact with the same address (a list
+        # import's) keeps what it was sent while it was the one the address led to.
+        [contact] = [c for c in cdp_contacts[email] if c["id"] == ids[email]]
         # HubSpot keeps every property value as text, and a null as an empty one.
         expected = {k: "" if v is None else str(v) for k, v in values.items()}
         assert {k: contact["properties"][k] for k in values} == expected, email
@@ -59,9 +74,11 @@ def assert_destinations_hold_the_state(env: Env) -> None:
     cdp_users = {email: [u for u in found if "cdp_profile_id" in (u.get("user_fields") or {})]
                  for email, found in env.users().items()}  # fmt: skip
     state = env.state("zendesk_users")
-    assert {email for email, found in cdp_users.items() if found} == set(state)
+    held = {email for email, found in cdp_users.items() if found}
+    assert_upsert_destination_holds(held, set(state), delivered(env, "zendesk_users"))
+    ids = dict(env.pipeline.query("SELECT key, destination_id FROM sync.state WHERE sync = 'zendesk_users'"))
     for email, values in state.items():
-        [user] = cdp_users[email]
+        [user] = [u for u in cdp_users[email] if str(u["id"]) == ids[email]]
         assert {f"user_fields.{k}": v for k, v in user["user_fields"].items()} == values, email
 
     braze = env.sandbox.control("destinations/braze")
@@ -374,3 +391,25 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
     after = env.state("hubspot_contacts")
     assert after[first] == held[first] and second not in after and third not in after
     assert meta["removed"] == 2 and env.pipeline.query("SELECT count(*) FROM sync.invalid_rows") == [(3,)]
+
+
+def test_a_contact_archived_in_the_crm_has_its_duplicate_take_the_synced_fields(start: Callable[..., Env]) -> None:
+    env = start()
+    assert env.pipeline.run().success
+    # A person HubSpot knows by two contacts with one address: sales archives the one the sync wrote onto.
+    duplicates = {email: found for email, found in env.contacts().items() if len(found) == 2}
+    written = next(email for email, found in duplicates.items() if email in env.state("hubspot_contacts")
+                   and sum("cdp_profile_id" in c["properties"] for c in found) == 1)  # fmt: skip
+    [target] = [c for c in duplicates[written] if "cdp_profile_id" in c["properties"]]
+    [other] = [c for c in duplicates[written] if c is not target]
+    store = WorldStore(env.world)
+    record = store.get("hubspot.contacts", target["id"])
+    now_ms = int(time.time() * 1000)
+    record.payload.update(archived=True, archivedAt=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()))
+    store.upsert([Record(record.stream, record.id, record.created, now_ms, record.payload, archived=True)])
+
+    outcome = env.pipeline.run()
+    assert sent(outcome, "hubspot_contacts")["changed"] == 1  # the same fields, onto another contact
+    [live] = env.contacts()[written]
+    assert live["id"] == other["id"] and live["properties"]["cdp_profile_id"] == target["properties"]["cdp_profile_id"]
+    assert_in_step(env)

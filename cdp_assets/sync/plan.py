@@ -22,14 +22,15 @@ PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 SOURCE_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_source AS
-SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing
+SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing,
+       {tracked} AS tracked
 FROM {view}
 WHERE ({where}){consent}
 """
 CONSENT_SQL = " AND profile_id IN (SELECT profile_id FROM privacy.consent WHERE purpose = $_purpose AND allowed)"
 ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_rows AS
-SELECT key, payload, md5(payload) AS checksum,
+SELECT key, payload, md5(payload || tracked) AS checksum,
        CASE WHEN key IS NULL OR trim(key) = '' THEN 'no key'
             WHEN count(*) OVER (PARTITION BY key) > 1
                 THEN 'duplicate key, held by ' || count(*) OVER (PARTITION BY key) || ' rows'
@@ -81,7 +82,11 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
         checks = ", ".join(f"CASE WHEN {value[name]} IS NULL THEN $_required_{n} END" for n, name in
                            enumerate(spec.required))  # fmt: skip
         missing = f"list_filter([{checks}], lambda m: m IS NOT NULL)"
+    # Which destination record a row lands on (the contact holding its address, say) is in its checksum but not
+    # sent: when that record is archived and another takes its place, the row is sent again, onto the new one.
+    tracked = f"concat_ws('|', {', '.join(f'{quoted(c)}::VARCHAR' for c in spec.tracks)})" if spec.tracks else "''"
     sql = SOURCE_SQL.format(
+        tracked=tracked,
         key=quoted(spec.key),
         fields=fields,
         missing=missing,

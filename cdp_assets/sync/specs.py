@@ -45,6 +45,7 @@ class SyncSpec:
     where: str = "true"  # a SQL condition over the view's columns, trusted configuration like a dbt model
     params: dict[str, Any] = field(default_factory=dict)  # `$name` values for `where` and `fields`
     required: tuple[str, ...] = ()  # fields that must not be null; rows without them are invalid
+    tracks: tuple[str, ...] = ()  # view columns naming the destination record a row lands on, compared, not sent
     options_env: dict[str, str] = field(default_factory=dict)  # destination option -> variable holding it
     schedule: str = "hourly"
     max_removal_share: float = 0.2
@@ -85,6 +86,7 @@ def parse(data: dict[str, Any], destination_modes: dict[str, frozenset[str]]) ->
             where=raw.get("where", "true"),
             params=dict(raw.get("params", {})),
             required=tuple(raw.get("required", ())),
+            tracks=tuple(raw.get("tracks", ())),
             options_env=dict(raw.get("options_env", {})),
             schedule=raw.get("schedule", defaults.get("schedule", "hourly")),
             max_removal_share=float(raw.get("max_removal_share", defaults.get("max_removal_share", 0.2))),
@@ -105,6 +107,9 @@ def validate(spec: SyncSpec, views: dict[str, policy.ViewPolicy], destination_mo
         problems.append(f"key {spec.key!r} is not a column of {spec.view}")
     elif spec.purpose and "profile_id" not in view.columns:
         problems.append(f"a consent purpose needs a profile_id column, which {spec.view} lacks")
+    if view is not None:
+        problems += [f"tracked column {c!r} is not a column of {spec.view}" for c in spec.tracks
+                     if c not in view.columns]  # fmt: skip
     modes = destination_modes.get(spec.destination)
     if modes is None:
         problems.append(f"unknown destination {spec.destination!r}")
