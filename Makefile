@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 5000
+SIZE ?= 10000
 
-.PHONY: install run test soak pipeline eval lint validate clean
+.PHONY: install run test soak bench pipeline eval lint validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ test: install
 ## The soak: twelve hourly runs and a nightly one under injected faults, then nothing lost or sent twice.
 soak: install
 	$(BIN)/python -m pytest -m soak -n0 tests/test_soak.py
+
+## The benchmark at SIZE people (10000, 100000 or 1000000): every stage timed, the targets judged, docs/benchmarks.md.
+bench: install
+	$(BIN)/cdp bench --people $(SIZE) --markdown docs/benchmarks.md
 
 ## One headless run of every asset against a freshly started sandbox, with a summary.
 pipeline: install

@@ -7,14 +7,17 @@ cdp profile    explain a profile, or keep two identifiers apart (`cdp profile ex
 cdp identity   retrain the probabilistic matching model on a warehouse (`cdp identity train`)
 cdp sync       what each sync would send now, or how its last runs went (`cdp sync plan`, `cdp sync status`)
 cdp privacy    file a deletion or access request, process the inbox now, or follow requests
+cdp bench      the pipeline's stages timed on a world of N people, and the targets judged (`make bench SIZE=N`)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -53,6 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--markdown", type=Path, help="also write the table into this file, between eval markers")
     evaluate.set_defaults(sandbox_url=None, full=False)
 
+    bench = commands.add_parser("bench", help="the pipeline's stages timed on a world of N people")
+    bench.add_argument("--people", type=int, required=True, help="size of the sandbox world")
+    bench.add_argument("--data", type=Path, help="folder for world and warehouse (default data/bench/N)")
+    bench.add_argument("--markdown", type=Path, help="write the figures into this file, in this size's section")
+    bench.add_argument("--sandbox-config", type=Path, help="sandbox settings (JSON) instead of the documented ones")
+    bench.add_argument("--profile", action="store_true", help="run each stage under pyinstrument (data/profiles/)")
+
     identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
     sync_cli.add_parsers(commands, DATA / "warehouse.duckdb")
     privacy_cli.add_parsers(commands, DATA / "warehouse.duckdb")
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         sync_cli.run(args)
     elif args.command == "privacy":
         privacy_cli.run(args)
+    elif args.command == "bench":
+        run_bench(args)
     else:
         run_pipeline(args)
 
@@ -138,6 +150,25 @@ def run_eval(args: argparse.Namespace) -> None:
     if args.markdown:
         write_markdown(args.markdown, evaluation)
         print(f"\nwritten to {args.markdown}")
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    """All stages at one size; with --markdown, the figures go into that file and, as JSON, beside it
+    (benchmarks/N.json), where a larger size finds them to judge how memory grows."""
+    from cdp_assets.bench import harness, report
+
+    config = json.loads(args.sandbox_config.read_text()) if args.sandbox_config else {}
+    results = harness.run(args.people, args.data or DATA / "bench" / str(args.people), config, args.profile)
+    results.update(machine=report.machine(), measured_at=datetime.now(UTC).strftime("%Y-%m-%d"))
+    figures = args.markdown.with_suffix("") / f"{args.people}.json" if args.markdown else None
+    sizes = sorted(int(p.stem) for p in figures.parent.glob("*.json")) if figures and figures.parent.exists() else []
+    smaller = next((report.load(figures.parent / f"{n}.json") for n in reversed(sizes) if n < args.people), None)
+    print(f"\n{report.markdown(results, smaller)}")
+    if args.markdown and figures:
+        figures.parent.mkdir(parents=True, exist_ok=True)
+        figures.write_text(json.dumps(results, indent=1) + "\n")
+        report.write(args.markdown, results, smaller)
+        print(f"\nwritten to {args.markdown} and {figures}")
 
 
 def materialize_all(sandbox_url: str, full: bool) -> dict[str, dict[str, object]]:

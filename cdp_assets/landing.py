@@ -1,7 +1,7 @@
 """Landing pages of source records in `raw`: append-only, one row per record version.
 
-Each page and the stream's cursor are written in one DuckDB transaction, so a run
-killed anywhere resumes from the last landed page and lands nothing twice: a
+Pages land in batches, each with the stream's cursor after its last page in one DuckDB
+transaction, so a run killed anywhere resumes from the last landed batch and lands nothing twice: a
 version equal to the record's current one, or to a past version of the same time,
 is not appended again. A full re-pull
 notes every id it sees and, once complete, marks the records the source no
@@ -55,23 +55,31 @@ CREATE TABLE IF NOT EXISTS {table} (
 )
 """
 
-# A record's key for deduplication: its id, or its payload when it came without one.
-RECORD_KEY = "coalesce(record_id, '#' || payload_hash)"
+# Pages land in batches (LANDING_BATCH_RECORDS or LANDING_BATCH_SECONDS, whichever comes first): the batch's
+# records are looked up in the table's history in one scan (HISTORY_SQL), then each page is judged against that
+# history and the pages before it (LAND_PAGE_SQL), exactly as if it had landed alone.
+LANDING_BATCH_RECORDS = 20_000
+LANDING_BATCH_SECONDS = 5.0
+
+HISTORY_SQL = """
+CREATE OR REPLACE TEMP TABLE _history AS
+SELECT record_id AS record_key, version_at, landing_id, payload_hash || ':' || deleted AS state
+FROM {table} WHERE record_id IN (SELECT record_id FROM _batch WHERE record_id IS NOT NULL)
+UNION ALL
+SELECT '#' || payload_hash, version_at, landing_id, payload_hash || ':' || deleted
+FROM {table}
+WHERE record_id IS NULL AND payload_hash IN (SELECT md5(payload) FROM _batch WHERE record_id IS NULL)
+"""
 
 LAND_PAGE_SQL = """
-INSERT INTO {table}
+CREATE OR REPLACE TEMP TABLE _landed AS
 WITH page AS (
-    SELECT record_id, least(coalesce(updated_at, $now), $now) AS version_at, deleted,
-           payload::JSON AS payload, md5(payload) AS payload_hash, pos,
-           md5(payload) || ':' || deleted AS state
-    FROM _page
-    QUALIFY row_number() OVER (
-        PARTITION BY coalesce(record_id, '#' || md5(payload)) ORDER BY version_at DESC, pos DESC) = 1
-),
-history AS (
-    SELECT {key} AS record_key, version_at, landing_id, payload_hash || ':' || deleted AS state
-    FROM {table}
-    WHERE {key} IN (SELECT coalesce(record_id, '#' || payload_hash) FROM page)
+    SELECT record_id, coalesce(record_id, '#' || md5(payload)) AS record_key,
+           least(coalesce(updated_at, extracted_at), extracted_at) AS version_at, deleted, payload::JSON AS payload,
+           md5(payload) AS payload_hash, pos, extracted_at, md5(payload) || ':' || deleted AS state
+    FROM _batch
+    WHERE page_no = $page_no
+    QUALIFY row_number() OVER (PARTITION BY record_key ORDER BY version_at DESC, pos DESC) = 1
 ),
 -- The versions on either side of each page row in its record's history, by version time.
 neighbours AS (
@@ -79,11 +87,11 @@ neighbours AS (
            arg_max(h.state, (h.version_at, h.landing_id)) FILTER (WHERE h.version_at <= p.version_at) AS before,
            arg_min(h.state, (h.version_at, h.landing_id)) FILTER (WHERE h.version_at >= p.version_at) AS after
     FROM page p
-    JOIN history h ON h.record_key = coalesce(p.record_id, '#' || p.payload_hash)
+    JOIN _history h USING (record_key)
     GROUP BY p.pos
 )
-SELECT nextval('raw.landing_seq'), p.record_id, p.version_at, p.deleted, p.payload, p.payload_hash,
-       $source, $stream, $now, $run_id
+SELECT nextval('raw.landing_seq') AS landing_id, p.record_id, p.version_at, p.deleted, p.payload, p.payload_hash,
+       $source AS source, $stream AS stream, p.extracted_at, $run_id AS run_id
 FROM page p
 LEFT JOIN neighbours n USING (pos)
 -- A version equal to the one just before or after it in time is the same version seen again (the current one
@@ -91,6 +99,11 @@ LEFT JOIN neighbours n USING (pos)
 -- A record that returns to an earlier state (A, B, A) lands each change.
 WHERE p.state IS DISTINCT FROM n.before AND p.state IS DISTINCT FROM n.after
 ORDER BY p.pos
+"""
+KEEP_LANDED_SQL = """
+INSERT INTO {table} SELECT * FROM _landed ORDER BY landing_id;
+INSERT INTO _history
+SELECT coalesce(record_id, '#' || payload_hash), version_at, landing_id, payload_hash || ':' || deleted FROM _landed;
 """
 
 MISSING_SQL = """
@@ -172,36 +185,66 @@ def land_stream(
     started = time.monotonic()
     result = LandingResult(full_pull=full_pull)
     params = {"source": source, "stream": stream, "run_id": run_id}
-    state_key = {"state_key": table}
+    batch: list[Page] = []
+    records = 0
     for page in pages:
-        now = datetime.now(UTC)
-        conn.begin()
-        if page.records:
-            conn.register("page_batch", _frame(page.records))
-            keep, keep_params = f"NOT ({dropped[0]})" if dropped else "true", dropped[1] if dropped else {}
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _page AS SELECT * FROM page_batch WHERE {keep}", keep_params)
-            result.suppressed += len(page.records) - conn.execute("SELECT count(*) FROM _page").fetchone()[0]
-            new = conn.execute(LAND_PAGE_SQL.format(table=table, key=RECORD_KEY), {**params, "now": now})
-            result.rows_new += new.fetchone()[0]
-            if full_pull and tombstone_missing:
-                conn.execute(
-                    "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM _page"
-                    " WHERE record_id IS NOT NULL",
-                    state_key,
-                )
-            conn.unregister("page_batch")
-        _save_cursor(conn, table, page.cursor, run_id, full_pull_in_progress=full_pull)
-        conn.commit()
-        result.rows_fetched += len(page.records)
-        ids = [r.record_id for r in page.records if r.record_id is not None]
-        result.duplicates_in_pages += len(ids) - len(set(ids))
-        result.pages += 1
+        batch.append(page)
+        records += len(page.records)
+        if records >= LANDING_BATCH_RECORDS or (
+            datetime.now(UTC) - batch[0].fetched_at
+        ).total_seconds() >= LANDING_BATCH_SECONDS:
+            _land_batch(conn, table, batch, params, full_pull and tombstone_missing, dropped, result)
+            batch, records = [], 0
+    if batch:
+        _land_batch(conn, table, batch, params, full_pull and tombstone_missing, dropped, result)
     if full_pull:
         result.tombstoned = _finish_full_pull(
-            conn, table, tombstone_missing, {**params, **state_key, "now": datetime.now(UTC)}
+            conn, table, tombstone_missing, {**params, "state_key": table, "now": datetime.now(UTC)}
         )
     result.seconds = time.monotonic() - started
     return result
+
+
+def _land_batch(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    batch: list[Page],
+    params: dict[str, Any],
+    note_seen: bool,
+    dropped: tuple[str, dict[str, Any]] | None,
+    result: LandingResult,
+) -> None:
+    """Land the pages of `batch` and the cursor of its last page in one transaction."""
+    fetched = sum(len(page.records) for page in batch)
+    conn.begin()
+    try:
+        if fetched:
+            conn.register("page_batch", _frame(batch))
+            keep, keep_params = f"NOT ({dropped[0]})" if dropped else "true", dropped[1] if dropped else {}
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS SELECT * FROM page_batch WHERE {keep}", keep_params)
+            conn.unregister("page_batch")
+            result.suppressed += fetched - conn.execute("SELECT count(*) FROM _batch").fetchone()[0]
+            conn.execute(HISTORY_SQL.format(table=table))
+            for page_no in range(len(batch)):
+                conn.execute(LAND_PAGE_SQL, {**params, "page_no": page_no})
+                conn.execute(KEEP_LANDED_SQL.format(table=table))
+                result.rows_new += conn.execute("SELECT count(*) FROM _landed").fetchone()[0]
+            if note_seen:
+                conn.execute(
+                    "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM _batch"
+                    " WHERE record_id IS NOT NULL",
+                    {"state_key": table},
+                )
+        _save_cursor(conn, table, batch[-1].cursor, params["run_id"], full_pull_in_progress=result.full_pull)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    for page in batch:
+        ids = [r.record_id for r in page.records if r.record_id is not None]
+        result.duplicates_in_pages += len(ids) - len(set(ids))
+    result.rows_fetched += fetched
+    result.pages += len(batch)
 
 
 def begin_full_pull(conn: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
@@ -254,7 +297,9 @@ def _save_cursor(
     )
 
 
-def _frame(records: list[SourceRecord]) -> pd.DataFrame:
+def _frame(batch: list[Page]) -> pd.DataFrame:
+    """The batch's records in the order read, each with its page and the time that page was fetched."""
+    records: list[SourceRecord] = [r for page in batch for r in page.records]
     return pd.DataFrame(
         {
             "record_id": pd.Series([r.record_id for r in records], dtype="string"),
@@ -262,5 +307,7 @@ def _frame(records: list[SourceRecord]) -> pd.DataFrame:
             "deleted": pd.Series([r.deleted for r in records], dtype="bool"),
             "payload": pd.Series([json.dumps(r.payload, separators=(",", ":")) for r in records], dtype="string"),
             "pos": range(len(records)),
+            "page_no": [n for n, page in enumerate(batch) for _ in page.records],
+            "extracted_at": pd.to_datetime([page.fetched_at for page in batch for _ in page.records], utc=True),
         }
     )

@@ -1,6 +1,7 @@
 """The `raw` layer: one append-only table per source stream, landed by its connector."""
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
@@ -10,7 +11,7 @@ from cdp_assets import freshness, landing
 from cdp_assets.privacy import suppression
 from resources import SOURCES
 from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
-from resources.source import Cursor, Page, SourceResource, StreamSpec
+from resources.source import Cursor, Page, SourceResource, StreamSpec, read_ahead
 
 OWNER = "team:data-platform"
 
@@ -62,20 +63,21 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             pages = (
                 _association_pages(conn, connector, cursor, full)
                 if isinstance(connector, HubSpotResource) and stream.name == "contact_companies"
-                else connector.extract(stream, cursor, full)
+                else read_ahead(connector.extract(stream, cursor, full))
             )
             dropped = suppression.dropped(conn, f"{source}.{stream.name}", context.resources.privacy.salt)
-            result = landing.land_stream(
-                conn,
-                table=table,
-                source=source,
-                stream=stream.name,
-                tombstone_missing=stream.tombstone_missing,
-                pages=pages,
-                full_pull=full,
-                run_id=context.run.run_id,
-                dropped=dropped,
-            )
+            with closing(pages):  # a pull that fails stops its fetcher too
+                result = landing.land_stream(
+                    conn,
+                    table=table,
+                    source=source,
+                    stream=stream.name,
+                    tombstone_missing=stream.tombstone_missing,
+                    pages=pages,
+                    full_pull=full,
+                    run_id=context.run.run_id,
+                    dropped=dropped,
+                )
         context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
         return MaterializeResult(
             metadata={

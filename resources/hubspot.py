@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
+from resources.http import RateLimit
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
 
 LIST_PAGE_SIZE = 100  # maximum `limit` of the list endpoint
@@ -67,6 +68,7 @@ class HubSpotResource(SourceResource):
 
     service_name = "hubspot"
     credential_env = "HUBSPOT_ACCESS_TOKEN"
+    pace = RateLimit(95, 10)  # the account's 100 calls per 10 seconds (search has its own 4 a second)
     streams = STREAMS
 
     access_token: str = Field(description="Private app token, from HUBSPOT_ACCESS_TOKEN.")

@@ -16,11 +16,16 @@ class ServiceResource(ConfigurableResource):
     base_url: str = Field(description="The API's base URL; defaults to the embedded sandbox.")
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
     max_retries: int = Field(default=8, description="Retries for 429, 5xx and broken connections.")
+    requests_per_window: int | None = Field(
+        default=None, description="Calls allowed per window; by default the service's limit, less a margin."
+    )
+    window_seconds: float | None = Field(default=None, description="The rolling window of that limit.")
 
     _client: ApiClient | None = PrivateAttr(default=None)
 
     service_name: ClassVar[str]
     credential_env: ClassVar[str]  # the variable holding the secret, named in configuration errors
+    pace: ClassVar[RateLimit | None] = None  # the calls the connector allows itself by default
 
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying the credential (a bearer token, say)."""
@@ -30,8 +35,11 @@ class ServiceResource(ConfigurableResource):
         return None
 
     def rate_limit(self) -> RateLimit | None:
-        """A limit the client paces its own calls under; None leaves pacing to the service's 429s."""
-        return None
+        """The limit the client paces its own calls under; None leaves pacing to the service's 429s."""
+        default = self.pace or (RateLimit(self.requests_per_window, 1.0) if self.requests_per_window else None)
+        if default is None:
+            return None
+        return RateLimit(self.requests_per_window or default.max, self.window_seconds or default.seconds)
 
     def build_client(self) -> ApiClient:
         return ApiClient(

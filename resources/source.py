@@ -7,9 +7,11 @@ transaction, so a run killed at any point resumes from the last landed page.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from queue import Full, Queue
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -33,6 +35,49 @@ class SourceRecord:
 class Page:
     records: list[SourceRecord]
     cursor: Cursor  # the stream's state once this page has landed
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # a record's time if it has none
+
+
+READ_AHEAD_PAGES = 8  # fetched pages waiting to land: enough to keep fetching while a batch lands
+
+
+def read_ahead(pages: Iterator[Page], depth: int = READ_AHEAD_PAGES) -> Iterator[Page]:
+    """`pages`, fetched by a thread of their own up to `depth` ahead of the caller, so a pull waits on the API or
+    on the warehouse but not on both in turn. Pages fetched but never landed are fetched again by the next run,
+    as their cursor was not saved."""
+    waiting: Queue[Page | BaseException | None] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Page | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.2)
+                return True
+            except Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not offer(page):
+                    return
+            offer(None)
+        except BaseException as error:  # handed to the caller, who raises it
+            offer(error)
+        finally:
+            pages.close()  # by the thread that advanced it
+
+    fetcher = threading.Thread(target=fetch, name="read-ahead", daemon=True)
+    fetcher.start()
+    try:
+        while (item := waiting.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        fetcher.join()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
+from resources.http import RateLimit
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix, text_id
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`
@@ -82,6 +83,7 @@ class StripeResource(SourceResource):
 
     service_name = "stripe"
     credential_env = "STRIPE_API_KEY"
+    pace = RateLimit(24, 1)  # test mode's 25 reads a second (live mode allows 100: set requests_per_window)
     streams = STREAMS
 
     api_key: str = Field(description="Secret key (sk_...), from STRIPE_API_KEY.")

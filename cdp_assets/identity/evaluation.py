@@ -57,8 +57,9 @@ FROM read_csv($path, header = true, columns = {'person_id': 'BIGINT', 'case': 'V
 LOAD_RECORDS = """
 CREATE OR REPLACE TEMP TABLE eval_records AS
 SELECT t.stream, t.person_id, p.profile_id
-FROM eval_truth AS t JOIN identity.record_profiles AS p USING (stream, record_id)
+FROM eval_truth AS t JOIN {profiles} AS p USING (stream, record_id)
 """
+RECORD_PROFILES = "identity.record_profiles"
 
 NOT_SCORED_SQL = "SELECT (SELECT count(*) FROM eval_truth) - (SELECT count(*) FROM eval_records)"
 
@@ -116,11 +117,13 @@ class Evaluation:
     not_scored: int  # records truth labels that identity.record_profiles lacks
 
 
-def score(conn: duckdb.DuckDBPyConnection, world_folder: Path) -> Evaluation:
-    """Score identity.record_profiles in ``conn`` against the ground truth of the world in ``world_folder``."""
+def score(conn: duckdb.DuckDBPyConnection, world_folder: Path, profiles: str = RECORD_PROFILES) -> Evaluation:
+    """Score identity.record_profiles in ``conn`` against the ground truth of the world in ``world_folder``.
+
+    ``profiles`` names another table of the same shape to score instead (a project constant, never input)."""
     conn.execute(LOAD_TRUTH, {"path": str(world_folder / TRUTH_FILE), "streams": list(PERSON_STREAMS)})
     conn.execute(LOAD_CASES, {"path": str(world_folder / CASES_FILE)})
-    conn.execute(LOAD_RECORDS)
+    conn.execute(LOAD_RECORDS.format(profiles=profiles))
     cases = [row[0] for row in conn.execute('SELECT DISTINCT "case" FROM eval_cases ORDER BY 1').fetchall()]
     scopes = [(WITHOUT_EVENTS, None, False), *((case, case, False) for case in cases), (ALL, None, True),
               *((f"{case}, with events", case, True) for case in cases)]

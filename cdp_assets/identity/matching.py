@@ -65,7 +65,7 @@ def build_records(conn: duckdb.DuckDBPyConnection) -> int:
     conn.execute(
         RECORDS_SQL.read_text(), {**STREAMS, "country_hints": list(codes), "country_codes": list(codes.values())}
     )
-    return _record_count(conn)
+    return record_count(conn)
 
 
 def train_from_warehouse(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> int:
@@ -92,9 +92,9 @@ def train(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> Non
     Term frequencies may only lower a level's weight: a common name counts for less than the
     average name, a rare one no more. Train on the biggest warehouse at hand: in a small one,
     random pairs hold true matches, which inflates u and makes the model cautious."""
-    records = _record_count(conn)
-    with _scratch(conn):
-        linker = _linker(conn, SettingsCreator(link_type="dedupe_only", comparisons=_comparisons()))
+    records = record_count(conn)
+    with scratch(conn):
+        linker = make_linker(conn, SettingsCreator(link_type="dedupe_only", comparisons=_comparisons()))
         linker.training.estimate_probability_two_random_records_match(
             [block_on("email"), block_on("phone")], recall=DETERMINISTIC_RECALL
         )
@@ -119,11 +119,10 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
     """Pairs of `_match_records` in different clusters with probability >= `review_at`, most likely first.
 
     Columns: unique_id_l, unique_id_r, probability, match_weight."""
-    model = json.loads(model_path.read_text())
-    model["probability_two_random_records_match"] *= (REFERENCE_RECORDS - 1) / max(_record_count(conn) - 1, 1)
+    model = saved_model(conn, model_path)
     model["blocking_rules_to_generate_predictions"] = list(BLOCKING_RULES)
-    with _scratch(conn):
-        predictions = _linker(conn, model).inference.predict(
+    with scratch(conn):
+        predictions = make_linker(conn, model).inference.predict(
             threshold_match_probability=review_at, warning_mode="never"
         )
         return (
@@ -132,6 +131,13 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
             .order("probability DESC, unique_id_l, unique_id_r")
             .df()
         )
+
+
+def saved_model(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> dict[str, Any]:
+    """The saved model, its prior rescaled to the records in `_match_records`."""
+    model = json.loads(model_path.read_text())
+    model["probability_two_random_records_match"] *= (REFERENCE_RECORDS - 1) / max(record_count(conn) - 1, 1)
+    return model
 
 
 def _comparisons() -> list[cl.CustomComparison]:
@@ -197,16 +203,18 @@ BLOCKING_RULES = (
 )
 
 
-def _linker(conn: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict[str, Any]) -> Linker:
-    return Linker(DuckDBAPI(connection=conn).register(RECORDS_TABLE), settings, log_level=logging.WARNING)
+def make_linker(
+    conn: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict[str, Any], table: str = RECORDS_TABLE
+) -> Linker:
+    return Linker(DuckDBAPI(connection=conn).register(table), settings, log_level=logging.WARNING)
 
 
-def _record_count(conn: duckdb.DuckDBPyConnection) -> int:
+def record_count(conn: duckdb.DuckDBPyConnection) -> int:
     return conn.execute(f"SELECT count(*) FROM {RECORDS_TABLE}").fetchall()[0][0]
 
 
 @contextmanager
-def _scratch(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def scratch(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Make an in-memory catalog the default while Splink runs, so its tables vanish with it."""
     database, schema = conn.execute("SELECT current_database(), current_schema()").fetchall()[0]
     conn.execute(f"ATTACH ':memory:' AS {SCRATCH}")

@@ -66,7 +66,10 @@ def _view_targets() -> Iterator[Target]:
             yield Target(view.table, PROFILE + extra)
 
 
-IDENTITY_TARGETS = (
+IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
+    Target("identity.normalised_values",
+           f"{_typed('id_type', 'value')} OR (raw_value, id_type, value) IN "
+           f"(SELECT raw_value, id_type, value FROM identity.identifiers WHERE {RECORD})"),
     Target("identity.identifiers", RECORD),
     Target("identity.record_profiles", RECORD),
     Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import Field
-
 from resources.http import RateLimit
 from resources.service import ServiceResource
 
@@ -65,18 +63,10 @@ class BatchRefused(Exception):
 class DestinationResource(ServiceResource):
     """Base for destination connectors: base URL, secret and pacing from the environment."""
 
-    requests_per_window: int | None = Field(
-        default=None, description="Calls allowed per window; by default the destination's limit, less a margin."
-    )
-    window_seconds: float | None = Field(default=None, description="The rolling window of that limit.")
-
     modes: ClassVar[frozenset[str]]  # sync modes the destination supports (see cdp_assets/sync/specs.py)
     batch_size: ClassVar[int]  # most records one call may carry
     max_in_flight: ClassVar[int] = 1  # batches submitted before the first is collected (asynchronous jobs)
-    pace: ClassVar[RateLimit]  # the calls the connector allows itself by default
-
-    def rate_limit(self) -> RateLimit:
-        return RateLimit(self.requests_per_window or self.pace.max, self.window_seconds or self.pace.seconds)
+    pace: ClassVar[RateLimit]  # every destination paces itself
 
     def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Any:
         """Send one batch; returns a ticket for `collect` (the delivery itself, for synchronous services)."""

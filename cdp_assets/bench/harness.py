@@ -1,0 +1,80 @@
+"""The benchmark run: a world of N people, served by the sandbox, taken through the pipeline stage by stage.
+
+Order: build the world (kept as a template between runs of one size, since it takes minutes at a million;
+each run serves a fresh copy, as the run changes its world), a full pull, the
+nightly rebuild, Splink alone on the same records, a first sync, a sync of unchanged views, then 1% of the
+world changes and the hourly job runs. Each stage runs in a child process; `os.wait4` gives its wall time
+and peak resident memory (the largest of the child and anything it waited for). The sandbox's request
+counts per stage come from its `/_sandbox/stats`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cdp_assets import stack
+from sandbox.runner import SandboxServer
+from sandbox.store import WorldStore
+
+SERVED_STAGES = ("full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_unchanged", "hourly")
+CHANGED_SHARE = 0.01  # of the world's people, changed before the hourly run
+
+
+def run(people: int, data: Path, sandbox_config: dict[str, Any], profile: bool = False) -> dict[str, Any]:
+    """Every stage at `people`; returns the figures the report is made from (also saved as data/results.json).
+
+    With `profile`, each stage runs under pyinstrument, which writes its call tree to data/profiles/STAGE.txt."""
+    data.mkdir(parents=True, exist_ok=True)
+    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy"):
+        path = data / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    env = {**os.environ, **stack.sandbox_credentials(), "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}
+    results: dict[str, Any] = {"people": people, "stages": {}}
+    if _world_people(data / "world-template") != people:
+        shutil.rmtree(data / "world-template", ignore_errors=True)
+        results["stages"]["world"] = _stage("world", data, people, env, profile)
+    shutil.rmtree(data / "world", ignore_errors=True)
+    shutil.copytree(data / "world-template", data / "world")
+    with SandboxServer(data / "world", sandbox_config, startup_timeout=600) as sandbox:
+        env["CDP_SANDBOX_URL"] = sandbox.url
+        results["limits"] = sandbox.control("config")["limits"]
+        for stage in SERVED_STAGES:
+            if stage == "hourly":
+                results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
+            sandbox.control("stats", "DELETE")
+            results["stages"][stage] = _stage(stage, data, people, env, profile)
+            results["stages"][stage]["requests"] = sandbox.control("stats")
+    (data / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bool) -> dict[str, Any]:
+    print(f"bench: {stage} ...", flush=True)
+    command = [sys.executable, "-m", "cdp_assets.bench.stages", stage, "--data", str(data), "--people", str(people)]
+    if profile:
+        (data / "profiles").mkdir(exist_ok=True)
+        command[1:1] = ["-m", "pyinstrument", "--show-all", "--outfile", str(data / "profiles" / f"{stage}.txt")]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"bench stage {stage} failed with exit code {process.returncode}")
+    figures = json.loads((data / f"{stage}.json").read_text())
+    print(f"bench: {stage} took {wall:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB", flush=True)
+    return {**figures, "wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def _world_people(folder: Path) -> int | None:
+    if not (folder / "world.db").exists():
+        return None
+    store = WorldStore(folder)
+    return store.get_meta("people") if store.get_meta("seed") is not None else None

@@ -1,0 +1,178 @@
+"""The benchmark's figures as tables, the targets judged on them, and their section of docs/benchmarks.md.
+
+Ingestion's share of a rate limit: over the streams of a source whose pull lasted at least BOUND_WINDOWS
+windows of its limit, their request rate (requests over seconds) over the limit's (`max` per `seconds`). A
+shorter pull is over before the limit shapes it (its first window's burst alone would read as more than
+100%), so it does not count; a source with none is not limit-bound at that size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Per source, the limit a full pull runs against (sandbox/config.py names them).
+PULL_LIMITS = {"stripe": "requests", "hubspot": "ten_secondly", "zendesk": "export", "klaviyo": "steady",
+               "mixpanel": "hourly"}
+BOUND_WINDOWS = 3
+IDENTITY_STEPS = ("identity__identifiers", "identity__identity_graph")  # records to record_profiles
+PRODUCT_STAGES = ("full_pull", "nightly_rebuild", "sync", "sync_unchanged", "hourly")
+STAGE_NAMES = {
+    "world": "world build (sandbox)", "full_pull": "full pull", "nightly_rebuild": "nightly rebuild",
+    "splink_alone": "Splink alone", "sync": "first sync", "sync_unchanged": "sync, unchanged views",
+    "hourly": "hourly after 1% change",
+}
+MB_PER_GB = 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    figure: str
+    met: bool
+
+
+def layers(steps: dict[str, float]) -> dict[str, float]:
+    """Seconds per layer (an asset key prefix), from seconds per step."""
+    totals: dict[str, float] = {}
+    for step, seconds in steps.items():
+        layer = step.split("__")[0]
+        totals[layer] = totals.get(layer, 0.0) + seconds
+    return totals
+
+
+def ingestion(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per source: requests, seconds, rows, its share of the limit (None if not limit-bound), non-2xx answers."""
+    pull = results["stages"]["full_pull"]
+    served = pull["requests"]["services"]
+    rows = []
+    for service, limit_name in PULL_LIMITS.items():
+        limit = results["limits"][service][limit_name]
+        streams = [m for key, m in pull["pulls"].items() if key.startswith(f"raw/{service}_")]
+        bound = [m for m in streams if m["seconds"] >= BOUND_WINDOWS * limit["seconds"]]
+        allowed = sum(m["seconds"] * limit["max"] / limit["seconds"] for m in bound)
+        status = served.get(service, {}).get("status", {})
+        rows.append({
+            "service": service, "requests": sum(m["requests"] for m in streams),
+            "seconds": sum(m["seconds"] for m in streams), "rows": sum(m["rows_fetched"] for m in streams),
+            "limit": f"{limit['max']} per {limit['seconds']:g} s",
+            "share": sum(m["requests"] for m in bound) / allowed if allowed else None,
+            "retries": sum(m["retries"] for m in streams),
+            "refused": sum(n for code, n in status.items() if not code.startswith("2")),
+        })
+    return rows
+
+
+def targets(results: dict[str, Any], smaller: dict[str, Any] | None) -> list[Target]:
+    stages = results["stages"]
+    nightly, alone = stages["nightly_rebuild"], stages["splink_alone"]
+    peak = max(stages[s]["peak_rss_mb"] for s in PRODUCT_STAGES)
+    found = [
+        Target("nightly rebuild under 10 minutes", f"{nightly['wall_seconds']:.0f} s", nightly["wall_seconds"] < 600),
+        Target("peak memory under 6 GB", f"{peak / MB_PER_GB:.2f} GB", peak < 6 * MB_PER_GB),
+    ]
+    if smaller is not None:
+        small_peak = max(smaller["stages"][s]["peak_rss_mb"] for s in PRODUCT_STAGES)
+        growth, scale = peak / small_peak, results["people"] / smaller["people"]
+        found.append(Target(f"memory not in proportion to data from {smaller['people']:,} people",
+                            f"x{growth:.2f} for x{scale:g} people", growth < scale / 2))
+    identity_seconds = sum(nightly["steps"].get(step, 0.0) for step in IDENTITY_STEPS)
+    speedup = alone["seconds"] / identity_seconds if identity_seconds else 0.0
+    found.append(Target("identity at least 5 times faster than Splink alone", f"x{speedup:.1f}", speedup >= 5))
+    precision, splink_precision = alone["identity"]["pair_precision"], alone["splink"]["pair_precision"]
+    found.append(Target("identity precision at least Splink's", f"{precision:.4f} vs {splink_precision:.4f}",
+                        precision >= splink_precision))
+    share = hourly_share(results)
+    found.append(Target("hourly contracts-to-views under 15% of the nightly rebuild", f"{share:.1%}", share < 0.15))
+    bound = [row for row in ingestion(results) if row["share"] is not None]
+    low = min((row["share"] for row in bound), default=0.0)
+    found.append(Target("ingestion at 90% or more of each limit-bound API's limit",
+                        f"lowest {low:.0%} ({', '.join(r['service'] for r in bound) or 'none bound'})",
+                        bool(bound) and low >= 0.9))
+    unchanged = stages["sync_unchanged"]
+    found.append(Target("a sync of unchanged views under 30 s, sending nothing",
+                        f"{unchanged['wall_seconds']:.1f} s, {unchanged['sent']} sent",
+                        unchanged["wall_seconds"] < 30 and unchanged["sent"] == 0))
+    return found
+
+
+def hourly_share(results: dict[str, Any]) -> float:
+    """The hourly run's contracts-to-views seconds (its steps but pulls and syncs) over the nightly rebuild's."""
+    stages = results["stages"]
+    hourly = sum(s for layer, s in layers(stages["hourly"]["steps"]).items() if layer not in ("raw", "sync"))
+    rebuild = sum(stages["nightly_rebuild"]["steps"].values())
+    return hourly / rebuild if rebuild else 0.0
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GB RAM, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> str:
+    return "\n".join(_markdown(results, smaller))
+
+
+def _markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> Iterator[str]:
+    stages = results["stages"]
+    yield f"### {results['people']:,} people"
+    yield ""
+    yield f"Machine: {results.get('machine') or machine()}. Measured {results.get('measured_at', '')}."
+    yield ""
+    yield "| stage | wall time | rows | rows per second | peak RSS |"
+    yield "| --- | ---: | ---: | ---: | ---: |"
+    for stage, figures in stages.items():
+        rate = figures["rows"] / figures["wall_seconds"] if figures["wall_seconds"] else 0
+        yield (f"| {STAGE_NAMES[stage]} | {figures['wall_seconds']:,.1f} s | {figures['rows']:,} | {rate:,.0f} | "
+               f"{figures['peak_rss_mb']:,.0f} MB |")
+    yield ""
+    for stage in ("nightly_rebuild", "hourly"):
+        split = ", ".join(f"{layer} {seconds:,.1f} s" for layer, seconds in layers(stages[stage]["steps"]).items())
+        yield f"- {STAGE_NAMES[stage]} by layer: {split}."
+    change = results.get("change", {})
+    yield (f"- The change before the hourly run: {change.get('records_changed', 0):,} records changed and "
+           f"{change.get('records_created', 0):,} created; the hourly run fetched {stages['hourly']['rows']:,} rows "
+           f"and sent {stages['hourly']['sent']:,} records to destinations; the first sync sent "
+           f"{stages['sync']['sent']:,}.")
+    yield ""
+    yield "| source | requests | seconds | rows | limit | share of limit | retries | non-2xx answers |"
+    yield "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+    for row in ingestion(results):
+        share = "not limit-bound" if row["share"] is None else f"{row['share']:.0%}"
+        yield (f"| {row['service']} | {row['requests']:,} | {row['seconds']:,.1f} | {row['rows']:,} | {row['limit']} "
+               f"| {share} | {row['retries']:,} | {row['refused']:,} |")
+    yield ""
+    alone = stages["splink_alone"]
+    identity_seconds = sum(stages["nightly_rebuild"]["steps"].get(step, 0.0) for step in IDENTITY_STEPS)
+    yield "| identity on the person records | seconds | pair precision | pair recall |"
+    yield "| --- | ---: | ---: | ---: |"
+    for name, seconds, scores in (("this pipeline's identity stage", identity_seconds, alone["identity"]),
+                                  ("Splink alone", alone["seconds"], alone["splink"])):
+        yield f"| {name} | {seconds:,.1f} | {scores['pair_precision']:.4f} | {scores['pair_recall']:.4f} |"
+    yield ""
+    yield "| target | figure | |"
+    yield "| --- | --- | --- |"
+    for target in targets(results, smaller):
+        yield f"| {target.name} | {target.figure} | {'met' if target.met else '**not met**'} |"
+
+
+def write(path: Path, results: dict[str, Any], smaller: dict[str, Any] | None) -> None:
+    """Replace this size's section of `path` (added in order of size if missing)."""
+    people = results["people"]
+    start, end = f"<!-- bench:{people}:start -->", f"<!-- bench:{people}:end -->"
+    section = f"{start}\n{markdown(results, smaller)}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    head, found, rest = text.partition(start)
+    path.write_text(head + section + rest.partition(end)[2] if found else f"{text.rstrip()}\n\n{section}\n")
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None

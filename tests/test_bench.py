@@ -1,0 +1,54 @@
+"""The benchmark at a tiny size: every stage runs and reports, and the report judges every target.
+
+Its times are not checked here; `make bench SIZE=...` measures them (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cdp_assets.bench.report import STAGE_NAMES
+from tests.conftest import TEST_SANDBOX_CONFIG
+
+PEOPLE = 200
+TARGETS = (
+    "nightly rebuild under 10 minutes", "peak memory under 6 GB", "identity at least 5 times faster than Splink alone",
+    "identity precision at least Splink's", "hourly contracts-to-views under 15% of the nightly rebuild",
+    "ingestion at 90% or more", "a sync of unchanged views under 30 s, sending nothing",
+)
+
+
+def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
+    config = tmp_path / "sandbox.json"
+    config.write_text(json.dumps(TEST_SANDBOX_CONFIG))
+    markdown = tmp_path / "docs" / "benchmarks.md"
+    markdown.parent.mkdir()
+    markdown.write_text("# Benchmarks\n\nText kept around the figures.\n")
+    subprocess.run(
+        [sys.executable, "-m", "cdp_assets.cli", "bench", "--people", str(PEOPLE), "--data", str(tmp_path / "data"),
+         "--markdown", str(markdown), "--sandbox-config", str(config)],
+        check=True, timeout=900,
+    )
+
+    results = json.loads((tmp_path / "docs" / "benchmarks" / f"{PEOPLE}.json").read_text())
+    assert results["people"] == PEOPLE
+    assert set(results["stages"]) == set(STAGE_NAMES)
+    for stage, figures in results["stages"].items():
+        assert figures["wall_seconds"] > 0 and figures["peak_rss_mb"] > 0, stage
+        assert figures["rows"] > 0, stage
+    assert results["stages"]["sync"]["sent"] > 0
+    assert results["stages"]["sync_unchanged"]["sent"] == 0  # what the views hold was acknowledged by the first
+    assert results["change"]["records_changed"] > 0 and results["stages"]["hourly"]["rows"] > 0
+    assert results["stages"]["splink_alone"]["splink"]["pair_precision"] is not None
+
+    text = markdown.read_text()
+    assert text.startswith("# Benchmarks\n\nText kept around the figures.\n")
+    section = text.split(f"<!-- bench:{PEOPLE}:start -->")[1].split(f"<!-- bench:{PEOPLE}:end -->")[0]
+    for name in STAGE_NAMES.values():
+        assert f"| {name} |" in section
+    for target in TARGETS:
+        line = next(line for line in section.splitlines() if line.startswith(f"| {target}"))
+        assert line.endswith("| met |") or line.endswith("| **not met** |"), line
