@@ -56,8 +56,10 @@ CREATE TABLE IF NOT EXISTS {table} (
 """
 
 # Pages land in batches (LANDING_BATCH_RECORDS or LANDING_BATCH_SECONDS, whichever comes first): the batch's
-# records are looked up in the table's history in one scan (HISTORY_SQL), then each page is judged against that
-# history and the pages before it (LAND_PAGE_SQL), exactly as if it had landed alone.
+# records are looked up in the table's history in one scan (HISTORY_SQL), and each page's versions are judged
+# against that history and the pages before it (LAND_PAGE_SQL), exactly as if the page had landed alone. A record
+# read in one page of the batch only is judged with all such records at once; one read in several pages, page by
+# page.
 LANDING_BATCH_RECORDS = 20_000
 LANDING_BATCH_SECONDS = 5.0
 
@@ -71,15 +73,24 @@ FROM {table}
 WHERE record_id IS NULL AND payload_hash IN (SELECT md5(payload) FROM _batch WHERE record_id IS NULL)
 """
 
+BATCH_ROWS_SQL = """
+CREATE OR REPLACE TEMP TABLE _rows AS
+WITH latest AS (  -- per page, each record's latest version read
+    SELECT record_id, coalesce(record_id, '#' || md5(payload)) AS record_key,
+           least(coalesce(updated_at, extracted_at), extracted_at) AS version_at, deleted, payload::JSON AS payload,
+           md5(payload) AS payload_hash, pos, page_no, extracted_at, md5(payload) || ':' || deleted AS state
+    FROM _batch
+    QUALIFY row_number() OVER (PARTITION BY page_no, record_key ORDER BY version_at DESC, pos DESC) = 1
+)
+SELECT *, count(*) OVER (PARTITION BY record_key) > 1 AS several_pages FROM latest
+"""
+
+# The rows of records read in one page only ($page_no NULL), or of one page's records read in several.
 LAND_PAGE_SQL = """
 CREATE OR REPLACE TEMP TABLE _landed AS
 WITH page AS (
-    SELECT record_id, coalesce(record_id, '#' || md5(payload)) AS record_key,
-           least(coalesce(updated_at, extracted_at), extracted_at) AS version_at, deleted, payload::JSON AS payload,
-           md5(payload) AS payload_hash, pos, extracted_at, md5(payload) || ':' || deleted AS state
-    FROM _batch
-    WHERE page_no = $page_no
-    QUALIFY row_number() OVER (PARTITION BY record_key ORDER BY version_at DESC, pos DESC) = 1
+    SELECT * FROM _rows
+    WHERE CASE WHEN $page_no IS NULL THEN NOT several_pages ELSE several_pages AND page_no = $page_no END
 ),
 -- The versions on either side of each page row in its record's history, by version time.
 neighbours AS (
@@ -225,7 +236,9 @@ def _land_batch(
             conn.unregister("page_batch")
             result.suppressed += fetched - conn.execute("SELECT count(*) FROM _batch").fetchone()[0]
             conn.execute(HISTORY_SQL.format(table=table))
-            for page_no in range(len(batch)):
+            conn.execute(BATCH_ROWS_SQL)
+            pages = conn.execute("SELECT DISTINCT page_no FROM _rows WHERE several_pages ORDER BY 1").fetchall()
+            for (page_no,) in [(None,), *pages]:
                 conn.execute(LAND_PAGE_SQL, {**params, "page_no": page_no})
                 conn.execute(KEEP_LANDED_SQL.format(table=table))
                 result.rows_new += conn.execute("SELECT count(*) FROM _landed").fetchone()[0]

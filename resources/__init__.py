@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 from dagster import EnvVar
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from resources.destinations import DestinationResource
 from resources.destinations.braze import BrazeUsersDestination
@@ -50,11 +51,18 @@ DESTINATIONS: dict[str, type[DestinationResource]] = {
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file; its folder is created on first use."""
 
+    memory_limit: str = Field(
+        default="3GB",
+        pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
+        description="DuckDB's memory for the run (it spills to disk past it), so memory does not grow with data.",
+    )
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with super().get_connection() as conn:
             try:
+                conn.execute(f"SET memory_limit = '{self.memory_limit}'")  # checked by the field's pattern
                 yield conn
             finally:
                 conn.close()  # DuckDBResource leaves it open when the body raises, and the file with it
@@ -111,6 +119,9 @@ def build_resources() -> dict[str, object]:
             access_token=EnvVar("META_ACCESS_TOKEN"),
             api_version=os.getenv("META_API_VERSION", "v21.0"),
         ),
-        "warehouse": WarehouseResource(database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))),
+        "warehouse": WarehouseResource(
+            database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE)),
+            memory_limit=os.getenv("CDP_DUCKDB_MEMORY_LIMIT", "3GB"),
+        ),
         "privacy": PrivacyResource(salt=EnvVar("CDP_PRIVACY_SALT"), inbox=str(inbox), exports=str(exports)),
     }
