@@ -1,8 +1,9 @@
 """What every source connector yields: pages of records, each with the cursor to commit after it.
 
 A connector owns its cursor's shape (a JSON-able dict) and never writes the warehouse.
-The landing code (`cdp_assets/landing.py`) writes a page and its cursor in one
-transaction, so a run killed at any point resumes from the last landed page.
+The landing code (`cdp_assets/landing.py`) writes pages in batches, each with the cursor
+of its last page in one transaction, so a run killed at any point resumes from the last
+landed batch.
 """
 
 from __future__ import annotations

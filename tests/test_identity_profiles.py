@@ -11,11 +11,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+import shutil
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from cdp_assets.identity import identifiers
 from cdp_assets.identity.profiles import TRAITS
+from cdp_assets.identity.rules import load as load_identity_rules
 from sandbox.pools import COUNTRIES, JUNK_PROVIDERS
 from sandbox.store import Record
 from tests.conftest import Profiled
@@ -222,3 +228,27 @@ def test_accounts_gather_crm_contacts_and_live_work_addresses(profiled: Profiled
     identity = [meta for key, meta in profiled.metadata.items() if key.startswith("identity/")]
     assert len(identity) == 6
     assert all(isinstance(value, int | float) for meta in identity for value in meta.values())
+
+
+def test_the_normalisation_memo_forgets_what_no_record_carries_and_changes_nothing(
+    profiled: Profiled, tmp_path: Path
+) -> None:
+    """After a run around deletions, the memo holds only values current records carry; rebuilt without it,
+    identity.identifiers is the same."""
+    stale = profiled.pipeline.query(
+        "SELECT count(*) FROM identity.normalised_values m WHERE NOT EXISTS (SELECT 1 FROM identity.identifiers i "
+        "WHERE i.raw_value = m.raw_value AND i.id_type = m.id_type AND i.value = m.value)"
+    )[0][0]
+    assert stale == 0
+    assert profiled.metadata["identity/identifiers"]["raw_values_normalised"] < (
+        profiled.metadata["identity/identifiers"]["distinct_raw_values"]
+    )  # the second run met most values in the memo
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(profiled.pipeline.warehouse, copy)
+    everything = "SELECT * FROM identity.identifiers ORDER BY ALL"
+    with duckdb.connect(str(copy)) as conn:
+        remembered = conn.execute(everything).fetchall()
+        conn.execute("DROP TABLE identity.normalised_values")
+        identifiers.build(conn, load_identity_rules())
+        assert conn.execute(everything).fetchall() == remembered

@@ -36,17 +36,14 @@ CREATE TABLE IF NOT EXISTS {MEMO_TABLE} (
 );
 DELETE FROM {MEMO_TABLE} WHERE fingerprint <> $fingerprint;
 """
+SAME_VALUE = "m.source_type = o.id_type AND m.raw_value = o.raw_value AND m.region IS NOT DISTINCT FROM o.region"
 UNMET_SQL = f"""
 SELECT DISTINCT id_type, raw_value, region FROM _observations o
-WHERE NOT EXISTS (SELECT 1 FROM {MEMO_TABLE} m WHERE m.source_type = o.id_type AND m.raw_value = o.raw_value
-                  AND m.region IS NOT DISTINCT FROM o.region)
+WHERE NOT EXISTS (SELECT 1 FROM {MEMO_TABLE} m WHERE {SAME_VALUE})
 ORDER BY ALL
 """
-
 FORGET_UNOBSERVED_SQL = f"""
-DELETE FROM {MEMO_TABLE} m
-WHERE NOT EXISTS (SELECT 1 FROM _observations o WHERE m.source_type = o.id_type AND m.raw_value = o.raw_value
-                  AND m.region IS NOT DISTINCT FROM o.region)
+DELETE FROM {MEMO_TABLE} m WHERE NOT EXISTS (SELECT 1 FROM _observations o WHERE {SAME_VALUE})
 """
 
 
