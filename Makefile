@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 5000
 SIZE ?= 10000
+LIMIT_SCALE ?= 1
+UNTIL ?= hourly
 
 .PHONY: install run test soak bench pipeline eval lint validate clean
 
@@ -29,8 +31,9 @@ soak: install
 	$(BIN)/python -m pytest -m soak -n0 tests/test_soak.py
 
 ## The benchmark at SIZE people (10000, 100000 or 1000000): every stage timed, the targets judged, docs/benchmarks.md.
+## LIMIT_SCALE multiplies every rate limit (sandbox and connectors alike); UNTIL is the last stage to run.
 bench: install
-	$(BIN)/cdp bench --people $(SIZE) --markdown docs/benchmarks.md
+	$(BIN)/cdp bench --people $(SIZE) --limit-scale $(LIMIT_SCALE) --until $(UNTIL) --markdown docs/benchmarks.md
 
 ## One headless run of every asset against a freshly started sandbox, with a summary.
 pipeline: install

@@ -24,6 +24,7 @@ import duckdb
 from dagster import DagsterInstance, RunConfig, materialize
 
 from cdp_assets import stack
+from cdp_assets.bench.harness import SERVED_STAGES
 from cdp_assets.identity import cli as identity_cli
 from cdp_assets.privacy import cli as privacy_cli
 from cdp_assets.sync import cli as sync_cli
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--markdown", type=Path, help="write the figures into this file, in this size's section")
     bench.add_argument("--sandbox-config", type=Path, help="sandbox settings (JSON) instead of the documented ones")
     bench.add_argument("--profile", action="store_true", help="run each stage under pyinstrument (data/profiles/)")
+    bench.add_argument("--limit-scale", type=int, default=1,
+                       help="serve and pace every rate limit at this many times the documented one")
+    bench.add_argument("--until", choices=SERVED_STAGES, default=SERVED_STAGES[-1],
+                       help="stop after this stage (the ones before it run too)")
 
     identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
     sync_cli.add_parsers(commands, DATA / "warehouse.duckdb")
@@ -153,21 +158,27 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    """All stages at one size; with --markdown, the figures go into that file and, as JSON, beside it
-    (benchmarks/N.json), where a larger size finds them to judge how memory grows."""
+    """The stages at one size; with --markdown, the figures go into that file and, as JSON, beside it
+    (benchmarks/N.json), where a larger size finds them to judge how memory grows. Both are rewritten after
+    every stage, so a run stopped part way keeps what it measured and says which stages it did not reach."""
     from cdp_assets.bench import harness, report
 
     config = json.loads(args.sandbox_config.read_text()) if args.sandbox_config else {}
-    results = harness.run(args.people, args.data or DATA / "bench" / str(args.people), config, args.profile)
-    results.update(machine=report.machine(), measured_at=datetime.now(UTC).strftime("%Y-%m-%d"))
     figures = args.markdown.with_suffix("") / f"{args.people}.json" if args.markdown else None
     sizes = sorted(int(p.stem) for p in figures.parent.glob("*.json")) if figures and figures.parent.exists() else []
     smaller = next((report.load(figures.parent / f"{n}.json") for n in reversed(sizes) if n < args.people), None)
+
+    def publish(results: dict[str, object]) -> None:
+        results.update(machine=report.machine(), measured_at=datetime.now(UTC).strftime("%Y-%m-%d"))
+        if args.markdown and figures:
+            figures.parent.mkdir(parents=True, exist_ok=True)
+            figures.write_text(json.dumps(results, indent=1) + "\n")
+            report.write(args.markdown, results, smaller)
+
+    data = args.data or DATA / "bench" / str(args.people)
+    results = harness.run(args.people, data, config, args.profile, args.limit_scale, args.until, publish)
     print(f"\n{report.markdown(results, smaller)}")
-    if args.markdown and figures:
-        figures.parent.mkdir(parents=True, exist_ok=True)
-        figures.write_text(json.dumps(results, indent=1) + "\n")
-        report.write(args.markdown, results, smaller)
+    if args.markdown:
         print(f"\nwritten to {args.markdown} and {figures}")
 
 

@@ -73,6 +73,17 @@ def _base_url(variable: str, service: str) -> str:
     return os.getenv(variable, f"{sandbox}/{service}")
 
 
+def pacing_variable(resource: str) -> str:
+    """The variable setting the calls per window of a connector that paces itself (an account on a higher plan,
+    such as Stripe's live mode); the others follow the service's 429s and need no setting."""
+    return f"{resource.upper()}_REQUESTS_PER_WINDOW"
+
+
+def _pacing(resource: str) -> dict[str, int]:
+    value = os.getenv(pacing_variable(resource))
+    return {"requests_per_window": int(value)} if value else {}
+
+
 def privacy_folders() -> tuple[Path, Path]:
     """The request inbox and the access exports folder: beside the warehouse unless set."""
     privacy = Path(os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE))).parent / "privacy"
@@ -90,8 +101,12 @@ def build_resources() -> dict[str, object]:
     hubspot_url, zendesk_url = _base_url("HUBSPOT_BASE_URL", "hubspot"), _base_url("ZENDESK_BASE_URL", "zendesk")
     inbox, exports = privacy_folders()
     return {
-        "stripe": StripeResource(base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY")),
-        "hubspot": HubSpotResource(base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")),
+        "stripe": StripeResource(
+            base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY"), **_pacing("stripe")
+        ),
+        "hubspot": HubSpotResource(
+            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN"), **_pacing("hubspot")
+        ),
         "zendesk": ZendeskResource(
             base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN")
         ),
@@ -106,18 +121,21 @@ def build_resources() -> dict[str, object]:
             start_date=os.getenv("MIXPANEL_START_DATE", "2023-01-01"),
         ),
         "destination_hubspot": HubSpotContactsDestination(
-            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN")
+            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")
         ),
         "destination_zendesk": ZendeskUsersDestination(
-            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN")
+            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN"),
+            **_pacing("destination_zendesk"),
         ),
         "destination_braze": BrazeUsersDestination(
-            base_url=_base_url("BRAZE_BASE_URL", "braze"), api_key=EnvVar("BRAZE_API_KEY")
+            base_url=_base_url("BRAZE_BASE_URL", "braze"), api_key=EnvVar("BRAZE_API_KEY"),
+            **_pacing("destination_braze"),
         ),
         "destination_meta": MetaAudienceDestination(
             base_url=_base_url("META_BASE_URL", "meta"),
             access_token=EnvVar("META_ACCESS_TOKEN"),
             api_version=os.getenv("META_API_VERSION", "v21.0"),
+            **_pacing("destination_meta"),
         ),
         "warehouse": WarehouseResource(
             database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE)),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cdp_assets.bench import report
 from cdp_assets.bench.report import STAGE_NAMES
 from tests.conftest import TEST_SANDBOX_CONFIG
 
@@ -29,12 +30,15 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     markdown.write_text("# Benchmarks\n\nText kept around the figures.\n")
     subprocess.run(
         [sys.executable, "-m", "cdp_assets.cli", "bench", "--people", str(PEOPLE), "--data", str(tmp_path / "data"),
-         "--markdown", str(markdown), "--sandbox-config", str(config)],
+         "--markdown", str(markdown), "--sandbox-config", str(config), "--limit-scale", "2"],
         check=True, timeout=900,
     )
 
     results = json.loads((tmp_path / "docs" / "benchmarks" / f"{PEOPLE}.json").read_text())
     assert results["people"] == PEOPLE
+    # Every documented limit doubled, under the limits the sandbox settings give.
+    assert results["limit_scale"] == 2 and results["limits"]["stripe"]["requests"] == {"max": 50, "seconds": 1.0}
+    assert results["limits"]["zendesk"]["export"] == TEST_SANDBOX_CONFIG["limits"]["zendesk"]["export"]
     assert set(results["stages"]) == set(STAGE_NAMES)
     for stage, figures in results["stages"].items():
         assert figures["wall_seconds"] > 0 and figures["peak_rss_mb"] > 0, stage
@@ -52,3 +56,19 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     for target in TARGETS:
         line = next(line for line in section.splitlines() if line.startswith(f"| {target}"))
         assert line.endswith("| met |") or line.endswith("| **not met** |"), line
+
+
+def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:
+    """What `--until` (or a stopped run) leaves: the stages measured, and every other target marked not run."""
+    results = json.loads((Path(__file__).parents[1] / "docs" / "benchmarks" / "10000.json").read_text())
+    results["stages"] = {stage: results["stages"][stage] for stage in ("full_pull", "nightly_rebuild")}
+
+    judged = {target.name: target for target in report.targets(results, None)}
+    section = report.markdown(results, None)
+
+    assert judged["nightly rebuild under 10 minutes"].met is not None
+    assert judged["ingestion at 90% or more of each limit-bound API's limit"].met is not None
+    for name in ("identity at least 5 times faster than Splink alone", "a sync of unchanged views under 30 s, "
+                 "sending nothing", "hourly contracts-to-views under 15% of the nightly rebuild"):
+        assert judged[name].met is None and f"| {name} | not run | not run |" in section
+    assert "Not run: Splink alone, first sync, sync, unchanged views, hourly after 1% change." in section

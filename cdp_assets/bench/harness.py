@@ -16,10 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cdp_assets import stack
+from resources import DESTINATIONS, SOURCES, pacing_variable
+from sandbox.config import SandboxConfig
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
 
@@ -27,16 +30,25 @@ SERVED_STAGES = ("full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_u
 CHANGED_SHARE = 0.01  # of the world's people, changed before the hourly run
 
 
-def run(people: int, data: Path, sandbox_config: dict[str, Any], profile: bool = False) -> dict[str, Any]:
-    """Every stage at `people`; returns the figures the report is made from (also saved as data/results.json).
+def run(
+    people: int, data: Path, sandbox_config: dict[str, Any], profile: bool = False, limit_scale: int = 1,
+    until: str = SERVED_STAGES[-1],
+    publish: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The stages at `people` up to `until`; returns the figures the report is made from (also data/results.json).
 
+    `limit_scale` multiplies every documented rate limit, in the sandbox and in each connector's own pace alike
+    (an account on a higher plan): at a million people the documented limits alone hold the full pull to hours.
+    `publish` is handed the figures so far after every stage.
     With `profile`, each stage runs under pyinstrument, which writes its call tree to data/profiles/STAGE.txt."""
     data.mkdir(parents=True, exist_ok=True)
     for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy"):
         path = data / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     env = {**os.environ, **stack.sandbox_credentials(), "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}
-    results: dict[str, Any] = {"people": people, "stages": {}}
+    env.update(_paces(limit_scale))
+    sandbox_config = {**sandbox_config, "limits": _limits(limit_scale, sandbox_config.get("limits", {}))}
+    results: dict[str, Any] = {"people": people, "limit_scale": limit_scale, "stages": {}}
     if _world_people(data / "world-template") != people:
         shutil.rmtree(data / "world-template", ignore_errors=True)
         results["stages"]["world"] = _stage("world", data, people, env, profile)
@@ -45,12 +57,14 @@ def run(people: int, data: Path, sandbox_config: dict[str, Any], profile: bool =
     with SandboxServer(data / "world", sandbox_config, startup_timeout=600) as sandbox:
         env["CDP_SANDBOX_URL"] = sandbox.url
         results["limits"] = sandbox.control("config")["limits"]
-        for stage in SERVED_STAGES:
+        for stage in SERVED_STAGES[: SERVED_STAGES.index(until) + 1]:
             if stage == "hourly":
                 results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
             sandbox.control("stats", "DELETE")
             results["stages"][stage] = _stage(stage, data, people, env, profile)
             results["stages"][stage]["requests"] = sandbox.control("stats")
+            if publish is not None:
+                publish(results)
     (data / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -71,6 +85,21 @@ def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bo
     figures = json.loads((data / f"{stage}.json").read_text())
     print(f"bench: {stage} took {wall:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB", flush=True)
     return {**figures, "wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def _limits(scale: int, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The documented limits times `scale`, under any the sandbox settings give."""
+    scaled = {service: {name: {"max": limit.max * scale, "seconds": limit.seconds} for name, limit in named.items()}
+              for service, named in SandboxConfig().limits.items()}
+    return {service: {**named, **given.get(service, {})} for service, named in scaled.items()}
+
+
+def _paces(scale: int) -> dict[str, str]:
+    """The calls per window of every connector that paces itself, times `scale`."""
+    if scale == 1:
+        return {}
+    connectors = [*SOURCES.items(), *((f"destination_{name}", kind) for name, kind in DESTINATIONS.items())]
+    return {pacing_variable(name): str(kind.pace.max * scale) for name, kind in connectors if kind.pace is not None}
 
 
 def _world_people(folder: Path) -> int | None:
