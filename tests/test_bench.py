@@ -71,4 +71,5 @@ def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:
     for name in ("identity at least 5 times faster than Splink alone", "a sync of unchanged views under 30 s, "
                  "sending nothing", "hourly contracts-to-views under 15% of the nightly rebuild"):
         assert judged[name].met is None and f"| {name} | not run | not run |" in section
-    assert "Not run: Splink alone, first sync, sync, unchanged views, hourly after 1% change." in section
+    assert "not reached (stopped before them, or `--until`): Splink alone; first sync; sync, unchanged views; " \
+        "hourly after 1% change." in section

@@ -156,7 +156,7 @@ def _markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> Iterat
     missing = [STAGE_NAMES[s] for s in STAGE_NAMES if s not in stages and s != "world"]
     if missing:
         yield ""
-        yield f"Not run: {', '.join(missing)}."
+        yield f"Stages not reached (stopped before them, or `--until`): {'; '.join(missing)}."
     yield ""
     yield "| stage | wall time | rows | rows per second | peak RSS |"
     yield "| --- | ---: | ---: | ---: | ---: |"

@@ -2,16 +2,23 @@
 -- Evidence: a live HubSpot contact of the profile associated with one of the account's companies, or a work
 -- address of the profile at the account's domain that a live record holds and that never hard-bounced.
 -- A profile's primary account is where its freshest CRM association points, else its freshest work address.
+-- Both sides are unnested to one row per company, so the association is an equi-join (a join on
+-- list_contains compares every contact with every company: quadratic in the data).
 CREATE OR REPLACE TABLE identity.account_people AS
 WITH company_accounts AS (
     SELECT account_id, unnest(hubspot_company_ids) AS company_id FROM _accounts
+),
+contact_companies AS (
+    SELECT contact_id, unnest(company_ids) AS company_id
+    FROM staging.hubspot__contact_companies
+    WHERE NOT is_deleted
 ),
 links AS (
     SELECT ca.account_id, rp.profile_id, 'hubspot_association' AS via, c.source_updated_at AS linked_at
     FROM identity.record_profiles rp
     JOIN staging.hubspot__contacts c ON c.contact_id = rp.record_id AND NOT c.is_deleted
-    JOIN staging.hubspot__contact_companies cc ON cc.contact_id = c.contact_id AND NOT cc.is_deleted
-    JOIN company_accounts ca ON list_contains(cc.company_ids, ca.company_id)
+    JOIN contact_companies cc ON cc.contact_id = c.contact_id
+    JOIN company_accounts ca ON ca.company_id = cc.company_id
     WHERE rp.stream = 'hubspot.contacts'
     UNION ALL
     SELECT a.account_id, e.profile_id, 'email_domain', e.last_seen_at
