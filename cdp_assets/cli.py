@@ -106,7 +106,10 @@ def _ensure_world(folder: Path, people: int) -> Path:
 def run_stack(args: argparse.Namespace) -> None:
     from sandbox.runner import SandboxServer
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as cleanly on SIGTERM as on Ctrl-C
+    # Stop as cleanly on SIGTERM as on Ctrl-C, and on Ctrl-C even when started with SIGINT ignored (as a shell
+    # starts its background jobs).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
 
     world = _ensure_world(args.data / "sandbox", args.people)
     env = {**os.environ, **stack.sandbox_credentials()}
