@@ -37,8 +37,9 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_updated ON records (stream, updated, id);
 CREATE INDEX IF NOT EXISTS records_by_created ON records (stream, created, id);
--- numeric id order (HubSpot lists ids as integers): length first, then text
-CREATE INDEX IF NOT EXISTS records_by_numeric_id ON records (stream, length(id), id);
+-- numeric id order (HubSpot lists ids as integers): length first, then text; live and archived apart, and
+-- `updated` in the entry, so a search's page and its count (modified since, id above) read this index alone
+CREATE INDEX IF NOT EXISTS records_by_state_and_numeric_id ON records (stream, archived, length(id), id, updated);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

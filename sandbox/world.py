@@ -102,7 +102,7 @@ def _prepare(store: WorldStore) -> None:
     more of the ~400-byte records each, so loading and indexing are cheaper. The
     time indexes would cost a random page write per row if kept during the load, so
     they are built at the end; the numeric-id index follows the primary key's order
-    and stays.
+    (live and archived apart) and stays.
     """
     for name, header in CSV_HEADERS.items():
         with (store.folder / name).open("w", newline="") as f:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox.apis import COLUMNS
+from sandbox.apis.hubspot import matching
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
 
@@ -288,6 +290,41 @@ def test_hubspot_search_filters_pages_and_stops_at_the_cap(sb: SandboxServer) ->
         body["after"] = response.json()["paging"]["next"]["after"]
     assert pages == [30, 10] and body["after"] == "40"
     assert response.status_code == 400 and response.json()["category"] == "VALIDATION_ERROR"
+
+
+def test_hubspot_search_compares_ids_as_numbers_across_digit_counts(sb: SandboxServer) -> None:
+    url = sb.base_urls["hubspot"] + "/crm/v3/objects/contacts/search"
+
+    def ids(*filters: tuple[str, str]) -> list[str]:
+        spec = [{"propertyName": "hs_object_id", "operator": op, "value": value} for op, value in filters]
+        body = {"filterGroups": [{"filters": spec}], "limit": 100}
+        return [r["id"] for r in requests.post(url, headers=HUBSPOT, json=body, timeout=10).json()["results"]]
+
+    assert ids(("GTE", "99"), ("LTE", "102")) == ["99", "101", "102"]  # 100 is archived
+    assert ids(("GT", "8"), ("LT", "12")) == ["9", "11"]
+    assert ids(("GT", "128")) == ["129"]
+
+
+def test_hubspot_incremental_search_reads_one_covering_index(world: Path) -> None:
+    """The connector's query (modified since, id above, by id) seeks one index in the order it returns, and its
+    count reads that index alone: a page costs what it returns, the count what follows it, at any world size."""
+    groups = [
+        {
+            "filters": [
+                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(OLD_MS)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": "95"},
+            ]
+        }
+    ]
+    base, params = matching("hubspot.contacts", groups, "lastmodifieddate")
+    conn = WorldStore(world).connect()
+    count, page = (
+        " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        for sql in (f"SELECT COUNT(*) {base}", f"SELECT {COLUMNS} {base} ORDER BY length(id), id LIMIT 200")
+    )
+    assert "COVERING INDEX records_by_state_and_numeric_id" in count and "<expr>>" in count, count
+    assert "INDEX records_by_state_and_numeric_id" in page and "<expr>>" in page, page
+    assert "TEMP B-TREE" not in page, page
 
 
 def test_zendesk_cursor_export_resumes_from_after_cursor(sb: SandboxServer, world: Path) -> None:

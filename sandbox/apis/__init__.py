@@ -173,7 +173,7 @@ def keyset(
 ) -> tuple[list[sqlite3.Row], bool]:
     """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
 
-    Keys must lead an index on (stream, *keys). A two-key position is split into
+    Keys must follow stream (and any equality terms of ``where``) in an index. A two-key position is split into
     "same first key, later id" and "later first key" so both halves are index ranges,
     even for expression keys such as ``length(id)``. Returns (rows, has_more).
     """

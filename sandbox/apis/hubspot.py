@@ -38,7 +38,7 @@ OBJECTS = {  # object -> (stream, its last-modified property)
     "contacts": ("hubspot.contacts", "lastmodifieddate"),
     "companies": ("hubspot.companies", "hs_lastmodifieddate"),
 }
-BY_ID = ("length(id)", "id")  # numeric id order through records_by_numeric_id
+BY_ID = ("length(id)", "id")  # numeric id order through records_by_state_and_numeric_id
 OPERATORS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # Contact properties every portal has, with the options of the enumerations among them.
@@ -168,19 +168,24 @@ def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     cap = ctx.config.hubspot_search_cap
     if offset >= cap:
         raise ApiError(400, f"Search results are capped at {cap} per query; narrow the filters to read further.")
-    where, params = _filter_groups(spec.get("filterGroups") or [], modified)
+    base, params = matching(stream, spec.get("filterGroups") or [], modified)
     order = _order(spec.get("sorts") or [], modified)
-    base = f"FROM records WHERE stream = ? AND archived = 0 AND ({where})"
     conn = ctx.store.connect()
-    total = conn.execute(f"SELECT COUNT(*) {base}", (stream, *params)).fetchone()[0]
+    total = conn.execute(f"SELECT COUNT(*) {base}", params).fetchone()[0]
     take = min(limit, cap - offset)
     sql = f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT ? OFFSET ?"
-    rows = conn.execute(sql, (stream, *params, take, offset)).fetchall()
+    rows = conn.execute(sql, (*params, take, offset)).fetchall()
     wanted = _wanted(spec.get("properties") or [], modified)
     page: dict[str, Any] = {"total": total, "results": [_shape(row, wanted) for row in rows]}
     if offset + len(rows) < total:
         page["paging"] = {"next": {"after": str(offset + len(rows))}}
     return JSONResponse(page)
+
+
+def matching(stream: str, groups: list[Any], modified: str) -> tuple[str, list[Any]]:
+    """The FROM and WHERE of a search over `stream`'s live objects, with its parameters."""
+    where, params = _filter_groups(groups, modified)
+    return f"FROM records WHERE stream = ? AND archived = 0 AND ({where})", [stream, *params]
 
 
 def _filter_groups(groups: list[Any], modified: str) -> tuple[str, list[Any]]:
@@ -209,9 +214,10 @@ def _filter(spec: dict[str, Any], modified: str, params: list[Any]) -> str:
         if op in ("=", "!="):
             params.append(digits)
             return f"id {op} ?"
-        strict = op.rstrip("=")  # (length, text) compares like the number itself
+        # (length, text) compares like the number itself; the bound on the length alone is an index range
+        bound = ">=" if op.startswith(">") else "<="
         params.extend([len(digits), len(digits), digits])
-        return f"(length(id) {strict} ? OR (length(id) = ? AND id {op} ?))"
+        return f"(length(id) {bound} ? AND (length(id), id) {op} (?, ?))"
     if prop in (modified, "createdate"):
         params.append(to_ms(value, prop))
         return f"updated {op} ?" if prop == modified else f"created * 1000 {op} ?"
