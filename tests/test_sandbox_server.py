@@ -19,7 +19,7 @@ import requests
 from sandbox.apis import COLUMNS
 from sandbox.apis.hubspot import matching
 from sandbox.runner import SandboxServer
-from sandbox.store import Record, WorldStore
+from sandbox.store import NUMERIC_ID, Record, WorldStore
 
 NOW = int(time.time())
 OLD_MS = 1_700_000_000_000  # long before any test runs: safely outside Zendesk's recent-change exclusion
@@ -305,26 +305,34 @@ def test_hubspot_search_compares_ids_as_numbers_across_digit_counts(sb: SandboxS
     assert ids(("GT", "128")) == ["129"]
 
 
-def test_hubspot_incremental_search_reads_one_covering_index(world: Path) -> None:
-    """The connector's query (modified since, id above, by id) seeks one index in the order it returns, and its
-    count reads that index alone: a page costs what it returns, the count what follows it, at any world size."""
-    groups = [
-        {
-            "filters": [
-                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(OLD_MS)},
-                {"propertyName": "hs_object_id", "operator": "GT", "value": "95"},
-            ]
-        }
-    ]
-    base, params = matching("hubspot.contacts", groups, "lastmodifieddate")
+def test_hubspot_incremental_search_costs_what_it_returns(world: Path) -> None:
+    """The connector's query (modified since, id above, by id) seeks one index at its position, and its count
+    reads that index alone: a page deep in the ids costs what a page at their start does, at any world size."""
     conn = WorldStore(world).connect()
-    count, page = (
-        " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-        for sql in (f"SELECT COUNT(*) {base}", f"SELECT {COLUMNS} {base} ORDER BY length(id), id LIMIT 200")
-    )
-    assert "COVERING INDEX records_by_state_and_numeric_id" in count and "<expr>>" in count, count
-    assert "INDEX records_by_state_and_numeric_id" in page and "<expr>>" in page, page
-    assert "TEMP B-TREE" not in page, page
+
+    def plan_and_steps(sql: str, after: str) -> tuple[str, int]:
+        groups = [
+            {
+                "filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(OLD_MS)},
+                    {"propertyName": "hs_object_id", "operator": "GT", "value": after},
+                ]
+            }
+        ]
+        base, params = matching("hubspot.contacts", groups, "lastmodifieddate")
+        steps = [0]
+        conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1) or 0, 1)  # one call per VM step
+        conn.execute(sql.format(base=base), params).fetchall()
+        conn.set_progress_handler(None, 1)
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format(base=base)}", params))
+        return plan, steps[0]
+
+    page = f"SELECT {COLUMNS} {{base}} ORDER BY {NUMERIC_ID} LIMIT 3"
+    (start_plan, at_start), (_, deep) = plan_and_steps(page, "11"), plan_and_steps(page, "95")
+    assert "INDEX records_by_numeric_id_key" in start_plan and "TEMP B-TREE" not in start_plan, start_plan
+    assert deep <= at_start * 1.2, (deep, at_start)  # ids 12 to 95 are not walked past
+    count_plan, _ = plan_and_steps("SELECT COUNT(*) {base}", "95")
+    assert "COVERING INDEX records_by_numeric_id_key" in count_plan, count_plan
 
 
 def test_zendesk_cursor_export_resumes_from_after_cursor(sb: SandboxServer, world: Path) -> None:

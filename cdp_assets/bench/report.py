@@ -105,9 +105,11 @@ def targets(results: dict[str, Any], smaller: dict[str, Any] | None) -> list[Tar
     else:
         found.append(_not_run(TARGET_NAMES[4]))
     bound = [row for row in ingestion(results) if row["share"] is not None]
-    low = min((row["share"] for row in bound), default=0.0)
-    found.append(Target(TARGET_NAMES[5], f"lowest {low:.0%} ({', '.join(r['service'] for r in bound) or 'none bound'})",
-                        bool(bound) and low >= 0.9))
+    lowest = min(bound, key=lambda row: row["share"], default=None)
+    judged = "no API limit-bound"
+    if lowest is not None:
+        judged = f"lowest {lowest['share']:.0%} ({lowest['service']}) of {', '.join(r['service'] for r in bound)}"
+    found.append(Target(TARGET_NAMES[5], judged, lowest is not None and lowest["share"] >= 0.9))
     unchanged = stages.get("sync_unchanged")
     found.append(Target(TARGET_NAMES[6], f"{unchanged['wall_seconds']:.1f} s, {unchanged['sent']} sent",
                         unchanged["wall_seconds"] < 30 and unchanged["sent"] == 0)

@@ -33,12 +33,13 @@ from sandbox.apis import (
     to_ms,
 )
 from sandbox.faults import Quota
+from sandbox.store import ID_WIDTH, NUMERIC_ID, numeric_id
 
 OBJECTS = {  # object -> (stream, its last-modified property)
     "contacts": ("hubspot.contacts", "lastmodifieddate"),
     "companies": ("hubspot.companies", "hs_lastmodifieddate"),
 }
-BY_ID = ("length(id)", "id")  # numeric id order through records_by_state_and_numeric_id
+BY_ID = (NUMERIC_ID,)  # numeric id order through records_by_numeric_id_key
 OPERATORS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # Contact properties every portal has, with the options of the enumerations among them.
@@ -128,9 +129,9 @@ def _list(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     position = None
     if query.get("after"):
         last = str(decode_cursor(query["after"], "after"))
-        if not last.isdigit():
+        if not last.isdigit() or len(last) > ID_WIDTH:
             raise ApiError(400, "Invalid after token.", param="after")
-        position = (len(last), last)
+        position = (numeric_id(last),)
     rows, has_more = keyset(
         ctx.store, stream, BY_ID, limit, where="archived = ?", params=(int(archived),), after=position
     )
@@ -209,15 +210,13 @@ def _filter(spec: dict[str, Any], modified: str, params: list[Any]) -> str:
         raise ApiError(400, f"Unsupported filter: {json.dumps(spec)}")
     if prop == "hs_object_id":
         digits = str(value)
-        if not digits.isdigit():
+        if not digits.isdigit() or len(digits) > ID_WIDTH:
             raise ApiError(400, f"hs_object_id must be numeric, got {value!r}")
         if op in ("=", "!="):
             params.append(digits)
             return f"id {op} ?"
-        # (length, text) compares like the number itself; the bound on the length alone is an index range
-        bound = ">=" if op.startswith(">") else "<="
-        params.extend([len(digits), len(digits), digits])
-        return f"(length(id) {bound} ? AND (length(id), id) {op} (?, ?))"
+        params.append(numeric_id(digits))
+        return f"{NUMERIC_ID} {op} ?"
     if prop in (modified, "createdate"):
         params.append(to_ms(value, prop))
         return f"updated {op} ?" if prop == modified else f"created * 1000 {op} ?"
