@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.apis import COLUMNS
-from sandbox.apis.hubspot import matching
+from sandbox.apis.hubspot import search_sql
 from sandbox.runner import SandboxServer
-from sandbox.store import NUMERIC_ID, Record, WorldStore
+from sandbox.store import Record, WorldStore
 
 NOW = int(time.time())
 OLD_MS = 1_700_000_000_000  # long before any test runs: safely outside Zendesk's recent-change exclusion
@@ -310,28 +309,26 @@ def test_hubspot_incremental_search_costs_what_it_returns(world: Path) -> None:
     reads that index alone: a page deep in the ids costs what a page at their start does, at any world size."""
     conn = WorldStore(world).connect()
 
-    def plan_and_steps(sql: str, after: str) -> tuple[str, int]:
-        groups = [
-            {
-                "filters": [
-                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(OLD_MS)},
-                    {"propertyName": "hs_object_id", "operator": "GT", "value": after},
-                ]
-            }
+    def plan_and_steps(after: str) -> tuple[str, int, str]:
+        filters = [
+            {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(OLD_MS)},
+            {"propertyName": "hs_object_id", "operator": "GT", "value": after},
         ]
-        base, params = matching("hubspot.contacts", groups, "lastmodifieddate")
+        spec = {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": "hs_object_id"}]}
+        count, page, params = search_sql("hubspot.contacts", spec, "lastmodifieddate")
         steps = [0]
         conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1) or 0, 1)  # one call per VM step
-        conn.execute(sql.format(base=base), params).fetchall()
+        conn.execute(page, (*params, 3, 0)).fetchall()
         conn.set_progress_handler(None, 1)
-        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format(base=base)}", params))
-        return plan, steps[0]
 
-    page = f"SELECT {COLUMNS} {{base}} ORDER BY {NUMERIC_ID} LIMIT 3"
-    (start_plan, at_start), (_, deep) = plan_and_steps(page, "11"), plan_and_steps(page, "95")
-    assert "INDEX records_by_numeric_id_key" in start_plan and "TEMP B-TREE" not in start_plan, start_plan
+        def plan(sql: str, values: tuple[Any, ...]) -> str:
+            return " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", values))
+
+        return plan(page, (*params, 3, 0)), steps[0], plan(count, tuple(params))
+
+    (page_plan, at_start, count_plan), (_, deep, _) = plan_and_steps("11"), plan_and_steps("95")
+    assert "INDEX records_by_numeric_id_key" in page_plan and "TEMP B-TREE" not in page_plan, page_plan
     assert deep <= at_start * 1.2, (deep, at_start)  # ids 12 to 95 are not walked past
-    count_plan, _ = plan_and_steps("SELECT COUNT(*) {base}", "95")
     assert "COVERING INDEX records_by_numeric_id_key" in count_plan, count_plan
 
 

@@ -174,8 +174,8 @@ def keyset(
     """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
 
     Keys must follow stream (and any equality terms of ``where``) in an index. A two-key position is split into
-    "same first key, later id" and "later first key" so both halves are index ranges,
-    even for expression keys such as ``length(id)``. Returns (rows, has_more).
+    "same first key, later id" and "later first key" so both halves are index ranges.
+    Returns (rows, has_more).
     """
     direction, cmp = ("DESC", "<") if descending else ("ASC", ">")
     order = ", ".join(f"{k} {direction}" for k in keys)

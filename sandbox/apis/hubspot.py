@@ -169,13 +169,11 @@ def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     cap = ctx.config.hubspot_search_cap
     if offset >= cap:
         raise ApiError(400, f"Search results are capped at {cap} per query; narrow the filters to read further.")
-    base, params = matching(stream, spec.get("filterGroups") or [], modified)
-    order = _order(spec.get("sorts") or [], modified)
+    count, page_sql, params = search_sql(stream, spec, modified)
     conn = ctx.store.connect()
-    total = conn.execute(f"SELECT COUNT(*) {base}", params).fetchone()[0]
+    total = conn.execute(count, params).fetchone()[0]
     take = min(limit, cap - offset)
-    sql = f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT ? OFFSET ?"
-    rows = conn.execute(sql, (*params, take, offset)).fetchall()
+    rows = conn.execute(page_sql, (*params, take, offset)).fetchall()
     wanted = _wanted(spec.get("properties") or [], modified)
     page: dict[str, Any] = {"total": total, "results": [_shape(row, wanted) for row in rows]}
     if offset + len(rows) < total:
@@ -183,10 +181,13 @@ def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     return JSONResponse(page)
 
 
-def matching(stream: str, groups: list[Any], modified: str) -> tuple[str, list[Any]]:
-    """The FROM and WHERE of a search over `stream`'s live objects, with its parameters."""
-    where, params = _filter_groups(groups, modified)
-    return f"FROM records WHERE stream = ? AND archived = 0 AND ({where})", [stream, *params]
+def search_sql(stream: str, spec: dict[str, Any], modified: str) -> tuple[str, str, list[Any]]:
+    """A search over `stream`'s live objects: its count, its page (LIMIT and OFFSET left as the last two
+    parameters) and the parameters both share."""
+    where, params = _filter_groups(spec.get("filterGroups") or [], modified)
+    base = f"FROM records WHERE stream = ? AND archived = 0 AND ({where})"
+    order = _order(spec.get("sorts") or [], modified)
+    return f"SELECT COUNT(*) {base}", f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT ? OFFSET ?", [stream, *params]
 
 
 def _filter_groups(groups: list[Any], modified: str) -> tuple[str, list[Any]]:
