@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 5000
+UI_PORT ?= 3000
+SANDBOX_PORT ?= 8765
 SIZE ?= 10000
 LIMIT_SCALE ?= 1
 UNTIL ?= hourly
 
-.PHONY: install run test soak bench pipeline eval lint validate clean
+.PHONY: install run shell test soak bench pipeline eval lint validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The sandbox, the Dagster UI on http://127.0.0.1:3000 and a first full run; Ctrl-C stops it all.
+## The sandbox, the Dagster UI on http://127.0.0.1:$(UI_PORT) and a first full run; Ctrl-C stops it all.
 run: install
-	$(BIN)/cdp run --people $(PEOPLE)
+	$(BIN)/cdp run --people $(PEOPLE) --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT)
+
+## A shell with `make run`'s environment: cdp, dg and dagster on PATH, the sandbox's credentials, DAGSTER_HOME,
+## the warehouse and the URLs (the same lines as `eval "$$(.venv/bin/cdp env)"`); exit leaves it.
+shell: install
+	@eval "$$($(BIN)/cdp env --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT))" && \
+		echo "cdp, dg and make run's environment are set here (UI $$CDP_UI_URL); exit to leave" && \
+		exec "$${SHELL:-/bin/bash}" -i
 
 ## The test suite.
 test: install
@@ -47,7 +56,7 @@ lint: install
 	$(BIN)/ruff check .
 
 validate: install
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 clean:
 	rm -rf data .pytest_cache

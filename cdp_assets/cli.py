@@ -1,9 +1,11 @@
 """`cdp`: the project's command line.
 
 cdp run        the sandbox, the Dagster UI and a first run, until Ctrl-C (`make run`)
+cdp env        the environment of `cdp run` as export lines, for a shell: eval "$(.venv/bin/cdp env)" (`make shell`)
+cdp launch     queue a run of assets or a job on the running Dagster (`cdp launch --assets 'group:staging'`)
 cdp pipeline   one headless run of every asset against a freshly started sandbox (`make pipeline`)
 cdp eval       a headless run, then identity resolution scored against the world's ground truth (`make eval`)
-cdp profile    explain a profile, or keep two identifiers apart (`cdp profile explain --email ...`)
+cdp profile    a few profiles to try, explain one, or keep two identifiers apart (`cdp profile sample`)
 cdp identity   retrain the probabilistic matching model on a warehouse (`cdp identity train`)
 cdp sync       what each sync would send now, or how its last runs went (`cdp sync plan`, `cdp sync status`)
 cdp privacy    file a deletion or access request, process the inbox now, or follow requests
@@ -13,17 +15,20 @@ cdp bench      the pipeline's stages timed on a world of N people, and the targe
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shlex
 import shutil
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 from dagster import DagsterInstance, RunConfig, materialize
 
-from cdp_assets import stack
+from cdp_assets import launch, stack
 from cdp_assets.bench.harness import SERVED_STAGES
 from cdp_assets.identity import cli as identity_cli
 from cdp_assets.privacy import cli as privacy_cli
@@ -39,11 +44,11 @@ def main(argv: list[str] | None = None) -> None:
 
     run = commands.add_parser("run", help="sandbox + Dagster UI + a first run, until Ctrl-C")
     run.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--ui-port", type=int, default=3000)
-    run.add_argument("--sandbox-port", type=int, default=8765)
     run.add_argument("--tick-seconds", type=float, default=60, help="how often the sandbox world changes")
-    run.add_argument("--data", type=Path, default=DATA, help="folder for the world, warehouse and run history")
+    add_stack_options(run)
+    env = commands.add_parser("env", help="`cdp run`'s environment as export lines: eval \"$(.venv/bin/cdp env)\"")
+    add_stack_options(env)
+    launch.add_parser(commands)
 
     pipeline = commands.add_parser("pipeline", help="one headless run of every asset")
     pipeline.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
@@ -75,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         run_stack(args)
+    elif args.command == "env":
+        print(shell_exports(args))
+    elif args.command == "launch":
+        launch.run(args)
     elif args.command == "eval":
         run_eval(args)
     elif args.command in ("profile", "identity"):
@@ -87,6 +96,31 @@ def main(argv: list[str] | None = None) -> None:
         run_bench(args)
     else:
         run_pipeline(args)
+
+
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """Options `cdp run` and `cdp env` share, so a shell's environment matches the stack it talks to."""
+    parser.add_argument("--host", default="127.0.0.1", help="where the Dagster UI listens")
+    parser.add_argument("--ui-port", type=int, default=3000)
+    parser.add_argument("--sandbox-port", type=int, default=8765)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder for the world, warehouse and run history")
+
+
+def shell_exports(args: argparse.Namespace) -> str:
+    """`export` lines for the stack's environment, with this virtualenv's commands first on PATH. A credential
+    already set in the environment is kept by the stack and left out here, so a real secret is never printed."""
+    environment = stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)
+    kept = sorted(name for name in stack.sandbox_credentials() if name in os.environ)
+    bin_dir = Path(sys.executable).parent  # the virtualenv's bin, holding cdp, dg and dagster
+    lines = [f"# the environment of `cdp run --data {args.data} --host {args.host} --ui-port {args.ui_port} "
+             f"--sandbox-port {args.sandbox_port}`; use: eval \"$(.venv/bin/cdp env)\""]  # fmt: skip
+    if sys.prefix != sys.base_prefix:
+        lines.append(f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != str(bin_dir):
+        lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"')
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in environment.items() if name not in kept]
+    lines += [f"# {name} is already set in your environment and stays as it is" for name in kept]
+    return "\n".join(lines)
 
 
 def _ensure_world(folder: Path, people: int) -> Path:
@@ -111,26 +145,43 @@ def run_stack(args: argparse.Namespace) -> None:
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, signal.default_int_handler)
 
+    check_ports(args)
     world = _ensure_world(args.data / "sandbox", args.people)
-    env = {**os.environ, **stack.sandbox_credentials()}
-    env["DAGSTER_HOME"] = str(stack.prepare_dagster_home(args.data / "dagster_home").resolve())
-    env["CDP_WAREHOUSE"] = str((args.data / "warehouse.duckdb").resolve())
+    env = {**os.environ, **stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)}
     ui_url = f"http://{args.host}:{args.ui_port}"
-    env.setdefault("CDP_UI_URL", ui_url)  # alerts link to runs here
-    with SandboxServer(world, {"tick_seconds": args.tick_seconds}, port=args.sandbox_port) as sandbox:
-        env["CDP_SANDBOX_URL"] = sandbox.url
-        dagster = stack.start_dagster_dev(args.host, args.ui_port, env)
+    sandbox_config = {"tick_seconds": args.tick_seconds}
+    with SandboxServer(world, sandbox_config, host=stack.SANDBOX_HOST, port=args.sandbox_port) as sandbox:
+        dagster = stack.start_dg_dev(args.host, args.ui_port, env)
         try:
-            location, repository = stack.wait_for_code_location(ui_url)
+            location, repository = stack.wait_for_code_location(ui_url, process=dagster)
             # The first run builds everything, the nightly path's assets too; the schedules take over from there.
             run_id = stack.launch_job(ui_url, location, repository, "nightly_pipeline")
             print(f"\nDagster UI: {ui_url}   first run: {ui_url}/runs/{run_id}", flush=True)
-            print(f"Sandbox APIs: {sandbox.url}   Ctrl-C stops everything.\n", flush=True)
+            print(f"Sandbox APIs: {sandbox.url}   Ctrl-C stops everything.", flush=True)
+            print("In another terminal, `make shell` (or eval \"$(.venv/bin/cdp env)\") gives cdp, dg and this "
+                  "stack's environment.\n", flush=True)  # fmt: skip
             dagster.wait()
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"cdp run: {exc}") from None
         finally:
             stack.stop(dagster)
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    """Stop at once, before building or starting anything, when a port the stack needs is taken."""
+    if args.ui_port == args.sandbox_port:
+        raise SystemExit(f"cdp run: --ui-port and --sandbox-port are both {args.ui_port}; choose two ports")
+    ports = [("the Dagster UI", "--ui-port", args.host, args.ui_port),
+             ("the sandbox", "--sandbox-port", stack.SANDBOX_HOST, args.sandbox_port)]  # fmt: skip
+    for what, flag, host, port in ports:
+        problem = stack.cannot_listen(host, port)
+        if problem is not None and problem.errno == errno.EADDRINUSE:
+            raise SystemExit(f"cdp run: port {port} is in use, so {what} cannot listen on it; "
+                             f"choose another with {flag} N")  # fmt: skip
+        if problem is not None:
+            raise SystemExit(f"cdp run: {what} cannot listen on {host}:{port} ({problem.strerror or problem})")
 
 
 def run_pipeline(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ from dagster import AssetKey, Definitions, in_process_executor
 
 from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
 from cdp_assets.identity.lifecycle import build_lifecycle_asset
+from cdp_assets.identity.never_link import never_link
 from cdp_assets.identity.profiles import build_profile_assets
 from cdp_assets.identity.rebuild import build_rebuild_check
 from cdp_assets.identity.rules import load as load_identity_rules
@@ -50,7 +51,7 @@ defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
     asset_checks=[*view_checks, rebuild_check],
     resources=build_resources(),
-    jobs=[*jobs, privacy_requests],
+    jobs=[*jobs, privacy_requests, never_link],
     schedules=build_schedules(jobs),
     sensors=[privacy_inbox_sensor, *ALERT_SENSORS],
     executor=in_process_executor,

@@ -1,7 +1,7 @@
-"""Quality measures of each staging build, their history, and the table-level checks built on them.
+"""Quality measures of each staging build, and their history.
 
-Each staging materialisation appends one row per entity to `quarantine.quality_history`;
-the checks compare the build with that history, and the scorecard reads it back.
+Each staging materialisation appends one row per entity to `quarantine.quality_history`; the staging checks
+(`staging_checks.py`) compare the build with the entity's own history, and the scorecard reads it back.
 """
 
 from __future__ import annotations
@@ -9,15 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from cdp_assets.enforcement import Verdict
 from cdp_assets.mappings import MAPPINGS
 
-QUARANTINE_WARN, QUARANTINE_FAIL = 0.01, 0.05
-VOLUME_WARN, VOLUME_FAIL = 0.20, 0.50  # share a table may shrink or grow against its recent builds
-VOLUME_WINDOW = 5  # recent builds a table's volume is compared with
-FRESHNESS_HOURS = 26.0  # the nightly pull plus slack
+BASELINE_DAYS = 7  # an entity's usual quarantine rate is the median of its builds over this many days
 
 HISTORY_SQL = """
 CREATE TABLE IF NOT EXISTS quarantine.quality_history (
@@ -42,36 +38,37 @@ WHERE field NOT IN (SELECT field FROM quarantine._known_fields WHERE entity = $e
 ORDER BY field
 """
 
+# What the entity's earlier builds say, read before this build's row is added: its usual quarantine rate, the
+# live rows of its previous build, and when its source was last read (the stream's cursor moves on every pull,
+# also one that finds nothing new).
+BASELINE_SQL = """
+SELECT
+    (SELECT median(quarantine_rate) FROM quarantine.quality_history
+     WHERE entity = $entity AND measured_at >= now() - to_days($days)) AS usual_rate,
+    (SELECT staging_rows - deleted_rows FROM quarantine.quality_history
+     WHERE entity = $entity ORDER BY measured_at DESC LIMIT 1) AS previous_live_rows,
+    (SELECT date_diff('second', updated_at, now()) / 3600.0 FROM raw._stream_state
+     WHERE stream = $source_table) AS hours_since_read
+"""
+
 
 @dataclass(frozen=True)
 class Measures:
     rows_in: int
+    rows_quarantined: int
     quarantine_rate: float
+    usual_quarantine_rate: float | None  # median over the entity's recent builds; None on a first build
     completeness: float
     uniqueness: float
-    freshness_hours: float
+    freshness_hours: float  # since the newest current version landed (the scorecard's freshness)
+    hours_since_read: float  # since the source was last read, whether or not it had anything new
     staging_rows: int
     deleted: int
-    recent_rows: float | None  # average staging rows of the recent builds before this one
+    previous_live_rows: int | None  # rows not deleted at the source, in the build before this one
 
-
-def check_specs(key: AssetKey) -> list[AssetCheckSpec]:
-    return [
-        AssetCheckSpec("primary_key_unique", asset=key, blocking=True, description="One row per record id."),
-        AssetCheckSpec(
-            "quarantine_rate", asset=key, blocking=True,
-            description=f"Share of rows quarantined: warns above {QUARANTINE_WARN:.0%}, "
-            f"fails above {QUARANTINE_FAIL:.0%}.",
-        ),
-        AssetCheckSpec(
-            "volume_change", asset=key, blocking=True,
-            description=f"Rows against the last {VOLUME_WINDOW} builds: warns past {VOLUME_WARN:.0%}, "
-            f"fails when the table shrinks by more than {VOLUME_FAIL:.0%}.",
-        ),
-        AssetCheckSpec(
-            "freshness", asset=key, description=f"Newest extraction within {FRESHNESS_HOURS:.0f} hours."
-        ),
-    ]  # fmt: skip
+    @property
+    def live_rows(self) -> int:
+        return self.staging_rows - self.deleted
 
 
 def note_fields(conn: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> list[str]:
@@ -88,9 +85,16 @@ def note_fields(conn: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> li
 
 
 def record(
-    conn: duckdb.DuckDBPyConnection, source: str, entity: str, table: str, key: str, verdict: Verdict, run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    entity: str,
+    source_table: str,
+    table: str,
+    key: str,
+    verdict: Verdict,
+    run_id: str,
 ) -> Measures:
-    """Measure the staging table just built and append the measures to the history."""
+    """Measure the staging table just built from `source_table` and append the measures to the history."""
     mapped = [column.name for column in MAPPINGS[entity]]
     filled = " + ".join(f"count({name})" for name in mapped)
     rows, deleted, distinct, filled_cells, hours = conn.execute(
@@ -100,20 +104,21 @@ def record(
         FROM {table}
         """
     ).fetchone()
-    recent = conn.execute(
-        "SELECT avg(staging_rows) FROM (SELECT staging_rows FROM quarantine.quality_history"
-        " WHERE entity = $entity ORDER BY measured_at DESC LIMIT $window)",
-        {"entity": entity, "window": VOLUME_WINDOW},
-    ).fetchone()[0]
+    usual, previous, since_read = conn.execute(
+        BASELINE_SQL, {"entity": entity, "days": BASELINE_DAYS, "source_table": source_table}
+    ).fetchone()
     measures = Measures(
         rows_in=verdict.rows_in,
+        rows_quarantined=verdict.rows_quarantined,
         quarantine_rate=verdict.rows_quarantined / verdict.rows_in if verdict.rows_in else 0.0,
+        usual_quarantine_rate=usual,
         completeness=filled_cells / (rows * len(mapped)) if rows else 0.0,
         uniqueness=distinct / rows if rows else 1.0,
         freshness_hours=float(hours or 0.0),
+        hours_since_read=float(since_read if since_read is not None else hours or 0.0),
         staging_rows=rows,
         deleted=deleted,
-        recent_rows=recent,
+        previous_live_rows=previous,
     )
     conn.execute(
         """
@@ -130,30 +135,3 @@ def record(
         },
     )  # fmt: skip
     return measures
-
-
-def check_results(m: Measures) -> list[AssetCheckResult]:
-    volume_change = (m.staging_rows - m.recent_rows) / m.recent_rows if m.recent_rows else 0.0
-    return [
-        AssetCheckResult(
-            check_name="primary_key_unique", passed=m.uniqueness == 1.0, metadata={"uniqueness": m.uniqueness}
-        ),
-        AssetCheckResult(
-            check_name="quarantine_rate",
-            passed=m.quarantine_rate <= QUARANTINE_WARN,
-            severity=AssetCheckSeverity.ERROR if m.quarantine_rate > QUARANTINE_FAIL else AssetCheckSeverity.WARN,
-            metadata={"quarantine_rate": m.quarantine_rate, "rows_in": m.rows_in},
-        ),
-        AssetCheckResult(
-            check_name="volume_change",
-            passed=abs(volume_change) <= VOLUME_WARN,
-            severity=AssetCheckSeverity.ERROR if volume_change < -VOLUME_FAIL else AssetCheckSeverity.WARN,
-            metadata={"rows": m.staging_rows, "recent_average_rows": m.recent_rows or 0.0, "change": volume_change},
-        ),
-        AssetCheckResult(
-            check_name="freshness",
-            passed=m.freshness_hours <= FRESHNESS_HOURS,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"hours_since_extraction": m.freshness_hours},
-        ),
-    ]

@@ -1,10 +1,12 @@
-"""The local stack behind `make run`: the sandbox server and `dagster dev`, started and stopped together."""
+"""The local stack behind `make run`: the sandbox server and `dg dev`, started and stopped together, and the
+environment they run with, which `cdp env` gives a shell so its commands reach the same stack."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from resources import PROJECT_ROOT
 
 SANDBOX_ENV_FILE = PROJECT_ROOT / "resources" / "sandbox.env"
 INSTANCE_TEMPLATE = PROJECT_ROOT / "schedules" / "dagster.yaml"
+SANDBOX_HOST = "127.0.0.1"
 
 LOCATIONS_QUERY = """
 { workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
@@ -25,7 +28,7 @@ LOCATIONS_QUERY = """
 """
 LAUNCH_MUTATION = """
 mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
-  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on LaunchRunSuccess { run { runId } } ... on Error { message }
   ... on RunConfigValidationInvalid { errors { message } } } }
 """
 
@@ -38,6 +41,31 @@ def sandbox_credentials() -> dict[str, str]:
             name, _, value = line.partition("=")
             values[name.strip()] = value.strip()
     return {**values, **{k: v for k, v in os.environ.items() if k in values}}
+
+
+def stack_environment(data: Path, host: str, ui_port: int, sandbox_port: int) -> dict[str, str]:
+    """The variables of the stack that `cdp run` starts with these options: it runs Dagster with them, and `cdp env`
+    hands them to a shell, so the commands typed there reach the same warehouse, run history and UI. Credentials
+    and CDP_UI_URL (the links in alerts) already set in the environment are kept."""
+    return {
+        **sandbox_credentials(),
+        "DAGSTER_HOME": str(prepare_dagster_home(data / "dagster_home").resolve()),
+        "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve()),
+        "CDP_SANDBOX_URL": f"http://{SANDBOX_HOST}:{sandbox_port}",
+        "CDP_UI_URL": os.environ.get("CDP_UI_URL") or f"http://{host}:{ui_port}",
+    }
+
+
+def cannot_listen(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (bound as uvicorn binds, with SO_REUSEADDR), or None."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:  # taken, not an address of this machine, or a host name that does not resolve
+        return exc
+    return None
 
 
 def prepare_dagster_home(folder: Path) -> Path:
@@ -56,39 +84,74 @@ def graphql(ui_url: str, query: str, variables: dict[str, Any] | None = None) ->
     return body["data"]
 
 
-def wait_for_code_location(ui_url: str, timeout_seconds: float = 180) -> tuple[str, str]:
-    """Wait for the webserver and the code location; returns (location name, repository name)."""
+class NotReady(Exception):
+    """No webserver answers, or its code location is still loading."""
+
+
+def code_location(ui_url: str) -> tuple[str, str]:
+    """The webserver's code location as (location name, repository name); NotReady until it is loaded."""
+    try:
+        requests.get(f"{ui_url}/server_info", timeout=5).raise_for_status()
+        entries = graphql(ui_url, LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+    except requests.RequestException as exc:
+        raise NotReady(f"no Dagster webserver answers at {ui_url} ({type(exc).__name__})") from exc
+    for entry in entries:
+        location = entry["locationOrLoadError"] or {}
+        if location.get("__typename") == "RepositoryLocation":
+            return entry["name"], location["repositories"][0]["name"]
+        if location.get("__typename") == "PythonError":
+            raise RuntimeError(f"code location {entry['name']} failed to load: {location['message']}")
+    loading = ", ".join(f"{entry['name']} is {entry['loadStatus']}" for entry in entries)
+    raise NotReady(f"code location {loading or 'missing'} at {ui_url}")
+
+
+def wait_for_code_location(
+    ui_url: str, timeout_seconds: float = 180, process: subprocess.Popen[bytes] | None = None
+) -> tuple[str, str]:
+    """Wait for the webserver and its code location, or for `process` (what serves them) to end first."""
     deadline = time.monotonic() + timeout_seconds
-    last_problem = "webserver not answering"
-    while time.monotonic() < deadline:
+    while True:
         try:
-            requests.get(f"{ui_url}/server_info", timeout=5).raise_for_status()
-            entries = graphql(ui_url, LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
-            for entry in entries:
-                location = entry["locationOrLoadError"] or {}
-                if location.get("__typename") == "RepositoryLocation":
-                    return entry["name"], location["repositories"][0]["name"]
-                if location.get("__typename") == "PythonError":
-                    raise RuntimeError(f"code location {entry['name']} failed to load: {location['message']}")
-                last_problem = f"code location {entry['name']} is {entry['loadStatus']}"
-        except requests.RequestException as exc:
-            last_problem = str(exc)
+            return code_location(ui_url)
+        except NotReady as exc:
+            problem = str(exc)
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"dg dev stopped (exit code {process.returncode}) before the UI came up; "
+                               "its log above says why")  # fmt: skip
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"Dagster did not come up at {ui_url} in {timeout_seconds:.0f}s: {problem}")
         time.sleep(1)
-    raise TimeoutError(f"Dagster did not come up at {ui_url}: {last_problem}")
 
 
-def launch_job(ui_url: str, location: str, repository: str, job_name: str) -> str:
-    """Launch a job through the GraphQL API, as the UI's launch button does; returns the run id."""
-    params = {"selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": job_name}}
+def launch_job(
+    ui_url: str,
+    location: str,
+    repository: str,
+    job_name: str,
+    assets: list[list[str]] | None = None,
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Launch a job (or `assets`, given as key paths, of the implicit asset job) through the GraphQL API, as the
+    UI's launch button does, so the instance's run queue takes it; returns the run id."""
+    selector: dict[str, Any] = {"repositoryLocationName": location, "repositoryName": repository, "jobName": job_name}
+    if assets is not None:
+        selector["assetSelection"] = [{"path": path} for path in assets]
+    params = {
+        "selector": selector,
+        "runConfigData": run_config or {},
+        "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]},
+    }
     result = graphql(ui_url, LAUNCH_MUTATION, {"params": params})["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launching {job_name} failed: {result}")
+        problems = [error["message"] for error in result.get("errors", [])] or [result.get("message")]
+        raise RuntimeError(f"launching {job_name} failed ({result['__typename']}): {'; '.join(map(str, problems))}")
     return result["run"]["runId"]
 
 
-def start_dagster_dev(host: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`dagster dev` in its own process group, so Ctrl-C reaches it through `stop` only, cleanly."""
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)]
+def start_dg_dev(host: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`dg dev` in its own process group, so Ctrl-C reaches it through `stop` only, cleanly."""
+    command = [str(Path(sys.executable).parent / "dg"), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)]
     return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True)
 
 

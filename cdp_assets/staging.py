@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cdp_assets import quality
+from cdp_assets import quality, staging_checks
 from cdp_assets.contracts import CONTRACTS
 from cdp_assets.enforcement import enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
@@ -56,7 +56,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             f"held to the `{contract.__name__}` contract, breaking rows go to `{quarantine}`."
         ),
         required_resource_keys={"warehouse"},
-        check_specs=quality.check_specs(key),
+        check_specs=staging_checks.check_specs(key),
     )
     def _staging(context: AssetExecutionContext) -> MaterializeResult:
         started = time.monotonic()
@@ -99,7 +99,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 raise RuntimeError(
                     f"{entity}: {verdict.rows_in} rows in but {passed} staged and {held} quarantined; nothing written"
                 )
-            measures = quality.record(conn, source, entity, target, stream.primary_key, verdict, run_id)
+            measures = quality.record(conn, source, entity, source_table, target, stream.primary_key, verdict, run_id)
             conn.commit()
         return MaterializeResult(
             metadata={
@@ -114,7 +114,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 "new_field_count": len(new_fields),
                 "seconds": round(time.monotonic() - started, 3),
             },
-            check_results=quality.check_results(measures),
+            check_results=staging_checks.check_results(measures),
         )
 
     return _staging

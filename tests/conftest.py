@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 from dagster import AssetKey, AssetSelection, DagsterInstance, RunConfig, materialize
+from filelock import FileLock
 
 from cdp_assets import stack
 from cdp_assets.sync.assets import sync_key
@@ -51,13 +53,35 @@ def sandbox_credentials() -> None:
     os.environ.update(stack.sandbox_credentials())
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test session, however many xdist workers ask for it.
+
+    Session fixtures are per worker; a read-only one built by every worker costs the suite its build time again.
+    The first worker to ask builds it under a lock in the folder the workers share; the others wait and reuse it.
+    """
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if shared is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    folder, done = shared / name, shared / f"{name}.built"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed part way starts over
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sandbox.world import build_world
 
-    folder = tmp_path_factory.mktemp("world-template")
-    build_world(folder, people=TEST_PEOPLE, seed=TEST_SEED, anchor=TEST_ANCHOR)
-    return folder
+    return built_once(
+        tmp_path_factory, "world-template",
+        lambda folder: build_world(folder, people=TEST_PEOPLE, seed=TEST_SEED, anchor=TEST_ANCHOR),
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -184,16 +208,20 @@ class Profiled:
 def profiled(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiled:
     """One world through two full pipeline runs, around a tick that deleted and archived records in every
     person stream; shared read-only by the tests of the profile and view layers."""
-    folder = tmp_path_factory.mktemp("profiles")
-    world = folder / "world"
-    shutil.copytree(world_template, world)
-    with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
-        pipeline = Pipeline(sandbox.url, folder / "warehouse.duckdb")
-        assert pipeline.run().success
-        sandbox.control("tick", "POST", changes=30, count=3)  # deletions and archivals in every person stream
-        outcome = pipeline.run(full=True)
-        assert outcome.success
-    return Profiled(world, pipeline, outcome.metadata)
+
+    def build(folder: Path) -> None:
+        shutil.copytree(world_template, folder / "world")
+        with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
+            pipeline = Pipeline(sandbox.url, folder / "warehouse.duckdb")
+            assert pipeline.run().success
+            sandbox.control("tick", "POST", changes=30, count=3)  # deletions and archivals in every person stream
+            outcome = pipeline.run(full=True)
+            assert outcome.success
+        (folder / "metadata.pickle").write_bytes(pickle.dumps(outcome.metadata))  # Dagster's values as they are
+
+    folder = built_once(tmp_path_factory, "profiles", build)
+    pipeline = Pipeline("", folder / "warehouse.duckdb")  # read only: its sandbox is gone
+    return Profiled(folder / "world", pipeline, pickle.loads((folder / "metadata.pickle").read_bytes()))
 
 
 UPSTREAM = AssetSelection.all() - AssetSelection.groups("sync")
@@ -202,11 +230,13 @@ UPSTREAM = AssetSelection.all() - AssetSelection.groups("sync")
 @pytest.fixture(scope="session")
 def unsynced(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A world pulled through every layer up to the views, with nothing synced yet (world/, warehouse.duckdb)."""
-    folder = tmp_path_factory.mktemp("unsynced")
-    shutil.copytree(world_template, folder / "world")
-    with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
-        assert Pipeline(sandbox.url, folder / "warehouse.duckdb").run().success
-    return folder
+
+    def build(folder: Path) -> None:
+        shutil.copytree(world_template, folder / "world")
+        with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
+            assert Pipeline(sandbox.url, folder / "warehouse.duckdb").run().success
+
+    return built_once(tmp_path_factory, "unsynced", build)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """`make run`'s stack as a newcomer gets it, checked the way a data team uses it: the UI and its GraphQL API, the
-daemon's schedules and sensors, an hourly run launched by hand, an alert for a failed run, and the pages themselves
-in a real browser (Debian's Chromium, driven by Playwright), with screenshots under test-artifacts/."""
+daemon's schedules and sensors, an hourly run launched by hand, an alert for a failed run, the pages themselves
+in a real browser (Debian's Chromium, driven by Playwright), with screenshots under test-artifacts/, and the
+command line beside it: `cdp env` in a shell, runs launched into the queue, readers beside a writer, busy ports."""
 
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ NODES_QUERY = """
   assetMaterializations(limit: 1) { runId timestamp metadataEntries { label ... on IntMetadataEntry { intValue } } }
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } }
 """
+TIMED_RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName startTime endTime } } } }"
+# A writer holding the warehouse's lock as a run's step does, until its stdin says to let go; it takes the lock
+# in a gap between the steps of any run going now, as a step would.
+HOLD_LOCK = """
+import sys, time, duckdb
+deadline = time.monotonic() + 300
+while True:
+    try:
+        conn = duckdb.connect(sys.argv[1])
+        break
+    except duckdb.IOException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+print("locked", flush=True)
+sys.stdin.readline()
+conn.close()
+"""
 ASSET_RUN_MUTATION = """
 mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
@@ -73,6 +92,15 @@ class Stack:
 
     def runs(self) -> list[dict[str, Any]]:
         return self.graphql(RUNS_QUERY)["runsOrError"]["results"]
+
+    def environment(self) -> dict[str, str]:
+        """What `cdp env` sets for this stack, for commands run beside it."""
+        return {**os.environ, "CDP_WAREHOUSE": str(self.data / "warehouse.duckdb"), "CDP_UI_URL": self.ui_url,
+                "DAGSTER_HOME": str(self.data / "dagster_home")}  # fmt: skip
+
+    def cdp(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cdp_assets.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, env=self.environment(), timeout=300)  # fmt: skip
 
     def wait_for(self, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
@@ -214,3 +242,115 @@ def test_the_asset_graph_and_a_run_page_render_in_a_browser(running: Stack) -> N
         assert not [error for error in UI_ERRORS if error in text]
     assert all(group in graph_text for group in LAYER_GROUPS)
     assert "Errored (0)" in run_text
+
+
+def queued_run_id(launched: subprocess.CompletedProcess[str]) -> str:
+    """The run id `cdp launch` (or a command writing through the queue) printed: `queued run <id> (...)`."""
+    assert launched.returncode == 0 and "Traceback" not in launched.stderr, launched.stderr
+    return launched.stdout.split("queued run ", 1)[1].split()[0]
+
+
+def test_commands_beside_a_writer_wait_saying_who_holds_the_warehouse_then_answer(running: Stack) -> None:
+    email = running.cdp("profile", "sample", "--field", "email", "--limit", "1").stdout.strip()
+    readers = {"sync status": ("sync", "status"), "privacy status": ("privacy", "status"),
+               "profile explain": ("profile", "explain", "--email", email)}  # fmt: skip
+    warehouse = running.data / "warehouse.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(warehouse)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    logs = {name: running.data / f"{name.replace(' ', '-')}.stderr" for name in readers}
+    started: dict[str, subprocess.Popen[str]] = {}
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for name, command in readers.items():
+            with logs[name].open("w") as log:
+                started[name] = subprocess.Popen([sys.executable, "-m", "cdp_assets.cli", *command], text=True,
+                                                 stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+                                                 env=running.environment())  # fmt: skip
+        deadline = time.monotonic() + 120  # every command is waiting for the lock, and says so
+        while time.monotonic() < deadline and not all("waiting for" in log.read_text() for log in logs.values()):
+            assert all(process.poll() is None for process in started.values()), "a command did not wait"
+            time.sleep(0.2)
+    finally:
+        holder.communicate("let go\n", timeout=30)
+    answers = {name: process.communicate(timeout=300)[0] for name, process in started.items()}
+    for name, process in started.items():
+        stderr = logs[name].read_text()
+        assert process.returncode == 0 and "Traceback" not in stderr, (name, stderr)
+        assert f"{warehouse}: its lock is held by PID {holder.pid} (" in stderr and f"got {warehouse}" in stderr
+    assert "hubspot_contacts:" in answers["sync status"] and "rows refused" in answers["sync status"]
+    assert answers["privacy status"].strip()
+    assert answers["profile explain"].startswith("profile prof_") and email in answers["profile explain"]
+
+
+def test_a_launch_from_the_command_line_waits_its_turn_in_the_queue_while_readers_answer(running: Stack) -> None:
+    email = running.cdp("profile", "sample", "--field", "email", "--limit", "1").stdout.strip()
+    hourly = queued_run_id(running.cdp("launch", "--job", "hourly_pipeline"))
+    sync = queued_run_id(running.cdp("launch", "--assets", "sync/meta_retargeting"))
+    deadline, statuses = time.monotonic() + 300, {}
+    while time.monotonic() < deadline and statuses.get(hourly) != "STARTED":
+        statuses = {r["runId"]: r["status"] for r in running.runs()}
+        assert statuses[hourly] in ("QUEUED", "STARTING", "STARTED"), statuses[hourly]
+        time.sleep(0.5)
+    assert statuses[sync] == "QUEUED", "one run at a time: the launched one waits for the hourly run"
+
+    # Beside the hourly run, which takes and lets go of the warehouse step by step, readers answer (after a wait).
+    for command in (("sync", "status"), ("privacy", "status"), ("profile", "explain", "--email", email)):
+        answered = running.cdp(*command)
+        assert answered.returncode == 0 and "Traceback" not in answered.stderr, (command, answered.stderr)
+        assert answered.stdout.strip(), command
+
+    assert running.wait_for(hourly) == "SUCCESS" and running.wait_for(sync) == "SUCCESS"
+    runs = {r["runId"]: r for r in running.graphql(TIMED_RUNS_QUERY)["runsOrError"]["results"]}
+    assert runs[sync]["jobName"] == "__ASSET_JOB" and runs[sync]["startTime"] >= runs[hourly]["endTime"]
+
+
+def test_commands_that_write_the_warehouse_run_as_queued_jobs(running: Stack) -> None:
+    email = running.cdp("profile", "sample", "--field", "email", "--limit", "1").stdout.strip()
+    never = running.cdp("profile", "never-link", f"email:{email}", "--reason", "a shared mailbox", "--wait")
+    process = running.cdp("privacy", "process", "--wait")
+    jobs = {r["runId"]: (r["jobName"], r["status"]) for r in running.runs()}
+    assert jobs[queued_run_id(never)] == ("never_link", "SUCCESS")
+    assert jobs[queued_run_id(process)] == ("privacy_requests", "SUCCESS")
+    with duckdb.connect(str(running.data / "warehouse.duckdb"), read_only=True) as conn:
+        rules = conn.execute("SELECT a, b, reason FROM identity.never_link").fetchall()
+    assert (f"email:{email}", None, "a shared mailbox") in rules
+
+
+def test_cdp_env_gives_a_shell_the_commands_and_the_stack_without_echoing_a_secret(running: Stack) -> None:
+    bin_dir = Path(sys.executable).parent
+    ui_port, sandbox_port = running.ui_url.rsplit(":", 1)[1], running.sandbox_url.rsplit(":", 1)[1]
+    env_command = f"{bin_dir}/cdp env --data {running.data} --ui-port {ui_port} --sandbox-port {sandbox_port}"
+    bare = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "STRIPE_API_KEY": "sk_live_mine"}
+    script = (f'eval "$({env_command})" && command -v cdp dg dagster && cdp sync status --sync hubspot_contacts'
+              ' && dg --version'
+              ' && echo "$DAGSTER_HOME $CDP_WAREHOUSE $CDP_UI_URL $CDP_SANDBOX_URL $STRIPE_API_KEY"')  # fmt: skip
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=bare, cwd="/", timeout=120)
+    assert shell.returncode == 0 and "Traceback" not in shell.stderr, shell.stderr
+    lines = shell.stdout.splitlines()
+    assert lines[:3] == [str(bin_dir / name) for name in ("cdp", "dg", "dagster")]
+    assert lines[3].startswith("hubspot_contacts:") and any(line.startswith("dg, version 1.13") for line in lines)
+    data = running.data.resolve()
+    assert lines[-1] == (f"{data / 'dagster_home'} {data / 'warehouse.duckdb'} {running.ui_url} "
+                         f"{running.sandbox_url} sk_live_mine")  # fmt: skip
+    exports = subprocess.run(env_command.split(), capture_output=True, text=True, env=bare, check=True).stdout
+    assert "sk_live_mine" not in exports and "# STRIPE_API_KEY is already set" in exports
+
+
+@pytest.mark.parametrize("flag", ["--ui-port", "--sandbox-port"])
+def test_cdp_run_on_a_busy_port_stops_at_once_naming_the_port_and_the_flag(flag: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {"--ui-port": free_port(), "--sandbox-port": free_port(), flag: busy}
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "cdp_assets.cli", "run", "--data", str(tmp_path),
+             *(str(part) for item in ports.items() for part in item)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+    assert result.returncode != 0 and seconds < 10, (result.returncode, seconds)
+    assert f"port {busy} " in result.stderr and f"choose another with {flag} N" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sandbox").exists(), "nothing is built or started before the ports are checked"

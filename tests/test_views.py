@@ -290,6 +290,59 @@ def test_policy_and_consent_checks_fail_on_planted_data(planted: Path) -> None:
     assert (consent["passed"], consent["rows_without_consent"], consent["profiles"]) == (False, 2, refuser)
 
 
+SAMPLE_ROWS = 5
+WITHHELD = "withheld: the view holds direct identifiers"
+
+
+def views_policy() -> dict:
+    from cdp_assets.views import policy
+
+    return yaml.safe_load((Path(policy.__file__).parent / "policy.yaml").read_text())["views"]
+
+
+def test_only_pseudonymous_views_show_sample_rows_and_none_a_direct_identifier(profiled: Profiled) -> None:
+    views = views_policy()
+    direct = {c for v in views.values() for c, cls in v["columns"].items() if cls == "direct_identifier"}
+    emails = [e for (e,) in profiled.pipeline.query(
+        "SELECT DISTINCT lower(value) FROM identity.identifiers WHERE id_type = 'email'")]  # fmt: skip
+    shown = []
+    for name, spec in views.items():
+        sample, key = profiled.metadata[f"views/{name}"]["sample"], ", ".join(spec["key"])
+        [(rows, keys)] = profiled.pipeline.query(f"SELECT count(*), count(DISTINCT ({key})) FROM views.{name}")
+        assert rows == keys, f"{name}: its key {key} does not tell its rows apart, so its sample has no one order"
+        if "direct_identifier" in spec["allows"]:
+            assert sample == WITHHELD, name
+            continue
+        columns = [c.name for c in sample.schema.columns]
+        assert len(sample.records) == min(rows, SAMPLE_ROWS) and not set(columns) & direct, name
+        assert set(columns) <= set(spec["columns"]) and set(spec["key"]) <= set(columns), name
+        for record in sample.records:
+            assert list(record.data) == columns, name
+            text = [str(v).lower() for v in record.data.values() if isinstance(v, str)]
+            assert not [e for e in emails if any(e in t for t in text)], (name, record)
+        shown.append(name)
+    assert {"product_usage_people", "customer_timeline", "executive_cohorts"} <= set(shown)
+    ids = [r.data["profile_id"] for r in profiled.metadata["views/product_usage_people"]["sample"].records]
+    assert ids == [p for (p,) in profiled.pipeline.query(
+        "SELECT profile_id FROM views.product_usage_people ORDER BY profile_id LIMIT 5")]  # fmt: skip
+
+
+def test_a_column_the_policy_does_not_list_stays_out_of_the_sample(planted: Path) -> None:
+    from cdp_assets.views import policy, sample
+    from cdp_assets.views.assets import table_schema
+
+    view = policy.load().views["product_usage_people"]
+    with duckdb.connect(str(planted)) as conn:
+        [(email,)] = conn.execute(
+            "SELECT value FROM identity.identifiers WHERE id_type = 'email' ORDER BY value LIMIT 1"
+        ).fetchall()
+        conn.execute("ALTER TABLE views.product_usage_people ADD COLUMN email VARCHAR")
+        conn.execute("UPDATE views.product_usage_people SET email = ?", [email])
+        shown = sample.sample(conn, view, table_schema(conn, view))
+    assert shown.records and "email" not in {c.name for c in shown.schema.columns}
+    assert all("email" not in r.data and email not in r.data.values() for r in shown.records)
+
+
 def test_every_view_is_built_with_its_row_count_and_passes_its_checks(profiled: Profiled) -> None:
     views = {key: meta for key, meta in profiled.metadata.items() if key.startswith("views/")}
     assert len(views) == 11
@@ -322,6 +375,10 @@ def test_a_policy_that_contradicts_itself_fails_to_load() -> None:
     data["views"]["executive_cohorts"]["columns"].pop("email")
     data["views"]["executive_cohorts"]["requires"] = "advertising"
     with pytest.raises(ValueError, match="needs a profile_id column"):
+        policy.parse(data)
+    data["views"]["executive_cohorts"].pop("requires")
+    data["views"]["executive_cohorts"]["key"] = ["cohort"]
+    with pytest.raises(ValueError, match="key column 'cohort' is not among the columns"):
         policy.parse(data)
 
 

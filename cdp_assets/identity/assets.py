@@ -19,6 +19,20 @@ from cdp_assets.raw import OWNER
 IDENTIFIERS_KEY = AssetKey(["identity", "identifiers"])
 GRAPH_KEY = AssetKey(["identity", "identity_graph"])
 LARGEST_PROFILE_RECORDS = 200  # a profile this big is a blob of people, not one person
+SAMPLE_PROFILES = 5  # profiles over a limit named in the check's metadata
+UNDO = (
+    "Do: `cdp profile explain --profile-id ...` shows the links; block the shared value (`cdp profile never-link "
+    "email:shared@...`) and rematerialise `group:identity`."
+)
+WITHIN_LIMITS = (
+    "Passes when no profile holds more values of an identifier type than its limit in "
+    "`cdp_assets/identity/rules.yaml`. Fails (blocking: profiles, views and syncs wait) when one does: a shared "
+    f"identifier slipped past merge protection; the metadata names the profiles. Never warns. {UNDO}"
+)
+NO_GIANT = (
+    f"Passes when no profile holds more than {LARGEST_PROFILE_RECORDS} person-level records. Fails (blocking) when "
+    f"one does: a blob of people joined through a shared identifier. Never warns. {UNDO}"
+)
 
 
 def build_identifiers_asset(staging_keys: list[AssetKey]) -> AssetsDefinition:
@@ -62,10 +76,8 @@ def build_graph_asset() -> AssetsDefinition:
         ),
         required_resource_keys={"warehouse"},
         check_specs=[
-            AssetCheckSpec("profiles_within_limits", asset=GRAPH_KEY, blocking=True,
-                           description="No profile holds more identifiers of a type than its limit allows."),
-            AssetCheckSpec("no_giant_profile", asset=GRAPH_KEY, blocking=True,
-                           description=f"No profile holds more than {LARGEST_PROFILE_RECORDS} person-level records."),
+            AssetCheckSpec("profiles_within_limits", asset=GRAPH_KEY, blocking=True, description=WITHIN_LIMITS),
+            AssetCheckSpec("no_giant_profile", asset=GRAPH_KEY, blocking=True, description=NO_GIANT),
         ],
     )
     def identity_graph(context: AssetExecutionContext) -> MaterializeResult:
@@ -73,7 +85,7 @@ def build_graph_asset() -> AssetsDefinition:
         identity_rules = rules.load()
         with context.resources.warehouse.get_connection() as conn:
             outcome = resolution.resolve(conn, identity_rules, context.run.run_id)
-            over_limit = resolution.over_limit(conn, identity_rules)
+            over_profiles = sorted({profile for profile, _, _ in resolution.over_limit(conn, identity_rules)})
         return MaterializeResult(
             metadata={
                 "profiles": outcome.profiles,
@@ -87,8 +99,12 @@ def build_graph_asset() -> AssetsDefinition:
             },
             check_results=[
                 AssetCheckResult(
-                    check_name="profiles_within_limits", passed=not over_limit,
-                    severity=AssetCheckSeverity.ERROR, metadata={"profiles_over_limit": len(over_limit)},
+                    check_name="profiles_within_limits", passed=not over_profiles,
+                    severity=AssetCheckSeverity.ERROR,
+                    metadata={
+                        "profiles_over_limit": len(over_profiles),
+                        "sample_profiles": ", ".join(over_profiles[:SAMPLE_PROFILES]),
+                    },
                 ),
                 AssetCheckResult(
                     check_name="no_giant_profile", passed=outcome.largest_profile_records <= LARGEST_PROFILE_RECORDS,

@@ -1,5 +1,8 @@
-"""`cdp profile ...`: explain a profile, or add a "never link" rule to undo a wrong merge.
-`cdp identity train`: retrain the probabilistic matching model on a warehouse's records."""
+"""`cdp profile ...`: explain a profile, list a few to try, or add a "never link" rule to undo a wrong merge.
+`cdp identity train`: retrain the probabilistic matching model on a warehouse's records.
+
+Reads open the warehouse read-only beside running jobs (warehouse_access); the never-link rule is written by
+a run of the `never_link` job, queued on the running Dagster like any other run."""
 
 from __future__ import annotations
 
@@ -9,11 +12,29 @@ import json
 import os
 from pathlib import Path
 
-import duckdb
-
+from cdp_assets import launch
 from cdp_assets.identity import explain, matching, rules
+from cdp_assets.identity.never_link import OP_NAME, NeverLinkConfig
+from cdp_assets.warehouse_access import add_wait_option, connect
 
 LOOKUPS = ("email", "phone", "user_id", "device_id", "profile_id", "record")
+SAMPLE_FIELDS = ("profile_id", "email", "phone", "record")
+# Profiles with an email, a phone when they have one and a source record, the most records first: the ones
+# whose explanation shows links across sources.
+SAMPLE_SQL = """
+WITH emails AS (
+    SELECT profile_id, min(value) AS email FROM identity.identifier_profiles WHERE id_type = 'email' GROUP BY ALL
+), phones AS (
+    SELECT profile_id, min(value) AS phone FROM identity.identifier_profiles WHERE id_type = 'phone' GROUP BY ALL
+), records AS (
+    SELECT profile_id, min(stream || ':' || record_id) AS record, count(*) AS records
+    FROM identity.record_profiles GROUP BY ALL
+)
+SELECT profile_id, email, phone, record
+FROM emails JOIN records USING (profile_id) LEFT JOIN phones USING (profile_id)
+ORDER BY records DESC, profile_id
+LIMIT $limit
+"""
 
 
 def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -> None:
@@ -22,7 +43,8 @@ def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -
     identity.add_argument("--warehouse", type=Path, default=warehouse)
     identity.add_argument("action", choices=["train"])
     identity.add_argument("--model", type=Path, default=matching.MODEL_PATH, help="where to save the model")
-    profile = commands.add_parser("profile", help="explain a profile or undo a wrong merge")
+    add_wait_option(identity)
+    profile = commands.add_parser("profile", help="explain a profile, list a few, or undo a wrong merge")
     profile.add_argument("--warehouse", type=Path, default=warehouse)
     actions = profile.add_subparsers(dest="action", required=True)
     show = actions.add_parser("explain", help="the identifiers, links and history of a profile")
@@ -31,24 +53,49 @@ def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -
         help_text = "a record as stream:id, e.g. hubspot.contacts:101" if lookup == "record" else None
         which.add_argument(f"--{lookup.replace('_', '-')}", dest=lookup, help=help_text)
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_wait_option(show)
+    sample = actions.add_parser("sample", help="a few profiles to explain: id, email, phone and a source record")
+    sample.add_argument("--limit", type=int, default=5)
+    sample.add_argument("--field", choices=SAMPLE_FIELDS, help="print only this field, one value a line")
+    add_wait_option(sample)
     never = actions.add_parser("never-link", help="keep two identifiers or records apart from the next run on")
     never.add_argument("a", help="type:value, e.g. email:ann@example.org or hubspot_contact:101")
     never.add_argument("b", nargs="?", help="the other side; leave out to stop `a` linking anything")
     never.add_argument("--reason", required=True)
+    launch.add_writer_options(never)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "identity":
-        with duckdb.connect(str(args.warehouse)) as conn:
+        with connect(args.warehouse, args.wait_seconds) as conn:
             records = matching.train_from_warehouse(conn, args.model)
         print(f"model trained on {records:,} records and saved to {args.model}")
-        return
+    elif args.action == "never-link":
+        never_link(args)
+    elif args.action == "sample":
+        with connect(args.warehouse, args.wait_seconds) as conn:
+            cursor = conn.execute(SAMPLE_SQL, {"limit": args.limit})
+            rows = [dict(zip(SAMPLE_FIELDS, row, strict=True)) for row in cursor.fetchall()]
+        print(describe_sample(rows, args.field))
+    else:
+        show(args)
+
+
+def never_link(args: argparse.Namespace) -> None:
     identity_rules = rules.load()
-    if args.action == "never-link":
-        with duckdb.connect(str(args.warehouse)) as conn:
-            explain.add_never_link(conn, identity_rules, args.a, args.b, args.reason, getpass.getuser())
-        print("rule added; the next identity_graph run applies it and logs the split in identity.merge_log")
-        return
+    for side in filter(None, (args.a, args.b)):
+        try:  # refused here, at once, rather than in the run
+            explain.node(side, identity_rules)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    config = NeverLinkConfig(a=args.a, b=args.b, reason=args.reason, added_by=getpass.getuser())
+    launch.write(args, "never_link", f"never link {args.a} ~ {args.b or 'anything'}",
+                 {"ops": {OP_NAME: {"config": config.model_dump()}}})  # fmt: skip
+    print("once the rule is in, the next identity_graph run applies it and logs the split in identity.merge_log")
+
+
+def show(args: argparse.Namespace) -> None:
+    identity_rules = rules.load()
     lookup = next(name for name in LOOKUPS if getattr(args, name))
     raw = getattr(args, lookup)
     if lookup == "record":
@@ -58,15 +105,24 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit(f"{stream!r} has no person-level records")
     else:
         id_type, value = lookup, explain.lookup_value(lookup, raw, identity_rules)
-    with duckdb.connect(str(args.warehouse), read_only=True) as conn:
+    with connect(args.warehouse, args.wait_seconds) as conn:
         profile_id = explain.find_profile(conn, id_type, value) if value else None
         if profile_id is None:
-            raise SystemExit(f"no profile holds {lookup} {raw!r}")
+            raise SystemExit(f"no profile holds {lookup} {raw!r}; `cdp profile sample` lists a few that exist")
         result = explain.explain(conn, profile_id)
     if args.json:
         print(json.dumps(result.__dict__, default=str, indent=2))
     else:
         print(describe(result))
+
+
+def describe_sample(rows: list[dict[str, str | None]], field: str | None) -> str:
+    if field:
+        return "\n".join(str(row[field] or "") for row in rows)
+    lines = [f"{'profile_id':26} {'email':36} {'phone':16} record"]
+    lines += [f"{r['profile_id']:26} {r['email']:36} {r['phone'] or '':16} {r['record']}" for r in rows]
+    lines.append("explain one: cdp profile explain --email EMAIL (or --phone, --record, --profile-id)")
+    return "\n".join(lines)
 
 
 def describe(result: explain.Explanation) -> str:

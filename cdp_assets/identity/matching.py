@@ -217,7 +217,7 @@ def record_count(conn: duckdb.DuckDBPyConnection) -> int:
 def scratch(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Make an in-memory catalog the default while Splink runs, so its tables vanish with it."""
     database, schema = conn.execute("SELECT current_database(), current_schema()").fetchall()[0]
-    conn.execute(f"ATTACH ':memory:' AS {SCRATCH}")
+    conn.execute(f"ATTACH ':memory:' AS {SCRATCH} (READ_WRITE)")  # writable under a read-only warehouse too
     conn.execute(f"USE {SCRATCH}")
     try:
         yield

@@ -1,6 +1,7 @@
 """`cdp privacy delete|access`: file a request in the inbox, by any identifier the person is known by.
-`cdp privacy process`: carry out the waiting requests now (the inbox sensor does it on its own in `make run`).
-`cdp privacy status`: requests and their status history."""
+`cdp privacy process`: carry out the waiting requests now, in a run of the `privacy_requests` job queued on the
+running Dagster (its inbox sensor does the same on its own every 30 seconds), or in this process.
+`cdp privacy status`: requests and their status history, read beside running jobs."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import duckdb
-from dagster import DagsterInstance, RunConfig
-
+from cdp_assets import launch
 from cdp_assets.privacy import inbox
 from cdp_assets.privacy.subject import Identifier
+from cdp_assets.warehouse_access import add_wait_option, connect, has_tables
 
 IDENTIFIERS = {"email": "email", "phone": "phone", "user_id": "user_id", "record": "record", "profile_id": "profile"}
 STATUS_SQL = """
@@ -41,10 +41,12 @@ def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", help=help_text)
     process = actions.add_parser("process", help="carry out the waiting requests now")
     process.add_argument("--request", help="only this request")
+    launch.add_writer_options(process)
     status = actions.add_parser("status", help="requests and their history")
     status.add_argument("--request", help="only this request")
     status.add_argument("--limit", type=int, default=20)
     status.add_argument("--json", action="store_true")
+    add_wait_option(status)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,29 +63,24 @@ def run(args: argparse.Namespace) -> None:
                                      f"cli:{getpass.getuser()}")  # fmt: skip
         print(f"{request.request_id} filed in {folder}; the inbox sensor picks it up (or: cdp privacy process)")
     elif args.action == "process":
-        process_now(args.request)
+        process_now(args)
     else:
-        print(describe(status(args.warehouse, args.request, args.limit), args.json))
+        print(describe(status(args.warehouse, args.request, args.limit, args.wait_seconds), args.json))
 
 
-def process_now(request_id: str | None) -> None:
-    from cdp_assets.definitions import defs
+def process_now(args: argparse.Namespace) -> None:
     from cdp_assets.privacy.requests import OP_NAME, RequestsConfig
 
-    config = RequestsConfig(request_ids=[request_id] if request_id else [])
-    result = defs.resolve_job_def("privacy_requests").execute_in_process(
-        run_config=RunConfig(ops={OP_NAME: config}), instance=DagsterInstance.ephemeral(), raise_on_error=False
-    )
-    if not result.success:
-        raise SystemExit("some requests failed; see `cdp privacy status`")
-    print("processed; see `cdp privacy status`")
+    config = RequestsConfig(request_ids=[args.request] if args.request else [])
+    what = f"privacy request {args.request}" if args.request else "the privacy requests waiting"
+    launch.write(args, "privacy_requests", what, {"ops": {OP_NAME: {"config": config.model_dump()}}})
+    print("see `cdp privacy status` for what became of each request")
 
 
-def status(warehouse: Path, request_id: str | None, limit: int) -> list[dict[str, Any]]:
-    with duckdb.connect(str(warehouse)) as conn:
-        from cdp_assets.privacy.requests import setup
-
-        setup(conn)
+def status(warehouse: Path, request_id: str | None, limit: int, wait_seconds: float) -> list[dict[str, Any]]:
+    with connect(warehouse, wait_seconds) as conn:
+        if not has_tables(conn, "privacy", "requests", "request_events"):  # the first request makes them
+            return []
         cursor = conn.execute(STATUS_SQL, {"request": request_id, "limit": limit})
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -44,8 +44,17 @@ class SyncRunConfig(Config):
 
 
 WARN = AssetCheckSeverity.WARN
-REJECTIONS_CHECK = "The destination took every row it was sent (refused rows are in sync.rejections, retried next run)."
-INVALID_CHECK = "Every row had a key of its own and its required fields (the others are in sync.invalid_rows)."
+REJECTIONS_CHECK = (
+    "Passes when the destination took every row it was sent. Warns (never blocks) when it refused some: they are in "
+    "`sync.rejections` with the destination's reason and are sent again every run until taken. Never fails. Do: "
+    "`cdp sync status` for the reason (an undefined property, an option the tool lacks); fix it in the tool or "
+    "the sync's mapping."
+)
+INVALID_CHECK = (
+    "Passes when every row of the view had a key of its own and its required fields. Warns (never blocks) when some "
+    "did not: they were not sent and are in `sync.invalid_rows`. Never fails. Do: `SELECT * FROM sync.invalid_rows "
+    "WHERE run_id = ...`; two profiles with one address is a missed merge or two people sharing one."
+)
 
 
 def sync_key(name: str) -> AssetKey:

@@ -1,5 +1,7 @@
 """`cdp sync plan`: what each sync would send now (the dry run, without Dagster or any destination call).
-`cdp sync status`: each sync's last runs and the rows its destination still refuses."""
+`cdp sync status`: each sync's last runs and the rows its destination still refuses.
+
+Both read the warehouse read-only (the plan's working tables are temporary), beside running jobs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import duckdb
 
 from cdp_assets.sync import delivery, plan
 from cdp_assets.sync.specs import load
+from cdp_assets.warehouse_access import add_wait_option, connect, has_tables
 
 STATUS_SQL = """
 SELECT sync, started_at, status, added, changed, removed, unchanged, rejected, invalid, requests, message
@@ -38,6 +41,7 @@ def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -
     for parser in (plan_parser, status):
         parser.add_argument("--sync", action="append", help="only this sync (repeatable); default every sync")
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+        add_wait_option(parser)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -46,9 +50,15 @@ def run(args: argparse.Namespace) -> None:
     unknown = sorted(set(names) - set(specs))
     if unknown:
         raise SystemExit(f"unknown syncs {unknown}; syncs.yaml defines {sorted(specs)}")
-    with duckdb.connect(str(args.warehouse)) as conn:
-        plan.setup(conn)
-        result = plans(conn, names) if args.action == "plan" else status(conn, names, args.runs)
+    with connect(args.warehouse, args.wait_seconds) as conn:
+        synced = has_tables(conn, "sync", "state", "runs", "rejections")  # the first sync run makes them
+        if args.action == "status":
+            result = status(conn, names, args.runs, synced)
+        elif synced:
+            result = plans(conn, names)
+        else:
+            raise SystemExit("no sync has run on this warehouse yet, so there is nothing to plan against: "
+                             "the first run of a sync sends every row its view admits")  # fmt: skip
     print(json.dumps(result, default=str, indent=2) if args.json else describe(args.action, result))
 
 
@@ -74,10 +84,12 @@ def plans(conn: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, Any]:
     return found
 
 
-def status(conn: duckdb.DuckDBPyConnection, names: list[str], runs: int) -> dict[str, Any]:
+def status(conn: duckdb.DuckDBPyConnection, names: list[str], runs: int, synced: bool) -> dict[str, Any]:
+    found: dict[str, Any] = {name: {"runs": [], "open_rejections": 0} for name in names}
+    if not synced:
+        return found
     cursor = conn.execute(STATUS_SQL, {"syncs": names, "runs": runs})
     columns = [d[0] for d in cursor.description]
-    found: dict[str, Any] = {name: {"runs": [], "open_rejections": 0} for name in names}
     for row in cursor.fetchall():
         found[row[0]]["runs"].append(dict(zip(columns[1:], row[1:], strict=True)))
     for name, keys, reason in conn.execute(OPEN_REJECTIONS_SQL, {"syncs": names}).fetchall():

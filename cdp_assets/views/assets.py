@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from cdp_assets import freshness
-from cdp_assets.views import build, policy
+from cdp_assets.views import build, policy, sample
 from cdp_assets.views.policy import Policy, ViewPolicy
 
 
@@ -56,11 +56,13 @@ def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
             extra = build.build(conn, rules, view.name)
             rows = conn.execute(f"SELECT count(*) FROM {view.table}").fetchall()[0][0]
             schema = table_schema(conn, view)
+            rows_sample = sample.sample(conn, view, schema)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
                 "dagster/column_schema": schema,
                 "grain": view.grain,
+                "sample": rows_sample,
                 **extra,
                 "seconds": round(time.monotonic() - started, 3),
             }
@@ -77,8 +79,9 @@ def build_view_checks(view: ViewPolicy) -> list[AssetChecksDefinition]:
         name="policy_columns",
         blocking=True,
         required_resource_keys={"warehouse"},
-        description=f"Every column of {view.table} is in its policy, with a personal-data class the view allows "
-        f"({', '.join(view.allows)}).",
+        description=f"Passes when every column of {view.table} is in its policy, with a personal-data class the view "
+        f"allows ({', '.join(view.allows)}). Fails (blocking: the view's syncs hold) otherwise. Never warns. Do: add "
+        "the column with its class to `cdp_assets/views/policy.yaml`, or take it out of the view's SQL.",
     )
     def policy_columns(context: AssetCheckExecutionContext) -> AssetCheckResult:
         with context.resources.warehouse.get_connection() as conn:
@@ -97,8 +100,9 @@ def build_view_checks(view: ViewPolicy) -> list[AssetChecksDefinition]:
             name="consent",
             blocking=True,
             required_resource_keys={"warehouse"},
-            description=f"No row of {view.table} is used for a purpose its person has not allowed or has withdrawn "
-            "(per privacy.consent).",
+            description=f"Passes when no row of {view.table} is used for a purpose its person has not allowed or has "
+            "withdrawn (per privacy.consent). Fails (blocking: nothing downstream runs, so nothing is sent) otherwise. "
+            "Never warns. Do: fix the view's SQL; the metadata names the profiles.",
         )
         def consent(context: AssetCheckExecutionContext) -> AssetCheckResult:
             with context.resources.warehouse.get_connection() as conn:

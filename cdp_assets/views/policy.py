@@ -9,6 +9,14 @@ import duckdb
 import yaml
 
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")  # view and column names are SQL identifiers built into check queries
+DIRECT_IDENTIFIER = "direct_identifier"  # the class that names or reaches one person by itself
+
+
+def quoted(name: str) -> str:
+    """A view or column name as a quoted SQL identifier; only plain names, as the policy validates them, pass."""
+    if not NAME.match(name):
+        raise ValueError(f"{name!r} is not a plain identifier")
+    return f'"{name}"'
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class ViewPolicy:
     row: str
     allows: tuple[str, ...]
     columns: dict[str, str]  # column -> personal-data class
+    key: tuple[str, ...]  # the columns that tell one row from another, in the order rows are listed
     requires: str | None = None  # a purpose every row's person must allow
     purpose_column: str | None = None  # a column naming the purpose each row is used for
     purposes_column: str | None = None  # a column listing the purposes each row may be used for
@@ -35,6 +44,16 @@ class ViewPolicy:
     @property
     def table(self) -> str:
         return f"views.{self.name}"
+
+    @property
+    def pseudonymous(self) -> bool:
+        """No column may name or reach a person by itself."""
+        return DIRECT_IDENTIFIER not in self.allows
+
+    @property
+    def shareable_columns(self) -> tuple[str, ...]:
+        """Columns listed with a class below direct identifier: all a sample of rows may show."""
+        return tuple(name for name, cls in self.columns.items() if cls != DIRECT_IDENTIFIER)
 
     def description(self, freshness: str) -> str:
         present = sorted({c for c in self.columns.values() if c != "none"}) or ["none"]
@@ -74,6 +93,7 @@ def parse(data: dict) -> Policy:
             row=spec["row"],
             allows=tuple(spec["allows"]),
             columns=dict(spec["columns"]),
+            key=tuple(spec["key"]),
             requires=spec.get("requires"),
             purpose_column=spec.get("purpose_column"),
             purposes_column=spec.get("purposes_column"),
@@ -96,6 +116,9 @@ def validate(view: ViewPolicy, classes: tuple[str, ...]) -> None:
     problems = [f"unknown class {c!r}" for c in {*view.allows, *view.columns.values()} - set(classes)]
     problems += [f"{column} is {cls}, which the view does not allow" for column, cls in view.columns.items()
                  if cls not in view.allows]
+    problems += [f"key column {k!r} is not among the columns" for k in view.key if k not in view.columns]
+    if not view.key:
+        problems.append("a view needs a key")
     names = [view.name, *view.columns]
     problems += [f"{name!r} is not a plain identifier" for name in names if not NAME.match(name)]
     for key in (view.purpose_column, view.purposes_column):

@@ -1,0 +1,100 @@
+"""The four checks on every staging table, judged from the build's measures and the entity's own history.
+
+Each is meant to fail only when something is wrong. Sources always send some bad records, so the quarantine
+rate fails only past an absolute ceiling, and warns only when it rises above the entity's usual rate (a new
+failure mode), as anomaly-detection tools judge a metric against its own history. Volume is judged on live rows
+against the previous build, so a table that grows steadily does not warn and a mass deletion at the source
+shows. Freshness is the time since the source was last read, so a stream with nothing new stays fresh.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+
+from cdp_assets.quality import BASELINE_DAYS, Measures
+
+QUARANTINE_FAIL = 0.05  # more than this share of a build quarantined: the contract is broken for many rows
+QUARANTINE_RISE = 0.01  # a rate this far above the entity's usual one: a new failure mode
+VOLUME_WARN, VOLUME_FAIL = 0.20, 0.50  # share by which live rows may change, or shrink, since the last build
+FRESHNESS_HOURS = 26.0  # the nightly pull plus slack
+
+PRIMARY_KEY = (
+    "Passes when the table holds one row per record id. Fails (blocking: nothing downstream of the table runs) "
+    "when an id appears twice, which staging's own deduplication should rule out: a broken staging query or two "
+    "source records sharing an id. Never warns. Do: read the raw rows of a repeated id "
+    "(`SELECT * FROM raw.<table> WHERE record_id = ...`) and fix the query or report the source's bug."
+)
+QUARANTINE = (
+    f"The share of the build's rows that broke the contract (kept in `quarantine.<table>`). Passes while it stays "
+    f"under {QUARANTINE_FAIL:.0%} and near the table's usual rate: sources always send some bad records. Fails "
+    f"(blocking) above {QUARANTINE_FAIL:.0%}: the contract is broken for a large share, so downstream waits. Warns "
+    f"when it exceeds the usual rate (the median of the table's builds over the last {BASELINE_DAYS} days) by more "
+    f"than {QUARANTINE_RISE * 100:g} percentage point: a new failure mode appeared. A first build has no usual rate "
+    "and meets the ceiling only. Do: `SELECT failed_checks, count(*) FROM quarantine.<table> GROUP BY 1` (the "
+    "asset's `failures_by_check` metadata shows which rose); have the source fixed, or, if the source is right, fix "
+    "the contract or mapping and replay `group:staging`."
+)
+VOLUME = (
+    f"Live rows (not deleted at the source) against the previous build. Passes within {VOLUME_WARN:.0%} either "
+    f"way, and on a first build. Warns when they grew or shrank by more than {VOLUME_WARN:.0%}: a backfill, a "
+    "source serving records twice under new ids, deletions at the source. Fails (blocking) when they shrank by "
+    f"more than {VOLUME_FAIL:.0%}: a broken pull or a mass deletion. Do: compare the raw asset's `rows_fetched` "
+    "and `rows_marked_deleted` with the source; if the change is real, the next build passes against this one."
+)
+FRESHNESS = (
+    f"Hours since the source was last read (every pull moves the stream's cursor, also one that finds nothing "
+    f"new). Passes within {FRESHNESS_HOURS:.0f} hours (the nightly pull and slack); warns past them: the "
+    "schedules or the daemon stopped, or the source refuses the pulls. Never fails. Do: look at the last runs of "
+    "the raw asset and their errors (a refused credential names the variable to fix)."
+)
+
+
+def check_specs(key: AssetKey) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec("primary_key_unique", asset=key, blocking=True, description=PRIMARY_KEY),
+        AssetCheckSpec("quarantine_rate", asset=key, blocking=True, description=QUARANTINE),
+        AssetCheckSpec("volume_change", asset=key, blocking=True, description=VOLUME),
+        AssetCheckSpec("freshness", asset=key, description=FRESHNESS),
+    ]
+
+
+def check_results(m: Measures) -> list[AssetCheckResult]:
+    return [
+        AssetCheckResult(
+            check_name="primary_key_unique", passed=m.uniqueness == 1.0, metadata={"uniqueness": m.uniqueness}
+        ),
+        quarantine_result(m),
+        volume_result(m),
+        AssetCheckResult(
+            check_name="freshness",
+            passed=m.hours_since_read <= FRESHNESS_HOURS,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"hours_since_read": m.hours_since_read, "hours_since_new_data": m.freshness_hours},
+        ),
+    ]
+
+
+def quarantine_result(m: Measures) -> AssetCheckResult:
+    over_ceiling = m.quarantine_rate > QUARANTINE_FAIL
+    usual = m.usual_quarantine_rate
+    risen = usual is not None and m.quarantine_rate > usual + QUARANTINE_RISE
+    metadata = {"quarantine_rate": m.quarantine_rate, "rows_in": m.rows_in, "rows_quarantined": m.rows_quarantined}
+    if usual is not None:
+        metadata["usual_quarantine_rate"] = usual
+    return AssetCheckResult(
+        check_name="quarantine_rate",
+        passed=not (over_ceiling or risen),
+        severity=AssetCheckSeverity.ERROR if over_ceiling else AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
+
+
+def volume_result(m: Measures) -> AssetCheckResult:
+    previous = m.previous_live_rows
+    change = (m.live_rows - previous) / previous if previous else 0.0
+    return AssetCheckResult(
+        check_name="volume_change",
+        passed=abs(change) <= VOLUME_WARN,
+        severity=AssetCheckSeverity.ERROR if change < -VOLUME_FAIL else AssetCheckSeverity.WARN,
+        metadata={"live_rows": m.live_rows, "previous_live_rows": previous or 0, "change": change},
+    )

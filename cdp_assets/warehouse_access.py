@@ -1,0 +1,120 @@
+"""The warehouse as the command line opens it, beside the runs that write it.
+
+DuckDB lets one process write a file, and while it does no other process may open it, not even to read. A run
+holds the lock while a step works and lets go between steps, so a command waits for a gap instead of failing:
+it says on stderr who holds the lock and how long it has waited, and gives up after `--wait-seconds` with a
+message rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_WAIT_SECONDS = 600.0  # a nightly step on a big world holds the lock for minutes
+RETRY_SECONDS = 0.25  # the gaps between a run's steps are short
+REPORT_SECONDS = 15.0
+HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+COMMAND_CHARS = 100  # a run worker's command line carries its serialised arguments
+
+
+def add_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait-seconds", type=float, default=DEFAULT_WAIT_SECONDS,
+        help=f"how long to wait while a run holds the warehouse's lock (default {DEFAULT_WAIT_SECONDS:.0f})",
+    )  # fmt: skip
+
+
+@contextmanager
+def connect(path: Path, wait_seconds: float, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the warehouse, read-only unless asked, once no other process holds its lock.
+
+    A table the command reads that no run has built yet ends the command with a message too."""
+    if read_only and not path.exists():
+        raise SystemExit(f"no warehouse at {path}: start the stack (`make run`), or name one with --warehouse "
+                         "or CDP_WAREHOUSE")  # fmt: skip
+    conn = _wait_for_lock(path, wait_seconds, read_only)
+    try:
+        yield conn
+    except duckdb.CatalogException as exc:
+        if "does not exist" not in str(exc):
+            raise
+        first_line = str(exc).splitlines()[0]
+        raise SystemExit(f"{path} lacks what this command reads ({first_line}); a first run builds it: "
+                         "see the runs in the Dagster UI") from None  # fmt: skip
+    finally:
+        conn.close()
+
+
+def _wait_for_lock(path: Path, wait_seconds: float, read_only: bool) -> duckdb.DuckDBPyConnection:
+    started = time.monotonic()
+    reported = None
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "Conflicting lock" not in str(exc):
+                raise SystemExit(f"cannot open {path}: {exc}") from None
+            waited = time.monotonic() - started
+            if waited >= wait_seconds:
+                raise SystemExit(f"gave up after {waited:.0f}s: {path} is still locked by {holder(str(exc))}; "
+                                 "try again once the run is done, or wait longer with --wait-seconds") from None
+            if reported is None or waited - reported >= REPORT_SECONDS:
+                print(f"waiting for {path}: its lock is held by {holder(str(exc))}; waited {waited:.0f}s of "
+                      f"{wait_seconds:.0f}s (--wait-seconds)", file=sys.stderr, flush=True)  # fmt: skip
+                reported = waited
+            try:
+                time.sleep(RETRY_SECONDS)
+            except KeyboardInterrupt:
+                raise SystemExit(f"stopped waiting for {path} after {waited:.0f}s") from None
+            continue
+        if reported is not None:
+            print(f"got {path} after {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        return conn
+
+
+def holder(message: str) -> str:
+    """Who holds the lock, from DuckDB's message and /proc: the process, and the Dagster runs in progress."""
+    found = HOLDER.search(message)
+    if found is None:
+        return "another process"
+    pid = int(found["pid"])
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = found["program"]
+    if len(command) > COMMAND_CHARS:
+        command = command[:COMMAND_CHARS] + "..."
+    runs = runs_in_progress()
+    return f"PID {pid} ({command})" + (f", in progress: {runs}" if runs else "")
+
+
+def runs_in_progress() -> str:
+    """The runs the instance at DAGSTER_HOME has going, as `run <id> of <job>`; empty without an instance."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not (Path(home) / "dagster.yaml").exists():
+        return ""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    going = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(statuses=going), limit=5)
+    return ", ".join(f"run {run.run_id[:8]} of {run.job_name}" for run in runs)
+
+
+def has_tables(conn: duckdb.DuckDBPyConnection, schema: str, *names: str) -> bool:
+    """Whether the warehouse holds these tables yet: a reader cannot make them, their first writer does."""
+    found = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = $schema"
+        " AND list_contains($names, table_name)",
+        {"schema": schema, "names": list(names)},
+    ).fetchone()
+    return found is not None and found[0] == len(names)
