@@ -24,12 +24,14 @@ install: $(STAMP)
 run: install
 	$(BIN)/cdp run --people $(PEOPLE) --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT)
 
-## A shell with `make run`'s environment: cdp, dg and dagster on PATH, the sandbox's credentials, DAGSTER_HOME,
-## the warehouse and the URLs (the same lines as `eval "$$(.venv/bin/cdp env)"`); exit leaves it.
+## A bash shell with `make run`'s environment: cdp, dg, dagster and the venv's python first on PATH, the sandbox's
+## credentials, DAGSTER_HOME, the warehouse and the URLs (`cdp env`'s lines, read after ~/.bashrc so that a PATH
+## set there, by pyenv or conda say, does not hide the venv); exit leaves it.
 shell: install
-	@eval "$$($(BIN)/cdp env --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT))" && \
-		echo "cdp, dg and make run's environment are set here (UI $$CDP_UI_URL); exit to leave" && \
-		exec "$${SHELL:-/bin/bash}" -i
+	@$(BIN)/cdp env --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT) > $(VENV)/stack.env
+	@printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' '. $(abspath $(VENV))/stack.env' 'unset MAKELEVEL MAKEFLAGS MFLAGS' \
+		'echo "cdp, dg and make run'"'"'s environment are set here (UI $$CDP_UI_URL); exit to leave"' > $(VENV)/stack.bashrc
+	@exec bash --rcfile $(VENV)/stack.bashrc -i
 
 ## The test suite.
 test: install

@@ -46,13 +46,14 @@ def sandbox_credentials() -> dict[str, str]:
 def stack_environment(data: Path, host: str, ui_port: int, sandbox_port: int) -> dict[str, str]:
     """The variables of the stack that `cdp run` starts with these options: it runs Dagster with them, and `cdp env`
     hands them to a shell, so the commands typed there reach the same warehouse, run history and UI. Credentials
-    and CDP_UI_URL (the links in alerts) already set in the environment are kept."""
+    already set in the environment are kept; CDP_UI_URL (the links in alerts) is always this stack's own, so a
+    shell of one stack that starts another (a second `cdp run`, the tests) links to the right UI."""
     return {
         **sandbox_credentials(),
         "DAGSTER_HOME": str(prepare_dagster_home(data / "dagster_home").resolve()),
         "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve()),
         "CDP_SANDBOX_URL": f"http://{SANDBOX_HOST}:{sandbox_port}",
-        "CDP_UI_URL": os.environ.get("CDP_UI_URL") or f"http://{host}:{ui_port}",
+        "CDP_UI_URL": f"http://{host}:{ui_port}",
     }
 
 

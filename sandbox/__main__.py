@@ -40,7 +40,10 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(args.folder, config)
     server = _ReadyServer(uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning"))
     logging.getLogger("uvicorn.error").addFilter(QuietDrops())
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes Ctrl-C on; it is how one stops it
+        print("sandbox stopped", flush=True)
     return 0 if server.started else 1
 
 
