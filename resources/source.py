@@ -90,7 +90,8 @@ class StreamSpec:
     primary_key: str  # column name of the record id in staging
     description: str
     # On a full re-pull, mark records the source no longer lists as deleted. Off for
-    # append-only event streams, whose records never disappear.
+    # append-only event streams, whose records never disappear, and for exports that list
+    # their deletions themselves.
     tombstone_missing: bool = True
 
 
