@@ -148,7 +148,7 @@ def run_stack(args: argparse.Namespace) -> None:
     check_ports(args)
     world = _ensure_world(args.data / "sandbox", args.people)
     env = {**os.environ, **stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)}
-    ui_url = f"http://{args.host}:{args.ui_port}"
+    ui_url = env["CDP_UI_URL"]
     sandbox_config = {"tick_seconds": args.tick_seconds}
     with SandboxServer(world, sandbox_config, host=stack.SANDBOX_HOST, port=args.sandbox_port) as sandbox:
         dagster = stack.start_dg_dev(args.host, args.ui_port, env)

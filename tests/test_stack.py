@@ -95,8 +95,8 @@ class Stack:
 
     def environment(self) -> dict[str, str]:
         """What `cdp env` sets for this stack, for commands run beside it."""
-        return {**os.environ, "CDP_WAREHOUSE": str(self.data / "warehouse.duckdb"), "CDP_UI_URL": self.ui_url,
-                "DAGSTER_HOME": str(self.data / "dagster_home")}  # fmt: skip
+        ui_port, sandbox_port = (int(url.rsplit(":", 1)[1]) for url in (self.ui_url, self.sandbox_url))
+        return {**os.environ, **stack.stack_environment(self.data, "127.0.0.1", ui_port, sandbox_port)}
 
     def cdp(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cdp_assets.cli", *args], capture_output=True, text=True,
