@@ -57,8 +57,11 @@ eval: install
 lint: install
 	$(BIN)/ruff check .
 
+## dg check defs in make run's environment (`cdp env`): the definitions load only where every base URL, secret and
+## the privacy key are set.
 validate: install
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
+	eval "$$($(BIN)/cdp env --ui-port $(UI_PORT) --sandbox-port $(SANDBOX_PORT))" && \
+		VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 clean:
 	rm -rf data .pytest_cache

@@ -33,7 +33,8 @@ from cdp_assets.bench.harness import SERVED_STAGES
 from cdp_assets.identity import cli as identity_cli
 from cdp_assets.privacy import cli as privacy_cli
 from cdp_assets.sync import cli as sync_cli
-from resources import PROJECT_ROOT
+from resources import PRIVACY_KEY, PROJECT_ROOT, SettingsMissing
+from sandbox.config import TOKEN_ENV
 
 DATA = PROJECT_ROOT / "data"
 
@@ -78,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     privacy_cli.add_parsers(commands, DATA / "warehouse.duckdb")
 
     args = parser.parse_args(argv)
+    try:
+        dispatch(args)
+    except SettingsMissing as exc:  # a command that loads the definitions, outside the launchers' environment
+        raise SystemExit(f"cdp {args.command}: {exc}") from None
+
+
+def dispatch(args: argparse.Namespace) -> None:
     if args.command == "run":
         run_stack(args)
     elif args.command == "env":
@@ -108,9 +116,11 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 
 def shell_exports(args: argparse.Namespace) -> str:
     """`export` lines for the stack's environment, with this virtualenv's commands first on PATH. A credential
-    already set in the environment is kept by the stack and left out here, so a real secret is never printed."""
+    already set in the environment is kept by the stack and left out here, so a real secret is never printed; the
+    privacy key is read from its file when the lines are run, so it is not printed either."""
     environment = stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)
-    kept = sorted(name for name in stack.sandbox_credentials() if name in os.environ)
+    kept = sorted(name for name in [*stack.sandbox_credentials(), PRIVACY_KEY] if name in os.environ)
+    key_file = shlex.quote(str(stack.privacy_key_path(args.data).resolve()))
     bin_dir = Path(sys.executable).parent  # the virtualenv's bin, holding cdp, dg and dagster
     lines = [f"# the environment of `cdp run --data {args.data} --host {args.host} --ui-port {args.ui_port} "
              f"--sandbox-port {args.sandbox_port}`; use: eval \"$(.venv/bin/cdp env)\""]  # fmt: skip
@@ -118,7 +128,8 @@ def shell_exports(args: argparse.Namespace) -> str:
         lines.append(f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}")
     if os.environ.get("PATH", "").split(os.pathsep)[0] != str(bin_dir):
         lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"')
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in environment.items() if name not in kept]
+    lines += [f'export {name}="$(cat {key_file})"' if name == PRIVACY_KEY else f"export {name}={shlex.quote(value)}"
+              for name, value in environment.items() if name not in kept]  # fmt: skip
     lines += [f"# {name} is already set in your environment and stays as it is" for name in kept]
     return "\n".join(lines)
 
@@ -150,7 +161,8 @@ def run_stack(args: argparse.Namespace) -> None:
     env = {**os.environ, **stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)}
     ui_url = env["CDP_UI_URL"]
     sandbox_config = {"tick_seconds": args.tick_seconds}
-    with SandboxServer(world, sandbox_config, host=stack.SANDBOX_HOST, port=args.sandbox_port) as sandbox:
+    with SandboxServer(world, sandbox_config, host=stack.SANDBOX_HOST, port=args.sandbox_port,
+                       token=env[TOKEN_ENV]) as sandbox:  # fmt: skip
         dagster = stack.start_dg_dev(args.host, args.ui_port, env)
         try:
             location, repository = stack.wait_for_code_location(ui_url, process=dagster)
@@ -188,7 +200,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
     from sandbox.runner import SandboxServer
 
     args.data.mkdir(parents=True, exist_ok=True)
-    os.environ.update(stack.sandbox_credentials())
+    os.environ.update(stack.launcher_environment(args.data))
     os.environ["CDP_WAREHOUSE"] = str((args.data / "warehouse.duckdb").resolve())
     if args.sandbox_url:
         summarise(materialize_all(args.sandbox_url, args.full))

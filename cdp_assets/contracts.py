@@ -8,7 +8,8 @@ followed by re-materialising staging, which replays history from raw.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,15 @@ from pandera import extensions
 from pandera.typing import Series
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a source's clock may run
+# The times a record may carry, a product rule: no customer record of a SaaS tool predates the unix epoch (whose
+# first instant is the usual "unset" value), and a time from 2100 on is a sentinel ("never", 9999-12-31) or a wrong
+# unit. Staging reads no time outside it (the field goes to quarantine, named), landing times no version by it.
+PLAUSIBLE_SINCE = datetime(1970, 1, 1, tzinfo=UTC)  # exclusive
+PLAUSIBLE_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
+MAX_ID = 2**63 - 1  # Zendesk and HubSpot ids are signed 64-bit integers (their API references)
+# C0 and C1 control characters other than tab, line feed and carriage return (whitespace, judged where it matters):
+# a NUL or an escape sequence in a text is corruption, and breaks the tools views are synced to.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_TEXT = 10_000  # characters in a short text field (names, emails, subjects)
 MAX_LONG_TEXT = 100_000  # characters in a long one (ticket descriptions)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]{2,}$"
@@ -65,6 +75,18 @@ def not_in_future(series: pd.Series) -> pd.Series:
     return series.isna() | (series <= pd.Timestamp.now(tz="UTC") + CLOCK_SKEW)
 
 
+@extensions.register_check_method()
+def no_control_characters(series: pd.Series) -> pd.Series:
+    return ~series.str.contains(CONTROL_CHARACTERS, na=False)
+
+
+@extensions.register_check_method()
+def signed_64_bit_id(series: pd.Series) -> pd.Series:
+    """An id the source issues as a signed 64-bit integer: digits whose value fits (a bigger one is not theirs)."""
+    digits = series.str.fullmatch(r"-?[0-9]{1,20}", na=False)
+    return series.isna() | (digits & series.where(digits, "0").map(lambda value: -MAX_ID - 1 <= int(value) <= MAX_ID))
+
+
 @extensions.register_check_method(statistics=["allowed"])
 def one_of(series: pd.Series, *, allowed: str) -> pd.Series:
     """Values from the named constant of this module, read when the check runs so a fix applies at once."""
@@ -86,7 +108,12 @@ def _time(nullable: bool = True, **checks: object) -> Any:
 
 
 def _text(nullable: bool = True, long: bool = False, **checks: object) -> Any:
-    return pa.Field(nullable=nullable, str_length={"max_value": MAX_LONG_TEXT if long else MAX_TEXT}, **checks)
+    limit = {"max_value": MAX_LONG_TEXT if long else MAX_TEXT}
+    return pa.Field(nullable=nullable, str_length=limit, no_control_characters=(), **checks)
+
+
+def _integer_id() -> Any:
+    return pa.Field(nullable=False, unique=True, signed_64_bit_id=())
 
 
 EMAIL = {"email_syntax": ()}
@@ -95,15 +122,22 @@ PAST = {"not_in_future": ()}
 
 
 class Contract(pa.DataFrameModel):
-    """What every staging row must satisfy: an id, and every field of the JSON kind its API promises."""
+    """What every staging row must satisfy: an id, every field of the JSON kind its API promises, and every time
+    readable and plausible (the fields at fault are named by the candidates query, see `cdp_assets/mappings.py`)."""
 
     record_id: Series[str] = pa.Field(nullable=False, unique=True)
     is_deleted: Series[bool]
     wrong_type_count: Series[pd.Int64Dtype]
+    time_fault_count: Series[pd.Int64Dtype]
 
     @pa.check("wrong_type_count")
     def json_kinds_as_promised(cls, s: Series[pd.Int64Dtype]) -> Series[bool]:
         """No field of another JSON kind than its API promises: a string for a number, an object for a text."""
+        return s == 0
+
+    @pa.check("time_fault_count")
+    def times_plausible(cls, s: Series[pd.Int64Dtype]) -> Series[bool]:
+        """No time in another unit (milliseconds), without a zone, unreadable, or outside the plausible range."""
         return s == 0
 
     class Config:
@@ -144,6 +178,7 @@ class StripeInvoice(Contract):
 
 
 class HubSpotContact(Contract):
+    record_id: Series[str] = _integer_id()
     email: Series[str] = _text(**EMAIL)
     first_name: Series[str] = _text()
     last_name: Series[str] = _text()
@@ -153,16 +188,19 @@ class HubSpotContact(Contract):
 
 
 class HubSpotCompany(Contract):
+    record_id: Series[str] = _integer_id()
     name: Series[str] = _text()
     domain: Series[str] = _text()
     employee_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
 
 
 class HubSpotContactCompanies(Contract):
+    record_id: Series[str] = _integer_id()
     primary_company_id: Series[str] = pa.Field(nullable=True)
 
 
 class ZendeskUser(Contract):
+    record_id: Series[str] = _integer_id()
     email: Series[str] = _text(**EMAIL)
     name: Series[str] = _text()
     phone: Series[str] = _text(**PHONE)
@@ -173,6 +211,7 @@ class ZendeskUser(Contract):
 
 
 class ZendeskTicket(Contract):
+    record_id: Series[str] = _integer_id()
     subject: Series[str] = _text()
     description: Series[str] = _text(long=True)
     status: Series[str] = pa.Field(nullable=False, one_of={"allowed": "TICKET_STATUSES"})
@@ -229,4 +268,24 @@ CONTRACTS: dict[str, type[Contract]] = {
     "klaviyo__events": KlaviyoEvent,
     "klaviyo__metrics": KlaviyoMetric,
     "mixpanel__events": MixpanelEvent,
+}
+
+# What each check's failure means, for the `reason` quarantine keeps with it (by check name, before any arguments).
+REASONS: dict[str, str] = {
+    "not_nullable": "missing",
+    "field_uniqueness": "repeated",
+    "signed_64_bit_id": "not a 64-bit integer id (at most 2^63 - 1)",
+    "str_length": "longer than allowed",
+    "no_control_characters": "control character",
+    "email_syntax": "not an email address",
+    "phone_parsable": "not a phone number",
+    "iso_currency": "not an ISO 4217 currency",
+    "not_in_future": "in the future",
+    "one_of": "not an allowed value",
+    "greater_than_or_equal_to": "below the minimum",
+    "canceled_after_created": "canceled before it was created",
+    "updated_after_created": "updated before it was created",
+    "has_an_identifier": "no email, phone number or external id",
+    "coerce_dtype": "not of the column's type",
+    "dtype": "not of the column's type",
 }

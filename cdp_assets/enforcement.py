@@ -15,11 +15,13 @@ import duckdb
 import pandas as pd
 import pandera.pandas as pa
 
-from cdp_assets.contracts import Contract
-from cdp_assets.mappings import MAPPINGS
+from cdp_assets.contracts import REASONS, Contract
+from cdp_assets.mappings import MAPPINGS, source_fields
 
 CHUNK_ROWS = 100_000
 MAX_VALUE_CHARS = 200  # offending values are kept, cut to this length
+# Counts checked by the contract -> the candidates' list of the fields at fault, each with its reason.
+NAMED_FAULTS = {"wrong_type_count": "wrong_type_fields", "time_fault_count": "time_faults"}
 
 
 @dataclass
@@ -36,20 +38,20 @@ class Verdict:
 def validated_columns(entity: str) -> list[str]:
     """Columns a contract reads: every mapped column but whole JSON documents."""
     mapped = [column.name for column in MAPPINGS[entity] if column.kind != "json"]
-    return ["_row", "record_id", "is_deleted", "wrong_type_count", "wrong_type_fields", *mapped]
+    return ["_row", "record_id", "is_deleted", *(name for pair in NAMED_FAULTS.items() for name in pair), *mapped]
 
 
 def enforce(conn: duckdb.DuckDBPyConnection, entity: str, contract: type[Contract]) -> Verdict:
     """Validate `_candidates` chunk by chunk; failed rows and their reasons go to temp table `_failed`."""
     conn.execute("CREATE OR REPLACE TEMP TABLE _failed (_row BIGINT, failed_checks JSON)")
     verdict = Verdict(rows_in=conn.execute("SELECT count(*) FROM _candidates").fetchone()[0])
-    select = ", ".join(validated_columns(entity))
+    select, fields = ", ".join(validated_columns(entity)), source_fields(entity)
     for start in range(0, verdict.rows_in, CHUNK_ROWS):
         chunk = conn.execute(
             f"SELECT {select} FROM _candidates WHERE _row > $start AND _row <= $end",
             {"start": start, "end": start + CHUNK_ROWS},
         ).df()
-        failed = _failures(chunk.set_index("_row"), contract)
+        failed = _failures(chunk.set_index("_row"), contract, fields)
         if failed.empty:
             continue
         verdict.rows_quarantined += len(failed)
@@ -61,8 +63,9 @@ def enforce(conn: duckdb.DuckDBPyConnection, entity: str, contract: type[Contrac
     return verdict
 
 
-def _failures(chunk: pd.DataFrame, contract: type[Contract]) -> pd.DataFrame:
-    """One row per failing candidate: its `_row` and a JSON list of {check, column, value}."""
+def _failures(chunk: pd.DataFrame, contract: type[Contract], fields: dict[str, str]) -> pd.DataFrame:
+    """One row per failing candidate: its `_row` and a JSON list of {check, column, value, reason}, the reason
+    naming the source's field and what is wrong with it."""
     try:
         contract.validate(chunk, lazy=True)
     except pa.errors.SchemaErrors as errors:
@@ -70,29 +73,54 @@ def _failures(chunk: pd.DataFrame, contract: type[Contract]) -> pd.DataFrame:
     else:
         return pd.DataFrame(columns=["_row", "failed_checks"])
     reasons: dict[int, list[dict[str, object]]] = {}
+    at_fault: dict[int, set[str]] = {}  # per row: the fields named in its faults
     for case in cases.itertuples(index=False):
         if pd.isna(case.index):  # a column-level failure (a missing column): every row fails it
             raise RuntimeError(f"contract {contract.__name__} cannot run: {case.check} on {case.column}")
         row = int(case.index)
+        check = str(case.check)
         table_wide = case.schema_context == "DataFrameSchema"
+        described = REASONS.get(check.split("(")[0], check)
         reason = {
-            "check": str(case.check),
+            "check": check,
             "column": None if table_wide else case.column,
             "value": None if table_wide else _value(case.failure_case),
+            "reason": described if table_wide else f"{fields.get(case.column, case.column)}: {described}",
         }
-        if case.column == "wrong_type_count":  # name the fields and their values instead of a count
-            reason.update(column=None, value=[_value(v) for v in chunk.at[row, "wrong_type_fields"]])
+        if case.column in NAMED_FAULTS and not table_wide:  # the fields, values and what is wrong, not a count
+            faults = [_value(v) for v in chunk.at[row, NAMED_FAULTS[case.column]]]
+            reason.update(column=None, value=faults, reason="; ".join(map(str, faults)))
+            at_fault.setdefault(row, set()).update(str(fault).split(": ", 1)[0] for fault in faults)
         if reason not in reasons.setdefault(row, []):
             reasons[row].append(reason)
     return pd.DataFrame(
         {
             "_row": list(reasons),
             "failed_checks": [
-                json.dumps(sorted(found, key=lambda r: (r["check"], r["column"] or "")), default=str)
-                for found in reasons.values()
+                json.dumps(
+                    sorted(_without_echoes(found, at_fault.get(row, set()), fields), key=_order), default=str
+                )
+                for row, found in reasons.items()
             ],
         }
     )
+
+
+def _without_echoes(found: list[dict[str, object]], at_fault: set[str], fields: dict[str, str]) -> list[dict]:
+    """The reasons, less "missing" for a field already named at fault (or inside one): it is missing only because
+    what the source sent there could not be read."""
+
+    def echoed(reason: dict[str, object]) -> bool:
+        field = fields.get(str(reason["column"]), "")
+        return reason["check"] == "not_nullable" and any(
+            field == name or field.startswith(f"{name}.") or name == "record" for name in at_fault
+        )
+
+    return [reason for reason in found if not echoed(reason)]
+
+
+def _order(reason: dict[str, object]) -> tuple[str, str]:
+    return str(reason["check"]), str(reason["column"] or "")
 
 
 def _value(value: object) -> object:

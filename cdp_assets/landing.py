@@ -12,15 +12,18 @@ from each page before it lands (`cdp_assets/privacy/suppression.py`), and counte
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from cdp_assets.contracts import PLAUSIBLE_SINCE
 from resources.source import Cursor, Page, SourceRecord
 
 # A full pull that would mark more than this share of live records deleted is more
@@ -72,6 +75,12 @@ SELECT '#' || payload_hash, version_at, landing_id, payload_hash || ':' || delet
 FROM {table}
 WHERE record_id IS NULL AND payload_hash IN (SELECT md5(payload) FROM _batch WHERE record_id IS NULL)
 """
+
+# The batch frame's times are ISO text (see `_frame`).
+BATCH_SELECT = (
+    "SELECT * REPLACE (updated_at::TIMESTAMPTZ AS updated_at, extracted_at::TIMESTAMPTZ AS extracted_at)"
+    " FROM page_batch"
+)
 
 BATCH_ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _rows AS
@@ -186,12 +195,12 @@ def land_stream(
     pages: Iterator[Page],
     full_pull: bool,
     run_id: str,
-    dropped: tuple[str, dict[str, Any]] | None = None,
+    dropped: Callable[[list[SourceRecord]], list[bool]] | None = None,
 ) -> LandingResult:
     """Land every page of `pages` into `table` (which also keys the stream's state).
 
-    `full_pull` says the pages cover everything the source holds; `dropped` is a condition over a page's
-    `payload`, with its parameters, choosing records that must not land.
+    `full_pull` says the pages cover everything the source holds; `dropped` says, for each record of a page, whether
+    it must not land (it names a deleted person): those are filtered out in Python before the page is batched.
     """
     started = time.monotonic()
     result = LandingResult(full_pull=full_pull)
@@ -199,15 +208,20 @@ def land_stream(
     batch: list[Page] = []
     records = 0
     for page in pages:
+        if dropped is not None and page.records:
+            kept = [r for r, gone in zip(page.records, dropped(page.records), strict=True) if not gone]
+            result.suppressed += len(page.records) - len(kept)
+            result.rows_fetched += len(page.records) - len(kept)
+            page = replace(page, records=kept)
         batch.append(page)
         records += len(page.records)
         if records >= LANDING_BATCH_RECORDS or (
             datetime.now(UTC) - batch[0].fetched_at
         ).total_seconds() >= LANDING_BATCH_SECONDS:
-            _land_batch(conn, table, batch, params, full_pull and tombstone_missing, dropped, result)
+            _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
             batch, records = [], 0
     if batch:
-        _land_batch(conn, table, batch, params, full_pull and tombstone_missing, dropped, result)
+        _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
     if full_pull:
         result.tombstoned = _finish_full_pull(
             conn, table, tombstone_missing, {**params, "state_key": table, "now": datetime.now(UTC)}
@@ -222,7 +236,6 @@ def _land_batch(
     batch: list[Page],
     params: dict[str, Any],
     note_seen: bool,
-    dropped: tuple[str, dict[str, Any]] | None,
     result: LandingResult,
 ) -> None:
     """Land the pages of `batch` and the cursor of its last page in one transaction."""
@@ -231,10 +244,8 @@ def _land_batch(
     try:
         if fetched:
             conn.register("page_batch", _frame(batch))
-            keep, keep_params = f"NOT ({dropped[0]})" if dropped else "true", dropped[1] if dropped else {}
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS SELECT * FROM page_batch WHERE {keep}", keep_params)
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {BATCH_SELECT}")
             conn.unregister("page_batch")
-            result.suppressed += fetched - conn.execute("SELECT count(*) FROM _batch").fetchone()[0]
             conn.execute(HISTORY_SQL.format(table=table))
             conn.execute(BATCH_ROWS_SQL)
             pages = conn.execute("SELECT DISTINCT page_no FROM _rows WHERE several_pages ORDER BY 1").fetchall()
@@ -261,10 +272,17 @@ def _land_batch(
 
 
 def begin_full_pull(conn: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
-    """Start a full pull from scratch: forget the ids seen by any earlier, abandoned one."""
+    """Start a full pull from scratch: forget the ids seen by any earlier, abandoned one.
+
+    `updated_at` stays: it says when the source was last read, and nothing has been read yet (a source that is
+    down when the nightly pull starts must not look freshly read)."""
     conn.begin()
     conn.execute("DELETE FROM raw._full_pull_seen WHERE stream = $table", {"table": table})
-    _save_cursor(conn, table, None, run_id, full_pull_in_progress=True)
+    conn.execute(
+        "INSERT INTO raw._stream_state VALUES ($table, NULL, now(), NULL, $run_id) ON CONFLICT (stream) DO UPDATE"
+        " SET cursor = NULL, full_pull_started_at = now(), run_id = excluded.run_id",
+        {"table": table, "run_id": run_id},
+    )
     conn.commit()
 
 
@@ -311,16 +329,56 @@ def _save_cursor(
 
 
 def _frame(batch: list[Page]) -> pd.DataFrame:
-    """The batch's records in the order read, each with its page and the time that page was fetched."""
+    """The batch's records in the order read, each with its page and the time that page was fetched.
+
+    Times travel as ISO text and become TIMESTAMPTZ in DuckDB (BATCH_SELECT): pandas' datetime64 holds only 1677 to
+    2262, a source's times anything from year 1 to 9999.
+    """
     records: list[SourceRecord] = [r for page in batch for r in page.records]
     return pd.DataFrame(
         {
             "record_id": pd.Series([r.record_id for r in records], dtype="string"),
-            "updated_at": pd.to_datetime([r.updated_at for r in records], utc=True),
-            "deleted": pd.Series([r.deleted for r in records], dtype="bool"),
-            "payload": pd.Series([json.dumps(r.payload, separators=(",", ":")) for r in records], dtype="string"),
+            "updated_at": pd.Series([_change_time(r) for r in records], dtype="string"),
+            "deleted": pd.Series([r.deleted is True for r in records], dtype="bool"),
+            "payload": pd.Series([payload_json(r.payload) for r in records], dtype="string"),
             "pos": range(len(records)),
             "page_no": [n for n, page in enumerate(batch) for _ in page.records],
-            "extracted_at": pd.to_datetime([page.fetched_at for page in batch for _ in page.records], utc=True),
+            "extracted_at": pd.Series(
+                [page.fetched_at.isoformat() for page in batch for _ in page.records], dtype="string"
+            ),
         }
     )
+
+
+def _change_time(record: SourceRecord) -> str | None:
+    """The record's change time, if plausible. One before the range the contracts allow (the epoch, year 1) would
+    order this version before every earlier one; without it the version is timed at extraction, and one later than
+    extraction is clamped to it (BATCH_ROWS_SQL)."""
+    moment = record.updated_at
+    return moment.isoformat() if moment is not None and moment > PLAUSIBLE_SINCE else None
+
+
+# A lone UTF-16 surrogate escape (\ud800 without its pair), which JSON parsers such as DuckDB's refuse.
+LONE_SURROGATE = re.compile(r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}")
+
+
+def payload_json(payload: Any) -> str:
+    """The payload as JSON text DuckDB accepts, equal to what was served where JSON can hold it: a NaN or Infinity
+    (which Python's parser lets through) is kept as its text, a lone surrogate becomes U+FFFD."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_storable(payload), separators=(",", ":"))
+    return json.dumps(_storable(payload), separators=(",", ":")) if LONE_SURROGATE.search(text) else text
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": a string where a number belongs, which the contracts name
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value

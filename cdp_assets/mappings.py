@@ -1,28 +1,57 @@
 """How each staging column is read from a raw payload, as data: a JSON path and the JSON kind it must have.
 
-The staging engine builds its SQL from these mappings. A value of the wrong JSON kind
-(a string where the API promises a number, an object where a scalar belongs) is not
-cast away: the row carries it in `_wrong_types` and its contract sends it to quarantine.
+The staging engine builds its SQL from these mappings. A value it cannot read as promised is not cast away: a
+field of the wrong JSON kind (a string where the API promises a number, an object where a scalar belongs, a
+string where the object holding the field belongs) is named in `wrong_type_fields`, a time in another unit,
+without a zone, unreadable or outside the contract's plausible range in `time_faults`, each with a reason the
+data team can act on, and the row's contract sends it to quarantine. No such value reaches a typed column.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-# JSON kinds accepted per column kind, and how a value of that kind becomes the column's type ({j}: the value).
-KINDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "text": (("VARCHAR",), "{j}->>'$'"),
-    "id": (("VARCHAR", "BIGINT", "UBIGINT"), "{j}->>'$'"),  # ids some APIs send as numbers
-    "integer": (("BIGINT", "UBIGINT"), "TRY_CAST({j}->>'$' AS BIGINT)"),
-    "boolean": (("BOOLEAN",), "TRY_CAST({j}->>'$' AS BOOLEAN)"),
-    "text_boolean": (("VARCHAR",), "TRY_CAST({j}->>'$' AS BOOLEAN)"),  # HubSpot sends every property as text
-    "text_integer": (("VARCHAR",), "TRY_CAST({j}->>'$' AS BIGINT)"),
-    "unix_time": (("BIGINT", "UBIGINT", "DOUBLE"), "TRY(to_timestamp(TRY_CAST({j}->>'$' AS DOUBLE)))"),
-    "iso_time": (("VARCHAR",), "TRY_CAST({j}->>'$' AS TIMESTAMPTZ)"),
-    "text_list": (("ARRAY",), "CAST({j}->>'$[*]' AS VARCHAR[])"),
-    "association_ids": (("ARRAY",), "CAST({j}->>'$[*].toObjectId' AS VARCHAR[])"),
-    "json": (("OBJECT", "ARRAY"), "{j}"),
+
+@dataclass(frozen=True)
+class Kind:
+    accepted: tuple[str, ...]  # the JSON kinds (JSON_KIND) the API may send
+    cast: str  # how such a value becomes the column's type ({j}: the value; {v}: a time's moment)
+    expected: str  # what the API promises, as a reason says it
+    time: str | None = None  # "unix" or "iso": held to the plausible range as well
+
+
+KINDS: dict[str, Kind] = {
+    "text": Kind(("VARCHAR",), "{j}->>'$'", "a string"),
+    "id": Kind(("VARCHAR", "INTEGER"), "{j}->>'$'", "a string or a 64-bit integer"),  # some APIs send ids as numbers
+    "integer": Kind(("INTEGER",), "TRY_CAST({j}->>'$' AS BIGINT)", "a 64-bit integer"),
+    "boolean": Kind(("BOOLEAN",), "TRY_CAST({j}->>'$' AS BOOLEAN)", "a boolean"),
+    "text_boolean": Kind(("VARCHAR",), "TRY_CAST({j}->>'$' AS BOOLEAN)", "a string"),  # HubSpot: every property text
+    "text_integer": Kind(("VARCHAR",), "TRY_CAST({j}->>'$' AS BIGINT)", "a string"),
+    "unix_time": Kind(("INTEGER", "WIDE_INTEGER", "DOUBLE"), "to_timestamp({v})", "unix seconds", "unix"),
+    "iso_time": Kind(("VARCHAR",), "{v}", "ISO-8601 text", "iso"),
+    "text_list": Kind(("ARRAY",), "CAST({j}->>'$[*]' AS VARCHAR[])", "an array"),
+    "association_ids": Kind(("ARRAY",), "CAST({j}->>'$[*].toObjectId' AS VARCHAR[])", "an array"),
+    "json": Kind(("OBJECT", "ARRAY"), "{j}", "an object or an array"),
 }
+# A value's JSON kind, with integers apart from other numbers and those beyond 64 bits apart from the rest: DuckDB
+# reads every positive integer as UBIGINT, and one too wide for it as DOUBLE (its text kept whole).
+JSON_KIND = (
+    "CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT') AND TRY_CAST({x}->>'$' AS BIGINT) IS NOT NULL THEN 'INTEGER'"
+    " WHEN json_type({x}) IN ('UBIGINT', 'DOUBLE') AND regexp_full_match({x}::VARCHAR, '-?[0-9]+') THEN 'WIDE_INTEGER'"
+    " ELSE json_type({x}) END"
+)
+# A JSON kind as a reason says it.
+DESCRIBED_KIND = (
+    "CASE {k} WHEN 'VARCHAR' THEN 'a string' WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'OBJECT' THEN 'an object'"
+    " WHEN 'ARRAY' THEN 'an array' WHEN 'INTEGER' THEN 'an integer' WHEN 'DOUBLE' THEN 'a number'"
+    " WHEN 'WIDE_INTEGER' THEN CASE WHEN starts_with({j}::VARCHAR, '-') THEN 'an integer below -2^63'"
+    " ELSE 'an integer above 2^63' END ELSE lower({k}) END"
+)
+# ISO-8601 text with a zone after its time of day (`Z`, `+02:00`, `-0500`); a date alone has none either.
+ZONED = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# The candidates query's parameters: the contract's plausible range (`cdp_assets/contracts.py`).
+SINCE, UNTIL, SPAN = "$plausible_since", "$plausible_until", "$plausible_span"
 
 
 @dataclass(frozen=True)
@@ -182,23 +211,103 @@ MAPPINGS: dict[str, tuple[Column, ...]] = {
 }
 
 
-def select_sql(entity: str) -> tuple[str, str]:
-    """The typed columns of an entity, and a list expression naming every value of the wrong JSON kind.
+@dataclass(frozen=True)
+class Selects:
+    """The parts of an entity's candidates query; they read `j`, the entity's paths extracted from the payload in
+    one parse (`paths_sql`: the columns, then the objects and arrays holding them), `k`, their JSON kinds, and `t`,
+    the faults of its times."""
 
-    Both read `j`, the list of the entity's paths extracted from the payload in one parse.
-    """
-    values, markers = [], []
-    for position, column in enumerate(MAPPINGS[entity], start=1):
-        accepted, cast = KINDS[column.kind]
-        j = f"j[{position}]"
-        kinds = ", ".join(f"'{kind}'" for kind in accepted)
-        values.append(f"CASE WHEN json_type({j}) IN ({kinds}) THEN {cast.format(j=j)} END AS {column.name}")
-        markers.append(
-            f"CASE WHEN json_type({j}) NOT IN ('NULL', {kinds})"
-            f" THEN '{column.name}: ' || json_type({j}) || ' ' || left({j}::VARCHAR, 200) END"
-        )
-    return ",\n".join(values), f"list_filter([{', '.join(markers)}], lambda m: m IS NOT NULL)"
+    kinds: str  # the JSON kind of each of `j`, as `k`
+    time_checks: str  # per time column, why it cannot be read as a plausible moment (or NULL), as `t`
+    columns: str  # the typed columns
+    wrong_types: str  # a list expression: each field of the wrong JSON kind, with the reason
+    time_faults: str  # a list expression: each time at fault, with the reason
+
+
+def select_sql(entity: str) -> Selects:
+    mapped = MAPPINGS[entity]
+    values, wrong, times = [], [], []
+    for position, column in enumerate(mapped, start=1):
+        kind, j, k, field = KINDS[column.kind], f"j[{position}]", f"k[{position}]", _field(column.path)
+        accepted = ", ".join(f"'{name}'" for name in kind.accepted)
+        cast = kind.cast.format(j=j, v=_time_value(kind, j))
+        readable = f"{k} IN ({accepted})"
+        if kind.time:
+            times.append(f"CASE WHEN {readable} THEN {_time_fault(kind, j, field)} END")
+            readable += f" AND t[{len(times)}] IS NULL"
+        values.append(f"CASE WHEN {readable} THEN {cast} END AS {column.name}")
+        wrong.append(_wrong_kind(j, k, field, accepted, kind.expected))
+    for position, (path, json_kind) in enumerate(_containers(entity).items(), start=len(mapped) + 1):
+        expected = "an object" if json_kind == "OBJECT" else "an array"
+        wrong.append(_wrong_kind(f"j[{position}]", f"k[{position}]", _field(path), f"'{json_kind}'", expected))
+    kinds = f"list_transform(j, lambda x: {JSON_KIND.format(x='x')})"
+    time_checks = f"[{', '.join(times)}]::VARCHAR[]"
+    faults = "list_filter(t, lambda m: m IS NOT NULL)"
+    return Selects(kinds, time_checks, ",\n".join(values), _present(wrong), faults)
 
 
 def paths_sql(entity: str) -> str:
-    return "[" + ", ".join(f"'{column.path}'" for column in MAPPINGS[entity]) + "]"
+    paths = [column.path for column in MAPPINGS[entity]] + list(_containers(entity))
+    return "[" + ", ".join(f"'{path}'" for path in paths) + "]"
+
+
+STEP = re.compile(r'\.("[^"]*"|[^.\[]+)|\[([0-9]+)\]')
+
+
+def _containers(entity: str) -> dict[str, str]:
+    """Every object or array a mapped path runs through (the whole record included), with the JSON kind it must
+    have: a string where the API promises an object hides every field inside it."""
+    found: dict[str, str] = {}
+    for column in MAPPINGS[entity]:
+        steps = list(STEP.finditer(column.path))
+        for n, step in enumerate(steps):
+            parent = "$" + "".join(s.group(0) for s in steps[:n])
+            found.setdefault(parent, "ARRAY" if step.group(2) is not None else "OBJECT")
+    return found
+
+
+def source_fields(entity: str) -> dict[str, str]:
+    """Staging column -> the field of the source's record it is read from, as quarantine reasons name it."""
+    return {"record_id": "id", **{column.name: _field(column.path) for column in MAPPINGS[entity]}}
+
+
+def _field(path: str) -> str:
+    """A path as the source names the field: `properties.$device_id`; the whole record is `record`."""
+    return path.removeprefix("$").removeprefix(".").replace('"', "") or "record"
+
+
+def _wrong_kind(j: str, k: str, field: str, accepted: str, expected: str) -> str:
+    got = DESCRIBED_KIND.format(j=j, k=k)
+    return (
+        f"CASE WHEN {k} NOT IN ('NULL', {accepted})"
+        f" THEN '{field}: expected {expected}, got ' || {got} || ': ' || left({j}::VARCHAR, 200) END"
+    )
+
+
+def _time_value(kind: Kind, j: str) -> str:
+    """The moment a time field holds, before the range is checked."""
+    if kind.time == "unix":
+        return f"TRY_CAST({j}->>'$' AS DOUBLE)"
+    return f"TRY_CAST({j}->>'$' AS TIMESTAMPTZ)" if kind.time == "iso" else ""
+
+
+def _time_fault(kind: Kind, j: str, field: str) -> str:
+    """Why a time of an accepted JSON kind cannot be read as a plausible moment, or NULL."""
+    value, text = _time_value(kind, j), f"left({j}->>'$', 200)"
+    outside = f"'{field}: outside ' || {SPAN} || ': ' || {text}"
+    if kind.time == "unix":
+        plausible = f"{value} > epoch({SINCE}) AND {value} < epoch({UNTIL})"
+        milliseconds = f"{value} / 1000 > epoch({SINCE}) AND {value} / 1000 < epoch({UNTIL})"
+        return (
+            f"CASE WHEN {plausible} THEN NULL WHEN {milliseconds} THEN '{field}: unix time in milliseconds: ' || {text}"
+            f" ELSE {outside} END"
+        )
+    return (
+        f"CASE WHEN {value} IS NULL THEN '{field}: not an ISO-8601 time: ' || {text}"
+        f" WHEN NOT regexp_matches({j}->>'$', '{ZONED}') THEN '{field}: time without a zone: ' || {text}"
+        f" WHEN {value} <= {SINCE} OR {value} >= {UNTIL} THEN {outside} END"
+    )
+
+
+def _present(markers: list[str]) -> str:
+    return f"list_filter([{', '.join(markers)}], lambda m: m IS NOT NULL)" if markers else "[]::VARCHAR[]"

@@ -2,18 +2,27 @@
 
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 
 import duckdb
+import requests
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from cdp_assets import freshness, landing
+from cdp_assets import landing, raw_checks
 from cdp_assets.privacy import suppression
 from resources import SOURCES
+from resources.http import ServiceError
 from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
 from resources.source import Cursor, Page, SourceResource, StreamSpec, read_ahead
 
 OWNER = "team:data-platform"
+
+# A source failing while it is read: its API down past the client's retries, refusing the credentials, a
+# connection lost mid-body. The pull stops and its step still completes, so the rest of the run goes on with the
+# other sources (Dagster abandons every step downstream of a failed one, and identity depends on every source);
+# the `source_reachable` check fails instead. Anything else (a bug of ours, DuckDB) fails the step.
+SOURCE_FAILURES = (ServiceError, requests.exceptions.RequestException)
 
 
 class PullConfig(Config):
@@ -45,7 +54,9 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         description=f"{stream.description} Append-only: one row per record version with the full payload.",
         required_resource_keys={source, "warehouse", "privacy"},
         pool=f"api_{source}",  # one step at a time per API account (schedules/dagster.yaml), syncs included
-        freshness_policy=freshness.HOURLY,
+        # No freshness policy: Dagster's is measured from the last materialisation, which a failed pull is too;
+        # the `source_fresh` check measures from the last read instead (cdp_assets/raw_checks.py).
+        check_specs=raw_checks.check_specs(raw_key(source, stream.name)),
     )
     def _raw(context: AssetExecutionContext, config: PullConfig) -> MaterializeResult:
         connector: SourceResource = getattr(context.resources, source)
@@ -66,35 +77,70 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 else read_ahead(connector.extract(stream, cursor, full))
             )
             dropped = suppression.dropped(conn, f"{source}.{stream.name}", context.resources.privacy.salt)
-            with closing(pages):  # a pull that fails stops its fetcher too
-                result = landing.land_stream(
-                    conn,
-                    table=table,
-                    source=source,
-                    stream=stream.name,
-                    tombstone_missing=stream.tombstone_missing,
-                    pages=pages,
-                    full_pull=full,
-                    run_id=context.run.run_id,
-                    dropped=dropped,
-                )
-        context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
+            failure: Exception | None = None
+            try:
+                with closing(pages):  # a pull that fails stops its fetcher too
+                    result = landing.land_stream(
+                        conn,
+                        table=table,
+                        source=source,
+                        stream=stream.name,
+                        tombstone_missing=stream.tombstone_missing,
+                        pages=pages,
+                        full_pull=full,
+                        run_id=context.run.run_id,
+                        dropped=dropped,
+                    )
+            except SOURCE_FAILURES as exc:
+                failure = exc
+            if failure is None:
+                metadata = _pulled(result)
+                context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
+            else:
+                metadata = _failed(conn, table, context.run.run_id, full, failure)
+                context.log.error(f"{table}: {source} failed, the run goes on without it: {metadata['error']}")
+            last_read = _last_read_at(conn, table)
+        calls = {"requests": connector.stats.requests - before[0], "retries": connector.stats.retries - before[1]}
         return MaterializeResult(
-            metadata={
-                "rows_fetched": result.rows_fetched,
-                "rows_new": result.rows_new,
-                "duplicates_in_pages": result.duplicates_in_pages,
-                "suppressed": result.suppressed,
-                "pages": result.pages,
-                "requests": connector.stats.requests - before[0],
-                "retries": connector.stats.retries - before[1],
-                "rows_marked_deleted": result.tombstoned,
-                "full_pull": result.full_pull,
-                "seconds": round(result.seconds, 3),
-            }
+            metadata={**metadata, **calls, "last_read_at": last_read.isoformat() if last_read else "never"},
+            check_results=raw_checks.check_results(source, failure, last_read, datetime.now(UTC)),
         )
 
     return _raw
+
+
+def _pulled(result: landing.LandingResult) -> dict[str, object]:
+    return {
+        "source_status": "read",
+        "rows_fetched": result.rows_fetched,
+        "rows_new": result.rows_new,
+        "duplicates_in_pages": result.duplicates_in_pages,
+        "suppressed": result.suppressed,
+        "pages": result.pages,
+        "rows_marked_deleted": result.tombstoned,
+        "full_pull": result.full_pull,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _failed(
+    conn: duckdb.DuckDBPyConnection, table: str, run_id: str, full: bool, failure: Exception
+) -> dict[str, object]:
+    """What a pull whose source failed leaves: the versions its landed batches kept (the next pull resumes after
+    them), and the error."""
+    (landed,) = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = $run_id", {"run_id": run_id}).fetchone()
+    return {
+        "source_status": "failed",
+        "error": raw_checks.error_text(failure),
+        "rows_new": landed,
+        "full_pull": full,
+    }
+
+
+def _last_read_at(conn: duckdb.DuckDBPyConnection, table: str) -> datetime | None:
+    """When a batch read from the source last landed (a pull that found nothing new lands its cursor)."""
+    row = conn.execute("SELECT updated_at FROM raw._stream_state WHERE stream = $table", {"table": table}).fetchone()
+    return row[0] if row else None
 
 
 def _association_pages(

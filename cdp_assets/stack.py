@@ -4,6 +4,7 @@ environment they run with, which `cdp env` gives a shell so its commands reach t
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,11 +16,14 @@ from typing import Any
 
 import requests
 
-from resources import PROJECT_ROOT
+from resources import PRIVACY_KEY, PROJECT_ROOT
+from sandbox.config import TOKEN_ENV, WEBHOOK_PATH, kept_secret, webhook_url
 
 SANDBOX_ENV_FILE = PROJECT_ROOT / "resources" / "sandbox.env"
 INSTANCE_TEMPLATE = PROJECT_ROOT / "schedules" / "dagster.yaml"
 SANDBOX_HOST = "127.0.0.1"
+PRIVACY_KEY_FILE = "privacy.key"
+SANDBOX_TOKEN_FILE = "sandbox.token"  # in the data folder, mode 600: the sandbox's control token
 
 LOCATIONS_QUERY = """
 { workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
@@ -43,16 +47,45 @@ def sandbox_credentials() -> dict[str, str]:
     return {**values, **{k: v for k, v in os.environ.items() if k in values}}
 
 
+def privacy_key_path(data: Path) -> Path:
+    return data / PRIVACY_KEY_FILE
+
+
+def privacy_key(data: Path) -> str:
+    """The data folder's privacy key: random, written once to `<data>/privacy.key` readable by its owner alone,
+    then reused, so the suppression digests of one warehouse stay comparable run after run."""
+    try:
+        return kept_secret(privacy_key_path(data), lambda: secrets.token_hex(32))
+    except (PermissionError, ValueError) as exc:
+        raise SystemExit(f"{exc} (the privacy key: suppression digests depend on it)") from None
+
+
+def launcher_environment(data: Path) -> dict[str, str]:
+    """What every local launcher (`cdp run`, `cdp env`, `cdp pipeline`, `cdp bench`, the tests) sets besides the
+    sandbox's URL: the sandbox's credentials and the data folder's privacy key, each unless the environment
+    already sets it."""
+    key = os.environ.get(PRIVACY_KEY) or privacy_key(data)
+    return {**sandbox_credentials(), PRIVACY_KEY: key}
+
+
 def stack_environment(data: Path, host: str, ui_port: int, sandbox_port: int) -> dict[str, str]:
     """The variables of the stack that `cdp run` starts with these options: it runs Dagster with them, and `cdp env`
     hands them to a shell, so the commands typed there reach the same warehouse, run history and UI. Credentials
     already set in the environment are kept; CDP_UI_URL (the links in alerts) is always this stack's own, so a
-    shell of one stack that starts another (a second `cdp run`, the tests) links to the right UI."""
+    shell of one stack that starts another (a second `cdp run`, the tests) links to the right UI. The sandbox's
+    control token is the data folder's own (kept in SANDBOX_TOKEN_FILE), and alerts go to the sandbox's webhook
+    receiver unless the environment names another chat tool's webhook, which is kept and not repeated here."""
+    sandbox_url = f"http://{SANDBOX_HOST}:{sandbox_port}"
+    token = kept_secret(data / SANDBOX_TOKEN_FILE)
+    chosen = os.environ.get("CDP_ALERT_WEBHOOK_URL", "")
+    own = not chosen or WEBHOOK_PATH in chosen  # unset, or another sandbox's receiver
     return {
-        **sandbox_credentials(),
+        **launcher_environment(data),
         "DAGSTER_HOME": str(prepare_dagster_home(data / "dagster_home").resolve()),
         "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve()),
-        "CDP_SANDBOX_URL": f"http://{SANDBOX_HOST}:{sandbox_port}",
+        "CDP_SANDBOX_URL": sandbox_url,
+        TOKEN_ENV: token,
+        **({"CDP_ALERT_WEBHOOK_URL": webhook_url(sandbox_url, token)} if own else {}),
         "CDP_UI_URL": f"http://{host}:{ui_port}",
     }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from cdp_assets import quality, staging_checks
-from cdp_assets.contracts import CONTRACTS
+from cdp_assets.contracts import CONTRACTS, PLAUSIBLE_SINCE, PLAUSIBLE_UNTIL
 from cdp_assets.enforcement import enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
 from cdp_assets.raw import OWNER, raw_key, raw_table
@@ -19,6 +19,12 @@ from resources import SOURCES
 from resources.source import StreamSpec
 
 CANDIDATES_SQL = (Path(__file__).parent / "sql" / "candidates.sql").read_text()
+# The contract's plausible range of times, which the candidates query holds every time field to.
+CANDIDATES_PARAMS = {
+    "plausible_since": PLAUSIBLE_SINCE,
+    "plausible_until": PLAUSIBLE_UNTIL,
+    "plausible_span": f"{PLAUSIBLE_SINCE.year}..{PLAUSIBLE_UNTIL.year}",
+}
 
 
 def staging_table(source: str, entity: str) -> str:
@@ -29,12 +35,21 @@ def staging_key(source: str, entity: str) -> AssetKey:
     return AssetKey(["staging", f"{source}__{entity}"])
 
 
-def candidates_sql(source: str, stream: StreamSpec) -> str:
+def candidates_sql(source: str, stream: StreamSpec) -> tuple[str, dict[str, object]]:
+    """The query building `_candidates` for a stream, and its parameters (an entity without times has none)."""
     entity = f"{source}__{stream.entity}"
-    columns, wrong_types = select_sql(entity)
-    return CANDIDATES_SQL.format(
-        source_table=raw_table(source, stream.name), paths=paths_sql(entity), columns=columns, wrong_types=wrong_types
+    selects = select_sql(entity)
+    sql = CANDIDATES_SQL.format(
+        source_table=raw_table(source, stream.name),
+        paths=paths_sql(entity),
+        kinds=selects.kinds,
+        time_checks=selects.time_checks,
+        columns=selects.columns,
+        wrong_types=selects.wrong_types,
+        time_faults=selects.time_faults,
     )
+    return sql, {name: value for name, value in CANDIDATES_PARAMS.items() if f"${name}" in sql}
+
 
 
 def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
@@ -42,7 +57,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     target, quarantine = staging_table(source, stream.entity), f"quarantine.{entity}"
     source_table, raw_asset = raw_table(source, stream.name), raw_key(source, stream.name)
     key = staging_key(source, stream.entity)
-    sql, contract = candidates_sql(source, stream), CONTRACTS[entity]
+    (sql, params), contract = candidates_sql(source, stream), CONTRACTS[entity]
     typed = ", ".join(column.name for column in MAPPINGS[entity])
 
     @asset(
@@ -69,7 +84,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 raise RuntimeError(
                     f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
                 )
-            conn.execute(sql)
+            conn.execute(sql, params)
             verdict = enforce(conn, entity, contract)
             new_fields = quality.note_fields(conn, entity, run_id)
             conn.begin()

@@ -1,7 +1,10 @@
 """Source and destination connectors and the warehouse, configured from environment variables.
 
-Every base URL defaults to the embedded sandbox; pointing a connector at the real
-service means setting its base URL and secret, nothing else (see README).
+Each connector needs its base URL and secret; pointing it at the real service means setting them, nothing
+else (see README). Only a local launcher (`cdp run`, `cdp env`, `cdp pipeline`, `cdp bench`, the tests) makes
+the sandbox the default, by setting CDP_SANDBOX_URL: anywhere else a missing base URL, secret or privacy key
+stops the definitions from loading, with an error naming them, rather than calling localhost or hashing with
+a key nobody chose.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from resources.stripe import StripeResource
 from resources.zendesk import ZendeskResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+SANDBOX_URL = "CDP_SANDBOX_URL"
+PRIVACY_KEY = "CDP_PRIVACY_SALT"
 DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 
 SOURCES: dict[str, type[SourceResource]] = {
@@ -68,9 +72,45 @@ class WarehouseResource(DuckDBResource):
                 conn.close()  # DuckDBResource leaves it open when the body raises, and the file with it
 
 
-def _base_url(variable: str, service: str) -> str:
-    sandbox = os.getenv("CDP_SANDBOX_URL", DEFAULT_SANDBOX_URL).rstrip("/")
-    return os.getenv(variable, f"{sandbox}/{service}")
+class SettingsMissing(RuntimeError):
+    """Variables the resources need are not set; raised when the definitions load, before any run starts."""
+
+
+class _Settings:
+    """Reads the variables the resources need, noting each one missing, so that one error names them all."""
+
+    def __init__(self) -> None:
+        self.sandbox = os.getenv(SANDBOX_URL, "").rstrip("/")
+        self.missing: list[str] = []
+
+    def base_url(self, variable: str, service: str) -> str:
+        """The service's base URL from `variable`; the sandbox's route for it only when a launcher set
+        CDP_SANDBOX_URL."""
+        url = os.getenv(variable) or (f"{self.sandbox}/{service}" if self.sandbox else "")
+        if not url and variable not in self.missing:
+            self.missing.append(variable)
+        return url
+
+    def secret(self, variable: str) -> EnvVar:
+        """A secret, read by Dagster at run time (so never shown or logged), but required to be set now."""
+        if not os.getenv(variable) and variable not in self.missing:
+            self.missing.append(variable)
+        return EnvVar(variable)
+
+    def check(self) -> None:
+        if not self.missing:
+            return
+        problem = f"not set: {', '.join(self.missing)}."
+        if any(name != PRIVACY_KEY for name in self.missing):
+            problem += (" Each service needs its base URL and secret (README, \"Pointing at the real services\");"
+                        f" nothing defaults to the local sandbox unless {SANDBOX_URL} says where it is.")
+        if PRIVACY_KEY in self.missing:
+            problem += (f" {PRIVACY_KEY} is the secret key of the suppression digests that keep deleted people "
+                        "from coming back: choose a long random one, keep it secret, and never change it.")
+        raise SettingsMissing(
+            f"{problem} For the local sandbox, run through `make run` (`cdp run`), `cdp pipeline` or `cdp bench`, "
+            "or take their environment with `make shell` (`eval \"$(.venv/bin/cdp env)\"`): they set all of these."
+        )
 
 
 def pacing_variable(resource: str) -> str:
@@ -94,46 +134,49 @@ def privacy_folders() -> tuple[Path, Path]:
 
 
 def build_resources() -> dict[str, object]:
-    """The resources of every job: each source and destination (secrets as `EnvVar`), the warehouse and privacy.
+    """The resources of every job: each source and destination (secrets as `EnvVar`), the warehouse and privacy;
+    `SettingsMissing` names every variable missing.
 
     HubSpot and Zendesk are written on the same accounts they are read from, with the same credentials.
     """
-    hubspot_url, zendesk_url = _base_url("HUBSPOT_BASE_URL", "hubspot"), _base_url("ZENDESK_BASE_URL", "zendesk")
+    env = _Settings()
+    hubspot_url, zendesk_url = env.base_url("HUBSPOT_BASE_URL", "hubspot"), env.base_url("ZENDESK_BASE_URL", "zendesk")
     inbox, exports = privacy_folders()
-    return {
+    resources = {
         "stripe": StripeResource(
-            base_url=_base_url("STRIPE_BASE_URL", "stripe"), api_key=EnvVar("STRIPE_API_KEY"), **_pacing("stripe")
+            base_url=env.base_url("STRIPE_BASE_URL", "stripe"), api_key=env.secret("STRIPE_API_KEY"),
+            **_pacing("stripe"),
         ),
         "hubspot": HubSpotResource(
-            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN"), **_pacing("hubspot")
+            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("hubspot")
         ),
         "zendesk": ZendeskResource(
-            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN")
+            base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN")
         ),
         "klaviyo": KlaviyoResource(
-            base_url=_base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=EnvVar("KLAVIYO_API_KEY")
+            base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY")
         ),
         "mixpanel": MixpanelResource(
-            base_url=_base_url("MIXPANEL_BASE_URL", "mixpanel"),
-            service_account_username=EnvVar("MIXPANEL_SERVICE_ACCOUNT"),
-            service_account_secret=EnvVar("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
-            project_id=EnvVar("MIXPANEL_PROJECT_ID"),
+            base_url=env.base_url("MIXPANEL_BASE_URL", "mixpanel"),
+            service_account_username=env.secret("MIXPANEL_SERVICE_ACCOUNT"),
+            service_account_secret=env.secret("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
+            project_id=env.secret("MIXPANEL_PROJECT_ID"),
             start_date=os.getenv("MIXPANEL_START_DATE", "2023-01-01"),
         ),
         "destination_hubspot": HubSpotContactsDestination(
-            base_url=hubspot_url, access_token=EnvVar("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")
+            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")
         ),
         "destination_zendesk": ZendeskUsersDestination(
-            base_url=zendesk_url, email=EnvVar("ZENDESK_EMAIL"), api_token=EnvVar("ZENDESK_API_TOKEN"),
+            base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN"),
             **_pacing("destination_zendesk"),
         ),
         "destination_braze": BrazeUsersDestination(
-            base_url=_base_url("BRAZE_BASE_URL", "braze"), api_key=EnvVar("BRAZE_API_KEY"),
+            base_url=env.base_url("BRAZE_BASE_URL", "braze"), api_key=env.secret("BRAZE_API_KEY"),
             **_pacing("destination_braze"),
         ),
         "destination_meta": MetaAudienceDestination(
-            base_url=_base_url("META_BASE_URL", "meta"),
-            access_token=EnvVar("META_ACCESS_TOKEN"),
+            base_url=env.base_url("META_BASE_URL", "meta"),
+            access_token=env.secret("META_ACCESS_TOKEN"),
             api_version=os.getenv("META_API_VERSION", "v21.0"),
             **_pacing("destination_meta"),
         ),
@@ -141,5 +184,7 @@ def build_resources() -> dict[str, object]:
             database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE)),
             memory_limit=os.getenv("CDP_DUCKDB_MEMORY_LIMIT", "3GB"),
         ),
-        "privacy": PrivacyResource(salt=EnvVar("CDP_PRIVACY_SALT"), inbox=str(inbox), exports=str(exports)),
+        "privacy": PrivacyResource(salt=env.secret(PRIVACY_KEY), inbox=str(inbox), exports=str(exports)),
     }
+    env.check()
+    return resources

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
 
-from resources.http import RateLimit
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
+from resources.http import RateLimit, ServiceError
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
 
 LIST_PAGE_SIZE = 100  # maximum `limit` of the list endpoint
 SEARCH_PAGE_SIZE = 200  # maximum `limit` of the search endpoint
@@ -148,7 +149,11 @@ class HubSpotResource(SourceResource):
             results = found["results"]
             if not results:
                 return
-            last_id = results[-1]["id"]
+            # The next query starts above the last readable id; an object without one is read again, once.
+            last = next((i for i in map(text_id, (dig(obj, "id") for obj in reversed(results))) if i), None)
+            if last is None or last == last_id:
+                raise ServiceError(f"hubspot: cannot search {object_type} past objects without an id")
+            last_id = last
             yield [_record(obj) for obj in results], last_id
             if found.get("total", 0) <= len(results):  # `total` counts every match of this query
                 return
@@ -157,22 +162,26 @@ class HubSpotResource(SourceResource):
         """The companies of each contact; a contact with none comes back with an empty list."""
         body = {"inputs": [{"id": contact_id} for contact_id in contact_ids]}
         found = self.client.fetch_json("POST", "/crm/v4/associations/contacts/companies/batch/read", json=body)
-        by_contact = {str(result["from"]["id"]): result for result in found.get("results", [])}
+        by_contact = {text_id(dig(result, "from", "id")): result for result in found.get("results", [])}
         return [
             SourceRecord(contact_id, by_contact.get(contact_id, {"from": {"id": contact_id}, "to": []}))
             for contact_id in contact_ids
         ]
 
 
-def _record(obj: dict[str, Any]) -> SourceRecord:
+def _record(obj: Any) -> SourceRecord:
     return SourceRecord(
-        record_id=text_id(obj.get("id")),
+        record_id=text_id(dig(obj, "id")),
         payload=obj,
-        updated_at=from_iso(obj.get("archivedAt") or obj.get("updatedAt")),
-        deleted=bool(obj.get("archived")),
+        updated_at=_changed(obj),
+        deleted=dig(obj, "archived") is True,
     )
 
 
-def _archived_ms(obj: dict[str, Any]) -> int:
-    archived_at = from_iso(obj.get("archivedAt") or obj.get("updatedAt"))
+def _changed(obj: Any) -> datetime | None:
+    return from_iso(dig(obj, "archivedAt") or dig(obj, "updatedAt"))
+
+
+def _archived_ms(obj: Any) -> int:
+    archived_at = _changed(obj)
     return int(archived_at.timestamp() * 1000) if archived_at else 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
 
 REVISION = "2024-10-15"
 
@@ -93,7 +93,6 @@ class KlaviyoResource(SourceResource):
         yield Page(records, {"changed_since": since.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
 
-def _record(item: dict[str, Any], changed_field: str | None) -> SourceRecord:
-    attributes = item.get("attributes") or {}
-    changed = attributes.get(changed_field) if changed_field else None
-    return SourceRecord(text_id(item.get("id")), item, from_iso(changed))
+def _record(item: Any, changed_field: str | None) -> SourceRecord:
+    changed = dig(item, "attributes", changed_field) if changed_field else None
+    return SourceRecord(text_id(dig(item, "id")), item, from_iso(changed))

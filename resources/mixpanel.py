@@ -19,7 +19,7 @@ import requests
 from pydantic import Field
 
 from resources.http import BODY_READ_ERRORS, ServiceError
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix
 
 EXPORT_PATH = "/api/2.0/export"
 WINDOW_DAYS = 90  # days per export request; the API allows 60 requests an hour
@@ -94,15 +94,12 @@ def _pages(response: requests.Response) -> Iterator[list[SourceRecord]]:
     yield page
 
 
-def _record(event: dict[str, Any]) -> SourceRecord:
-    properties = event.get("properties") or {}
-    identity = "\x1f".join(
-        str(part)
-        for part in (
-            event.get("event"),
-            properties.get("distinct_id"),
-            properties.get("time"),
-            properties.get("$insert_id"),
-        )
-    )
-    return SourceRecord(hashlib.md5(identity.encode()).hexdigest(), event, from_unix(properties.get("time")))
+def _record(event: Any) -> SourceRecord:
+    properties = dig(event, "properties")
+    if isinstance(properties, dict):
+        parts = (dig(event, "event"), *(properties.get(key) for key in ("distinct_id", "time", "$insert_id")))
+        identity = "\x1f".join(map(str, parts))
+    else:  # an event the export could not have deduplicated either: known by its whole text
+        identity = json.dumps(event, sort_keys=True)
+    digest = hashlib.md5(identity.encode(errors="surrogatepass")).hexdigest()  # a lone surrogate is text too
+    return SourceRecord(digest, event, from_unix(dig(properties, "time")))

@@ -1,4 +1,4 @@
-"""Where privacy requests come in and access exports go out, and the salt of suppression hashes."""
+"""Where privacy requests come in and access exports go out, and the secret key of suppression digests."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pydantic import Field
 
 class PrivacyResource(ConfigurableResource):
     """The request inbox (a folder of JSON requests, filed by `cdp privacy` or any intake form), the folder
-    access exports are written to, and the secret salt of the hashes that keep deleted people out."""
+    access exports are written to, and the secret key of the digests that keep deleted people out."""
 
-    salt: str = Field(description="Secret salt of suppression hashes, from CDP_PRIVACY_SALT; never change it.")
+    salt: str = Field(
+        description="Secret key of the suppression digests (HMAC-SHA256), from CDP_PRIVACY_SALT: set once, never "
+        "changed, never shown. The local launchers make a random one per data folder, in <data>/privacy.key."
+    )
     inbox: str = Field(description="Folder of pending requests, from CDP_PRIVACY_INBOX.")
     exports: str = Field(description="Folder access exports are written to, from CDP_PRIVACY_EXPORTS.")
 

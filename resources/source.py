@@ -27,7 +27,7 @@ class SourceRecord:
     """One version of one source record as the API served it."""
 
     record_id: str | None
-    payload: dict[str, Any]
+    payload: Any  # the JSON value as served: an object, or whatever a broken source sent instead
     updated_at: datetime | None = None  # the source's own change time; None means "as of extraction"
     deleted: bool = False
 
@@ -114,22 +114,45 @@ class SourceResource(ServiceResource):
         raise NotImplementedError
 
 
+def dig(value: Any, *path: str | int) -> Any:
+    """The value at `path` inside parsed JSON; None where the path is missing or runs through a value of another
+    shape (a string where an object belongs, say), so a connector reads any record without raising."""
+    for step in path:
+        if isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict):
+            value = value.get(step)
+        else:
+            return None
+    return value
+
+
 def from_iso(value: Any) -> datetime | None:
-    """A change time from an ISO-8601 text; None for anything else (the contracts judge the payload)."""
+    """A change time from ISO-8601 text with its zone; None for anything else, a time without a zone included
+    (it could be any offset), so the version is timed at extraction and the contracts judge the payload."""
+    if not isinstance(value, str):
+        return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, TypeError, ValueError):
+    except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else None
 
 
 def from_unix(seconds: Any) -> datetime | None:
-    """A change time from unix seconds; None for anything else."""
+    """A change time from unix seconds; None for anything else, or for a number no date can hold (milliseconds
+    read as seconds land in year 58,000): the contracts name the fault."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         return None
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def text_id(value: Any) -> str | None:
-    """A record id as text; a record missing its id keeps None and is judged by the contracts."""
-    return None if value is None or value == "" else str(value)
+    """A record id as text; a record whose id is missing, empty or not a scalar id keeps None and is judged by
+    the contracts."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)

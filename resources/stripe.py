@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import RateLimit
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_unix, text_id
+from resources.http import RateLimit, ServiceError
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix, text_id
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`
 EVENTS_REACH_SECONDS = 30 * 24 * 3600
@@ -71,11 +71,14 @@ class _SameSecondRanks:
         self.second: int | None = None
         self.rank = 0
 
-    def version_time(self, created: int) -> datetime | None:
+    def version_time(self, created: Any) -> datetime | None:
         self.rank = self.rank + 1 if created == self.second else 0
         self.second = created
         moment = from_unix(created)
-        return moment - timedelta(microseconds=self.rank) if moment else None
+        try:
+            return moment - timedelta(microseconds=self.rank) if moment else None
+        except OverflowError:  # the first microsecond of year 1: not a change time (the contracts say why)
+            return None
 
 
 class StripeResource(SourceResource):
@@ -106,7 +109,7 @@ class StripeResource(SourceResource):
     def _full(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
         resume = cursor.get("full") or {"started": int(time.time()), "after": None}
         for items, last_id, has_more in self._list(endpoint.list_path, endpoint.list_params, resume["after"]):
-            records = [SourceRecord(text_id(item.get("id")), item) for item in items]
+            records = [SourceRecord(text_id(dig(item, "id")), item) for item in items]
             if has_more:
                 resume = {**resume, "after": last_id}
                 yield Page(records, {**cursor, "full": resume})
@@ -121,15 +124,7 @@ class StripeResource(SourceResource):
         params: dict[str, Any] = {"created[gte]": since, "types[]": list(endpoint.event_types)}
         ranks = _SameSecondRanks()
         for events, last_id, has_more in self._list("/v1/events", params, resume["after"]):
-            records = [
-                SourceRecord(
-                    record_id=text_id(event["data"]["object"].get("id")),
-                    payload=event["data"]["object"],
-                    updated_at=ranks.version_time(event["created"]),
-                    deleted=event["type"] == endpoint.deleted_event,
-                )
-                for event in events
-            ]
+            records = [_event_record(event, endpoint, ranks) for event in events]
             if has_more:
                 resume = {**resume, "after": last_id}
                 yield Page(records, {"events_since": since, "events": resume})
@@ -146,8 +141,23 @@ class StripeResource(SourceResource):
                 query["starting_after"] = after
             body = self.client.fetch_json("GET", path, params=query)
             items = body["data"]
-            after = items[-1]["id"] if items else after
             has_more = bool(body["has_more"]) and bool(items)
+            # The next page starts after the last object with a readable id; one without is served again, once.
+            last = next((i for i in map(text_id, (dig(item, "id") for item in reversed(items))) if i), None)
+            if has_more and last in (None, after):
+                raise ServiceError(f"stripe: cannot page {path} past objects without an id (after {after})")
+            after = last or after
             yield items, after, has_more
             if not has_more:
                 return
+
+
+def _event_record(event: Any, endpoint: StripeEndpoint, ranks: _SameSecondRanks) -> SourceRecord:
+    """The object an event carries, at the event's time; an event without one lands whole, for the contracts."""
+    obj = dig(event, "data", "object")
+    return SourceRecord(
+        record_id=text_id(dig(obj, "id")),
+        payload=event if obj is None else obj,
+        updated_at=ranks.version_time(dig(event, "created")),
+        deleted=dig(event, "type") == endpoint.deleted_event,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, from_iso, text_id
+from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
 
 PAGE_SIZE = 1000  # the export's `per_page` maximum
 
@@ -20,9 +20,9 @@ EXPORT_PATHS = {
     "users": "/api/v2/incremental/users/cursor.json",
     "tickets": "/api/v2/incremental/tickets/cursor.json",
 }
-IS_DELETED: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "users": lambda user: user.get("active") is False,
-    "tickets": lambda ticket: ticket.get("status") == "deleted",
+IS_DELETED: dict[str, Callable[[Any], bool]] = {
+    "users": lambda user: dig(user, "active") is False,
+    "tickets": lambda ticket: dig(ticket, "status") == "deleted",
 }
 
 # The export lists deletions itself, and holds back what changed in its last minute: a full pull that marked
@@ -58,12 +58,13 @@ class ZendeskResource(SourceResource):
             else:
                 params["start_time"] = 0
             body = self.client.fetch_json("GET", EXPORT_PATHS[stream.name], params=params)
-            records = [
-                SourceRecord(text_id(item.get("id")), item, from_iso(item.get("updated_at")), is_deleted(item))
-                for item in body[stream.name]
-            ]
+            records = [_record(item, is_deleted) for item in body[stream.name]]
             after = body.get("after_cursor") or after
             if body["end_of_stream"]:
                 yield Page(records, {"after_cursor": after})
                 return
             yield Page(records, {**cursor, key: after})
+
+
+def _record(item: Any, is_deleted: Callable[[Any], bool]) -> SourceRecord:
+    return SourceRecord(text_id(dig(item, "id")), item, from_iso(dig(item, "updated_at")), is_deleted(item))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
-from sandbox.config import load
+from sandbox.config import TOKEN_ENV, TOKEN_HEADER, load, new_token
 from sandbox.faults import QuietDrops
 from sandbox.server import create_app
 
@@ -37,7 +38,11 @@ def serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     if args.tick_seconds is not None:
         config.update({"tick_seconds": args.tick_seconds})
-    app = create_app(args.folder, config)
+    token = os.environ.get(TOKEN_ENV)
+    if not token:  # started by hand: the one who started it is told the token, as notebook servers do
+        token = new_token()
+        print(f"control routes (/_sandbox/*) take the header {TOKEN_HEADER}: {token}", flush=True)
+    app = create_app(args.folder, config, token)
     server = _ReadyServer(uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning"))
     logging.getLogger("uvicorn.error").addFilter(QuietDrops())
     try:
@@ -58,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.set_defaults(func=build)
     s = commands.add_parser("serve", help="serve the five fake APIs over a world")
     s.add_argument("--folder", default="data/sandbox")
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--config", default=None, help="JSON file deep-merged over the defaults")
     s.add_argument("--tick-seconds", type=float, default=None, help="background churn period (0 = off)")

@@ -36,7 +36,7 @@ from sandbox.people import company_from_payload, make_people
 from sandbox.phones import make_phone, render_phone
 from sandbox.pools import BY_NAME
 from sandbox.render_hubspot import next_stage, touch
-from sandbox.render_klaviyo import OPEN_RATE, campaign, email_event, metric_ids
+from sandbox.render_klaviyo import OPEN_RATE, campaign, email_event, email_marketing, metric_ids
 from sandbox.render_mixpanel import usage_event
 from sandbox.render_zendesk import advance, render_ticket
 from sandbox.store import Record, WorldStore
@@ -167,8 +167,8 @@ def change_consent(ctx: Ctx, count: int) -> int:
         attributes = record.payload["attributes"]
         marketing = attributes["subscriptions"]["email"]["marketing"]
         leaving = marketing["consent"] == "SUBSCRIBED"
-        marketing.update(consent="UNSUBSCRIBED" if leaving else "SUBSCRIBED",
-                         consent_timestamp=klaviyo_time(ctx.now), method="PREFERENCE_PAGE" if leaving else "FORM")
+        marketing.update(email_marketing("UNSUBSCRIBED" if leaving else "SUBSCRIBED", klaviyo_time(ctx.now),
+                                         "PREFERENCE_PAGE" if leaving else "FORM"))
         attributes["updated"] = klaviyo_time(ctx.now)
         ctx.save(record)
         person = ctx.sink.owner("klaviyo.profiles", record.id)

@@ -8,6 +8,9 @@ deep-merged at runtime through ``PATCH /_sandbox/config``.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import tempfile
 import threading
 import types
 import typing
@@ -20,6 +23,50 @@ DESTINATIONS: tuple[str, ...] = ("braze", "meta")  # HubSpot and Zendesk take wr
 SERVICES: tuple[str, ...] = (*SOURCES, *DESTINATIONS)
 
 _LOCK = threading.Lock()
+
+# The `/_sandbox/*` control routes answer only requests carrying the token their launcher chose and handed the
+# server in this variable; the alert webhook receiver takes it in its URL, as chat tools' secret webhook URLs do.
+TOKEN_ENV = "CDP_SANDBOX_TOKEN"
+TOKEN_HEADER = "X-Sandbox-Token"
+WEBHOOK_PATH = "/_sandbox/webhook"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def kept_secret(path: Path, make: typing.Callable[[], str] = new_token) -> str:
+    """The secret kept in ``path``: made once and written whole (never over one another launcher wrote first),
+    readable by its owner alone, then reused, so every launcher of one data folder agrees on it (the sandbox's
+    control token, the privacy key). A file others can read, or an empty one, is refused: its secret may be
+    known, or lost."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 600
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(make() + "\n")
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    if path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} can be read by other users, so the secret in it may be known: "
+                              f"if it never left this machine, `chmod 600 {path}`")  # fmt: skip
+    secret = path.read_text().strip()
+    if not secret:
+        raise ValueError(f"{path} is empty: restore the secret it held")
+    return secret
+
+
+def control_headers(token: str) -> dict[str, str]:
+    return {TOKEN_HEADER: token}
+
+
+def webhook_url(sandbox_url: str, token: str) -> str:
+    """Where alerts are posted on a sandbox: its webhook receiver, the token in the path."""
+    return f"{sandbox_url}{WEBHOOK_PATH}/{token}"
 
 
 @dataclass
@@ -164,10 +211,11 @@ class Faults:
     latency_ms: float | None = None
     drop_rate: float | None = None
     truncate_rate: float | None = None  # 200 JSON bodies cut short, with a matching Content-Length
+    outage: bool | None = None  # every request answered 503, as by a service that is down
 
 
 def _default_faults() -> dict[str, Faults]:
-    return {"default": Faults(0.0, 0, 0, 0.0, 0.0, 0.0)}
+    return {"default": Faults(0.0, 0, 0, 0.0, 0.0, 0.0, False)}
 
 
 @dataclass

@@ -5,7 +5,10 @@ HTTP by the same APIs as everything else. Every corpus record is well formed exc
 for its one case, belongs to no person (no truth rows), is listed in ``anomalies.csv``
 with its kind, and is stamped ``updated = now`` so incremental pulls pick it up. Stripe
 objects also get a ``*.created`` event, because Stripe increments come from events.
-Injecting again rewrites the same ids with fresh times: nothing is duplicated.
+Injecting again rewrites the same ids with fresh times: nothing is duplicated. Each case
+carries the quarantine reason it must get (a part of the reason the pipeline's staging
+gives, see ``cdp_assets/mappings.py`` and ``cdp_assets/contracts.py``), or None when the
+record is valid and must reach staging.
 
 Ids say where they come from: Stripe ``cus_corpus00000001`` (``sub_``/``in_``/``evt_``
 with 18 digits), HubSpot 9000000001+, Zendesk 9900000000001+, Klaviyo
@@ -31,6 +34,20 @@ Cases (kind: stream field = value):
 - ``duplicate_id``: one clean Stripe customer and one clean Zendesk user (``DUPLICATED``) that the
   list endpoints serve twice when config ``duplicates.stripe`` / ``duplicates.zendesk`` is on:
   twice in a row on their page and again at the top of the next page.
+
+Hostile records, which once stopped a pull before any contract saw them:
+
+- ``unix_milliseconds``: a Stripe customer ``created`` (and its event's ``created``) and a Mixpanel
+  ``properties.time`` in milliseconds (the event is filed under today, so today's export serves it).
+- ``unix_seconds``: a Klaviyo event ``datetime`` as unix seconds where ISO text belongs.
+- ``sentinel_date``: ticket ``updated_at`` 9999-12-31T23:59:59Z; ``far_future_date``: Klaviyo
+  profile ``updated`` 2300-01-01; ``year_one_date``: HubSpot contact ``updatedAt`` 0001-01-01.
+- ``zoneless_timestamp``: a Klaviyo event ``datetime`` without a zone.
+- ``string_for_object``: a Klaviyo profile whose ``attributes`` is a string;
+  ``list_for_object``: a Mixpanel event whose ``properties`` is a list of key/value pairs.
+- ``id_above_2_63``: a Zendesk user id of 2^63 + 7, an invoice ``amount_due`` of 2^64 + 1.
+- ``control_character``: a NUL in a HubSpot ``email``, an escape sequence and a bell in a ticket
+  ``subject``.
 """
 
 from __future__ import annotations
@@ -45,6 +62,8 @@ from sandbox.clock import DAY, hubspot_time, klaviyo_time, zendesk_time
 from sandbox.store import ANOMALIES_FILE, Record, WorldStore
 
 FUTURE_SECONDS = 30 * DAY
+HUGE_ID = 2**63 + 7  # above every signed 64-bit integer
+CONTROL = "Order \x1b[31m#1234\x1b[0m shipped\x07"  # an ANSI colour escape and a bell
 OVERSIZED = ("oversized " * 104_858)[:1_048_576]  # 1 MiB of ASCII
 NAME = "Zoë 🚀 Ñandú 李小龙"
 SCRIPTS = "e\u0301té 👩\u200d👩\u200d👧 مرحبا Привет"  # combining accent, ZWJ emoji, Arabic, Cyrillic
@@ -90,11 +109,13 @@ class Case:
     stream: str
     id: str
     field: str  # dotted path(s), comma-separated
-    payload: dict[str, Any]
+    payload: Any
+    reason: str | None  # what staging's quarantine reason must say; None: valid, it must be staged
     created: int | None = None  # records.created (unix seconds) when it is not now: a bad event time
+    event_created: int | None = None  # a Stripe object's event `created` when not now (a bad unit, say)
 
 
-def inject_corpus(store: WorldStore, now_ms: int) -> dict[str, list[dict[str, str]]]:
+def inject_corpus(store: WorldStore, now_ms: int) -> dict[str, list[dict[str, str | None]]]:
     """Write (or re-stamp) every corpus record at ``now_ms``; returns {kind: [{stream, id, field}]}."""
     metrics = store.scan("klaviyo.metrics")
     metric = next((m.id for m in metrics if m.payload.get("attributes", {}).get("name") == "Received Email"), "C0RPVS")
@@ -104,93 +125,137 @@ def inject_corpus(store: WorldStore, now_ms: int) -> dict[str, list[dict[str, st
         store.upsert([*records, *_stripe_events(cases, now_ms // 1000)])
         listed = _listed(store)
         store.append_anomalies([(c.stream, c.id, c.kind) for c in cases if (c.stream, c.id, c.kind) not in listed])
-    summary: dict[str, list[dict[str, str]]] = {}
+    summary: dict[str, list[dict[str, str | None]]] = {}
     for c in cases:
-        summary.setdefault(c.kind, []).append({"stream": c.stream, "id": c.id, "field": c.field})
+        summary.setdefault(c.kind, []).append({"stream": c.stream, "id": c.id, "field": c.field, "reason": c.reason})
     return summary
 
 
 def corpus(now: int, metric: str) -> list[Case]:
     """Every case at ``now`` (unix seconds); ``metric`` is the Klaviyo metric the bad event points at."""
-    later = now + FUTURE_SECONDS
+    later, ms = now + FUTURE_SECONDS, now * 1000
     customer, user, profile = cus(5), int(zendesk_id(4)), klaviyo_id(3)  # the clean records others point at
     return [
-        _case("duplicate_id", "stripe.customers", cus(1), _customer(cus(1), now), {}),
-        _case("wrong_type", "stripe.customers", cus(2), _customer(cus(2), now), {"created": zendesk_time(now)}),
-        _case("invalid_email", "stripe.customers", cus(3), _customer(cus(3), now), {"email": "not-an-email"}),
-        _case("nested_object", "stripe.customers", cus(4), _customer(cus(4), now), {"email": {"address": "x@y.com"}}),
-        _case("non_ascii", "stripe.customers", customer, _customer(customer, now), {"name": NAME}),
+        _case("duplicate_id", "stripe.customers", cus(1), _customer(cus(1), now), {}, None),
+        _case(
+            "wrong_type", "stripe.customers", cus(2), _customer(cus(2), now), {"created": zendesk_time(now)},
+            "created: expected unix seconds, got a string",
+        ),
+        _case(
+            "invalid_email", "stripe.customers", cus(3), _customer(cus(3), now), {"email": "not-an-email"},
+            "email: not an email address",
+        ),
+        _case(
+            "nested_object", "stripe.customers", cus(4), _customer(cus(4), now), {"email": {"address": "x@y.com"}},
+            "email: expected a string, got an object",
+        ),
+        _case("non_ascii", "stripe.customers", customer, _customer(customer, now), {"name": NAME}, None),
+        _case(
+            "unix_milliseconds", "stripe.customers", cus(6), _customer(cus(6), now), {"created": ms},
+            "created: unix time in milliseconds", event_created=ms,
+        ),
         _case(
             "unknown_enum",
             "stripe.subscriptions",
             stripe_id("sub", 1),
             _subscription(stripe_id("sub", 1), customer, now),
             {"status": "paused_forever"},
+            "status: not an allowed value",
         ),
         *(
-            _case(kind, "stripe.invoices", stripe_id("in", n), _invoice(stripe_id("in", n), customer, now), bad)
-            for n, kind, bad in (
-                (1, "wrong_type", {"amount_due": "12.50"}),
-                (2, "null_required", {"customer": None}),
-                (3, "negative_amount", {"amount_paid": -500}),
+            _case(kind, "stripe.invoices", stripe_id("in", n), _invoice(stripe_id("in", n), customer, now), bad, why)
+            for n, kind, bad, why in (
+                (1, "wrong_type", {"amount_due": "12.50"}, "amount_due: expected a 64-bit integer, got a string"),
+                (2, "null_required", {"customer": None}, "customer: missing"),
+                (3, "negative_amount", {"amount_paid": -500}, "amount_paid: below the minimum"),
+                (4, "id_above_2_63", {"amount_due": 2**64 + 1}, "amount_due: expected a 64-bit integer, got an "
+                 "integer above 2^63"),
             )
         ),
         *(
-            _case(kind, "hubspot.contacts", hubspot_id(n), _contact(hubspot_id(n), now * 1000), bad)
-            for n, kind, bad in (
-                (1, "invalid_email", {"properties.email": "a@@b.com"}),
-                (2, "oversized_string", {"properties.firstname": OVERSIZED}),
-                (3, "sql_like", {"properties.lastname": SQL}),
-                (4, "nested_object", {"properties.phone": {"number": "+14155550100"}}),
+            _case(kind, "hubspot.contacts", hubspot_id(n), _contact(hubspot_id(n), ms), bad, why)
+            for n, kind, bad, why in (
+                (1, "invalid_email", {"properties.email": "a@@b.com"}, "properties.email: not an email address"),
+                (2, "oversized_string", {"properties.firstname": OVERSIZED}, "firstname: longer than allowed"),
+                (3, "sql_like", {"properties.lastname": SQL}, None),
+                (4, "nested_object", {"properties.phone": {"number": "+14155550100"}},
+                 "properties.phone: expected a string, got an object"),
+                (5, "year_one_date", {"updatedAt": "0001-01-01T00:00:00Z"}, "updatedAt: outside 1970..2100"),
+                (6, "control_character", {"properties.email": "corpus\x00nul@example.com"},
+                 "properties.email: control character"),
             )
         ),
         *(
-            _case(kind, "zendesk.users", zendesk_id(n), _user(int(zendesk_id(n)), now), bad)
-            for n, kind, bad in (
-                (1, "duplicate_id", {}),
-                (2, "wrong_type", {"active": "yes"}),
-                (3, "invalid_email", {"email": "ann@"}),
-                (4, "non_ascii", {"name": NAME}),
-            )
-        ),
-        *(
-            _case(kind, "zendesk.tickets", zendesk_id(n), _ticket(int(zendesk_id(n)), user, now), bad, created)
-            for n, kind, bad, created in (
-                (1, "null_required", {"requester_id": None}, None),
-                (2, "future_timestamp", {"created_at": zendesk_time(later)}, later),
-                (3, "unknown_enum", {"status": "escalated_x"}, None),
-                (4, "oversized_string", {"description": OVERSIZED}, None),
-                (5, "html_like", {"subject": HTML}, None),
-            )
-        ),
-        *(
-            _case(kind, "klaviyo.profiles", klaviyo_id(n), _profile(klaviyo_id(n), now), bad)
-            for n, kind, bad in (
-                (1, "null_required", {f"attributes.{k}": None for k in ("email", "phone_number", "external_id")}),
-                (2, "invalid_email", {"attributes.email": "not-an-email"}),
-                (3, "non_ascii", {"attributes.first_name": "Zoë 🚀", "attributes.last_name": "Ñandú 李小龙"}),
+            _case(kind, "zendesk.users", zendesk_id(n), _user(int(zendesk_id(n)), now), bad, why)
+            for n, kind, bad, why in (
+                (1, "duplicate_id", {}, None),
+                (2, "wrong_type", {"active": "yes"}, "active: expected a boolean, got a string"),
+                (3, "invalid_email", {"email": "ann@"}, "email: not an email address"),
+                (4, "non_ascii", {"name": NAME}, None),
             )
         ),
         _case(
-            "future_timestamp",
-            "klaviyo.events",
-            klaviyo_id(1),
-            _klaviyo_event(klaviyo_id(1), profile, metric, now),
-            {"attributes.timestamp": later, "attributes.datetime": klaviyo_time(later)},
-            later,
+            "id_above_2_63", "zendesk.users", str(HUGE_ID), _user(HUGE_ID, now), {},
+            "id: not a 64-bit integer id",
         ),
         *(
-            _case(kind, "mixpanel.events", f"corpus-{n:04d}", _mixpanel(f"corpus-{n:04d}", now), bad, created)
-            for n, kind, bad, created in (
-                (1, "future_timestamp", {"properties.time": later}, later),
-                (2, "non_ascii", {"properties.utm_campaign": SCRIPTS}, None),
+            _case(kind, "zendesk.tickets", zendesk_id(n), _ticket(int(zendesk_id(n)), user, now), bad, why, created)
+            for n, kind, bad, why, created in (
+                (1, "null_required", {"requester_id": None}, "requester_id: missing", None),
+                (2, "future_timestamp", {"created_at": zendesk_time(later)}, "created_at: in the future", later),
+                (3, "unknown_enum", {"status": "escalated_x"}, "status: not an allowed value", None),
+                (4, "oversized_string", {"description": OVERSIZED}, "description: longer than allowed", None),
+                (5, "html_like", {"subject": HTML}, None, None),
+                (6, "sentinel_date", {"updated_at": "9999-12-31T23:59:59Z"}, "updated_at: outside 1970..2100", None),
+                (7, "control_character", {"subject": CONTROL}, "subject: control character", None),
+            )
+        ),
+        *(
+            _case(kind, "klaviyo.profiles", klaviyo_id(n), _profile(klaviyo_id(n), now), bad, why)
+            for n, kind, bad, why in (
+                (1, "null_required", {f"attributes.{k}": None for k in ("email", "phone_number", "external_id")},
+                 "no email, phone number or external id"),
+                (2, "invalid_email", {"attributes.email": "not-an-email"}, "attributes.email: not an email address"),
+                (3, "non_ascii", {"attributes.first_name": "Zoë 🚀", "attributes.last_name": "Ñandú 李小龙"}, None),
+                (4, "far_future_date", {"attributes.updated": "2300-01-01T00:00:00+00:00"},
+                 "attributes.updated: outside 1970..2100"),
+                (5, "string_for_object", {"attributes": "email=corpus-5@example.com; first_name=Corpus"},
+                 "attributes: expected an object, got a string"),
+            )
+        ),
+        *(
+            _case(kind, "klaviyo.events", klaviyo_id(n), _klaviyo_event(klaviyo_id(n), profile, metric, now), bad, why,
+                  created)
+            for n, kind, bad, why, created in (
+                (1, "future_timestamp", {"attributes.timestamp": later, "attributes.datetime": klaviyo_time(later)},
+                 "attributes.datetime: in the future", later),
+                (2, "unix_seconds", {"attributes.datetime": now}, "attributes.datetime: expected ISO-8601 text, got "
+                 "an integer", None),
+                (3, "zoneless_timestamp", {"attributes.datetime": klaviyo_time(now).removesuffix("+00:00")},
+                 "attributes.datetime: time without a zone", None),
+            )
+        ),
+        *(
+            _case(kind, "mixpanel.events", f"corpus-{n:04d}", _mixpanel(f"corpus-{n:04d}", now), bad, why, created)
+            for n, kind, bad, why, created in (
+                (1, "future_timestamp", {"properties.time": later}, "properties.time: in the future", later),
+                (2, "non_ascii", {"properties.utm_campaign": SCRIPTS}, None, None),
+                (3, "unix_milliseconds", {"properties.time": ms}, "properties.time: unix time in milliseconds", None),
+                (4, "list_for_object", {}, "properties: expected an object, got an array", None),
             )
         ),
     ]
 
 
 def _case(
-    kind: str, stream: str, rid: str, payload: dict[str, Any], bad: dict[str, Any], created: int | None = None
+    kind: str,
+    stream: str,
+    rid: str,
+    payload: dict[str, Any],
+    bad: dict[str, Any],
+    reason: str | None,
+    created: int | None = None,
+    event_created: int | None = None,
 ) -> Case:
     """Spoil ``payload`` at each dotted path of ``bad`` (none: the record itself is the case)."""
     for path, value in bad.items():
@@ -199,7 +264,10 @@ def _case(
         for key in parents:
             holder = holder[key]
         holder[leaf] = value
-    return Case(kind, stream, rid, ",".join(bad) or "id", payload, created)
+    if kind == "list_for_object":  # properties as a list of key/value pairs, as some SDKs serialise a map
+        payload["properties"] = [{"key": key, "value": value} for key, value in payload["properties"].items()]
+        return Case(kind, stream, rid, "properties", payload, reason, created, event_created)
+    return Case(kind, stream, rid, ",".join(bad) or "id", payload, reason, created, event_created)
 
 
 def _listed(store: WorldStore) -> set[tuple[str, ...]]:
@@ -219,7 +287,7 @@ def _stripe_events(cases: list[Case], now: int) -> list[Record]:
             "id": eid,
             "object": "event",
             "type": f"{EVENT_TYPES[case.stream]}.created",
-            "created": now,
+            "created": case.event_created or now,
             "api_version": "2024-06-20",
             "data": {"object": case.payload},
         }

@@ -90,9 +90,12 @@ class FaultInjector:
             self._burst: Counter[str] = Counter()
 
     def draw(self, service: str, faults: Faults) -> str | int | None:
-        """``"burst"`` (429), a 5xx status, ``"drop"``, ``"truncate"``, or None for a normal answer."""
+        """``"burst"`` (429), a 5xx status (always 503 during an outage), ``"drop"``, ``"truncate"``, or None for a
+        normal answer."""
         with self._lock:
             self._seen[service] += 1
+            if faults.outage:
+                return 503
             every, length = faults.burst_429_every or 0, faults.burst_429_length or 0
             if self._burst[service] > 0:
                 self._burst[service] -= 1

@@ -32,7 +32,7 @@ def render_metrics(ctx: Ctx) -> None:
         attributes = {"name": name, "created": klaviyo_time(created), "updated": klaviyo_time(created),
                       "integration": {"name": "Klaviyo", "category": "Internal"}}
         ctx.emit("klaviyo.metrics", mid, created, created * 1000, {"type": "metric", "id": mid,
-                 "attributes": attributes}, None)
+                 "attributes": attributes, "links": {"self": f"{API_BASE}/metrics/{mid}/"}}, None)
 
 
 def campaign(ctx: Ctx, week: int) -> dict[str, Any]:
@@ -102,16 +102,21 @@ def render_profile(
         "location": {"city": city, "country": country.name, "region": region, "zip": postal,
                      "timezone": country.timezones[person.tz][0]},
         "properties": {},
-        "subscriptions": {"email": {"marketing": {
-            "consent": consent,
-            "consent_timestamp": klaviyo_time(consent_at) if consent_at is not None else None,
-            "method": {"SUBSCRIBED": "FORM", "UNSUBSCRIBED": "PREFERENCE_PAGE"}.get(consent),
-        }}},
+        "subscriptions": {"email": {"marketing": email_marketing(
+            consent, klaviyo_time(consent_at) if consent_at is not None else None,
+            {"SUBSCRIBED": "FORM", "UNSUBSCRIBED": "PREFERENCE_PAGE"}.get(consent),
+        )}},
     }
     payload = {"type": "profile", "id": pid, "attributes": attributes, "links": {"self": f"{API_BASE}/profiles/{pid}/"}}
     ctx.emit("klaviyo.profiles", pid, created, ctx.ms(updated), payload, person.pid, ctx.bad("klaviyo.profiles"))
     for metric, t, props in sorted(events, key=lambda e: e[1]):
         email_event(ctx, person.pid, pid, metric, t, props)
+
+
+def email_marketing(consent: str, consent_timestamp: str | None, method: str | None) -> dict[str, Any]:
+    """A profile's email marketing consent; only an unsubscribe suppresses the address here."""
+    return {"can_receive_email_marketing": consent != "UNSUBSCRIBED", "consent": consent,
+            "consent_timestamp": consent_timestamp, "method": method}
 
 
 def _send_weeks(ctx: Ctx, created: int, until: int | None) -> list[tuple[int, int]]:
@@ -133,5 +138,6 @@ def email_event(ctx: Ctx, person: int, profile: str, metric: str, t: int, props:
                   "event_properties": dict(props)}
     relationships = {"profile": {"data": {"type": "profile", "id": profile}},
                      "metric": {"data": {"type": "metric", "id": ctx.metrics[metric]}}}
-    payload = {"type": "event", "id": eid, "attributes": attributes, "relationships": relationships}
+    payload = {"type": "event", "id": eid, "attributes": attributes, "relationships": relationships,
+               "links": {"self": f"{API_BASE}/events/{eid}/"}}
     ctx.emit("klaviyo.events", eid, t, t * 1000, payload, person, anomaly)

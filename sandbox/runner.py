@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from sandbox.config import SERVICES, SandboxConfig
+from sandbox.config import SERVICES, TOKEN_ENV, SandboxConfig, control_headers, new_token, webhook_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +38,11 @@ class SandboxServer:
         port: int | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        token: str | None = None,
     ) -> None:
+        """``token`` guards the control routes: given, else CDP_SANDBOX_TOKEN, else a fresh random one."""
         self.folder = Path(folder).resolve()
+        self.token = token or os.environ.get(TOKEN_ENV) or new_token()
         self.config = asdict(config) if isinstance(config, SandboxConfig) else dict(config or {})
         self.host, self.port = host, port
         self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
@@ -50,6 +53,11 @@ class SandboxServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The alert webhook receiver's secret URL (for CDP_ALERT_WEBHOOK_URL)."""
+        return webhook_url(self.url, self.token)
 
     @property
     def base_urls(self) -> dict[str, str]:
@@ -68,7 +76,8 @@ class SandboxServer:
         config_path = Path(self._tmp.name) / "config.json"
         config_path.write_text(json.dumps(self.config))
         self._log = Path(self._tmp.name) / "server.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, TOKEN_ENV: self.token}  # the environment, not argv: ps shows argv
         command = [
             sys.executable,
             "-m",
@@ -120,7 +129,9 @@ class SandboxServer:
     def control(self, path: str, method: str = "GET", json: Any = None, **params: Any) -> Any:
         """Call a ``/_sandbox/*`` route, e.g. ``control("tick", "POST", changes=50)``."""
         path = path if path.startswith("/_sandbox") else f"/_sandbox/{path.lstrip('/')}"
-        response = requests.request(method, self.url + path, json=json, params=params or None, timeout=60)
+        response = requests.request(
+            method, self.url + path, json=json, params=params or None, headers=control_headers(self.token), timeout=60
+        )
         response.raise_for_status()
         return response.json()
 

@@ -2,11 +2,15 @@
 
 A connector's base URL is the only thing that differs from production, e.g.
 ``http://127.0.0.1:8765/stripe`` instead of ``https://api.stripe.com``. The
-``/_sandbox/*`` routes (no auth, no faults) let tests and benchmarks steer the world.
+``/_sandbox/*`` routes (no faults) let tests and benchmarks steer the world; they answer
+only requests carrying the launcher's token (``X-Sandbox-Token``), except the health
+probe and the alert webhook receiver, which takes the token in its URL.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import threading
 import time
@@ -17,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sandbox.apis import Context, braze, hubspot, klaviyo, meta, mixpanel, stripe, zendesk
-from sandbox.config import SandboxConfig
+from sandbox.apis import ApiError, Context, braze, hubspot, klaviyo, meta, mixpanel, stripe, zendesk
+from sandbox.config import TOKEN_HEADER, SandboxConfig
 from sandbox.corpus import inject_corpus
 from sandbox.destinations import Accounts
 from sandbox.faults import FaultInjector, Gate, RateLimiter, Stats
@@ -65,15 +71,50 @@ class Ticker:
                     log.exception("background churn tick failed")
 
 
-def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
+class ControlGuard:
+    """Lets a control request through only with the launcher's token; the health probe and the webhook
+    receiver (which checks the token in its path) are open."""
+
+    OPEN = ("/health", "/webhook/")
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"][len(scope.get("root_path", "")) :]
+        if scope["type"] == "http" and not path.startswith(self.OPEN):
+            given = Request(scope).headers.get(TOKEN_HEADER)
+            if not given or not same_secret(given, self.token):
+                status = 401 if not given else 403
+                await JSONResponse({"error": f"{TOKEN_HEADER} missing or wrong"}, status_code=status)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def same_secret(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlette:
     store = WorldStore(folder)
     accounts = Accounts(store)
     ctx = Context(store, config, accounts)
     limiter, injector, stats = RateLimiter(), FaultInjector(config.fault_seed), Stats()
-    mounts = []
+    mounts, services = [], {}
     for module in (stripe, hubspot, zendesk, klaviyo, mixpanel, braze, meta):
         svc = module.service(ctx)
+        services[svc.name] = svc
         mounts.append(Mount(f"/{svc.name}", app=Gate(svc.app(), svc, config, limiter, injector, stats)))
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """Paths no route matches answer in JSON, never plain text: under a service's prefix in its envelope
+        (a mount does not match a path holding a newline, say), elsewhere as the control routes answer."""
+        svc = services.get(request.url.path.split("/")[1])
+        if svc is not None:
+            return svc.render(ApiError(exc.status_code, exc.detail, code="not_found"))
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -120,10 +161,12 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
     received: list[Any] = []  # what the webhook receiver was sent, oldest first
 
     async def webhook(request: Request) -> JSONResponse:
-        """A chat tool's incoming webhook, for alerts: keeps what it is sent."""
+        """A chat tool's incoming webhook, for alerts: keeps what it is sent to its secret URL."""
+        if not same_secret(request.path_params["secret"], token):
+            return JSONResponse({"error": "no such webhook"}, status_code=404)
         try:
-            received.append(await request.json())
-        except ValueError:
+            received.append(json.loads(await request.body()))
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "expected JSON"}, status_code=400)
         return JSONResponse({"ok": True})
 
@@ -137,21 +180,19 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
             return JSONResponse({"error": "known destinations: braze, meta"}, status_code=404)
         return JSONResponse(held())
 
-    control = Mount(
-        "/_sandbox",
-        routes=[
-            Route("/health", health),
-            Route("/tick", tick, methods=["POST"]),
-            Route("/corpus", corpus, methods=["POST"]),
-            Route("/config", get_config, methods=["GET"]),
-            Route("/config", patch_config, methods=["PATCH"]),
-            Route("/stats", get_stats, methods=["GET"]),
-            Route("/stats", reset_stats, methods=["DELETE"]),
-            Route("/destinations/{name}", destination, methods=["GET"]),
-            Route("/webhook", webhook, methods=["POST"]),
-            Route("/webhook", webhook_messages, methods=["GET"]),
-        ],
-    )
+    routes = [
+        Route("/health", health),
+        Route("/tick", tick, methods=["POST"]),
+        Route("/corpus", corpus, methods=["POST"]),
+        Route("/config", get_config, methods=["GET"]),
+        Route("/config", patch_config, methods=["PATCH"]),
+        Route("/stats", get_stats, methods=["GET"]),
+        Route("/stats", reset_stats, methods=["DELETE"]),
+        Route("/destinations/{name}", destination, methods=["GET"]),
+        Route("/webhook/{secret}", webhook, methods=["POST"]),
+        Route("/webhook", webhook_messages, methods=["GET"]),
+    ]
+    control = Mount("/_sandbox", app=ControlGuard(Router(routes), token))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -160,4 +201,6 @@ def create_app(folder: str | Path, config: SandboxConfig) -> Starlette:
         yield
         ticker.stop()
 
-    return Starlette(routes=[control, *mounts], lifespan=lifespan)
+    return Starlette(
+        routes=[control, *mounts], lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import requests
 from dagster import (
+    AssetCheckEvaluation,
     DagsterEventType,
     DagsterInstance,
     DagsterRun,
@@ -69,15 +70,37 @@ def run_link(run_id: str) -> str:
     return f"{os.getenv('CDP_UI_URL', 'http://127.0.0.1:3000').rstrip('/')}/runs/{run_id}"
 
 
-def failed_checks(instance: DagsterInstance, run_id: str) -> list[str]:
-    """`asset:check (severity)` for each check evaluation of the run that did not pass."""
+def failed_evaluations(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
+    """The check evaluations of the run that did not pass."""
     found = []
     for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = record.dagster_event.event_specific_data if record.dagster_event else None
         if evaluation is not None and not evaluation.passed:
-            found.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} "
-                         f"({evaluation.severity.value.lower()})")  # fmt: skip
-    return sorted(set(found))
+            found.append(evaluation)
+    return found
+
+
+def failed_checks(instance: DagsterInstance, run_id: str) -> list[str]:
+    """`asset:check (severity)` for each check evaluation of the run that did not pass."""
+    return sorted({f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} "
+                   f"({evaluation.severity.value.lower()})"
+                   for evaluation in failed_evaluations(instance, run_id)})  # fmt: skip
+
+
+def unread_sources(instance: DagsterInstance, run_id: str) -> list[str]:
+    """`source (error)` for each source whose pulls failed in the run (`source_reachable`, cdp_assets/raw_checks.py):
+    the run went on without it, so the alert names it first."""
+    errors: dict[str, str] = {}
+    for evaluation in failed_evaluations(instance, run_id):
+        if evaluation.check_name == "source_reachable" and "source" in evaluation.metadata:
+            error = evaluation.metadata.get("error")
+            errors.setdefault(str(evaluation.metadata["source"].value), redacted(str(error.value) if error else ""))
+    return [f"{source} ({error})" for source, error in sorted(errors.items())]
+
+
+def _unread_note(instance: DagsterInstance, run_id: str) -> str:
+    sources = unread_sources(instance, run_id)
+    return f". Sources not read (the run used their last good data): {', '.join(sources)}" if sources else ""
 
 
 def failed_steps(instance: DagsterInstance, run_id: str) -> list[str]:
@@ -95,6 +118,7 @@ def run_failed(instance: DagsterInstance, run: DagsterRun) -> Alert:
     steps, checks = failed_steps(instance, run.run_id), failed_checks(instance, run.run_id)
     what = "; ".join(steps) or "the run failed before any step did"
     summary = f"{run.job_name} failed: {what}" + (f". Checks failed: {', '.join(checks)}" if checks else "")
+    summary += _unread_note(instance, run.run_id)
     return Alert("run_failed", run.run_id, run.job_name, summary, steps, checks, run_link(run.run_id))
 
 
@@ -102,7 +126,7 @@ def checks_failed(instance: DagsterInstance, run: DagsterRun) -> Alert | None:
     checks = failed_checks(instance, run.run_id)
     if not checks:
         return None
-    summary = f"{run.job_name} succeeded, but checks failed: {', '.join(checks)}"
+    summary = f"{run.job_name} succeeded, but checks failed: {', '.join(checks)}" + _unread_note(instance, run.run_id)
     return Alert("checks_failed", run.run_id, run.job_name, summary, [], checks, run_link(run.run_id))
 
 

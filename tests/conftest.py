@@ -47,10 +47,13 @@ def with_config(patch: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="session", autouse=True)
-def sandbox_credentials() -> None:
-    """The sandbox's (public) credentials, as `make run` exports them."""
-    os.environ.update(stack.sandbox_credentials())
+# The tests launch the pipeline as `cdp pipeline` does: the sandbox's credentials, the privacy key of their data
+# folder (data/tests/privacy.key, made once and shared by every session and worker) and the sandbox as every
+# service's default, which each Pipeline points at its own sandbox. Set on import: test modules load the
+# definitions, which need them, as they are collected.
+TEST_DATA = Path(__file__).resolve().parents[1] / "data" / "tests"
+os.environ.update(stack.launcher_environment(TEST_DATA))
+os.environ.setdefault("CDP_SANDBOX_URL", "http://127.0.0.1:8765")
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
@@ -109,13 +112,21 @@ class Pipeline:
     """Runs the project's assets through Dagster against one sandbox and one warehouse file.
 
     Syncs run only when asked (`syncs=True`): they write to the sandbox's HubSpot and Zendesk, which tests of
-    the other layers compare with what was pulled.
+    the other layers compare with what was pulled. `resource_fields` sets fields of resources, by resource key
+    (fewer retries for a connector whose service a test takes down, say).
     """
 
-    def __init__(self, sandbox_url: str, warehouse: Path, syncs: bool = False) -> None:
+    def __init__(
+        self,
+        sandbox_url: str,
+        warehouse: Path,
+        syncs: bool = False,
+        resource_fields: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.sandbox_url = sandbox_url
         self.warehouse = warehouse
         self.syncs = syncs
+        self.resource_fields = resource_fields or {}
         self.instance = DagsterInstance.ephemeral()
 
     def run(
@@ -141,9 +152,14 @@ class Pipeline:
         pulls = [a for a in raw_assets if chosen is None or a.key in chosen]
         ops = {a.op.name: {"config": {"full_refresh": full}} for a in pulls}
         ops.update({name: {"config": values} for name, values in (config or {}).items()})
+        resources = build_resources()
+        for key, fields in self.resource_fields.items():
+            resource = resources[key]  # made again: Dagster configures a resource from what it was made with
+            resources[key] = type(resource)(**{name: getattr(resource, name) for name in resource.model_fields_set},
+                                            **fields)  # fmt: skip
         result = materialize(
             assets,
-            resources=build_resources(),
+            resources=resources,
             instance=self.instance,
             run_config=RunConfig(ops=ops),
             selection=selection,

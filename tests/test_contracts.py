@@ -15,7 +15,8 @@ from cdp_assets.definitions import defs
 from resources import build_resources
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
-from tests.conftest import Pipeline
+from tests.conftest import Pipeline, world_records
+from tests.test_hostile_records import quarantined
 from tests.test_ingestion import assert_staging_matches_world, with_config
 
 # The check each kind of bad record must fail, by stream (from sandbox/corpus.py).
@@ -71,6 +72,13 @@ def test_each_bad_input_ends_as_described(corpus_run: dict[str, Any]) -> None:
             continue
         found = quarantined_checks(pipeline, QUARANTINE[case["stream"]], case["id"])
         assert "not_in_future" in found, (case, found)
+    # Every case gets the reason the corpus states for it, on a first (full) pull too.
+    served = {stream: world_records(corpus_run["world"], stream) for stream in QUARANTINE}
+    held = {stream: quarantined(pipeline, stream) for stream in QUARANTINE}
+    for case in (case for items in corpus.values() for case in items if case["reason"]):
+        if case["id"] in served[case["stream"]]:
+            reasons = held[case["stream"]].get(case["id"], [])
+            assert any(case["reason"] in reason for reason in reasons), (case, reasons)
 
     # Valid if unusual text passes through verbatim, and SQL-looking text stays text.
     [(name,)] = pipeline.query("SELECT name FROM staging.stripe__customers WHERE customer_id = 'cus_corpus00000005'")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster import DagsterEventType
 
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
@@ -50,14 +51,19 @@ RAW_TABLES = [
 LISTS_DELETIONS = ("stripe.customers", "hubspot.contacts", "hubspot.companies", "zendesk.users", "zendesk.tickets")
 
 
+# A quarantined Mixpanel event's `$insert_id` (the world's id), also from properties sent as key/value pairs.
+MIXPANEL_INSERT_ID = (
+    "coalesce(json_extract_string(r.payload, '$.properties.\"$insert_id\"'),"
+    " regexp_extract(r.payload::VARCHAR, '\"key\":\"\\$insert_id\",\"value\":\"([^\"]*)\"', 1))"
+)
+
+
 def staged(pipeline: Pipeline, stream: str) -> dict[str, bool]:
     """Record id -> deleted flag for every record of a stream, in staging or quarantine (never both)."""
     table, column = STAGED[stream]
     passed = dict(pipeline.query(f"SELECT {column}, is_deleted FROM {table}"))
     quarantine, raw = "quarantine." + table.split(".")[1], "raw." + stream.replace(".", "_")
-    world_id = (
-        "json_extract_string(r.payload, '$.properties.\"$insert_id\"')" if column == "insert_id" else "q.record_id"
-    )
+    world_id = MIXPANEL_INSERT_ID if column == "insert_id" else "q.record_id"
     held = dict(
         pipeline.query(
             f"SELECT {world_id}, q.is_deleted FROM {quarantine} q JOIN {raw} r ON r.landing_id = q.raw_landing_id"
@@ -296,16 +302,17 @@ def test_wrong_credentials_are_a_clear_configuration_error(sandbox: SandboxServe
         next(iter(connector.extract(stream, None, full=True)))
 
 
-def test_missing_credentials_fail_the_run_with_the_variable_named(pipeline: Pipeline, monkeypatch) -> None:
-    monkeypatch.setenv("STRIPE_API_KEY", "")
-    outcome = pipeline.run(selection=["raw/stripe_customers"], raise_on_error=False)
-    assert not outcome.success
-    failures = [
-        event.dagster_event.event_specific_data.error.to_string()
-        for event in pipeline.instance.all_logs(outcome.run_id)
-        if event.dagster_event and event.dagster_event.is_step_failure
+def test_refused_credentials_fail_the_source_check_with_the_variable_named(pipeline: Pipeline, monkeypatch) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrong")  # a missing one fails at start
+    outcome = pipeline.run(selection=["raw/stripe_customers"])
+    assert outcome.metadata["raw/stripe_customers"]["source_status"] == "failed"  # the run goes on without it
+    [evaluation] = [
+        event.dagster_event.event_specific_data
+        for event in pipeline.instance.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if event.dagster_event.event_specific_data.check_name == "source_reachable"
     ]
-    assert any("STRIPE_API_KEY" in text and "401" in text for text in failures), failures
+    error = evaluation.metadata["error"].value
+    assert not evaluation.passed and "STRIPE_API_KEY" in error and "401" in error, error
 
 
 def test_hubspot_search_cap_loses_no_records(world: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import phonenumbers
 from dagster import DagsterInstance, RunRequest, build_sensor_context
+from phonenumbers import geocoder
 
+from cdp_assets.identity import normalise
+from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.privacy import erasure
 from cdp_assets.privacy.paths import PERSON_PATHS, PERSON_STREAMS
 from cdp_assets.sync.specs import load as load_syncs
@@ -331,3 +336,109 @@ def test_an_email_consent_withdrawal_unsubscribes_the_person_in_braze(start: Cal
     assert outcome.metadata["sync/braze_users"]["removed"] == 1
     attributes = env.sandbox.control("destinations/braze")[profile_id]
     assert attributes["email_subscribe"] == "unsubscribed" and "cdp_plan" not in attributes
+
+
+# A person the test adds to the world, with an address whose domain is internationalised (and whose local part has
+# a letter NFD decomposes), so its punycode and NFD spellings exist.
+IDN_EMAIL = "zo\u00eb.qxlund@b\u00fccher.de"
+IDN_TEXT = "qxlund@"  # what every spelling of it carries in JSON text, where landing escapes non-ASCII letters
+
+
+def serve(env: Env, stream: str, record_id: str, **fields: Any) -> tuple[str, str]:
+    """A new record of `stream` in the world, shaped like the stream's first record, changed now, with `fields` (dotted
+    paths) set; the sources serve it to the next pull."""
+    store = WorldStore(env.world)
+    template = next(iter(store.scan(stream)))
+    payload = json.loads(json.dumps(template.payload))
+    now = int(time.time())
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    own = {  # its own name and times, no company or place that a match could take for the template's person
+        "zendesk.users": {"url": None, "name": "Zoe Qxlund", "external_id": None,
+                          "created_at": stamp, "updated_at": stamp},
+        "hubspot.contacts": {"properties.hs_object_id": record_id, "properties.firstname": "Zoe",
+                             "properties.lastname": "Qxlund", "properties.company": None, "properties.city": None,
+                             "properties.createdate": stamp, "properties.lastmodifieddate": stamp, "createdAt": stamp,
+                             "updatedAt": stamp},
+        "klaviyo.profiles": {"attributes.external_id": None, "attributes.first_name": "Zoe",
+                             "attributes.last_name": "Qxlund", "attributes.organization": None,
+                             "attributes.location": None, "attributes.created": stamp, "attributes.updated": stamp,
+                             "links.self": None},
+    }[stream]  # fmt: skip
+    payload["id"] = int(record_id) if stream == "zendesk.users" else record_id  # Zendesk's ids are numbers
+    for path, value in {**own, **fields}.items():
+        *parents, last = path.split(".")
+        node = payload
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    store.upsert([Record(stream, record_id, now, now * 1000, payload)])
+    return stream, record_id
+
+
+def only_phone(env: Env, person: Person) -> str | None:
+    """The person's one E.164 number, if no one else's records carry it."""
+    rows = env.pipeline.query(
+        "SELECT i.value, count(DISTINCT rp.profile_id) FILTER (WHERE rp.profile_id <> $p), bool_or(rp.profile_id = $p)"
+        " FROM identity.identifiers i JOIN identity.record_profiles rp USING (stream, record_id)"
+        " WHERE i.id_type = 'phone' GROUP BY 1 HAVING bool_or(rp.profile_id = $p)",
+        {"p": person.profile_id},
+    )
+    return rows[0][0] if len(rows) == 1 and rows[0][1] == 0 else None
+
+
+def test_no_spelling_of_a_deleted_persons_identifiers_brings_them_back(start: Callable[..., Env]) -> None:
+    env = start()
+    serve(env, "zendesk.users", "369999990001", email=IDN_EMAIL, phone=None, locale="de-DE")
+    serve(env, "klaviyo.profiles", "01JQXLUNDIDN00000000000001", **{"attributes.email": IDN_EMAIL.upper(),
+          "attributes.phone_number": None, "attributes.locale": "de-DE"})  # fmt: skip
+    assert env.pipeline.run().success
+    [(built_profile,)] = env.pipeline.query(
+        "SELECT DISTINCT profile_id FROM identity.record_profiles WHERE record_id IN ('369999990001',"
+        " '01JQXLUNDIDN00000000000001')"
+    )  # the two records are one person, whatever the case of the address
+    person, phone = next((p, n) for p in resolved(env) if (n := only_phone(env, p)))
+    number = phonenumbers.parse(phone)
+    region = phonenumbers.region_code_for_number(number)
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+
+    # One deletion by the phone in national format, with no country (identity's configured countries read it), and
+    # one by the address.
+    filed = [cli(env, "delete", "--phone", national).split()[0], cli(env, "delete", "--email", IDN_EMAIL).split()[0]]
+    process(env)
+    assert [requests_table(env)[r]["status"] for r in filed] == ["done", "done"]
+    assert traces(env, person) == {}
+
+    rules = load_rules()
+    address = normalise.email(IDN_EMAIL, rules)
+    punycode = f"{IDN_EMAIL.split('@')[0]}@{address.split('@')[1].encode('idna').decode()}"
+    variants = [
+        serve(env, "zendesk.users", "369999990002", email=f"{person.email}\t", phone=None, locale="en-US"),
+        serve(env, "zendesk.users", "369999990003", email=None, phone=national, locale=f"en-{region}"),
+        serve(env, "hubspot.contacts", "9900003", **{"properties.email": None, "properties.phone": national,
+              "properties.country": geocoder.country_name_for_number(number, "en")}),
+        serve(env, "hubspot.contacts", "9900004", **{"properties.email": unicodedata.normalize("NFD", IDN_EMAIL),
+              "properties.phone": None}),
+        serve(env, "klaviyo.profiles", "01JQXLUNDIDN00000000000005", **{"attributes.email": f"\u00a0{punycode}\r\n",
+              "attributes.phone_number": None}),
+    ]  # fmt: skip
+    assert punycode.endswith("@xn--bcher-kva.de") and normalise.email(punycode, rules) == address
+    outcome = env.pipeline.run()
+    assert outcome.success
+    suppressed = {key: meta["suppressed"] for key, meta in outcome.metadata.items() if key.startswith("raw/")}
+    for stream in {stream for stream, _ in variants}:  # each was served, and dropped
+        assert suppressed["raw/" + stream.replace(".", "_")] >= sum(s == stream for s, _ in variants)
+
+    landed_now = landed(env)
+    assert [v for v in variants if v in landed_now] == []  # nothing landed in raw
+    held = env.pipeline.query("SELECT stream, record_id FROM identity.record_profiles")
+    assert [v for v in variants if v in held] == []
+    values = {v for (v,) in env.pipeline.query("SELECT value FROM identity.identifiers")}
+    assert {address, phone, person.email} & values == set()  # no profile holds them
+    built = Person(-1, built_profile, address, set(), {IDN_TEXT, built_profile.lower()}, {address}, set(), set())
+    assert traces(env, person) == {} and traces(env, built) == {}
+    assert destinations_holding(env, person) == [] and destinations_holding(env, built) == []
+    hashes = {email_hash(person.email), email_hash(address), phone_hash(phone)}
+    members = {h for held in env.sandbox.control("destinations/meta").values() for member in held for h in member}
+    assert hashes & members == set()
+    braze = json.dumps(env.sandbox.control("destinations/braze")).lower()
+    assert person.email not in braze and IDN_TEXT not in braze

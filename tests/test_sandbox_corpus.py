@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.corpus import DUPLICATED, HTML, NAME, OVERSIZED, SCRIPTS, SQL
+from sandbox.corpus import CONTROL, DUPLICATED, HTML, HUGE_ID, NAME, OVERSIZED, SCRIPTS, SQL
 from sandbox.runner import SandboxServer
 from sandbox.store import ANOMALIES_FILE, TRUTH_FILE, WorldStore
 from tests.test_sandbox_server import HUBSPOT, KLAVIYO, LIMITS_OFF, MIXPANEL, STRIPE, ZENDESK
@@ -27,7 +27,11 @@ from tests.test_sandbox_server import HUBSPOT, KLAVIYO, LIMITS_OFF, MIXPANEL, ST
 KINDS = {
     "wrong_type", "null_required", "invalid_email", "future_timestamp", "negative_amount", "unknown_enum",
     "oversized_string", "non_ascii", "sql_like", "html_like", "nested_object", "duplicate_id",
+    # hostile records: each once stopped a pull before any contract saw it
+    "unix_milliseconds", "unix_seconds", "sentinel_date", "far_future_date", "year_one_date", "zoneless_timestamp",
+    "string_for_object", "list_for_object", "id_above_2_63", "control_character",
 }
+VALID_KINDS = {"non_ascii", "sql_like", "html_like", "duplicate_id"}  # unusual but valid: they must be staged
 BAD_STREAMS = {
     "stripe.customers", "stripe.invoices", "stripe.subscriptions", "hubspot.contacts", "zendesk.users",
     "zendesk.tickets", "klaviyo.profiles", "klaviyo.events", "mixpanel.events",
@@ -101,8 +105,15 @@ def served_since(sb: SandboxServer, stream: str, since: int, until: int) -> dict
     else:
         params = {"project_id": "1", "from_date": day(since), "to_date": day(until)}
         lines = get(sb, "mixpanel", "/api/2.0/export", auth=MIXPANEL, params=params).text.splitlines()
-        return {e["properties"]["$insert_id"]: e for e in map(json.loads, lines)}
+        return {insert_id(e): e for e in map(json.loads, lines)}
     return {str(item["id"]): item for item in items}
+
+
+def insert_id(event: dict[str, Any]) -> str:
+    """A Mixpanel event's `$insert_id`, also from properties sent as a list of key/value pairs."""
+    properties = event["properties"]
+    pairs = properties.items() if isinstance(properties, dict) else ((p["key"], p["value"]) for p in properties)
+    return dict(pairs)["$insert_id"]
 
 
 def test_corpus_route_injects_every_kind_into_every_stream_and_lists_it(
@@ -115,6 +126,9 @@ def test_corpus_route_injects_every_kind_into_every_stream_and_lists_it(
     with (world / ANOMALIES_FILE).open(newline="") as f:
         listed = Counter((row["stream"], row["record_id"], row["kind"]) for row in csv.DictReader(f))
     assert all(listed[(stream, rid, kind)] == 1 for kind, stream, rid in cases)
+    # Each case says the quarantine reason it must get, unless it is valid and must be staged.
+    for kind, items in summary.items():
+        assert all((item["reason"] is None) == (kind in VALID_KINDS) for item in items), kind
     with (world / TRUTH_FILE).open(newline="") as f:
         owned = {row["record_id"] for row in csv.DictReader(f)}
     assert not owned & {rid for _, _, rid in cases}  # the corpus belongs to no person
@@ -158,6 +172,23 @@ def test_every_injected_record_is_served_with_its_bad_value_intact(
     assert anonymous["email"] is None and anonymous["phone_number"] is None and anonymous["external_id"] is None
     assert served["klaviyo.events"]["01C0RPVS000000000000000001"]["attributes"]["timestamp"] > time.time() + 86400
     assert served["mixpanel.events"]["corpus-0002"]["properties"]["utm_campaign"] == SCRIPTS
+    # Hostile records, served as the corpus wrote them.
+    assert customers["cus_corpus00000006"]["created"] > 10**12  # milliseconds
+    assert invoices["in_corpus000000000000000004"]["amount_due"] == 2**64 + 1
+    assert contacts["9000000005"]["updatedAt"] == "0001-01-01T00:00:00Z"
+    assert "\x00" in contacts["9000000006"]["properties"]["email"]
+    assert tickets["9900000000006"]["updated_at"] == "9999-12-31T23:59:59Z"
+    assert tickets["9900000000007"]["subject"] == CONTROL and "\x1b" in CONTROL
+    assert users[str(HUGE_ID)]["id"] == HUGE_ID > 2**63
+    profiles = served["klaviyo.profiles"]
+    assert profiles["01C0RPVS000000000000000004"]["attributes"]["updated"].startswith("2300-01-01")
+    assert isinstance(profiles["01C0RPVS000000000000000005"]["attributes"], str)
+    events = served["klaviyo.events"]
+    assert isinstance(events["01C0RPVS000000000000000002"]["attributes"]["datetime"], int)
+    assert datetime.fromisoformat(events["01C0RPVS000000000000000003"]["attributes"]["datetime"]).tzinfo is None
+    mixpanel = served["mixpanel.events"]
+    assert mixpanel["corpus-0003"]["properties"]["time"] > 10**12
+    assert isinstance(mixpanel["corpus-0004"]["properties"], list)
 
 
 def test_stripe_events_announce_the_corpus_to_incremental_pulls(
@@ -166,9 +197,12 @@ def test_stripe_events_announce_the_corpus_to_incremental_pulls(
     before, summary = injected
     params = {"limit": 100, "created[gte]": before, "types[]": ["customer.*", "invoice.*"]}
     events = get(sb, "stripe", "/v1/events", auth=STRIPE, params=params).json()["data"]
-    announced = {e["data"]["object"]["id"] for e in events if e["type"].endswith(".created")}
+    announced = {e["data"]["object"]["id"]: e for e in events if e["type"].endswith(".created")}
     stripe_ids = {c["id"] for items in summary.values() for c in items if c["stream"].startswith("stripe.")}
-    assert stripe_ids <= announced
+    assert stripe_ids <= announced.keys()
+    # The customer created in milliseconds is announced by an event whose own time is in milliseconds.
+    assert announced["cus_corpus00000006"]["created"] == announced["cus_corpus00000006"]["data"]["object"]["created"]
+    assert announced["cus_corpus00000006"]["created"] > 10**12
 
 
 def test_mixpanel_serves_the_future_event_only_in_a_window_holding_its_day(
@@ -181,6 +215,17 @@ def test_mixpanel_serves_the_future_event_only_in_a_window_holding_its_day(
     assert "corpus-0002" in today and "corpus-0001" not in today
     that_day = served_since(sb, "mixpanel.events", future.created, future.created)
     assert set(that_day) == {"corpus-0001"} and that_day["corpus-0001"]["properties"]["time"] == future.created
+
+
+def test_mixpanel_serves_the_hostile_events_in_the_window_of_the_day_they_were_sent(
+    sb: SandboxServer, world: Path, injected: tuple[int, dict[str, list[dict[str, str]]]]
+) -> None:
+    """The export windows by date: the millisecond event is filed under the day it was sent, not year 58,000."""
+    sent = WorldStore(world).get("mixpanel.events", "corpus-0003")
+    assert sent is not None and sent.created <= time.time()
+    that_day = served_since(sb, "mixpanel.events", sent.created, sent.created)
+    assert {"corpus-0003", "corpus-0004"} <= that_day.keys()
+    assert that_day["corpus-0003"]["properties"]["time"] == sent.created * 1000
 
 
 def test_duplicates_within_a_page_and_across_pages_and_nothing_else_repeats(

@@ -43,8 +43,8 @@ SHAPES: dict[str, set[str]] = {
                         "submitter_id", "assignee_id", "organization_id", "tags", "via", "satisfaction_rating",
                         "custom_fields", "created_at", "updated_at"},
     "klaviyo.profiles": {"type", "id", "attributes", "links"},
-    "klaviyo.events": {"type", "id", "attributes", "relationships"},
-    "klaviyo.metrics": {"type", "id", "attributes"},
+    "klaviyo.events": {"type", "id", "attributes", "relationships", "links"},
+    "klaviyo.metrics": {"type", "id", "attributes", "links"},
     "mixpanel.events": {"event", "properties"},
 }
 CONTACT_PROPERTIES = {"email", "firstname", "lastname", "phone", "company", "jobtitle", "lifecyclestage", "city",
@@ -154,8 +154,8 @@ def test_every_stream_has_records_of_the_documented_shape(world: Path) -> None:
     profile = records(world, "klaviyo.profiles")[0][4]
     assert set(profile["attributes"]) == PROFILE_ATTRIBUTES
     assert profile["attributes"]["created"].endswith("+00:00")
-    assert set(profile["attributes"]["subscriptions"]["email"]["marketing"]) == {"consent", "consent_timestamp",
-                                                                                  "method"}
+    assert set(profile["attributes"]["subscriptions"]["email"]["marketing"]) == {
+        "can_receive_email_marketing", "consent", "consent_timestamp", "method"}
     metrics = {p["attributes"]["name"] for *_, p in records(world, "klaviyo.metrics")}
     assert metrics == {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Unsubscribed"}
 

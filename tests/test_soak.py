@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from cdp_assets import stack
+from sandbox.config import TOKEN_ENV, control_headers
 from sandbox.runner import SandboxServer
 from tests.conftest import Env, Pipeline
 from tests.test_ingestion import assert_no_version_landed_twice, assert_staging_matches_world
@@ -65,8 +66,11 @@ def test_twelve_hourly_runs_and_a_nightly_under_faults_lose_nothing_and_send_not
         [first] = settle(ui_url, 900)
         assert (first["jobName"], first["status"]) == ("nightly_pipeline", "SUCCESS")
 
+        token = stack.stack_environment(tmp_path, "127.0.0.1", ui_port, sandbox_port)[TOKEN_ENV]
+
         def patch(config: dict) -> None:
-            requests.patch(f"{sandbox_url}/_sandbox/config", json=config, timeout=30).raise_for_status()
+            requests.patch(f"{sandbox_url}/_sandbox/config", json=config, headers=control_headers(token),
+                           timeout=30).raise_for_status()  # fmt: skip
 
         patch({"faults": FAULTS})
         hourly = [stack.launch_job(ui_url, location, repository, "hourly_pipeline") for _ in range(HOURLY_RUNS)]

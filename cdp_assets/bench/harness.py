@@ -45,7 +45,8 @@ def run(
     for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy"):
         path = data / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    env = {**os.environ, **stack.sandbox_credentials(), "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}
+    env = {**os.environ, **stack.launcher_environment(data),
+           "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}  # fmt: skip
     env.update(_paces(limit_scale))
     sandbox_config = {**sandbox_config, "limits": _limits(limit_scale, sandbox_config.get("limits", {}))}
     results: dict[str, Any] = {"people": people, "limit_scale": limit_scale, "stages": {}}

@@ -90,7 +90,7 @@ def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
-def _normalise(distinct: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+def normal_forms(distinct: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """(id_type, raw_value, region) -> value, plus a canonical-email row where a provider rule applies."""
     rows: list[tuple[str, str, str | None, str, str]] = []
     for id_type, raw, region in distinct.itertuples(index=False, name=None):
@@ -108,6 +108,37 @@ def _normalise(distinct: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source_type", "raw_value", "region", "id_type", "value"])
 
 
+def known_forms(conn: duckdb.DuckDBPyConnection, observed: str, rules: Rules) -> pd.DataFrame:
+    """Normal forms (source_type, raw_value, region, id_type, value) of the distinct (id_type, raw_value, region) of
+    the relation `observed`: read from the memo where this build of the rules met them, normalised now otherwise.
+
+    For privacy's reads of raw payloads, which must match what identity stored; nothing is remembered, as the
+    memo keeps only what current records carry."""
+    has_memo = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = $memo",
+        {"memo": MEMO_TABLE},
+    ).fetchone()[0]
+    distinct = conn.execute(f"SELECT DISTINCT id_type, raw_value, region FROM {observed}").df()
+    if not has_memo or distinct.empty:
+        return normal_forms(distinct, rules)
+    conn.register("_distinct_observed", distinct)
+    try:
+        params = {"fingerprint": _fingerprint(rules)}
+        known = conn.execute(
+            f"SELECT source_type, raw_value, region, id_type, value FROM {MEMO_TABLE} m"
+            f" WHERE fingerprint = $fingerprint AND EXISTS (SELECT 1 FROM _distinct_observed o WHERE {SAME_VALUE})",
+            params,
+        ).df()
+        unmet = conn.execute(
+            f"SELECT * FROM _distinct_observed o WHERE NOT EXISTS (SELECT 1 FROM {MEMO_TABLE} m"
+            f" WHERE fingerprint = $fingerprint AND {SAME_VALUE})",
+            params,
+        ).df()
+    finally:
+        conn.unregister("_distinct_observed")
+    return pd.concat([known, normal_forms(unmet, rules)], ignore_index=True)
+
+
 def build(conn: duckdb.DuckDBPyConnection, rules: Rules) -> dict[str, int]:
     """Write identity.identifiers; returns counts for the asset's metadata."""
     observation_params: dict[str, str] = {}
@@ -118,7 +149,7 @@ def build(conn: duckdb.DuckDBPyConnection, rules: Rules) -> dict[str, int]:
     fingerprint = _fingerprint(rules)
     conn.execute(MEMO_SQL, {"fingerprint": fingerprint})
     unmet = conn.execute(UNMET_SQL).df()
-    conn.register("_normalised_view", _normalise(unmet, rules))
+    conn.register("_normalised_view", normal_forms(unmet, rules))
     conn.execute(f"INSERT INTO {MEMO_TABLE} SELECT $fingerprint, * FROM _normalised_view", {"fingerprint": fingerprint})
     conn.unregister("_normalised_view")
     conn.execute(FORGET_UNOBSERVED_SQL)

@@ -1,13 +1,27 @@
-"""Identifier normalisation with the field's libraries: email-validator and phonenumbers.
+"""The one normaliser of identifiers: every layer that compares or hashes an address or a number calls it.
 
-Each function takes one distinct raw value and returns its normal form, or None when
-the value identifies nobody (invalid, unparsable or blocked). Callers normalise the
-distinct values of a column, never every row.
+Identity, privacy (subject lookup, suppression digests, request records, landing filters) and destinations
+(Meta's hashes, HubSpot's matching) use these functions and nothing else, so one value has one normal form
+everywhere; SQL joins on the stored result and never re-implements it. Each function takes one distinct raw
+value and returns its normal form, or None when the value identifies nobody (invalid, unparsable or blocked by
+the identity rules). Callers normalise the distinct values of a column, never every row.
+
+Email: NFKC; control and format characters (NUL, tab, CR/LF, zero-width spaces, BOMs, soft hyphens, direction
+marks) removed and every kind of surrounding whitespace (NBSP, ideographic space...) trimmed; lowercased with
+`str.lower`, the rule Meta and Google document for the hashes they match (`casefold` would turn `ß` into `ss`
+and hash differently from what they compute); then syntax-checked by email-validator, whose normal form is kept.
+Internationalised domains take their Unicode form (IDNA/UTS-46, so `xn--bcher-kva.de` and `BÜCHER.de` both become
+`bücher.de`): it is email-validator's normal form, the only one every address has (an address with a non-ASCII
+local part has no all-ASCII spelling) and the one people and forms write.
+
+Phone: E.164 through phonenumbers, the record's country or locale choosing the region of a national number,
+extensions dropped, vanity numbers (`1-800-FLOWERS`) read as digits.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 
 import phonenumbers
@@ -17,20 +31,31 @@ from phonenumbers import geocoder
 from cdp_assets.identity.rules import Rules
 
 LOCALE = re.compile(r"^[a-z]{2,3}[-_]([A-Za-z]{2})$")
+JOINERS = "\u200c\u200d"  # zero-width (non-)joiners belong inside some scripts' domain labels (IDNA CONTEXTJ)
+EDGES = re.compile(f"^[\\s{JOINERS}]+|[\\s{JOINERS}]+$")
+
+
+def _trimmed(raw: str) -> str:
+    """Without control or format characters (joiners kept inside) and without surrounding whitespace of any kind."""
+    kept = "".join(ch for ch in raw if ch in JOINERS or unicodedata.category(ch) not in ("Cc", "Cf"))
+    return EDGES.sub("", kept)
+
+
+def _text(raw: str) -> str:
+    """Compatibility forms folded (NFKC: fullwidth letters and at signs, NBSP, ligatures), then trimmed."""
+    return _trimmed(unicodedata.normalize("NFKC", raw))
 
 
 def email(raw: str | None, rules: Rules) -> str | None:
-    """Trimmed, lowercased and syntax-checked; None if invalid or blocked."""
+    """The address in its normal form (see the module's docstring); None if invalid or blocked."""
     if raw is None:
         return None
-    value = raw.strip().lower()
-    if rules.is_blocked(value):
-        return None
+    value = unicodedata.normalize("NFKC", _text(raw).lower())
     try:
-        validate_email(value, check_deliverability=False, allow_smtputf8=True)
+        value = validate_email(value, check_deliverability=False, allow_smtputf8=True).normalized
     except EmailNotValidError:
         return None
-    return value
+    return None if rules.is_blocked(value) else value
 
 
 def canonical_email(value: str, rules: Rules) -> str | None:
@@ -61,23 +86,22 @@ def _regions_by_name() -> dict[str, str]:
 
 def region_hint(hint: str | None) -> str | None:
     """An ISO country code from a column holding one (`GB`), a locale (`en-GB`) or a country name."""
+    hint = _text(hint) if hint else ""
     if not hint:
         return None
-    hint = hint.strip()
     if len(hint) == 2 and hint.isalpha():
         return hint.upper()
     match = LOCALE.match(hint)
     return match.group(1).upper() if match else _regions_by_name().get(hint.lower())
 
 
-def phone(raw: str | None, hint: str | None, rules: Rules) -> str | None:
-    """E.164 if the number is possible for its country (its length fits), or None.
-
-    Without a country code the record's country decides; lacking one, the configured countries
-    are tried and the number is kept only if all that accept it agree."""
-    if raw is None or not raw.strip() or rules.is_blocked(raw.strip().lower()):
-        return None
-    text = raw.strip()
+def phone_readings(raw: str | None, hint: str | None, rules: Rules) -> set[str]:
+    """Every E.164 reading of a number that is possible (its length fits) for its country: the number's own code,
+    else the record's country, else each configured country in turn. Extensions are dropped and letters read as
+    a keypad spells them."""
+    text = _text(raw) if raw is not None else ""
+    if not text or rules.is_blocked(text.lower()):
+        return set()
     region = region_hint(hint)
     candidates = [None] if text.startswith("+") else ([region] if region else list(rules.phone_regions))
     found = set()
@@ -88,12 +112,20 @@ def phone(raw: str | None, hint: str | None, rules: Rules) -> str | None:
             continue
         if phonenumbers.is_possible_number(number):
             found.add(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    return found.pop() if len(found) == 1 else None
+    return found
+
+
+def phone(raw: str | None, hint: str | None, rules: Rules) -> str | None:
+    """E.164, or None. Without a country code the record's country decides; lacking one, the configured countries
+    are tried and the number is kept only if all that accept it agree."""
+    readings = phone_readings(raw, hint, rules)
+    return readings.pop() if len(readings) == 1 else None
 
 
 def plain(raw: str | None, rules: Rules) -> str | None:
-    """Ids (user ids, device ids): trimmed, kept in their case; None if blocked."""
+    """Ids (user ids, device ids): trimmed of whitespace and invisible characters, kept in their case and form (an
+    id is opaque); None if blocked."""
     if raw is None:
         return None
-    value = raw.strip()
+    value = _trimmed(raw)
     return None if rules.is_blocked(value.lower()) else value

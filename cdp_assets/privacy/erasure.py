@@ -24,6 +24,13 @@ PROFILE = "profile_id IN (SELECT profile_id FROM _subject_profiles)"
 RECORD = "(stream, record_id) IN (SELECT stream, record_id FROM _subject_records)"
 KEYS = "key IN (SELECT value FROM _subject_values WHERE id_type IN ('email', 'profile'))"
 LAYERS = ("raw", "staging", "quarantine", "identity", "privacy", "views", "sync")
+SCRUBBED = "(erased: it named a person deleted on request)"
+# Whatever names the subject in a text (redacted as it is, a run's message can still hold a profile id, a
+# record id or a destination's id of the person), read before sync.state, which holds the destination ids, goes.
+NAMED = (
+    "SELECT value FROM _subject_values UNION SELECT profile_id FROM _subject_profiles"
+    f" UNION SELECT destination_id FROM sync.state WHERE {KEYS}"
+)
 
 
 def _profiles(*columns: str) -> str:
@@ -43,6 +50,13 @@ class Target:
     table: str
     where: str
     params: tuple[tuple[str, str], ...] = ()  # values the condition names, such as its raw table
+    scrub: str | None = None  # a log's text column: its rows stay (they count runs), the text naming them goes
+
+    @property
+    def erase_sql(self) -> str:
+        if self.scrub is None:
+            return f"DELETE FROM {self.table} WHERE {self.where}"
+        return f"UPDATE {self.table} SET {self.scrub} = '{SCRUBBED}' WHERE {self.where}"
 
     @property
     def layer(self) -> str:
@@ -88,6 +102,8 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
 )  # fmt: skip
 OTHER_TARGETS = (
     Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
+    Target("sync.runs", f"EXISTS (SELECT 1 FROM ({NAMED}) AS named(value) WHERE length(value) >= 4"
+                        " AND contains(lower(message), lower(value)))", scrub="message"),
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
     Target("sync.state", KEYS),
@@ -102,7 +118,6 @@ EXEMPT: dict[str, str] = {
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
     "identity.accounts": "companies, with counts of their people",
-    "sync.runs": "counts per sync run",
     "privacy.requests": "requests by salted digest of their identifiers, with counts",
     "privacy.request_events": "the status history of each request",
     "privacy.request_actions": "what each request did where, in counts",
@@ -133,7 +148,7 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     try:
         for target in targets():
             if target.table in present:
-                count = conn.execute(f"DELETE FROM {target.table} WHERE {target.where}", dict(target.params))
+                count = conn.execute(target.erase_sql, dict(target.params))
                 if (rows := count.fetchone()[0]) > 0:
                     deleted[target.table] = int(rows)
     except Exception:

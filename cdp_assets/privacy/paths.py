@@ -1,11 +1,23 @@
-"""Where each stream's payload names a person, as data, and the SQL that reads those places.
+"""Where each stream's payload names a person, as data, and those values read out and normalised.
 
 The record's own id, the addresses, numbers and logins it carries, and the parent records a
-child points at (a subscription's customer, a ticket's requester). Values are read as the
-subject tables hold them: addresses trimmed and lowercased, phones as their digits.
+child points at (a subscription's customer, a ticket's requester). Values are read out of the
+payload as the source wrote them and normalised in Python by the one normaliser, through identity's
+`normal_forms` (and its memo), so privacy matches exactly what identity stored: SQL only joins.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from cdp_assets.identity.identifiers import known_forms
+from cdp_assets.identity.rules import Rules
+from cdp_assets.mappings import MAPPINGS
 
 # Per stream: identifier type -> JSON paths (dots between keys) where its payload holds one. `record:<stream>`
 # is a record id of that stream: the stream's own (the first) or a parent's. A device counts only on an event
@@ -37,31 +49,104 @@ def json_path(dotted: str) -> str:
     return "$." + ".".join(f'"{key}"' if not key.isidentifier() else key for key in dotted.split("."))
 
 
-def normalised_sql(id_type: str, path_param: str) -> str:
-    """The SQL reading one path of `payload` as the identity layer would hold the value for matching."""
-    text = f"json_extract_string(payload, ${path_param})"
-    if id_type == "email":
-        return f"lower(trim({text}))"
-    if id_type == "phone":
-        return f"regexp_replace({text}, '[^0-9]', '', 'g')"
-    return text
+def region_path(stream: str, rules: Rules) -> str | None:
+    """The dotted payload path of the column the identity rules read a phone's country from, found in the stream's
+    mapping, so privacy reads a number with the region identity read it with."""
+    source = next((s for s in rules.sources if s.stream == stream), None)
+    if source is None or source.phone_region is None:
+        return None
+    column = next(c for c in MAPPINGS[source.table.split(".", 1)[1]] if c.name == source.phone_region)
+    return ".".join(key.strip('"') for key in column.path.removeprefix("$.").split("."))
 
 
-def typed_values(stream: str, params: dict[str, str]) -> list[tuple[str, str]]:
-    """(parameter naming the matched type, SQL of the value) for every place `stream`'s payload names a person,
-    as the subject tables hold it (phones as digits); paths and types are added to `params`."""
-    found = []
+def payload_value(payload: Any, dotted: str) -> str | None:
+    """The value at `dotted`, as DuckDB's json_extract_string reads it: text as is, other values as JSON."""
+    for key in dotted.split("."):
+        payload = payload.get(key) if isinstance(payload, dict) else None
+    return payload if isinstance(payload, str) or payload is None else json.dumps(payload)
+
+
+Named = tuple[str, str, str | None]  # (identifier type, raw value, phone region hint)
+
+
+def named(stream: str, payload: Any, rules: Rules) -> list[Named]:
+    """Every identifier a payload of `stream` names, raw, with the region hint of its phones."""
     paths = PERSON_PATHS[stream]
+    where = region_path(stream, rules)
+    found = []
     for id_type, dotted_paths in paths.items():
-        for dotted in dotted_paths:
-            path, kind = f"_path_{len(params)}", f"_type_{len(params)}"
-            params[path] = json_path(dotted)
-            params[kind] = "phone_digits" if id_type == "phone" else id_type
-            value = normalised_sql(id_type, path)
-            blocker = ANONYMOUS_UNLESS.get(id_type)
-            if blocker:
-                guard = f"_path_{len(params)}"
-                params[guard] = json_path(paths[blocker][0])
-                value = f"CASE WHEN json_extract_string(payload, ${guard}) IS NULL THEN {value} END"
-            found.append((kind, value))
+        blocker = ANONYMOUS_UNLESS.get(id_type)
+        if blocker and payload_value(payload, paths[blocker][0]) is not None:
+            continue
+        region = payload_value(payload, where) if where and id_type == "phone" else None
+        found += [(id_type, raw, region) for d in dotted_paths if (raw := payload_value(payload, d)) is not None]
     return found
+
+
+def normalised(
+    conn: duckdb.DuckDBPyConnection, values: Iterable[Named], rules: Rules
+) -> dict[Named, list[tuple[str, str]]]:
+    """Each raw identifier -> the (type, value) pairs identity holds for it (an address may also give its
+    provider's canonical form); record ids are taken as written."""
+    forms: dict[Named, list[tuple[str, str]]] = {}
+    others = []
+    for value in set(values):
+        if value[0].startswith("record:"):
+            forms[value] = [(value[0], value[1])]
+        else:
+            others.append(value)
+    conn.register("_named", pd.DataFrame(others, columns=["id_type", "raw_value", "region"], dtype="string"))
+    try:
+        known = known_forms(conn, "_named", rules)
+    finally:
+        conn.unregister("_named")
+    for source_type, raw, region, id_type, value in known.itertuples(index=False, name=None):
+        forms.setdefault((source_type, raw, None if pd.isna(region) else region), []).append((id_type, value))
+    return forms
+
+
+def identify(conn: duckdb.DuckDBPyConnection, table: str, stream: str, rules: Rules) -> None:
+    """Add to the temp table `_payload_identifiers(raw_table, stream, landing_id, id_type, value)` every identifier
+    the landed rows of `table` name, normalised: the raw values are read in SQL, their distinct ones normalised in
+    Python, and joined back."""
+    paths = PERSON_PATHS[stream]
+    where = region_path(stream, rules)
+    params: dict[str, str] = {}
+    selects = []
+    for id_type, dotted_paths in paths.items():
+        blocker = ANONYMOUS_UNLESS.get(id_type)
+        guard = ""
+        if blocker:
+            params[f"guard_{id_type}"] = json_path(paths[blocker][0])
+            guard = f" WHERE json_extract_string(payload, $guard_{id_type}) IS NULL"
+        region = "NULL"
+        if where and id_type == "phone":
+            params["region"], region = json_path(where), "json_extract_string(payload, $region)"
+        for dotted in dotted_paths:
+            name = f"_{len(params)}"
+            params[f"type{name}"], params[f"path{name}"] = id_type, json_path(dotted)
+            selects.append(f"SELECT landing_id, $type{name} AS id_type, json_extract_string(payload, $path{name})"
+                           f" AS raw_value, {region}::VARCHAR AS region FROM {table}{guard}")  # fmt: skip
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _payload_raw AS SELECT * FROM ({' UNION ALL '.join(selects)})"
+        " WHERE raw_value IS NOT NULL",
+        params,
+    )
+    forms = known_forms(conn, "(SELECT * FROM _payload_raw WHERE NOT starts_with(id_type, 'record:'))", rules)
+    conn.register("_payload_forms", forms.astype("string"))
+    try:
+        conn.execute(
+            """
+            INSERT INTO _payload_identifiers
+            SELECT $table, $stream, r.landing_id, f.id_type, f.value
+            FROM _payload_raw r
+            JOIN _payload_forms f ON f.source_type = r.id_type AND f.raw_value = r.raw_value
+                                 AND f.region IS NOT DISTINCT FROM r.region
+            UNION ALL
+            SELECT $table, $stream, landing_id, id_type, raw_value FROM _payload_raw
+            WHERE starts_with(id_type, 'record:')
+            """,
+            {"table": table, "stream": stream},
+        )
+    finally:
+        conn.unregister("_payload_forms")

@@ -1,14 +1,14 @@
 """Privacy requests end to end: the `privacy_requests` job, the inbox sensor that starts it, and each request's path.
 
 A deletion resolves the identifier to everything it reaches (subject.py), keeps the person's
-identifiers as salted hashes first (so no pull brings them back, whatever happens next), asks
-every destination to forget them, then deletes their rows from every layer in one transaction
-(erasure.py). An access request writes one JSON document with everything held, layer by layer,
-and what each destination received and when. Each step is recorded in `privacy.request_actions`
-and each status in `privacy.request_events`; nothing recorded names the person.
+identifiers as keyed digests (HMAC-SHA256, `suppression.digest`) first (so no pull brings them
+back, whatever happens next), asks every destination to forget them, then deletes their rows
+from every layer in one transaction (erasure.py). An access request writes one JSON document
+with everything held, layer by layer, and what each destination received and when. Each step is
+recorded in `privacy.request_actions` and each status in `privacy.request_events`; nothing
+recorded names the person.
 """
 
-import hashlib
 import json
 import os
 import time
@@ -33,7 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from cdp_assets.privacy import erasure, inbox, subject, suppression
+from cdp_assets.privacy import erasure, inbox, paths, subject, suppression
 from cdp_assets.privacy.inbox import Request
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.raw import raw_table
@@ -45,7 +45,6 @@ from resources.privacy import PrivacyResource
 
 SQL = Path(__file__).parent / "sql"
 DESTINATION_KEYS = {name: resource_key(name) for name in DESTINATIONS}
-SUBJECT_DIGEST = suppression.DIGEST.format(kind="id_type", value="value")
 OP_NAME = "process_privacy_requests"
 
 
@@ -60,8 +59,14 @@ def setup(conn: duckdb.DuckDBPyConnection) -> None:
     suppression.setup(conn)
 
 
-def digest(salt: str, identifier: subject.Identifier) -> str:
-    return hashlib.sha256(f"{salt}|{identifier.type}|{identifier.value.strip().lower()}".encode()).hexdigest()
+def digest(key: str, identifier: subject.Identifier) -> str:
+    """An identifier a request names, as suppressions digest it; one that names no one once normalised, or is
+    malformed, is digested as given, so even its record holds it only as a digest."""
+    try:
+        pair = subject.given_value(identifier)
+    except ValueError:
+        pair = None
+    return suppression.digest(key, *(pair or (identifier.type, identifier.value)))
 
 
 def note(
@@ -118,11 +123,12 @@ def process(
         profiles, records = conn.execute(
             "SELECT (SELECT count(*) FROM _subject_profiles), (SELECT count(*) FROM _subject_landings)"
         ).fetchone()
+        held = conn.execute("SELECT DISTINCT id_type, value FROM _subject_values WHERE id_type <> 'profile'")
         conn.execute(
-            f"UPDATE privacy.requests SET subject_digests = (SELECT list(DISTINCT {SUBJECT_DIGEST})"
-            " FROM _subject_values WHERE id_type <> 'profile') WHERE request_id = $id",
-            {"salt": privacy.salt, "id": request.request_id},
-        )
+            "UPDATE privacy.requests SET subject_digests = $digests WHERE request_id = $id",
+            {"digests": sorted(suppression.digest(privacy.salt, t, v) for t, v in held.fetchall()),
+             "id": request.request_id},
+        )  # fmt: skip
         if request.kind == "access":
             path = write_export(conn, request, privacy.exports_path)
             act(conn, request.request_id, "export", "written", records)
@@ -243,12 +249,12 @@ def source_records(conn: duckdb.DuckDBPyConnection) -> list[dict[str, str]]:
     """Every source record the subject reaches, as the source names it."""
     found = set()
     present = subject.existing_raw_tables(conn)
-    for stream in subject.PERSON_PATHS:
+    for stream in paths.PERSON_PATHS:
         table = raw_table(*stream.split("."))
         if table not in present:
             continue
-        own = subject.json_path(subject.PERSON_PATHS[stream][f"record:{stream}"][0]) if (
-            stream in subject.PERSON_STREAMS) else None  # fmt: skip
+        own = paths.json_path(paths.PERSON_PATHS[stream][f"record:{stream}"][0]) if (
+            stream in paths.PERSON_STREAMS) else None  # fmt: skip
         key = "json_extract_string(payload, $own)" if own else "record_id"
         rows = conn.execute(
             f"SELECT DISTINCT {key} FROM {table} WHERE landing_id IN"
@@ -297,7 +303,7 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
             try:
                 status = process(conn, request, privacy, destinations)
             except Exception as exc:  # recorded as failed; the sensor tries again up to MAX_ATTEMPTS
-                failures.append(f"{request.request_id}: {exc}")
+                failures.append(f"{request.request_id}: {type(exc).__name__}: {redacted(str(exc))}")
                 continue
             if status == "done":
                 inbox.close(folder, request.request_id)

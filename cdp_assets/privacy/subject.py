@@ -7,15 +7,18 @@ others find.
 `resolve` fills four temp tables for one request:
 - `_subject_profiles(profile_id)`: profiles holding a given identifier, and the retired ids merged into them;
 - `_subject_records(stream, record_id)`: their records, keyed as the identity layer keys them;
-- `_subject_values(id_type, value)`: every identifier of those records, normalised as matched
-  (`email`, `email_canonical`, `phone`, `phone_digits`, `user_id`, `device_id`, identity's record
-  types, `record:<stream>`, `profile`);
+- `_subject_values(id_type, value)`: every identifier of those records in identity's normal form
+  (`email`, `email_canonical`, `phone` in E.164, `user_id`, `device_id`, identity's record types,
+  `record:<stream>`, `profile`);
 - `_subject_landings(raw_table, landing_id, record_id)`: every landed version of every record the
   subject reaches, quarantined ones and children included.
+
+Landed payloads are matched by what `paths.identify` reads out of them, normalised by the one normaliser.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import duckdb
 
 from cdp_assets.identity import normalise
 from cdp_assets.identity import rules as identity_rules
-from cdp_assets.privacy.paths import CHILD_STREAMS, PERSON_PATHS, PERSON_STREAMS, json_path, typed_values
+from cdp_assets.privacy import paths
+from cdp_assets.privacy.paths import PERSON_PATHS
 from cdp_assets.raw import raw_table
 
 GIVEN_TYPES = ("email", "phone", "user_id", "record", "profile")
@@ -35,7 +39,23 @@ CREATE OR REPLACE TEMP TABLE _subject_profiles (profile_id VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_records (stream VARCHAR, record_id VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_values (id_type VARCHAR, value VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_landings (raw_table VARCHAR, landing_id BIGINT, record_id VARCHAR);
+CREATE OR REPLACE TEMP TABLE _payload_identifiers (
+    raw_table VARCHAR, stream VARCHAR, landing_id BIGINT, id_type VARCHAR, value VARCHAR
+);
 """
+# Landed rows naming any of the subject's values.
+NAMING_SQL = """
+SELECT DISTINCT p.raw_table, p.landing_id FROM _payload_identifiers p JOIN _subject_values v USING (id_type, value)
+"""
+# The person's records the identity layer never saw (quarantined, say) are found by what their payloads name; their
+# own ids join the values, so every version of them and every child is found next.
+REACHED_RECORDS_SQL = f"""
+INSERT INTO _subject_values
+SELECT DISTINCT id_type, value FROM _payload_identifiers
+WHERE id_type = 'record:' || stream AND (raw_table, landing_id) IN ({NAMING_SQL})
+"""
+
+
 @dataclass(frozen=True)
 class Identifier:
     """One identifier a request names: `email`, `phone`, `user_id`, `record` (`stream:id`) or `profile`."""
@@ -44,48 +64,57 @@ class Identifier:
     value: str
 
 
-def given_values(identifiers: list[Identifier]) -> list[tuple[str, str]]:
-    """The (type, value) pairs to match, normalised as the identity layer normalises them."""
+def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | None = None) -> tuple[str, str] | None:
+    """The (type, value) to match for one identifier a request names, in identity's normal form; None when it
+    names no one (invalid, blocked by the identity rules, or a national number no record holds a reading of).
+
+    A phone without its country code is read in the configured countries, as identity reads one without a country
+    hint; where those readings differ (`(415) 555-0199` is a US and a German number), the one reading `held` says
+    the warehouse holds is the person's."""
     rules = identity_rules.load()
-    found: list[tuple[str, str]] = []
-    for identifier in identifiers:
-        raw = identifier.value.strip()
-        if identifier.type == "email":
-            found.append(("email", normalise.email(raw, rules) or raw.lower()))
-        elif identifier.type == "phone":
-            e164 = normalise.phone(raw, None, rules)
-            found += [("phone", e164)] if e164 else []
-            found.append(("phone_digits", "".join(ch for ch in raw if ch.isdigit())))
-        elif identifier.type == "user_id":
-            found.append(("user_id", raw))
-        elif identifier.type == "record":
-            stream, _, record_id = raw.partition(":")
-            if stream not in PERSON_PATHS or not record_id:
-                raise ValueError(f"a record is given as stream:id with a stream of {sorted(PERSON_PATHS)}")
-            found.append((f"record:{stream}", record_id))
-        elif identifier.type == "profile":
-            found.append(("profile", raw))
-        else:
-            raise ValueError(f"unknown identifier type {identifier.type!r}; use one of {GIVEN_TYPES}")
-    empty = [t for t, value in found if not value]
-    if empty:
-        raise ValueError(f"an identifier names nothing once normalised ({', '.join(empty)})")
-    return found
+    raw = identifier.value.strip()
+    if identifier.type == "email":
+        value = normalise.email(raw, rules)
+    elif identifier.type == "phone":
+        readings = normalise.phone_readings(raw, None, rules)
+        readings = (held(readings) if held else set()) if len(readings) > 1 else readings
+        if len(readings) > 1:
+            raise ValueError(f"the phone given is a national number several people's records hold in different "
+                             f"countries ({len(readings)}); give it with its country code")
+        value = readings.pop() if readings else None
+    elif identifier.type == "user_id":
+        value = normalise.plain(raw, rules)
+    elif identifier.type == "record":
+        stream, _, record_id = raw.partition(":")
+        if stream not in PERSON_PATHS or not record_id:
+            raise ValueError(f"a record is given as stream:id with a stream of {sorted(PERSON_PATHS)}")
+        return f"record:{stream}", record_id
+    elif identifier.type == "profile":
+        value = raw
+    else:
+        raise ValueError(f"unknown identifier type {identifier.type!r}; use one of {GIVEN_TYPES}")
+    return (identifier.type, value) if value else None
 
 
-def matches_sql(stream: str, params: dict[str, str], values: str) -> str:
-    """A condition true for landed rows of `stream` whose payload names any value of `values`, a relation of
-    (id_type, value)."""
-    return " OR ".join(
-        f"{value} IN (SELECT value FROM {values} WHERE id_type = ${kind})"
-        for kind, value in typed_values(stream, params)
-    )
+def given_values(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier]) -> list[tuple[str, str]]:
+    """The (type, value) pairs to match, normalised as the identity layer normalises them."""
+    def held(readings: set[str]) -> set[str]:
+        if "identity.identifiers" not in _tables(conn):
+            return set()
+        rows = conn.execute(
+            "SELECT DISTINCT value FROM identity.identifiers"
+            " WHERE id_type = 'phone' AND list_contains($readings, value)",
+            {"readings": sorted(readings)},
+        )
+        return {value for (value,) in rows.fetchall()}
+
+    return [pair for identifier in identifiers if (pair := given_value(identifier, held))]
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_tables: set[str]) -> None:
     """Fill the subject tables for one request (see the module's docstring)."""
     conn.execute(SETUP_SQL)
-    given = given_values(identifiers)
+    given = given_values(conn, identifiers)
     conn.execute(
         "INSERT INTO _subject_given SELECT unnest($types::VARCHAR[]), unnest($values::VARCHAR[])",
         {"types": [t for t, _ in given], "values": [v for _, v in given]},
@@ -95,30 +124,17 @@ def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_
         conn.execute((SQL / "subject_values.sql").read_text())
     else:  # no identity layer yet: the payloads alone say who the subject is
         conn.execute("INSERT INTO _subject_values SELECT id_type, value FROM _subject_given WHERE value <> ''")
-    # A person's records the identity layer never saw (quarantined, say) are found by what their payloads name;
-    # their ids join the values, so every version of them and every child is found next.
-    for stream in PERSON_STREAMS:
-        table = raw_table(*stream.split("."))
-        if table not in raw_tables:
-            continue
-        params: dict[str, str] = {}
-        condition = matches_sql(stream, params, "_subject_values")
-        self_path = f"_path_{len(params)}"
-        params[self_path] = json_path(PERSON_PATHS[stream][f"record:{stream}"][0])
+    rules = identity_rules.load()
+    present = [(stream, raw_table(*stream.split("."))) for stream in PERSON_PATHS]
+    present = [(stream, table) for stream, table in present if table in raw_tables]
+    for stream, table in present:
+        paths.identify(conn, table, stream, rules)
+    conn.execute(REACHED_RECORDS_SQL)
+    for _, table in present:
         conn.execute(
-            f"INSERT INTO _subject_values SELECT DISTINCT $self_type, json_extract_string(payload, ${self_path})"
-            f" FROM {table} WHERE {condition}",
-            {**params, "self_type": f"record:{stream}"},
-        )
-    for stream in (*PERSON_STREAMS, *CHILD_STREAMS):
-        table = raw_table(*stream.split("."))
-        if table not in raw_tables:
-            continue
-        params = {}
-        condition = matches_sql(stream, params, "_subject_values")
-        conn.execute(
-            f"INSERT INTO _subject_landings SELECT $table, landing_id, record_id FROM {table} WHERE {condition}",
-            {**params, "table": table},
+            f"INSERT INTO _subject_landings SELECT $table, landing_id, record_id FROM {table}"
+            f" WHERE landing_id IN (SELECT landing_id FROM ({NAMING_SQL}) WHERE raw_table = $table)",
+            {"table": table},
         )
 
 

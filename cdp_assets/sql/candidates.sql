@@ -1,4 +1,5 @@
--- Each record's current version, its typed columns and the fields of the wrong JSON kind.
+-- Each record's current version, its typed columns, the fields of the wrong JSON kind and the times it cannot
+-- read as plausible moments (see cdp_assets/mappings.py; $plausible_* come from the contract).
 -- The current version is the latest by source change time, then by landing order; its
 -- columns come from the latest version the source still had, so a record deleted at the
 -- source keeps its last known attributes beside `is_deleted`. A record sent without an
@@ -18,11 +19,19 @@ WITH latest AS (
 extracted AS (
     SELECT *, json_extract(payload, {paths}) AS j FROM latest
 ),
+kinded AS (
+    SELECT *, {kinds} AS k FROM extracted
+),
+checked AS (
+    SELECT *, {time_checks} AS t FROM kinded
+),
 typed AS (
     SELECT record_id, payload, is_deleted, source_updated_at, extracted_at, landing_id,
 {columns},
-           {wrong_types} AS wrong_type_fields
-    FROM extracted
+           {wrong_types} AS wrong_type_fields,
+           {time_faults} AS time_faults
+    FROM checked
 )
-SELECT row_number() OVER (ORDER BY landing_id) AS _row, *, len(wrong_type_fields) AS wrong_type_count
+SELECT row_number() OVER (ORDER BY landing_id) AS _row, *, len(wrong_type_fields) AS wrong_type_count,
+       len(time_faults) AS time_fault_count
 FROM typed

@@ -25,6 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from cdp_assets.privacy.redact import redacted
 from cdp_assets.sync import breaker, delivery, ledger, plan
 from cdp_assets.sync.specs import SyncRules, SyncSpec
 from cdp_assets.sync.specs import load as load_syncs
@@ -44,6 +45,7 @@ class SyncRunConfig(Config):
 
 
 WARN = AssetCheckSeverity.WARN
+MESSAGE_CHARS = 2000  # of an error kept in sync.runs and the run's metadata
 REJECTIONS_CHECK = (
     "Passes when the destination took every row it was sent. Warns (never blocks) when it refused some: they are in "
     "`sync.rejections` with the destination's reason and are sent again every run until taken. Never fails. Do: "
@@ -130,6 +132,13 @@ def run_sync(
     before = (stats.requests, stats.retries, stats.waited_seconds)
     plan.setup(conn)
     run = ledger.RunRecord(context.run.run_id, spec.name, spec.destination, spec.mode, config.dry_run)
+
+    def measure() -> None:
+        run.requests = stats.requests - before[0]
+        run.retries = stats.retries - before[1]
+        run.waited_seconds = round(stats.waited_seconds - before[2], 3)
+        run.seconds = round(time.monotonic() - started, 3)
+
     ledger.open_run(conn, run)
     try:
         identity = breaker.measure(conn)
@@ -164,13 +173,14 @@ def run_sync(
     except Failure:
         raise
     except Exception as exc:
-        run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-        raise
+        # The error may echo a destination's reply about a person: the run log, the run's metadata and Dagster's
+        # event log (which alerts read) get it redacted, with the original's stack but not its text.
+        run.status, run.message = "failed", f"{type(exc).__name__}: {redacted(str(exc), MESSAGE_CHARS)}"
+        measure()
+        failure = Failure(f"{spec.name} failed: {run.message}", metadata=_metadata(run))
+        raise failure.with_traceback(exc.__traceback__) from None
     finally:
-        run.requests = stats.requests - before[0]
-        run.retries = stats.retries - before[1]
-        run.waited_seconds = round(stats.waited_seconds - before[2], 3)
-        run.seconds = round(time.monotonic() - started, 3)
+        measure()
         ledger.close_run(conn, run)
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import duckdb
 
+from cdp_assets.privacy.redact import redacted
 from resources.destinations import Delivery
 
+REASON_CHARS = 1000
 STORE_SQL = """
 INSERT OR REPLACE INTO sync.state
 SELECT $sync, p.key, p.checksum, p.payload::JSON, a.destination_id, now(), $run_id
@@ -94,7 +96,7 @@ def acknowledge(
             conn.execute(RESOLVE_SQL, {**params, "keys": keys})
         if delivery.rejected:
             rejected = list(delivery.rejected)
-            reasons = [delivery.rejected[key] for key in rejected]
+            reasons = [redacted(delivery.rejected[key], REASON_CHARS) for key in rejected]  # may echo the row
             conn.execute(REJECT_SQL, {**params, "operation": operation, "keys": rejected, "reasons": reasons})
     except Exception:
         conn.rollback()  # the connection stays usable for the run log

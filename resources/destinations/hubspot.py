@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
+from cdp_assets.identity import normalise
+from cdp_assets.identity import rules as identity_rules
 from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceError
 
@@ -50,10 +52,10 @@ class HubSpotContactsDestination(DestinationResource):
             if body.get("category") == "VALIDATION_ERROR":
                 raise BatchRefused(f"HubSpot: {body.get('message')}")
             raise ServiceError(f"hubspot: batch upsert answered 400: {response.text[:500]}")
-        by_email = {str(obj["properties"].get("email", "")).strip().lower(): obj["id"] for obj in body["results"]}
+        by_email = {_address(str(obj["properties"].get("email", ""))): obj["id"] for obj in body["results"]}
         delivery = Delivery()
         for record in records:
-            found = by_email.get(record.key.strip().lower())
+            found = by_email.get(_address(record.key))
             if found is not None:
                 delivery.acknowledged[record.key] = str(found)
             else:
@@ -67,6 +69,11 @@ class HubSpotContactsDestination(DestinationResource):
             response = self.client.request("POST", GDPR_DELETE_PATH, json={"objectId": contact_id}, tolerate=(404,))
             done["already_gone" if response.status_code == 404 else "contacts_deleted"] += 1
         return done
+
+
+def _address(value: str) -> str:
+    """An address in the one normal form, so HubSpot's spelling of it (lowercased, its own IDN form) meets ours."""
+    return normalise.email(value, identity_rules.load()) or value
 
 
 def _text(value: Any) -> str | None:

@@ -2,8 +2,10 @@
 
 `POST` (add) and `DELETE` (remove) `/{version}/{audience_id}/users` with
 `{"payload": {"schema": ["EMAIL", "PHONE"], "data": [[<hash>, <hash>], ...]}}`, up to
-10,000 rows a call. Identifiers never leave unhashed: emails are trimmed and lowercased,
-phones reduced to the digits of E.164 (country code, no `+`), then hashed. Meta throttles
+10,000 rows a call. Identifiers never leave unhashed: each is put in the one normal form every
+layer uses (`cdp_assets/identity/normalise.py`: for an email trimmed of any whitespace or invisible
+character and lowercased, as Meta asks, and more), phones reduced to the digits of E.164 (country code,
+no `+`), then hashed. Meta throttles
 with a 400 whose error code says so (80003 and kin), not a 429; those calls are retried
 after a pause, longer each time, and never shorter than the `estimated_time_to_regain_access`
 (minutes) Meta names in `X-Business-Use-Case-Usage`.
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
 
+from cdp_assets.identity import normalise
+from cdp_assets.identity import rules as identity_rules
 from resources.destinations import ADD, REMOVE, Delivery, DestinationResource, Erasure, SyncRecord
 from resources.http import RateLimit, ServiceConfigurationError, ServiceError
 
@@ -34,15 +37,15 @@ THROTTLE_RETRIES, THROTTLE_PAUSE_SECONDS = 8, 1.0
 
 
 def email_hash(value: Any) -> str:
-    """SHA-256 hex of the address trimmed and lowercased; '' when there is none."""
-    text = value.strip().lower() if isinstance(value, str) else ""
+    """SHA-256 hex of the address in its normal form; '' when there is none (or it is not an address)."""
+    text = normalise.email(value, identity_rules.load()) if isinstance(value, str) else None
     return hashlib.sha256(text.encode()).hexdigest() if text else ""
 
 
 def phone_hash(value: Any) -> str:
-    """SHA-256 hex of an E.164 number's digits (country code first, no `+`); '' when there is none."""
-    digits = re.sub(r"\D", "", value) if isinstance(value, str) and value.strip().startswith("+") else ""
-    return hashlib.sha256(digits.encode()).hexdigest() if digits else ""
+    """SHA-256 hex of the number's E.164 digits (country code first, no `+`); '' when there is none."""
+    e164 = normalise.phone(value, None, identity_rules.load()) if isinstance(value, str) else None
+    return hashlib.sha256(e164.removeprefix("+").encode()).hexdigest() if e164 else ""
 
 
 class MetaAudienceDestination(DestinationResource):

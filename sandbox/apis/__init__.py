@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ from sandbox.store import WorldStore
 
 Handler = Callable[[Request, bytes], Response]
 COLUMNS = "id, created, updated, archived, payload"
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite (and the real services' 64-bit fields) can hold
+DIGITS = re.compile(r"-?[0-9]{1,30}")  # longer is no 64-bit integer, and int() of thousands of digits refuses
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -70,7 +75,10 @@ class Service:
         return self.headers(quotas)
 
     def app(self) -> ASGIApp:
-        routes = [Route(path, self._endpoint(handler), methods=list(m)) for path, handler, m in self.endpoints]
+        routes = [
+            ServiceRoute(path, self._endpoint(handler), list(methods), self.render)
+            for path, handler, methods in self.endpoints
+        ]
         return Router(routes, default=self._not_found)
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
@@ -86,9 +94,30 @@ class Service:
             return handler(request, body)
         except ApiError as exc:
             return self.render(exc)
+        except Exception:  # a bug here, not the caller's fault: still the service's 500, and in the log
+            log.exception("%s %s %s failed", self.name, request.method, request.url.path)
+            return self.render(ApiError(500, "An unexpected error occurred."))
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.render(ApiError(404, "Not found", code="not_found"))(scope, receive, send)
+
+
+class ServiceRoute(Route):
+    """A route whose refusal of a method it does not take (405) is in its service's envelope."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], methods: list[str], render: Callable[[ApiError], Response]
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.render = render
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            response = self.render(ApiError(405, f"{scope['method']} is not allowed here.", code="method_not_allowed"))
+            response.headers["Allow"] = ", ".join(sorted(self.methods))
+            await response(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
 
 
 # -- auth headers --------------------------------------------------------------------
@@ -101,26 +130,39 @@ def basic(request: Request) -> tuple[str, str] | None:
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return None
-    try:
+    try:  # not base64, not ASCII, not UTF-8: no credentials
         user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         return None
     return user, password
 
 
 # -- parameters ----------------------------------------------------------------------
 def int_param(raw: Any, name: str, default: int, low: int, high: int | None = None) -> int:
-    """An integer parameter within [low, high], else a 400 naming the parameter."""
+    """An integer parameter within [low, high] (at most a 64-bit integer), else a 400 naming the parameter."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ApiError(400, f"Invalid integer: {raw}", code="parameter_invalid_integer", param=name) from None
-    if value < low or (high is not None and value > high):
+    if isinstance(raw, bool | float) or not DIGITS.fullmatch(str(raw).strip()):
+        raise ApiError(400, f"Invalid integer: {_shown(raw)}", code="parameter_invalid_integer", param=name)
+    value = int(str(raw).strip())
+    top = INT64[1] if high is None else high
+    if value < low or value > top:
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, f"{name} must be {bound}, got {value}.", code="parameter_invalid_integer", param=name)
+        raise ApiError(
+            400, f"{name} must be {bound}, got {_shown(value)}.", code="parameter_invalid_integer", param=name
+        )
     return value
+
+
+def is_int64(value: Any) -> bool:
+    """A JSON integer a SQL parameter can hold (``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """A caller's value, cut short for an error message."""
+    text = str(value)
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def encode_cursor(value: Any) -> str:
@@ -130,21 +172,25 @@ def encode_cursor(value: Any) -> str:
 
 
 def decode_cursor(token: str, name: str) -> Any:
+    """What an opaque cursor holds; callers still check its shape, since a client can forge any JSON."""
     try:
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, RecursionError):  # ValueError covers non-ASCII, UTF-8 and JSON errors
         raise ApiError(400, f"Invalid cursor in {name}.", code="invalid_cursor", param=name) from None
 
 
 def to_ms(value: Any, name: str) -> int:
     """Unix milliseconds from an ms-epoch number/string or an ISO-8601 time (UTC if naive)."""
     text = str(value).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
+    if DIGITS.fullmatch(text):
+        ms = int(text)
+        if not is_int64(ms):
+            raise ApiError(400, f"Invalid time for {name}: {_shown(value)}", param=name)
+        return ms
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ApiError(400, f"Invalid time for {name}: {value!r}", param=name) from None
+        raise ApiError(400, f"Invalid time for {name}: {_shown(value)!r}", param=name) from None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
@@ -155,7 +201,7 @@ def iso_ms(ms: int) -> str:
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than a parser goes
         raise ApiError(400, "Invalid JSON body.", code="invalid_json") from None
 
 

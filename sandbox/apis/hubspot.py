@@ -40,8 +40,15 @@ OBJECTS = {  # object -> (stream, its last-modified property)
     "companies": ("hubspot.companies", "hs_lastmodifieddate"),
 }
 BY_ID = (NUMERIC_ID,)  # numeric id order through records_by_numeric_id_key
-OPERATORS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
+COMPARISONS = {"EQ": "=", "NEQ": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
+# What the `query` field searches: each object's default searchable properties.
+SEARCHABLE = {
+    "contacts": ("firstname", "lastname", "email", "phone", "hs_additional_emails", "fax", "mobilephone", "company"),
+    "companies": ("name", "domain", "website", "phone"),
+}
 PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+GLOB_SPECIAL = re.compile(r"([\[?])")  # taken literally in a token; `*` stays a wildcard
+PROPERTY = "json_extract(payload, ?)"  # a property's value; the parameter is its JSON path
 # Contact properties every portal has, with the options of the enumerations among them.
 STANDARD_CONTACT_PROPERTIES: dict[str, tuple[str, ...]] = {
     "email": (), "firstname": (), "lastname": (), "phone": (), "company": (), "jobtitle": (), "city": (),
@@ -129,7 +136,7 @@ def _list(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     position = None
     if query.get("after"):
         last = str(decode_cursor(query["after"], "after"))
-        if not last.isdigit() or len(last) > ID_WIDTH:
+        if not (last.isascii() and last.isdigit()) or len(last) > ID_WIDTH:
             raise ApiError(400, "Invalid after token.", param="after")
         position = (numeric_id(last),)
     rows, has_more = keyset(
@@ -161,9 +168,8 @@ def _shape(row: Any, wanted: set[str] | None) -> dict[str, Any]:
 
 def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     stream, modified = OBJECTS[name]
-    spec = parse_json(body)
-    if not isinstance(spec, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
+    spec = _object_body(body)
+    _check_search_shape(spec)
     limit = int_param(spec.get("limit"), "limit", 10, 1, ctx.config.page_sizes.hubspot_search)
     offset = int_param(spec.get("after"), "after", 0, 0)
     cap = ctx.config.hubspot_search_cap
@@ -181,13 +187,48 @@ def _search(ctx: Context, name: str, request: Request, body: bytes) -> Response:
     return JSONResponse(page)
 
 
+def _object_body(body: bytes) -> dict[str, Any]:
+    spec = parse_json(body)
+    if not isinstance(spec, dict):
+        raise ApiError(400, "Invalid input JSON: the request body must be a JSON object.")
+    return spec
+
+
+def _check_search_shape(spec: dict[str, Any]) -> None:
+    """A search body's fields have the kinds HubSpot's schema gives them, else a 400 naming the field."""
+    groups, properties = spec.get("filterGroups") or [], spec.get("properties") or []
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ApiError(400, "Invalid input JSON: filterGroups must be a list of objects.")
+    for group in groups:
+        filters = group.get("filters") or []
+        if not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters):
+            raise ApiError(400, "Invalid input JSON: filterGroups[].filters must be a list of objects.")
+        if not all(isinstance(f.get("operator", ""), str) for f in filters):
+            raise ApiError(400, "Invalid input JSON: a filter's operator must be a string.")
+    if not isinstance(properties, list) or not all(isinstance(p, str) for p in properties):
+        raise ApiError(400, "Invalid input JSON: properties must be a list of strings.")
+
+
 def search_sql(stream: str, spec: dict[str, Any], modified: str) -> tuple[str, str, list[Any]]:
     """A search over `stream`'s live objects: its count, its page (LIMIT and OFFSET left as the last two
     parameters) and the parameters both share."""
     where, params = _filter_groups(spec.get("filterGroups") or [], modified)
+    text = spec.get("query")
+    if text is not None:
+        where = f"({where}) AND ({_full_text(stream, text, params)})"
     base = f"FROM records WHERE stream = ? AND archived = 0 AND ({where})"
     order = _order(spec.get("sorts") or [], modified)
     return f"SELECT COUNT(*) {base}", f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT ? OFFSET ?", [stream, *params]
+
+
+def _full_text(stream: str, text: Any, params: list[Any]) -> str:
+    """`query`: objects with the text, in any case, inside one of their default searchable properties."""
+    if not isinstance(text, str):
+        raise ApiError(400, "query must be a string.")
+    names = SEARCHABLE[stream.removeprefix("hubspot.")]
+    for name in names:
+        params.extend([f'$.properties."{name}"', text.lower()])
+    return " OR ".join(["instr(lower(json_extract(payload, ?)), ?) > 0"] * len(names))
 
 
 def _filter_groups(groups: list[Any], modified: str) -> tuple[str, list[Any]]:
@@ -206,33 +247,79 @@ def _filter_groups(groups: list[Any], modified: str) -> tuple[str, list[Any]]:
 
 
 def _filter(spec: dict[str, Any], modified: str, params: list[Any]) -> str:
-    prop, op, value = spec.get("propertyName", ""), OPERATORS.get(spec.get("operator", "")), spec.get("value")
-    if op is None or value is None or not PROPERTY_NAME.match(prop):
+    """One filter as SQL. Values compare as HubSpot keeps them, as text, except ids and the two dates."""
+    prop, operator = spec.get("propertyName", ""), spec.get("operator", "")
+    if not isinstance(prop, str) or not PROPERTY_NAME.match(prop):
         raise ApiError(400, f"Unsupported filter: {json.dumps(spec)}")
+    column, value_of = _operand(prop, modified)
+    if column == PROPERTY:
+        params.append(f'$.properties."{prop}"')
+
+    def values(*keys: str) -> list[Any]:
+        found = [spec.get(key) for key in keys]
+        if any(v is None or isinstance(v, dict | list) for v in found):
+            raise ApiError(400, f"Filter {operator} on {prop} needs {' and '.join(keys)}: {json.dumps(spec)}")
+        return [value_of(v) for v in found]
+
+    if operator in COMPARISONS:
+        params.extend(values("value"))
+        return f"{column} {COMPARISONS[operator]} ?"
+    if operator == "BETWEEN":
+        params.extend(values("value", "highValue"))
+        return f"{column} BETWEEN ? AND ?"
+    if operator in ("IN", "NOT_IN"):
+        listed = spec.get("values")
+        if not isinstance(listed, list) or not listed or any(v is None or isinstance(v, dict | list) for v in listed):
+            raise ApiError(400, f"Filter {operator} on {prop} needs a non-empty list of values: {json.dumps(spec)}")
+        params.extend(value_of(v) for v in listed)
+        marks = ", ".join("?" * len(listed))
+        return f"{column} IN ({marks})" if operator == "IN" else f"COALESCE({column}, '') NOT IN ({marks})"
+    if operator in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+        has = f"COALESCE({column}, '') != ''"
+        return has if operator == "HAS_PROPERTY" else f"NOT ({has})"
+    if operator in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
+        # Tokens are the words of the value; `*` in the filter's value stands for any text.
+        [token] = values("value")
+        params.append("* " + GLOB_SPECIAL.sub(r"[\1]", str(token).lower()) + " *")
+        contains = f"(' ' || lower(COALESCE({column}, '')) || ' ') GLOB ?"
+        return contains if operator == "CONTAINS_TOKEN" else f"NOT ({contains})"
+    raise ApiError(400, f"Unsupported filter operator {operator!r}: {json.dumps(spec)}")
+
+
+def _operand(prop: str, modified: str) -> tuple[str, Any]:
+    """The SQL a property is read with, and how a filter value becomes a comparable parameter."""
     if prop == "hs_object_id":
-        digits = str(value)
-        if not digits.isdigit() or len(digits) > ID_WIDTH:
-            raise ApiError(400, f"hs_object_id must be numeric, got {value!r}")
-        if op in ("=", "!="):
-            params.append(digits)
-            return f"id {op} ?"
-        params.append(numeric_id(digits))
-        return f"{NUMERIC_ID} {op} ?"
-    if prop in (modified, "createdate"):
-        params.append(to_ms(value, prop))
-        return f"updated {op} ?" if prop == modified else f"created * 1000 {op} ?"
-    params.extend([f'$.properties."{prop}"', str(value)])
-    return f"json_extract(payload, ?) {op} ?"
+        return NUMERIC_ID, _object_id
+    if prop == modified:
+        return "updated", lambda value: to_ms(value, prop)
+    if prop == "createdate":
+        return "created * 1000", lambda value: to_ms(value, prop)
+    return PROPERTY, _property_text
 
 
-def _order(sorts: list[Any], modified: str) -> str:
-    if len(sorts) > 1:
-        raise ApiError(400, "Only one sort is allowed.")
-    prop = sorts[0].get("propertyName") if sorts else "hs_object_id"
-    direction = "DESC" if sorts and sorts[0].get("direction") == "DESCENDING" else "ASC"
+def _object_id(value: Any) -> str:
+    digits = str(value)
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > ID_WIDTH:
+        raise ApiError(400, f"hs_object_id must be numeric, got {value!r}")
+    return numeric_id(digits)
+
+
+def _order(sorts: Any, modified: str) -> str:
+    """One sort, as an object (`propertyName`, `direction`) or, as the SDKs declare it, a property name
+    (`-` before it for descending)."""
+    if not isinstance(sorts, list) or len(sorts) > 1:
+        raise ApiError(400, "sorts must be a list of at most one sort.")
+    sort = sorts[0] if sorts else "hs_object_id"
+    if isinstance(sort, str):
+        prop, descending = sort.removeprefix("-"), sort.startswith("-")
+    elif isinstance(sort, dict) and sort.get("direction", "ASCENDING") in ("ASCENDING", "DESCENDING"):
+        prop, descending = sort.get("propertyName"), sort.get("direction") == "DESCENDING"
+    else:
+        raise ApiError(400, f"Invalid sort: {json.dumps(sort)}")
     keys = {"hs_object_id": BY_ID, modified: ("updated", "id"), "createdate": ("created", "id")}.get(prop)
     if keys is None:
         raise ApiError(400, f"Sorting by {prop!r} is not supported.")
+    direction = "DESC" if descending else "ASC"
     return ", ".join(f"{k} {direction}" for k in keys)
 
 
@@ -332,8 +419,8 @@ def _invalid(name: str, value: str, options: dict[str, Any]) -> dict[str, Any] |
 
 def _gdpr_delete(ctx: Context, request: Request, body: bytes) -> Response:
     """`POST /crm/v3/objects/contacts/gdpr-delete` `{"objectId": ...}`: the contact is deleted for good."""
-    spec = parse_json(body)
-    object_id = str(spec.get("objectId", "")) if isinstance(spec, dict) else ""
+    spec = _object_body(body)
+    object_id = str(spec.get("objectId", ""))
     if spec.get("idProperty") == "email":
         ctx.accounts.contacts.refresh()
         object_id = ctx.accounts.contacts.find(object_id.strip().lower()) or ""

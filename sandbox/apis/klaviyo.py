@@ -1,7 +1,9 @@
 """Klaviyo JSON:API: profiles, events and metrics with ``page[cursor]`` links.
 
 Connectors follow ``links.next`` until it is null, so the links are absolute URLs
-built from the request itself, exactly as a client sent it.
+built from the request itself, exactly as a client sent it, or as a proxy in front
+forwarded it (``X-Forwarded-Proto``, which uvicorn applies, and ``X-Forwarded-Host``).
+The klaviyo-api SDK takes a cursor only out of an https link, so behind TLS it pages too.
 """
 
 from __future__ import annotations
@@ -14,12 +16,25 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.apis import ApiError, Context, Service, decode_cursor, encode_cursor, int_param, keyset, payloads, to_ms
+from sandbox.apis import (
+    ApiError,
+    Context,
+    Service,
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    is_int64,
+    keyset,
+    payloads,
+    to_ms,
+)
 from sandbox.faults import Quota
 
+HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 CALL = re.compile(r"(greater-than|greater-or-equal|less-than|less-or-equal)\((\w+),\s*\"?([^,()\"]+)\"?\)")
 OPS = {"greater-than": ">", "greater-or-equal": ">=", "less-than": "<", "less-or-equal": "<="}
 TITLES = {
@@ -27,6 +42,7 @@ TITLES = {
     "authentication_failed": "Incorrect authentication credentials.",
     "invalid": "Invalid input.",
     "not_found": "Not found.",
+    "method_not_allowed": "Method not allowed.",
     "throttled": "Request was throttled.",
     "error": "A server error occurred.",
 }
@@ -149,32 +165,49 @@ def _page(ctx: Context, listing: Listing, request: Request, body: bytes) -> Resp
     data = payloads(rows)
     if listing is PROFILES and query.get("additional-fields[profile]") != "subscriptions":
         for profile in data:
-            profile.get("attributes", {}).pop("subscriptions", None)
+            if isinstance(profile.get("attributes"), dict):  # the corpus serves one whose attributes are a string
+                profile["attributes"].pop("subscriptions", None)
+
+    url = _public_url(request)
 
     def link(**position: Any) -> str:
         token = encode_cursor({"sort": sort, **position})
-        return str(request.url.include_query_params(**{"page[cursor]": token}))
+        return str(url.include_query_params(**{"page[cursor]": token}))
 
     def key(row: Any) -> list[Any]:
         return [row[k] for k in keys]
 
     links = {
-        "self": str(request.url),
+        "self": str(url),
         "next": link(after=key(rows[-1])) if has_next and rows else None,
         "prev": link(before=key(rows[0])) if has_prev and rows else None,
     }
     return JSONResponse({"data": data, "links": links})
 
 
+def _public_url(request: Request) -> URL:
+    """The request's URL with the host a proxy forwarded; a header that names no host is left out."""
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    return request.url.replace(netloc=host) if HOST.fullmatch(host) else request.url
+
+
 def _position(token: str | None, sort: str, width: int) -> tuple[list[Any] | None, bool]:
-    """The sort key a ``page[cursor]`` points at, and whether it pages backwards."""
+    """The sort key a ``page[cursor]`` points at, and whether it pages backwards.
+
+    The klaviyo-api SDK cuts the cursor out of a link just after ``page[cursor]``, so it sends the ``=`` too."""
     if not token:
         return None, False
-    cursor = decode_cursor(token, "page[cursor]")
+    cursor = decode_cursor(token.removeprefix("="), "page[cursor]")
     position = cursor.get("before", cursor.get("after")) if isinstance(cursor, dict) else None
-    if not isinstance(position, list) or len(position) != width or cursor.get("sort") != sort:
+    kinds = (is_int64, _is_text)[-width:]  # (updated, id) or (id,): a forged cursor holds anything
+    if (not isinstance(position, list) or len(position) != width or cursor.get("sort") != sort
+            or not all(fits(value) for fits, value in zip(kinds, position, strict=True))):  # fmt: skip
         raise ApiError(400, "page[cursor] does not belong to this query.", param="page[cursor]")
     return position, "before" in cursor
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
 
 
 def _filter(text: str | None, listing: Listing) -> tuple[str, list[Any]]:
@@ -197,4 +230,4 @@ def _filter(text: str | None, listing: Listing) -> tuple[str, list[Any]]:
 def _metrics(ctx: Context, request: Request, body: bytes) -> Response:
     sql = "SELECT payload FROM records WHERE stream = 'klaviyo.metrics' AND archived = 0 ORDER BY id"
     data = payloads(ctx.store.connect().execute(sql).fetchall())
-    return JSONResponse({"data": data, "links": {"self": str(request.url), "next": None, "prev": None}})
+    return JSONResponse({"data": data, "links": {"self": str(_public_url(request)), "next": None, "prev": None}})

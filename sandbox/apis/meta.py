@@ -8,6 +8,7 @@ with error code 80003 and `is_transient`, plus the `X-Business-Use-Case-Usage` h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -22,6 +23,7 @@ from sandbox.apis import ApiError, Context, Service, bearer
 from sandbox.faults import Quota
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 SCHEMA_KEYS = {"EMAIL": "email", "EMAIL_SHA256": "email", "PHONE": "phone", "PHONE_SHA256": "phone"}
 AD_ACCOUNT = "act_100000000000001"
 THROTTLE_CODE = 80003
@@ -85,12 +87,15 @@ def _quota_headers(quotas: list[Quota]) -> dict[str, str]:
 
 
 def _payload(request: Request, body: bytes) -> Any:
-    """The `payload` parameter, from a JSON body or a form-encoded one."""
+    """The `payload` parameter, from a JSON body, a form-encoded one or the query string (where the SDKs put it
+    on a DELETE, as Graph API accepts any parameter)."""
     try:
+        if "payload" in request.query_params:
+            return json.loads(request.query_params["payload"])
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return json.loads(parse_qs(body.decode())["payload"][0])
         return json.loads(body or b"{}").get("payload")
-    except (ValueError, KeyError, AttributeError, UnicodeDecodeError):
+    except (ValueError, KeyError, AttributeError, RecursionError):  # ValueError covers bad UTF-8 too
         raise ApiError(400, "(#100) The parameter payload is required and must be JSON") from None
 
 
@@ -103,7 +108,7 @@ def _users(ctx: Context, request: Request, body: bytes) -> Response:
     schema = payload.get("schema") if isinstance(payload, dict) else None
     data = payload.get("data") if isinstance(payload, dict) else None
     schema = [schema] if isinstance(schema, str) else schema
-    if not isinstance(schema, list) or not schema or any(key not in SCHEMA_KEYS for key in schema):
+    if not isinstance(schema, list) or not schema or not all(key in SCHEMA_KEYS for key in map(str, schema)):
         raise ApiError(400, f"(#100) Invalid schema; supported keys are {', '.join(SCHEMA_KEYS)}")
     if not isinstance(data, list) or not data:
         raise ApiError(400, "(#100) payload.data must be a non-empty array")
@@ -113,7 +118,9 @@ def _users(ctx: Context, request: Request, body: bytes) -> Response:
     for n, row in enumerate(data):
         values = row if isinstance(row, list) else [row]
         fields = dict(zip((SCHEMA_KEYS[key] for key in schema), values, strict=False))
-        email, phone = fields.get("email") or "", fields.get("phone") or ""
+        # A multi-key row hashes a field it lacks as the empty string: that field is empty, never a key to match.
+        email, phone = (fields.get(key) or "" for key in ("email", "phone"))
+        email, phone = ("" if value == EMPTY_HASH else value for value in (email, phone))
         if len(values) != len(schema) or not (email or phone) or any(
             v and not (isinstance(v, str) and SHA256.match(v)) for v in (email, phone)
         ):

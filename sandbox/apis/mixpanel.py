@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from sandbox.apis import ApiError, Context, Service, basic, int_param
 from sandbox.store import DB_FILE
 
 BATCH = 1000  # rows per chunk: one thread-pool hop per chunk, not per line
+DAY_SECONDS = 86400
 
 
 def service(ctx: Context) -> Service:
@@ -63,7 +64,8 @@ def _export(ctx: Context, request: Request, body: bytes) -> Response:
     # no limit given: everything (SQLite reads LIMIT -1 as unlimited)
     limit = int_param(query.get("limit"), "limit", -1, 1, ctx.config.page_sizes.mixpanel)
     sql = "SELECT payload FROM records WHERE stream = 'mixpanel.events' AND created BETWEEN ? AND ? AND archived = 0"
-    params: list[Any] = [int(start.timestamp()), int((end + timedelta(days=1)).timestamp()) - 1]
+    # the window's last second by arithmetic: the day after 9999-12-31 is no datetime
+    params: list[Any] = [int(start.timestamp()), int(end.timestamp()) + DAY_SECONDS - 1]
     names = _event_names(query.get("event"))
     if names is not None:
         sql += f" AND json_extract(payload, '$.event') IN ({','.join('?' * len(names))})"
@@ -86,7 +88,7 @@ def _event_names(raw: str | None) -> list[str] | None:
         return None
     try:
         names = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         names = None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ApiError(400, 'event must be a JSON array of event names, e.g. ["Signed up"]')

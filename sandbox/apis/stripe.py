@@ -6,7 +6,9 @@ through ``/v1/events`` (30 days of history).
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -16,13 +18,35 @@ from starlette.responses import JSONResponse, Response
 from sandbox.apis import ApiError, Context, Service, basic, bearer, int_param, keyset, payloads, with_duplicate
 from sandbox.corpus import DUPLICATED
 
-# resource -> (stream, object name for "No such ..." errors, payload fields usable as equality filters)
-RESOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "customers": ("stripe.customers", "customer", ("email",)),
-    "subscriptions": ("stripe.subscriptions", "subscription", ("customer",)),
-    "invoices": ("stripe.invoices", "invoice", ("customer", "subscription", "status")),
-    "events": ("stripe.events", "event", ()),
-}
+PARAMETER = re.compile(r"^([a-z_]+)(?:\[([a-z0-9_]*)\])?$")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list endpoint: its stream, the object name for "No such ..." errors and the parameters it takes."""
+
+    stream: str
+    noun: str
+    equal_fields: tuple[str, ...] = ()  # payload fields usable as equality filters
+    own: tuple[str, ...] = ()  # other parameters this list filters on
+    unfiltered: tuple[str, ...] = ()  # documented filters the sandbox does not apply: refused, never ignored
+
+
+RESOURCES: dict[str, Listing] = {
+    "customers": Listing("stripe.customers", "customer", ("email",), unfiltered=("test_clock",)),
+    "subscriptions": Listing(
+        "stripe.subscriptions", "subscription", ("customer",), ("status",),
+        ("automatic_tax", "collection_method", "current_period_end", "current_period_start", "price", "test_clock"),
+    ),
+    "invoices": Listing(
+        "stripe.invoices", "invoice", ("customer", "subscription", "status"), (), ("collection_method", "due_date")
+    ),
+    "events": Listing("stripe.events", "event", (), ("type", "types"), ("delivery_success",)),
+}  # fmt: skip
+PAGING = ("limit", "starting_after", "ending_before", "expand", "created")
+LISTS = ("expand", "types")  # array parameters: `types[]=a` or, as the SDKs send them, `types[0]=a`
+RANGE = ("gt", "gte", "lt", "lte")  # the keys of `created[...]`
+
 EVENT_HISTORY_SECONDS = 30 * 86400
 ENDED = "json_extract(payload, '$.status') IN ('canceled', 'incomplete_expired')"
 NO_KEY = (
@@ -70,8 +94,10 @@ def _throttled(limit: str, retry_after: float) -> Response:
 
 
 def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Response:
-    stream, noun, equal_fields = RESOURCES[resource]
+    listing = RESOURCES[resource]
+    stream, noun, equal_fields = listing.stream, listing.noun, listing.equal_fields
     query = request.query_params
+    arrays = _check_parameters(listing, query)
     limit = int_param(query.get("limit"), "limit", 10, 1, ctx.config.page_sizes.stripe)
     after, before = query.get("starting_after"), query.get("ending_before")
     if after and before:
@@ -82,7 +108,7 @@ def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Respons
         if query.get(name):
             clauses.append(f"json_extract(payload, '$.{name}') = ?")
             params.append(query[name])
-    clauses.append(_resource_filter(resource, query, params))
+    clauses.append(_resource_filter(resource, query, arrays.get("types", []), params))
     where = " AND ".join(clauses)
     position = None
     if after or before:
@@ -119,7 +145,32 @@ def _created_filters(query: Any) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def _resource_filter(resource: str, query: Any, params: list[Any]) -> str:
+def _check_parameters(listing: Listing, query: Any) -> dict[str, list[str]]:
+    """Refuse any parameter the list does not take, as Stripe does; returns the array parameters' values.
+
+    ``expand`` is taken and left unapplied: objects are served as stored."""
+    arrays: dict[str, list[str]] = {}
+    for key, value in query.multi_items():
+        match = PARAMETER.match(key)
+        name, index = match.groups() if match else (key, None)
+        if name in listing.unfiltered:
+            raise ApiError(400, f"The sandbox does not filter on {name}.", param=name)
+        if not _takes(listing, name, index):
+            raise ApiError(400, f"Received unknown parameter: {key}", param=key)
+        if name in LISTS:
+            arrays.setdefault(name, []).append(value)
+    return arrays
+
+
+def _takes(listing: Listing, name: str, index: str | None) -> bool:
+    if name == "created":
+        return index is None or index in RANGE
+    if name in LISTS:
+        return name in (*PAGING, *listing.own) and index is not None and (index == "" or index.isdigit())
+    return index is None and name in (*PAGING, *listing.equal_fields, *listing.own)
+
+
+def _resource_filter(resource: str, query: Any, types: list[str], params: list[Any]) -> str:
     """Subscriptions hide ended ones unless ``status`` says otherwise; events keep 30 days."""
     if resource == "customers":
         return "archived = 0"
@@ -134,7 +185,7 @@ def _resource_filter(resource: str, query: Any, params: list[Any]) -> str:
             return "json_extract(payload, '$.status') = ?"
         return f"NOT {ENDED}"
     if resource == "events":
-        types = query.getlist("types[]") or ([query["type"]] if query.get("type") else [])
+        types = types or ([query["type"]] if query.get("type") else [])
         if len(types) > 20:
             raise ApiError(400, "You may pass at most 20 values in types.", param="types")
         params.append(int(time.time()) - EVENT_HISTORY_SECONDS)

@@ -9,6 +9,7 @@ an account holds at most ``zendesk_max_jobs`` unfinished jobs.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.apis import (
+    INT64,
     ApiError,
     Context,
     Service,
@@ -29,6 +31,7 @@ from sandbox.apis import (
     decode_cursor,
     encode_cursor,
     int_param,
+    is_int64,
     keyset,
     parse_json,
     payloads,
@@ -40,6 +43,7 @@ from sandbox.faults import Quota
 EXPORTS = {"users": "zendesk.users", "tickets": "zendesk.tickets"}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 JOBS_URL = "https://sandbox.zendesk.com/api/v2/job_statuses"
+log = logging.getLogger(__name__)
 
 
 class Jobs:
@@ -72,9 +76,21 @@ class Jobs:
                 raise ApiError(404, f"Job {job_id} not found")
             return dict(job)
 
-    def _run(self, job_id: str, users: list[dict[str, Any]]) -> None:
+    def _run(self, job_id: str, users: list[Any]) -> None:
+        """Bad users end as per-record errors and the job completes; should writing fail all the same, the job
+        ends "failed". Either way it never stays "working", so it stops counting against the job limit."""
         with self.lock:
             self.jobs[job_id]["status"] = "working"
+        try:
+            outcome = dict(status="completed", results=self._process(users),
+                           message=f"Completed at {time.strftime('%Y-%m-%d %H:%M:%S')} +0000")  # fmt: skip
+        except Exception:
+            log.exception("zendesk job %s failed", job_id)
+            outcome = dict(status="failed", results=None, message="Failed: the job could not be processed.")
+        with self.lock:
+            self.jobs[job_id].update(progress=len(users), **outcome)
+
+    def _process(self, users: list[Any]) -> list[dict[str, Any] | None]:
         results: list[dict[str, Any] | None] = [None] * len(users)
         fields = self.ctx.config.accounts.zendesk_user_fields
         valid = []
@@ -84,14 +100,14 @@ class Jobs:
                 results[index] = {"index": index, "status": "Failed", "error": "InvalidValue", "details": problem}
             else:
                 valid.append(index)
-        written = self.ctx.accounts.upsert_users([users[i] for i in valid])
+        # `user_fields: null` changes no field, as leaving it out does
+        accepted = [{k: v for k, v in users[i].items() if not (k == "user_fields" and v is None)} for i in valid]
+        written = self.ctx.accounts.upsert_users(accepted)
         for index, (record, new) in zip(valid, written, strict=True):
             results[index] = {"index": index, "id": int(record.id), "email": record.payload["email"],
                               "action": "create" if new else "update", "status": "Created" if new else "Updated",
                               "success": True}  # fmt: skip
-        with self.lock:
-            self.jobs[job_id].update(status="completed", progress=len(users), results=results,
-                                     message=f"Completed at {time.strftime('%Y-%m-%d %H:%M:%S')} +0000")
+        return results
 
 
 def _user_problem(user: Any, fields: dict[str, list[str]]) -> str | None:
@@ -99,12 +115,16 @@ def _user_problem(user: Any, fields: dict[str, list[str]]) -> str | None:
         return "Each user must be an object"
     if not isinstance(user.get("email"), str) or not EMAIL.match(user["email"].strip()):
         return f"Email: {user.get('email')!r} is not properly formatted"
-    values = user.get("user_fields") or {}
+    values = user.get("user_fields")
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        return "User fields must be an object of field keys and values"
     unknown = sorted(set(values) - set(fields))
     if unknown:
         return f"User fields not defined on the account: {', '.join(unknown)}"
     for name, value in values.items():
-        if fields[name] and value is not None and value not in fields[name]:
+        if fields[name] and value is not None and (not isinstance(value, str) or value not in fields[name]):
             return f"{name}: {value!r} is not a valid option ({', '.join(fields[name])})"
     return None
 
@@ -185,11 +205,12 @@ def _export(ctx: Context, kind: str, request: Request, body: bytes) -> Response:
     per_page = min(int_param(query.get("per_page"), "per_page", 1000, 1), ctx.config.page_sizes.zendesk)
     if query.get("cursor"):
         position = decode_cursor(query["cursor"], "cursor")
-        if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], int)):
+        if not (isinstance(position, list) and len(position) == 2 and is_int64(position[0])
+                and isinstance(position[1], str)):  # fmt: skip
             raise ApiError(400, "cursor is not a valid export cursor")
     elif query.get("start_time") is not None:
         # "" sorts before every id, so items updated exactly at start_time are included
-        position = [int_param(query["start_time"], "start_time", 0, 0) * 1000, ""]
+        position = [int_param(query["start_time"], "start_time", 0, 0, INT64[1] // 1000) * 1000, ""]
     else:
         raise ApiError(400, "start_time or cursor is required")
     horizon = int(time.time() * 1000) - int(ctx.config.zendesk_recent_exclusion_seconds * 1000)

@@ -1,4 +1,4 @@
--- Privacy requests and what became of them. No table here holds an identifier in clear: requests keep salted
+-- Privacy requests and what became of them. No table here holds an identifier in clear: requests keep keyed
 -- digests of what they named, as privacy.suppressions does.
 CREATE SCHEMA IF NOT EXISTS privacy;
 CREATE TABLE IF NOT EXISTS privacy.requests (
@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS privacy.requests (
     status VARCHAR NOT NULL,                -- received, running, partially_done, done, failed
     identifier_types VARCHAR[] NOT NULL,
     identifier_digests VARCHAR[] NOT NULL,
-    subject_digests VARCHAR[],              -- salted digests of all the subject's identifiers, as suppressed
+    subject_digests VARCHAR[],              -- HMAC digests of all the subject's identifiers, as suppressed
     profiles BIGINT,
     records BIGINT,
     rows_deleted BIGINT,

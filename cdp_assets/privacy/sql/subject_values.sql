@@ -1,16 +1,13 @@
--- Every identifier of the subject's records, as matched: identity's normalised values, addresses as each
--- record spelt them (lowercased), phones as digits (E.164 and as written), record ids per stream, profile ids.
+-- Every identifier of the subject's records, as matched: identity's normalised values (each spelling of an
+-- address or number has one normal form, made once in Python), record ids per stream, profile ids.
 INSERT INTO _subject_values
 WITH held AS (
-    SELECT i.id_type, i.value, i.raw_value
+    SELECT i.id_type, i.value
     FROM identity.identifiers i
     JOIN _subject_records USING (stream, record_id)
 )
 SELECT id_type, value FROM _subject_given
 UNION SELECT id_type, value FROM held
-UNION SELECT 'email', lower(trim(raw_value)) FROM held WHERE id_type = 'email'
-UNION SELECT 'phone_digits', regexp_replace(unnest([value, raw_value]), '[^0-9]', '', 'g') FROM held WHERE id_type = 'phone'
-UNION SELECT 'phone_digits', regexp_replace(value, '[^0-9]', '', 'g') FROM _subject_given WHERE id_type = 'phone'
 UNION SELECT 'record:' || stream, record_id FROM _subject_records
 UNION SELECT 'profile', profile_id FROM _subject_profiles;
 
@@ -18,19 +15,13 @@ UNION SELECT 'profile', profile_id FROM _subject_profiles;
 -- records and suppresses nothing: the subject's own records are reached by their ids. Identifiers the request
 -- itself names stay: the person asking is known by them.
 DELETE FROM _subject_values
-WHERE id_type IN ('email', 'email_canonical', 'phone', 'phone_digits', 'user_id', 'device_id')
+WHERE id_type IN ('email', 'email_canonical', 'phone', 'user_id', 'device_id')
   AND (id_type, value) NOT IN (SELECT id_type, value FROM _subject_given)
   AND (id_type, value) IN (
-      WITH others AS (
-          SELECT i.id_type, i.value, i.raw_value
-          FROM identity.identifiers i
-          JOIN identity.record_profiles rp USING (stream, record_id)
-          WHERE rp.profile_id NOT IN (SELECT profile_id FROM _subject_profiles)
-      )
-      SELECT id_type, value FROM others
-      UNION SELECT 'email', lower(trim(raw_value)) FROM others WHERE id_type = 'email'
-      UNION SELECT 'phone_digits', regexp_replace(unnest([value, raw_value]), '[^0-9]', '', 'g')
-          FROM others WHERE id_type = 'phone'
+      SELECT i.id_type, i.value
+      FROM identity.identifiers i
+      JOIN identity.record_profiles rp USING (stream, record_id)
+      WHERE rp.profile_id NOT IN (SELECT profile_id FROM _subject_profiles)
   );
 
 DELETE FROM _subject_values WHERE value IS NULL OR value = '';
