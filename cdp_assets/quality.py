@@ -38,17 +38,14 @@ WHERE field NOT IN (SELECT field FROM quarantine._known_fields WHERE entity = $e
 ORDER BY field
 """
 
-# What the entity's earlier builds say, read before this build's row is added: its usual quarantine rate, the
-# live rows of its previous build, and when its source was last read (the stream's cursor moves on every pull,
-# also one that finds nothing new).
+# What the entity's earlier builds say, read before this build's row is added: its usual quarantine rate and the
+# live rows of its previous build.
 BASELINE_SQL = """
 SELECT
     (SELECT median(quarantine_rate) FROM quarantine.quality_history
      WHERE entity = $entity AND measured_at >= now() - to_days($days)) AS usual_rate,
     (SELECT staging_rows - deleted_rows FROM quarantine.quality_history
-     WHERE entity = $entity ORDER BY measured_at DESC LIMIT 1) AS previous_live_rows,
-    (SELECT date_diff('second', updated_at, now()) / 3600.0 FROM raw._stream_state
-     WHERE stream = $source_table) AS hours_since_read
+     WHERE entity = $entity ORDER BY measured_at DESC LIMIT 1) AS previous_live_rows
 """
 
 
@@ -61,7 +58,6 @@ class Measures:
     completeness: float
     uniqueness: float
     freshness_hours: float  # since the newest current version landed (the scorecard's freshness)
-    hours_since_read: float  # since the source was last read, whether or not it had anything new
     staging_rows: int
     deleted: int
     previous_live_rows: int | None  # rows not deleted at the source, in the build before this one
@@ -104,9 +100,7 @@ def record(
         FROM {table}
         """
     ).fetchone()
-    usual, previous, since_read = conn.execute(
-        BASELINE_SQL, {"entity": entity, "days": BASELINE_DAYS, "source_table": source_table}
-    ).fetchone()
+    usual, previous = conn.execute(BASELINE_SQL, {"entity": entity, "days": BASELINE_DAYS}).fetchone()
     measures = Measures(
         rows_in=verdict.rows_in,
         rows_quarantined=verdict.rows_quarantined,
@@ -115,7 +109,6 @@ def record(
         completeness=filled_cells / (rows * len(mapped)) if rows else 0.0,
         uniqueness=distinct / rows if rows else 1.0,
         freshness_hours=float(hours or 0.0),
-        hours_since_read=float(since_read if since_read is not None else hours or 0.0),
         staging_rows=rows,
         deleted=deleted,
         previous_live_rows=previous,

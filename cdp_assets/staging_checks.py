@@ -1,4 +1,4 @@
-"""The four checks on every staging table, judged from the build's measures and the entity's own history.
+"""The three checks on every staging table, judged from the build's measures and the entity's own history.
 
 Each is meant to fail only when something is wrong. Sources always send some bad records, so the quarantine
 rate fails only past an absolute ceiling, and warns only when it rises above the entity's usual rate (a new
@@ -16,7 +16,6 @@ from cdp_assets.quality import BASELINE_DAYS, Measures
 QUARANTINE_FAIL = 0.05  # more than this share of a build quarantined: the contract is broken for many rows
 QUARANTINE_RISE = 0.01  # a rate this far above the entity's usual one: a new failure mode
 VOLUME_WARN, VOLUME_FAIL = 0.20, 0.50  # share by which live rows may change, or shrink, since the last build
-FRESHNESS_HOURS = 26.0  # the nightly pull plus slack
 
 PRIMARY_KEY = (
     "Passes when the table holds one row per record id. Fails (blocking: nothing downstream of the table runs) "
@@ -41,20 +40,11 @@ VOLUME = (
     f"more than {VOLUME_FAIL:.0%}: a broken pull or a mass deletion. Do: compare the raw asset's `rows_fetched` "
     "and `rows_marked_deleted` with the source; if the change is real, the next build passes against this one."
 )
-FRESHNESS = (
-    f"Hours since the source was last read (every pull moves the stream's cursor, also one that finds nothing "
-    f"new). Passes within {FRESHNESS_HOURS:.0f} hours (the nightly pull and slack); warns past them: the "
-    "schedules or the daemon stopped, or the source refuses the pulls. Never fails. Do: look at the last runs of "
-    "the raw asset and their errors (a refused credential names the variable to fix)."
-)
-
-
 def check_specs(key: AssetKey) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec("primary_key_unique", asset=key, blocking=True, description=PRIMARY_KEY),
         AssetCheckSpec("quarantine_rate", asset=key, blocking=True, description=QUARANTINE),
         AssetCheckSpec("volume_change", asset=key, blocking=True, description=VOLUME),
-        AssetCheckSpec("freshness", asset=key, description=FRESHNESS),
     ]
 
 
@@ -65,12 +55,6 @@ def check_results(m: Measures) -> list[AssetCheckResult]:
         ),
         quarantine_result(m),
         volume_result(m),
-        AssetCheckResult(
-            check_name="freshness",
-            passed=m.hours_since_read <= FRESHNESS_HOURS,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"hours_since_read": m.hours_since_read, "hours_since_new_data": m.freshness_hours},
-        ),
     ]
 
 

@@ -84,13 +84,25 @@ class MixpanelResource(SourceResource):
 
 
 def _pages(response: requests.Response) -> Iterator[list[SourceRecord]]:
+    """Pages of the export's events. A line that is not JSON is a bad event when more lines follow it (it lands as
+    its text, for staging to quarantine); as the body's last line it is a body cut short, raised to be read again."""
     page: list[SourceRecord] = []
+    unreadable: str | None = None
     for line in response.iter_lines():
-        if line:
+        if not line:
+            continue
+        if unreadable is not None:
+            page.append(_record(unreadable))
+            unreadable = None
+        try:
             page.append(_record(json.loads(line)))
+        except json.JSONDecodeError:
+            unreadable = line.decode(errors="replace") if isinstance(line, bytes) else line
         if len(page) >= PAGE_EVENTS:
             yield page
             page = []
+    if unreadable is not None:
+        raise json.JSONDecodeError("the export broke off mid-line", unreadable, 0)
     yield page
 
 

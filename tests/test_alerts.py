@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterEventType, build_run_status_sensor_context
 
 from schedules.alerts import check_failure_alerts, run_failure_alerts
-from tests.conftest import Env, Pipeline
+from tests.conftest import Env, Pipeline, RunOutcome
 
 
 @pytest.fixture
@@ -60,6 +60,16 @@ def test_a_failed_run_is_posted_with_the_step_the_error_and_a_link(
     assert row["failed_steps"] and row["failed_steps"][0].startswith("raw__stripe_customers: ")
 
 
+def sense_failed_checks(pipeline: Pipeline, outcome: RunOutcome) -> None:
+    """Evaluate the check-failure sensor for a run that succeeded, as the daemon would."""
+    run = pipeline.instance.get_run_by_id(outcome.run_id)
+    [success] = pipeline.instance.all_logs(outcome.run_id, of_type=DagsterEventType.RUN_SUCCESS)
+    check_failure_alerts(build_run_status_sensor_context(
+        sensor_name="check_failure_alerts", dagster_event=success.dagster_event, dagster_instance=pipeline.instance,
+        dagster_run=run,
+    ))  # fmt: skip
+
+
 def test_a_source_refusing_the_credentials_is_posted_with_the_source_and_the_variable_to_fix(
     pipeline: Pipeline, sandbox, alerting: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -67,12 +77,7 @@ def test_a_source_refusing_the_credentials_is_posted_with_the_source_and_the_var
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_revoked")
     outcome = pipeline.run(selection=["raw/stripe_customers"])
     assert outcome.success  # the run goes on without the source (tests/test_source_outage.py)
-    run = pipeline.instance.get_run_by_id(outcome.run_id)
-    [success] = pipeline.instance.all_logs(outcome.run_id, of_type=DagsterEventType.RUN_SUCCESS)
-    check_failure_alerts(build_run_status_sensor_context(
-        sensor_name="check_failure_alerts", dagster_event=success.dagster_event, dagster_instance=pipeline.instance,
-        dagster_run=run,
-    ))  # fmt: skip
+    sense_failed_checks(pipeline, outcome)
 
     [message] = sandbox.control("webhook")
     text = message["text"]

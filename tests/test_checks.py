@@ -54,7 +54,7 @@ def test_every_check_has_a_description_and_a_runbook_entry() -> None:
 def measures(rate: float, usual: float | None, live: int = 1000, previous: int | None = None) -> Measures:
     return Measures(
         rows_in=live, rows_quarantined=round(rate * live), quarantine_rate=rate, usual_quarantine_rate=usual,
-        completeness=1.0, uniqueness=1.0, freshness_hours=1.0, hours_since_read=1.0, staging_rows=live, deleted=0,
+        completeness=1.0, uniqueness=1.0, freshness_hours=1.0, staging_rows=live, deleted=0,
         previous_live_rows=previous,
     )  # fmt: skip
 

@@ -9,6 +9,7 @@ and views up to date. Each connector's parsing is also held to any JSON at all, 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +189,18 @@ def test_every_connector_reads_and_lands_any_json(records: list[Any]) -> None:
 def _same(stored: Any, served: Any) -> bool:
     """Equal as JSON holds it: NaN and infinities become their text, lone surrogates U+FFFD."""
     return stored == json.loads(landing.payload_json(served))
+
+
+def _export(body: bytes) -> requests.Response:
+    """An export's answer as requests hands it over, from the bytes a server sent."""
+    response = requests.Response()
+    response.status_code, response.raw = 200, io.BytesIO(body)
+    return response
+
+
+def test_a_mixpanel_line_that_is_not_json_lands_as_its_text_and_a_cut_off_last_line_is_read_again() -> None:
+    good = b'{"event":"signup","properties":{"time":1700000000,"distinct_id":"u1","$insert_id":"a"}}'
+    [page] = list(mixpanel._pages(_export(good + b"\n{not json at all\n" + good.replace(b'"a"', b'"b"') + b"\n")))
+    assert [r.payload for r in page][1] == "{not json at all" and len(page) == 3
+    with pytest.raises(json.JSONDecodeError):
+        list(mixpanel._pages(_export(good + b'\n{"event":"signup","proper')))

@@ -13,10 +13,10 @@ from typing import Any
 
 import duckdb
 import pytest
-from dagster import DagsterEventType, build_run_status_sensor_context
+from dagster import DagsterEventType
 
-from schedules.alerts import check_failure_alerts
 from tests.conftest import Env, Pipeline, RunOutcome, world_records
+from tests.test_alerts import sense_failed_checks
 
 DOWN = "klaviyo"
 DOWN_STREAMS = ("profiles", "events", "metrics")
@@ -33,12 +33,7 @@ def checks(pipeline: Pipeline, outcome: RunOutcome) -> dict[tuple[str, str], Any
 
 def raise_alerts(pipeline: Pipeline, outcome: RunOutcome, table: Path) -> list[dict[str, Any]]:
     """Evaluate the check-failure sensor for the run, as the daemon would, and read the alerts table."""
-    run = pipeline.instance.get_run_by_id(outcome.run_id)
-    [success] = pipeline.instance.all_logs(outcome.run_id, of_type=DagsterEventType.RUN_SUCCESS)
-    check_failure_alerts(build_run_status_sensor_context(
-        sensor_name="check_failure_alerts", dagster_event=success.dagster_event, dagster_instance=pipeline.instance,
-        dagster_run=run,
-    ))  # fmt: skip
+    sense_failed_checks(pipeline, outcome)
     if not table.exists():
         return []
     with duckdb.connect(str(table), read_only=True) as conn:
