@@ -117,10 +117,11 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 def shell_exports(args: argparse.Namespace) -> str:
     """`export` lines for the stack's environment, with this virtualenv's commands first on PATH. A credential
     already set in the environment is kept by the stack and left out here, so a real secret is never printed; the
-    privacy key is read from its file when the lines are run, so it is not printed either."""
+    privacy key and the sandbox's token (and the webhook URL holding it) are read from their files when the lines
+    are run, so they are not printed either."""
     environment = stack.stack_environment(args.data, args.host, args.ui_port, args.sandbox_port)
     kept = sorted(name for name in [*stack.sandbox_credentials(), PRIVACY_KEY] if name in os.environ)
-    key_file = shlex.quote(str(stack.privacy_key_path(args.data).resolve()))
+    words = stack.shell_words(args.data, environment)
     bin_dir = Path(sys.executable).parent  # the virtualenv's bin, holding cdp, dg and dagster
     lines = [f"# the environment of `cdp run --data {args.data} --host {args.host} --ui-port {args.ui_port} "
              f"--sandbox-port {args.sandbox_port}`; use: eval \"$(.venv/bin/cdp env)\""]  # fmt: skip
@@ -128,7 +129,7 @@ def shell_exports(args: argparse.Namespace) -> str:
         lines.append(f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}")
     if os.environ.get("PATH", "").split(os.pathsep)[0] != str(bin_dir):
         lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"')
-    lines += [f'export {name}="$(cat {key_file})"' if name == PRIVACY_KEY else f"export {name}={shlex.quote(value)}"
+    lines += [f"export {name}={words.get(name) or shlex.quote(value)}"
               for name, value in environment.items() if name not in kept]  # fmt: skip
     lines += [f"# {name} is already set in your environment and stays as it is" for name in kept]
     return "\n".join(lines)

@@ -196,37 +196,42 @@ def land_stream(
     full_pull: bool,
     run_id: str,
     dropped: Callable[[list[SourceRecord]], list[bool]] | None = None,
+    result: LandingResult | None = None,
 ) -> LandingResult:
     """Land every page of `pages` into `table` (which also keys the stream's state).
 
     `full_pull` says the pages cover everything the source holds; `dropped` says, for each record of a page, whether
     it must not land (it names a deleted person): those are filtered out in Python before the page is batched.
+    `result`, when given, is counted into as batches land, so a caller whose pages fail part way has the counts up to
+    the failure.
     """
     started = time.monotonic()
-    result = LandingResult(full_pull=full_pull)
+    result = result if result is not None else LandingResult(full_pull=full_pull)
     params = {"source": source, "stream": stream, "run_id": run_id}
     batch: list[Page] = []
     records = 0
-    for page in pages:
-        if dropped is not None and page.records:
-            kept = [r for r, gone in zip(page.records, dropped(page.records), strict=True) if not gone]
-            result.suppressed += len(page.records) - len(kept)
-            result.rows_fetched += len(page.records) - len(kept)
-            page = replace(page, records=kept)
-        batch.append(page)
-        records += len(page.records)
-        if records >= LANDING_BATCH_RECORDS or (
-            datetime.now(UTC) - batch[0].fetched_at
-        ).total_seconds() >= LANDING_BATCH_SECONDS:
+    try:
+        for page in pages:
+            if dropped is not None and page.records:
+                kept = [r for r, gone in zip(page.records, dropped(page.records), strict=True) if not gone]
+                result.suppressed += len(page.records) - len(kept)
+                result.rows_fetched += len(page.records) - len(kept)
+                page = replace(page, records=kept)
+            batch.append(page)
+            records += len(page.records)
+            if records >= LANDING_BATCH_RECORDS or (
+                datetime.now(UTC) - batch[0].fetched_at
+            ).total_seconds() >= LANDING_BATCH_SECONDS:
+                _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
+                batch, records = [], 0
+        if batch:
             _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
-            batch, records = [], 0
-    if batch:
-        _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
-    if full_pull:
-        result.tombstoned = _finish_full_pull(
-            conn, table, tombstone_missing, {**params, "state_key": table, "now": datetime.now(UTC)}
-        )
-    result.seconds = time.monotonic() - started
+        if full_pull:
+            result.tombstoned = _finish_full_pull(
+                conn, table, tombstone_missing, {**params, "state_key": table, "now": datetime.now(UTC)}
+            )
+    finally:
+        result.seconds = time.monotonic() - started
     return result
 
 

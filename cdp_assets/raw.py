@@ -77,10 +77,11 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 else read_ahead(connector.extract(stream, cursor, full))
             )
             dropped = suppression.dropped(conn, f"{source}.{stream.name}", context.resources.privacy.salt)
+            result = landing.LandingResult(full_pull=full)
             failure: Exception | None = None
             try:
                 with closing(pages):  # a pull that fails stops its fetcher too
-                    result = landing.land_stream(
+                    landing.land_stream(
                         conn,
                         table=table,
                         source=source,
@@ -90,14 +91,14 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                         full_pull=full,
                         run_id=context.run.run_id,
                         dropped=dropped,
+                        result=result,
                     )
             except SOURCE_FAILURES as exc:
                 failure = exc
+            metadata = _pull_metadata(result, failure)
             if failure is None:
-                metadata = _pulled(result)
                 context.log.info(f"{table}: {result.rows_new} new versions from {result.rows_fetched} records fetched")
             else:
-                metadata = _failed(conn, table, context.run.run_id, full, failure)
                 context.log.error(f"{table}: {source} failed, the run goes on without it: {metadata['error']}")
             last_read = _last_read_at(conn, table)
         calls = {"requests": connector.stats.requests - before[0], "retries": connector.stats.retries - before[1]}
@@ -109,9 +110,12 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     return _raw
 
 
-def _pulled(result: landing.LandingResult) -> dict[str, object]:
-    return {
-        "source_status": "read",
+def _pull_metadata(result: landing.LandingResult, failure: Exception | None) -> dict[str, object]:
+    """The same keys whether the pull read its source to the end or failed part way, so the UI's plots have no gap
+    exactly when a source fails. A failed pull's counts are those up to the failure: the batches it landed stay,
+    and the next pull resumes after them."""
+    metadata: dict[str, object] = {
+        "source_status": "read" if failure is None else "failed",
         "rows_fetched": result.rows_fetched,
         "rows_new": result.rows_new,
         "duplicates_in_pages": result.duplicates_in_pages,
@@ -121,20 +125,9 @@ def _pulled(result: landing.LandingResult) -> dict[str, object]:
         "full_pull": result.full_pull,
         "seconds": round(result.seconds, 3),
     }
-
-
-def _failed(
-    conn: duckdb.DuckDBPyConnection, table: str, run_id: str, full: bool, failure: Exception
-) -> dict[str, object]:
-    """What a pull whose source failed leaves: the versions its landed batches kept (the next pull resumes after
-    them), and the error."""
-    (landed,) = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = $run_id", {"run_id": run_id}).fetchone()
-    return {
-        "source_status": "failed",
-        "error": raw_checks.error_text(failure),
-        "rows_new": landed,
-        "full_pull": full,
-    }
+    if failure is not None:
+        metadata["error"] = raw_checks.error_text(failure)
+    return metadata
 
 
 def _last_read_at(conn: duckdb.DuckDBPyConnection, table: str) -> datetime | None:

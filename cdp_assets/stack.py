@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from resources import PRIVACY_KEY, PROJECT_ROOT
-from sandbox.config import TOKEN_ENV, WEBHOOK_PATH, kept_secret, webhook_url
+from sandbox.config import TOKEN_ENV, WEBHOOK_PATH, kept_secret, new_token, webhook_url
 
 SANDBOX_ENV_FILE = PROJECT_ROOT / "resources" / "sandbox.env"
 INSTANCE_TEMPLATE = PROJECT_ROOT / "schedules" / "dagster.yaml"
@@ -51,13 +53,24 @@ def privacy_key_path(data: Path) -> Path:
     return data / PRIVACY_KEY_FILE
 
 
+def sandbox_token_path(data: Path) -> Path:
+    return data / SANDBOX_TOKEN_FILE
+
+
+def kept(path: Path, purpose: str, make: Callable[[], str] = new_token) -> str:
+    """A secret kept in a file of the data folder (see `kept_secret`); a file others can read, or an empty one,
+    stops the launcher with what to do and what the secret is for, not a traceback."""
+    try:
+        return kept_secret(path, make)
+    except (PermissionError, ValueError) as exc:
+        raise SystemExit(f"{exc} ({purpose})") from None
+
+
 def privacy_key(data: Path) -> str:
     """The data folder's privacy key: random, written once to `<data>/privacy.key` readable by its owner alone,
     then reused, so the suppression digests of one warehouse stay comparable run after run."""
-    try:
-        return kept_secret(privacy_key_path(data), lambda: secrets.token_hex(32))
-    except (PermissionError, ValueError) as exc:
-        raise SystemExit(f"{exc} (the privacy key: suppression digests depend on it)") from None
+    purpose = "the privacy key: suppression digests depend on it"
+    return kept(privacy_key_path(data), purpose, lambda: secrets.token_hex(32))
 
 
 def launcher_environment(data: Path) -> dict[str, str]:
@@ -76,7 +89,7 @@ def stack_environment(data: Path, host: str, ui_port: int, sandbox_port: int) ->
     control token is the data folder's own (kept in SANDBOX_TOKEN_FILE), and alerts go to the sandbox's webhook
     receiver unless the environment names another chat tool's webhook, which is kept and not repeated here."""
     sandbox_url = f"http://{SANDBOX_HOST}:{sandbox_port}"
-    token = kept_secret(data / SANDBOX_TOKEN_FILE)
+    token = kept(sandbox_token_path(data), "the sandbox's control token")
     chosen = os.environ.get("CDP_ALERT_WEBHOOK_URL", "")
     own = not chosen or WEBHOOK_PATH in chosen  # unset, or another sandbox's receiver
     return {
@@ -88,6 +101,17 @@ def stack_environment(data: Path, host: str, ui_port: int, sandbox_port: int) ->
         **({"CDP_ALERT_WEBHOOK_URL": webhook_url(sandbox_url, token)} if own else {}),
         "CDP_UI_URL": f"http://{host}:{ui_port}",
     }
+
+
+def shell_words(data: Path, environment: dict[str, str]) -> dict[str, str]:
+    """What `cdp env` exports in place of a secret's value: shell words that read it from its file (or build it
+    from a variable read so) when the lines are run, so the secret is never printed."""
+    files = {PRIVACY_KEY: privacy_key_path(data), TOKEN_ENV: sandbox_token_path(data)}
+    words = {name: f'"$(cat {shlex.quote(str(path.resolve()))})"' for name, path in files.items()}
+    if "CDP_ALERT_WEBHOOK_URL" in environment:  # set here only to the sandbox's receiver, the token in its path
+        receiver = shlex.quote(webhook_url(environment["CDP_SANDBOX_URL"], ""))
+        words["CDP_ALERT_WEBHOOK_URL"] = f'{receiver}"${TOKEN_ENV}"'
+    return words
 
 
 def cannot_listen(host: str, port: int) -> OSError | None:

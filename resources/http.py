@@ -38,6 +38,11 @@ class ServiceConfigurationError(ServiceError):
     """The service refused our credentials: a setting to fix, not a transient fault."""
 
 
+class UnpageableAnswer(ServiceError):
+    """The service answered, but with a page the client cannot page past (no object on it has a readable id): a
+    bug of the service's to report, not an outage; asking again serves the same page."""
+
+
 @dataclass
 class RequestStats:
     """Counts kept per extraction or sync, reported as materialisation metadata."""

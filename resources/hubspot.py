@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import RateLimit, ServiceError
+from resources.http import RateLimit, UnpageableAnswer
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
 
 LIST_PAGE_SIZE = 100  # maximum `limit` of the list endpoint
@@ -152,7 +152,7 @@ class HubSpotResource(SourceResource):
             # The next query starts above the last readable id; an object without one is read again, once.
             last = next((i for i in map(text_id, (dig(obj, "id") for obj in reversed(results))) if i), None)
             if last is None or last == last_id:
-                raise ServiceError(f"hubspot: cannot search {object_type} past objects without an id")
+                raise UnpageableAnswer(f"hubspot: cannot search {object_type} past objects without an id")
             last_id = last
             yield [_record(obj) for obj in results], last_id
             if found.get("total", 0) <= len(results):  # `total` counts every match of this query

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from resources.http import RateLimit, ServiceError
+from resources.http import RateLimit, UnpageableAnswer
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix, text_id
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`
@@ -145,7 +145,7 @@ class StripeResource(SourceResource):
             # The next page starts after the last object with a readable id; one without is served again, once.
             last = next((i for i in map(text_id, (dig(item, "id") for item in reversed(items))) if i), None)
             if has_more and last in (None, after):
-                raise ServiceError(f"stripe: cannot page {path} past objects without an id (after {after})")
+                raise UnpageableAnswer(f"stripe: cannot page {path} past objects without an id (after {after})")
             after = last or after
             yield items, after, has_more
             if not has_more:

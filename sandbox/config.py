@@ -7,6 +7,8 @@ deep-merged at runtime through ``PATCH /_sandbox/config``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
@@ -29,6 +31,10 @@ _LOCK = threading.Lock()
 TOKEN_ENV = "CDP_SANDBOX_TOKEN"
 TOKEN_HEADER = "X-Sandbox-Token"
 WEBHOOK_PATH = "/_sandbox/webhook"
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})  # os.link's "not here"
+# Churn on demand runs inside a request: bounded, so one call cannot hold the server for hours.
+MAX_TICKS = 10_000
+MAX_CHANGES = 1_000_000  # a tick's changes; the benchmark changes 1% of a million people
 
 
 def new_token() -> str:
@@ -42,15 +48,8 @@ def kept_secret(path: Path, make: typing.Callable[[], str] = new_token) -> str:
     known, or lost."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 600
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write(make() + "\n")
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(draft)
+        with contextlib.suppress(FileExistsError):  # another launcher wrote it first: theirs is kept
+            _write_once(path, make() + "\n")
     if path.stat().st_mode & 0o077:
         raise PermissionError(f"{path} can be read by other users, so the secret in it may be known: "
                               f"if it never left this machine, `chmod 600 {path}`")  # fmt: skip
@@ -58,6 +57,25 @@ def kept_secret(path: Path, make: typing.Callable[[], str] = new_token) -> str:
     if not secret:
         raise ValueError(f"{path} is empty: restore the secret it held")
     return secret
+
+
+def _write_once(path: Path, text: str) -> None:
+    """Create ``path`` (mode 600) holding ``text``, or raise FileExistsError. A finished draft is hard-linked into
+    place, so no reader sees a half-written file; where the file system has no hard links, an exclusive create and
+    then the write (a launcher reading in that instant finds it empty and says so)."""
+    descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 600
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.link(draft, path)
+        return
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:  # an existing file (FileExistsError) included
+            raise
+    finally:
+        os.unlink(draft)
+    with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w") as file:
+        file.write(text)
 
 
 def control_headers(token: str) -> dict[str, str]:
@@ -275,6 +293,8 @@ def from_dict(data: dict[str, Any]) -> SandboxConfig:
     default = config.faults.get("default")
     if default is None or None in asdict(default).values():
         raise ValueError("faults.default needs every field set")
+    if not 0 <= config.changes_per_tick <= MAX_CHANGES:
+        raise ValueError(f"changes_per_tick must be between 0 and {MAX_CHANGES}")
     return config
 
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.clock import DAY, hubspot_time, klaviyo_time, zendesk_time
+from sandbox.render_klaviyo import email_marketing, event_payload, links
 from sandbox.store import ANOMALIES_FILE, Record, WorldStore
 
 FUTURE_SECONDS = 30 * DAY
@@ -363,27 +364,19 @@ def _ticket(tid: int, requester: int, now: int) -> dict[str, Any]:
 
 def _profile(pid: str, now: int) -> dict[str, Any]:
     location = {"city": None, "country": None, "region": None, "zip": None, "timezone": None}
-    marketing = {"consent": "NEVER_SUBSCRIBED", "consent_timestamp": None, "method": None}
+    marketing = email_marketing("NEVER_SUBSCRIBED", None, None)
     attributes = {
         "email": _email(f"klaviyo-{pid}"), "phone_number": None, "external_id": None, "first_name": "Corpus",
         "last_name": "Profile", "organization": None, "title": None, "locale": "en-US",
         "created": klaviyo_time(now), "updated": klaviyo_time(now), "last_event_date": None, "location": location,
         "properties": {}, "subscriptions": {"email": {"marketing": marketing}},
     }
-    links = {"self": f"https://a.klaviyo.com/api/profiles/{pid}/"}
-    return {"type": "profile", "id": pid, "attributes": attributes, "links": links}
+    return {"type": "profile", "id": pid, "attributes": attributes, "links": links("profiles", pid)}
 
 
 def _klaviyo_event(eid: str, profile: str, metric: str, now: int) -> dict[str, Any]:
-    attributes = {
-        "timestamp": now, "datetime": klaviyo_time(now), "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, eid)),
-        "event_properties": {"Campaign Name": "Corpus", "Subject": "Corpus", "$message": "C0RPVS"},
-    }
-    relationships = {
-        "profile": {"data": {"type": "profile", "id": profile}},
-        "metric": {"data": {"type": "metric", "id": metric}},
-    }
-    return {"type": "event", "id": eid, "attributes": attributes, "relationships": relationships}
+    props = {"Campaign Name": "Corpus", "Subject": "Corpus", "$message": "C0RPVS"}
+    return event_payload(eid, now, str(uuid.uuid5(uuid.NAMESPACE_URL, eid)), props, profile, metric)
 
 
 def _mixpanel(iid: str, now: int) -> dict[str, Any]:

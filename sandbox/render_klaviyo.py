@@ -32,7 +32,7 @@ def render_metrics(ctx: Ctx) -> None:
         attributes = {"name": name, "created": klaviyo_time(created), "updated": klaviyo_time(created),
                       "integration": {"name": "Klaviyo", "category": "Internal"}}
         ctx.emit("klaviyo.metrics", mid, created, created * 1000, {"type": "metric", "id": mid,
-                 "attributes": attributes, "links": {"self": f"{API_BASE}/metrics/{mid}/"}}, None)
+                 "attributes": attributes, "links": links("metrics", mid)}, None)
 
 
 def campaign(ctx: Ctx, week: int) -> dict[str, Any]:
@@ -107,10 +107,15 @@ def render_profile(
             {"SUBSCRIBED": "FORM", "UNSUBSCRIBED": "PREFERENCE_PAGE"}.get(consent),
         )}},
     }
-    payload = {"type": "profile", "id": pid, "attributes": attributes, "links": {"self": f"{API_BASE}/profiles/{pid}/"}}
+    payload = {"type": "profile", "id": pid, "attributes": attributes, "links": links("profiles", pid)}
     ctx.emit("klaviyo.profiles", pid, created, ctx.ms(updated), payload, person.pid, ctx.bad("klaviyo.profiles"))
     for metric, t, props in sorted(events, key=lambda e: e[1]):
         email_event(ctx, person.pid, pid, metric, t, props)
+
+
+def links(collection: str, rid: str) -> dict[str, str]:
+    """The ``links.self`` every JSON:API resource carries."""
+    return {"self": f"{API_BASE}/{collection}/{rid}/"}
 
 
 def email_marketing(consent: str, consent_timestamp: str | None, method: str | None) -> dict[str, Any]:
@@ -134,10 +139,15 @@ def email_event(ctx: Ctx, person: int, profile: str, metric: str, t: int, props:
     anomaly = ctx.bad("klaviyo.events")
     if anomaly == "future_timestamp":
         t = ctx.future()
-    attributes = {"timestamp": t, "datetime": klaviyo_time(t), "uuid": uuid_text(f"{ctx.rng.getrandbits(128):032x}"),
-                  "event_properties": dict(props)}
-    relationships = {"profile": {"data": {"type": "profile", "id": profile}},
-                     "metric": {"data": {"type": "metric", "id": ctx.metrics[metric]}}}
-    payload = {"type": "event", "id": eid, "attributes": attributes, "relationships": relationships,
-               "links": {"self": f"{API_BASE}/events/{eid}/"}}
+    uuid = uuid_text(f"{ctx.rng.getrandbits(128):032x}")
+    payload = event_payload(eid, t, uuid, props, profile, ctx.metrics[metric])
     ctx.emit("klaviyo.events", eid, t, t * 1000, payload, person, anomaly)
+
+
+def event_payload(eid: str, t: int, uuid: str, props: dict[str, Any], profile: str, metric: str) -> dict[str, Any]:
+    """An event as ``GET /api/events`` serves it: its profile and metric are relationships."""
+    attributes = {"timestamp": t, "datetime": klaviyo_time(t), "uuid": uuid, "event_properties": dict(props)}
+    relationships = {"profile": {"data": {"type": "profile", "id": profile}},
+                     "metric": {"data": {"type": "metric", "id": metric}}}
+    return {"type": "event", "id": eid, "attributes": attributes, "relationships": relationships,
+            "links": links("events", eid)}

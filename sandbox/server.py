@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sandbox.apis import ApiError, Context, braze, hubspot, klaviyo, meta, mixpanel, stripe, zendesk
-from sandbox.config import TOKEN_HEADER, SandboxConfig
+from sandbox.apis import ApiError, Context, braze, hubspot, int_param, klaviyo, meta, mixpanel, stripe, zendesk
+from sandbox.config import MAX_CHANGES, MAX_TICKS, TOKEN_HEADER, SandboxConfig
 from sandbox.corpus import inject_corpus
 from sandbox.destinations import Accounts
 from sandbox.faults import FaultInjector, Gate, RateLimiter, Stats
@@ -120,11 +120,12 @@ def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlet
         return JSONResponse({"status": "ok"})
 
     def tick(request: Request) -> JSONResponse:
+        query = request.query_params
         try:
-            changes = int(request.query_params.get("changes", config.changes_per_tick))
-            count = int(request.query_params.get("count", 1))
-        except ValueError:
-            return JSONResponse({"error": "changes and count must be integers"}, status_code=400)
+            changes = int_param(query.get("changes"), "changes", config.changes_per_tick, 0, MAX_CHANGES)
+            count = int_param(query.get("count"), "count", 1, 1, MAX_TICKS)
+        except ApiError as exc:
+            return JSONResponse({"error": exc.message, "param": exc.param}, status_code=400)
         try:
             return JSONResponse(run_ticks(store, changes, count))
         except ImportError as exc:
@@ -136,7 +137,7 @@ def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlet
             if not isinstance(patch, dict):
                 raise ValueError("expected a JSON object")
             merged = config.update(patch)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than the parser goes
             return JSONResponse({"error": str(exc)}, status_code=400)
         if "limits" in patch:
             limiter.reset()  # new limits start with empty windows

@@ -7,11 +7,14 @@ import json
 import os
 import pickle
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import pytest
@@ -306,3 +309,39 @@ def start(unsynced: Path, tmp_path: Path) -> Iterator[Callable[..., Env]]:
     yield start
     for server in servers:
         server.stop()
+
+
+class StandInService(BaseHTTPRequestHandler):
+    """A service answering every call with `answer(method, body)` -> (status, JSON body): for replies no sandbox
+    service gives (a destination echoing what it was sent, a source paging past nothing)."""
+
+    answer: ClassVar[Callable[[str, Any], tuple[int, Any]]]
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        status, reply = type(self).answer(self.command, body)
+        encoded = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        self.end_headers()
+        self.wfile.write(encoded)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def stand_in(answer: Callable[[str, Any], tuple[int, Any]]) -> Iterator[str]:
+    """The base URL of a `StandInService` answering with `answer`, on loopback, for the block's duration."""
+    handler = type("Answering", (StandInService,), {"answer": staticmethod(answer)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -31,6 +31,11 @@ from sandbox.store import ANOMALIES_FILE, WorldStore
 from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline, world_records
 from tests.test_ingestion import MIXPANEL_INSERT_ID, RAW_TABLES, STAGED
 
+# The corpus cases the sandbox does not serve today, and why; every other case must be served and checked.
+NOT_SERVED = {
+    ("mixpanel.events", "future_timestamp"): "Mixpanel exports by event date: an event 30 days ahead is served once "
+    "its day comes",
+}
 DOWNSTREAM = ("identity/identifiers", "identity/identity_graph", "identity/person_profiles", "views/customer_360")
 
 
@@ -71,8 +76,11 @@ def test_hostile_records_are_quarantined_with_their_reasons_and_the_run_goes_on(
     assert outcome.success
 
     cases = [case | {"kind": kind} for kind, items in corpus.items() for case in items]
-    served = {stream: world_records(world, stream) for stream in STAGED}  # Mixpanel: events of days come
+    served = {stream: world_records(world, stream) for stream in STAGED}
+    unserved = [case for case in cases if case["id"] not in served[case["stream"]]]
+    assert sorted((case["stream"], case["kind"]) for case in unserved) == sorted(NOT_SERVED), unserved
     cases = [case for case in cases if case["id"] in served[case["stream"]]]
+    assert len(cases) == sum(len(items) for items in corpus.values()) - len(NOT_SERVED)
     assert {case["kind"] for case in cases} >= {
         "unix_milliseconds", "unix_seconds", "sentinel_date", "far_future_date", "year_one_date",
         "zoneless_timestamp", "string_for_object", "list_for_object", "id_above_2_63", "control_character",

@@ -138,3 +138,31 @@ def test_garbage_gives_none_or_a_normal_form_and_never_raises(raw: str, hint: st
     assert address is None or normalise.email(address, RULES) == address
     number = normalise.phone(raw, hint, RULES)
     assert number is None or (number.startswith("+") and number[1:].isdigit())
+
+
+@st.composite
+def company_domains(draw: st.DrawFn) -> tuple[str, str]:
+    """(a CRM company's domain as someone typed it, an address at that domain as someone else typed it)."""
+    domain = draw(st.sampled_from(DOMAINS))
+    site, mailbox = (idna.encode(domain, uts46=True).decode() if draw(st.booleans()) else domain for _ in "ab")
+    site = _case(site, draw(st.lists(st.booleans(), max_size=40)))
+    site = draw(st.sampled_from(("", "https://", "http://", "HTTPS://WWW.", "www."))) + site
+    site += draw(st.sampled_from(("", "/", "/about?lang=de", ":443", "#team")))
+    around = "".join(draw(st.lists(st.sampled_from(SURROUNDINGS), max_size=3)))
+    mailbox = _case(f"{draw(st.sampled_from(LOCALS))}@{mailbox}", draw(st.lists(st.booleans(), max_size=40)))
+    return around + site + around, mailbox
+
+
+@SETTINGS
+@given(company_domains())
+def test_a_company_domain_meets_the_domain_of_addresses_at_it_in_any_spelling(case: tuple[str, str]) -> None:
+    site, address = case
+    normal = normalise.email(address, RULES)
+    assert normal is not None and normalise.domain(site) == normal.rpartition("@")[2]
+
+
+def test_company_domains_as_crms_hold_them() -> None:
+    assert {normalise.domain(d) for d in ("xn--bcher-kva.de", "BÜCHER.de", " https://www.bücher.de/impressum ",
+                                          "bu\u0308cher.de", "www.XN--BCHER-KVA.DE:8080")} == {"bücher.de"}  # fmt: skip
+    assert normalise.domain("acme-corp.io") == normalise.email("ann@acme-corp.io", RULES).rpartition("@")[2]
+    assert [normalise.domain(d) for d in (None, "", "https://", "not a domain", "localhost")] == [None] * 5

@@ -23,13 +23,17 @@ from typing import Any
 
 import duckdb
 import phonenumbers
+import pytest
 from dagster import DagsterInstance, RunRequest, build_sensor_context
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from phonenumbers import geocoder
 
 from cdp_assets.identity import normalise
 from cdp_assets.identity.rules import load as load_rules
-from cdp_assets.privacy import erasure
+from cdp_assets.privacy import erasure, inbox, paths, subject
 from cdp_assets.privacy.paths import PERSON_PATHS, PERSON_STREAMS
+from cdp_assets.privacy.subject import Identifier
 from cdp_assets.sync.specs import load as load_syncs
 from resources import privacy_folders
 from resources.destinations.meta import email_hash, phone_hash
@@ -80,8 +84,8 @@ def carried(world: Path, records: set[tuple[str, str]]) -> tuple[set[str], set[s
         record = store.get(stream, record_id)
         if record is None:
             continue
-        for id_type, paths in PERSON_PATHS[stream].items():
-            for path in paths:
+        for id_type, dotted in PERSON_PATHS[stream].items():
+            for path in dotted:
                 value: Any = record.payload
                 for key in path.split("."):
                     value = value.get(key) if isinstance(value, dict) else None
@@ -304,14 +308,76 @@ def test_a_destination_out_of_reach_leaves_a_deletion_partially_done_until_a_ret
     assert [h["status"] for h in shown["history"]] == ["received", "running", "partially_done", "running", "done"]
 
 
-def test_a_request_for_an_unknown_identifier_ends_done_with_nothing_found(start: Callable[..., Env]) -> None:
+def test_a_request_for_an_unknown_identifier_ends_done_and_an_invalid_one_fails_saying_what_to_give(
+    start: Callable[..., Env], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = start()
-    request_id = cli(env, "delete", "--email", "nobody.at.all@example.org").split()[0]
+    monkeypatch.setenv("CDP_WAREHOUSE", str(env.pipeline.warehouse))  # whose inbox privacy_folders names
+    request_id = cli(env, "delete", "--email", "nobody.at.all@nowhere-corp.io").split()[0]  # valid, held by no one
     process(env)
     row = requests_table(env)[request_id]
     assert (row["status"], row["profiles"], row["records"], row["detail"]) == (
         "done", 0, 0, "nothing found for the identifiers given")  # fmt: skip
     assert not any(privacy_folders()[0].glob("req_*.json"))
+
+    # An address the normaliser rejects names no one identity holds: refused when filed...
+    command = [sys.executable, "-m", "cdp_assets.cli", "privacy", "--warehouse", str(env.pipeline.warehouse), "delete",
+               "--email", "jane..doe@acme.io"]  # fmt: skip
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode != 0 and "the email given is invalid" in refused.stderr
+    assert "--record stream:id" in refused.stderr and "jane" not in refused.stderr
+    assert not any(privacy_folders()[0].glob("req_*.json"))
+    # ... and failed, saying what to give instead, when another intake form puts it in the inbox.
+    request = inbox.Request("req_invalidaddress1", "deletion", [Identifier("email", "jane..doe@acme.io")],
+                            "2026-01-01T00:00:00+00:00", "form")  # fmt: skip
+    inbox.write(privacy_folders()[0], request)
+    with pytest.raises(RuntimeError, match="req_invalidaddress1: ValueError: the email given is invalid"):
+        process(env)
+    row = requests_table(env)[request.request_id]
+    assert row["status"] == "failed" and "the email given is invalid" in row["detail"]
+    assert "--record stream:id" in row["detail"] and "jane" not in row["detail"]
+
+
+HOSTILE = ("Ann@Acme-Corp.IO\t", "jo@xn--bcher-kva.de", "(415) 555-0199", "+44 20 7946 0958", "de-DE", "US", "ü ",
+           "\u00a0x@acme.io", "12345", "")
+
+
+@st.composite
+def payloads(draw: st.DrawFn, stream: str, where: str | None) -> dict[str, Any]:
+    """A payload of `stream` with something, or nothing, at each of its paths (and at its phones' country)."""
+    scalar = st.one_of(st.none(), st.text(max_size=12), st.integers(), st.booleans(), st.sampled_from(HOSTILE))
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=4), inner, max_size=3), max_leaves=6)  # fmt: skip
+    payload: dict[str, Any] = {}
+    dotted = [d for ds in PERSON_PATHS[stream].values() for d in ds] + ([where] if where else [])
+    for path in dotted:
+        *parents, last = path.split(".")
+        node = payload
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = draw(value)
+    return payload
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_pulls_and_privacy_requests_read_the_same_identifiers_from_the_same_payloads(data: st.DataObject) -> None:
+    """What a pull reads from a page (paths.named, in Python) is what a request reads from the landed rows
+    (paths.identify, in DuckDB's SQL), so a suppression drops what an erasure would find."""
+    rules = load_rules()
+    stream = data.draw(st.sampled_from(sorted(PERSON_PATHS)))
+    where = paths.region_path(stream, rules)
+    drawn = data.draw(st.lists(payloads(stream, where), min_size=1, max_size=4))
+    with duckdb.connect() as conn:
+        conn.execute(subject.SETUP_SQL)
+        conn.execute("CREATE TEMP TABLE landed (landing_id BIGINT, payload JSON)")
+        conn.execute("INSERT INTO landed SELECT unnest($ids), unnest($payloads::VARCHAR[])::JSON",
+                     {"ids": list(range(len(drawn))), "payloads": [json.dumps(p) for p in drawn]})  # fmt: skip
+        paths.identify(conn, "landed", stream, rules)
+        in_sql = set(conn.execute("SELECT landing_id, id_type, value FROM _payload_identifiers").fetchall())
+    in_python = {(i, *pair) for i, payload in enumerate(drawn) for value in paths.named(stream, payload, rules)
+                 for pair in paths.forms(value, rules)}  # fmt: skip
+    assert in_python == in_sql
 
 
 def test_an_email_consent_withdrawal_unsubscribes_the_person_in_braze(start: Callable[..., Env]) -> None:

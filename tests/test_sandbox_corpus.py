@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.corpus import CONTROL, DUPLICATED, HTML, HUGE_ID, NAME, OVERSIZED, SCRIPTS, SQL
+from sandbox.corpus import CONTROL, DUPLICATED, HTML, HUGE_ID, NAME, OVERSIZED, SCRIPTS, SQL, corpus
 from sandbox.runner import SandboxServer
 from sandbox.store import ANOMALIES_FILE, TRUTH_FILE, WorldStore
 from tests.test_sandbox_server import HUBSPOT, KLAVIYO, LIMITS_OFF, MIXPANEL, STRIPE, ZENDESK
@@ -137,6 +137,30 @@ def test_corpus_route_injects_every_kind_into_every_stream_and_lists_it(
         record = store.get(stream, rid)
         assert record is not None and record.updated >= before * 1000  # so incremental pulls see it
     assert [c["id"] for c in summary["duplicate_id"]] == [DUPLICATED["stripe.customers"], DUPLICATED["zendesk.users"]]
+
+
+def shape(value: Any, at: str = "") -> set[str]:
+    """The dotted key paths of a JSON value (list items under ``[]``): its shape, whatever the values."""
+    if isinstance(value, dict):
+        return {p for key, item in value.items() for p in {f"{at}{key}", *shape(item, f"{at}{key}.")}}
+    if isinstance(value, list):
+        return {p for item in value for p in shape(item, f"{at.rstrip('.')}[].")}
+    return set()
+
+
+def test_corpus_records_are_shaped_like_the_worlds_own(world: Path) -> None:
+    """Every key the world's records of a stream all carry is in each case; valid cases add none of their own."""
+    store = WorldStore(world)
+    cases = corpus(int(time.time()), "C0RPVS")
+    ids = {case.id for case in cases}
+    for stream in BAD_STREAMS:
+        shapes = [shape(record.payload) for record in store.scan(stream) if record.id not in ids]
+        common, known = set.intersection(*shapes), set.union(*shapes)
+        for case in (c for c in cases if c.stream == stream):
+            if case.kind not in ("string_for_object", "list_for_object"):  # these break the shape on purpose
+                assert not common - shape(case.payload), (case.kind, stream)
+            if case.kind in VALID_KINDS:
+                assert not shape(case.payload) - known, (case.kind, stream)
 
 
 def test_every_injected_record_is_served_with_its_bad_value_intact(

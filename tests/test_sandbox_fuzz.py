@@ -384,6 +384,83 @@ def test_control_routes_need_the_launchers_token(server: SandboxServer) -> None:
     assert {"text": "fuzz alert"} in server.control("webhook")
 
 
+# -- the control routes --------------------------------------------------------------------------------------
+def control_routes() -> list[tuple[str, tuple[str, ...]]]:
+    """(route path, methods) of every ``/_sandbox`` route, read off the app."""
+    with tempfile.TemporaryDirectory() as folder:
+        app = create_app(folder, SandboxConfig(), "unused")
+    guard = next(mount.app for mount in app.routes if isinstance(mount, Mount) and mount.path == "/_sandbox")
+    return [(route.path, tuple(sorted(route.methods - {"HEAD"}))) for route in guard.app.routes]
+
+
+CONTROL_ROUTES = control_routes()
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SLOW = {("POST", "/corpus")}  # writes megabytes each time; tests/test_sandbox_corpus.py covers it
+# Ticks: refused values, and valid ones small enough that the fuzzing does not churn the world for long.
+TICK_QUERY = {
+    "count": st.sampled_from(["0", "-1", "10001", str(2**63), "1.5", "x", "1e3", "9" * 5000]) | st.just("1"),
+    "changes": st.sampled_from(["-1", "1000001", str(2**64), "2.0", "ten", ""]) | st.integers(0, 3).map(str),
+}
+
+
+@pytest.fixture(scope="module")
+def control_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """A tiny world of its own: fuzzed config patches and ticks must not slow or steer the services' fuzzing."""
+    folder = tmp_path_factory.mktemp("sandbox-control-fuzz")
+    build_world(folder, people=5, seed=11)
+    with SandboxServer(folder) as sandbox:
+        yield sandbox
+
+
+@st.composite
+def control_requests(draw: st.DrawFn, path: str, methods: tuple[str, ...], token: str) -> dict[str, Any]:
+    rare = st.sampled_from([m for m in METHODS if (m, path) not in SLOW])
+    usual = [m for m in methods if (m, path) not in SLOW]
+    method = mostly(draw, st.sampled_from(usual) if usual else rare, rare)
+    segment = st.text(min_size=1, max_size=12).filter(lambda text: text not in (".", ".."))
+    values = {"secret": mostly(draw, st.just(token), segment), "name": mostly(draw, st.sampled_from(["braze", "meta"]),
+                                                                               segment)}  # fmt: skip
+    filled = path.format(**{name: quote(value, safe="") for name, value in values.items() if "{" + name + "}" in path})
+    if path == "/tick":
+        query = draw(st.fixed_dictionaries({}, optional=TICK_QUERY))
+    else:
+        query = draw(st.dictionaries(st.text(min_size=1, max_size=10), query_values, max_size=2))
+    headers = mostly(draw, st.just({TOKEN_HEADER: token}), header_text.map(lambda text: {TOKEN_HEADER: text.strip()}))
+    return {"method": method, "url": f"/_sandbox{filled}", "params": query, "headers": headers,
+            "data": draw(bodies("control"))}  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "methods"), CONTROL_ROUTES, ids=[p for p, _ in CONTROL_ROUTES])
+def test_malformed_control_requests_get_a_json_answer(
+    control_server: SandboxServer, path: str, methods: tuple[str, ...]
+) -> None:
+    @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(request=control_requests(path, methods, control_server.token))
+    def answers(request: dict[str, Any]) -> None:
+        response = requests.request(
+            request["method"], control_server.url + request["url"], params=request["params"],
+            headers=request["headers"], data=request["data"], timeout=TIMEOUT,
+        )  # fmt: skip
+        where = f"{response.request.method} {response.request.url} -> {response.status_code} {response.text[:300]!r}"
+        assert response.status_code < 500, where
+        if response.status_code >= 400:
+            assert response.headers.get("content-type", "").startswith("application/json"), where
+            assert isinstance(response.json().get("error"), str), where
+
+    answers()
+    assert requests.get(f"{control_server.url}/_sandbox/health", timeout=TIMEOUT).json() == {"status": "ok"}
+    assert isinstance(control_server.control("tick", "POST", changes=1), dict)
+
+
+@pytest.mark.parametrize("query", [{"count": "0"}, {"count": "10001"}, {"count": "-3"}, {"changes": "-1"},
+                                   {"changes": "1000001"}, {"changes": str(2**63)}, {"count": "two"}])  # fmt: skip
+def test_a_tick_outside_its_bounds_is_refused(control_server: SandboxServer, query: dict[str, str]) -> None:
+    response = requests.post(f"{control_server.url}/_sandbox/tick", params=query,
+                             headers={TOKEN_HEADER: control_server.token}, timeout=TIMEOUT)  # fmt: skip
+    body = response.json()
+    assert (response.status_code, body["param"]) == (400, next(iter(query))) and body["error"], response.text
+
+
 def test_a_sandbox_started_by_hand_listens_on_loopback_and_tells_its_token(tmp_path: Path) -> None:
     build_world(tmp_path, people=5, seed=7)
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}

@@ -113,11 +113,33 @@ def test_stripe_refuses_an_unknown_parameter_as_stripe_does(stripe_client: strip
         name = "colour" if "colour" in params else "created[after]"
         error = caught.value
         assert error.http_status == 400 and error.error is not None
-        assert (error.error.type, error.error.message, error.param) == (
+        assert (error.error.type, error.code, error.error.message, error.param) == (
             "invalid_request_error",
+            "parameter_unknown",
             f"Received unknown parameter: {name}",
             name,
         )
+
+
+def test_stripe_filters_subscriptions_on_a_price(stripe_client: stripe.StripeClient, world: Path) -> None:
+    subscriptions = [record.payload for record in live(world, "stripe.subscriptions", lambda record: True)]
+    price = subscriptions[0]["items"]["data"][0]["price"]["id"]
+    listed = stripe_client.v1.subscriptions.list(params={"price": price, "status": "all", "limit": 100})
+    expected = {s["id"] for s in subscriptions if any(item["price"]["id"] == price for item in s["items"]["data"])}
+    assert {s.id for s in listed.auto_paging_iter()} == expected and len(expected) < len(subscriptions)
+
+
+def test_stripe_filters_the_sandbox_cannot_apply_are_refused_as_unsupported(stripe_client: stripe.StripeClient) -> None:
+    """Documented filters on fields the sandbox's objects lack: never ignored, never called unknown."""
+    calls = [(stripe_client.v1.customers, {"test_clock": "clock_1"}, "test_clock"),
+             (stripe_client.v1.invoices, {"due_date": {"gt": 1}}, "due_date"),
+             (stripe_client.v1.subscriptions, {"collection_method": "send_invoice"}, "collection_method")]  # fmt: skip
+    for service, params, name in calls:
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            service.list(params=params)  # type: ignore[arg-type]
+        error = caught.value
+        assert (error.http_status, error.param, error.code) == (400, name, None)
+        assert error.error is not None and "sandbox does not support" in error.error.message
 
 
 # -- HubSpot -------------------------------------------------------------------------

@@ -6,7 +6,9 @@ exactly what the server must return: which ids, in which order, on which page.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ import pytest
 import requests
 
 from sandbox.apis.hubspot import search_sql
+from sandbox.config import kept_secret
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
 
@@ -517,3 +520,14 @@ def test_churn_ticks_on_demand_and_in_the_background(tmp_path: Path) -> None:
         while changed_since(start) == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert changed_since(start) > 0
+
+
+def test_a_secret_is_kept_on_a_file_system_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: str, target: str) -> None:  # as vfat or some network file systems answer
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "secrets" / "sandbox.token"
+    secret = kept_secret(path)
+    assert secret and path.stat().st_mode & 0o777 == 0o600 and kept_secret(path) == secret
+    assert [p.name for p in path.parent.iterdir()] == ["sandbox.token"]  # no draft left behind

@@ -9,12 +9,10 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import unicodedata
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 import duckdb
@@ -25,13 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_assets import stack
-from cdp_assets.privacy import inbox
+from cdp_assets.privacy import erasure, inbox, subject
 from cdp_assets.privacy.erasure import SCRUBBED
 from cdp_assets.privacy.redact import EMAIL_MASK, PHONE_MASK, redacted
 from cdp_assets.privacy.subject import Identifier
 from resources import PRIVACY_KEY, SANDBOX_URL, SettingsMissing, build_resources, privacy_folders
 from schedules.alerts import run_failure_alerts
-from tests.conftest import Env
+from tests.conftest import Env, stand_in
 from tests.test_alerts import alerts
 from tests.test_privacy import process
 
@@ -74,6 +72,7 @@ KEPT = [  # what finds the failing call or row, and names no one
     "run 123e4567-e89b-12d3-a456-426614174000 started 2024-01-05T12:30:00Z (05/01/2024 12:30:00)",
     "2 of 1,234 rows refused: cdp_mrr 12345.67 is not a number; property cdp_plan; v1.13.2; 192.168.100.200",
     'Property values were not valid: [{"name": "cdp_subscription_status", "error": "INVALID_OPTION"}]',
+    "sms campaign refused; contact 51234567890 updated at 1780000000",  # a phone word names nothing past its clause
 ]
 
 
@@ -107,6 +106,14 @@ def test_a_phone_in_any_format_is_masked(form: str) -> None:
 @pytest.mark.parametrize("labelled", ['"phone": "4155550199"', "mobile=4155550199", "'sms_number': '0612345678'"])
 def test_bare_digits_are_masked_when_labelled_as_a_phone(labelled: str) -> None:
     out = redacted(f"refused: {{{labelled}}}")
+    assert PHONE_MASK in out and "5550199" not in out and "12345678" not in out, out
+
+
+@pytest.mark.parametrize("text", ["Phone number 4155550199 is invalid", "SMS to 4155550199 failed",
+                                  "mobile No. 0612345678 refused", '{"mobilePhone": 4155550199}',
+                                  "WhatsApp number for the contact 4155550199 is not registered"])  # fmt: skip
+def test_bare_digits_a_phone_word_names_in_prose_are_masked(text: str) -> None:
+    out = redacted(text)
     assert PHONE_MASK in out and "5550199" not in out and "12345678" not in out, out
 
 
@@ -166,34 +173,18 @@ def test_generated_phones_never_survive(region: str, kind: str, layout: int, lin
 # --- through the pipeline: a destination echoing people -------------------------------------------------------
 
 
-class EchoingDestination(BaseHTTPRequestHandler):
-    """A destination that refuses every call and echoes what it was sent, as many APIs' validation errors do."""
-
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).received.append(body)
-        answer = json.dumps({"message": "The request could not be processed", "input": body}).encode()
-        self.send_response(422)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def echoing() -> Iterator[str]:
-    EchoingDestination.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingDestination)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def echoing() -> Iterator[tuple[str, list[Any]]]:
+    """A destination that refuses every call and echoes what it was sent, as many APIs' validation errors do: its
+    base URL, and the bodies it received."""
+    received: list[Any] = []
+
+    def answer(method: str, body: Any) -> tuple[int, Any]:
+        received.append(body)
+        return 422, {"message": "The request could not be processed", "input": body}
+
+    with stand_in(answer) as url:
+        yield url, received
 
 
 def sent_people(received: list[dict[str, Any]]) -> tuple[set[str], set[str], set[str]]:
@@ -205,13 +196,14 @@ def sent_people(received: list[dict[str, Any]]) -> tuple[set[str], set[str], set
 
 
 def test_a_sync_failure_echoing_people_keeps_no_identifier_and_a_deletion_scrubs_what_names_them(
-    start: Callable[..., Env], echoing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start: Callable[..., Env], echoing: tuple[str, list[Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = start()
-    monkeypatch.setenv("BRAZE_BASE_URL", echoing)
+    url, received = echoing
+    monkeypatch.setenv("BRAZE_BASE_URL", url)
     outcome = env.sync("braze_users", raise_on_error=False)
     assert not outcome.success
-    emails, names, external_ids = sent_people(EchoingDestination.received)
+    emails, names, external_ids = sent_people(received)
     assert emails and names
 
     def leaked(text: str) -> list[str]:
@@ -245,6 +237,22 @@ def test_a_sync_failure_echoing_people_keeps_no_identifier_and_a_deletion_scrubs
     assert process(env)
     assert env.pipeline.query("SELECT status, message FROM sync.runs WHERE sync = 'braze_users'") == [
         ("failed", SCRUBBED)]  # fmt: skip
+
+
+def test_the_sync_log_scrub_matches_whole_tokens_and_a_phones_bare_digits() -> None:
+    named = {1: "contact 4155550199 refused", 2: "user 14155550199: 400", 3: "profile p_3f2a9c refused",
+             4: "zendesk user 4242 was refused", 5: "to +14155550199 failed"}  # fmt: skip
+    kept = {6: "contact 142420 and 24155550199 refused at 1780004242", 7: "profile p_3f2a9c0 refused",
+            8: "2 of 4242042 rows refused"}  # fmt: skip
+    with duckdb.connect() as conn:
+        conn.execute(subject.SETUP_SQL)
+        conn.execute("INSERT INTO _subject_values VALUES ('phone', '+14155550199'), ('user_id', '4242')")
+        conn.execute("INSERT INTO _subject_profiles VALUES ('p_3f2a9c')")
+        conn.execute("CREATE SCHEMA sync; CREATE TABLE sync.runs (run INTEGER, message VARCHAR)")
+        conn.executemany("INSERT INTO sync.runs VALUES (?, ?)", [*named.items(), *kept.items()])
+        assert erasure.erase(conn) == {"sync.runs": len(named)}
+        after = dict(conn.execute("SELECT run, message FROM sync.runs").fetchall())
+    assert after == {**dict.fromkeys(named, SCRUBBED), **kept}
 
 
 def test_a_destination_refusing_rows_by_echoing_their_address_keeps_only_masked_reasons(

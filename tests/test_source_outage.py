@@ -2,12 +2,15 @@
 failure reaches the alerts table, and the first run after the source recovers catches up, nothing lost or twice.
 
 Klaviyo is the source taken down: it is read only, so the syncs' destinations (HubSpot and Zendesk among them)
-stay up. The sandbox answers every Klaviyo request with 503 (`faults.klaviyo.outage`).
+stay up. The sandbox answers every Klaviyo request with 503 (`faults.klaviyo.outage`). A source that answers with a
+page its connector cannot page past is told apart from one that is down: it is a bug of the source's to report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,11 @@ import duckdb
 import pytest
 from dagster import DagsterEventType
 
-from tests.conftest import Env, Pipeline, RunOutcome, world_records
+from cdp_assets import raw_checks
+from resources.http import UnpageableAnswer
+from resources.stripe import StripeResource
+from sandbox.store import ANOMALIES_FILE
+from tests.conftest import Env, Pipeline, RunOutcome, stand_in, world_records
 from tests.test_alerts import sense_failed_checks
 
 DOWN = "klaviyo"
@@ -47,6 +54,12 @@ def changed(before: dict[str, tuple[int, bool]], after: dict[str, tuple[int, boo
     return {i for i, version in after.items() if before.get(i) != version and not version[1]}
 
 
+def anomalies(world: Path) -> set[tuple[str, str]]:
+    """(stream, record id) of the world's records that are bad on purpose: quarantine, not staging, holds them."""
+    with (world / ANOMALIES_FILE).open(newline="") as f:
+        return {(row["stream"], row["record_id"]) for row in csv.DictReader(f)}
+
+
 def landed(pipeline: Pipeline, table: str, outcome: RunOutcome) -> set[str]:
     rows = pipeline.query(f"SELECT record_id FROM {table} WHERE run_id = $run", {"run": outcome.run_id})
     return {row[0] for row in rows}
@@ -76,13 +89,16 @@ def test_a_source_down_for_a_whole_run_holds_back_nothing_else_and_the_next_run_
     down = pipeline.run()
     assert down.success  # the failed source did not stop the run
     evaluations = checks(pipeline, down)
+    read_keys = {key for key, value in down.metadata["raw/hubspot_contacts"].items() if isinstance(value, int | float)}
+    assert {"rows_fetched", "rows_new", "pages", "suppressed", "duplicates_in_pages", "seconds"} <= read_keys
     for stream in DOWN_STREAMS:
         meta = down.metadata[f"raw/{DOWN}_{stream}"]
         assert (meta["source_status"], meta["rows_new"]) == ("failed", 0), meta
+        assert read_keys <= meta.keys(), f"a failed pull leaves gaps in the plots of {sorted(read_keys - meta.keys())}"
         assert "503" in meta["error"], meta
         reachable = evaluations[(f"raw/{DOWN}_{stream}", "source_reachable")]
         assert not reachable.passed and reachable.severity.value == "ERROR"
-        assert "503" in reachable.metadata["error"].value
+        assert "503" in reachable.metadata["error"].value and reachable.metadata["failure"].value == "unreachable"
     assert evaluations[("raw/hubspot_contacts", "source_reachable")].passed
     assert down.metadata["raw/hubspot_contacts"]["source_status"] == "read"
     assert "staging/klaviyo__profiles" in down.metadata  # rebuilt on Klaviyo's last good raw
@@ -117,8 +133,28 @@ def test_a_source_down_for_a_whole_run_holds_back_nothing_else_and_the_next_run_
     env.sandbox.control("config", "PATCH", {"faults": {DOWN: None}})
     back = pipeline.run()
     assert back.success and raise_alerts(pipeline, back, alerts_table) == []
+    assert moved[f"{DOWN}.events"], "the tick changed no Klaviyo event: the catch-up would prove nothing"
     assert moved[f"{DOWN}.profiles"] <= landed(pipeline, f"raw.{DOWN}_profiles", back)
     assert moved[f"{DOWN}.events"] <= landed(pipeline, f"raw.{DOWN}_events", back)
+    # ... and takes them through every layer in that run: identity, profiles and the views.
+    odd = anomalies(env.world)
+    people = {rid for rid in moved[f"{DOWN}.profiles"] if (f"{DOWN}.profiles", rid) not in odd}
+    linked = dict(pipeline.query(
+        "SELECT record_id, profile_id FROM identity.record_profiles JOIN identity.person_profiles USING (profile_id)"
+        " WHERE stream = $stream", {"stream": f"{DOWN}.profiles"},
+    ))  # fmt: skip
+    assert people and people <= set(linked), f"caught-up profiles without a profile: {sorted(people - set(linked))[:3]}"
+    in_view = {row[0] for row in pipeline.query("SELECT profile_id FROM views.customer_360")}
+    assert {linked[rid] for rid in people} <= in_view
+    events = dict(pipeline.query(
+        "SELECT event_id, profile_id FROM staging.klaviyo__events WHERE event_id IN $ids",
+        {"ids": sorted(moved[f"{DOWN}.events"])},
+    ))  # fmt: skip
+    of_people = {event for event, person in events.items() if person in linked}
+    timeline = {row[0] for row in pipeline.query(
+        "SELECT record_id FROM views.customer_timeline WHERE stream = $stream", {"stream": f"{DOWN}.events"},
+    )}  # fmt: skip
+    assert of_people and of_people <= timeline, f"caught-up events not in the timeline: {sorted(of_people - timeline)}"
     for stream in DOWN_STREAMS:
         assert back.metadata[f"raw/{DOWN}_{stream}"]["source_status"] == "read"
         twice = pipeline.query(
@@ -136,3 +172,20 @@ def test_a_source_down_for_a_whole_run_holds_back_nothing_else_and_the_next_run_
         ) WHERE run_id = $run AND sent = previous
     """, {"run": back.run_id})  # fmt: skip
     assert resent == [], f"sent twice: {resent[:5]}"
+
+
+@pytest.fixture
+def idless() -> Iterator[str]:
+    """A Stripe whose lists answer with a page of objects without an id, and say there is more."""
+    with stand_in(lambda method, body: (200, {"object": "list", "data": [{"object": "customer"}], "has_more": True})
+                  ) as url:  # fmt: skip
+        yield url
+
+
+def test_a_page_that_cannot_be_paged_past_is_reported_as_a_source_bug_not_an_outage(idless: str) -> None:
+    stripe = StripeResource(base_url=idless, api_key="sk_test_idless", max_retries=0)
+    with pytest.raises(UnpageableAnswer) as raised:
+        list(stripe.extract(stripe.streams["customers"], None, full=True))
+    reachable, _ = raw_checks.check_results("stripe", raised.value, None, datetime.now(UTC))
+    assert not reachable.passed and reachable.metadata["failure"].value == "unpageable answer"
+    assert "bug of the source's" in (reachable.description or "") and "cannot page" in reachable.metadata["error"].value

@@ -6,6 +6,7 @@ command line beside it: `cdp env` in a shell, runs launched into the queue, read
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -344,6 +345,28 @@ def test_cdp_env_gives_a_shell_the_commands_and_the_stack_without_echoing_a_secr
                          f"{running.sandbox_url} sk_live_mine")  # fmt: skip
     exports = subprocess.run(env_command.split(), capture_output=True, text=True, env=bare, check=True).stdout
     assert "sk_live_mine" not in exports and "# STRIPE_API_KEY is already set" in exports
+
+
+def test_cdp_env_reads_the_sandbox_token_from_its_file_when_run(tmp_path: Path) -> None:
+    """No stack needed: the exports name the token's file, and a shell running them gets the token and the
+    webhook URL holding it."""
+    bare = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin"}
+    command = [str(Path(sys.executable).parent / "cdp"), "env", "--data", str(tmp_path), "--sandbox-port", "8799"]
+    exports = subprocess.run(command, capture_output=True, text=True, env=bare, check=True, timeout=120).stdout
+    token = (tmp_path / stack.SANDBOX_TOKEN_FILE).read_text().strip()
+    assert token not in exports and (tmp_path / stack.PRIVACY_KEY_FILE).read_text().strip() not in exports
+    script = f'eval "$({shlex.join(command)})" && echo "${TOKEN_ENV} $CDP_ALERT_WEBHOOK_URL"'
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=bare, timeout=120)
+    assert shell.stdout.split() == [token, f"http://127.0.0.1:8799/_sandbox/webhook/{token}"], shell.stderr
+
+
+def test_a_token_file_others_can_read_stops_the_launcher_saying_what_to_do(tmp_path: Path) -> None:
+    token_file = tmp_path / stack.SANDBOX_TOKEN_FILE
+    token_file.write_text("known\n")
+    token_file.chmod(0o644)
+    with pytest.raises(SystemExit) as stopped:
+        stack.stack_environment(tmp_path, "127.0.0.1", 3000, 8765)
+    assert f"chmod 600 {token_file}" in str(stopped.value) and "control token" in str(stopped.value)
 
 
 @pytest.mark.parametrize("flag", ["--ui-port", "--sandbox-port"])

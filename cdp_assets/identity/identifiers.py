@@ -90,21 +90,24 @@ def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
+def value_forms(id_type: str, raw: str, region: str | None, rules: Rules) -> list[tuple[str, str]]:
+    """The (id_type, value) pairs one raw identifier normalises to: none if it names no one, and an address's
+    provider-canonical form beside it where a provider rule applies."""
+    if id_type == "email":
+        value = normalise.email(raw, rules)
+        canonical = normalise.canonical_email(value, rules) if value else None
+        return [(id_type, value)] + ([("email_canonical", canonical)] if canonical else []) if value else []
+    value = normalise.phone(raw, region, rules) if id_type == "phone" else normalise.plain(raw, rules)
+    return [(id_type, value)] if value else []
+
+
 def normal_forms(distinct: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """(id_type, raw_value, region) -> value, plus a canonical-email row where a provider rule applies."""
-    rows: list[tuple[str, str, str | None, str, str]] = []
-    for id_type, raw, region in distinct.itertuples(index=False, name=None):
-        if id_type == "email":
-            value = normalise.email(raw, rules)
-            canonical = normalise.canonical_email(value, rules) if value else None
-            if canonical:
-                rows.append((id_type, raw, region, "email_canonical", canonical))
-        elif id_type == "phone":
-            value = normalise.phone(raw, region, rules)
-        else:
-            value = normalise.plain(raw, rules)
-        if value:
-            rows.append((id_type, raw, region, id_type, value))
+    rows = [
+        (id_type, raw, region, *form)
+        for id_type, raw, region in distinct.itertuples(index=False, name=None)
+        for form in value_forms(id_type, raw, region, rules)
+    ]
     return pd.DataFrame(rows, columns=["source_type", "raw_value", "region", "id_type", "value"])
 
 

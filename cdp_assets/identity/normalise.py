@@ -14,6 +14,10 @@ Internationalised domains take their Unicode form (IDNA/UTS-46, so `xn--bcher-kv
 `bücher.de`): it is email-validator's normal form, the only one every address has (an address with a non-ASCII
 local part has no all-ASCII spelling) and the one people and forms write.
 
+Domain (a company's website or domain, as a CRM holds it): the same folding and the same IDNA step as an address's
+domain, after dropping a scheme, a leading `www.` and any port, path, query or fragment, so a company meets the
+people whose addresses are at it.
+
 Phone: E.164 through phonenumbers, the record's country or locale choosing the region of a national number,
 extensions dropped, vanity numbers (`1-800-FLOWERS`) read as digits.
 """
@@ -25,7 +29,7 @@ import unicodedata
 from functools import cache
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, ValidatedEmail, validate_email
 from phonenumbers import geocoder
 
 from cdp_assets.identity.rules import Rules
@@ -33,6 +37,7 @@ from cdp_assets.identity.rules import Rules
 LOCALE = re.compile(r"^[a-z]{2,3}[-_]([A-Za-z]{2})$")
 JOINERS = "\u200c\u200d"  # zero-width (non-)joiners belong inside some scripts' domain labels (IDNA CONTEXTJ)
 EDGES = re.compile(f"^[\\s{JOINERS}]+|[\\s{JOINERS}]+$")
+SITE = re.compile(r"^([a-z][a-z0-9+.-]*://)?(www\.)?|[/:?#].*$")  # what surrounds a domain written as a web address
 
 
 def _trimmed(raw: str) -> str:
@@ -46,16 +51,31 @@ def _text(raw: str) -> str:
     return _trimmed(unicodedata.normalize("NFKC", raw))
 
 
-def email(raw: str | None, rules: Rules) -> str | None:
-    """The address in its normal form (see the module's docstring); None if invalid or blocked."""
-    if raw is None:
-        return None
-    value = unicodedata.normalize("NFKC", _text(raw).lower())
+def _folded(raw: str) -> str:
+    """Folded, trimmed and lowercased (NFKC again, as lowercasing may undo it)."""
+    return unicodedata.normalize("NFKC", _text(raw).lower())
+
+
+def _validated(address: str) -> ValidatedEmail | None:
     try:
-        value = validate_email(value, check_deliverability=False, allow_smtputf8=True).normalized
+        return validate_email(address, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError:
         return None
-    return None if rules.is_blocked(value) else value
+
+
+def email(raw: str | None, rules: Rules) -> str | None:
+    """The address in its normal form (see the module's docstring); None if invalid or blocked."""
+    validated = _validated(_folded(raw)) if raw is not None else None
+    if validated is None:
+        return None
+    return None if rules.is_blocked(validated.normalized) else validated.normalized
+
+
+def domain(raw: str | None) -> str | None:
+    """A company's domain in the form an address at it takes (see the module's docstring); None if not a domain."""
+    host = SITE.sub("", _folded(raw)) if raw is not None else ""
+    validated = _validated(f"postmaster@{host}") if host else None  # the domain step of an address, no other
+    return validated.domain if validated else None
 
 
 def canonical_email(value: str, rules: Rules) -> str | None:

@@ -15,6 +15,7 @@ import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
 from cdp_assets import freshness
+from cdp_assets.identity import normalise
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key, staging_table
 from resources import SOURCES
@@ -206,7 +207,14 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
-    """Accounts and their people replace the old ones together or not at all."""
+    """Accounts and their people replace the old ones together or not at all. Company domains are normalised in
+    Python, each distinct one once, by the normaliser that gave addresses their domains."""
+    domains = [d for (d,) in conn.execute("SELECT DISTINCT domain FROM staging.hubspot__companies").fetchall() if d]
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE _company_domains AS"
+        " SELECT unnest($domains::VARCHAR[]) AS domain, unnest($clean::VARCHAR[]) AS clean_domain",
+        {"domains": domains, "clean": [normalise.domain(d) for d in domains]},
+    )
     conn.execute((SQL / "accounts_base.sql").read_text())
     conn.begin()
     conn.execute((SQL / "account_people.sql").read_text())

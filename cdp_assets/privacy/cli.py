@@ -59,8 +59,11 @@ def run(args: argparse.Namespace) -> None:
         identifiers = [Identifier(kind, value) for kind, values in given for value in values]
         if not identifiers:
             raise SystemExit("name the person by at least one of --email, --phone, --user-id, --record, --profile-id")
-        request = inbox.file_request(folder, "deletion" if args.action == "delete" else "access", identifiers,
-                                     f"cli:{getpass.getuser()}")  # fmt: skip
+        try:
+            request = inbox.file_request(folder, "deletion" if args.action == "delete" else "access", identifiers,
+                                         f"cli:{getpass.getuser()}")  # fmt: skip
+        except ValueError as exc:
+            raise SystemExit(f"cdp privacy {args.action}: {exc}") from None
         print(f"{request.request_id} filed in {folder}; the inbox sensor picks it up (or: cdp privacy process)")
     elif args.action == "process":
         process_now(args)

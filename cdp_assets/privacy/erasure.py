@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import phonenumbers
 
 from cdp_assets.raw import raw_table
 from cdp_assets.staging import staging_table
@@ -25,11 +26,11 @@ RECORD = "(stream, record_id) IN (SELECT stream, record_id FROM _subject_records
 KEYS = "key IN (SELECT value FROM _subject_values WHERE id_type IN ('email', 'profile'))"
 LAYERS = ("raw", "staging", "quarantine", "identity", "privacy", "views", "sync")
 SCRUBBED = "(erased: it named a person deleted on request)"
-# Whatever names the subject in a text (redacted as it is, a run's message can still hold a profile id, a
-# record id or a destination's id of the person), read before sync.state, which holds the destination ids, goes.
-NAMED = (
-    "SELECT value FROM _subject_values UNION SELECT profile_id FROM _subject_profiles"
-    f" UNION SELECT destination_id FROM sync.state WHERE {KEYS}"
+# A log's text names the subject when it holds one of `_subject_named`'s values as a whole token, so a short id
+# inside a longer number or word does not count.
+NAMES_SUBJECT = (
+    "EXISTS (SELECT 1 FROM _subject_named WHERE length(value) >= 4 AND regexp_matches(lower(message), "
+    "'(^|[^0-9a-z])' || regexp_escape(lower(value)) || '($|[^0-9a-z])'))"
 )
 
 
@@ -102,8 +103,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
 )  # fmt: skip
 OTHER_TARGETS = (
     Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
-    Target("sync.runs", f"EXISTS (SELECT 1 FROM ({NAMED}) AS named(value) WHERE length(value) >= 4"
-                        " AND contains(lower(message), lower(value)))", scrub="message"),
+    Target("sync.runs", NAMES_SUBJECT, scrub="message"),
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
     Target("sync.state", KEYS),
@@ -140,9 +140,32 @@ def _existing(conn: duckdb.DuckDBPyConnection) -> set[str]:
     return {name for (name,) in rows}
 
 
+def _phone_forms(e164: str) -> tuple[str, ...]:
+    """How a text may write a phone without its `+`: its E.164 digits and its national digits (`4155550199`)."""
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return ()
+    return e164.lstrip("+"), phonenumbers.national_significant_number(number)
+
+
+def _name_subject(conn: duckdb.DuckDBPyConnection, present: set[str]) -> None:
+    """Fill `_subject_named`, whatever names the subject in a text: redacted as it is, a run's message can still
+    hold a profile id, a record id, a destination's id of the person or a phone's bare digits. Read before
+    sync.state, which holds the destination ids, goes."""
+    named = ["SELECT value FROM _subject_values", "SELECT profile_id FROM _subject_profiles"]
+    if "sync.state" in present:
+        named.append(f"SELECT destination_id FROM sync.state WHERE {KEYS}")
+    conn.execute("CREATE OR REPLACE TEMP TABLE _subject_named AS " + " UNION ".join(named))
+    phones = conn.execute("SELECT value FROM _subject_values WHERE id_type = 'phone'").fetchall()
+    forms = sorted({form for (e164,) in phones for form in _phone_forms(e164)})
+    conn.execute("INSERT INTO _subject_named SELECT unnest($forms::VARCHAR[])", {"forms": forms})
+
+
 def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Delete the subject's rows from every target table, in one transaction; rows deleted per table."""
     present = _existing(conn)
+    _name_subject(conn, present)
     deleted = {}
     conn.begin()
     try:
@@ -161,6 +184,7 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def export(conn: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """The subject's rows of every target table, layer by layer (JSON payloads parsed)."""
     present = _existing(conn)
+    _name_subject(conn, present)
     layers: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for target in targets():
         if target.table not in present:

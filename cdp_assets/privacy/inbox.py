@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cdp_assets.privacy.subject import GIVEN_TYPES, Identifier
+from cdp_assets.privacy.subject import GIVEN_TYPES, Identifier, given_value
 
 KINDS = ("deletion", "access")
 MAX_ATTEMPTS = 3
@@ -56,6 +56,8 @@ def file_request(inbox: Path, kind: str, identifiers: list[Identifier], requeste
         raise ValueError(f"unknown identifier types {sorted(unknown)}; use {GIVEN_TYPES}")
     if any(not i.value.strip() for i in identifiers):
         raise ValueError("an identifier is empty")
+    for identifier in identifiers:
+        given_value(identifier)  # refused now, not when processed, if it names no one identity could hold
     request = Request(f"req_{uuid.uuid4().hex[:16]}", kind, identifiers, datetime.now(UTC).isoformat(), requested_by)
     write(inbox, request)
     return request

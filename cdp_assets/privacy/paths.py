@@ -1,21 +1,22 @@
 """Where each stream's payload names a person, as data, and those values read out and normalised.
 
 The record's own id, the addresses, numbers and logins it carries, and the parent records a
-child points at (a subscription's customer, a ticket's requester). Values are read out of the
-payload as the source wrote them and normalised in Python by the one normaliser, through identity's
-`normal_forms` (and its memo), so privacy matches exactly what identity stored: SQL only joins.
+child points at (a subscription's customer, a ticket's requester). Values are read out of the payload as the
+source wrote them, from Python payloads (`named`, for pages being pulled) and from landed rows in SQL
+(`identify`), both driven by these paths and reading alike, and normalised in Python by the one normaliser
+(identity's `value_forms`; `identify` through identity's memo), so privacy matches exactly what identity
+stored: SQL only joins.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
 from typing import Any
 
 import duckdb
-import pandas as pd
 
-from cdp_assets.identity.identifiers import known_forms
+from cdp_assets.identity.identifiers import known_forms, value_forms
 from cdp_assets.identity.rules import Rules
 from cdp_assets.mappings import MAPPINGS
 
@@ -40,7 +41,7 @@ PERSON_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "klaviyo.events": {"record:klaviyo.profiles": ("relationships.profile.data.id",)},
 }  # fmt: skip
 PERSON_STREAMS = tuple(s for s, paths in PERSON_PATHS.items() if next(iter(paths)) == f"record:{s}")
-CHILD_STREAMS = tuple(s for s in PERSON_PATHS if s not in PERSON_STREAMS)
+ESCAPE = re.compile(r"\\\\|\\u00[0-9a-f]{2}")  # an escaped backslash (kept), or a control character's escape
 ANONYMOUS_UNLESS = {"device_id": "user_id"}  # a device identifies the person only where no login does
 
 
@@ -60,10 +61,14 @@ def region_path(stream: str, rules: Rules) -> str | None:
 
 
 def payload_value(payload: Any, dotted: str) -> str | None:
-    """The value at `dotted`, as DuckDB's json_extract_string reads it: text as is, other values as JSON."""
+    """The value at `dotted`, as DuckDB's json_extract_string reads it: text as is, other values as compact JSON
+    with control characters escaped in upper-case hex (floats in exponent form excepted: no identifier is one)."""
     for key in dotted.split("."):
         payload = payload.get(key) if isinstance(payload, dict) else None
-    return payload if isinstance(payload, str) or payload is None else json.dumps(payload)
+    if isinstance(payload, str) or payload is None:
+        return payload
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return ESCAPE.sub(lambda m: m[0][:2] + m[0][2:].upper(), text)
 
 
 Named = tuple[str, str, str | None]  # (identifier type, raw value, phone region hint)
@@ -83,26 +88,11 @@ def named(stream: str, payload: Any, rules: Rules) -> list[Named]:
     return found
 
 
-def normalised(
-    conn: duckdb.DuckDBPyConnection, values: Iterable[Named], rules: Rules
-) -> dict[Named, list[tuple[str, str]]]:
-    """Each raw identifier -> the (type, value) pairs identity holds for it (an address may also give its
-    provider's canonical form); record ids are taken as written."""
-    forms: dict[Named, list[tuple[str, str]]] = {}
-    others = []
-    for value in set(values):
-        if value[0].startswith("record:"):
-            forms[value] = [(value[0], value[1])]
-        else:
-            others.append(value)
-    conn.register("_named", pd.DataFrame(others, columns=["id_type", "raw_value", "region"], dtype="string"))
-    try:
-        known = known_forms(conn, "_named", rules)
-    finally:
-        conn.unregister("_named")
-    for source_type, raw, region, id_type, value in known.itertuples(index=False, name=None):
-        forms.setdefault((source_type, raw, None if pd.isna(region) else region), []).append((id_type, value))
-    return forms
+def forms(value: Named, rules: Rules) -> list[tuple[str, str]]:
+    """The (type, value) pairs identity holds for one raw identifier (an address may also give its provider's
+    canonical form); record ids are taken as written."""
+    id_type, raw, region = value
+    return [(id_type, raw)] if id_type.startswith("record:") else value_forms(id_type, raw, region, rules)
 
 
 def identify(conn: duckdb.DuckDBPyConnection, table: str, stream: str, rules: Rules) -> None:

@@ -6,13 +6,15 @@ error text passes through `redacted` first. Masked:
 - email addresses, plain, percent-encoded (`%40`, `%2540`), JSON- or HTML-escaped (`\\u0040`, `&#64;`), quoted
   (`"jane doe"@x`), Unicode or punycode, and one cut short at the end of a text;
 - phone numbers written as phones: a leading `+` (E.164 and international formats), digit groups with
-  separators (`(415) 555-0199`, `020 7946 0958`, `06.12.34.56.78`), or any digits labelled as a phone;
+  separators (`(415) 555-0199`, `020 7946 0958`, `06.12.34.56.78`), any digits labelled as a phone
+  (`"phone": "4155550199"`), and a bare run of 7 to 15 digits a phone word names a few words before it
+  (`Phone number 4155550199 is invalid`, `"mobilePhone": 4155550199`, `SMS to 4155550199 failed`);
 - values labelled as a person's name, birth date, street address, postcode or IP address (`"firstname": "Jo"`);
 - credentials: `Bearer`/`Basic` tokens, values labelled as a token, key, secret or password, Stripe-style keys.
 
 Kept on purpose, since they find the failing call or row and name no one outside the warehouse (which erasure
-empties of the person): record, profile and destination ids, bare runs of digits (a HubSpot or Zendesk id and
-a Unix time look like a phone written without separators), dates, times, IP addresses and ports of the
+empties of the person): record, profile and destination ids, bare runs of digits no phone word names (a HubSpot
+or Zendesk id and a Unix time look like a phone written without separators), dates, times, IP addresses and ports of the
 services, counts, status codes, URLs' hosts and paths, and the field names a destination complains about.
 Names in free text are not recognised: no pattern tells them apart from words.
 """
@@ -40,6 +42,14 @@ VALUE = r"(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,;&}\]]+)"
 LABEL_END = r"\b[\"']?\s*[:=]\s*)"
 PHONE_LABEL = re.compile(
     r"(?i)(\b(?:phone|mobile|cell|tel|telephone|sms|whatsapp|fax)(?:_?(?:number|no))?" + LABEL_END + VALUE
+)
+# A phone word (`phone`, `mobilePhone`, `tel`, `cell`, `number`, `No.`, `SMS`, `WhatsApp`), up to three words within
+# one field or clause (no `,;|`, brackets or a mask between), then a bare run of 7 to 15 digits (E.164's most) that is
+# no part of a longer token or a decimal.
+PHONE_WORD = r"(?:[a-z_]*(?:phone|mobile|whatsapp|sms|fax)[a-z_]*|tel|telephone|cell|numbers?|no\.|nr\.)"
+WITHIN = r"[^\w\n,;|{}\[\]<>]+"
+PHONE_NAMED = re.compile(
+    rf"(?i)((?<!<)\b{PHONE_WORD}(?:{WITHIN}[^\W\d]+){{0,3}}{WITHIN})(?<![+%])\d{{7,15}}(?!\w|[.,]\d)"
 )
 PERSON_LABEL = re.compile(
     r"(?i)(\b(?:first_?name|last_?name|full_?name|given_?name|family_?name|surname|birth_?date|birthday"
@@ -79,6 +89,7 @@ def mask(text: str) -> str:
     text = KEY.sub(SECRET_MASK, text)
     text = EMAIL.sub(EMAIL_MASK, text)
     text = PHONE_LABEL.sub(lambda m: m.group(0) if _digits(m.group(2)) < 5 else m.group(1) + PHONE_MASK, text)
+    text = PHONE_NAMED.sub(lambda m: m.group(1) + PHONE_MASK, text)
     text = PERSON_LABEL.sub(lambda m: m.group(1) + PERSON_MASK, text)
     text = INTERNATIONAL.sub(PHONE_MASK, text)
     return NATIONAL.sub(_national, text)

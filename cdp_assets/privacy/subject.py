@@ -65,22 +65,26 @@ class Identifier:
 
 
 def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | None = None) -> tuple[str, str] | None:
-    """The (type, value) to match for one identifier a request names, in identity's normal form; None when it
-    names no one (invalid, blocked by the identity rules, or a national number no record holds a reading of).
+    """The (type, value) to match for one identifier a request names, in identity's normal form; None for a
+    national number that several countries read differently and no record holds a reading of.
 
     A phone without its country code is read in the configured countries, as identity reads one without a country
     hint; where those readings differ (`(415) 555-0199` is a US and a German number), the one reading `held` says
-    the warehouse holds is the person's."""
+    the warehouse holds is the person's. A value the normaliser rejects (invalid, or blocked by the identity rules)
+    raises ValueError: no record identity holds carries it, and the request would otherwise end done having
+    deleted nothing."""
     rules = identity_rules.load()
     raw = identifier.value.strip()
     if identifier.type == "email":
         value = normalise.email(raw, rules)
     elif identifier.type == "phone":
         readings = normalise.phone_readings(raw, None, rules)
-        readings = (held(readings) if held else set()) if len(readings) > 1 else readings
         if len(readings) > 1:
-            raise ValueError(f"the phone given is a national number several people's records hold in different "
-                             f"countries ({len(readings)}); give it with its country code")
+            readings = held(readings) if held else set()
+            if len(readings) > 1:
+                raise ValueError(f"the phone given is a national number several people's records hold in different "
+                                 f"countries ({len(readings)}); give it with its country code")
+            return ("phone", readings.pop()) if readings else None
         value = readings.pop() if readings else None
     elif identifier.type == "user_id":
         value = normalise.plain(raw, rules)
@@ -93,7 +97,12 @@ def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | N
         value = raw
     else:
         raise ValueError(f"unknown identifier type {identifier.type!r}; use one of {GIVEN_TYPES}")
-    return (identifier.type, value) if value else None
+    if not value:
+        raise ValueError(
+            f"the {identifier.type} given is invalid or blocked by the identity rules, so it names no record the "
+            f"identity layer holds; records carrying such a value are quarantined: give each as --record stream:id"
+        )
+    return identifier.type, value
 
 
 def given_values(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier]) -> list[tuple[str, str]]:

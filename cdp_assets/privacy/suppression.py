@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from functools import cache
 
 import duckdb
 
@@ -64,8 +65,8 @@ def dropped(
     conn: duckdb.DuckDBPyConnection, stream: str, key: str
 ) -> Callable[[list[SourceRecord]], list[bool]] | None:
     """What a pull of `stream` must drop: a function saying, for each record of a page, whether it names a
-    suppressed identifier; None when no one is suppressed. Each page's distinct values are normalised once
-    (from identity's memo where it met them)."""
+    suppressed identifier; None when no one is suppressed. The digests are read once a pull; each distinct value
+    the pull meets is normalised and digested once, in Python, with no query per page."""
     setup(conn)
     if stream not in paths.PERSON_PATHS:
         return None
@@ -74,10 +75,11 @@ def dropped(
         return None
     rules = identity_rules.load()
 
+    @cache  # lives as long as this pull's judge
+    def gone(value: paths.Named) -> bool:
+        return any(digest(key, *pair) in suppressed for pair in paths.forms(value, rules))
+
     def judge(records: list[SourceRecord]) -> list[bool]:
-        named = [paths.named(stream, record.payload, rules) for record in records]
-        forms = paths.normalised(conn, (value for values in named for value in values), rules)
-        gone = {pair for pairs in forms.values() for pair in pairs if digest(key, *pair) in suppressed}
-        return [any(pair in gone for value in values for pair in forms.get(value, ())) for values in named]
+        return [any(gone(value) for value in paths.named(stream, record.payload, rules)) for record in records]
 
     return judge

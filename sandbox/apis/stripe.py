@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -21,27 +21,38 @@ from sandbox.corpus import DUPLICATED
 PARAMETER = re.compile(r"^([a-z_]+)(?:\[([a-z0-9_]*)\])?$")
 
 
+FIELD = "json_extract(payload, '$.{}') = ?"
+PRICE = "EXISTS (SELECT 1 FROM json_each(payload, '$.items.data') WHERE json_extract(value, '$.price.id') = ?)"
+
+
+def equal_fields(*names: str) -> dict[str, str]:
+    """Equality filters on top-level payload fields."""
+    return {name: FIELD.format(name) for name in names}
+
+
 @dataclass(frozen=True)
 class Listing:
     """One list endpoint: its stream, the object name for "No such ..." errors and the parameters it takes."""
 
     stream: str
     noun: str
-    equal_fields: tuple[str, ...] = ()  # payload fields usable as equality filters
+    filters: dict[str, str] = field(default_factory=dict)  # parameter -> SQL condition on one value
     own: tuple[str, ...] = ()  # other parameters this list filters on
-    unfiltered: tuple[str, ...] = ()  # documented filters the sandbox does not apply: refused, never ignored
+    # Documented filters on fields the sandbox's objects do not carry: refused (as unsupported), never ignored.
+    unsupported: tuple[str, ...] = ()
 
 
 RESOURCES: dict[str, Listing] = {
-    "customers": Listing("stripe.customers", "customer", ("email",), unfiltered=("test_clock",)),
+    "customers": Listing("stripe.customers", "customer", equal_fields("email"), unsupported=("test_clock",)),
     "subscriptions": Listing(
-        "stripe.subscriptions", "subscription", ("customer",), ("status",),
-        ("automatic_tax", "collection_method", "current_period_end", "current_period_start", "price", "test_clock"),
+        "stripe.subscriptions", "subscription", {**equal_fields("customer"), "price": PRICE}, ("status",),
+        ("automatic_tax", "collection_method", "current_period_end", "current_period_start", "test_clock"),
     ),
     "invoices": Listing(
-        "stripe.invoices", "invoice", ("customer", "subscription", "status"), (), ("collection_method", "due_date")
+        "stripe.invoices", "invoice", equal_fields("customer", "subscription", "status"), (),
+        ("collection_method", "due_date"),
     ),
-    "events": Listing("stripe.events", "event", (), ("type", "types"), ("delivery_success",)),
+    "events": Listing("stripe.events", "event", {}, ("type", "types"), ("delivery_success",)),
 }  # fmt: skip
 PAGING = ("limit", "starting_after", "ending_before", "expand", "created")
 LISTS = ("expand", "types")  # array parameters: `types[]=a` or, as the SDKs send them, `types[0]=a`
@@ -95,7 +106,7 @@ def _throttled(limit: str, retry_after: float) -> Response:
 
 def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Response:
     listing = RESOURCES[resource]
-    stream, noun, equal_fields = listing.stream, listing.noun, listing.equal_fields
+    stream, noun = listing.stream, listing.noun
     query = request.query_params
     arrays = _check_parameters(listing, query)
     limit = int_param(query.get("limit"), "limit", 10, 1, ctx.config.page_sizes.stripe)
@@ -104,9 +115,9 @@ def _list(ctx: Context, resource: str, request: Request, body: bytes) -> Respons
         message = "You may only specify one of these parameters: ending_before, starting_after."
         raise ApiError(400, message, param="ending_before")
     clauses, params = _created_filters(query)
-    for name in equal_fields:
+    for name, condition in listing.filters.items():
         if query.get(name):
-            clauses.append(f"json_extract(payload, '$.{name}') = ?")
+            clauses.append(condition)
             params.append(query[name])
     clauses.append(_resource_filter(resource, query, arrays.get("types", []), params))
     where = " AND ".join(clauses)
@@ -153,10 +164,10 @@ def _check_parameters(listing: Listing, query: Any) -> dict[str, list[str]]:
     for key, value in query.multi_items():
         match = PARAMETER.match(key)
         name, index = match.groups() if match else (key, None)
-        if name in listing.unfiltered:
-            raise ApiError(400, f"The sandbox does not filter on {name}.", param=name)
+        if name in listing.unsupported:  # Stripe takes it; the sandbox says so rather than ignore it
+            raise ApiError(400, f"The sandbox does not support the {name} filter.", param=name)
         if not _takes(listing, name, index):
-            raise ApiError(400, f"Received unknown parameter: {key}", param=key)
+            raise ApiError(400, f"Received unknown parameter: {key}", code="parameter_unknown", param=key)
         if name in LISTS:
             arrays.setdefault(name, []).append(value)
     return arrays
@@ -167,7 +178,7 @@ def _takes(listing: Listing, name: str, index: str | None) -> bool:
         return index is None or index in RANGE
     if name in LISTS:
         return name in (*PAGING, *listing.own) and index is not None and (index == "" or index.isdigit())
-    return index is None and name in (*PAGING, *listing.equal_fields, *listing.own)
+    return index is None and name in (*PAGING, *listing.filters, *listing.own)
 
 
 def _resource_filter(resource: str, query: Any, types: list[str], params: list[Any]) -> str:

@@ -1,13 +1,14 @@
 -- The account universe, before people are linked: live HubSpot companies, one account per normalised domain
 -- (a company without a domain is its own account), plus each work-email domain that matches no CRM company.
 -- An address that hard-bounced, or that only deleted records hold, says nothing of where someone works now.
+-- `_company_domains(domain, clean_domain)` holds each distinct company domain in the form its addresses take
+-- (normalised in Python by `normalise.domain`, the one normaliser, so `xn--bcher-kva.de` meets `@bücher.de`).
 CREATE OR REPLACE TEMP TABLE _accounts AS
 WITH companies AS (
-    SELECT
-        *,
-        nullif(regexp_replace(lower(trim(domain)), '^([a-z]+://)?(www\.)?|[/:?#].*$', '', 'g'), '') AS clean_domain
-    FROM staging.hubspot__companies
-    WHERE NOT is_deleted
+    SELECT c.*, d.clean_domain
+    FROM staging.hubspot__companies c
+    LEFT JOIN _company_domains d ON d.domain = c.domain
+    WHERE NOT c.is_deleted
 ),
 crm AS (
     SELECT
