@@ -375,7 +375,7 @@ def test_pulls_and_privacy_requests_read_the_same_identifiers_from_the_same_payl
                      {"ids": list(range(len(drawn))), "payloads": [json.dumps(p) for p in drawn]})  # fmt: skip
         paths.identify(conn, "landed", stream, rules)
         in_sql = set(conn.execute("SELECT landing_id, id_type, value FROM _payload_identifiers").fetchall())
-    in_python = {(i, *pair) for i, payload in enumerate(drawn) for value in paths.named(stream, payload, rules)
+    in_python = {(i, *pair) for i, payload in enumerate(drawn) for value in paths.named(stream, payload, where)
                  for pair in paths.forms(value, rules)}  # fmt: skip
     assert in_python == in_sql
 

@@ -74,10 +74,10 @@ def payload_value(payload: Any, dotted: str) -> str | None:
 Named = tuple[str, str, str | None]  # (identifier type, raw value, phone region hint)
 
 
-def named(stream: str, payload: Any, rules: Rules) -> list[Named]:
-    """Every identifier a payload of `stream` names, raw, with the region hint of its phones."""
+def named(stream: str, payload: Any, where: str | None) -> list[Named]:
+    """Every identifier a payload of `stream` names, raw, with the region hint of its phones, read at `where` (the
+    stream's `region_path`, found once by the caller rather than once a record)."""
     paths = PERSON_PATHS[stream]
-    where = region_path(stream, rules)
     found = []
     for id_type, dotted_paths in paths.items():
         blocker = ANONYMOUS_UNLESS.get(id_type)

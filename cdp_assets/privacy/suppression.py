@@ -74,12 +74,13 @@ def dropped(
     if not suppressed:
         return None
     rules = identity_rules.load()
+    where = paths.region_path(stream, rules)
 
     @cache  # lives as long as this pull's judge
     def gone(value: paths.Named) -> bool:
         return any(digest(key, *pair) in suppressed for pair in paths.forms(value, rules))
 
     def judge(records: list[SourceRecord]) -> list[bool]:
-        return [any(gone(value) for value in paths.named(stream, record.payload, rules)) for record in records]
+        return [any(gone(value) for value in paths.named(stream, record.payload, where)) for record in records]
 
     return judge
