@@ -6,7 +6,8 @@ version equal to the record's current one, or to a past version of the same time
 is not appended again. A full re-pull
 notes every id it sees and, once complete, marks the records the source no
 longer lists as deleted. Records naming a person who asked to be deleted are dropped
-from each page before it lands (`cdp_assets/privacy/suppression.py`), and counted.
+from each page before it lands (`cdp_assets/privacy/suppression.py`), and counted. A version that only brings
+back what a sync wrote lands marked as an echo, in the same transaction (`cdp_assets/echoes.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from cdp_assets import echoes
 from cdp_assets.contracts import PLAUSIBLE_SINCE
 from resources.source import Cursor, Page, SourceRecord
 
@@ -160,6 +162,7 @@ class LandingResult:
     rows_new: int = 0
     duplicates_in_pages: int = 0  # records a page held more than once; landed once
     suppressed: int = 0  # records dropped for naming a deleted person
+    echoes: int = 0  # new versions that only bring back what a sync wrote
     pages: int = 0
     tombstoned: int = 0
     seconds: float = 0.0
@@ -173,6 +176,7 @@ class StreamState:
 
 def setup(conn: duckdb.DuckDBPyConnection, table: str) -> None:
     conn.execute(SETUP_SQL)
+    conn.execute(echoes.SETUP_SQL)
     conn.execute(RAW_TABLE_SQL.format(table=table))
 
 
@@ -197,13 +201,14 @@ def land_stream(
     run_id: str,
     dropped: Callable[[list[SourceRecord]], list[bool]] | None = None,
     result: LandingResult | None = None,
+    echo_rule: echoes.EchoRule | None = None,
 ) -> LandingResult:
     """Land every page of `pages` into `table` (which also keys the stream's state).
 
     `full_pull` says the pages cover everything the source holds; `dropped` says, for each record of a page, whether
     it must not land (it names a deleted person): those are filtered out in Python before the page is batched.
     `result`, when given, is counted into as batches land, so a caller whose pages fail part way has the counts up to
-    the failure.
+    the failure. `echo_rule`, for a stream syncs write to, marks the versions that only bring a sync's write back.
     """
     started = time.monotonic()
     result = result if result is not None else LandingResult(full_pull=full_pull)
@@ -222,10 +227,10 @@ def land_stream(
             if records >= LANDING_BATCH_RECORDS or (
                 datetime.now(UTC) - batch[0].fetched_at
             ).total_seconds() >= LANDING_BATCH_SECONDS:
-                _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
+                _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result, echo_rule)
                 batch, records = [], 0
         if batch:
-            _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result)
+            _land_batch(conn, table, batch, params, full_pull and tombstone_missing, result, echo_rule)
         if full_pull:
             result.tombstoned = _finish_full_pull(
                 conn, table, tombstone_missing, {**params, "state_key": table, "now": datetime.now(UTC)}
@@ -242,9 +247,11 @@ def _land_batch(
     params: dict[str, Any],
     note_seen: bool,
     result: LandingResult,
+    echo_rule: echoes.EchoRule | None,
 ) -> None:
-    """Land the pages of `batch` and the cursor of its last page in one transaction."""
+    """Land the pages of `batch`, the marks of its echoes and the cursor of its last page in one transaction."""
     fetched = sum(len(page.records) for page in batch)
+    echo_rule = echo_rule if echo_rule is not None and echoes.syncs_acknowledged(conn) else None
     conn.begin()
     try:
         if fetched:
@@ -258,6 +265,8 @@ def _land_batch(
                 conn.execute(LAND_PAGE_SQL, {**params, "page_no": page_no})
                 conn.execute(KEEP_LANDED_SQL.format(table=table))
                 result.rows_new += conn.execute("SELECT count(*) FROM _landed").fetchone()[0]
+                if echo_rule is not None:
+                    result.echoes += echo_rule.mark(conn, table, params["run_id"])
             if note_seen:
                 conn.execute(
                     "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM _batch"

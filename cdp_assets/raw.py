@@ -9,7 +9,7 @@ import requests
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from cdp_assets import landing, raw_checks
+from cdp_assets import echoes, landing, raw_checks
 from cdp_assets.privacy import suppression
 from resources import SOURCES
 from resources.http import ServiceError
@@ -92,6 +92,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                         run_id=context.run.run_id,
                         dropped=dropped,
                         result=result,
+                        echo_rule=echoes.rule(source, stream),
                     )
             except SOURCE_FAILURES as exc:
                 failure = exc
@@ -120,6 +121,7 @@ def _pull_metadata(result: landing.LandingResult, failure: Exception | None) -> 
         "rows_new": result.rows_new,
         "duplicates_in_pages": result.duplicates_in_pages,
         "suppressed": result.suppressed,
+        "echoes": result.echoes,
         "pages": result.pages,
         "rows_marked_deleted": result.tombstoned,
         "full_pull": result.full_pull,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cdp_assets import quality, staging_checks
+from cdp_assets import echoes, quality, staging_checks
 from cdp_assets.contracts import CONTRACTS, PLAUSIBLE_SINCE, PLAUSIBLE_UNTIL
 from cdp_assets.enforcement import enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
@@ -84,6 +84,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 raise RuntimeError(
                     f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
                 )
+            conn.execute(echoes.SETUP_SQL)  # landed before echoes were marked: none are
             conn.execute(sql, params)
             verdict = enforce(conn, entity, contract)
             new_fields = quality.note_fields(conn, entity, run_id)

@@ -13,9 +13,10 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -24,6 +25,7 @@ RETRY_SECONDS = 0.25  # the gaps between a run's steps are short
 REPORT_SECONDS = 15.0
 HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 COMMAND_CHARS = 100  # a run worker's command line carries its serialised arguments
+T = TypeVar("T")
 
 
 def add_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,19 @@ def connect(path: Path, wait_seconds: float, read_only: bool = True) -> Iterator
                          "see the runs in the Dagster UI") from None  # fmt: skip
     finally:
         conn.close()
+
+
+def when_unlocked(open_it: Callable[[], T], wait_seconds: float) -> T:
+    """`open_it()` once no other process holds the DuckDB file's lock, for the steps of a run (no messages): a
+    command reading the file holds it for a moment."""
+    gives_up = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return open_it()
+        except duckdb.IOException as exc:
+            if "Conflicting lock" not in str(exc) or time.monotonic() >= gives_up:
+                raise
+            time.sleep(RETRY_SECONDS)
 
 
 def _wait_for_lock(path: Path, wait_seconds: float, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -53,7 +53,10 @@ PROPERTIES: dict[str, list[str]] = {
 MODIFIED_PROPERTY = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate"}
 
 STREAMS: dict[str, StreamSpec] = {
-    "contacts": StreamSpec("contacts", "contacts", "contact_id", "HubSpot CRM contacts."),
+    "contacts": StreamSpec(
+        "contacts", "contacts", "contact_id", "HubSpot CRM contacts.",
+        change_times=("updatedAt", f"properties.{MODIFIED_PROPERTY['contacts']}"),
+    ),
     "companies": StreamSpec("companies", "companies", "company_id", "HubSpot CRM companies."),
     "contact_companies": StreamSpec(
         "contact_companies",

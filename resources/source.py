@@ -93,6 +93,9 @@ class StreamSpec:
     # append-only event streams, whose records never disappear, and for exports that list
     # their deletions themselves.
     tombstone_missing: bool = True
+    # Payload paths the source moves on every change of a record (its change times): a version differing from the
+    # one before only there, and in what a sync wrote, is the sync's write coming back (cdp_assets/echoes.py).
+    change_times: tuple[str, ...] = ()
 
 
 class SourceResource(ServiceResource):

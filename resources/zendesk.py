@@ -28,7 +28,10 @@ IS_DELETED: dict[str, Callable[[Any], bool]] = {
 # The export lists deletions itself, and holds back what changed in its last minute: a full pull that marked
 # every record it did not list as deleted would delete whatever changed just before it (a sync's write, say).
 STREAMS: dict[str, StreamSpec] = {
-    "users": StreamSpec("users", "users", "user_id", "Zendesk end users (requesters).", tombstone_missing=False),
+    "users": StreamSpec(
+        "users", "users", "user_id", "Zendesk end users (requesters).", tombstone_missing=False,
+        change_times=("updated_at",),
+    ),
     "tickets": StreamSpec("tickets", "tickets", "ticket_id", "Zendesk support tickets.", tombstone_missing=False),
 }
 

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS meta_audience_members (
     PRIMARY KEY (audience_id, email_hash, phone_hash)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS meta_members_by_phone ON meta_audience_members (audience_id, phone_hash);
+CREATE TABLE IF NOT EXISTS received_writes (
+    stream TEXT NOT NULL,          -- hubspot.contacts or zendesk.users
+    email  TEXT NOT NULL,          -- normalised
+    writes INTEGER NOT NULL,       -- upserts applied for this address: what tests count "sent once" by
+    PRIMARY KEY (stream, email)
+) WITHOUT ROWID;
 """
 
 
@@ -157,7 +163,20 @@ class Accounts:
                 index.note(record.id, email, now_ms)
                 results.append((record, created))
             self.store.upsert(written.values())
+            with self.store.connect() as conn:
+                conn.executemany(
+                    "INSERT INTO received_writes VALUES (?, ?, 1)"
+                    " ON CONFLICT (stream, email) DO UPDATE SET writes = writes + 1",
+                    [(index.stream, email) for email, _ in items],
+                )
         return results
+
+    def contact_ids(self, emails: list[str]) -> dict[str, str]:
+        """The live contact each address leads to (as an upsert by email would), for those that lead to one."""
+        with self.lock:
+            self.contacts.refresh()
+            found = {email: self.contacts.find(email) for email in emails}
+        return {email: contact for email, contact in found.items() if contact is not None}
 
     def forget_contact(self, contact_id: str) -> bool:
         """HubSpot's GDPR delete: the contact and its associations are gone for good."""

@@ -10,6 +10,8 @@ is set, as a Slack-compatible message (`text` plus `blocks`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,9 @@ from dagster import (
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from cdp_assets.privacy.erasure import NAMES_SUBJECT, SCRUBBED
 from cdp_assets.privacy.redact import redacted
+from cdp_assets.warehouse_access import when_unlocked
 from resources import DEFAULT_WAREHOUSE
 
 TABLE_SQL = """
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     webhook VARCHAR NOT NULL        -- posted, failed: <reason>, or not configured
 )
 """
+LOCK_WAIT_SECONDS = 60.0  # a privacy run compacting the store holds its lock for a moment
 
 
 @dataclass
@@ -157,8 +162,7 @@ def deliver(alert: Alert) -> str:
     webhook = post(url, alert) if url else "not configured"
     path = alerts_db()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as conn:
-        conn.execute(TABLE_SQL)
+    with store(path) as conn:
         row = {**asdict(alert), "webhook": webhook}
         conn.execute(
             "INSERT INTO alerts VALUES ($raised_at, $kind, $run_id, $job, $summary, $failed_steps, $failed_checks,"
@@ -166,6 +170,35 @@ def deliver(alert: Alert) -> str:
             row,
         )
     return webhook
+
+
+@contextmanager
+def store(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The alerts table, once no other process holds the file's lock (a privacy run rewrites it after a deletion)."""
+    conn = when_unlocked(lambda: duckdb.connect(str(path)), LOCK_WAIT_SECONDS)
+    try:
+        conn.execute(TABLE_SQL)
+        yield conn
+    finally:
+        conn.close()
+
+
+def forget(path: Path, named: set[str]) -> int:
+    """Scrub the alerts whose text names a person deleted on request (a profile, record or destination id survives
+    redaction, as in `sync.runs`): the rows stay, they count failures; the texts go. Alerts scrubbed."""
+    with store(path) as conn:
+        conn.execute("CREATE TEMP TABLE _subject_named AS SELECT unnest($named::VARCHAR[]) AS value",
+                     {"named": sorted(named)})  # fmt: skip
+        scrubbed = conn.execute(
+            f"""
+            UPDATE alerts SET summary = $scrubbed, failed_steps = [$scrubbed] WHERE rowid IN (
+                SELECT rowid FROM (SELECT rowid, summary || ' ' || array_to_string(failed_steps, ' ') AS message
+                                   FROM alerts)
+                WHERE {NAMES_SUBJECT})
+            """,
+            {"scrubbed": SCRUBBED},
+        ).fetchone()
+    return int(scrubbed[0]) if scrubbed else 0
 
 
 @run_failure_sensor(

@@ -242,6 +242,8 @@ def test_a_run_killed_mid_sync_leaves_every_record_once_with_its_final_values(
     rerun = env.sync()
     assert rerun.success and acknowledged < len(env.state("hubspot_contacts"))
     assert sum(len(found) for found in env.contacts().values()) == contacts_before  # no duplicate was created
+    assert env.pipeline.query("SELECT DISTINCT status FROM sync.runs WHERE run_id IN (SELECT run_id FROM sync.runs"
+                              " WHERE sync = 'hubspot_contacts' ORDER BY started_at LIMIT 1)") == [("interrupted",)]
     assert_in_step(env)
 
 

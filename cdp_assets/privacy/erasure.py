@@ -103,11 +103,13 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
 )  # fmt: skip
 OTHER_TARGETS = (
     Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
+    Target("raw._echoes", "(raw_table, landing_id) IN (SELECT raw_table, landing_id FROM _subject_landings)"),
     Target("sync.runs", NAMES_SUBJECT, scrub="message"),
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
     Target("sync.state", KEYS),
     Target("sync.deliveries", KEYS),
+    Target("sync.intents", KEYS),
     Target("sync.rejections", KEYS),
     Target("sync.invalid_rows", KEYS),
 )
@@ -179,6 +181,20 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
         raise
     conn.commit()
     return deleted
+
+
+def counted(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per target table that `erase` would delete or scrub and `export` would list (a dry run's counts)."""
+    present = _existing(conn)
+    _name_subject(conn, present)
+    found = {}
+    for target in targets():
+        if target.table in present:
+            [(rows,)] = conn.execute(f"SELECT count(*) FROM {target.table} WHERE {target.where}",
+                                     dict(target.params)).fetchall()  # fmt: skip
+            if rows:
+                found[target.table] = int(rows)
+    return found
 
 
 def export(conn: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:

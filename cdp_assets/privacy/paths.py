@@ -96,9 +96,9 @@ def forms(value: Named, rules: Rules) -> list[tuple[str, str]]:
 
 
 def identify(conn: duckdb.DuckDBPyConnection, table: str, stream: str, rules: Rules) -> None:
-    """Add to the temp table `_payload_identifiers(raw_table, stream, landing_id, id_type, value)` every identifier
-    the landed rows of `table` name, normalised: the raw values are read in SQL, their distinct ones normalised in
-    Python, and joined back."""
+    """Add to the temp table `_payload_identifiers(raw_table, stream, landing_id, id_type, value, region)` every
+    identifier the landed rows of `table` name, normalised, with the region hint a phone was read with: the raw
+    values are read in SQL, their distinct ones normalised in Python, and joined back."""
     paths = PERSON_PATHS[stream]
     where = region_path(stream, rules)
     params: dict[str, str] = {}
@@ -128,12 +128,12 @@ def identify(conn: duckdb.DuckDBPyConnection, table: str, stream: str, rules: Ru
         conn.execute(
             """
             INSERT INTO _payload_identifiers
-            SELECT $table, $stream, r.landing_id, f.id_type, f.value
+            SELECT $table, $stream, r.landing_id, f.id_type, f.value, r.region
             FROM _payload_raw r
             JOIN _payload_forms f ON f.source_type = r.id_type AND f.raw_value = r.raw_value
                                  AND f.region IS NOT DISTINCT FROM r.region
             UNION ALL
-            SELECT $table, $stream, landing_id, id_type, raw_value FROM _payload_raw
+            SELECT $table, $stream, landing_id, id_type, raw_value, NULL FROM _payload_raw
             WHERE starts_with(id_type, 'record:')
             """,
             {"table": table, "stream": stream},

@@ -33,7 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from cdp_assets.privacy import erasure, inbox, paths, subject, suppression
+from cdp_assets.privacy import compaction, erasure, inbox, paths, run_history, subject, suppression
 from cdp_assets.privacy.inbox import Request
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.raw import raw_table
@@ -42,10 +42,12 @@ from cdp_assets.sync.specs import load as load_syncs
 from resources import DESTINATIONS
 from resources.destinations import DestinationResource, Erasure
 from resources.privacy import PrivacyResource
+from schedules.alerts import alerts_db
 
 SQL = Path(__file__).parent / "sql"
 DESTINATION_KEYS = {name: resource_key(name) for name in DESTINATIONS}
 OP_NAME = "process_privacy_requests"
+FINAL = ("done", "not_found")  # a request in one of these leaves the inbox: trying again would find the same
 
 
 class RequestsConfig(Config):
@@ -118,10 +120,15 @@ def process(
     """Carry out one request; returns its final status. An error fails the request and is raised."""
     received(conn, request, privacy.salt)
     note(conn, request, privacy.salt, "running", f"attempt {request.attempts}")
+    erased_before = conn.execute(  # by an earlier attempt: a retry then finds nothing left, and keeps its counts
+        "SELECT count(*) FROM privacy.request_actions WHERE request_id = $id AND action = 'deleted'",
+        {"id": request.request_id},
+    ).fetchone()[0]
     try:
         subject.resolve(conn, request.identifiers, subject.existing_raw_tables(conn))
-        profiles, records = conn.execute(
-            "SELECT (SELECT count(*) FROM _subject_profiles), (SELECT count(*) FROM _subject_landings)"
+        profiles, records, found = conn.execute(
+            "SELECT (SELECT count(*) FROM _subject_profiles), (SELECT count(*) FROM _subject_landings),"
+            " (SELECT count(DISTINCT (raw_table, record_id)) FROM _subject_landings)"
         ).fetchone()
         held = conn.execute("SELECT DISTINCT id_type, value FROM _subject_values WHERE id_type <> 'profile'")
         conn.execute(
@@ -136,9 +143,15 @@ def process(
         else:
             status, detail, deleted = delete(conn, request, privacy, destinations)
             counts = {"rows_deleted": deleted}
-        if not profiles and not records and status == "done":
-            detail = "nothing found for the identifiers given"
-        note(conn, request, privacy.salt, status, detail, profiles=profiles, records=records, **counts)
+        if not profiles and not records and status == "done" and not erased_before:
+            status, detail = "not_found", "nothing found for the identifiers given"
+        elif not profiles and records and status == "done":
+            detail = f"{detail}; found {found} source records but no profile"
+        if profiles or records or not erased_before:
+            counts.update(profiles=profiles, records=records)
+        else:
+            counts = {}
+        note(conn, request, privacy.salt, status, detail, **counts)
         return status
     except Exception as exc:
         note(conn, request, privacy.salt, "failed", f"{type(exc).__name__}: {redacted(str(exc))}")
@@ -158,6 +171,8 @@ def delete(
     """
     kept = suppression.suppress(conn, privacy.salt, request.request_id)
     act(conn, request.request_id, "privacy.suppressions", "suppressed", kept)
+    conn.execute("UPDATE privacy.requests SET candidates = (SELECT count(*) FROM _subject_candidates)"
+                 " WHERE request_id = $id", {"id": request.request_id})  # left for review: `cdp privacy status`
     found = whom_to_forget(conn)
     waiting = request.pending or {name: {} for name in destinations}
     request.pending = {name: asdict(merged(found, earlier)) for name, earlier in waiting.items()}
@@ -293,6 +308,7 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
     folder = privacy.inbox_path
     filed = [inbox.find(folder, i) for i in config.request_ids] if config.request_ids else list(inbox.pending(folder))
     failures = []
+    deletions, named = [], set()  # deletions tried (even a failed one may have erased), and what named them
     with context.resources.warehouse.get_connection() as conn:
         setup(conn)
         for item in filed:
@@ -304,10 +320,34 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
                 status = process(conn, request, privacy, destinations)
             except Exception as exc:  # recorded as failed; the sensor tries again up to MAX_ATTEMPTS
                 failures.append(f"{request.request_id}: {type(exc).__name__}: {redacted(str(exc))}")
-                continue
-            if status == "done":
+                status = "failed"
+            if request.kind == "deletion":
+                deletions.append(request.request_id)
+                named |= compaction.subject_named(conn)
+            if status in FINAL:
                 inbox.close(folder, request.request_id)
             context.log.info(f"{request.request_id} ({request.kind}): {status} in {time.monotonic() - started:.1f}s")
+    if deletions:  # the freed blocks still hold the people deleted: rewrite the files, under this run's turn
+        warehouse = context.resources.warehouse
+        home = None if context.instance.is_ephemeral else Path(context.instance.root_directory)
+        done, scrubbed, error = [], 0, ""
+        try:
+            scrubbed = run_history.forget(home, named, context.run_id) if home else 0
+            done = compaction.after_erasure(Path(warehouse.database), alerts_db(), named, warehouse.memory_limit)
+        except Exception as exc:
+            error = f"erasure on disk: {type(exc).__name__}: {redacted(str(exc))}"
+            failures.append(error)
+        with warehouse.get_connection() as conn:
+            for request_id in deletions:
+                if home:
+                    act(conn, request_id, "dagster storage", "scrubbed", scrubbed)
+                for compacted in done:
+                    act(conn, request_id, compacted.path.name, "compacted", compacted.bytes_after,
+                        detail=compacted.detail)  # fmt: skip
+                if error:
+                    act(conn, request_id, "warehouse", "compacted", 0, "failed", error)
+        context.log.info(f"Dagster's storage: {scrubbed} texts naming the people deleted scrubbed; compacted: "
+                         + ("; ".join(c.detail for c in done) or "failed"))  # fmt: skip
     if failures:
         raise RuntimeError("privacy requests failed: " + "; ".join(failures))
 

@@ -4,21 +4,24 @@ Where each stream's payload names a person is data (`paths.PERSON_PATHS`); erasu
 exports and the suppression of later pulls all read the same paths, so what one finds the
 others find.
 
-`resolve` fills four temp tables for one request:
-- `_subject_profiles(profile_id)`: profiles holding a given identifier, and the retired ids merged into them;
+`resolve` fills these temp tables for one request, from `_subject_given` (what the request names, and the records
+whose landed payloads name it: `FOUND_SQL`, `UNSEEN_SQL`):
+- `_subject_profiles(profile_id)`: profiles holding a given identifier, those sharing a person identifier with
+  them that is not a shared value, and the retired ids merged into them (`reach_whole_person`);
 - `_subject_records(stream, record_id)`: their records, keyed as the identity layer keys them;
 - `_subject_values(id_type, value)`: every identifier of those records in identity's normal form
   (`email`, `email_canonical`, `phone` in E.164, `user_id`, `device_id`, identity's record types,
   `record:<stream>`, `profile`);
 - `_subject_landings(raw_table, landing_id, record_id)`: every landed version of every record the
-  subject reaches, quarantined ones and children included.
+  subject reaches, quarantined ones and children included;
+- `_subject_candidates(profile_id, reason)`: profiles not included that may be the same person, for review.
 
 Landed payloads are matched by what `paths.identify` reads out of them, normalised by the one normaliser.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +42,10 @@ CREATE OR REPLACE TEMP TABLE _subject_profiles (profile_id VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_records (stream VARCHAR, record_id VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_values (id_type VARCHAR, value VARCHAR);
 CREATE OR REPLACE TEMP TABLE _subject_landings (raw_table VARCHAR, landing_id BIGINT, record_id VARCHAR);
+CREATE OR REPLACE TEMP TABLE _subject_candidates (profile_id VARCHAR, reason VARCHAR);
+CREATE OR REPLACE TEMP TABLE _subject_role_mailboxes (local_part VARCHAR);
 CREATE OR REPLACE TEMP TABLE _payload_identifiers (
-    raw_table VARCHAR, stream VARCHAR, landing_id BIGINT, id_type VARCHAR, value VARCHAR
+    raw_table VARCHAR, stream VARCHAR, landing_id BIGINT, id_type VARCHAR, value VARCHAR, region VARCHAR
 );
 """
 # Landed rows naming any of the subject's values.
@@ -56,6 +61,32 @@ WHERE id_type = 'record:' || stream AND (raw_table, landing_id) IN ({NAMING_SQL}
 """
 
 
+# The records whose landed payloads name what the request names (in a version identity no longer holds, or one staging
+# quarantined) are looked up by their own ids too, so the profiles they are in are found.
+FOUND_SQL = """
+INSERT INTO _subject_given
+SELECT DISTINCT p.id_type, p.value FROM _payload_identifiers p
+WHERE p.id_type = 'record:' || p.stream AND (p.raw_table, p.landing_id) IN (
+    SELECT raw_table, landing_id FROM _payload_identifiers JOIN _subject_given USING (id_type, value))
+EXCEPT SELECT id_type, value FROM _subject_given
+"""
+# A record identity never saw (staging quarantined it) is known by its payload alone: the addresses, numbers and
+# logins it carries find the person's profiles, unless they are shared values (`shared_values.sql`).
+UNSEEN_SQL = """
+INSERT INTO _subject_given
+WITH unseen AS (
+    SELECT raw_table, landing_id FROM _payload_identifiers p
+    WHERE p.id_type = 'record:' || p.stream AND (p.id_type, p.value) IN (SELECT id_type, value FROM _subject_given)
+      AND NOT EXISTS (SELECT 1 FROM identity.record_profiles rp
+                      WHERE 'record:' || rp.stream = p.id_type AND rp.record_id = p.value)
+)
+SELECT DISTINCT id_type, value FROM _payload_identifiers
+WHERE id_type IN ('email', 'phone', 'user_id') AND (raw_table, landing_id) IN (SELECT * FROM unseen)
+  AND (id_type, value) NOT IN (SELECT id_type, value FROM _subject_crossings WHERE shared_by IS NOT NULL)
+EXCEPT SELECT id_type, value FROM _subject_given
+"""
+
+
 @dataclass(frozen=True)
 class Identifier:
     """One identifier a request names: `email`, `phone`, `user_id`, `record` (`stream:id`) or `profile`."""
@@ -64,13 +95,16 @@ class Identifier:
     value: str
 
 
-def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | None = None) -> tuple[str, str] | None:
+def given_value(
+    identifier: Identifier, held: Callable[[set[str]], set[str]] | None = None, regions: Iterable[str] = ()
+) -> tuple[str, str] | None:
     """The (type, value) to match for one identifier a request names, in identity's normal form; None for a
     national number that several countries read differently and no record holds a reading of.
 
     A phone without its country code is read in the configured countries, as identity reads one without a country
-    hint; where those readings differ (`(415) 555-0199` is a US and a German number), the one reading `held` says
-    the warehouse holds is the person's. A value the normaliser rejects (invalid, or blocked by the identity rules)
+    hint, and in each of `regions` (the hints records carry: identity read each record's number with its own);
+    where those readings differ (`(415) 555-0199` is a US and a German number), the one reading `held` says the
+    warehouse holds is the person's. A value the normaliser rejects (invalid, or blocked by the identity rules)
     raises ValueError: no record identity holds carries it, and the request would otherwise end done having
     deleted nothing."""
     rules = identity_rules.load()
@@ -78,7 +112,8 @@ def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | N
     if identifier.type == "email":
         value = normalise.email(raw, rules)
     elif identifier.type == "phone":
-        readings = normalise.phone_readings(raw, None, rules)
+        readings = normalise.phone_readings(raw, None, rules).union(
+            *(normalise.phone_readings(raw, region, rules) for region in regions))
         if len(readings) > 1:
             readings = held(readings) if held else set()
             if len(readings) > 1:
@@ -106,38 +141,47 @@ def given_value(identifier: Identifier, held: Callable[[set[str]], set[str]] | N
 
 
 def given_values(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier]) -> list[tuple[str, str]]:
-    """The (type, value) pairs to match, normalised as the identity layer normalises them."""
+    """The (type, value) pairs to match, normalised as the identity layer normalises them; a national phone is read
+    with the region hints of the landed records (`_payload_identifiers`, filled first), and matched against what
+    identity and the landed payloads hold."""
+    phones = ["SELECT value FROM _payload_identifiers WHERE id_type = 'phone'"]
+    if "identity.identifiers" in _tables(conn):
+        phones.append("SELECT value FROM identity.identifiers WHERE id_type = 'phone'")
+
     def held(readings: set[str]) -> set[str]:
-        if "identity.identifiers" not in _tables(conn):
-            return set()
-        rows = conn.execute(
-            "SELECT DISTINCT value FROM identity.identifiers"
-            " WHERE id_type = 'phone' AND list_contains($readings, value)",
-            {"readings": sorted(readings)},
-        )
+        rows = conn.execute(f"SELECT DISTINCT value FROM ({' UNION ALL '.join(phones)}) WHERE list_contains($r, value)",
+                            {"r": sorted(readings)})  # fmt: skip
         return {value for (value,) in rows.fetchall()}
 
-    return [pair for identifier in identifiers if (pair := given_value(identifier, held))]
+    regions = set()
+    if any(i.type == "phone" for i in identifiers):
+        hints = conn.execute("SELECT DISTINCT region FROM _payload_identifiers WHERE id_type = 'phone'"
+                             " AND region IS NOT NULL").fetchall()  # fmt: skip
+        regions = {code for (hint,) in hints if (code := normalise.region_hint(hint))}
+    return [pair for identifier in identifiers if (pair := given_value(identifier, held, sorted(regions)))]
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_tables: set[str]) -> None:
     """Fill the subject tables for one request (see the module's docstring)."""
     conn.execute(SETUP_SQL)
+    rules = identity_rules.load()
+    present = [(stream, raw_table(*stream.split("."))) for stream in PERSON_PATHS]
+    present = [(stream, table) for stream, table in present if table in raw_tables]
+    for stream, table in present:  # first: a national phone given is read with the hints the records carry
+        paths.identify(conn, table, stream, rules)
     given = given_values(conn, identifiers)
     conn.execute(
         "INSERT INTO _subject_given SELECT unnest($types::VARCHAR[]), unnest($values::VARCHAR[])",
         {"types": [t for t, _ in given], "values": [v for _, v in given]},
     )
+    conn.execute(FOUND_SQL)
     if {"identity.identifiers", "identity.record_profiles", "identity.profile_registry"} <= _tables(conn):
-        conn.execute((SQL / "subject_profiles.sql").read_text())
-        conn.execute((SQL / "subject_values.sql").read_text())
+        shared_values(conn)
+        conn.execute(UNSEEN_SQL)
+        conn.execute(FOUND_SQL)  # the records that what the unseen ones carry names
+        reach_whole_person(conn)
     else:  # no identity layer yet: the payloads alone say who the subject is
         conn.execute("INSERT INTO _subject_values SELECT id_type, value FROM _subject_given WHERE value <> ''")
-    rules = identity_rules.load()
-    present = [(stream, raw_table(*stream.split("."))) for stream in PERSON_PATHS]
-    present = [(stream, table) for stream, table in present if table in raw_tables]
-    for stream, table in present:
-        paths.identify(conn, table, stream, rules)
     conn.execute(REACHED_RECORDS_SQL)
     for _, table in present:
         conn.execute(
@@ -145,6 +189,37 @@ def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_
             f" WHERE landing_id IN (SELECT landing_id FROM ({NAMING_SQL}) WHERE raw_table = $table)",
             {"table": table},
         )
+
+
+# Local parts of addresses a team shares (`info@acme.io`): such an address names a mailbox, not a person, so it
+# leads a request to no one else. Privacy's own data: the identity layer does not read it (yet).
+ROLE_MAILBOXES = ("info", "sales", "billing", "support", "admin", "contact", "hello", "office", "team")
+
+
+def shared_values(conn: duckdb.DuckDBPyConnection) -> None:
+    """`_subject_crossings`: each person identifier records of several profiles carry, and whether it is a shared
+    value (a device, a role mailbox, holders with different names), which leads a request to no one else."""
+    conn.execute("INSERT INTO _subject_role_mailboxes SELECT unnest($locals::VARCHAR[])", {"locals": ROLE_MAILBOXES})
+    names = ("SELECT profile_id, first_name, last_name FROM identity.person_profiles"
+             if "identity.person_profiles" in _tables(conn) else  # the graph is built, its golden records not yet
+             "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS first_name, NULL::VARCHAR AS last_name LIMIT 0")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW _subject_names AS {names}")
+    conn.execute((SQL / "shared_values.sql").read_text())
+
+
+def reach_whole_person(conn: duckdb.DuckDBPyConnection) -> None:
+    """From `_subject_given`, the whole person: the profiles named, widened to those sharing a person identifier
+    with them that is not a shared value (`shared_values`), their records and identifiers; and
+    `_subject_candidates(profile_id, reason)`, the profiles not included that an operator may review (reached only
+    through a shared value, a match under review, a link identity refused)."""
+    conn.execute((SQL / "subject_profiles.sql").read_text())
+    conn.execute((SQL / "subject_values.sql").read_text())
+
+
+def candidates(conn: duckdb.DuckDBPyConnection) -> list[dict[str, str]]:
+    """The profiles the request did not include that may be the same person, with why (see `reach_whole_person`)."""
+    rows = conn.execute("SELECT profile_id, reason FROM _subject_candidates ORDER BY profile_id").fetchall()
+    return [{"profile_id": profile_id, "reason": reason} for profile_id, reason in rows]
 
 
 def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:

@@ -3,7 +3,8 @@
 -- The current version is the latest by source change time, then by landing order; its
 -- columns come from the latest version the source still had, so a record deleted at the
 -- source keeps its last known attributes beside `is_deleted`. A record sent without an
--- id is kept under its payload's hash, for its contract to quarantine.
+-- id is kept under its payload's hash, for its contract to quarantine. A version marked as an echo (a sync's write
+-- pulled back, see cdp_assets/echoes.py) is read past: it is not a change of the record.
 CREATE OR REPLACE TEMP TABLE _candidates AS
 WITH latest AS (
     SELECT any_value(record_id) AS record_id,
@@ -14,6 +15,7 @@ WITH latest AS (
            max(extracted_at) AS extracted_at,
            arg_max(landing_id, (version_at, landing_id)) AS landing_id  -- the current version's row in raw
     FROM {source_table}
+    WHERE landing_id NOT IN (SELECT landing_id FROM raw._echoes)  -- landing ids are unique across raw tables
     GROUP BY coalesce(record_id, '#' || payload_hash)
 ),
 extracted AS (

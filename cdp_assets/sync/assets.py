@@ -1,7 +1,8 @@
 """The `sync` layer: one asset per sync (`syncs.yaml`), sending its view's changes to its destination.
 
-A run plans (model, checks, diff), stops if the circuit breaker or the deletion guard says
-so, then delivers step by step. Every run leaves a row in `sync.runs`, whatever its end.
+A run first settles what a killed run of the sync left in flight (recovery.py), then plans
+(model, checks, diff), stops if the circuit breaker or the deletion guard says so, then
+delivers step by step. Every run leaves a row in `sync.runs`, whatever its end.
 """
 
 import time
@@ -26,7 +27,7 @@ from dagster import (
 from pydantic import Field
 
 from cdp_assets.privacy.redact import redacted
-from cdp_assets.sync import breaker, delivery, ledger, plan
+from cdp_assets.sync import breaker, delivery, ledger, plan, recovery
 from cdp_assets.sync.specs import SyncRules, SyncSpec
 from cdp_assets.sync.specs import load as load_syncs
 from cdp_assets.views import policy
@@ -141,6 +142,14 @@ def run_sync(
 
     ledger.open_run(conn, run)
     try:
+        if not config.dry_run:  # a dry run sends nothing and moves no state
+            recovered = recovery.recover(conn, spec.name, run.run_id, target)
+            if recovered.batches or recovered.interrupted:
+                context.log.info(
+                    f"{spec.name}: closed {recovered.interrupted} interrupted run(s) and settled their "
+                    f"{recovered.batches} batch(es) in flight: {recovered.acknowledged} taken, {recovered.rejected} "
+                    f"refused, {recovered.unconfirmed} unconfirmed (sent again)"
+                )
         identity = breaker.measure(conn)
         run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
         planned = plan.prepare(conn, spec)

@@ -4,7 +4,8 @@ A batch the destination refuses whole is split in halves until the rows it refus
 alone, and each of those is recorded with the destination's reason; the rest go through.
 Removals go first, so an audience member whose identifiers changed is taken out under the
 old ones before being added under the new. Asynchronous destinations get several batches
-in flight at once. State moves per batch, as each answer arrives (see ledger.py).
+in flight at once. Each batch's intent is committed before it is sent, and state moves per
+batch, as each answer arrives (see ledger.py); what a kill leaves in flight, recovery.py settles.
 """
 
 from __future__ import annotations
@@ -94,19 +95,20 @@ def deliver(
     assert step.operation is not None
     operation: str = step.operation
     waiting: deque[list[SyncRecord]] = deque()  # halves of refused batches, sent before new batches
-    in_flight: deque[tuple[list[SyncRecord], Any]] = deque()
+    in_flight: deque[tuple[int, list[SyncRecord], Any]] = deque()
     reader = batches(conn, sync, run_id, step, destination.batch_size)
 
-    def refused(batch: list[SyncRecord], exc: BatchRefused) -> None:
+    def refused(number: int, batch: list[SyncRecord], exc: BatchRefused) -> None:
         if len(batch) == 1:
-            settle(Delivery(rejected={batch[0].key: exc.reason}))
+            settle(number, Delivery(rejected={batch[0].key: exc.reason}))
             return
+        settle(number, Delivery())  # nothing taken; each half goes as a batch of its own
         sent.splits += 1
         middle = len(batch) // 2
         waiting.extendleft([batch[middle:], batch[:middle]])
 
-    def settle(delivery: Delivery) -> None:
-        ledger.acknowledge(conn, sync, run_id, operation, step.stores, delivery)
+    def settle(number: int, delivery: Delivery) -> None:
+        ledger.acknowledge(conn, sync, run_id, operation, step.stores, delivery, number)
         sent.acknowledged += len(delivery.acknowledged)
         sent.rejected += len(delivery.rejected)
 
@@ -116,14 +118,21 @@ def deliver(
             if batch is None:
                 break
             sent.batches += 1
+            number = sent.batches
+            ledger.intend(conn, sync, run_id, number, operation, step.stores, [record.key for record in batch])
             try:
-                in_flight.append((batch, destination.submit(operation, batch, options)))
+                ticket = destination.submit(operation, batch, options)
             except BatchRefused as exc:
-                refused(batch, exc)
+                refused(number, batch, exc)
+                continue
+            receipt = destination.receipt(ticket)
+            if receipt is not None:
+                ledger.note_ticket(conn, sync, run_id, number, receipt)
+            in_flight.append((number, batch, ticket))
         if not in_flight:
             return
-        batch, ticket = in_flight.popleft()
+        number, batch, ticket = in_flight.popleft()
         try:
-            settle(destination.collect(ticket))
+            settle(number, destination.collect(ticket))
         except BatchRefused as exc:
-            refused(batch, exc)
+            refused(number, batch, exc)

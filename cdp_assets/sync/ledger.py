@@ -1,19 +1,22 @@
 """What the warehouse keeps of each sync: acknowledged state, rejections, invalid rows and the run log.
 
-A batch's acknowledgements and rejections are written in one transaction right after the
-destination answered, so state never runs ahead of what the destination holds: a run
-killed between the answer and the commit sends that batch again, and the destination's
-idempotent upsert or set operation leaves it as it was.
+A batch's plan rows are written to `sync.intents` and committed before it is sent; its
+acknowledgements and rejections are written in one transaction right after the destination
+answered, which also settles (deletes) the intent. State never runs ahead of what the
+destination holds, and what a killed run had in flight is still named in `sync.intents`
+for the next run to settle without sending it again (recovery.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
 
 from cdp_assets.privacy.redact import redacted
+from cdp_assets.sync import failpoint
 from resources.destinations import Delivery
 
 REASON_CHARS = 1000
@@ -41,6 +44,27 @@ REJECT_SQL = """
 INSERT INTO sync.rejections
 SELECT $sync, key, $run_id, now(), $operation, reason, NULL, NULL
 FROM (SELECT unnest($keys::VARCHAR[]) AS key, unnest($reasons::VARCHAR[]) AS reason)
+"""
+INTEND_SQL = """
+INSERT INTO sync.intents
+SELECT $sync, $run_id, $batch, $operation, $stores, seq, key, change, payload, checksum, previous, NULL, now()
+FROM _sync_plan WHERE key IN (SELECT unnest($keys::VARCHAR[]))
+"""
+INTENT = "sync = $sync AND run_id = $run_id AND batch = $batch"
+UNSETTLED_SQL = """
+SELECT run_id, batch, any_value(operation), any_value(stores), any_value(ticket)
+FROM sync.intents WHERE sync = $sync GROUP BY run_id, batch ORDER BY min(intended_at), batch
+"""
+# The plan rows of one intent, as _sync_plan, for `acknowledge` to record a killed run's batch as it would have.
+RESTORE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _sync_plan AS
+SELECT seq, key, change, payload, checksum, previous FROM sync.intents WHERE {INTENT}
+"""
+INTERRUPTED_SQL = """
+UPDATE sync.runs SET status = 'interrupted', finished_at = now(), message = $message,
+    acknowledged = (SELECT count(*) FROM sync.deliveries d WHERE d.sync = runs.sync AND d.run_id = runs.run_id),
+    rejected = (SELECT count(*) FROM sync.rejections j WHERE j.sync = runs.sync AND j.run_id = runs.run_id)
+WHERE sync = $sync AND status = 'in_progress' AND run_id <> $run_id
 """
 INVALID_SQL = """
 INSERT INTO sync.invalid_rows
@@ -77,11 +101,52 @@ class RunRecord:
     message: str | None = None
 
 
+def intend(
+    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, operation: str, stores: bool, keys: list[str]
+) -> None:
+    """Commit the intent to send a batch (its plan rows), before it is sent."""
+    params = {"sync": sync, "run_id": run_id, "batch": batch, "operation": operation, "stores": stores, "keys": keys}
+    conn.execute(INTEND_SQL, params)
+
+
+def note_ticket(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, ticket: str) -> None:
+    """Keep what collects a submitted batch's answer (a job id), so a later run can collect it."""
+    conn.execute(f"UPDATE sync.intents SET ticket = $ticket WHERE {INTENT}",
+                 {"sync": sync, "run_id": run_id, "batch": batch, "ticket": ticket})  # fmt: skip
+
+
+def unsettled(conn: duckdb.DuckDBPyConnection, sync: str) -> list[tuple[str, int, str, bool, str | None]]:
+    """Batches of the sync's earlier runs that were sent (or about to be) and never recorded, oldest first:
+    run id, batch number, operation, whether it stores, ticket."""
+    return conn.execute(UNSETTLED_SQL, {"sync": sync}).fetchall()
+
+
+def restore_plan(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int) -> None:
+    """Make one intent's rows the current _sync_plan (before the run plans anew)."""
+    conn.execute(RESTORE_SQL, {"sync": sync, "run_id": run_id, "batch": batch})
+
+
+def close_interrupted(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> int:
+    """Close the sync's runs a kill left `in_progress` (a sync's runs never overlap) as `interrupted`, with what
+    they got acknowledged; returns how many."""
+    message = f"interrupted: the run ended without closing its log; run {run_id} settled what it had sent"
+    return len(conn.execute(INTERRUPTED_SQL + " RETURNING run_id",
+                            {"sync": sync, "run_id": run_id, "message": message}).fetchall())  # fmt: skip
+
+
 def acknowledge(
-    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, operation: str, stores: bool, delivery: Delivery
+    conn: duckdb.DuckDBPyConnection,
+    sync: str,
+    run_id: str,
+    operation: str,
+    stores: bool,
+    delivery: Delivery,
+    batch: int,
+    unconfirmed: Sequence[str] = (),
 ) -> None:
     """Move state for what the destination took (store the new state, or drop a removed key's), log each delivery,
-    and keep its refusals, in one transaction."""
+    keep its refusals and settle the batch's intent, in one transaction. `unconfirmed` keys are ones a destination
+    may have taken but cannot say: logged as delivered, their state left for the plan to send them again."""
     params = {"sync": sync, "run_id": run_id}
     keys = list(delivery.acknowledged)
     conn.begin()
@@ -98,6 +163,10 @@ def acknowledge(
             rejected = list(delivery.rejected)
             reasons = [redacted(delivery.rejected[key], REASON_CHARS) for key in rejected]  # may echo the row
             conn.execute(REJECT_SQL, {**params, "operation": operation, "keys": rejected, "reasons": reasons})
+        if unconfirmed:
+            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": list(unconfirmed)})
+        conn.execute(f"DELETE FROM sync.intents WHERE {INTENT}", {**params, "batch": batch})
+        failpoint.reach("sync.recording")
     except Exception:
         conn.rollback()  # the connection stays usable for the run log
         raise

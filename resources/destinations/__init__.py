@@ -8,6 +8,8 @@ batch as invalid without saying which rows, so the engine splits it to find them
 
 Every operation is idempotent by the record's key (an upsert by email or external id,
 a set add or remove), so a batch sent again after a lost answer changes nothing twice.
+A connector that can say what became of a batch whose sender was killed (`receipt` and
+`recover`) spares the destination that second sending and keeps the log exact.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class DestinationResource(ServiceResource):
     batch_size: ClassVar[int]  # most records one call may carry
     max_in_flight: ClassVar[int] = 1  # batches submitted before the first is collected (asynchronous jobs)
     pace: ClassVar[RateLimit]  # every destination paces itself
+    # The source stream ("source.stream") a destination's records are pulled back through, and where a sync's field
+    # shows in that stream's payload: what a write looks like when the next pull brings it back (cdp_assets/echoes.py).
+    echo_stream: ClassVar[str | None] = None
+    echo_path: ClassVar[str] = "{field}"
 
     def submit(self, operation: str, records: list[SyncRecord], options: Mapping[str, str]) -> Any:
         """Send one batch; returns a ticket for `collect` (the delivery itself, for synchronous services)."""
@@ -75,6 +81,19 @@ class DestinationResource(ServiceResource):
     def collect(self, ticket: Any) -> Delivery:
         """The outcome of a submitted batch, waiting for it if the service works asynchronously."""
         return ticket
+
+    def receipt(self, ticket: Any) -> str | None:
+        """What of a ticket to keep, so that a later run can collect the batch's outcome (a job id); None when
+        the answer came with the submit."""
+        return None
+
+    def recover(self, operation: str, records: list[SyncRecord], receipt: str | None) -> Delivery | None:
+        """What the destination made of a batch sent by a run that was killed before recording the answer, found
+        without sending it again: by its receipt, or by reading back what the destination holds for its keys.
+        Keys neither acknowledged nor rejected were not taken (they are sent again). None: the destination
+        cannot say (the default); the batch is logged as possibly taken and sent again, which is harmless for
+        an upsert or a set operation."""
+        return None
 
     def erase(self, erasure: Erasure) -> dict[str, int]:
         """Delete or remove the person wherever this destination holds them; counts per action. Asking twice

@@ -5,6 +5,7 @@
 contact with that address or creates one. One invalid property value refuses the whole
 batch with a 400 `VALIDATION_ERROR`, which the sync engine splits to find the row.
 Every property value is sent as text, as HubSpot stores it; a null clears the property.
+A batch whose answer was lost to a kill is read back (`batch/read` by email) rather than sent again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationRe
 from resources.http import RateLimit, ServiceError
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+READ_PATH = "/crm/v3/objects/contacts/batch/read"  # by `idProperty: email`, the properties asked for
 GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"  # one contact a call, deleted for good
 BATCH_SIZE = 100  # inputs per batch upsert
 # 100 calls per rolling 10 seconds on Free and Starter accounts, shared with the source's pulls.
@@ -34,6 +36,8 @@ class HubSpotContactsDestination(DestinationResource):
     modes = frozenset({"upsert"})
     batch_size = BATCH_SIZE
     pace = PACE
+    echo_stream = "hubspot.contacts"
+    echo_path = "properties.{field}"
 
     access_token: str = Field(description="Private app token, from HUBSPOT_ACCESS_TOKEN.")
 
@@ -62,6 +66,23 @@ class HubSpotContactsDestination(DestinationResource):
                 delivery.rejected[record.key] = "HubSpot's answer did not include this contact"
         return delivery
 
+    def recover(self, operation: str, records: list[SyncRecord], receipt: str | None) -> Delivery:
+        """A batch whose answer a kill lost: the contacts read back by email; one holding every value sent is
+        acknowledged, the others were not taken (or changed since) and are sent again."""
+        names = sorted({name for record in records for name in record.values} | {"email"})
+        inputs = [{"id": record.key} for record in records]
+        body = self.client.fetch_json(
+            "POST", READ_PATH, json={"idProperty": "email", "properties": names, "inputs": inputs}, tolerate=(404,)
+        )  # 404: none of them found
+        held = {_address(str(obj["properties"].get("email") or "")): obj for obj in body.get("results", [])}
+        delivery = Delivery()
+        for record in records:
+            contact = held.get(_address(record.key))
+            if contact is not None and all(
+                (contact["properties"].get(name) or "") == (_text(value) or "") for name, value in record.values.items()
+            ):  # HubSpot reads an empty property back as null or "", as the null that cleared it
+                delivery.acknowledged[record.key] = str(contact["id"])
+        return delivery
 
     def erase(self, erasure: Erasure) -> dict[str, int]:
         done = {"contacts_deleted": 0, "already_gone": 0}

@@ -4,6 +4,8 @@
 and answers with a queued `job_status`; `GET /api/v2/job_statuses/{id}` tells when it
 completed and what became of each user (by index). Several jobs may be in flight at
 once (an account may hold 30), so the engine submits a few before collecting the first.
+A job's id is kept with the batch's intent, so a run killed while waiting has its jobs
+collected by the next run instead of sent again.
 Fields named `user_fields.<name>` go into the user's custom fields.
 """
 
@@ -37,6 +39,7 @@ class ZendeskUsersDestination(DestinationResource):
     modes = frozenset({"upsert"})
     batch_size = BATCH_SIZE
     pace = PACE
+    echo_stream = "zendesk.users"  # `user_fields.<name>` is where the export shows it too
     max_in_flight = IN_FLIGHT
 
     email: str = Field(description="Agent email the API token belongs to, from ZENDESK_EMAIL.")
@@ -54,13 +57,32 @@ class ZendeskUsersDestination(DestinationResource):
 
     def collect(self, ticket: Any) -> Delivery:
         job_id, records = ticket
+        job = self._finished(job_id)
+        if job is None:
+            raise ServiceError(f"zendesk: job {job_id} is unknown to the account")
+        if job["status"] == "failed":
+            raise ServiceError(f"zendesk: job {job_id} failed: {job.get('message')}")
+        return _delivery(records, job.get("results") or [])
+
+    def receipt(self, ticket: Any) -> str:
+        return str(ticket[0])
+
+    def recover(self, operation: str, records: list[SyncRecord], receipt: str | None) -> Delivery | None:
+        """A killed run's job, by its id: its results by index, for as long as Zendesk keeps them (a day). Without
+        an id (killed while submitting), past that day or for a job that failed whole, Zendesk cannot say."""
+        job = self._finished(receipt) if receipt else None
+        return _delivery(records, job.get("results") or []) if job and job["status"] == "completed" else None
+
+    def _finished(self, job_id: str) -> dict[str, Any] | None:
+        """The job once it completed or failed, polled with growing pauses; None when Zendesk does not know it."""
         started, pause = time.monotonic(), POLL_SECONDS
         while True:
-            job = self.client.fetch_json("GET", STATUS_PATH.format(id=job_id))["job_status"]
-            if job["status"] == "completed":
-                return _delivery(records, job.get("results") or [])
-            if job["status"] == "failed":
-                raise ServiceError(f"zendesk: job {job_id} failed: {job.get('message')}")
+            response, body = self.client.fetch("GET", STATUS_PATH.format(id=job_id), tolerate=(404,))
+            if response.status_code == 404:
+                return None
+            job = body["job_status"]
+            if job["status"] in ("completed", "failed"):
+                return job
             if time.monotonic() - started > JOB_TIMEOUT_SECONDS:
                 raise ServiceError(f"zendesk: job {job_id} still {job['status']} after {JOB_TIMEOUT_SECONDS:.0f}s")
             time.sleep(pause)

@@ -1,4 +1,4 @@
-"""HubSpot CRM v3 objects (list + search + contacts batch upsert) and the v4 contact->company batch read.
+"""HubSpot CRM v3 objects (list + search + contacts batch upsert and read) and the v4 contact->company batch read.
 
 Lists page by numeric id; search pages by offset and refuses to go past the
 configured cap (10,000), which is what forces connectors to re-anchor their queries.
@@ -70,6 +70,7 @@ def service(ctx: Context) -> Service:
         endpoints.append((f"/crm/v3/objects/{name}/search", partial(_search, ctx, name), ("POST",)))
     endpoints.append(("/crm/v4/associations/contacts/companies/batch/read", partial(_associations, ctx), ("POST",)))
     endpoints.append(("/crm/v3/objects/contacts/batch/upsert", partial(_upsert, ctx), ("POST",)))
+    endpoints.append(("/crm/v3/objects/contacts/batch/read", partial(_read, ctx), ("POST",)))
     endpoints.append(("/crm/v3/objects/contacts/gdpr-delete", partial(_gdpr_delete, ctx), ("POST",)))
     return Service(
         name="hubspot",
@@ -392,6 +393,47 @@ def _upsert(ctx: Context, request: Request, body: bytes) -> Response:
             "completedAt": datetime.now(UTC).strftime(stamp),
         }
     )
+
+
+def _read(ctx: Context, request: Request, body: bytes) -> Response:
+    """`POST /crm/v3/objects/contacts/batch/read`: contacts by id, or by a unique property (`idProperty: email`),
+    with the properties asked for (null when unset) and the defaults; ids not found are listed in a 207's errors."""
+    started = datetime.now(UTC)
+    spec = parse_json(body)
+    inputs = spec.get("inputs") if isinstance(spec, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in inputs):
+        raise ApiError(400, 'Body must look like {"inputs": [{"id": "..."}], "properties": ["..."]}.')
+    if len(inputs) > ctx.config.page_sizes.hubspot_upsert:  # the v3 object batch endpoints take 100 inputs
+        raise ApiError(400, f"Batch read takes at most {ctx.config.page_sizes.hubspot_upsert} inputs.")
+    id_property, wanted = spec.get("idProperty") or "hs_object_id", spec.get("properties") or []
+    if id_property not in ("hs_object_id", "email") or not all(isinstance(p, str) for p in wanted):
+        raise ApiError(400, f"Cannot read contacts by {id_property!r}; `properties` must be a list of names.")
+    ids = list(dict.fromkeys(i["id"] for i in inputs))
+    if id_property == "email":
+        found = ctx.accounts.contact_ids([i.strip().lower() for i in ids])
+        by_id = {i: found.get(i.strip().lower()) for i in ids}
+    else:
+        by_id = {i: i for i in ids}
+    results, missing = [], []
+    for given, contact_id in by_id.items():
+        record = ctx.store.get("hubspot.contacts", contact_id) if contact_id else None
+        if record is None or record.archived:
+            missing.append(given)
+            continue
+        held = record.payload["properties"]
+        properties = {name: held.get(name) for name in (*READ_ONLY_PROPERTIES, *wanted)}
+        results.append({"id": record.id, "properties": properties, "createdAt": record.payload["createdAt"],
+                        "updatedAt": record.payload.get("updatedAt", record.payload["createdAt"]),
+                        "archived": False})  # fmt: skip
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    answer: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started.strftime(stamp),
+                              "completedAt": datetime.now(UTC).strftime(stamp)}  # fmt: skip
+    if missing:
+        answer["numErrors"] = 1
+        answer["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing},
+                             "message": "Could not get some CONTACT objects, they may be deleted or not exist. "
+                                        "Check that ids are valid."}]  # fmt: skip
+    return JSONResponse(answer, status_code=207 if missing else 200)
 
 
 def _property_text(value: Any) -> str:

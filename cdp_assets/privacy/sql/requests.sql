@@ -5,7 +5,8 @@ CREATE TABLE IF NOT EXISTS privacy.requests (
     request_id VARCHAR PRIMARY KEY,
     kind VARCHAR NOT NULL,                  -- deletion or access
     received_at TIMESTAMPTZ NOT NULL,
-    status VARCHAR NOT NULL,                -- received, running, partially_done, done, failed
+    status VARCHAR NOT NULL,                -- received, running, partially_done, done, failed, not_found (no record
+                                            -- and no profile held what it names; final, like done)
     identifier_types VARCHAR[] NOT NULL,
     identifier_digests VARCHAR[] NOT NULL,
     subject_digests VARCHAR[],              -- HMAC digests of all the subject's identifiers, as suppressed
@@ -16,6 +17,8 @@ CREATE TABLE IF NOT EXISTS privacy.requests (
     updated_at TIMESTAMPTZ NOT NULL,
     detail VARCHAR
 );
+-- Profiles a request left out that may be the same person, for an operator to review (subject.candidates).
+ALTER TABLE privacy.requests ADD COLUMN IF NOT EXISTS candidates BIGINT;
 CREATE TABLE IF NOT EXISTS privacy.request_events (
     request_id VARCHAR NOT NULL,
     status VARCHAR NOT NULL,

@@ -11,9 +11,9 @@ UNION SELECT id_type, value FROM held
 UNION SELECT 'record:' || stream, record_id FROM _subject_records
 UNION SELECT 'profile', profile_id FROM _subject_profiles;
 
--- An identifier that other people's records carry too (a shared login, device or phone) reaches no further
--- records and suppresses nothing: the subject's own records are reached by their ids. Identifiers the request
--- itself names stay: the person asking is known by them.
+-- An identifier that records of profiles left out carry too (a shared value: a login, device, role mailbox or
+-- household phone) reaches no further records and suppresses nothing: the subject's own records are reached by
+-- their ids. Identifiers the request itself names stay: the person asking is known by them.
 DELETE FROM _subject_values
 WHERE id_type IN ('email', 'email_canonical', 'phone', 'user_id', 'device_id')
   AND (id_type, value) NOT IN (SELECT id_type, value FROM _subject_given)

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS sync.state (
     PRIMARY KEY (sync, key)
 );
 -- Every record a destination took: what it was sent (or asked to remove) and when; what an access export
--- lists per destination.
+-- lists per destination. A batch a killed run sent is listed under that run once its next run settled it.
 CREATE TABLE IF NOT EXISTS sync.deliveries (
     sync VARCHAR NOT NULL,
     key VARCHAR NOT NULL,
@@ -21,6 +21,25 @@ CREATE TABLE IF NOT EXISTS sync.deliveries (
     payload JSON,                    -- the fields sent, or those removed
     delivered_at TIMESTAMPTZ NOT NULL,
     run_id VARCHAR NOT NULL
+);
+-- Batches sent and not yet settled: a batch's plan rows, written and committed before it is sent, given the
+-- destination's ticket (a Zendesk job id) as soon as the destination takes the submit, and deleted in the
+-- transaction that records its answer. What a killed run leaves here, its next run settles before planning
+-- (cdp_assets/sync/recovery.py): collected by ticket or read back from the destination, never blindly resent.
+CREATE TABLE IF NOT EXISTS sync.intents (
+    sync VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,          -- the batch's number in its run
+    operation VARCHAR NOT NULL,      -- upsert, add or remove
+    stores BOOLEAN NOT NULL,         -- sends the new fields and stores them (else the previous ones, dropped)
+    seq BIGINT NOT NULL,             -- the plan's row: its number, key, change, new and previous fields
+    key VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,
+    payload VARCHAR,
+    checksum VARCHAR,
+    previous VARCHAR,
+    ticket VARCHAR,                  -- what collects the answer later, when the destination answers by ticket
+    intended_at TIMESTAMPTZ NOT NULL
 );
 -- Rows a destination refused, with its reason; a refused row is sent again on every later run until the
 -- destination takes it, which resolves the rejection.
@@ -50,7 +69,9 @@ CREATE TABLE IF NOT EXISTS sync.runs (
     mode VARCHAR NOT NULL,
     started_at TIMESTAMPTZ NOT NULL,
     finished_at TIMESTAMPTZ,
-    status VARCHAR NOT NULL,         -- in_progress, succeeded, partially_failed, failed, aborted, blocked, planned
+    -- in_progress, succeeded, partially_failed, failed, aborted, blocked, planned, or interrupted (killed, and
+    -- closed by the sync's next run)
+    status VARCHAR NOT NULL,
     dry_run BOOLEAN NOT NULL,
     model_rows BIGINT,
     invalid BIGINT,
