@@ -5,7 +5,8 @@ transaction, so a run killed anywhere resumes from the last landed batch and lan
 version equal to the record's current one, or to a past version of the same time,
 is not appended again. A full re-pull
 notes every id it sees and, once complete, marks the records the source no
-longer lists as deleted. Records naming a person who asked to be deleted are dropped
+longer lists as deleted; a stream whose pulls cannot see deletions does the same
+each pull from a listing of ids only (`tombstone_unlisted`). Records naming a person who asked to be deleted are dropped
 from each page before it lands (`cdp_assets/privacy/suppression.py`), and counted. A version that only brings
 back what a sync wrote lands marked as an echo, in the same transaction (`cdp_assets/echoes.py`).
 """
@@ -28,7 +29,7 @@ from cdp_assets import echoes
 from cdp_assets.contracts import PLAUSIBLE_SINCE
 from resources.source import Cursor, Page, SourceRecord
 
-# A full pull that would mark more than this share of live records deleted is more
+# A full pull (or listing of ids) that would mark more than this share of live records deleted is more
 # likely a broken source than a mass deletion; the run fails instead.
 MAX_TOMBSTONE_SHARE = 0.5
 
@@ -285,6 +286,35 @@ def _land_batch(
     result.pages += len(batch)
 
 
+def tombstone_unlisted(
+    conn: duckdb.DuckDBPyConnection, *, table: str, source: str, stream: str, ids: Iterator[list[str]], run_id: str
+) -> int:
+    """Mark deleted the records of `table` that `ids`, pages of every id the source holds now, no longer names,
+    exactly as a complete full pull marks them (its share guard included); returns how many.
+
+    For a stream whose incremental pulls cannot see deletions, before its pull: every record in `table` was landed
+    by an earlier pull, so the source held it before the listing began, and a listing in a stable order names it
+    unless it was deleted. The ids are noted where a full pull notes its own (no full pull is in progress when this
+    runs); a listing broken off part way marks nothing and the next one starts over."""
+    conn.execute("DELETE FROM raw._full_pull_seen WHERE stream = $table", {"table": table})
+    noted: list[str] = []
+    for page in ids:
+        noted.extend(page)
+        if len(noted) >= LANDING_BATCH_RECORDS:
+            _note_listed(conn, table, noted)
+            noted = []
+    _note_listed(conn, table, noted)
+    params = {"source": source, "stream": stream, "run_id": run_id, "state_key": table, "now": datetime.now(UTC)}
+    return _finish_full_pull(conn, table, True, params)
+
+
+def _note_listed(conn: duckdb.DuckDBPyConnection, table: str, ids: list[str]) -> None:
+    if ids:
+        conn.execute(
+            "INSERT INTO raw._full_pull_seen SELECT $table, unnest($ids::VARCHAR[])", {"table": table, "ids": ids}
+        )
+
+
 def begin_full_pull(conn: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
     """Start a full pull from scratch: forget the ids seen by any earlier, abandoned one.
 
@@ -310,7 +340,7 @@ def _finish_full_pull(
         if live and missing > MAX_TOMBSTONE_SHARE * live:
             conn.rollback()
             raise RuntimeError(
-                f"{table}: the full pull did not list {missing} of {live} live records; refusing to "
+                f"{table}: the source did not list {missing} of {live} live records; refusing to "
                 f"mark more than {MAX_TOMBSTONE_SHARE:.0%} deleted. Check the source before pulling again."
             )
         tombstoned = conn.execute(TOMBSTONE_SQL.format(table=table), params).fetchone()[0]

@@ -35,12 +35,14 @@ def staging_key(source: str, entity: str) -> AssetKey:
     return AssetKey(["staging", f"{source}__{entity}"])
 
 
-def candidates_sql(source: str, stream: StreamSpec) -> tuple[str, dict[str, object]]:
-    """The query building `_candidates` for a stream, and its parameters (an entity without times has none)."""
+def candidates_sql(source: str, stream: StreamSpec, rows: str | None = None) -> tuple[str, dict[str, object]]:
+    """The query building `_candidates` for a stream, and its parameters (an entity without times has none); it reads
+    the stream's raw table, or `rows`, a relation of some of its landed rows (privacy reads quarantined versions with
+    the same reader)."""
     entity = f"{source}__{stream.entity}"
     selects = select_sql(entity)
     sql = CANDIDATES_SQL.format(
-        source_table=raw_table(source, stream.name),
+        source_table=rows or raw_table(source, stream.name),
         paths=paths_sql(entity),
         kinds=selects.kinds,
         time_checks=selects.time_checks,

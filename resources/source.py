@@ -93,6 +93,10 @@ class StreamSpec:
     # append-only event streams, whose records never disappear, and for exports that list
     # their deletions themselves.
     tombstone_missing: bool = True
+    # For a source that shows deletions neither in its incremental answers nor as events: every incremental pull
+    # first lists the ids the source holds (`SourceResource.list_ids`, ids only), and the records it no longer lists
+    # are marked deleted as a complete full pull marks them, so a deletion is seen within the hour, not the night.
+    list_ids_each_pull: bool = False
     # Payload paths the source moves on every change of a record (its change times): a version differing from the
     # one before only there, and in what a sync wrote, is the sync's write coming back (cdp_assets/echoes.py).
     change_times: tuple[str, ...] = ()
@@ -114,6 +118,11 @@ class SourceResource(ServiceResource):
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         """Pages of records after `cursor`; with `full`, every record (resuming a full pull in progress)."""
+        raise NotImplementedError
+
+    def list_ids(self, stream: StreamSpec) -> Iterator[list[str]]:
+        """The id of every record the source holds in `stream` now, a page at a time, for a stream that declares
+        `list_ids_each_pull`."""
         raise NotImplementedError
 
 

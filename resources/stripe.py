@@ -3,6 +3,8 @@
 Stripe lists filter only on `created`, so a full pull walks the list and updates come
 from `/v1/events`, which reach back 30 days; an older cursor forces a full pull.
 Lists and events come newest first; a pull in progress keeps the id to continue after.
+Listed objects carry no change time, so a full pull reads the events in reach first: each object is versioned
+at its latest event, the time Stripe says it changed, never at extraction.
 """
 
 from __future__ import annotations
@@ -108,8 +110,14 @@ class StripeResource(SourceResource):
 
     def _full(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
         resume = cursor.get("full") or {"started": int(time.time()), "after": None}
+        reach = resume["started"] - EVENTS_REACH_SECONDS
+        changed = self._change_times(endpoint, reach)
         for items, last_id, has_more in self._list(endpoint.list_path, endpoint.list_params, resume["after"]):
-            records = [SourceRecord(text_id(dig(item, "id")), item) for item in items]
+            records = [
+                SourceRecord(record_id, item, updated_at=_listed_change_time(item, changed.get(record_id), reach))
+                for item in items
+                for record_id in (text_id(dig(item, "id")),)
+            ]
             if has_more:
                 resume = {**resume, "after": last_id}
                 yield Page(records, {**cursor, "full": resume})
@@ -117,6 +125,17 @@ class StripeResource(SourceResource):
                 # Events from the moment the full pull began cover everything after it.
                 since = resume["started"] - self.lookback_seconds
                 yield Page(records, {"events_since": since})
+
+    def _change_times(self, endpoint: StripeEndpoint, since: int) -> dict[str | None, int]:
+        """Object id -> unix time of its latest event since `since` (the list gives newest first)."""
+        params: dict[str, Any] = {"created[gte]": since, "types[]": list(endpoint.event_types)}
+        latest: dict[str | None, int] = {}
+        for events, _, _ in self._list("/v1/events", params, None):
+            for event in events:
+                created = dig(event, "created")
+                if isinstance(created, int) and not isinstance(created, bool):
+                    latest.setdefault(text_id(dig(event, "data", "object", "id")), created)
+        return latest
 
     def _events(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
         since = cursor["events_since"]
@@ -150,6 +169,16 @@ class StripeResource(SourceResource):
             yield items, after, has_more
             if not has_more:
                 return
+
+
+def _listed_change_time(item: Any, latest_event: int | None, reach: int) -> datetime | None:
+    """When a listed object last changed, as Stripe tells it: its latest event in reach. One with no event there has
+    not changed since it was created or since the events' reach began, whichever is later: the latest moment Stripe
+    leaves possible, which orders the version after any this pipeline read before (a later change has an event)."""
+    if latest_event is not None:
+        return from_unix(latest_event)
+    created, since = from_unix(dig(item, "created")), from_unix(reach)
+    return max(created, since) if created and since else since
 
 
 def _event_record(event: Any, endpoint: StripeEndpoint, ranks: _SameSecondRanks) -> SourceRecord:

@@ -139,6 +139,10 @@ def describe(result: explain.Explanation) -> str:
         lines.append("links refused:")
         lines += [f"  {r['type_a']}:{r['value_a']} ~ {r['type_b']}:{r['value_b']}  ({r['refused_by']})"
                   for r in result.refused]
+    if result.traits:
+        lines.append("golden record (rule: source record, changed at the source):")
+        lines += [f"  {t['trait']:24} {t['value']}  ({t['rule']}: {t['stream']}:{t['record_id']}, {t['changed_at']})"
+                  for t in result.traits]  # fmt: skip
     if result.history:
         lines.append("history:")
         lines += [f"  {h['logged_at']} {h['action']} {h['profile_id']} / {h['other_profile_id']}: {h['cause']}"

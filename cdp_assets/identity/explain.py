@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from cdp_assets.identity import normalise
+from cdp_assets.identity.profiles import PROVENANCE, TRAITS
 from cdp_assets.identity.resolution import NEVER_LINK_TABLE, ensure_tables
 from cdp_assets.identity.rules import Rules
 
@@ -23,6 +24,7 @@ class Explanation:
     edges: list[dict[str, Any]]  # the links that built it
     refused: list[dict[str, Any]]  # links merge protection or a never-link rule turned away
     history: list[dict[str, Any]]  # merges and splits from the merge log
+    traits: list[dict[str, Any]]  # the golden record: each trait's value, source record, change time and rule
 
 
 def lookup_value(id_type: str, raw: str, rules: Rules) -> str | None:
@@ -63,6 +65,25 @@ def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> 
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def golden_record(conn: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, Any]]:
+    """Each trait the profile's golden record holds, with its provenance; none before profiles are first built."""
+    built = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'identity' AND table_name = 'person_profiles'"
+    ).fetchone()
+    if not built or not built[0]:
+        return []
+    columns = ", ".join(f"{trait}{suffix}" for trait in TRAITS for suffix in PROVENANCE.values())
+    found = _rows(
+        conn, f"SELECT {columns} FROM identity.person_profiles WHERE profile_id = $profile", {"profile": profile_id}
+    )
+    return [
+        {"trait": trait, **{field: row[f"{trait}{suffix}"] for field, suffix in PROVENANCE.items()}}
+        for row in found
+        for trait in TRAITS
+        if row[trait] is not None
+    ]
+
+
 def explain(conn: duckdb.DuckDBPyConnection, profile_id: str) -> Explanation:
     params = {"profile": profile_id}
     return Explanation(
@@ -91,6 +112,7 @@ def explain(conn: duckdb.DuckDBPyConnection, profile_id: str) -> Explanation:
             "WHERE $profile IN (profile_id, other_profile_id) ORDER BY logged_at",
             params,
         ),
+        traits=golden_record(conn, profile_id),
     )
 
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from cdp_assets.identity.profiles import RUNNING_STATUSES, measures
+from cdp_assets import glossary
+from cdp_assets.glossary import RUNNING_STATUSES
+from cdp_assets.identity.profiles import measures
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key
 
@@ -38,6 +40,7 @@ def build_lifecycle_asset(profiles_key: AssetKey) -> AssetsDefinition:
     )
     def person_lifecycle(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
+            glossary.install(conn)
             conn.execute(
                 SQL.read_text(),
                 {

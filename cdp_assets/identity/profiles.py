@@ -2,9 +2,9 @@
 
 Everything here reads only the graph's contract tables (`identity.record_profiles`,
 `identity.identifiers`) and staging, so the graph may change how it links records freely.
-Which source wins each person trait is declared in TRAITS and turned into one ranked-candidates
-query by `traits_sql`; the other rules (statuses, metric names, mail domains) are constants passed
-to the SQL in `sql/` as parameters.
+Which source wins each person trait is declared in TRAITS, gathered into candidates by `traits_sql`
+and decided by `choose_survivors` (trust order, and the agreement rule of rules.yaml); the other rules
+(statuses, metric names, mail domains) are constants passed to the SQL in `sql/` as parameters.
 """
 
 from collections.abc import Callable
@@ -14,8 +14,11 @@ from pathlib import Path
 import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from cdp_assets import freshness
+from cdp_assets import freshness, glossary
+from cdp_assets.glossary import ENDED_STATUSES, MRR_STATUSES, RUNNING_STATUSES
 from cdp_assets.identity import normalise
+from cdp_assets.identity.rules import AgreementRule
+from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key, staging_table
 from resources import SOURCES
@@ -24,11 +27,13 @@ from resources import SOURCES
 @dataclass(frozen=True)
 class Candidate:
     """One place a trait may come from: a SQL expression over the stream's staging row `s`, or over
-    `i`, the record's normalised identifier of type `id_type` in identity.identifiers."""
+    `i`, the record's normalised identifier of type `id_type` in identity.identifiers. A witness's value never wins
+    by trust; it only counts towards the value a profile's records agree on (sql/survivors.sql)."""
 
     stream: str  # "source.stream" as in identity.record_profiles
     expr: str
     id_type: str | None = None
+    witness: bool = False
 
 
 def column(stream: str, expr: str) -> Candidate:
@@ -39,14 +44,20 @@ def identifier(stream: str, id_type: str) -> Candidate:
     return Candidate(stream, "i.value", id_type)
 
 
+def witness(stream: str, expr: str) -> Candidate:
+    return Candidate(stream, expr, witness=True)
+
+
 HUBSPOT, STRIPE, ZENDESK = "hubspot.contacts", "stripe.customers", "zendesk.users"
 KLAVIYO, MIXPANEL = "klaviyo.profiles", "mixpanel.events"
-# Zendesk keeps one full name; Stripe's `name` is sometimes the company, so it never names a person.
+# Zendesk keeps one full name; Stripe's `name` is sometimes the company, so it never names a person: it only
+# witnesses which spelling of a name the records agree on.
 FIRST_WORD = "CASE WHEN contains(trim(s.name), ' ') THEN split_part(trim(s.name), ' ', 1) END"
 LAST_WORDS = "CASE WHEN contains(trim(s.name), ' ') THEN substr(trim(s.name), strpos(trim(s.name), ' ') + 1) END"
 
 # Survivorship: per trait, its candidates in order of trust. The winner is the first non-blank value of a live
-# record (a deleted record's only when no live record has one), by this order, then the latest source_updated_at.
+# record (a deleted record's only when no live record has one), by this order, then the latest source_updated_at;
+# unless the agreement rule of rules.yaml (`survivorship`) corrects a misspelt trusted value (sql/survivors.sql).
 # Sales keeps the CRM current, so it leads for who someone is and where they work; billing leads for the address
 # people pay from; marketing's self-entered profile leads for location settings; the product knows its own user id.
 TRAITS: dict[str, tuple[Candidate, ...]] = {
@@ -57,8 +68,18 @@ TRAITS: dict[str, tuple[Candidate, ...]] = {
         identifier(KLAVIYO, "email"),
         identifier(MIXPANEL, "email"),
     ),
-    "first_name": (column(HUBSPOT, "s.first_name"), column(KLAVIYO, "s.first_name"), column(ZENDESK, FIRST_WORD)),
-    "last_name": (column(HUBSPOT, "s.last_name"), column(KLAVIYO, "s.last_name"), column(ZENDESK, LAST_WORDS)),
+    "first_name": (
+        column(HUBSPOT, "s.first_name"),
+        column(KLAVIYO, "s.first_name"),
+        column(ZENDESK, FIRST_WORD),
+        witness(STRIPE, FIRST_WORD),
+    ),
+    "last_name": (
+        column(HUBSPOT, "s.last_name"),
+        column(KLAVIYO, "s.last_name"),
+        column(ZENDESK, LAST_WORDS),
+        witness(STRIPE, LAST_WORDS),
+    ),
     "phone": (
         identifier(HUBSPOT, "phone"),
         identifier(STRIPE, "phone"),
@@ -81,10 +102,6 @@ TRAITS: dict[str, tuple[Candidate, ...]] = {
     "email_marketing_consent": (column(KLAVIYO, "s.email_marketing_consent"),),
 }
 
-# Stripe subscription statuses: not yet ended; billing now (MRR leaves trials, pauses and unpaid out); ended.
-RUNNING_STATUSES = ("active", "trialing", "past_due", "unpaid", "paused")
-MRR_STATUSES = ("active", "past_due")
-ENDED_STATUSES = ("canceled", "incomplete_expired")
 CLOSED_TICKET_STATUSES = ("solved", "closed", "deleted")
 # HubSpot lifecycle stages from least to most advanced; a running subscription lifts a profile to "customer".
 LIFECYCLE_FUNNEL = (
@@ -122,7 +139,7 @@ DISPOSABLE_DOMAINS = (
 
 SQL = Path(__file__).parent / "sql"
 CANDIDATE_SQL = (
-    "SELECT {trait} AS trait, {trust} AS trust, rp.profile_id, rp.stream, rp.record_id,"
+    "SELECT $trait_{n} AS trait, {trust} AS trust, {witness} AS witness, rp.profile_id, rp.stream, rp.record_id,"
     " nullif(trim(CAST({expr} AS VARCHAR)), '') AS value, s.source_updated_at AS changed_at, s.is_deleted"
     " FROM identity.record_profiles rp JOIN {table} s ON s.{key} = rp.record_id{identifiers}"
     " WHERE rp.stream = $stream_{n}"
@@ -130,7 +147,11 @@ CANDIDATE_SQL = (
 IDENTIFIERS_JOIN = (
     " JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
 )
-PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at"}
+# Per trait: its value, and where it came from, when that changed and which survivorship rule chose it.
+PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at", "rule": "_rule"}
+PIVOT_SQL = (
+    "CREATE OR REPLACE TEMP TABLE _profile_traits AS SELECT profile_id, {columns} FROM _trait_winners GROUP BY 1"
+)
 # The graph keys a record by its staging primary key, except product events: by `$insert_id`, Mixpanel's dedup key.
 RECORD_ID_COLUMNS = {MIXPANEL: "insert_id"}
 # Streams each asset reads from staging, beside the graph.
@@ -151,29 +172,54 @@ def stream_table(stream: str) -> tuple[str, str]:
 
 
 def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str, str]]:
-    """The survivorship query for the rules, and its parameters (stream names and identifier types)."""
+    """The query gathering every trait candidate of the rules, and its parameters (traits, streams, identifier
+    types)."""
     branches, params, n = [], {}, 0
-    for trait, candidates in enumerate(traits.values()):
+    for trait, candidates in traits.items():
         for trust, candidate in enumerate(candidates):
             table, key = stream_table(candidate.stream)
-            params[f"stream_{n}"] = candidate.stream
+            params[f"trait_{n}"], params[f"stream_{n}"] = trait, candidate.stream
             joins = ""
             if candidate.id_type:
                 params[f"id_type_{n}"] = candidate.id_type
                 joins = IDENTIFIERS_JOIN.format(n=n)
             branches.append(
                 CANDIDATE_SQL.format(
-                    trait=trait, trust=trust, expr=candidate.expr, table=table, key=key, identifiers=joins, n=n
+                    trust=trust,
+                    witness=candidate.witness,
+                    expr=candidate.expr,
+                    table=table,
+                    key=key,
+                    identifiers=joins,
+                    n=n,
                 )
             )
             n += 1
+    template = (SQL / "traits.sql").read_text()
+    return template.format(candidates="\nUNION ALL\n".join(branches)), params
+
+
+def choose_survivors(conn: duckdb.DuckDBPyConnection, agreement: AgreementRule) -> None:
+    """_trait_winners: per profile and trait, the candidate of _trait_candidates that survives, and its rule."""
+    conn.execute(
+        (SQL / "survivors.sql").read_text(),
+        {
+            "agreement_traits": list(agreement.traits),
+            "min_records": agreement.min_records,
+            "max_edits": agreement.max_edits,
+            "min_length": agreement.min_length,
+        },
+    )
+
+
+def pivot_traits(conn: duckdb.DuckDBPyConnection, traits: dict[str, tuple[Candidate, ...]]) -> None:
+    """_profile_traits: one row per profile, a value column and provenance columns per trait."""
     columns = ",\n    ".join(
-        f"any_value({field}) FILTER (WHERE trait = {trait}) AS {name}{suffix}"
-        for trait, name in enumerate(traits)
+        f"any_value({field}) FILTER (WHERE trait = $trait_{k}) AS {name}{suffix}"
+        for k, name in enumerate(traits)
         for field, suffix in PROVENANCE.items()
     )
-    template = (SQL / "traits.sql").read_text()
-    return template.format(candidates="\nUNION ALL\n".join(branches), columns=columns), params
+    conn.execute(PIVOT_SQL.format(columns=columns), {f"trait_{k}": name for k, name in enumerate(traits)})
 
 
 def prepare(conn: duckdb.DuckDBPyConnection) -> None:
@@ -186,6 +232,9 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> None:
     prepare(conn)
     sql, params = traits_sql(TRAITS)
     conn.execute(sql, params)
+    choose_survivors(conn, load_rules().agreement)
+    pivot_traits(conn, TRAITS)
+    glossary.install(conn)
     conn.execute(
         (SQL / "person_profiles.sql").read_text(),
         {
@@ -262,10 +311,12 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
         "person_profiles",
         "For marketing, sales and support tools: one row per person (profile_id of the identity graph), the golden "
         "record. Each trait (email, name, phone, company, job title, city, country, time zone, locale, product user "
-        "id, consent) is chosen by survivorship rules (source trust, then recency, live records first) and carries "
-        "`<trait>_source`, `<trait>_record_id` and `<trait>_at`. Computed: lifetime revenue and MRR in cents with "
-        "their currency, plan and subscription status, lifecycle stage, first and last seen, first-touch channel, "
-        "open tickets, Klaviyo email engagement, and how many records, sources and emails stand behind the person.",
+        "id, consent) is chosen by survivorship rules (source trust, then recency, live records first; a value most "
+        "records agree on beats a trusted misspelling of it) and carries `<trait>_source`, `<trait>_record_id`, "
+        "`<trait>_at` (when the value changed at its source) and `<trait>_rule` (`trust` or `agreement`). Computed: "
+        "lifetime revenue and MRR in cents with their currency, plan and subscription status, lifecycle stage, first "
+        "and last seen, first-touch channel, open tickets, Klaviyo email engagement, and how many records, sources "
+        "and emails stand behind the person.",
         reads(*PERSON_STAGING),
     )
     def person_profiles(context: AssetExecutionContext) -> MaterializeResult:

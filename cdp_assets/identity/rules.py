@@ -45,6 +45,16 @@ class CanonicalRule:
 
 
 @dataclass(frozen=True)
+class AgreementRule:
+    """Survivorship: a value most live records of a profile share beats the trusted source's near-spelling of it."""
+
+    traits: tuple[str, ...]
+    min_records: int
+    max_edits: int
+    min_length: int
+
+
+@dataclass(frozen=True)
 class Rules:
     types: dict[str, IdentifierType]
     sources: tuple[IdentifierSource, ...]
@@ -57,6 +67,7 @@ class Rules:
     review_at: float
     trusted_streams: tuple[str, ...]
     decay_days: int
+    agreement: AgreementRule
     limits: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,7 +88,7 @@ class Rules:
 
 
 def parse(document: dict[str, Any]) -> Rules:
-    matching = document["matching"]
+    matching, agreement = document["matching"], document["survivorship"]["agreement"]
     never = tuple(
         (entry["a"], entry.get("b")) for entry in document.get("never_link") or ()
     )
@@ -93,6 +104,7 @@ def parse(document: dict[str, Any]) -> Rules:
         review_at=float(matching["review_at"]),
         trusted_streams=tuple(document["health"]["trusted_streams"]),
         decay_days=int(document["health"]["decay_days"]),
+        agreement=AgreementRule(**{**agreement, "traits": tuple(agreement["traits"])}),
     )
 
 

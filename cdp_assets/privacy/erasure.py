@@ -107,6 +107,7 @@ OTHER_TARGETS = (
     Target("sync.runs", NAMES_SUBJECT, scrub="message"),
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
+    Target("privacy.address_consent", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
     Target("sync.state", KEYS),
     Target("sync.deliveries", KEYS),
     Target("sync.intents", KEYS),

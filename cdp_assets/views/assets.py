@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from cdp_assets import freshness
-from cdp_assets.views import build, policy, sample
+from cdp_assets.views import build, policy, reconcile, sample
 from cdp_assets.views.policy import Policy, ViewPolicy
 
 
@@ -93,6 +93,8 @@ def build_view_checks(view: ViewPolicy) -> list[AssetChecksDefinition]:
         )
 
     checks = [policy_columns]
+    if view.name in reconcile.RECONCILED:
+        checks.append(reconcile.billing_check(view_key(view.name), view.table))
     if view.requires or view.purpose_column or view.purposes_column:
 
         @asset_check(

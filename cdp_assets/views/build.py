@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 
+from cdp_assets import glossary
 from cdp_assets.privacy import consent
 from cdp_assets.views import audiences
 from cdp_assets.views.policy import Policy
@@ -18,19 +19,26 @@ EMAIL_PURPOSE = "email_marketing"  # the purpose an email address's own subscrip
 ANALYTICS_PURPOSE = "analytics"  # the purpose product usage needs
 
 
-def run_sql(conn: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> None:
-    """Run `sql/<name>.sql` with the parameters it names (DuckDB refuses unused ones)."""
+def run_sql(conn: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """Run `sql/<name>.sql` with the parameters it names (DuckDB refuses unused ones); fetch from the result."""
     sql = (SQL / f"{name}.sql").read_text()
-    conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
+    return conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
 
 
 def prepare_fx(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     conn.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR PRIMARY KEY, rate DOUBLE)")
     conn.executemany("INSERT INTO _fx VALUES (?, ?)", list(policy.rates.items()))
+    require_rates(
+        conn,
+        "SELECT unnest(map_keys(revenue_cents_by_currency)) AS currency FROM identity.person_profiles"
+        " UNION ALL SELECT unnest(map_keys(mrr_cents_by_currency)) FROM identity.accounts",
+    )
+
+
+def require_rates(conn: duckdb.DuckDBPyConnection, currencies_sql: str) -> None:
+    """A currency with no reporting rate stops the build rather than dropping out of a total."""
     missing = conn.execute(
-        "SELECT list(DISTINCT currency ORDER BY currency) FROM ("
-        " SELECT unnest(map_keys(revenue_cents_by_currency)) AS currency FROM identity.person_profiles"
-        " UNION ALL SELECT unnest(map_keys(mrr_cents_by_currency)) FROM identity.accounts)"
+        f"SELECT list(DISTINCT currency ORDER BY currency) FROM ({currencies_sql})"
         " WHERE currency NOT IN (SELECT currency FROM _fx)"
     ).fetchall()[0][0]
     if missing:
@@ -47,12 +55,24 @@ def prepare_money(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     run_sql(conn, "_money", {})
 
 
+def prepare_billing(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
+    """`_billing_parties`: each party's billing from Stripe's staging tables, in the glossary's terms (after fx)."""
+    glossary.install(conn)
+    run_sql(conn, "_billing", glossary.params())
+    require_rates(
+        conn,
+        "SELECT unnest(map_keys(mrr_cents_by_currency)) AS currency FROM _billing_parties"
+        " UNION ALL SELECT unnest(map_keys(revenue_cents_by_currency)) FROM _billing_parties",
+    )
+
+
 def prepare_purposes(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     run_sql(conn, "_purposes", {})
 
 
 PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
     "fx": prepare_fx,
+    "billing": prepare_billing,
     "money": prepare_money,
     "purposes": prepare_purposes,
     "territories": prepare_territories,
@@ -70,6 +90,7 @@ TIMELINE_READS = (
     "identity/identity_graph", "identity/person_lifecycle", "staging/zendesk__tickets", "staging/stripe__invoices",
     "staging/stripe__subscriptions", "staging/klaviyo__events", "staging/klaviyo__metrics", "staging/mixpanel__events",
 )  # fmt: skip
+BILLING_READS = ("identity/identity_graph", "staging/stripe__subscriptions", "staging/stripe__invoices")
 BUILDS: dict[str, ViewBuild] = {
     "marketing_audiences": ViewBuild(("money", "purposes"), (*PEOPLE, "privacy/consent")),
     "marketing_channel_performance": ViewBuild(("money",), PEOPLE),
@@ -84,11 +105,13 @@ BUILDS: dict[str, ViewBuild] = {
         (*PEOPLE, "privacy/consent", "identity/accounts", "staging/hubspot__contacts", "staging/zendesk__users"),
     ),
     "customer_timeline": ViewBuild((), TIMELINE_READS),
-    "account_360": ViewBuild(("fx", "purposes", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "account_360": ViewBuild(
+        ("fx", "billing", "purposes", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts", *BILLING_READS)
+    ),
     "product_usage_people": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),
     "product_usage_accounts": ViewBuild((), ("views/product_usage_people", "identity/accounts")),
     "product_funnel": ViewBuild((), ("views/product_usage_people",)),
-    "executive_cohorts": ViewBuild(("money",), PEOPLE),
+    "executive_cohorts": ViewBuild(("fx", "billing"), (*PEOPLE, *BILLING_READS)),
 }
 
 
@@ -101,6 +124,7 @@ def params(policy: Policy) -> dict[str, Any]:
         "email_purpose": EMAIL_PURPOSE,
         "email_basis": rules.purposes[EMAIL_PURPOSE],
         "analytics_purpose": ANALYTICS_PURPOSE,
+        **glossary.params(),
     }
 
 

@@ -50,14 +50,16 @@ TITLES = {
 
 @dataclass(frozen=True)
 class Listing:
-    """One paged collection: its stream, sort options, filterable time field and page sizes."""
+    """One paged collection: its stream, sort options, filterable time field, page sizes and sparse fieldset."""
 
     stream: str
     time_field: str  # maps to records.updated
     operators: tuple[str, ...]
     default_size: int
     max_size: Callable[[Context], int]
-    sorts: tuple[str, ...]
+    sorts: tuple[str, ...]  # `updated` sorts by the time field, `id` by the id
+    resource: str  # the JSON:API type a sparse fieldset names (`fields[profile]`)
+    fields: frozenset[str]  # attributes a sparse fieldset may name, by their first segment
 
 
 PROFILES = Listing(
@@ -66,8 +68,12 @@ PROFILES = Listing(
     ("greater-than", "less-than"),
     20,
     lambda ctx: ctx.config.page_sizes.klaviyo_profiles,
-    ("updated", "-updated"),
-)
+    ("updated", "-updated", "id", "-id"),
+    "profile",
+    frozenset({"created", "email", "external_id", "first_name", "image", "last_event_date", "last_name", "locale",
+               "location", "organization", "phone_number", "predictive_analytics", "properties", "subscriptions",
+               "title", "updated"}),
+)  # fmt: skip
 EVENTS = Listing(
     "klaviyo.events",
     "datetime",
@@ -75,7 +81,11 @@ EVENTS = Listing(
     200,
     lambda ctx: ctx.config.page_sizes.klaviyo_events,
     ("datetime", "-datetime"),
+    "event",
+    frozenset({"timestamp", "event_properties", "datetime", "uuid"}),
 )
+FIELD = re.compile(r"[a-z_]+(?:\.[a-z_]+)*")  # `location.city`: no spaces around the commas between them
+_ABSENT = object()  # an attribute a record does not have, told apart from a null one
 
 
 def service(ctx: Context) -> Service:
@@ -146,8 +156,9 @@ def _page(ctx: Context, listing: Listing, request: Request, body: bytes) -> Resp
     sort = query.get("sort", "")
     if sort and sort not in listing.sorts:
         raise ApiError(400, f"Invalid sort {sort!r}; use one of {', '.join(listing.sorts)}.", param="sort")
-    keys = ("updated", "id") if sort else ("id",)
+    keys = ("id",) if sort.lstrip("-") in ("", "id") else ("updated", "id")
     descending = sort.startswith("-")
+    fields = _fieldset(query.get(f"fields[{listing.resource}]"), listing)
     where, params = _filter(query.get("filter"), listing)
     position, backwards = _position(query.get("page[cursor]"), sort, len(keys))
     rows, more = keyset(
@@ -167,6 +178,10 @@ def _page(ctx: Context, listing: Listing, request: Request, body: bytes) -> Resp
         for profile in data:
             if isinstance(profile.get("attributes"), dict):  # the corpus serves one whose attributes are a string
                 profile["attributes"].pop("subscriptions", None)
+    if fields is not None:
+        for item in data:
+            if isinstance(item.get("attributes"), dict):
+                item["attributes"] = _sparse(item["attributes"], fields)
 
     url = _public_url(request)
 
@@ -183,6 +198,36 @@ def _page(ctx: Context, listing: Listing, request: Request, body: bytes) -> Resp
         "prev": link(before=key(rows[0])) if has_prev and rows else None,
     }
     return JSONResponse({"data": data, "links": links})
+
+
+def _fieldset(text: str | None, listing: Listing) -> list[list[str]] | None:
+    """The attribute paths of a sparse fieldset (``fields[profile]=email,location.city``), or None for every one."""
+    if text is None:
+        return None
+    names = text.split(",")
+    wrong = [n for n in names if not FIELD.fullmatch(n) or n.split(".")[0] not in listing.fields]
+    if wrong:
+        raise ApiError(
+            400, f"Invalid field(s) for {listing.resource}: {', '.join(map(repr, wrong))}.",
+            param=f"fields[{listing.resource}]",
+        )  # fmt: skip
+    return [name.split(".") for name in names]
+
+
+def _sparse(attributes: dict[str, Any], fields: list[list[str]]) -> dict[str, Any]:
+    """Only the named attributes (a dotted path keeps that part of an object); the id, type and links stay."""
+    kept: dict[str, Any] = {}
+    for path in fields:
+        value: Any = attributes
+        for key in path:
+            value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
+        if value is _ABSENT:
+            continue
+        node = kept
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return kept
 
 
 def _public_url(request: Request) -> URL:

@@ -36,7 +36,7 @@ payments AS (
     SELECT c.profile_id, min(i.created_at) AS first_paid_at
     FROM customers c
     JOIN staging.stripe__invoices i USING (customer_id)
-    WHERE i.status = 'paid' AND i.amount_paid_cents > 0 AND NOT i.is_deleted
+    WHERE is_revenue(i.status, i.amount_paid_cents, i.is_deleted)  -- the glossary's revenue
     GROUP BY c.profile_id
 ),
 subscriptions AS (

@@ -29,11 +29,9 @@ subscriptions AS (
         c.profile_id, s.subscription_id, s.status, s.price_id, s.product_id, s.billing_interval, s.created_at,
         lower(s.currency) AS currency,
         list_contains($running_statuses, s.status) AS is_running,
-        CASE WHEN list_contains($mrr_statuses, s.status) THEN
-            s.unit_amount_cents * coalesce(s.quantity, 1) * CASE s.billing_interval
-                WHEN 'month' THEN 1 WHEN 'year' THEN 1 / 12 WHEN 'week' THEN 52 / 12 WHEN 'day' THEN 365 / 12
-            END
-        END AS mrr_cents
+        -- the glossary's MRR (cdp_assets/glossary.sql)
+        subscription_mrr_cents(s.status, s.unit_amount_cents, s.quantity, s.billing_interval, $mrr_statuses)
+            AS mrr_cents
     FROM customers c
     JOIN staging.stripe__subscriptions s USING (customer_id)
     WHERE NOT s.is_deleted
@@ -62,7 +60,7 @@ money AS (
         SELECT c.profile_id, lower(i.currency) AS currency, i.amount_paid_cents AS revenue_cents, 0 AS mrr_cents
         FROM customers c
         JOIN staging.stripe__invoices i USING (customer_id)
-        WHERE i.status = 'paid' AND NOT i.is_deleted AND i.amount_paid_cents > 0
+        WHERE is_revenue(i.status, i.amount_paid_cents, i.is_deleted)
         UNION ALL
         SELECT profile_id, currency, 0, mrr_cents FROM subscriptions WHERE mrr_cents > 0
     )

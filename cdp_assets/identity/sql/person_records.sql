@@ -1,7 +1,8 @@
 -- Every person-level record the graph placed in a profile: whether it is live, and when it was created and last
 -- changed, by the payload's own times rather than source_updated_at, which for objects without a change time
--- (Stripe customers) is when they were first pulled. A record the graph knows but staging does not hold
--- (quarantined) has no liveness and no dates. Product events are keyed by `$insert_id`, as the graph keys them.
+-- (Stripe customers) is a bound from Stripe's events, not a time the person was seen. A record the graph knows but
+-- staging does not hold (quarantined) has no liveness and no dates. Product events are keyed by `$insert_id`, as the
+-- graph keys them.
 CREATE OR REPLACE TEMP TABLE _person_records AS
 SELECT rp.profile_id, rp.stream, rp.record_id, r.is_deleted, r.created_at, r.updated_at
 FROM identity.record_profiles rp

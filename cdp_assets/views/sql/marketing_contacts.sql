@@ -1,16 +1,13 @@
--- views.marketing_contacts: one row per person who may be sent marketing email, with the address to send to
--- (their golden address when it is mailable, else their most engaged mailable one), what an engagement platform
--- personalises on, and the email audiences they are in. Synced to Braze.
+-- views.marketing_contacts: one row per person who may be sent marketing email, with the address to send to (the
+-- one their email audience rows carry, `_consented_addresses`: an address that consented, their golden one first,
+-- else their most engaged), what an engagement platform personalises on, and the email audiences they are in.
+-- Synced to Braze.
 CREATE OR REPLACE TABLE views.marketing_contacts AS
 WITH mailable AS (
-    SELECT
-        a.profile_id,
-        arg_max(a.email, (coalesce(a.email = p.email, false), a.opens, a.sends, a.email)) AS email,
-        arg_max(a.best_send_hour, (coalesce(a.email = p.email, false), a.opens, a.sends, a.email)) AS best_send_hour
-    FROM views.marketing_email_addresses a
-    JOIN identity.person_profiles p USING (profile_id)
-    WHERE a.is_mailable
-    GROUP BY a.profile_id
+    SELECT c.profile_id, c.email, a.best_send_hour
+    FROM _consented_addresses c
+    JOIN views.marketing_email_addresses a USING (profile_id, email)
+    WHERE c.purpose = $email_purpose AND a.is_mailable
 ),
 memberships AS (
     SELECT profile_id, list(audience ORDER BY audience) AS audiences

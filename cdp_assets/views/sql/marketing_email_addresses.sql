@@ -1,37 +1,25 @@
 -- views.marketing_email_addresses: one row per email address, with its engagement, best send hour and consent.
--- The email purpose holds for an address only if it holds for the person, the address itself has no current
--- refusal and, for an opt-in purpose, the address itself has a current grant.
+-- A purpose holds for an address when privacy.address_consent says the purpose may use it: the person allows it, the
+-- address itself has no current refusal and, for an opt-in purpose, a current grant binds the address itself.
 CREATE OR REPLACE TABLE views.marketing_email_addresses AS
-WITH address_choices AS (
+WITH address_purposes AS (
     SELECT
-        subject AS email,
-        bool_or(choice = 'denied') AS denied,
-        bool_or(choice = 'granted') AS granted
-    FROM privacy.consent_ledger
-    WHERE is_current AND purpose = $email_purpose AND subject IS NOT NULL
-    GROUP BY subject
-),
-addresses AS (
-    SELECT
-        a.*,
-        CASE WHEN ac.denied THEN 'denied' WHEN ac.granted THEN 'granted' ELSE 'no_choice' END AS address_consent,
-        coalesce(pr.purposes, []) AS person_purposes,
-        $email_purpose AS email_purpose,
-        NOT coalesce(ac.denied, false) AND ($email_basis = 'opt_out' OR coalesce(ac.granted, false)) AS address_allows
-    FROM identity.email_addresses a
-    LEFT JOIN address_choices ac USING (email)
-    LEFT JOIN _purposes pr USING (profile_id)
+        profile_id, email,
+        coalesce(list(purpose ORDER BY purpose) FILTER (WHERE allowed), []) AS purposes,
+        any_value(state) FILTER (WHERE purpose = $email_purpose) AS email_marketing_consent
+    FROM privacy.address_consent
+    GROUP BY ALL
 )
 SELECT
-    email, profile_id, domain, is_work, is_free_mail, is_active,
-    sends, opens, clicks, bounces,
-    round(opens / nullif(sends, 0), 4) AS open_rate,
-    round(clicks / nullif(sends, 0), 4) AS click_rate,
-    last_open_at, last_click_at, hard_bounced, best_send_hour,
-    address_consent AS email_marketing_consent,
-    CASE WHEN address_allows THEN person_purposes
-        ELSE list_filter(person_purposes, lambda x: x <> email_purpose) END AS purposes,
-    address_allows AND list_contains(person_purposes, email_purpose) AND is_active AND NOT hard_bounced AS is_mailable,
+    a.email, a.profile_id, a.domain, a.is_work, a.is_free_mail, a.is_active,
+    a.sends, a.opens, a.clicks, a.bounces,
+    round(a.opens / nullif(a.sends, 0), 4) AS open_rate,
+    round(a.clicks / nullif(a.sends, 0), 4) AS click_rate,
+    a.last_open_at, a.last_click_at, a.hard_bounced, a.best_send_hour,
+    coalesce(ap.email_marketing_consent, 'no_choice') AS email_marketing_consent,
+    coalesce(ap.purposes, []) AS purposes,
+    list_contains(coalesce(ap.purposes, []), $email_purpose) AND a.is_active AND NOT a.hard_bounced AS is_mailable,
     (SELECT any_value(as_of) FROM identity.person_lifecycle) AS as_of
-FROM addresses
-ORDER BY email
+FROM identity.email_addresses a
+LEFT JOIN address_purposes ap USING (profile_id, email)
+ORDER BY a.email

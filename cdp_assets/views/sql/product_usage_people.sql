@@ -6,7 +6,7 @@ SELECT
     ap.account_id,
     p.plan, p.subscription_status,
     CASE
-        WHEN l.is_subscribed THEN 'paying'
+        WHEN p.mrr_cents > 0 THEN 'paying'  -- the glossary's paying (docs/views.md)
         WHEN l.activated_at IS NOT NULL THEN 'activated'
         WHEN l.signed_up_at IS NOT NULL THEN 'signed_up'
         ELSE 'visitor'

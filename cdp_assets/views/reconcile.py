@@ -1,0 +1,57 @@
+"""Blocking checks that a view's totals are the billing totals: every figure reconciles with Stripe's staging
+tables to the cent, per currency, so a customer the view cannot place shows in its `unattributed` row instead of
+vanishing from the board's MRR."""
+
+import duckdb
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetKey,
+    asset_check,
+)
+
+from cdp_assets import glossary
+from cdp_assets.views import build
+
+RECONCILED = {"executive_cohorts"}  # the views whose column totals must equal the billing totals
+
+
+def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], list[str]]:
+    """Each total of the executive view by `measure[.currency]`, and a line per total that staging disagrees with."""
+    glossary.install(conn)
+    rows = build.run_sql(conn, "reconcile_billing", glossary.params()).fetchall()
+    totals = {".".join(filter(None, (measure, currency))): viewed for measure, currency, _, viewed in rows}
+    differences = [
+        f"{measure}{' ' + currency if currency else ''}: view {viewed} vs staging {staged} ({viewed - staged:+d})"
+        for measure, currency, staged, viewed in rows
+        if staged != viewed
+    ]
+    return totals, differences
+
+
+def billing_check(key: AssetKey, table: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=key,
+        name="reconciles_with_billing",
+        blocking=True,
+        required_resource_keys={"warehouse"},
+        description=f"Passes when the column totals of {table} equal the same totals computed straight from Stripe's "
+        "staging tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: MRR and "
+        "revenue to the cent in each currency, and paying, converted-to-paid and churned customers. Fails (blocking: "
+        "the view's syncs hold) otherwise; never warns. `differences` names each total that differs and by how much. "
+        "Do: a shortfall means the view's SQL dropped billing it could not place in a cohort: put it in the "
+        "`unattributed` row (cohort month empty) rather than leave it out; an excess means it counted a customer "
+        "twice. Then materialise the view again.",
+    )
+    def reconciles_with_billing(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        with context.resources.warehouse.get_connection() as conn:
+            totals, differences = billing_differences(conn)
+        return AssetCheckResult(
+            passed=not differences,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"differences": "; ".join(differences) or "none", "differing": len(differences), **totals},
+        )
+
+    return reconciles_with_billing
