@@ -100,8 +100,8 @@ class EchoRule:
         return conn.execute(sql, params).fetchone()[0]
 
 
-def syncs_acknowledged(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Whether any sync has kept state yet: before that, nothing pulled can be an echo."""
+def sync_state_exists(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the sync layer has its state table yet: before that, nothing pulled can be an echo."""
     return conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'sync' AND table_name = 'state'"
     ).fetchone()[0] > 0

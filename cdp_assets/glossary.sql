@@ -13,3 +13,22 @@ CREATE OR REPLACE TEMP MACRO subscription_mrr_cents(
 CREATE OR REPLACE TEMP MACRO is_revenue(status, amount_paid_cents, is_deleted) AS
     status = 'paid' AND amount_paid_cents > 0 AND NOT is_deleted;
 CREATE OR REPLACE TEMP MACRO arr_cents(mrr_cents) AS 12 * mrr_cents;
+-- Stripe's billing lines, each with its customer: the person profile holding the Stripe customer, or the customer
+-- itself (`stripe:<id>`) when no profile holds it, so no billing is ever left out of a total. What the views add up
+-- per customer (views/sql/_billing.sql) and what the reconciliation check counts customers by.
+CREATE OR REPLACE TEMP MACRO billing_subscriptions(running_statuses, mrr_statuses) AS TABLE
+    SELECT
+        coalesce(o.profile_id, 'stripe:' || s.customer_id) AS customer, o.profile_id, lower(s.currency) AS currency,
+        list_contains(running_statuses, s.status) AS is_running, s.canceled_at,
+        subscription_mrr_cents(s.status, s.unit_amount_cents, s.quantity, s.billing_interval, mrr_statuses)
+            AS mrr_cents
+    FROM staging.stripe__subscriptions s
+    LEFT JOIN identity.record_profiles o ON o.stream = 'stripe.customers' AND o.record_id = s.customer_id
+    WHERE NOT s.is_deleted;
+CREATE OR REPLACE TEMP MACRO billing_payments() AS TABLE
+    SELECT
+        coalesce(o.profile_id, 'stripe:' || i.customer_id) AS customer, o.profile_id, lower(i.currency) AS currency,
+        i.amount_paid_cents AS revenue_cents, i.created_at
+    FROM staging.stripe__invoices i
+    LEFT JOIN identity.record_profiles o ON o.stream = 'stripe.customers' AND o.record_id = i.customer_id
+    WHERE is_revenue(i.status, i.amount_paid_cents, i.is_deleted);

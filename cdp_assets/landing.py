@@ -147,10 +147,12 @@ FROM (
            arg_max(payload, (version_at, landing_id)) AS payload,
            arg_max(payload_hash, (version_at, landing_id)) AS payload_hash,
            arg_max(deleted, (version_at, landing_id)) AS deleted
-    FROM {table} WHERE record_id IS NOT NULL GROUP BY record_id
+    FROM {table}
+    WHERE record_id IS NOT NULL
+      AND record_id NOT IN (SELECT record_id FROM raw._full_pull_seen WHERE stream = $state_key)
+    GROUP BY record_id
 )
 WHERE NOT deleted
-  AND record_id NOT IN (SELECT record_id FROM raw._full_pull_seen WHERE stream = $state_key)
 """
 
 
@@ -252,7 +254,7 @@ def _land_batch(
 ) -> None:
     """Land the pages of `batch`, the marks of its echoes and the cursor of its last page in one transaction."""
     fetched = sum(len(page.records) for page in batch)
-    echo_rule = echo_rule if echo_rule is not None and echoes.syncs_acknowledged(conn) else None
+    echo_rule = echo_rule if echo_rule is not None and echoes.sync_state_exists(conn) else None
     conn.begin()
     try:
         if fetched:
@@ -292,10 +294,11 @@ def tombstone_unlisted(
     """Mark deleted the records of `table` that `ids`, pages of every id the source holds now, no longer names,
     exactly as a complete full pull marks them (its share guard included); returns how many.
 
-    For a stream whose incremental pulls cannot see deletions, before its pull: every record in `table` was landed
-    by an earlier pull, so the source held it before the listing began, and a listing in a stable order names it
-    unless it was deleted. The ids are noted where a full pull notes its own (no full pull is in progress when this
-    runs); a listing broken off part way marks nothing and the next one starts over."""
+    For a stream whose incremental pulls cannot see deletions, after its pull: every record in `table` was landed
+    before the listing began, so the source held it then, and a listing in a stable order names it unless it was
+    deleted. The ids are noted where a full pull notes its own (no full pull is in progress when this runs), only
+    those `table` holds: the id of a person deleted on request, which the source may still list, never lands. A
+    listing broken off part way marks nothing and the next one starts over."""
     conn.execute("DELETE FROM raw._full_pull_seen WHERE stream = $table", {"table": table})
     noted: list[str] = []
     for page in ids:
@@ -311,7 +314,9 @@ def tombstone_unlisted(
 def _note_listed(conn: duckdb.DuckDBPyConnection, table: str, ids: list[str]) -> None:
     if ids:
         conn.execute(
-            "INSERT INTO raw._full_pull_seen SELECT $table, unnest($ids::VARCHAR[])", {"table": table, "ids": ids}
+            f"INSERT INTO raw._full_pull_seen SELECT $table, id FROM (SELECT unnest($ids::VARCHAR[]) AS id)"
+            f" WHERE id IN (SELECT record_id FROM {table})",
+            {"table": table, "ids": ids},
         )
 
 

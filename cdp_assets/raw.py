@@ -80,11 +80,6 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             result = landing.LandingResult(full_pull=full)
             failure: Exception | None = None
             try:
-                if stream.list_ids_each_pull and not full:  # a full pull marks what it no longer lists itself
-                    with closing(connector.list_ids(stream)) as ids:
-                        result.tombstoned = landing.tombstone_unlisted(
-                            conn, table=table, source=source, stream=stream.name, ids=ids, run_id=context.run.run_id
-                        )
                 with closing(pages):  # a pull that fails stops its fetcher too
                     landing.land_stream(
                         conn,
@@ -99,6 +94,11 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                         result=result,
                         echo_rule=echoes.rule(source, stream),
                     )
+                if stream.list_ids_each_pull and not full:  # after the pull: what it changed lands even if this fails
+                    with closing(connector.list_ids(stream)) as ids:  # a full pull marks what it no longer lists itself
+                        result.tombstoned = landing.tombstone_unlisted(
+                            conn, table=table, source=source, stream=stream.name, ids=ids, run_id=context.run.run_id
+                        )
             except SOURCE_FAILURES as exc:
                 failure = exc
             metadata = _pull_metadata(result, failure)

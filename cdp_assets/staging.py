@@ -50,7 +50,8 @@ def candidates_sql(source: str, stream: StreamSpec, rows: str | None = None) -> 
         wrong_types=selects.wrong_types,
         time_faults=selects.time_faults,
     )
-    return sql, {name: value for name, value in CANDIDATES_PARAMS.items() if f"${name}" in sql}
+    params = {name: value for name, value in CANDIDATES_PARAMS.items() if f"${name}" in sql}
+    return sql, {**params, "raw_table": raw_table(source, stream.name)}  # whose echoes it reads past
 
 
 

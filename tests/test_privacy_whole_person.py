@@ -189,6 +189,10 @@ HELD = [
     ("p_ann_info", "Ann Lee", [("email", "info@acme.io")]),
     ("p_dan", "Dan Roe", [("email", "dan@roe.io"), ("phone", "+14155550199")]),
     ("p_eve", "Eve Roe", [("phone", "+14155550199")]),  # a household's phone
+    ("p_gil", "Gil Ray", [("email", "gil@ray.io"), ("phone", "+14155550123")]),
+    ("p_x", None, [("phone", "+14155550123"), ("email", "x@home.net")]),  # nameless: reached, leads nowhere
+    ("p_hal", "Hal Roe", [("email", "x@home.net")]),  # beyond the nameless profile: someone else
+    ("p_co", "Co Op", [("email", "sales@co.io")]),  # a team's mailbox only one profile holds
 ]
 
 
@@ -232,6 +236,19 @@ def test_widening_follows_person_identifiers_to_a_fixed_point_and_stops_at_share
 
         profiles, candidates = reach("user_id", "u3")
         assert profiles == {"p_cat"} and candidates == {"p_ann_info": "email shared (role mailbox)"}
+        assert reach("email", "gil@ray.io")[0] == {"p_gil", "p_x"}  # a nameless profile bridges no one
+
+        # A quarantined record's role mailbox leads nowhere, though only one profile holds it; its own address does.
+        conn.execute(subject.SETUP_SQL)
+        conn.execute("INSERT INTO _subject_given VALUES ('record:zendesk.users', 'q1')")
+        for id_type, value in (("record:zendesk.users", "q1"), ("email", "sales@co.io"), ("email", "dan@roe.io")):
+            conn.execute("INSERT INTO _payload_identifiers VALUES ('raw.zendesk_users', 'zendesk.users', 1, $t, $v,"
+                         " NULL)", {"t": id_type, "v": value})  # fmt: skip
+        subject.shared_values(conn)
+        conn.execute(subject.UNSEEN_SQL)
+        assert set(conn.execute("SELECT id_type, value FROM _subject_given").fetchall()) == {
+            ("record:zendesk.users", "q1"), ("email", "dan@roe.io")}  # fmt: skip
+
         profiles, candidates = reach("email", "dan@roe.io")
         assert profiles == {"p_dan"}
         assert candidates == {"p_eve": "phone shared (names differ)", "p_ann": "match review (probability 0.87)"}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cdp_assets import echoes, landing
 from cdp_assets.sync import plan
-from resources import zendesk
+from resources import hubspot, zendesk
 from resources.source import Page
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
@@ -46,7 +46,8 @@ def edit_at_source(env: Env, stream: str, record_id: str, **fields: Any) -> None
     assert record is not None
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-    times = {"hubspot.contacts": ("updatedAt", "properties.lastmodifieddate"), "zendesk.users": ("updated_at",)}
+    times = {"hubspot.contacts": hubspot.STREAMS["contacts"].change_times,
+             "zendesk.users": zendesk.STREAMS["users"].change_times}
     payload = record.payload
     for path, value in {**dict.fromkeys(times[stream], stamp), **fields}.items():
         *parents, last = path.split(".")

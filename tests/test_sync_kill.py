@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cdp_assets import stack
 from cdp_assets.sync import failpoint
+from resources.destinations.zendesk import ZendeskUsersDestination
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
 from tests.conftest import Env
@@ -27,7 +28,7 @@ from tests.test_sync import assert_in_step
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAMS = {"hubspot_contacts": "hubspot.contacts", "zendesk_users": "zendesk.users"}
-BATCH = 100  # HubSpot's and Zendesk's batch size
+BATCH = ZendeskUsersDestination.batch_size  # HubSpot's too
 
 
 def launch(env: Env, home: Path, sync: str, point: str | None = None) -> subprocess.Popen[bytes]:
@@ -129,7 +130,7 @@ def test_killed_while_waiting_for_zendesk_jobs_collects_them_instead_of_sending_
 ) -> None:
     env = start({"accounts": {"zendesk_job_seconds": 4}})  # jobs stay queued while the run waits for them
     planned = env.sync("zendesk_users", dry_run=True).metadata["sync/zendesk_users"]["added"]
-    jobs = min(math.ceil(planned / BATCH), 10)  # the connector keeps up to 10 jobs in flight
+    jobs = min(math.ceil(planned / BATCH), ZendeskUsersDestination.max_in_flight)
     env.sandbox.control("stats", "DELETE")
     process = launch(env, tmp_path / "dagster_home", "zendesk_users")
     # Every job submitted (each id committed with its intent before the next call), and polling has begun.

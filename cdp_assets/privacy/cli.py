@@ -21,7 +21,8 @@ from cdp_assets.warehouse_access import add_wait_option, connect, has_tables
 
 IDENTIFIERS = {"email": "email", "phone": "phone", "user_id": "user_id", "record": "record", "profile_id": "profile"}
 STATUS_SQL = """
-SELECT r.request_id, r.kind, r.status, r.received_at, r.profiles, r.records, r.rows_deleted, r.export_path, r.detail,
+SELECT r.request_id, r.kind, r.status, r.received_at, r.profiles, r.records, r.rows_deleted, r.candidates,
+       r.export_path, r.detail,
        list({'status': e.status, 'at': e.changed_at, 'detail': e.detail} ORDER BY e.changed_at) AS history
 FROM privacy.requests r
 LEFT JOIN privacy.request_events e USING (request_id)
@@ -107,7 +108,7 @@ def status(warehouse: Path, request_id: str | None, limit: int, wait_seconds: fl
         names = [d[0] for d in cursor.description]
         requests = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         for r in requests:
-            r.update(rows_per_layer={}, destinations={})
+            r.update(rows_per_layer={}, destinations={}, files={})
         if requests and has_tables(conn, "privacy", "request_actions"):
             by_id = {r["request_id"]: r for r in requests}
             for request, target, action, items, ok in conn.execute(ACTIONS_SQL, {"ids": list(by_id)}).fetchall():
@@ -124,6 +125,8 @@ def reached(request: dict[str, Any], target: str, action: str, items: int, ok: b
         request["rows_per_layer"][layer] = request["rows_per_layer"].get(layer, 0) + items
     elif target in DESTINATIONS:
         request["destinations"].setdefault(target, {})[action if ok else f"{action} (failed)"] = items
+    elif action in ("compacted", "scrubbed"):  # the files rewritten so no freed block keeps the person
+        request["files"][target] = action if ok else f"{action} (failed)"
 
 
 def describe(requests: list[dict[str, Any]], as_json: bool) -> str:
@@ -136,6 +139,10 @@ def describe(requests: list[dict[str, Any]], as_json: bool) -> str:
                      + (", ".join(f"{k} {v}" for k, v in r["rows_per_layer"].items()) or "none"))  # fmt: skip
         for name, actions in r["destinations"].items():
             lines.append(f"  {name}: " + ", ".join(f"{action} {items}" for action, items in actions.items()))
+        if r["files"]:
+            lines.append("  files: " + ", ".join(f"{name} {done}" for name, done in r["files"].items()))
+        if r["candidates"]:
+            lines.append(f"  {r['candidates']} profiles left out that may be the same person (--dry-run lists them)")
         lines += [f"  {h['at']} {h['status']} {h['detail'] or ''}" for h in r["history"] if h["status"] is not None]
     return "\n".join(lines) or "no requests"
 

@@ -308,7 +308,7 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
     folder = privacy.inbox_path
     filed = [inbox.find(folder, i) for i in config.request_ids] if config.request_ids else list(inbox.pending(folder))
     failures = []
-    deletions, named = [], set()  # deletions tried (even a failed one may have erased), and what named them
+    deletions, named = [], set()  # deletions that may have erased, and what named their subjects
     with context.resources.warehouse.get_connection() as conn:
         setup(conn)
         for item in filed:
@@ -321,35 +321,41 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
             except Exception as exc:  # recorded as failed; the sensor tries again up to MAX_ATTEMPTS
                 failures.append(f"{request.request_id}: {type(exc).__name__}: {redacted(str(exc))}")
                 status = "failed"
-            if request.kind == "deletion":
+            if request.kind == "deletion" and status != "not_found":  # a failed one may have erased already
                 deletions.append(request.request_id)
                 named |= compaction.subject_named(conn)
             if status in FINAL:
                 inbox.close(folder, request.request_id)
             context.log.info(f"{request.request_id} ({request.kind}): {status} in {time.monotonic() - started:.1f}s")
     if deletions:  # the freed blocks still hold the people deleted: rewrite the files, under this run's turn
-        warehouse = context.resources.warehouse
-        home = None if context.instance.is_ephemeral else Path(context.instance.root_directory)
-        done, scrubbed, error = [], 0, ""
-        try:
-            scrubbed = run_history.forget(home, named, context.run_id) if home else 0
-            done = compaction.after_erasure(Path(warehouse.database), alerts_db(), named, warehouse.memory_limit)
-        except Exception as exc:
-            error = f"erasure on disk: {type(exc).__name__}: {redacted(str(exc))}"
-            failures.append(error)
-        with warehouse.get_connection() as conn:
-            for request_id in deletions:
-                if home:
-                    act(conn, request_id, "dagster storage", "scrubbed", scrubbed)
-                for compacted in done:
-                    act(conn, request_id, compacted.path.name, "compacted", compacted.bytes_after,
-                        detail=compacted.detail)  # fmt: skip
-                if error:
-                    act(conn, request_id, "warehouse", "compacted", 0, "failed", error)
-        context.log.info(f"Dagster's storage: {scrubbed} texts naming the people deleted scrubbed; compacted: "
-                         + ("; ".join(c.detail for c in done) or "failed"))  # fmt: skip
+        failures += erase_on_disk(context, deletions, named)
     if failures:
         raise RuntimeError("privacy requests failed: " + "; ".join(failures))
+
+
+def erase_on_disk(context: OpExecutionContext, deletions: list[str], named: set[str]) -> list[str]:
+    """Dagster's storage scrubbed of what named the people deleted, then the warehouse and the alert store rewritten
+    (compaction.py); each step recorded on every deletion as an action of its own target, a failure too. Returns the
+    failures."""
+    warehouse = context.resources.warehouse
+    home = None if context.instance.is_ephemeral else Path(context.instance.root_directory)
+    actions: list[tuple[str, str, int, str, str]] = []  # (target, action, items, status, detail)
+    if home:
+        try:
+            actions.append(("dagster storage", "scrubbed", run_history.forget(home, named, context.run_id), "done", ""))
+        except Exception as exc:
+            actions.append(("dagster storage", "scrubbed", 0, "failed", f"{type(exc).__name__}: {redacted(str(exc))}"))
+    try:
+        for compacted in compaction.after_erasure(Path(warehouse.database), alerts_db(), named, warehouse.memory_limit):
+            actions.append((compacted.path.name, "compacted", compacted.bytes_after, "done", compacted.detail))
+    except Exception as exc:
+        actions.append(("warehouse files", "compacted", 0, "failed", f"{type(exc).__name__}: {redacted(str(exc))}"))
+    with warehouse.get_connection() as conn:
+        for request_id in deletions:
+            for target, action, items, status, detail in actions:
+                act(conn, request_id, target, action, items, status, detail)
+    context.log.info("erasure on disk: " + "; ".join(f"{t} {a} {status}: {d or i}" for t, a, i, status, d in actions))
+    return [f"erasure on disk: {t} {a}: {d}" for t, a, _, status, d in actions if status == "failed"]
 
 
 @job(executor_def=in_process_executor, description="Privacy requests from the inbox (started by its sensor).")

@@ -71,7 +71,8 @@ WHERE p.id_type = 'record:' || p.stream AND (p.raw_table, p.landing_id) IN (
 EXCEPT SELECT id_type, value FROM _subject_given
 """
 # A record identity never saw (staging quarantined it) is known by its payload alone: the addresses, numbers and
-# logins it carries find the person's profiles, unless they are shared values (`shared_values.sql`).
+# logins it carries find the person's profiles, unless they are shared values (`shared_values.sql`; a role mailbox
+# whoever holds it).
 UNSEEN_SQL = """
 INSERT INTO _subject_given
 WITH unseen AS (
@@ -83,6 +84,7 @@ WITH unseen AS (
 SELECT DISTINCT id_type, value FROM _payload_identifiers
 WHERE id_type IN ('email', 'phone', 'user_id') AND (raw_table, landing_id) IN (SELECT * FROM unseen)
   AND (id_type, value) NOT IN (SELECT id_type, value FROM _subject_crossings WHERE shared_by IS NOT NULL)
+  AND NOT (id_type = 'email' AND split_part(value, '@', 1) IN (SELECT local_part FROM _subject_role_mailboxes))
 EXCEPT SELECT id_type, value FROM _subject_given
 """
 

@@ -15,7 +15,7 @@ WITH latest AS (
            max(extracted_at) AS extracted_at,
            arg_max(landing_id, (version_at, landing_id)) AS landing_id  -- the current version's row in raw
     FROM {source_table}
-    WHERE landing_id NOT IN (SELECT landing_id FROM raw._echoes)  -- landing ids are unique across raw tables
+    WHERE landing_id NOT IN (SELECT landing_id FROM raw._echoes WHERE raw_table = $raw_table)
     GROUP BY coalesce(record_id, '#' || payload_hash)
 ),
 extracted AS (

@@ -156,15 +156,15 @@ def acknowledge(
             conn.execute(STORE_SQL, {**params, "keys": keys, "ids": ids})
         elif keys:
             conn.execute(DROP_SQL, {"sync": sync, "keys": keys})
+        if keys or unconfirmed:
+            delivered = [*keys, *unconfirmed]
+            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": delivered})
         if keys:
-            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": keys})
             conn.execute(RESOLVE_SQL, {**params, "keys": keys})
         if delivery.rejected:
             rejected = list(delivery.rejected)
             reasons = [redacted(delivery.rejected[key], REASON_CHARS) for key in rejected]  # may echo the row
             conn.execute(REJECT_SQL, {**params, "operation": operation, "keys": rejected, "reasons": reasons})
-        if unconfirmed:
-            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": list(unconfirmed)})
         conn.execute(f"DELETE FROM sync.intents WHERE {INTENT}", {**params, "batch": batch})
         failpoint.reach("sync.recording")
     except Exception:

@@ -93,8 +93,8 @@ def build_view_checks(view: ViewPolicy) -> list[AssetChecksDefinition]:
         )
 
     checks = [policy_columns]
-    if view.name in reconcile.RECONCILED:
-        checks.append(reconcile.billing_check(view_key(view.name), view.table))
+    if view.name == reconcile.VIEW:
+        checks.append(reconcile.billing_check(view_key(view.name)))
     if view.requires or view.purpose_column or view.purposes_column:
 
         @asset_check(

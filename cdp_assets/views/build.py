@@ -122,7 +122,6 @@ def params(policy: Policy) -> dict[str, Any]:
         "reporting_currency": policy.reporting_currency,
         "default_territory": policy.default_territory,
         "email_purpose": EMAIL_PURPOSE,
-        "email_basis": rules.purposes[EMAIL_PURPOSE],
         "analytics_purpose": ANALYTICS_PURPOSE,
         **glossary.params(),
     }

@@ -15,7 +15,7 @@ from dagster import (
 from cdp_assets import glossary
 from cdp_assets.views import build
 
-RECONCILED = {"executive_cohorts"}  # the views whose column totals must equal the billing totals
+VIEW = "executive_cohorts"  # the view whose column totals must equal the billing totals (reconcile_billing.sql)
 
 
 def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], list[str]]:
@@ -31,15 +31,16 @@ def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int]
     return totals, differences
 
 
-def billing_check(key: AssetKey, table: str) -> AssetChecksDefinition:
+def billing_check(key: AssetKey) -> AssetChecksDefinition:
     @asset_check(
         asset=key,
         name="reconciles_with_billing",
         blocking=True,
         required_resource_keys={"warehouse"},
-        description=f"Passes when the column totals of {table} equal the same totals computed straight from Stripe's "
-        "staging tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: MRR and "
-        "revenue to the cent in each currency, and paying, converted-to-paid and churned customers. Fails (blocking: "
+        description=f"Passes when the column totals of views.{VIEW} equal the same totals computed straight from "
+        "Stripe's staging tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: "
+        "MRR and revenue to the cent in each currency, and paying, converted-to-paid and churned customers. Fails "
+        "(blocking: "
         "the view's syncs hold) otherwise; never warns. `differences` names each total that differs and by how much. "
         "Do: a shortfall means the view's SQL dropped billing it could not place in a cohort: put it in the "
         "`unattributed` row (cohort month empty) rather than leave it out; an excess means it counted a customer "

@@ -68,10 +68,13 @@ class ZendeskUsersDestination(DestinationResource):
         return str(ticket[0])
 
     def recover(self, operation: str, records: list[SyncRecord], receipt: str | None) -> Delivery | None:
-        """A killed run's job, by its id: its results by index, for as long as Zendesk keeps them (a day). Without
-        an id (killed while submitting), past that day or for a job that failed whole, Zendesk cannot say."""
+        """A killed run's job, by its id: its results by index, for as long as Zendesk keeps them (a day); a job that
+        failed whole took nothing (sent again). Without an id (killed while submitting) or past that day, Zendesk
+        cannot say."""
         job = self._finished(receipt) if receipt else None
-        return _delivery(records, job.get("results") or []) if job and job["status"] == "completed" else None
+        if job is None:
+            return None
+        return _delivery(records, job.get("results") or []) if job["status"] == "completed" else Delivery()
 
     def _finished(self, job_id: str) -> dict[str, Any] | None:
         """The job once it completed or failed, polled with growing pauses; None when Zendesk does not know it."""

@@ -5,10 +5,10 @@
 -- refusal whose address cannot be read, which binds the person whatever the address.
 --
 -- A statement binds the person it can be attributed to, or nobody (then it is left out). A record identity placed
--- binds its profile, unless it carries a login or device that records of several profiles carry (`_subject_crossings`,
--- shared_values.sql): identity may have placed it through that value. Any other binds the one profile that the
--- person identifiers it carries lead to through other records (a device only on an event without a login; shared
--- values lead nowhere), and nobody when they lead to none or to several.
+-- binds its profile, unless it carries a login or device that is a shared value (`_subject_crossings` of
+-- shared_values.sql: a device, or holders with different names): identity may have placed it through that value.
+-- Any other binds the one profile that the person identifiers it carries lead to through other records (a device
+-- only on an event without a login; shared values lead nowhere), and nobody when they lead to none or to several.
 --
 -- Quarantined records (`_held__<entity>`: their readable fields, read by staging's own reader; `_payload_identifiers`:
 -- the identifiers their payloads carry, read by `paths.identify`) give their refusals, never a grant (`quarantined`).
@@ -29,7 +29,8 @@ statements AS (
     WHERE list_contains(list_concat($list_granted, $list_denied), k.email_marketing_consent)
     UNION ALL
     SELECT $list_purpose, 'denied', coalesce(k.email_marketing_consent_at, k.updated_at), 'klaviyo.profiles',
-        k.record_id, k.landing_id, NULL, 'consent=' || k.email_marketing_consent, k.is_deleted, true
+        coalesce(k.record_id, '#' || k.landing_id), k.landing_id, NULL, 'consent=' || k.email_marketing_consent,
+        k.is_deleted, true
     FROM _held__klaviyo__profiles k
     WHERE list_contains($list_denied, k.email_marketing_consent)
     UNION ALL
@@ -38,7 +39,8 @@ statements AS (
     FROM staging.hubspot__contacts c
     WHERE c.email_opt_out
     UNION ALL
-    SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts', c.record_id, c.landing_id, NULL,
+    SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts',
+        coalesce(c.record_id, '#' || c.landing_id), c.landing_id, NULL,
         'hs_email_optout=true', c.is_deleted, true
     FROM _held__hubspot__contacts c
     WHERE c.email_opt_out
@@ -52,7 +54,8 @@ statements AS (
     WHERE m.event_name = $product_event AND m.occurred_at <= now()
       AND json_type(json_extract(m.properties, '$.' || p.property)) = 'BOOLEAN'
     UNION ALL
-    SELECT p.purpose, 'denied', m.occurred_at, 'mixpanel.events', coalesce(m.insert_id, m.record_id), m.landing_id,
+    SELECT p.purpose, 'denied', m.occurred_at, 'mixpanel.events',
+        coalesce(m.insert_id, m.record_id, '#' || m.landing_id), m.landing_id,
         coalesce(m.user_id, m.device_id), p.property || '=false', m.is_deleted, true
     FROM _held__mixpanel__events m
     CROSS JOIN product_purposes p
@@ -83,6 +86,7 @@ person_values AS (  -- a device names the person only on an event without a logi
 ),
 shared AS (
     SELECT DISTINCT id_type, value FROM _subject_crossings WHERE id_type IN ('user_id', 'device_id')
+      AND shared_by IS NOT NULL
 ),
 through_shared AS (
     SELECT DISTINCT stream, record_id, landing_id FROM person_values JOIN shared USING (id_type, value)

@@ -32,6 +32,6 @@ verdict AS (
     FROM named
     GROUP BY id_type, value
 )
-SELECT n.id_type, n.value, n.profile_id, v.shared_by
+SELECT n.id_type, n.value, n.profile_id, n.name, v.shared_by
 FROM named n
 JOIN verdict v USING (id_type, value);

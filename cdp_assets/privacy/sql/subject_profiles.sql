@@ -3,7 +3,8 @@
 -- into any of them; then their records as the identity layer keys them, and the candidates left for review.
 -- Reads `_subject_crossings` (shared_values.sql): a value records of several profiles carry, and whether it is shared.
 
--- The profiles named, then every profile a value that is not shared, or a merge, leads to.
+-- The profiles named, then every profile a value that is not shared, or a merge, leads to. A profile without a name
+-- is reached but leads nowhere: it disagrees with no one, so it could otherwise bridge two people.
 INSERT INTO _subject_profiles
 WITH RECURSIVE named AS (
     SELECT rp.profile_id
@@ -21,7 +22,7 @@ leads(from_profile, to_profile) AS (
     SELECT a.profile_id, b.profile_id
     FROM _subject_crossings a
     JOIN _subject_crossings b USING (id_type, value)
-    WHERE a.shared_by IS NULL AND a.profile_id <> b.profile_id
+    WHERE a.shared_by IS NULL AND a.name IS NOT NULL AND a.profile_id <> b.profile_id
     UNION
     SELECT merged_into, profile_id FROM identity.profile_registry WHERE merged_into IS NOT NULL
 ),

@@ -2,26 +2,11 @@
 -- revenue per currency, paying, paid once, churned and when. A party is the person profile holding the Stripe
 -- customer, or the customer itself when no profile holds it, so that no billing is ever left out of a total.
 CREATE OR REPLACE TEMP TABLE _billing_parties AS
-WITH owners AS (
-    SELECT record_id AS customer_id, profile_id FROM identity.record_profiles WHERE stream = 'stripe.customers'
-),
-subscriptions AS (
-    SELECT
-        coalesce(o.profile_id, 'stripe:' || s.customer_id) AS party, o.profile_id, lower(s.currency) AS currency,
-        list_contains($running_statuses, s.status) AS is_running, s.canceled_at,
-        subscription_mrr_cents(s.status, s.unit_amount_cents, s.quantity, s.billing_interval, $mrr_statuses)
-            AS mrr_cents
-    FROM staging.stripe__subscriptions s
-    LEFT JOIN owners o USING (customer_id)
-    WHERE NOT s.is_deleted
+WITH subscriptions AS (
+    SELECT customer AS party, * EXCLUDE (customer) FROM billing_subscriptions($running_statuses, $mrr_statuses)
 ),
 invoices AS (
-    SELECT
-        coalesce(o.profile_id, 'stripe:' || i.customer_id) AS party, o.profile_id, lower(i.currency) AS currency,
-        i.amount_paid_cents AS revenue_cents, i.created_at
-    FROM staging.stripe__invoices i
-    LEFT JOIN owners o USING (customer_id)
-    WHERE is_revenue(i.status, i.amount_paid_cents, i.is_deleted)
+    SELECT customer AS party, * EXCLUDE (customer) FROM billing_payments()
 ),
 money AS (
     SELECT party, currency, sum(mrr_cents)::BIGINT AS mrr_cents, sum(revenue_cents)::BIGINT AS revenue_cents

@@ -1,40 +1,26 @@
 -- The executive view's totals next to the same totals computed straight from Stripe's staging tables, in the
 -- glossary's terms: MRR and revenue per currency in cents (measure, currency), and counts of customers (currency
--- ''). Customers group subscriptions and invoices by the profile holding their Stripe customer, or by the customer
--- when no profile holds it; nothing here reads signups, cohorts or the view's own billing table.
-WITH owners AS (
-    SELECT record_id AS customer_id, profile_id FROM identity.record_profiles WHERE stream = 'stripe.customers'
-),
-subscriptions AS (
-    SELECT
-        coalesce(o.profile_id, 'stripe:' || s.customer_id) AS customer, lower(s.currency) AS currency,
-        list_contains($running_statuses, s.status) AS is_running,
-        subscription_mrr_cents(s.status, s.unit_amount_cents, s.quantity, s.billing_interval, $mrr_statuses)
-            AS mrr_cents
-    FROM staging.stripe__subscriptions s
-    LEFT JOIN owners o USING (customer_id)
-    WHERE NOT s.is_deleted
-),
-invoices AS (
-    SELECT coalesce(o.profile_id, 'stripe:' || i.customer_id) AS customer, lower(i.currency) AS currency,
-        i.amount_paid_cents
-    FROM staging.stripe__invoices i
-    LEFT JOIN owners o USING (customer_id)
-    WHERE is_revenue(i.status, i.amount_paid_cents, i.is_deleted)
-),
-staged AS (
-    SELECT 'mrr_cents' AS measure, currency, sum(mrr_cents) AS total FROM subscriptions GROUP BY currency
+-- ''). Money is summed straight from the staging tables; customers are counted over the glossary's billing lines
+-- (`billing_subscriptions`, `billing_payments`); nothing here reads signups, cohorts or the view's own billing table.
+WITH staged AS (
+    -- Money straight from the staging tables: who the customer is does not change a currency's total.
+    SELECT 'mrr_cents' AS measure, lower(currency) AS currency,
+           sum(subscription_mrr_cents(status, unit_amount_cents, quantity, billing_interval, $mrr_statuses)) AS total
+    FROM staging.stripe__subscriptions WHERE NOT is_deleted GROUP BY ALL
     UNION ALL
-    SELECT 'revenue_cents', currency, sum(amount_paid_cents) FROM invoices GROUP BY currency
+    SELECT 'revenue_cents', lower(currency), sum(amount_paid_cents)
+    FROM staging.stripe__invoices WHERE is_revenue(status, amount_paid_cents, is_deleted) GROUP BY ALL
     UNION ALL
-    SELECT 'paying_now', '', count(DISTINCT customer) FILTER (WHERE mrr_cents > 0) FROM subscriptions
+    SELECT 'paying_now', '', count(DISTINCT customer) FILTER (WHERE mrr_cents > 0)
+    FROM billing_subscriptions($running_statuses, $mrr_statuses)
     UNION ALL
-    SELECT 'converted_to_paid', '', count(DISTINCT customer) FROM invoices
+    SELECT 'converted_to_paid', '', count(DISTINCT customer) FROM billing_payments()
     UNION ALL
     SELECT 'churned', '', count(*) FROM (
-        SELECT customer FROM subscriptions GROUP BY customer HAVING NOT bool_or(is_running)
+        SELECT customer FROM billing_subscriptions($running_statuses, $mrr_statuses)
+        GROUP BY customer HAVING NOT bool_or(is_running)
         INTERSECT
-        SELECT customer FROM invoices
+        SELECT customer FROM billing_payments()
     )
 ),
 viewed AS (
