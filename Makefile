@@ -50,7 +50,8 @@ bench: install
 pipeline: install
 	$(BIN)/cdp pipeline --people $(PEOPLE)
 
-## A headless run into data/eval, then identity resolution scored against the world's truth (docs/identity.md).
+## A headless run into data/eval/$(PEOPLE), then identity resolution scored against the world's truth
+## (docs/identity.md).
 eval: install
 	$(BIN)/cdp eval --people $(PEOPLE) --markdown docs/identity.md
 

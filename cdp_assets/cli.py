@@ -31,6 +31,7 @@ from dagster import DagsterInstance, RunConfig, materialize
 from cdp_assets import launch, stack
 from cdp_assets.bench.harness import SERVED_STAGES
 from cdp_assets.identity import cli as identity_cli
+from cdp_assets.identity.evaluation import HELD_OUT_SEED
 from cdp_assets.privacy import cli as privacy_cli
 from cdp_assets.sync import cli as sync_cli
 from resources import PRIVACY_KEY, PROJECT_ROOT, SettingsMissing
@@ -56,11 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     pipeline.add_argument("--data", type=Path, default=DATA / "pipeline", help="folder for world and warehouse")
     pipeline.add_argument("--sandbox-url", help="use this running sandbox instead of starting one")
     pipeline.add_argument("--full", action="store_true", help="full re-pull of every source")
+    pipeline.set_defaults(held_out=False)
 
     evaluate = commands.add_parser("eval", help="a headless run, then identity resolution scored against truth")
     evaluate.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
-    evaluate.add_argument("--data", type=Path, default=DATA / "eval", help="folder for world and warehouse")
-    evaluate.add_argument("--markdown", type=Path, help="also write the table into this file, between eval markers")
+    evaluate.add_argument("--data", type=Path,
+                          help="folder for world and warehouse (default data/eval/N, or data/held-out/N)")
+    evaluate.add_argument("--markdown", type=Path, help="also write the table into this file, in this size's section")
+    evaluate.add_argument("--held-out", action="store_true",
+                          help="the world the model and its thresholds are chosen on (another seed, other hardness); "
+                               "train on its warehouse with `cdp identity train`")
     evaluate.set_defaults(sandbox_url=None, full=False)
 
     bench = commands.add_parser("bench", help="the pipeline's stages timed on a world of N people")
@@ -135,8 +141,9 @@ def shell_exports(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _ensure_world(folder: Path, people: int) -> Path:
-    """The sandbox world in `folder`, built first if missing; an interrupted build starts over."""
+def _ensure_world(folder: Path, people: int, held_out: bool = False) -> Path:
+    """The sandbox world in `folder`, built first if missing; an interrupted build starts over. The held-out world
+    differs from the default one in seed and in hardness settings: no model chosen on it has seen a scored world."""
     from sandbox.store import WorldStore
     from sandbox.world import build_world
 
@@ -144,8 +151,13 @@ def _ensure_world(folder: Path, people: int) -> Path:
         return folder
     if folder.exists():
         shutil.rmtree(folder)
-    print(f"building a sandbox world of {people:,} people in {folder} ...", flush=True)
-    build_world(folder, people=people)
+    print(f"building a{' held-out' if held_out else ''} sandbox world of {people:,} people in {folder} ...", flush=True)
+    if held_out:
+        from sandbox.hardness import Hardness
+
+        build_world(folder, people=people, seed=HELD_OUT_SEED, hardness=Hardness.held_out())
+    else:
+        build_world(folder, people=people)
     return folder
 
 
@@ -206,21 +218,36 @@ def run_pipeline(args: argparse.Namespace) -> None:
     if args.sandbox_url:
         summarise(materialize_all(args.sandbox_url, args.full))
         return
-    world = _ensure_world(args.data / "sandbox", args.people)
+    world = _ensure_world(args.data / "sandbox", args.people, args.held_out)
     with SandboxServer(world) as sandbox:
         summarise(materialize_all(sandbox.url, args.full))
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    """The pipeline's run, then its profiles scored against the truth of the world it pulled."""
-    from cdp_assets.identity.evaluation import score, text_table, write_markdown
+    """The pipeline's run, then its profiles scored against the truth of the world it pulled, beside whether the
+    model was trained on a world apart from it. Each world size and kind has its own folder, so a figure of one
+    size is never scored on a world built for another."""
+    from cdp_assets.identity.evaluation import World, held_out, score, text_table, write_markdown
+    from cdp_assets.identity.matching import MODEL_PATH
 
+    if args.held_out and args.markdown:
+        raise SystemExit("cdp eval: the held-out world is where the model is chosen; its figures go into no docs")
+    args.data = args.data or DATA / ("held-out" if args.held_out else "eval") / str(args.people)
+    world = args.data / "sandbox"
+    if (world / "world.db").exists() and World.read(world).people != args.people:
+        raise SystemExit(f"cdp eval: {world} holds a world of {World.read(world).describe()}; "
+                         f"give another --data for {args.people:,} people")
     run_pipeline(args)
     with duckdb.connect(os.environ["CDP_WAREHOUSE"], read_only=True) as conn:
-        evaluation = score(conn, args.data / "sandbox")
-    print(f"\n{text_table(evaluation)}")
+        evaluation = score(conn, world)
+    provenance = held_out(MODEL_PATH, evaluation.world)
+    print(f"\n{text_table(evaluation, provenance)}")
+    if args.held_out:
+        print(f"\nchoose the thresholds on this world; train on it: cdp identity train --warehouse {args.data}"
+              "/warehouse.duckdb")
     if args.markdown:
-        write_markdown(args.markdown, evaluation)
+        command = f"cdp eval --people {args.people} --markdown {args.markdown}"
+        write_markdown(args.markdown, evaluation, command, provenance)
         print(f"\nwritten to {args.markdown}")
 
 

@@ -183,6 +183,9 @@ class HubSpotContact(Contract):
     first_name: Series[str] = _text()
     last_name: Series[str] = _text()
     phone: Series[str] = _text(**PHONE)
+    street_address: Series[str] = _text()
+    postal_code: Series[str] = _text()
+    date_of_birth: Series[pa.Date] = pa.Field(nullable=True)  # unreadable ones are NULL already (mappings.py)
     lifecycle_stage: Series[str] = pa.Field(nullable=True, one_of={"allowed": "LIFECYCLE_STAGES"})
     updated_at: Series[Timestamp] = _time(nullable=False, **PAST)
 
@@ -229,6 +232,8 @@ class KlaviyoProfile(Contract):
     email: Series[str] = _text(**EMAIL)
     phone_number: Series[str] = _text(**PHONE)
     external_id: Series[str] = _text()
+    street_address: Series[str] = _text()
+    postal_code: Series[str] = _text()
     email_marketing_consent: Series[str] = pa.Field(nullable=True, one_of={"allowed": "CONSENT_STATES"})
     updated_at: Series[Timestamp] = _time(nullable=False, **PAST)
 

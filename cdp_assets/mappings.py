@@ -4,7 +4,9 @@ The staging engine builds its SQL from these mappings. A value it cannot read as
 field of the wrong JSON kind (a string where the API promises a number, an object where a scalar belongs, a
 string where the object holding the field belongs) is named in `wrong_type_fields`, a time in another unit,
 without a zone, unreadable or outside the contract's plausible range in `time_faults`, each with a reason the
-data team can act on, and the row's contract sends it to quarantine. No such value reaches a typed column.
+data team can act on, and the row's contract sends it to quarantine. No such value reaches a typed column. A lenient
+kind is the exception: an optional field whose noise must not cost the record (and so the person) its place in
+staging reads as NULL when it cannot be read, and is never named as a fault.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ class Kind:
     cast: str  # how such a value becomes the column's type ({j}: the value; {v}: a time's moment)
     expected: str  # what the API promises, as a reason says it
     time: str | None = None  # "unix" or "iso": held to the plausible range as well
+    lenient: bool = False  # a value it cannot read is NULL, never a fault of the record
 
 
+# A date of birth no living customer predates; one before it, or in the future, is a placeholder or a typing slip.
+EARLIEST_BIRTH = "1900-01-01"
+BIRTH_DATE = "TRY_CAST({j}->>'$' AS DATE)"
 KINDS: dict[str, Kind] = {
     "text": Kind(("VARCHAR",), "{j}->>'$'", "a string"),
     "id": Kind(("VARCHAR", "INTEGER"), "{j}->>'$'", "a string or a 64-bit integer"),  # some APIs send ids as numbers
@@ -33,6 +39,13 @@ KINDS: dict[str, Kind] = {
     "text_list": Kind(("ARRAY",), "CAST({j}->>'$[*]' AS VARCHAR[])", "an array"),
     "association_ids": Kind(("ARRAY",), "CAST({j}->>'$[*].toObjectId' AS VARCHAR[])", "an array"),
     "json": Kind(("OBJECT", "ARRAY"), "{j}", "an object or an array"),
+    # HubSpot sends a date property as YYYY-MM-DD text; people type birth dates badly, and a bad one loses nobody.
+    "birth_date": Kind(
+        ("VARCHAR",),
+        f"CASE WHEN {BIRTH_DATE} BETWEEN DATE '{EARLIEST_BIRTH}' AND current_date THEN {BIRTH_DATE} END",
+        "a date as text",
+        lenient=True,
+    ),
 }
 # A value's JSON kind, with integers apart from other numbers and those beyond 64 bits apart from the rest: DuckDB
 # reads every positive integer as UBIGINT, and one too wide for it as DOUBLE (its text kept whole).
@@ -115,6 +128,9 @@ MAPPINGS: dict[str, tuple[Column, ...]] = {
         ("lifecycle_stage", "$.properties.lifecyclestage", "text"),
         ("city", "$.properties.city", "text"),
         ("country", "$.properties.country", "text"),
+        ("street_address", "$.properties.address", "text"),
+        ("postal_code", "$.properties.zip", "text"),
+        ("date_of_birth", "$.properties.date_of_birth", "birth_date"),
         ("email_opt_out", "$.properties.hs_email_optout", "text_boolean"),
         ("created_at", "$.createdAt", "iso_time"),
         ("updated_at", "$.updatedAt", "iso_time"),
@@ -175,6 +191,8 @@ MAPPINGS: dict[str, tuple[Column, ...]] = {
         ("locale", "$.attributes.locale", "text"),
         ("city", "$.attributes.location.city", "text"),
         ("country", "$.attributes.location.country", "text"),
+        ("street_address", "$.attributes.location.address1", "text"),
+        ("postal_code", "$.attributes.location.zip", "text"),
         ("time_zone", "$.attributes.location.timezone", "text"),
         ("email_marketing_consent", "$.attributes.subscriptions.email.marketing.consent", "text"),
         ("email_marketing_consent_at", "$.attributes.subscriptions.email.marketing.consent_timestamp", "iso_time"),
@@ -236,7 +254,8 @@ def select_sql(entity: str) -> Selects:
             times.append(f"CASE WHEN {readable} THEN {_time_fault(kind, j, field)} END")
             readable += f" AND t[{len(times)}] IS NULL"
         values.append(f"CASE WHEN {readable} THEN {cast} END AS {column.name}")
-        wrong.append(_wrong_kind(j, k, field, accepted, kind.expected))
+        if not kind.lenient:
+            wrong.append(_wrong_kind(j, k, field, accepted, kind.expected))
     for position, (path, json_kind) in enumerate(_containers(entity).items(), start=len(mapped) + 1):
         expected = "an object" if json_kind == "OBJECT" else "an array"
         wrong.append(_wrong_kind(f"j[{position}]", f"k[{position}]", _field(path), f"'{json_kind}'", expected))

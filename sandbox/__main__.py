@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -26,9 +28,11 @@ class _ReadyServer(uvicorn.Server):
 
 
 def build(args: argparse.Namespace) -> int:
+    from sandbox.hardness import Hardness
     from sandbox.world import build_world  # the generator is optional for serving
 
-    counts = build_world(args.folder, people=args.people, seed=args.seed, anchor=args.anchor)
+    hardness = Hardness.from_dict(json.loads(Path(args.hardness).read_text())) if args.hardness else None
+    counts = build_world(args.folder, people=args.people, seed=args.seed, anchor=args.anchor, hardness=hardness)
     for stream, count in counts.items():
         print(f"{stream}\t{count}")
     return 0
@@ -60,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--people", type=int, default=5000)
     b.add_argument("--seed", type=int, default=7)
     b.add_argument("--anchor", type=int, default=None, help="unix seconds the world's history ends at")
+    b.add_argument("--hardness", default=None,
+                   help="JSON file of hard-case rates (sandbox/hardness.py); unset ones keep their defaults")
     b.set_defaults(func=build)
     s = commands.add_parser("serve", help="serve the five fake APIs over a world")
     s.add_argument("--folder", default="data/sandbox")

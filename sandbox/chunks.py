@@ -12,18 +12,20 @@ gap after each chunk's range, recorded in meta so churn draws only numbers in us
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
 from sandbox.context import OWNED_STREAMS, Ctx, Rng
+from sandbox.hard import Hard, assign
+from sandbox.hardness import Hardness
 from sandbox.ids import COUNTERS, FIRST_VALUE, Ids
 from sandbox.people import PEOPLE_PER_COMPANY, Company, Person, hard_cases, make_companies, make_people
-from sandbox.render_hubspot import render_company, render_contacts
+from sandbox.render_hubspot import render_company, render_contacts, render_second_contact
 from sandbox.render_klaviyo import metric_ids, render_klaviyo
-from sandbox.render_mixpanel import render_mixpanel
+from sandbox.render_mixpanel import render_mixpanel, render_second_login
 from sandbox.render_stripe import render_stripe
 from sandbox.render_zendesk import render_zendesk
 
@@ -117,7 +119,12 @@ def gaps_after(chunk: int, counters: dict[str, int]) -> dict[str, tuple[int, int
 
 
 def render_chunk(ctx: Ctx, companies: list[Company], people: list[Person]) -> None:
-    """Every record of these companies and people, in a fixed order (ids follow it), and their hard cases."""
+    """Every record of these companies and people, in a fixed order (ids follow it), and their hard cases.
+
+    Second accounts come last, from the hardness stream, so the other records keep their ids and draws
+    whatever the hardness settings.
+    """
+    assign(ctx, people)
     for company in companies:
         render_company(ctx, company)
     for person in people:
@@ -128,15 +135,32 @@ def render_chunk(ctx: Ctx, companies: list[Company], people: list[Person]) -> No
         render_stripe(ctx, person)
         render_zendesk(ctx, person)
         render_klaviyo(ctx, person)
+    if ctx.hard is None:
+        raise RuntimeError("rendering people needs a hardness stream")
+    seconds = replace(ctx, rng=ctx.hard.rng)
+    for person in people:
+        second = person.traits.second if person.traits else None
+        if second == "contact":
+            render_second_contact(seconds, person)
+        elif second == "login":
+            render_second_login(seconds, person)
 
 
-def build_chunk(seed: int, anchor: int, pools: dict[str, Any], chunk: int, size: int) -> ChunkRows:
-    """Chunk ``chunk`` of a world: ``size`` people and their companies, from the chunk's own random stream."""
+def build_chunk(
+    seed: int, anchor: int, pools: dict[str, Any], chunk: int, size: int, hardness: Hardness | None = None
+) -> ChunkRows:
+    """Chunk ``chunk`` of a world: ``size`` people and their companies, from the chunk's own random streams.
+
+    The hard cases draw from a stream of their own, so the people and their ids do not depend on ``hardness``
+    (beyond the households and job changes it sets).
+    """
+    hardness = hardness or Hardness()
     start = start_counters(chunk)
     ids, sink, rng = Ids(seed, start), ChunkSink(), Rng(f"{seed}:chunk:{chunk}")
-    ctx = Ctx(rng, ids, sink, pools, anchor, anchor * 1000, metrics=metric_ids(seed))
+    hard = Hard(hardness, Rng(f"{seed}:chunk:{chunk}:hardness"))
+    ctx = Ctx(rng, ids, sink, pools, anchor, anchor * 1000, metrics=metric_ids(seed), hard=hard)
     companies = make_companies(rng, pools, ids, companies_for(size), anchor)
-    render_chunk(ctx, companies, make_people(rng, pools, ids, companies, size, anchor))
+    render_chunk(ctx, companies, make_people(rng, pools, ids, companies, size, anchor, hardness=hardness))
     overflow = [name for name in COUNTERS if name not in DENSE and ids.counters[name] - start[name] > CHUNK_SPAN]
     if overflow:
         raise OverflowError(f"chunk {chunk} used more than {CHUNK_SPAN} numbers of {overflow}")

@@ -21,6 +21,8 @@ from sandbox import churn_stripe
 from sandbox.chunks import render_chunk
 from sandbox.clock import WEEK, hubspot_time, klaviyo_time, zendesk_time
 from sandbox.context import PRODUCT_USERS, Ctx, Rng, Sink, save_meta
+from sandbox.hard import Hard
+from sandbox.hardness import Hardness
 from sandbox.ids import (
     HUBSPOT_COMPANY_BASE,
     Ids,
@@ -70,8 +72,9 @@ def _tick(store: WorldStore, now_ms: int, changes: int) -> dict[str, int]:
         raise ValueError(f"{store.folder} holds no built world (meta has no seed)")
     seed, number = int(meta["seed"]), int(meta.get("tick", 0))
     ids = Ids.from_meta(seed, meta)
+    hard = Hard(Hardness.from_dict(meta.get("hardness", {})), Rng(f"{seed}:tick:{number}:hardness"))
     ctx = Ctx(Rng(f"{seed}:tick:{number}"), ids, Sink(store), meta["pools"], now_ms // 1000, now_ms,
-              live=True, metrics=metric_ids(seed))
+              live=True, metrics=metric_ids(seed), hard=hard)
     c, few = changes, max(1, changes // 20)
     steps: tuple[tuple[str, Callable[[Ctx, int], int], int], ...] = (
         ("people_signed_up", sign_up, max(1, c // 4)),
@@ -105,7 +108,8 @@ def sign_up(ctx: Ctx, count: int) -> int:
     """New people join, some hired into existing companies; they appear in their sources at once."""
     picked = ctx.pick("hubspot.companies", "company", company_id, COMPANIES_TO_HIRE_FROM)
     companies = [company_from_payload(int(r.id) - HUBSPOT_COMPANY_BASE, r.payload) for r in picked]
-    people = make_people(ctx.rng, ctx.pools, ctx.ids, companies, count, ctx.now, live=True)
+    hardness = ctx.hard.settings if ctx.hard else None
+    people = make_people(ctx.rng, ctx.pools, ctx.ids, companies, count, ctx.now, live=True, hardness=hardness)
     render_chunk(ctx, [], people)
     return len(people)
 

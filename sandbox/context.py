@@ -16,13 +16,16 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sandbox import anomalies
 from sandbox.clock import DAY
 from sandbox.ids import Ids
 from sandbox.spelling import as_typed, spell
 from sandbox.store import Record, WorldStore
+
+if TYPE_CHECKING:
+    from sandbox.hard import Hard
 
 OWNERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
@@ -181,6 +184,7 @@ class Ctx(Generic[W]):
     metrics: dict[str, str] = field(default_factory=dict)  # Klaviyo metric name -> id
     events_in_second: dict[int, int] = field(default_factory=dict)
     labelled: set[tuple[int, str]] = field(default_factory=set)  # (person, case) already handed to the sink
+    hard: Hard | None = None  # the hardness settings and stream people's records are drawn with (sandbox.hard)
 
     @property
     def seed(self) -> int:

@@ -338,6 +338,7 @@ def _contact(hid: str, now_ms: int) -> dict[str, Any]:
     properties = {
         "email": _email(f"hubspot-{hid}"), "firstname": "Corpus", "lastname": "Contact", "phone": None,
         "company": None, "jobtitle": None, "lifecyclestage": "lead", "city": None, "country": None,
+        "address": None, "zip": None, "date_of_birth": None,
         "createdate": stamp, "lastmodifieddate": stamp, "hs_object_id": hid, "hs_email_optout": "false",
     }
     return {"id": hid, "properties": properties, "createdAt": stamp, "updatedAt": stamp, "archived": False}
@@ -363,7 +364,7 @@ def _ticket(tid: int, requester: int, now: int) -> dict[str, Any]:
 
 
 def _profile(pid: str, now: int) -> dict[str, Any]:
-    location = {"city": None, "country": None, "region": None, "zip": None, "timezone": None}
+    location = {"address1": None, "city": None, "country": None, "region": None, "zip": None, "timezone": None}
     marketing = email_marketing("NEVER_SUBSCRIBED", None, None)
     attributes = {
         "email": _email(f"klaviyo-{pid}"), "phone_number": None, "external_id": None, "first_name": "Corpus",

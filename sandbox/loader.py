@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.chunks import CHUNK_PEOPLE, ChunkRows, build_chunk, chunk_sizes
+from sandbox.hardness import Hardness
 from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, TRUTH_FILE
 
 POOL_FROM = 3 * CHUNK_PEOPLE  # smaller worlds render in-process: starting workers would cost more than it saves
@@ -55,7 +56,7 @@ def write_chunk(conn: sqlite3.Connection, folder: Path, rows: ChunkRows) -> Chun
 
 
 def load_chunks(
-    folder: Path, seed: int, anchor: int, pools: dict[str, Any], people: int, workers: int
+    folder: Path, seed: int, anchor: int, pools: dict[str, Any], people: int, workers: int, hardness: Hardness,
 ) -> Iterator[ChunkDone]:
     """Render and write every chunk of a world, in chunk order, with ``workers`` processes for big worlds."""
     sizes = chunk_sizes(people)
@@ -63,14 +64,14 @@ def load_chunks(
         conn = bulk_connection(folder)
         try:
             for chunk, size in sizes:
-                yield write_chunk(conn, folder, build_chunk(seed, anchor, pools, chunk, size))
+                yield write_chunk(conn, folder, build_chunk(seed, anchor, pools, chunk, size, hardness))
         finally:
             conn.close()
         return
     # fork: workers inherit the pools and never re-import the caller's __main__; spawn where fork is missing.
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     turnstile = Turnstile(context)
-    with context.Pool(workers, _start_worker, (folder, seed, anchor, pools, turnstile)) as pool:
+    with context.Pool(workers, _start_worker, (folder, seed, anchor, pools, hardness, turnstile)) as pool:
         done = pool.imap(_load_in_worker, sizes)
         for _ in sizes:
             yield done.next(TURN_TIMEOUT * 2)
@@ -97,15 +98,17 @@ class Turnstile:
 _WORKER: dict[str, Any] = {}  # a worker's world and connection, set once when the pool starts it
 
 
-def _start_worker(folder: Path, seed: int, anchor: int, pools: dict[str, Any], turnstile: Turnstile) -> None:
-    _WORKER.update(folder=folder, seed=seed, anchor=anchor, pools=pools, turnstile=turnstile,
+def _start_worker(
+    folder: Path, seed: int, anchor: int, pools: dict[str, Any], hardness: Hardness, turnstile: Turnstile
+) -> None:
+    _WORKER.update(folder=folder, seed=seed, anchor=anchor, pools=pools, hardness=hardness, turnstile=turnstile,
                    conn=bulk_connection(folder))
 
 
 def _load_in_worker(chunk_and_size: tuple[int, int]) -> ChunkDone:
     chunk, size = chunk_and_size
     w = _WORKER
-    rows = build_chunk(w["seed"], w["anchor"], w["pools"], chunk, size)
+    rows = build_chunk(w["seed"], w["anchor"], w["pools"], chunk, size, w["hardness"])
     w["turnstile"].wait(chunk)
     written = write_chunk(w["conn"], w["folder"], rows)
     w["turnstile"].done(chunk)  # not after a failure: the parent stops the pool when it sees it

@@ -15,13 +15,17 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.clock import DAY, YEAR
+from sandbox.hardness import Hardness
 from sandbox.ids import Ids, device_id, product_user_id
 from sandbox.phones import make_phone
 from sandbox.pools import BY_CODE, BY_NAME, COUNTRIES, INDUSTRIES, slug
 from sandbox.spelling import capitalised, home_email, junk_email, work_email
+
+if TYPE_CHECKING:
+    from sandbox.hard import Traits
 
 PEOPLE_PER_COMPANY = 8
 B2B_SHARE = 0.75  # people with an employer and a work email
@@ -33,9 +37,6 @@ KLAVIYO_SHARE = 0.80
 PHONE_SHARE = 0.80
 HOME_EMAIL_SHARE_OF_B2B = 0.70
 JUNK_EMAIL_SHARE = 0.22
-HOUSEHOLD_RATE = 0.03  # chance a person joins the previous one's household
-SHARED_LOGIN_EVERY = 3  # one household in three is a couple sharing one product login
-JOB_CHANGE_RATE = 0.06  # of B2B people with enough history
 DUPLICATE_CONTACT_EVERY = 33  # one HubSpot person in 33 has a duplicate contact
 SIGNUP_SPAN = 3 * YEAR
 SHARED_DEVICE_SLOT = 9
@@ -95,6 +96,7 @@ class Person:
     email_consent: str = "NEVER_SUBSCRIBED"
     tracking_consent: tuple[bool, bool] | None = None  # (analytics, advertising) if answered
     hs_optout: bool = False
+    traits: Traits | None = None  # what the hard cases show on their records (sandbox.hard), drawn apart
 
     @property
     def emails(self) -> list[str]:
@@ -106,7 +108,8 @@ class Person:
 
 
 def hard_cases(person: Person) -> list[str]:
-    """The hard cases a person makes by who they are (cases.csv); renderers add ``typos`` and ``case_variants``.
+    """The hard cases a person makes by who they are (cases.csv); renderers add ``typos``, ``case_variants``
+    and the cases sandbox.hard shows on records.
 
     A household either shares a login (one member has none of their own) or, both
     having one, a family device.
@@ -159,18 +162,24 @@ def make_companies(rng: random.Random, pools: dict[str, Any], ids: Ids, count: i
 
 def make_people(
     rng: random.Random, pools: dict[str, Any], ids: Ids, companies: list[Company], count: int, now: int,
-    live: bool = False,
+    live: bool = False, hardness: Hardness | None = None,
 ) -> list[Person]:
-    """``count`` new people; ``live`` ones sign up at ``now`` (churn), others over three years before it."""
+    """``count`` new people; ``live`` ones sign up at ``now`` (churn), others over three years before it.
+
+    Of ``hardness`` (default: the default world's) only households, shared logins and job changes are drawn
+    here; the other hard cases come from their own stream (sandbox.hard).
+    """
+    hardness = hardness or Hardness()
     taken: set[str] = set()
     people: list[Person] = []
     for _ in range(count):
         previous = people[-1] if people else None
-        joins = previous is not None and previous.partner is None and rng.random() < HOUSEHOLD_RATE
-        person = _person(rng, pools, ids, companies, taken, now, live, previous if joins else None)
+        joins = previous is not None and previous.partner is None and rng.random() < hardness.households
+        person = _person(rng, pools, ids, companies, taken, now, live, previous if joins else None,
+                         hardness.job_change)
         people.append(person)
     _mark_duplicate_contacts(people)
-    _open_accounts(rng, ids, people)
+    _open_accounts(rng, ids, people, hardness.shared_login_every)
     return people
 
 
@@ -185,13 +194,13 @@ def _mark_duplicate_contacts(people: list[Person]) -> None:
             crm += 1
 
 
-def _open_accounts(rng: random.Random, ids: Ids, people: list[Person]) -> None:
+def _open_accounts(rng: random.Random, ids: Ids, people: list[Person], shared_login_every: int) -> None:
     """Product logins and devices; households share a family device or, one in three, a login."""
     households = 0
     for person in people:
         shares_login = False
         if person.partner and person.partner.pid < person.pid:  # the household's second member
-            shares_login = households % SHARED_LOGIN_EVERY == 0  # first in each chunk, so small worlds have one
+            shares_login = households % shared_login_every == 0  # first in each chunk, so small worlds have one
             households += 1
         if person.in_product and not shares_login:
             person.user_id = product_user_id(ids.take("user"))
@@ -207,7 +216,7 @@ def _open_accounts(rng: random.Random, ids: Ids, people: list[Person]) -> None:
 
 def _person(
     rng: random.Random, pools: dict[str, Any], ids: Ids, companies: list[Company], taken: set[str], now: int,
-    live: bool, partner: Person | None,
+    live: bool, partner: Person | None, job_change: float,
 ) -> Person:
     country = BY_CODE[partner.country if partner else weighted(rng, COUNTRY_WEIGHTS)[0]]
     names = pools["countries"][country.code]
@@ -230,7 +239,7 @@ def _person(
         person.company = rng.choice(companies)
         person.title = rng.choice(pools["titles"])
         person.work = work_email(rng, first, last, person.company.domain, taken)
-        _maybe_change_job(rng, pools, person, companies, taken, now, live)
+        _maybe_change_job(rng, pools, person, companies, taken, now, live, job_change)
     if not b2b or rng.random() < HOME_EMAIL_SHARE_OF_B2B:
         person.home = home_email(rng, first, last, country.providers, taken)
     if rng.random() < JUNK_EMAIL_SHARE:
@@ -250,11 +259,11 @@ def _person(
 
 def _maybe_change_job(
     rng: random.Random, pools: dict[str, Any], person: Person, companies: list[Company], taken: set[str],
-    now: int, live: bool,
+    now: int, live: bool, rate: float,
 ) -> None:
     """Some people moved here from another company; their old work address now bounces."""
     earliest, latest = person.signup + 90 * DAY, now - 30 * DAY
-    if live or len(companies) < 2 or latest <= earliest or rng.random() >= JOB_CHANGE_RATE:
+    if live or len(companies) < 2 or latest <= earliest or rng.random() >= rate:
         return
     old = rng.choice(companies)
     if person.company is None or old.n == person.company.n:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sandbox.clock import DAY, hubspot_time
 from sandbox.context import Ctx
+from sandbox.hard import show_contact
 from sandbox.ids import company_id, contact_id
 from sandbox.people import Company, Person, weighted
 from sandbox.phones import render_phone
@@ -80,16 +81,27 @@ def _contact(
         "hs_object_id": cid,
         "hs_email_optout": "true" if person.hs_optout else "false",
     }
+    anomaly = ctx.bad("hubspot.contacts")
+    show_contact(ctx, person, properties, anomaly)
     payload = {"id": cid, "properties": properties, "createdAt": created_at, "updatedAt": modified_at,
                "archived": False}
-    ctx.emit("hubspot.contacts", cid, created_ms // 1000, modified_ms, payload, person.pid,
-             ctx.bad("hubspot.contacts"))
+    ctx.emit("hubspot.contacts", cid, created_ms // 1000, modified_ms, payload, person.pid, anomaly)
     association = {
         "from": {"id": cid},
         "to": [{"toObjectId": int(company_id(company.n)),
                 "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 1, "label": "Primary"}]}],
     }
     ctx.emit("hubspot.contact_companies", cid, created_ms // 1000, modified_ms, association, person.pid)
+
+
+def render_second_contact(ctx: Ctx, person: Person) -> None:
+    """A second contact someone entered by hand with the person's personal address (``two_accounts``)."""
+    email = person.home or person.junk
+    if person.company is None or email is None:
+        return
+    created = ctx.between(person.signup, ctx.now)
+    _contact(ctx, person, email, person.company, person.title, "lead", created, ctx.now)
+    ctx.label(person.pid, "two_accounts")
 
 
 def touch(payload: dict[str, Any], now_ms: int) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sandbox.clock import DAY, HOUR, MINUTE, WEEK, YEAR, klaviyo_time
 from sandbox.context import Ctx
+from sandbox.hard import show_profile
 from sandbox.ids import short_id, uuid_text
 from sandbox.people import Company, Person
 from sandbox.pools import BY_CODE
@@ -107,8 +108,10 @@ def render_profile(
             {"SUBSCRIBED": "FORM", "UNSUBSCRIBED": "PREFERENCE_PAGE"}.get(consent),
         )}},
     }
+    anomaly = ctx.bad("klaviyo.profiles")
+    show_profile(ctx, person, attributes, anomaly)
     payload = {"type": "profile", "id": pid, "attributes": attributes, "links": links("profiles", pid)}
-    ctx.emit("klaviyo.profiles", pid, created, ctx.ms(updated), payload, person.pid, ctx.bad("klaviyo.profiles"))
+    ctx.emit("klaviyo.profiles", pid, created, ctx.ms(updated), payload, person.pid, anomaly)
     for metric, t, props in sorted(events, key=lambda e: e[1]):
         email_event(ctx, person.pid, pid, metric, t, props)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from sandbox.clock import DAY, MINUTE
 from sandbox.context import PRODUCT_USERS, Ctx
+from sandbox.hard import show_signup_email
+from sandbox.ids import product_user_id
 from sandbox.people import Person, weighted
 
 EVENTS = (
@@ -41,7 +43,7 @@ def render_mixpanel(ctx: Ctx, person: Person) -> None:
             product_event(ctx, person.pid, "Page Viewed", t, None, device, {**page, **(_utm(person) if i == 0 else {})})
         signup = {**_utm(person), "plan": "free"}
         if rng.random() < EMAIL_ON_SIGNUP:  # a job changer signed up with the work address they had then
-            signup["email"] = person.old_work or person.primary
+            signup["email"] = show_signup_email(ctx, person, person.old_work or person.primary)
         product_event(ctx, person.pid, "Signed Up", person.signup, person.login, device, signup)
     times = [] if ctx.live else sorted(ctx.between(person.signup, ctx.now) for _ in range(rng.randint(3, 11)))
     consent_at = None
@@ -54,6 +56,19 @@ def render_mixpanel(ctx: Ctx, person: Person) -> None:
             times = [t for t in times if t <= consent_at]
     for t in times:
         usage_event(ctx, person.pid, person.login, rng.choice(person.devices), t)
+
+
+def render_second_login(ctx: Ctx, person: Person) -> None:
+    """A second product account the person signed up for with another address (``two_accounts``)."""
+    login = product_user_id(ctx.ids.take("user"))
+    ctx.sink.own(PRODUCT_USERS, login, person.pid)
+    signup = ctx.between(person.signup, ctx.now)
+    email = show_signup_email(ctx, person, person.home or person.junk or person.primary)
+    product_event(ctx, person.pid, "Signed Up", signup, login, person.devices[-1], {"plan": "free", "email": email})
+    times = [] if ctx.live else sorted(ctx.between(signup, ctx.now) for _ in range(ctx.rng.randint(2, 6)))
+    for t in times:
+        usage_event(ctx, person.pid, login, ctx.rng.choice(person.devices), t)
+    ctx.label(person.pid, "two_accounts")
 
 
 def usage_event(ctx: Ctx, person: int, user: str, device: str, t: int) -> None:

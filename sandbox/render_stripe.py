@@ -13,6 +13,7 @@ import orjson
 
 from sandbox.clock import DAY, HOUR
 from sandbox.context import Ctx
+from sandbox.hard import show_customer
 from sandbox.ids import stripe_id
 from sandbox.people import Person, weighted
 from sandbox.phones import render_phone
@@ -53,18 +54,21 @@ def render_stripe(ctx: Ctx, person: Person) -> None:
     created = ctx.between(person.signup, min(ctx.now, person.signup + 60 * DAY))
     cid = ctx.ids.stripe("cus")
     email = person.work if person.work and rng.random() < 0.6 else (person.home or person.primary)
-    named_as_company = person.company is not None and rng.random() < 0.1
+    company_name = person.company.name if person.company is not None and rng.random() < 0.1 else None
     city, _, postal, street = person.place
+    typed = ctx.typed(person.pid, email)
+    names = None if company_name else (ctx.spell(person.pid, person.first), ctx.spell(person.pid, person.last))
     payload = {
-        "id": cid, "object": "customer", "created": created, "email": ctx.typed(person.pid, email),
-        "name": person.company.name if named_as_company and person.company
-        else f"{ctx.spell(person.pid, person.first)} {ctx.spell(person.pid, person.last)}",
+        "id": cid, "object": "customer", "created": created, "email": typed,
+        "name": company_name or " ".join(names or ()),
         "phone": render_phone(rng, person.phone, person.country),
         "address": {"line1": street, "city": city, "postal_code": postal, "country": person.country},
         "currency": BY_CODE[person.country].currency, "balance": 0, "livemode": False,
         "metadata": {"product_user_id": person.user_id} if person.user_id and rng.random() < 0.6 else {},
     }
-    ctx.emit("stripe.customers", cid, created, ctx.ms(created), payload, person.pid, ctx.bad("stripe.customers"))
+    anomaly = ctx.bad("stripe.customers")
+    show_customer(ctx, person, payload, names, anomaly)
+    ctx.emit("stripe.customers", cid, created, ctx.ms(created), payload, person.pid, anomaly)
     stripe_event(ctx, person.pid, "customer.created", payload, created)
     start = created
     for _ in range(1 + (rng.random() < SECOND_SUBSCRIPTION_SHARE)):

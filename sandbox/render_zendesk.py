@@ -10,6 +10,7 @@ from typing import Any
 
 from sandbox.clock import DAY, zendesk_time
 from sandbox.context import Ctx
+from sandbox.hard import show_zendesk_user
 from sandbox.ids import organization_id, zendesk_ticket_id, zendesk_user_id
 from sandbox.people import Person, weighted
 from sandbox.phones import render_phone
@@ -44,10 +45,11 @@ def render_zendesk(ctx: Ctx, person: Person) -> None:
     email = person.primary if rng.random() < 0.6 else rng.choice(emails)
     org = organization_id(person.company.n) if person.company and rng.random() < 0.6 else None
     country = BY_CODE[person.country]
+    names = (ctx.spell(person.pid, person.first), ctx.spell(person.pid, person.last))
     payload = {
         "id": uid,
         "url": f"{BASE_URL}/users/{uid}.json",
-        "name": f"{ctx.spell(person.pid, person.first)} {ctx.spell(person.pid, person.last)}",
+        "name": " ".join(names),
         "email": ctx.typed(person.pid, email),
         "phone": render_phone(rng, person.phone, person.country),
         "external_id": person.user_id if person.user_id and rng.random() < 0.5 else None,
@@ -62,7 +64,9 @@ def render_zendesk(ctx: Ctx, person: Person) -> None:
         "created_at": zendesk_time(created),
         "updated_at": zendesk_time(updated),
     }
-    ctx.emit("zendesk.users", str(uid), created, ctx.ms(updated), payload, person.pid, ctx.bad("zendesk.users"))
+    anomaly = ctx.bad("zendesk.users")
+    show_zendesk_user(ctx, person, payload, names, anomaly)
+    ctx.emit("zendesk.users", str(uid), created, ctx.ms(updated), payload, person.pid, anomaly)
     count = 1 if ctx.live else rng.randint(1, MAX_TICKETS)
     for t in sorted([created] + [ctx.between(created, ctx.now) for _ in range(count - 1)]):
         render_ticket(ctx, person.pid, uid, org, t)

@@ -2,7 +2,7 @@
 
 The world is built a chunk of people at a time, each chunk from its own seeded
 random stream and its own id ranges (sandbox.chunks), written in chunk order
-(sandbox.loader), so the same (seed, people, anchor) always gives byte-identical
+(sandbox.loader), so the same (seed, people, anchor, hardness) always gives byte-identical
 records and truth however many processes render the chunks, and memory stays flat
 from 300 people to a million.
 """
@@ -13,11 +13,13 @@ import csv
 import os
 from collections import Counter
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 
 from sandbox.chunks import ChunkSink, gaps_after
 from sandbox.clock import today_midnight
 from sandbox.context import OWNERS_SCHEMA, Ctx, Rng, save_meta
+from sandbox.hardness import Hardness
 from sandbox.ids import Ids
 from sandbox.loader import bulk_connection, load_chunks, write_chunk
 from sandbox.pools import draw_pools
@@ -34,14 +36,17 @@ CSV_HEADERS = {TRUTH_FILE: ("stream", "record_id", "person_id"), ANOMALIES_FILE:
 
 def build_world(
     folder: str | Path, people: int = 5000, seed: int = 7, anchor: int | None = None, workers: int | None = None,
+    hardness: Hardness | None = None,
 ) -> dict[str, int]:
     """Build a world into an empty folder; returns how many records each stream got.
 
     ``anchor`` is the world's "now" in unix seconds (default: today's UTC midnight):
     all history lies before it, except records whose anomaly is a future timestamp.
     ``workers`` render and write chunks in parallel (default: one per CPU, at most
-    MAX_WORKERS); the world does not depend on it.
+    MAX_WORKERS); the world does not depend on it. ``hardness`` sets the rates of the hard cases (default:
+    the default world's); it is kept in meta, so churn's sign-ups make the same cases.
     """
+    hardness = hardness or Hardness()
     anchor = today_midnight() if anchor is None else anchor
     workers = min(_cpus(), MAX_WORKERS) if workers is None else workers
     store = WorldStore(folder)
@@ -56,7 +61,7 @@ def build_world(
         created = Counter(write_chunk(conn, path, catalogue.finish({})).created)
     counters: dict[str, int] = {}
     gaps: dict[str, list[tuple[int, int]]] = {}
-    for chunk, done in enumerate(load_chunks(path, seed, anchor, pools, people, workers)):
+    for chunk, done in enumerate(load_chunks(path, seed, anchor, pools, people, workers, hardness)):
         for name, gap in (gaps_after(chunk - 1, counters).items() if chunk else ()):
             gaps.setdefault(name, []).extend([gap] if gap[0] < gap[1] else [])
         counters = done.counters
@@ -66,7 +71,7 @@ def build_world(
     conn.executescript(SCHEMA)  # recreates the time indexes, each in one sorted pass
     # The seed in meta marks a finished build (churn refuses a world without one).
     save_meta(conn, {"seed": seed, "people": people, "anchor": anchor, "tick": 0, "pools": pools,
-                     **Ids(seed, counters).to_meta(), "gaps": gaps})
+                     "hardness": asdict(hardness), **Ids(seed, counters).to_meta(), "gaps": gaps})
     conn.execute("PRAGMA journal_mode = WAL")  # what WorldStore expects; it leaves one compact file behind
     conn.close()
     _sync(path / DB_FILE)

@@ -25,11 +25,12 @@ from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 from tests.test_privacy import serve
 
-# An active prospect (never paid, no subscription) with an address, no product login and no consent statement.
+# An active prospect (never paid, no subscription) with an address, a name, no product login and no consent statement.
 QUIET_PROSPECT = """
-SELECT p.profile_id, p.email
+SELECT p.profile_id, p.email, concat_ws(' ', p.first_name, p.last_name)
 FROM identity.person_profiles p JOIN identity.person_lifecycle l USING (profile_id)
-WHERE p.is_active AND p.email IS NOT NULL AND p.product_user_id IS NULL AND l.first_paid_at IS NULL
+WHERE p.is_active AND p.email IS NOT NULL AND p.first_name IS NOT NULL AND p.product_user_id IS NULL
+  AND l.first_paid_at IS NULL
   AND NOT l.is_subscribed AND p.profile_id NOT IN (SELECT profile_id FROM privacy.consent_ledger)
 ORDER BY p.profile_id LIMIT 1
 """
@@ -68,13 +69,15 @@ def product_event(insert_id: str, at: int, stamp: Any, **properties: Any) -> Rec
 def test_consent_binds_a_person_and_an_address_and_fails_closed(start: Callable[..., Env]) -> None:
     env = start()
     query = env.pipeline.query
-    [(partner, partner_email)] = query(QUIET_PROSPECT)
+    [(partner, partner_email, partner_name)] = query(QUIET_PROSPECT)
     (owner, login), (refuser, refuser_login) = query(LOGGED_IN_PROSPECTS)
     [(unsubscriber, unsubscriber_login)] = query(SUBSCRIBED_WITH_LOGIN, {"others": [owner, refuser]})
     assert len({partner, owner, refuser, unsubscriber}) == 4
 
-    # The partner's help-desk user names the household login; the operator keeps the login apart from him.
-    serve(env, "zendesk.users", HELP_DESK_USER, email=partner_email, phone=None, external_id=login)
+    # The partner's help-desk user names the household login; the operator keeps the login apart from him. It is
+    # his, so it carries his name: under another name his address would be on records that disagree on who they
+    # are, a shared value that places no record (identity/shared.py), and the user would be a profile of its own.
+    serve(env, "zendesk.users", HELP_DESK_USER, email=partner_email, phone=None, external_id=login, name=partner_name)
     with duckdb.connect(str(env.pipeline.warehouse)) as conn:
         for other in (f"zendesk_user:{HELP_DESK_USER}", f"email:{partner_email}"):
             explain.add_never_link(conn, identity_rules.load(), f"user_id:{login}", other, "a household login", "test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,39 @@ def test_schema_drift_is_reported_and_broken_rows_are_quarantined(
     ]
     assert "not_nullable" in quarantined_checks(pipeline, "zendesk__users", users[1].id)
     assert "json_kinds_as_promised" in quarantined_checks(pipeline, "zendesk__users", users[2].id)
+
+
+# A date of birth as people type it: read, or NULL when it cannot be (never a fault that would lose the person).
+BIRTH_DATES = {"1990-02-28": date(1990, 2, 28), "1990-02-30": None, "28/02/1990": None, "1850-01-01": None,
+               "2990-01-01": None, "": None, 19900228: None, None: None}  # fmt: skip
+
+
+def test_person_fields_are_staged_and_an_unreadable_date_of_birth_is_null(
+    sandbox: SandboxServer, pipeline: Pipeline, world: Path
+) -> None:
+    store = WorldStore(world)
+    contacts = [record for record in store.scan("hubspot.contacts") if not record.archived][: len(BIRTH_DATES)]
+    profile = next(record for record in store.scan("klaviyo.profiles") if not record.archived)
+    store.upsert(
+        Record("hubspot.contacts", contact.id, contact.created, contact.updated, {
+            **contact.payload,
+            "properties": {**contact.payload["properties"], "address": f"{n} Main Street", "zip": f"0{n}123",
+                           "date_of_birth": typed},
+        })
+        for n, (contact, typed) in enumerate(zip(contacts, BIRTH_DATES, strict=True))
+    )  # fmt: skip
+    location = {**profile.payload["attributes"]["location"], "address1": "1 Rue de la Paix", "zip": "75002"}
+    attributes = {**profile.payload["attributes"], "location": location}
+    store.upsert([Record("klaviyo.profiles", profile.id, profile.created, profile.updated,
+                         {**profile.payload, "attributes": attributes})])  # fmt: skip
+    assert pipeline.run(selection=["raw/hubspot_contacts", "staging/hubspot__contacts", "raw/klaviyo_profiles",
+                                   "staging/klaviyo__profiles"]).success  # fmt: skip
+
+    staged = {row[0]: row[1:] for row in pipeline.query(
+        "SELECT contact_id, street_address, postal_code, date_of_birth FROM staging.hubspot__contacts"
+        " WHERE list_contains($ids, contact_id)", {"ids": [c.id for c in contacts]})}  # fmt: skip
+    assert staged == {contact.id: (f"{n} Main Street", f"0{n}123", read)
+                      for n, (contact, read) in enumerate(zip(contacts, BIRTH_DATES.values(), strict=True))}
+    assert pipeline.query(
+        "SELECT street_address, postal_code FROM staging.klaviyo__profiles WHERE profile_id = $id", {"id": profile.id}
+    ) == [("1 Rue de la Paix", "75002")]

@@ -51,7 +51,7 @@ def test_shared_family_device_does_not_merge_its_people(resolved: Pipeline) -> N
         FROM staging.mixpanel__events e
         JOIN truth t ON t.stream = 'mixpanel.events' AND t.record_id = e.insert_id
         JOIN identity.identifier_profiles p ON p.id_type = 'user_id' AND p.value = e.user_id
-        GROUP BY e.device_id HAVING count(DISTINCT e.user_id) > 1
+        GROUP BY e.device_id HAVING count(DISTINCT e.user_id) > 1 AND count(DISTINCT t.person_id) > 1
     """)
     assert households, "the test world should hold a family device shared by two product logins"
     for device, profiles, people in households:
@@ -60,7 +60,8 @@ def test_shared_family_device_does_not_merge_its_people(resolved: Pipeline) -> N
             "SELECT refused_by FROM identity.refused_links WHERE 'device_id' IN (type_a, type_b) "
             "AND $device IN (value_a, value_b)", {"device": device},
         )
-        assert [r for (r,) in refusals if r.startswith("limit")], f"the refused link of {device} is logged"
+        # A device seen with several logins is a shared value (identity/shared.py): its links are refused as such.
+        assert [r for (r,) in refusals if r.startswith(("limit", "shared"))], f"the refused link of {device} is logged"
 
 
 def test_shared_login_stays_within_limits_and_is_logged(resolved: Pipeline) -> None:
@@ -100,7 +101,16 @@ def test_shared_login_stays_within_limits_and_is_logged(resolved: Pipeline) -> N
 
 
 def test_several_emails_end_in_one_profile_with_a_row_each(resolved: Pipeline) -> None:
-    """People known by three or more addresses across sources (job changers, scored by `make eval`, aside)."""
+    """People known by three or more addresses across sources (job changers, scored by `make eval`, aside) whose
+    records identifiers join end in one profile, with a row per address.
+
+    Joined by identifiers: the person's records are connected through values they have in common (a record carrying
+    two of the addresses, a phone, a login) that are not shared values (identity/shared.py: those link no one).
+    That is what the graph promises one by one. In the harder world some people's addresses are joined only by
+    their names and places (a Klaviyo profile under "t howe" with a private address, after a move): the
+    probabilistic matcher joins most of them, and its recall is measured per hard case by `make eval`, not
+    asserted person by person.
+    """
     world = resolved.world  # type: ignore[attr-defined]
     people = truth_query(resolved, world, """
         SELECT t.person_id, list(DISTINCT r.profile_id) AS profiles, list(DISTINCT i.value) AS emails
@@ -112,7 +122,27 @@ def test_several_emails_end_in_one_profile_with_a_row_each(resolved: Pipeline) -
         GROUP BY t.person_id HAVING count(DISTINCT i.value) >= 3
     """, {"streams": list(PERSON_STREAMS)})
     assert people, "the test world should hold people known by three or more emails"
+    holdings = truth_query(resolved, world, """
+        SELECT t.person_id, t.stream || ':' || t.record_id, i.id_type || ':' || i.value
+        FROM truth t JOIN identity.identifiers i USING (stream, record_id)
+        WHERE list_contains($streams, t.stream) AND list_contains($people, t.person_id)
+          AND (i.id_type, i.value) NOT IN (SELECT id_type, value FROM identity.shared_values)
+    """, {"streams": list(PERSON_STREAMS), "people": [person for person, _, _ in people]})
+    joined = 0
     for person, profiles, emails in people:
+        records = {record: record for p, record, _ in holdings if p == person}
+
+        def root(record: str, records: dict[str, str] = records) -> str:
+            while records[record] != record:
+                record = records[record]
+            return record
+
+        first_holder: dict[str, str] = {}
+        for _, record, value in (h for h in holdings if h[0] == person):
+            records[root(record)] = root(first_holder.setdefault(value, record))
+        if len({root(record) for record in records}) > 1:
+            continue  # joined only probabilistically, if at all: `make eval` scores them
+        joined += 1
         assert len(profiles) == 1, f"person {person}: {emails} in {profiles}"
         rows = resolved.query(
             "SELECT email, profile_id FROM identity.email_addresses WHERE list_contains($emails, email)",
@@ -120,6 +150,7 @@ def test_several_emails_end_in_one_profile_with_a_row_each(resolved: Pipeline) -
         )
         assert sorted(email for email, _ in rows) == sorted(emails), f"person {person}"
         assert {p for _, p in rows} == set(profiles)
+    assert joined, "the test world should hold people with three or more emails that identifiers join"
 
 
 def test_explain_lists_the_edges_of_a_profile(resolved: Pipeline) -> None:
@@ -208,9 +239,12 @@ def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
 
 def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(pipeline: Pipeline, world: Path) -> None:
     assert pipeline.run().success
-    # Two profiles with one phone each, the second without a product login or device (no limit in the way).
-    (user_id, first, second, phone), = pipeline.query("""
-        WITH phones AS (
+    # Two profiles of one person (the graph left her split) with one phone each, the second without a product
+    # login or device, and an email no refused link names (no limit or shared value in the way). A bridge between
+    # two people's profiles would be a chain whose ends disagree, which the chain check refuses
+    # (tests/test_identity_chains.py).
+    (user_id, first, second, phone), = truth_query(pipeline, world, """
+        , phones AS (
             SELECT profile_id, count(*) FILTER (WHERE id_type = 'phone') AS phones,
                    count(*) FILTER (WHERE id_type IN ('user_id', 'device_id')) AS product,
                    any_value(value) FILTER (WHERE id_type = 'phone') AS phone
@@ -218,10 +252,15 @@ def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(pipeline: 
         )
         SELECT u.user_id, a.profile_id, b.profile_id, b.phone
         FROM staging.zendesk__users u
+        JOIN truth tu ON tu.stream = 'zendesk.users' AND tu.record_id = u.user_id
+        JOIN identity.identifiers e ON e.stream = 'zendesk.users' AND e.record_id = u.user_id AND e.id_type = 'email'
         JOIN identity.record_profiles r ON r.stream = 'zendesk.users' AND r.record_id = u.user_id
         JOIN phones a ON a.profile_id = r.profile_id AND a.phones <= 1
         JOIN phones b ON b.profile_id <> a.profile_id AND b.phones = 1 AND b.product = 0
-        WHERE u.email IS NOT NULL ORDER BY u.user_id, b.profile_id LIMIT 1
+        WHERE NOT EXISTS (SELECT 1 FROM identity.refused_links l WHERE e.value IN (l.value_a, l.value_b)) AND EXISTS (
+            SELECT 1 FROM identity.record_profiles rb JOIN truth tb USING (stream, record_id)
+            WHERE rb.profile_id = b.profile_id AND tb.person_id = tu.person_id)
+        ORDER BY u.user_id, b.profile_id LIMIT 1
     """)
     store = WorldStore(world)
     original = store.get("zendesk.users", user_id)

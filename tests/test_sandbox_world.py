@@ -10,15 +10,20 @@ import re
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox import chunks, loader
+from sandbox import __main__ as sandbox_cli
+from sandbox import chunks, loader, variants
+from sandbox import hard as hard_cases
 from sandbox.churn import tick
+from sandbox.hardness import Hardness
 from sandbox.ids import Ids
 from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, STREAMS, TRUTH_FILE, WorldStore
 from sandbox.world import build_world
@@ -48,7 +53,8 @@ SHAPES: dict[str, set[str]] = {
     "mixpanel.events": {"event", "properties"},
 }
 CONTACT_PROPERTIES = {"email", "firstname", "lastname", "phone", "company", "jobtitle", "lifecyclestage", "city",
-                      "country", "createdate", "lastmodifieddate", "hs_object_id", "hs_email_optout"}
+                      "country", "createdate", "lastmodifieddate", "hs_object_id", "hs_email_optout", "address", "zip",
+                      "date_of_birth"}
 PROFILE_ATTRIBUTES = {"email", "phone_number", "external_id", "first_name", "last_name", "organization", "title",
                       "locale", "created", "updated", "last_event_date", "location", "properties", "subscriptions"}
 IDS = {
@@ -275,7 +281,8 @@ def test_cases_label_every_hard_case_the_records_show(
     cases: dict[str, set[int]] = defaultdict(set)
     for person, case in labelled:
         cases[case].add(int(person))
-    assert set(cases) == {"shared_device", "shared_login", "several_emails", "typos", "case_variants", "job_change"}
+    assert set(cases) == {"shared_device", "shared_login", "several_emails", "typos", "case_variants", "job_change",
+                          *NEW_CASES}
     by_user: dict[str, set[int]] = defaultdict(set)
     by_device: dict[str, set[int]] = defaultdict(set)
     for rid, *_, p in records(world, "mixpanel.events"):
@@ -301,8 +308,12 @@ def test_cases_label_every_hard_case_the_records_show(
             emails[person].add(email.strip().lower())
             if email != email.strip().lower():
                 messy.add(person)
-    assert {person for person, found in emails.items() if len(found) > 1} <= cases["several_emails"]
-    assert {person for person, found in names.items() if len(found) > 1} <= cases["typos"]
+    other_address = ("several_emails", "email_typo", "plus_address", "role_mailbox")
+    assert {person for person, found in emails.items() if len(found) > 1} <= set().union(
+        *(cases[case] for case in other_address))
+    other_name = ("typos", "name_swap", "nickname", "diacritics")
+    assert {person for person, found in names.items() if len(found) > 1} <= set().union(
+        *(cases[case] for case in other_name))
     assert messy and messy <= cases["case_variants"]
     companies_of: dict[int, set[int]] = defaultdict(set)
     for rid, *_, p in records(world, "hubspot.contact_companies"):
@@ -411,3 +422,173 @@ def test_ticks_work_on_a_chunked_world(tmp_path: Path, small_chunks: int) -> Non
     assert len(truth) == len({(s, i) for s, i, _ in truth})
     assert {(s, i) for s, i, _ in truth} == {(r[0], r[1]) for r in rows(tmp_path) if r[0] not in NO_PERSON}
     assert_times_agree(tmp_path, now_ms + 2 * 60_000)
+
+
+# --- the hard cases of real customer data (sandbox.hard), on the session's 400-person world -------------------
+
+NEW_CASES = {"role_mailbox", "household_phone", "email_typo", "plus_address", "name_swap", "nickname", "diacritics",
+             "moved", "common_name", "two_accounts"}
+NAMED = {"hubspot.contacts": (("properties", "firstname"), ("properties", "lastname")),
+         "klaviyo.profiles": (("attributes", "first_name"), ("attributes", "last_name"))}
+CITY_AT = {"hubspot.contacts": ("properties", "city"), "stripe.customers": ("address", "city"),
+           "klaviyo.profiles": ("attributes", "location", "city")}
+PHONE_AT = {"hubspot.contacts": ("properties", "phone"), "stripe.customers": ("phone",), "zendesk.users": ("phone",),
+            "klaviyo.profiles": ("attributes", "phone_number")}
+
+
+@dataclass
+class Hard:
+    """The session world's person records, with their owners and the cases of each person."""
+
+    records: dict[str, list[tuple[int, dict[str, Any]]]]  # stream -> (person, payload)
+    clean: dict[str, list[tuple[int, dict[str, Any]]]]  # the same without the records an anomaly spoilt
+    cases: dict[str, set[int]]
+
+    def values(self, at: dict[str, tuple[str, ...]], clean: bool = False) -> list[tuple[int, Any]]:
+        found = self.clean if clean else self.records
+        return [(person, dig(p, *at[stream])) for stream in at for person, p in found[stream]]
+
+
+@pytest.fixture(scope="module")
+def hard(world_template: Path) -> Hard:
+    owner = {(s, i): int(p) for s, i, p in read_csv(world_template, TRUTH_FILE)}
+    found: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    clean: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    anomalous = {(s, i) for s, i, _ in read_csv(world_template, ANOMALIES_FILE)}
+    for stream, rid, *_, text in rows(world_template):
+        if stream in {*EMAIL_AT, "mixpanel.events"}:
+            found[stream].append((owner[(stream, rid)], json.loads(text)))
+            if (stream, rid) not in anomalous:
+                clean[stream].append(found[stream][-1])
+    cases: dict[str, set[int]] = defaultdict(set)
+    for person, case in read_csv(world_template, CASES_FILE):
+        cases[case].add(int(person))
+    return Hard(found, clean, cases)
+
+
+def test_every_hard_case_is_labelled(hard: Hard) -> None:
+    assert set(hard.cases) >= NEW_CASES, NEW_CASES - set(hard.cases)
+
+
+def test_role_mailboxes_are_held_by_records_of_several_colleagues(hard: Hard) -> None:
+    holders: dict[str, set[int]] = defaultdict(set)
+    for person, email in hard.values(EMAIL_AT, clean=True):
+        holders[email.strip().lower()].add(person)
+    shared = {email: people for email, people in holders.items() if len(people) > 1}
+    assert shared and all(email.partition("@")[0] in hard_cases.ROLES for email in shared), shared
+    assert set().union(*shared.values()) <= hard.cases["role_mailbox"]
+
+
+def test_a_household_phone_is_on_two_peoples_records(hard: Hard) -> None:
+    holders: dict[str, set[int]] = defaultdict(set)
+    for person, phone in hard.values(PHONE_AT, clean=True):
+        if phone and "x" not in str(phone):  # an extension's digits would not compare
+            holders[re.sub(r"\D", "", str(phone))[-9:]].add(person)
+    shared = [people for people in holders.values() if len(people) > 1]
+    assert shared and set().union(*shared) <= hard.cases["household_phone"]
+
+
+def test_mistyped_and_tagged_addresses_are_labelled(hard: Hard) -> None:
+    emails: dict[int, set[str]] = defaultdict(set)
+    for person, email in hard.values(EMAIL_AT, clean=True):
+        emails[person].add(email.strip().lower())
+    # A typo differs from the true address (which the person's other records hold) by a letter or two.
+    slipped = {person for person, found in emails.items() for a in found for b in found if a < b and _slip(a, b)}
+    assert slipped and slipped <= hard.cases["email_typo"]
+    tagged = {person for person, found in emails.items() if any("+" in email for email in found)}
+    assert tagged and tagged <= hard.cases["plus_address"]
+
+
+def _slip(a: str, b: str) -> bool:
+    """Same local part and a domain one or two edits away, or the same domain and two letters swapped."""
+    (la, _, da), (lb, _, db) = a.partition("@"), b.partition("@")
+    if la == lb:
+        return _edits(da, db) <= 2
+    return da == db and len(la) == len(lb) and sorted(la) == sorted(lb) and \
+        sum(x != y for x, y in zip(la, lb, strict=True)) == 2
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (small strings)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def test_names_are_swapped_shortened_and_decomposed(hard: Hard) -> None:
+    names: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    for stream, (first, last) in NAMED.items():
+        for person, p in hard.records[stream]:
+            names[person].add((dig(p, *first), dig(p, *last)))
+    swapped = {person for person, found in names.items() if any((b, a) in found and a != b for a, b in found)}
+    assert swapped and swapped <= hard.cases["name_swap"]
+    nicknamed = {person for person, found in names.items()
+                 if any(b in variants.NICKNAMES.get(a, ()) for a, _ in found for b, _ in found)}
+    assert nicknamed and nicknamed <= hard.cases["nickname"]
+    nfd = {person for person, found in names.items() for name in found for part in name
+           if not unicodedata.is_normalized("NFC", part)}
+    assert nfd and nfd <= hard.cases["diacritics"]
+
+
+def test_movers_give_two_cities_and_namesakes_share_name_and_city(hard: Hard) -> None:
+    cities: dict[int, set[str]] = defaultdict(set)
+    for person, city in hard.values(CITY_AT):
+        cities[person].add(city)
+    assert hard.cases["moved"] and all(len(cities[person]) > 1 for person in hard.cases["moved"])
+    shown: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for person, p in hard.records["hubspot.contacts"]:
+        props = p["properties"]
+        shown[(props["firstname"], props["lastname"], props["city"])].add(person)
+    for stream in ("klaviyo.profiles",):
+        for person, p in hard.records[stream]:
+            a = p["attributes"]
+            shown[(a["first_name"], a["last_name"], a["location"]["city"])].add(person)
+    namesakes = [people for people in shown.values() if len(people) > 1]
+    assert namesakes and set().union(*namesakes) <= hard.cases["common_name"]
+
+
+def test_second_accounts_and_person_fields(hard: Hard) -> None:
+    logins: dict[int, set[str]] = defaultdict(set)
+    for person, p in hard.records["mixpanel.events"]:
+        if "$user_id" in p["properties"]:
+            logins[person].add(p["properties"]["$user_id"])
+    contacts = Counter(person for person, _ in hard.records["hubspot.contacts"])
+    assert all(len(logins[person]) > 1 or contacts[person] > 1 for person in hard.cases["two_accounts"])
+    assert any(len(logins[person]) > 1 for person in hard.cases["two_accounts"])
+    props = [p["properties"] for _, p in hard.records["hubspot.contacts"]]
+    born = [prop["date_of_birth"] for prop in props if prop["date_of_birth"]]
+    assert 0.3 < len(born) / len(props) < 0.8 and all(re.fullmatch(r"\d{4}-\d\d-\d\d", b) for b in born)
+    assert sum(1 for b in born if not _is_date(b)) < 0.1 * len(born)  # errors are few, some unreadable
+    assert 0.3 < sum(bool(prop["address"] and prop["zip"]) for prop in props) / len(props) < 0.8
+    located = [p["attributes"]["location"] for _, p in hard.records["klaviyo.profiles"]]
+    assert any(loc["address1"] and loc["zip"] for loc in located) and any(loc["zip"] is None for loc in located)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def test_hardness_from_a_json_file_changes_rates_not_people(tmp_path: Path, world: Path) -> None:
+    settings = tmp_path / "hardness.json"
+    settings.write_text(json.dumps({"email_typo": 0.3, "moved": 0, "name_swap": 0.2}))
+    folder = tmp_path / "hard"
+    assert sandbox_cli.main(["build", "--folder", str(folder), "--people", str(PEOPLE), "--seed", "7",
+                             "--anchor", str(ANCHOR), "--hardness", str(settings)]) == 0
+    counts = [Counter(case for _, case in read_csv(f, CASES_FILE)) for f in (world, folder)]
+    assert counts[1]["email_typo"] > 4 * counts[0]["email_typo"] and counts[1]["name_swap"] > 4 * counts[0]["name_swap"]
+    assert counts[0]["moved"] and not counts[1]["moved"]
+    assert WorldStore(folder).get_meta("hardness") == asdict(Hardness.from_dict(json.loads(settings.read_text())))
+    # Same people, ids and sources: only what the records show changed.
+    kept = ("stripe.", "zendesk.", "klaviyo.")
+    assert [r for r in read_csv(world, TRUTH_FILE) if r[0].startswith(kept)] == \
+        [r for r in read_csv(folder, TRUTH_FILE) if r[0].startswith(kept)]
+    with pytest.raises(ValueError, match="unknown hardness"):
+        Hardness.from_dict({"email_typos": 0.1})
+    assert Hardness.held_out() != Hardness() and Hardness.from_dict(asdict(Hardness.held_out())) == Hardness.held_out()

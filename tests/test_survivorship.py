@@ -29,7 +29,7 @@ from tests.test_privacy import serve
 RULE = AgreementRule(traits=("first_name", "last_name", "city"), min_records=2, max_edits=1, min_length=4)
 CANDIDATES = (
     "CREATE OR REPLACE TABLE _trait_candidates (trait VARCHAR, trust INT, witness BOOLEAN, profile_id VARCHAR,"
-    " stream VARCHAR, record_id VARCHAR, value VARCHAR, changed_at TIMESTAMPTZ, is_deleted BOOLEAN)"
+    " stream VARCHAR, record_id VARCHAR, value VARCHAR, changed_at TIMESTAMPTZ, is_deleted BOOLEAN, shared BOOLEAN)"
 )
 # Trust order of first names as profiles.TRAITS has it; Stripe's name only witnesses.
 STREAMS = (("hubspot.contacts", 0, False), ("klaviyo.profiles", 1, False), ("zendesk.users", 2, False),
@@ -61,7 +61,8 @@ def winners(rows: list[tuple[str, str, str, str]]) -> dict[str, tuple[str, str, 
     trust = {stream: (rank, witness) for stream, rank, witness in STREAMS}
     CONN.execute(CANDIDATES)
     CONN.executemany(
-        "INSERT INTO _trait_candidates VALUES (?, ?, ?, ?, ?, ?, ?, TIMESTAMPTZ '2026-01-01 00:00:00+00', false)",
+        "INSERT INTO _trait_candidates VALUES (?, ?, ?, ?, ?, ?, ?, TIMESTAMPTZ '2026-01-01 00:00:00+00', false,"
+        " false)",
         [(trait, *trust[stream], profile, stream, f"r{n}", value)
          for n, (profile, trait, stream, value) in enumerate(rows)],
     )  # fmt: skip
@@ -117,6 +118,21 @@ def test_a_tie_or_a_short_name_keeps_trust_order() -> None:
     assert won["tie"] == ("Jonh", "hubspot.contacts", "trust")
     assert won["short"] == ("Rob", "hubspot.contacts", "trust")
     assert won["control"] == ("Mike", "klaviyo.profiles", "agreement")
+
+
+def test_an_address_of_the_profiles_own_beats_a_shared_one_whatever_its_trust() -> None:
+    """A team's mailbox (identity.shared_values) reaches colleagues too: it wins only when nothing else is there."""
+    CONN.execute(CANDIDATES)
+    CONN.executemany(
+        "INSERT INTO _trait_candidates VALUES ('email', ?, false, ?, ?, ?, ?, TIMESTAMPTZ '2026-01-01 00:00:00+00',"
+        " false, ?)",
+        [(0, "own", "hubspot.contacts", "1", "info@acme.example", True),
+         (1, "own", "stripe.customers", "cus_1", "ada@acme.example", False),
+         (0, "only", "hubspot.contacts", "2", "info@acme.example", True)],
+    )  # fmt: skip
+    choose_survivors(CONN, RULE)
+    found = dict(CONN.execute("SELECT profile_id, value FROM _trait_winners").fetchall())
+    assert found == {"own": "ada@acme.example", "only": "info@acme.example"}
 
 
 def person(env: Env, key: str, hubspot: tuple[str, str], klaviyo: tuple[str, str], zendesk: str) -> str:

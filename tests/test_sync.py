@@ -111,6 +111,19 @@ def test_a_second_run_sends_nothing_and_hubspot_does_not_ping_pong_with_its_pull
         meta = sent(first, name)
         assert meta["added"] == meta["acknowledged"] == meta["rows"] > 0, (name, meta)
         assert meta["rejected"] == meta["invalid"] == 0, (name, meta)
+    # A key identity judged shared (a team's mailbox) names no one of its holders: such rows are left out with the
+    # reason, never sent, and a profile with an address of its own is keyed by that one (survivorship).
+    for name in ("hubspot_contacts", "zendesk_users"):
+        left_out = env.pipeline.query(
+            "SELECT l.key, l.reason, s.reason FROM sync.left_out_rows l LEFT JOIN identity.shared_values s"
+            " ON s.id_type = 'email' AND s.value = l.key WHERE l.run_id = $r AND l.sync = $s",
+            {"r": first.run_id, "s": name},
+        )
+        assert len(left_out) == sent(first, name)["left_out"]
+        assert all(reason == f"key shared by several people ({why})" for _, reason, why in left_out), left_out
+        shared = "SELECT value FROM identity.shared_values WHERE id_type = 'email'"
+        assert env.pipeline.query(f"SELECT count(*) FROM sync.state WHERE sync = $s AND key IN ({shared})",
+                                  {"s": name}) == [(0,)]  # fmt: skip
     assert_in_step(env)
 
     again = env.sync()  # unchanged data

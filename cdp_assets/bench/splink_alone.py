@@ -35,8 +35,9 @@ FROM (SELECT DISTINCT stream, record_id FROM identity.identifiers WHERE list_con
 
 def dedupe(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Deduplicate every person record with Splink alone; returns (records, pairs at or above the threshold)."""
-    merge_at = load_identity_rules().merge_at
-    conn.execute(EVERY_RECORD_ITS_OWN, {"streams": list(matching.STREAMS.values())})
+    identity_rules = load_identity_rules()
+    merge_at = identity_rules.merge_at
+    conn.execute(EVERY_RECORD_ITS_OWN, {"streams": identity_rules.person_streams})
     records = matching.build_records(conn)
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW {ALONE_RECORDS} AS SELECT * EXCLUDE (cluster_id) FROM {matching.RECORDS_TABLE}"

@@ -71,8 +71,9 @@ def build_graph_asset() -> AssetsDefinition:
             "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "
             "threshold. Writes `identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
             "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
-            "`identity.match_review` (probable matches for a person to decide) and appends merges and splits to "
-            "`identity.merge_log`. `cdp profile explain` reads these tables."
+            "`identity.match_review` (probable matches for a person to decide), `identity.shared_values` (values "
+            "several people use, which link no one) and appends merges and splits to `identity.merge_log`. "
+            "`cdp profile explain` reads these tables."
         ),
         required_resource_keys={"warehouse"},
         check_specs=[
@@ -94,6 +95,7 @@ def build_graph_asset() -> AssetsDefinition:
                 "links_refused": outcome.refused,
                 "probabilistic_links": outcome.probabilistic_links,
                 "review_pairs": outcome.review_pairs,
+                "shared_values": outcome.shared_values,
                 "largest_profile_records": outcome.largest_profile_records,
                 "seconds": round(time.monotonic() - started, 3),
             },

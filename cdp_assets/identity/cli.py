@@ -1,5 +1,6 @@
 """`cdp profile ...`: explain a profile, list a few to try, or add a "never link" rule to undo a wrong merge.
-`cdp identity train`: retrain the probabilistic matching model on a warehouse's records.
+`cdp identity train`: retrain the probabilistic matching model on a warehouse's records; `cdp identity link` and
+`link-check`: the same engine on any person file (link_cli.py).
 
 Reads open the warehouse read-only beside running jobs (warehouse_access); the never-link rule is written by
 a run of the `never_link` job, queued on the running Dagster like any other run."""
@@ -11,9 +12,10 @@ import getpass
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cdp_assets import launch
-from cdp_assets.identity import explain, matching, rules
+from cdp_assets.identity import explain, link_cli, matching, rules
 from cdp_assets.identity.never_link import OP_NAME, NeverLinkConfig
 from cdp_assets.warehouse_access import add_wait_option, connect
 
@@ -23,9 +25,11 @@ SAMPLE_FIELDS = ("profile_id", "email", "phone", "record")
 # whose explanation shows links across sources.
 SAMPLE_SQL = """
 WITH emails AS (
-    SELECT profile_id, min(value) AS email FROM identity.identifier_profiles WHERE id_type = 'email' GROUP BY ALL
+    SELECT profile_id, min(value) AS email FROM identity.identifier_profiles WHERE id_type = 'email' AND NOT shared
+    GROUP BY ALL
 ), phones AS (
-    SELECT profile_id, min(value) AS phone FROM identity.identifier_profiles WHERE id_type = 'phone' GROUP BY ALL
+    SELECT profile_id, min(value) AS phone FROM identity.identifier_profiles WHERE id_type = 'phone' AND NOT shared
+    GROUP BY ALL
 ), records AS (
     SELECT profile_id, min(stream || ':' || record_id) AS record, count(*) AS records
     FROM identity.record_profiles GROUP BY ALL
@@ -39,11 +43,15 @@ LIMIT $limit
 
 def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -> None:
     warehouse = Path(os.environ.get("CDP_WAREHOUSE", default_warehouse))
-    identity = commands.add_parser("identity", help="retrain the probabilistic matching model")
+    identity_parser = commands.add_parser("identity", help="retrain the matching model, or link a person file")
+    identity_actions = identity_parser.add_subparsers(dest="action", required=True)
+    identity = identity_actions.add_parser("train", help="retrain the probabilistic matching model")
     identity.add_argument("--warehouse", type=Path, default=warehouse)
-    identity.add_argument("action", choices=["train"])
     identity.add_argument("--model", type=Path, default=matching.MODEL_PATH, help="where to save the model")
+    identity.add_argument("--world", type=Path, help="the sandbox world the warehouse pulled, recorded in the model "
+                                                     "(default: the `sandbox` folder beside the warehouse, if any)")
     add_wait_option(identity)
+    link_cli.add_parsers(identity_actions)
     profile = commands.add_parser("profile", help="explain a profile, list a few, or undo a wrong merge")
     profile.add_argument("--warehouse", type=Path, default=warehouse)
     actions = profile.add_subparsers(dest="action", required=True)
@@ -66,10 +74,13 @@ def add_parsers(commands: argparse._SubParsersAction, default_warehouse: Path) -
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.command == "identity":
+    if args.command == "identity" and args.action in link_cli.ACTIONS:
+        link_cli.run(args)
+    elif args.command == "identity":
+        trained_on = trained_from(args.warehouse, args.world)
         with connect(args.warehouse, args.wait_seconds) as conn:
-            records = matching.train_from_warehouse(conn, args.model)
-        print(f"model trained on {records:,} records and saved to {args.model}")
+            records = matching.train_from_warehouse(conn, args.model, trained_on)
+        print(f"model trained on {records:,} records ({trained_on['source']}) and saved to {args.model}")
     elif args.action == "never-link":
         never_link(args)
     elif args.action == "sample":
@@ -79,6 +90,18 @@ def run(args: argparse.Namespace) -> None:
         print(describe_sample(rows, args.field))
     else:
         show(args)
+
+
+def trained_from(warehouse: Path, world: Path | None) -> dict[str, Any]:
+    """What the model is trained on: the sandbox world the warehouse pulled (seed, size, hardness) when there is
+    one, else the warehouse itself."""
+    from cdp_assets.identity.evaluation import World
+
+    world = world or warehouse.parent / "sandbox"
+    if not (world / "world.db").exists():
+        return {"source": "warehouse", "warehouse": str(warehouse)}
+    built = World.read(world)
+    return {"source": "world", "seed": built.seed, "people": built.people, "hardness": built.hardness}
 
 
 def never_link(args: argparse.Namespace) -> None:
@@ -107,6 +130,13 @@ def show(args: argparse.Namespace) -> None:
         id_type, value = lookup, explain.lookup_value(lookup, raw, identity_rules)
     with connect(args.warehouse, args.wait_seconds) as conn:
         profile_id = explain.find_profile(conn, id_type, value) if value else None
+        holders = explain.shared_holders(conn, id_type, value) if value and profile_id is None else []
+        if len(holders) == 1:
+            profile_id = holders[0]
+        elif holders:
+            raise SystemExit(f"{lookup} {raw!r} is a shared value held by {len(holders)} profiles "
+                             f"({', '.join(holders[:5])}{', ...' if len(holders) > 5 else ''}); "
+                             "explain one with --profile-id")
         if profile_id is None:
             raise SystemExit(f"no profile holds {lookup} {raw!r}; `cdp profile sample` lists a few that exist")
         result = explain.explain(conn, profile_id)
@@ -127,7 +157,8 @@ def describe_sample(rows: list[dict[str, str | None]], field: str | None) -> str
 
 def describe(result: explain.Explanation) -> str:
     lines = [f"profile {result.profile_id}: {len(result.identifiers)} identifiers, {len(result.edges)} links"]
-    lines += [f"  {row['id_type']:16} {row['value']}" for row in result.identifiers]
+    lines += [f"  {row['id_type']:16} {row['value']}{'  (shared)' if row.get('shared') else ''}"
+              for row in result.identifiers]
     lines.append("links (why these belong together):")
     for edge in result.edges:
         how = edge["method"] if edge["probability"] is None else f"{edge['method']} p={edge['probability']:.4f}"
@@ -135,10 +166,18 @@ def describe(result: explain.Explanation) -> str:
             f"  {edge['type_a']}:{edge['value_a']} ~ {edge['type_b']}:{edge['value_b']}  [{how}; "
             f"{edge['records']} record(s) in {', '.join(edge['streams']) or 'splink'}]"
         )
+    if result.shared:
+        lines.append("shared values (several people use them: they link no one; the other profiles holding them):")
+        for value in result.shared:
+            others = value["other_profiles"]
+            more = value["profiles"] - 1 - len(others)
+            lines.append(f"  {value['id_type']}:{value['value']}  ({value['reason']}; {value['records']} record(s)) "
+                         f"also on: {', '.join(others) or 'no other profile'}{f' and {more} more' if more > 0 else ''}")
     if result.refused:
-        lines.append("links refused:")
-        lines += [f"  {r['type_a']}:{r['value_a']} ~ {r['type_b']}:{r['value_b']}  ({r['refused_by']})"
-                  for r in result.refused]
+        lines.append("links refused (rule: chain = the ends of a chain disagree, limit, never_link, shared):")
+        for r in result.refused:
+            how = "" if r["probability"] is None else f" p={r['probability']:.4f}"
+            lines.append(f"  {r['type_a']}:{r['value_a']} ~ {r['type_b']}:{r['value_b']}  ({r['refused_by']}{how})")
     if result.traits:
         lines.append("golden record (rule: source record, changed at the source):")
         lines += [f"  {t['trait']:24} {t['value']}  ({t['rule']}: {t['stream']}:{t['record_id']}, {t['changed_at']})"

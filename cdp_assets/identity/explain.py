@@ -22,7 +22,8 @@ class Explanation:
     profile_id: str
     identifiers: list[dict[str, Any]]  # every identifier and record id the profile holds
     edges: list[dict[str, Any]]  # the links that built it
-    refused: list[dict[str, Any]]  # links merge protection or a never-link rule turned away
+    refused: list[dict[str, Any]]  # links a limit, the chain check, a never-link rule or a shared value turned away
+    shared: list[dict[str, Any]]  # the shared values it holds: why shared, and the other profiles holding each
     history: list[dict[str, Any]]  # merges and splits from the merge log
     traits: list[dict[str, Any]]  # the golden record: each trait's value, source record, change time and rule
 
@@ -53,10 +54,21 @@ def find_profile(conn: duckdb.DuckDBPyConnection, id_type: str, value: str) -> s
         ).fetchone()
     else:
         row = conn.execute(
-            "SELECT profile_id FROM identity.identifier_profiles WHERE id_type = $type AND value = $value",
+            "SELECT profile_id FROM identity.identifier_profiles WHERE id_type = $type AND value = $value"
+            " AND NOT shared",
             {"type": id_type, "value": value},
         ).fetchone()
     return row[0] if row else None
+
+
+def shared_holders(conn: duckdb.DuckDBPyConnection, id_type: str, value: str) -> list[str]:
+    """The profiles holding a shared value (none if the value is not shared)."""
+    rows = conn.execute(
+        "SELECT profile_id FROM identity.identifier_profiles WHERE id_type = $type AND value = $value AND shared"
+        " ORDER BY first_seen, profile_id",
+        {"type": id_type, "value": value},
+    ).fetchall()
+    return [profile_id for (profile_id,) in rows]
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,13 +96,28 @@ def golden_record(conn: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict
     ]
 
 
+SHOWN_HOLDERS = 20  # other profiles named per shared value; `profiles` counts them all
+SHARED_SQL = """
+SELECT h.id_type, h.value, s.reason, s.records, s.profiles,
+       coalesce((list(o.profile_id ORDER BY o.first_seen, o.profile_id) FILTER (WHERE o.profile_id IS NOT NULL))
+                [1:$others], []) AS other_profiles
+FROM identity.identifier_profiles h
+JOIN identity.shared_values s USING (id_type, value)
+LEFT JOIN identity.identifier_profiles o
+       ON o.id_type = h.id_type AND o.value = h.value AND o.shared AND o.profile_id <> h.profile_id
+WHERE h.profile_id = $profile AND h.shared
+GROUP BY h.id_type, h.value, s.reason, s.records, s.profiles
+ORDER BY h.id_type, h.value
+"""
+
+
 def explain(conn: duckdb.DuckDBPyConnection, profile_id: str) -> Explanation:
     params = {"profile": profile_id}
     return Explanation(
         profile_id=profile_id,
         identifiers=_rows(
             conn,
-            "SELECT id_type, value, first_seen FROM identity.identifier_profiles WHERE profile_id = $profile "
+            "SELECT id_type, value, first_seen, shared FROM identity.identifier_profiles WHERE profile_id = $profile "
             "ORDER BY first_seen, id_type, value",
             params,
         ),
@@ -103,9 +130,10 @@ def explain(conn: duckdb.DuckDBPyConnection, profile_id: str) -> Explanation:
         refused=_rows(
             conn,
             "SELECT refused_by, type_a, value_a, profile_a, type_b, value_b, profile_b, method, probability "
-            "FROM identity.refused_links WHERE $profile IN (profile_a, profile_b)",
+            "FROM identity.refused_links WHERE $profile IN (profile_a, profile_b) ORDER BY refused_by, first_seen",
             params,
         ),
+        shared=_rows(conn, SHARED_SQL, {**params, "others": SHOWN_HOLDERS}),
         history=_rows(
             conn,
             "SELECT run_id, logged_at, action, profile_id, other_profile_id, cause FROM identity.merge_log "

@@ -1,19 +1,37 @@
-"""Connected components of the identity graph, with merge protection.
+"""Connected components of the identity graph, with merge protection and the chain check.
 
 scipy labels the components of every edge at once. Only components that would break a
-rule (more values of a type than its limit, or a "never link" pair inside) are rebuilt by
-a union-find that applies their edges strongest first, then oldest first, and refuses each
+rule (more values of a type than its limit, or a "never link" pair inside) or whose person
+records are joined through identifiers of two or more types (a chain) are rebuilt by a
+union-find that applies their edges strongest first, then oldest first, and refuses each
 edge that would break a rule: the weakest link gives way, as in Segment's merge protection.
+
+The chain check: a link through an identifier joining two groups of person records is accepted
+only when the ends agree, that is when the best probabilistic score between a record of one
+group and a record of the other that the link does not join directly (they do not both hold the
+identifier it goes through) reaches `merge_at`; otherwise it is refused with the rule `chain`, and
+its best pair goes to review when that score is at least `review_at`. A probabilistic link is such
+a score already, so it passes. A pair with no identifying field on both sides has nothing to
+disagree on: it does not refuse the link, which then rests on its identifiers as before (refusing
+it would cut every sparse record, a phone-only profile say, out of its person's chain, for no
+evidence of a second person).
+
+A probabilistic link refused by a limit is applied again before the identifiers of the type whose
+limit it broke: the records it joins are one person by their score, and the limit then decides,
+strongest first and oldest first, which value of that type stays (the other's link is refused).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+CHAIN = "chain"
+PROBABILISTIC = -1  # the joining "type" of a link between two records
 
 
 @dataclass(frozen=True)
@@ -24,12 +42,26 @@ class Protection:
     limits: dict[int, int]  # type code -> limit
     never: list[tuple[int, int]]  # node pairs
     isolated: frozenset[int] = frozenset()  # nodes that may link nothing
+    type_priority: dict[int, int] = field(default_factory=dict)  # type code -> priority (1 is the strongest)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the chain check reads: which nodes are person records, their scores and what each says."""
+
+    person: np.ndarray  # per node: a person record
+    scores: dict[tuple[int, int], float]  # (lower node, higher node) -> probability, for pairs scored >= review_at
+    fields: dict[int, int]  # person record node -> bitmask of the identifying fields it carries
+    merge_at: float
+    review_at: float
+
 
 @dataclass(frozen=True)
 class Components:
     labels: np.ndarray  # component per node
     accepted: np.ndarray  # per edge: kept in the graph
     refused_rule: list[str | None]  # per edge: the rule that refused it, or None
+    review: list[tuple[int, int]] = field(default_factory=list)  # best pairs of chain refusals worth a look
 
 
 def label(node_count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,25 +81,55 @@ def _flagged(labels: np.ndarray, protection: Protection) -> np.ndarray:
     return flagged
 
 
-class _ProtectedUnion:
-    """A union-find whose unions respect the limits and never-link pairs."""
+def chained(labels: np.ndarray, a: np.ndarray, b: np.ndarray, node_types: np.ndarray, person: np.ndarray
+            ) -> np.ndarray:
+    """Per component: its person records are joined through links of two or more types.
 
-    def __init__(self, protection: Protection) -> None:
+    A type joins records where one of its values is held by two records, where an event links a
+    value of it to another value that a record holds, or (probabilistic) where a link joins two records."""
+    flagged = np.zeros(labels.max() + 1 if len(labels) else 0, dtype=bool)
+    on_a, on_b = person[a], person[b]
+    held = np.where(on_a, b, a)[on_a ^ on_b]  # the identifier end of each record-identifier link
+    holders = np.bincount(held, minlength=len(labels))
+    shared = np.flatnonzero(holders >= 2)
+    bridging = ~on_a & ~on_b & (holders[a] > 0) & (holders[b] > 0)
+    joins = pd.DataFrame({
+        "label": np.concatenate([labels[shared], labels[a[bridging]], labels[b[bridging]], labels[a[on_a & on_b]]]),
+        "type": np.concatenate([node_types[shared], node_types[a[bridging]], node_types[b[bridging]],
+                                np.full((on_a & on_b).sum(), PROBABILISTIC)]),
+    })
+    types = joins.drop_duplicates().groupby("label").size()
+    flagged[types.index[types >= 2].to_numpy()] = True
+    return flagged
+
+
+class _ProtectedUnion:
+    """A union-find whose unions respect the limits, never-link pairs and, given evidence, the chain check."""
+
+    def __init__(self, protection: Protection, evidence: Evidence | None) -> None:
         self.parent: dict[int, int] = {}
         self.counts: dict[int, dict[int, int]] = {}
         self.protection = protection
+        self.evidence = evidence
         self.never: dict[int, set[int]] = {}
         for x, y in protection.never:
             self.never.setdefault(x, set()).add(y)
             self.never.setdefault(y, set()).add(x)
         self.members: dict[int, list[int]] = {}
+        self.records: dict[int, list[int]] = {}  # root -> its person records
+        self.holders: dict[int, set[int]] = {}  # identifier -> records linked to it so far
+        self.review: list[tuple[int, int]] = []
+        # Python lists: read once per node or link, numpy's per-item access would cost more than the rest
+        self.node_types: list[int] = protection.node_types.tolist()
+        self.person: list[bool] = evidence.person.tolist() if evidence is not None else []
 
     def find(self, x: int) -> int:
         if x not in self.parent:
             self.parent[x] = x
-            code = int(self.protection.node_types[x])
+            code = self.node_types[x]
             self.counts[x] = {code: 1} if code in self.protection.limits else {}
             self.members[x] = [x]
+            self.records[x] = [x] if self.person and self.person[x] else []
             return x
         root = x
         while self.parent[root] != root:
@@ -80,6 +142,7 @@ class _ProtectedUnion:
         """Join the components of x and y; returns the rule that forbids it instead, if any."""
         rx, ry = self.find(x), self.find(y)
         if rx == ry:
+            self._hold(x, y)
             return None
         cx, cy = self.counts[rx], self.counts[ry]
         for code, limit in self.protection.limits.items():
@@ -88,36 +151,100 @@ class _ProtectedUnion:
         small, large = (rx, ry) if len(self.members[rx]) < len(self.members[ry]) else (ry, rx)
         if any(self.find(partner) == large for member in self.members[small] for partner in self.never.get(member, ())):
             return "never_link"
+        if self.records[rx] and self.records[ry] and not self._ends_agree(x, y, self.records[rx], self.records[ry]):
+            return CHAIN
         self.parent[small] = large
         for code, count in self.counts.pop(small).items():
             self.counts[large][code] = self.counts[large].get(code, 0) + count
         self.members[large].extend(self.members.pop(small))
+        self.records[large].extend(self.records.pop(small))
+        self._hold(x, y)
         return None
 
+    def _hold(self, x: int, y: int) -> None:
+        """Note an accepted link between a record and an identifier."""
+        if self.person and self.person[x] != self.person[y]:
+            record, value = (x, y) if self.person[x] else (y, x)
+            self.holders.setdefault(value, set()).add(record)
 
-def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_names: list[str]) -> Components:
-    """Components of `edges` (columns a, b, priority, first_seen) under `protection`."""
+    def _ends_agree(self, x: int, y: int, left: list[int], right: list[int]) -> bool:
+        """The chain check for a link x-y between two groups of person records (see the module's docstring).
+
+        Each pair of records is looked at once in the union-find's life (after it, both are in one group)."""
+        evidence = self.evidence
+        assert evidence is not None
+        ends = [n for n in (x, y) if not self.person[n]]
+        if not ends:  # a probabilistic link: its own score between the two groups is the check
+            return True
+
+        def direct(r1: int, r2: int) -> bool:
+            """The link joins r1 and r2 by itself: both hold its identifier."""
+            return any(
+                (r1 in self.holders.get(n, ()) or r1 in (x, y)) and (r2 in self.holders.get(n, ()) or r2 in (x, y))
+                for n in ends
+            )
+
+        best, best_pair, comparable = -1.0, (0, 0), False
+        for r1 in left:
+            for r2 in right:
+                if direct(r1, r2):
+                    continue
+                pair = (r1, r2) if r1 < r2 else (r2, r1)
+                score = evidence.scores.get(pair, -1.0)
+                if score > best:
+                    best, best_pair = score, pair
+                comparable = comparable or bool(evidence.fields.get(r1, 0) & evidence.fields.get(r2, 0))
+        if best >= evidence.merge_at or not comparable:
+            return True
+        if best >= evidence.review_at:
+            self.review.append(best_pair)
+        return False
+
+
+def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_names: list[str],
+            evidence: Evidence | None = None) -> Components:
+    """Components of `edges` (columns a, b, priority, first_seen, and method for probabilistic links) under
+    `protection` and, given `evidence`, the chain check."""
     a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
     isolated = np.isin(a, list(protection.isolated)) | np.isin(b, list(protection.isolated))
     labels = label(node_count, a[~isolated], b[~isolated])
     accepted = ~isolated
     refused: list[str | None] = ["never_link" if i else None for i in isolated]
     flagged = _flagged(labels, protection)
+    if evidence is not None:
+        flagged |= chained(labels, a[~isolated], b[~isolated], protection.node_types, evidence.person)
     if not flagged.any():
         return Components(labels, accepted, refused)
-    inside = flagged[labels[a]] & ~isolated
-    order = edges[inside].sort_values(["priority", "first_seen", "a", "b"], kind="stable").index
-    union = _ProtectedUnion(protection)
-    for position in order:
-        rule = union.union(int(a[position]), int(b[position]), type_names)
-        if rule:
-            accepted[position], refused[position] = False, rule
-    # Relabel every node of the flagged components by its union-find root.
+    order = edges.assign(rank=edges["priority"].astype(float))
+    probabilistic = (edges["method"] == "probabilistic").to_numpy() if "method" in edges else np.zeros(len(a), bool)
+    limit_priority = {f"limit {type_names[code]} {limit}": protection.type_priority.get(code)
+                      for code, limit in protection.limits.items()}
+    review: list[tuple[int, int]] = []
+    unions: list[_ProtectedUnion] = []
+    last_pass = np.full(len(flagged), -1)  # per component: the pass whose union-find built it
+    rerun = flagged
+    while rerun.any():
+        inside = rerun[labels[a]] & ~isolated
+        union = _ProtectedUnion(protection, evidence)
+        for position in order[inside].sort_values(["rank", "first_seen", "a", "b"], kind="stable").index:
+            rule = union.union(int(a[position]), int(b[position]), type_names)
+            accepted[position], refused[position] = rule is None, rule
+        review = [pair for pair in review if not rerun[labels[pair[0]]]] + union.review
+        last_pass[rerun], unions = len(unions), [*unions, union]
+        # A probabilistic link refused by a limit is applied again just before that type's links.
+        rerun = np.zeros_like(flagged)
+        for position in np.flatnonzero(inside & probabilistic & ~accepted):
+            priority = limit_priority.get(refused[position] or "")
+            if priority is not None and priority - 0.5 < order.at[position, "rank"]:
+                order.at[position, "rank"] = priority - 0.5
+                rerun[labels[a[position]]] = True
+    # Relabel every node of the rebuilt components by its union-find root.
+    roots: dict[tuple[int, int], int] = {}
     next_label = labels.max() + 1
-    roots: dict[int, int] = {}
     for node in np.flatnonzero(flagged[labels]):
-        root = union.find(int(node))
+        built_by = int(last_pass[labels[node]])
+        root = (built_by, unions[built_by].find(int(node)))
         if root not in roots:
             roots[root], next_label = next_label, next_label + 1
         labels[node] = roots[root]
-    return Components(labels, accepted, refused)
+    return Components(labels, accepted, refused, review)

@@ -42,6 +42,10 @@ SELECT DISTINCT id_type, raw_value, region FROM _observations o
 WHERE NOT EXISTS (SELECT 1 FROM {MEMO_TABLE} m WHERE {SAME_VALUE})
 ORDER BY ALL
 """
+NO_OBSERVATIONS = """
+SELECT NULL::VARCHAR AS stream, NULL::VARCHAR AS record_id, NULL::VARCHAR AS id_type, NULL::VARCHAR AS raw_value,
+       NULL::VARCHAR AS region, NULL::TIMESTAMPTZ AS observed_at, NULL::TIMESTAMPTZ AS last_seen_at WHERE false
+"""
 FORGET_UNOBSERVED_SQL = f"""
 DELETE FROM {MEMO_TABLE} m WHERE NOT EXISTS (SELECT 1 FROM _observations o WHERE {SAME_VALUE})
 """
@@ -73,7 +77,7 @@ def _observations_sql(rules: Rules, params: dict[str, str]) -> str:
                 f"source_updated_at AS last_seen_at "
                 f"FROM {source.table} WHERE {column} IS NOT NULL"
             )
-    return "\nUNION ALL\n".join(selects)
+    return "\nUNION ALL\n".join(selects) or NO_OBSERVATIONS  # a person file may carry no identifier
 
 
 def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:

@@ -1,19 +1,24 @@
 """Probabilistic matching (Splink, DuckDB backend) of person records the deterministic graph left apart.
 
-`build_records` writes TEMP `_match_records` (one row per person-level record, with its deterministic
-cluster); `train` fits a dedupe model on it and saves it as JSON; `score` loads that model and scores
-only pairs whose clusters differ. Splink runs on the caller's connection, so no data leaves DuckDB,
-and its working tables live in an in-memory catalog, so none lands in the warehouse file.
+The matcher is data: each source's `person:` mapping (rules.yaml) says which of its columns hold which person
+field (PERSON_FIELDS), and the `matching:` section holds the comparisons and blocking rules (comparisons.py builds
+them over the fields the records hold), so nothing here names a source's column. `build_records` writes TEMP
+`_match_records` (one row per person-level record, with its deterministic cluster); `train` fits a dedupe model on
+whatever that table holds and saves it as JSON with what it was trained on; `score` loads it and scores pairs whose
+clusters differ (or, for the chain check, pairs inside one cluster). Splink runs on the caller's connection, so no
+data leaves DuckDB, and its working tables live in an in-memory catalog, so none lands in the warehouse file.
 
-The chance that two random records match falls as the number of records grows, so the saved prior
-is for REFERENCE_RECORDS records and `score` rescales it to the records it scores: a name shared by
-two records is weaker evidence among four million records than among ten thousand.
+The chance that two random records match falls as the number of records grows, so the saved prior is for
+REFERENCE_RECORDS records and `score` rescales it to the records it scores: a name shared by two records is weaker
+evidence among four million records than among ten thousand.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,54 +26,76 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import splink.comparison_level_library as cll
-import splink.comparison_library as cl
-from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+from splink import DuckDBAPI, Linker, SettingsCreator
 from splink.blocking_rule_library import And, CustomRule
 
-from cdp_assets.identity import normalise
+from cdp_assets.identity import comparisons, normalise, rules
 
+LOG = logging.getLogger(__name__)
 MODEL_PATH = Path(__file__).with_name("splink_model.json")
 RECORDS_SQL = Path(__file__).with_name("sql") / "match_records.sql"
+NICKNAMES = Path(__file__).with_name("nicknames.csv")
 RECORDS_TABLE = "_match_records"
+SOURCE_TABLE = "_person_source"
 SCRATCH = "_splink_scratch"
-STREAMS = {
-    "stripe": "stripe.customers",
-    "hubspot": "hubspot.contacts",
-    "zendesk": "zendesk.users",
-    "klaviyo": "klaviyo.profiles",
-}
-# Per staging table, the expression holding a country as an ISO code, a locale or an English name.
-COUNTRY_HINTS = {
-    "staging.stripe__customers": "address_country",
-    "staging.hubspot__contacts": "country",
-    "staging.zendesk__users": "locale",
-    "staging.klaviyo__profiles": "coalesce(country, locale)",
-}
+# The person fields a source may map (rules.yaml `person:`); email and phone come from identity.identifiers.
+PERSON_FIELDS = (
+    "first_name", "last_name", "full_name", "date_of_birth", "street_address", "postal_code", "city", "country",
+    "company",
+)
+IDENTIFIER_FIELDS = ("email", "phone")
+TRAINED_ON = "trained_on"  # the model's record of its training data; Splink's loader never sees it
 REFERENCE_RECORDS = 1_000_000
-# Share of true matching pairs that share an email or a phone (0.76 in the sandbox world).
-DETERMINISTIC_RECALL = 0.75
 U_SAMPLE_PAIRS = 1e7
 EM_MAX_PAIRS = 5e6  # per EM session: enough to estimate m, and memory stays flat as records grow
 EM_PROBE_SHARE = 0.1  # of records, probed to size an EM session (Splink's 1% finds no pair in a small warehouse)
+EM_MIN_PAIRS = 10  # an EM session on fewer pairs estimates nothing
+MAX_PRIOR = 0.5  # before any evidence, a pair is no likelier one person than two, however few the records
+# Two records of one person disagreeing on a field (a locale read as a country, a mistyped postcode, a move) is
+# rarer than agreeing, never proof of two people: EM can drive that m towards 0 when training pairs never show it.
+ELSE_M_FLOOR = 0.01
+PRIOR_ROUNDS = 50
+PRIOR_TOLERANCE = 1e-4
 SEED = 42
 SIGNIFICANT_DIGITS = 6  # of the saved probabilities
-MIN_DOMAIN_SLUG = 4  # a shorter email domain name starts too many company names
 
 
-def build_records(conn: duckdb.DuckDBPyConnection) -> int:
-    """Write TEMP `_match_records` for the records in TEMP `_record_clusters`; returns its row count."""
-    hints = conn.execute(
-        " UNION ".join(f"SELECT DISTINCT trim({expr}) FROM {table}" for table, expr in COUNTRY_HINTS.items())
-    ).fetchall()
+def person_source_sql(identity_rules: rules.Rules) -> tuple[str, dict[str, str]]:
+    """TEMP `_person_source`: each person source's mapped fields (NULL where it maps none), as text."""
+    selects, params = [], {}
+    for i, source in enumerate(s for s in identity_rules.sources if s.person):
+        if unknown := set(source.person) - set(PERSON_FIELDS):
+            raise ValueError(f"{source.stream}: unknown person fields {sorted(unknown)}; known: {PERSON_FIELDS}")
+        params[f"stream_{i}"] = source.stream
+        fields = ", ".join(f"CAST(({source.person.get(name, 'NULL')}) AS VARCHAR) AS {name}" for name in PERSON_FIELDS)
+        selects.append(f"SELECT $stream_{i} AS stream, CAST({source.key} AS VARCHAR) AS record_id, {fields} "
+                       f"FROM {source.table}")
+    return f"CREATE OR REPLACE TEMP TABLE {SOURCE_TABLE} AS\n" + "\nUNION ALL\n".join(selects), params
+
+
+def person_text_macro() -> str:
+    """The SQL creating `person_text(x)`, the one normal form of a name, address, city or company (its comment in
+    match_records.sql says what it does)."""
+    return RECORDS_SQL.read_text().split(";\n\n")[0]
+
+
+def build_records(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules | None = None) -> int:
+    """Write TEMP `_match_records` for the records in TEMP `_record_clusters`, from the person sources of
+    `identity_rules` (default: rules.yaml's; a person file is one such source); returns its row count."""
+    source_sql, params = person_source_sql(identity_rules or rules.load())
+    conn.execute(source_sql, params)
+    hints = conn.execute(f"SELECT DISTINCT trim(country) FROM {SOURCE_TABLE}").fetchall()
     codes = {hint: code for (hint,) in hints if hint and (code := normalise.region_hint(hint))}
-    conn.execute(
-        RECORDS_SQL.read_text(), {**STREAMS, "country_hints": list(codes), "country_codes": list(codes.values())}
-    )
+    conn.execute(person_text_macro())
+    params = {"country_hints": list(codes), "country_codes": list(codes.values()), "nicknames": str(NICKNAMES)}
+    conn.execute(RECORDS_SQL.read_text().split(";\n\n")[1], params)
+    conn.execute(f"DROP TABLE {SOURCE_TABLE}")
     return record_count(conn)
 
 
-def train_from_warehouse(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> int:
+def train_from_warehouse(
+    conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, trained_on: dict[str, Any] | None = None
+) -> int:
     """Retrain from the warehouse's staging tables and identity.identifiers (for `cdp identity train`).
 
     Training ignores clusters, so unless the graph made `_record_clusters` each record is its own.
@@ -77,54 +104,152 @@ def train_from_warehouse(conn: duckdb.DuckDBPyConnection, model_path: Path = MOD
         "CREATE TEMP TABLE IF NOT EXISTS _record_clusters AS "
         "SELECT stream, record_id, row_number() OVER (ORDER BY stream, record_id)::BIGINT AS cluster_id "
         "FROM (SELECT DISTINCT stream, record_id FROM identity.identifiers WHERE list_contains($streams, stream))",
-        {"streams": list(STREAMS.values())},
+        {"streams": rules.load().person_streams},
     )
     records = build_records(conn)
-    train(conn, model_path)
+    train(conn, model_path, {"source": "warehouse", **(trained_on or {})})
     return records
 
 
-def train(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> None:
-    """Fit the model on `_match_records` and save it to `model_path`.
+def train(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, trained_on: dict[str, Any] | None = None
+          ) -> None:
+    """Fit the model on `_match_records` and save it to `model_path`, with `trained_on` (where the records came
+    from: source, seed, hardness...) completed by their count, the fields used, the date and the seconds taken.
 
-    The prior comes from pairs sharing an email or a phone, u from random pairs, and m by EM on
-    pairs sharing a name (for the identifiers' m) and on pairs sharing an identifier (for the rest).
-    Term frequencies may only lower a level's weight: a common name counts for less than the
-    average name, a rare one no more. Train on the biggest warehouse at hand: in a small one,
-    random pairs hold true matches, which inflates u and makes the model cautious."""
+    u comes from random pairs, m from EM sessions over several blocking rules (each learns the comparisons its rule
+    does not use), and the prior from the model itself (`_prior`), so no shared identifier is needed. Term
+    frequencies may only lower a level's weight: a common name counts for less than the average name, a rare one no
+    more. Never raises for lack of pairs: what cannot be estimated keeps Splink's starting values. Train on the
+    biggest data at hand: in a small set, random pairs hold true matches, which inflates u."""
+    started = time.monotonic()
     records = record_count(conn)
+    matcher = comparisons.build(conn, rules.load().matcher, RECORDS_TABLE)
+    start = 1 / max(records - 1, 1)  # each record matching about one other
+    settings = SettingsCreator(link_type="dedupe_only", comparisons=matcher.comparisons,
+                               blocking_rules_to_generate_predictions=matcher.blocking,
+                               probability_two_random_records_match=start)
     with scratch(conn):
-        linker = make_linker(conn, SettingsCreator(link_type="dedupe_only", comparisons=_comparisons()))
-        linker.training.estimate_probability_two_random_records_match(
-            [block_on("email"), block_on("phone")], recall=DETERMINISTIC_RECALL
-        )
-        linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=SEED)
-        for rule in (block_on("full_name"), block_on("email"), block_on("phone")):
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                rule, max_pairs=EM_MAX_PAIRS, record_sample_proportion=EM_PROBE_SHARE
-            )
+        linker = make_linker(conn, settings)
+        if records >= 2 and matcher.comparisons:
+            linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=SEED)
+            for rule in matcher.training:
+                if _pairs(conn, rule) >= EM_MIN_PAIRS and _learns(matcher, rule):
+                    linker = _expectation_maximisation(conn, linker, rule)
         model = linker.misc.save_model_to_json()
-    model["probability_two_random_records_match"] *= (records - 1) / (REFERENCE_RECORDS - 1)
+        prior = _prior(linker, records, start) if records >= 2 and matcher.blocking and matcher.comparisons else None
+    # Saved for REFERENCE_RECORDS records; with no pair to estimate it from, each record matching about one other.
+    model["probability_two_random_records_match"] = (
+        prior * (records - 1) / (REFERENCE_RECORDS - 1) if prior is not None else 1 / (REFERENCE_RECORDS - 1)
+    )
     model.pop("linker_uid")  # random per run; Splink makes one when loading
+    model["blocking_rules_to_generate_predictions"] = []  # `score` takes them from the rules
     for level in (level for comparison in model["comparisons"] for level in comparison["comparison_levels"]):
-        if "tf_adjustment_column" in level:  # a value few records share is a small sample, not proof of rarity
+        if "tf_adjustment_column" in level and "u_probability" in level:  # a rare value is a small sample
             level["tf_minimum_u_value"] = level["u_probability"]
+        if level["sql_condition"] == "ELSE" and "m_probability" in level:
+            level["m_probability"] = max(level["m_probability"], ELSE_M_FLOOR)
         for key in ("m_probability", "u_probability", "tf_minimum_u_value"):
             if key in level:  # parallel sums differ in the last digits from run to run
                 level[key] = float(f"{level[key]:.{SIGNIFICANT_DIGITS}g}")
+    model[TRAINED_ON] = {
+        **(trained_on or {}), "records": records, "fields": matcher.fields, "prior": prior,
+        "date": time.strftime("%Y-%m-%d"), "seconds": round(time.monotonic() - started, 1),
+    }
     model_path.write_text(json.dumps(model, indent=1) + "\n")
 
 
-def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = MODEL_PATH) -> pd.DataFrame:
-    """Pairs of `_match_records` in different clusters with probability >= `review_at`, most likely first.
+def _expectation_maximisation(conn: duckdb.DuckDBPyConnection, linker: Linker, rule: Any) -> Linker:
+    """One EM session. One Splink cannot finish (a level whose m falls to exactly 0.0 in it, which Splink then
+    refuses to store) is skipped: the model goes on from the values before it, on a linker of its own."""
+    before = linker.misc.save_model_to_json()
+    try:
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            rule, max_pairs=EM_MAX_PAIRS, record_sample_proportion=EM_PROBE_SHARE
+        )
+    except ValueError as error:
+        LOG.warning("EM session blocked on %s skipped: %s", rule.get_blocking_rule("duckdb").blocking_rule_sql, error)
+        return make_linker(conn, before)
+    return linker
+
+
+def _pairs(conn: duckdb.DuckDBPyConnection, rule: Any) -> int:
+    """How many pairs a blocking rule makes of `_match_records`."""
+    condition = rule.get_blocking_rule("duckdb").blocking_rule_sql
+    return conn.execute(
+        f"SELECT count(*) FROM {RECORDS_TABLE} l JOIN {RECORDS_TABLE} r ON {condition} AND l.unique_id < r.unique_id"
+    ).fetchall()[0][0]
+
+
+def _learns(matcher: comparisons.Matcher, rule: Any) -> bool:
+    """Whether an EM session on `rule` has a comparison to learn: one not over the fields the rule blocks on."""
+    blocked = comparisons.fields_in(rule.get_blocking_rule("duckdb").blocking_rule_sql, set(matcher.fields))
+    return any(
+        not comparisons.fields_in(json.dumps(c.get_comparison("duckdb").as_dict()), set(matcher.fields)) & blocked
+        for c in matcher.comparisons
+    )
+
+
+def _prior(linker: Linker, records: int, start: float) -> float:
+    """The chance two random records match: the expected number of matches among the blocked pairs, under the
+    trained m and u, over all pairs; repeated to a fixed point, as each pair's probability depends on the prior.
+
+    A lower bound (true pairs no blocking rule finds are not counted), so the model errs cautious; it needs no
+    shared identifier, where Splink's deterministic estimate needs rules that only true pairs meet and their
+    recall, which no data of unknown shape tells."""
+    weights = linker.inference.predict(warning_mode="never").as_duckdbpyrelation()
+    bayes = weights.select(f"match_weight - log2({start} / (1 - {start})) AS log2_bf")
+    all_pairs = records * (records - 1) / 2
+    prior = start
+    for _ in range(PRIOR_ROUNDS):
+        odds = prior / (1 - prior)
+        expected = bayes.aggregate(f"coalesce(sum(1 / (1 + pow(2, -log2_bf) / {odds})), 0)").fetchall()[0][0]
+        updated = min(max(expected, 1e-9 * all_pairs) / all_pairs, MAX_PRIOR)
+        if math.isclose(updated, prior, rel_tol=PRIOR_TOLERANCE):
+            return updated
+        prior = updated
+    return prior
+
+
+# How common a value is among people, not records: the deterministic clusters a value appears in, so that one
+# person's own records sharing their name (or address) do not make it look common and weigh it down. A value in
+# fewer than MIN_TF_CLUSTERS clusters is carried by no more than the pair being compared, which says nothing of how
+# common it is: it keeps the level's trained u (in a small warehouse every value would otherwise look common).
+PEOPLE_FREQUENCIES = """
+SELECT {column}, tf_{column} FROM (
+    SELECT {column}, count(DISTINCT cluster_id) AS clusters, clusters / sum(clusters) OVER () AS tf_{column}
+    FROM {table} WHERE {column} IS NOT NULL GROUP BY {column}
+) WHERE clusters >= $min_clusters
+"""
+MIN_TF_CLUSTERS = 3
+
+
+def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = MODEL_PATH,
+          within_clusters: bool = False) -> pd.DataFrame:
+    """Pairs of `_match_records` with probability >= `review_at`, most likely first: pairs in different clusters,
+    or with `within_clusters` the pairs inside one cluster (clusters are small: every pair of each is scored).
 
     Columns: unique_id_l, unique_id_r, probability, match_weight."""
     model = saved_model(conn, model_path)
-    model["blocking_rules_to_generate_predictions"] = list(BLOCKING_RULES)
+    if within_clusters:
+        model["blocking_rules_to_generate_predictions"] = [CustomRule("l.cluster_id = r.cluster_id")]
+        # The identifiers chaining a cluster's records are the evidence a random pair lacks: its pairs start at
+        # even odds, so the person fields alone decide, and the check does not grow stricter as records grow.
+        model["probability_two_random_records_match"] = MAX_PRIOR
+    else:
+        matcher = comparisons.build(conn, rules.load().matcher, RECORDS_TABLE)
+        cross = CustomRule("l.cluster_id <> r.cluster_id")
+        model["blocking_rules_to_generate_predictions"] = [And(rule, cross) for rule in matcher.blocking]
+    if not model["blocking_rules_to_generate_predictions"] or not model["comparisons"]:
+        return pd.DataFrame(columns=["unique_id_l", "unique_id_r", "probability", "match_weight"])
     with scratch(conn):
-        predictions = make_linker(conn, model).inference.predict(
-            threshold_match_probability=review_at, warning_mode="never"
-        )
+        api = DuckDBAPI(connection=conn)
+        linker = Linker(api.register(RECORDS_TABLE), model, log_level=logging.WARNING)
+        for column in {level["tf_adjustment_column"] for c in model["comparisons"] for level in c["comparison_levels"]
+                       if "tf_adjustment_column" in level}:
+            frequencies = conn.execute(PEOPLE_FREQUENCIES.format(column=column, table=RECORDS_TABLE),
+                                       {"min_clusters": MIN_TF_CLUSTERS}).df()
+            linker.table_management.register_term_frequency_lookup(api.register(frequencies), column)
+        predictions = linker.inference.predict(threshold_match_probability=review_at, warning_mode="never")
         return (
             predictions.as_duckdbpyrelation()
             .select("unique_id_l, unique_id_r, match_probability AS probability, match_weight")
@@ -134,73 +259,19 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
 
 
 def saved_model(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> dict[str, Any]:
-    """The saved model, its prior rescaled to the records in `_match_records`."""
+    """The saved model as Splink loads it (without `trained_on`), its prior rescaled to the records in
+    `_match_records`, and without comparisons over columns that table lacks."""
     model = json.loads(model_path.read_text())
-    model["probability_two_random_records_match"] *= (REFERENCE_RECORDS - 1) / max(record_count(conn) - 1, 1)
+    model.pop(TRAINED_ON, None)
+    rescaled = model["probability_two_random_records_match"] * (REFERENCE_RECORDS - 1) / max(record_count(conn) - 1, 1)
+    model["probability_two_random_records_match"] = min(rescaled, MAX_PRIOR)
+    columns, _ = comparisons.table_fields(conn, RECORDS_TABLE)
+    model["comparisons"] = [
+        c for c in model["comparisons"]
+        if all(comparisons.pair_fields(level["sql_condition"].replace('"', "")) <= columns
+               for level in c["comparison_levels"] if level["sql_condition"] != "ELSE")
+    ]
     return model
-
-
-def _comparisons() -> list[cl.CustomComparison]:
-    """Name, email, phone, place and employer; exact levels carry term frequencies where values repeat.
-
-    Email local parts are left out: they repeat the name, so they would count it twice. The employer
-    is known from a company name or a work email domain naming it."""
-    name = cl.CustomComparison(
-        output_column_name="name",
-        comparison_levels=[
-            cll.NullLevel("full_name"),
-            cll.ExactMatchLevel("full_name", term_frequency_adjustments=True),
-            cll.And(cll.JaroWinklerLevel("first_name", 0.92), cll.JaroWinklerLevel("last_name", 0.92)),
-            cll.ElseLevel(),
-        ],
-    )
-    works_at = " OR ".join(
-        f"(starts_with(company_slug_{a}, domain_slug_{b}) AND length(domain_slug_{b}) >= {MIN_DOMAIN_SLUG})"
-        for a, b in (("l", "r"), ("r", "l"))
-    )
-    employer = cl.CustomComparison(
-        output_column_name="employer",
-        comparison_levels=[
-            cll.CustomLevel(
-                f"(company_slug_l IS NULL OR company_slug_r IS NULL) AND NOT coalesce({works_at}, false)"
-            ).configure(is_null_level=True, label_for_charts="unknown"),
-            cll.ExactMatchLevel("company_slug", term_frequency_adjustments=True),
-            cll.CustomLevel(works_at, label_for_charts="work email at the other's company"),
-            cll.ElseLevel(),
-        ],
-    )
-    place = cl.CustomComparison(
-        output_column_name="place",
-        comparison_levels=[
-            cll.NullLevel("country"),
-            cll.And(cll.ExactMatchLevel("city"), cll.ExactMatchLevel("country")).configure(
-                tf_adjustment_column="city", disable_tf_exact_match_detection=True, label_for_charts="same city"
-            ),
-            cll.CustomLevel(
-                "country_l = country_r AND (city_l IS NULL OR city_r IS NULL)", label_for_charts="same country"
-            ),
-            cll.CustomLevel("country_l = country_r", label_for_charts="same country, other city"),
-            cll.ElseLevel(),
-        ],
-    )
-    return [name, cl.ExactMatch("email"), cl.ExactMatch("phone"), place, employer]
-
-
-def _cross_cluster(*columns: str, also: str | None = None) -> And:
-    """Candidate pairs: records equal on `columns` (and meeting `also`) in different deterministic clusters."""
-    rules = [block_on(*columns), CustomRule("l.cluster_id <> r.cluster_id")]
-    return And(*rules, *([CustomRule(also)] if also else []))
-
-
-# Pairs in different cities never score near review_at, so names are compared within a city unless
-# one record has none; the typo rules keep a name's first letter, which typos leave alone.
-BLOCKING_RULES = (
-    _cross_cluster("full_name", "city"),
-    _cross_cluster("full_name", "country", also="(l.city IS NULL OR r.city IS NULL)"),
-    _cross_cluster("last_name", "substr(first_name, 1, 1)", "city"),
-    _cross_cluster("first_name", "substr(last_name, 1, 1)", "city"),
-    _cross_cluster("phone"),
-)
 
 
 def make_linker(

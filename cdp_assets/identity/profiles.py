@@ -56,7 +56,8 @@ FIRST_WORD = "CASE WHEN contains(trim(s.name), ' ') THEN split_part(trim(s.name)
 LAST_WORDS = "CASE WHEN contains(trim(s.name), ' ') THEN substr(trim(s.name), strpos(trim(s.name), ' ') + 1) END"
 
 # Survivorship: per trait, its candidates in order of trust. The winner is the first non-blank value of a live
-# record (a deleted record's only when no live record has one), by this order, then the latest source_updated_at;
+# record (a deleted record's only when no live record has one), of the profile's own (a shared identifier value only
+# when it has none, see SHARED), by this order, then the latest source_updated_at;
 # unless the agreement rule of rules.yaml (`survivorship`) corrects a misspelt trusted value (sql/survivors.sql).
 # Sales keeps the CRM current, so it leads for who someone is and where they work; billing leads for the address
 # people pay from; marketing's self-entered profile leads for location settings; the product knows its own user id.
@@ -139,14 +140,19 @@ DISPOSABLE_DOMAINS = (
 
 SQL = Path(__file__).parent / "sql"
 CANDIDATE_SQL = (
-    "SELECT $trait_{n} AS trait, {trust} AS trust, {witness} AS witness, rp.profile_id, rp.stream, rp.record_id,"
-    " nullif(trim(CAST({expr} AS VARCHAR)), '') AS value, s.source_updated_at AS changed_at, s.is_deleted"
+    "SELECT $trait_{n} AS trait, {trust} AS trust, {witness} AS witness, {shared} AS shared, rp.profile_id, rp.stream,"
+    " rp.record_id, nullif(trim(CAST({expr} AS VARCHAR)), '') AS value, s.source_updated_at AS changed_at,"
+    " s.is_deleted"
     " FROM identity.record_profiles rp JOIN {table} s ON s.{key} = rp.record_id{identifiers}"
     " WHERE rp.stream = $stream_{n}"
 )
 IDENTIFIERS_JOIN = (
     " JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
 )
+# A value identity judged shared (a team's mailbox, a household's phone) reaches others too, not only the person:
+# it survives only when the profile has no value of its own for the trait, so a profile is not keyed (synced,
+# mailed) by an address it shares with colleagues. One definition of shared: identity.shared_values.
+SHARED = "coalesce((i.id_type, i.value) IN (SELECT id_type, value FROM identity.shared_values), false)"
 # Per trait: its value, and where it came from, when that changed and which survivorship rule chose it.
 PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at", "rule": "_rule"}
 PIVOT_SQL = (
@@ -187,6 +193,7 @@ def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str,
                 CANDIDATE_SQL.format(
                     trust=trust,
                     witness=candidate.witness,
+                    shared=SHARED if candidate.id_type else "false",
                     expr=candidate.expr,
                     table=table,
                     key=key,
@@ -265,6 +272,7 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
         {"domains": domains, "clean": [normalise.domain(d) for d in domains]},
     )
     conn.execute((SQL / "accounts_base.sql").read_text())
+    conn.execute((SQL / "person_records.sql").read_text())  # which profile's live records hold each work address
     conn.begin()
     conn.execute((SQL / "account_people.sql").read_text())
     conn.execute((SQL / "accounts.sql").read_text())

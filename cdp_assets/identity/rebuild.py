@@ -33,11 +33,11 @@ SAMPLE_PROFILES = 5  # kept profiles named in the metadata when the groupings di
 COMPARE_SQL = """
 CREATE OR REPLACE TEMP TABLE _kept AS
 SELECT id_type, value, profile_id FROM identity.identifier_profiles
-WHERE id_type NOT IN (SELECT id_type FROM _record_types)
+WHERE id_type NOT IN (SELECT id_type FROM _record_types) AND NOT shared
 UNION ALL
 SELECT t.id_type, p.record_id, p.profile_id FROM identity.record_profiles p JOIN _record_types t USING (stream);
 CREATE OR REPLACE TEMP TABLE _rebuilt AS
-SELECT n.id_type, n.value, l.label FROM _nodes n JOIN _labels l USING (idx);
+SELECT n.id_type, n.value, l.label FROM _nodes n JOIN _labels l USING (idx) WHERE NOT l.shared;
 CREATE OR REPLACE TEMP TABLE _cells AS
 SELECT r.label, k.profile_id, count(*) AS n FROM _rebuilt r JOIN _kept k USING (id_type, value) GROUP BY ALL;
 """
@@ -67,7 +67,7 @@ def compare(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules) -> dic
     """The graph partitioned again from identity.identifiers alone, against the kept one, node by node."""
     built = resolution.partition(conn, identity_rules)  # leaves its nodes, with their idx, in temp table _nodes
     frames = {
-        "_labels": built.nodes[["idx", "label"]],
+        "_labels": built.nodes[["idx", "label", "shared"]],  # a shared value is on every profile holding it
         "_record_types": pd.DataFrame(
             [(t.name, t.record_of) for t in identity_rules.types.values() if t.record_of], columns=["id_type", "stream"]
         ),

@@ -1,8 +1,10 @@
 """Identity resolution, end to end: graph, probabilistic links, stable ids, and the tables explain reads.
 
-Deterministic edges come from shared identifiers; Splink then scores records left in
+Deterministic edges come from shared identifiers. A component whose person records are joined
+through identifiers of two or more types passes the chain check (graph.py): Splink scores the
+pairs inside it, and a link whose ends disagree is refused. Splink then scores records left in
 different components, and links above the merge threshold join the graph as the weakest
-edges, subject to the same limits. Everything this run writes lands in one transaction.
+edges, subject to the same limits and check. Everything this run writes lands in one transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity import graph, matching, profile_ids
+from cdp_assets.identity import graph, matching, profile_ids, shared
 from cdp_assets.identity.rules import Rules
 
 EDGES_SQL = (Path(__file__).parent / "sql" / "graph_edges.sql").read_text()
@@ -30,6 +32,7 @@ class Outcome:
     refused: int
     probabilistic_links: int
     review_pairs: int
+    shared_values: int
     largest_profile_records: int
 
 
@@ -47,7 +50,8 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
             run_id VARCHAR, logged_at TIMESTAMPTZ, action VARCHAR, profile_id VARCHAR, other_profile_id VARCHAR,
             cause VARCHAR);
         CREATE TABLE IF NOT EXISTS identity.identifier_profiles (
-            id_type VARCHAR, value VARCHAR, profile_id VARCHAR, first_seen TIMESTAMPTZ);
+            id_type VARCHAR, value VARCHAR, profile_id VARCHAR, first_seen TIMESTAMPTZ, shared BOOLEAN);
+        ALTER TABLE identity.identifier_profiles ADD COLUMN IF NOT EXISTS shared BOOLEAN DEFAULT false;
         """
     )
 
@@ -72,27 +76,63 @@ def _never_pairs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> tuple[list[tu
     return [(a, b) for a, b, single in resolved if not single], [a for a, _, single in resolved if single]
 
 
-def _probabilistic_edges(
-    conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: pd.DataFrame, labels: np.ndarray
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Splink's scores for records in different components: edges to merge, and pairs to review."""
-    records = nodes[nodes["priority"] == 0][["idx", "id_type", "value"]]
-    clusters = pd.DataFrame({
-        "stream": records["id_type"].map({t.name: t.record_of for t in rules.types.values() if t.record_of}),
-        "record_id": records["value"], "cluster_id": labels[records["idx"].to_numpy()],
+# Person fields that say who someone is. A pair of records with none of them on both sides has nothing to
+# disagree on (place and employer are shared by many people and change), so it never refuses a chain.
+IDENTIFYING_FIELDS = ("first_name", "last_name", "full_name", "date_of_birth", "street_address", "email", "phone")
+
+
+def _match_records(conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: pd.DataFrame, clusters: np.ndarray
+                   ) -> dict[str, int]:
+    """Write `_match_records` for every person record, in cluster `clusters[node]`; returns each record's node."""
+    streams = {t.name: t.record_of for t in rules.types.values() if t.record_of}
+    records = nodes[nodes["id_type"].isin(list(streams))]
+    frame = pd.DataFrame({
+        "stream": records["id_type"].map(streams), "record_id": records["value"],
+        "cluster_id": clusters[records["idx"].to_numpy()],
     })
-    conn.register("_clusters_view", clusters)
+    conn.register("_clusters_view", frame)
     conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT * FROM _clusters_view")
     conn.unregister("_clusters_view")
     matching.build_records(conn)
-    scores = matching.score(conn, rules.review_at)
-    node_of = dict(zip(records["id_type"].map(
-        {t.name: t.record_of for t in rules.types.values() if t.record_of}) + ":" + records["value"],
-        records["idx"], strict=True))
-    scores = scores.assign(a=scores["unique_id_l"].map(node_of), b=scores["unique_id_r"].map(node_of))
+    return dict(zip(frame["stream"] + ":" + frame["record_id"], records["idx"], strict=True))
+
+
+def _recluster(conn: duckdb.DuckDBPyConnection, node_of: dict[str, int], labels: np.ndarray) -> None:
+    """Move the records of `_match_records` to the clusters of `labels`."""
+    frame = pd.DataFrame({"unique_id": list(node_of), "cluster_id": labels[list(node_of.values())]})
+    conn.register("_clusters_view", frame)
+    conn.execute("UPDATE _match_records m SET cluster_id = v.cluster_id FROM _clusters_view v "
+                 "WHERE m.unique_id = v.unique_id")
+    conn.unregister("_clusters_view")
+
+
+def _with_nodes(scores: pd.DataFrame, node_of: dict[str, int]) -> pd.DataFrame:
+    return scores.assign(a=scores["unique_id_l"].map(node_of), b=scores["unique_id_r"].map(node_of))
+
+
+def _identifying_fields(conn: duckdb.DuckDBPyConnection, node_of: dict[str, int]) -> dict[int, int]:
+    """Per person record node, a bitmask of the IDENTIFYING_FIELDS `_match_records` holds for it."""
+    present = {row[0] for row in conn.execute("SELECT column_name FROM (DESCRIBE _match_records)").fetchall()}
+    fields = [name for name in IDENTIFYING_FIELDS if name in present]
+    bits = " + ".join(f"({name} IS NOT NULL)::BIGINT * {1 << i}" for i, name in enumerate(fields)) or "0"
+    masks = conn.execute(f"SELECT unique_id, {bits} FROM _match_records").fetchall()
+    return {node_of[unique_id]: mask for unique_id, mask in masks}
+
+
+def _evidence(rules: Rules, person: np.ndarray, fields: dict[int, int], scores: pd.DataFrame) -> graph.Evidence:
+    """The chain check's evidence: `scores` (with node columns a, b) and each record's identifying fields."""
+    low, high = np.minimum(scores["a"], scores["b"]), np.maximum(scores["a"], scores["b"])
+    return graph.Evidence(
+        person=person, fields=fields, merge_at=rules.merge_at, review_at=rules.review_at,
+        scores=dict(zip(zip(low.tolist(), high.tolist(), strict=True), scores["probability"].tolist(), strict=True)),
+    )
+
+
+def _probabilistic_edges(rules: Rules, nodes: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Splink's pairs at or above the merge threshold (`scores` with node columns a, b) as the graph's weakest edges."""
     merge = scores[scores["probability"] >= rules.merge_at]
     seen = nodes["first_seen"].to_numpy()
-    edges = pd.DataFrame({
+    return pd.DataFrame({
         "a": merge["a"].to_numpy(), "b": merge["b"].to_numpy(), "link_type": "probabilistic",
         "priority": rules.types["probabilistic"].priority, "method": "probabilistic",
         "probability": merge["probability"].to_numpy(),
@@ -100,7 +140,6 @@ def _probabilistic_edges(
         "first_seen": np.maximum(seen[merge["a"].to_numpy()], seen[merge["b"].to_numpy()]),
         "records": 2, "streams": [[]] * len(merge),
     })
-    return edges, scores[scores["probability"] < rules.merge_at]
 
 
 def _describe(edges: pd.DataFrame, nodes: pd.DataFrame) -> pd.Series:
@@ -135,9 +174,19 @@ def _merge_causes(edges: pd.DataFrame, nodes: pd.DataFrame, labels: np.ndarray, 
     return causes.drop_duplicates("label").set_index("label")["cause"]
 
 
+def _refused_as_shared(conn: duckdb.DuckDBPyConnection, edges: pd.DataFrame, never: set[int]) -> pd.DataFrame:
+    """Links refused because they go through a shared value (not a never-link one) logged as `shared (<reason>)`."""
+    reasons = conn.execute("SELECT n.idx, s.reason FROM _shared s JOIN _nodes n USING (id_type, value)").df()
+    reason_of = pd.Series(reasons["reason"].to_numpy(), index=reasons["idx"].to_numpy(), dtype="object")
+    through = edges["a"].map(reason_of).fillna(edges["b"].map(reason_of))
+    mask = through.notna() & ~edges["a"].isin(never) & ~edges["b"].isin(never)
+    return edges.assign(rule=edges["rule"].where(~mask, shared.refusal(through.where(mask, ""))))
+
+
 @dataclass(frozen=True)
 class Partition:
-    """Who is with whom, from the identifiers alone: nodes with their component label, edges with their fate."""
+    """Who is with whom, from the identifiers alone: nodes with their component label and whether each is a shared
+    value, edges with their fate."""
 
     nodes: pd.DataFrame
     edges: pd.DataFrame
@@ -155,32 +204,63 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules) -> Partition:
     nodes = conn.execute("SELECT idx, id_type, value, first_seen, priority FROM _nodes ORDER BY idx").df()
     edges = conn.execute("SELECT * FROM _edges").df()
     never, isolated = _never_pairs(conn, rules)
+    # Every person record's fields for the matcher, each in a cluster of its own until the graph says more; the
+    # shared values are judged on them and link nothing by themselves (shared.py).
+    alone = -1 - np.arange(len(nodes))
+    node_of = _match_records(conn, rules, nodes, alone)
+    shared_values = shared.shared_nodes(conn, rules)
     type_names = sorted(types["id_type"])
     protection = graph.Protection(
         node_types=nodes["id_type"].map({name: code for code, name in enumerate(type_names)}).to_numpy(),
         limits={type_names.index(name): limit for name, limit in rules.limits.items()},
         never=never,
-        isolated=frozenset(isolated),
+        isolated=frozenset(isolated) | frozenset(shared_values),
+        type_priority={type_names.index(name): t.priority for name, t in rules.types.items()},
     )
     deterministic = graph.resolve(len(nodes), edges, protection, type_names)
-    probabilistic, review = _probabilistic_edges(conn, rules, nodes, deterministic.labels)
-    edges = pd.concat([edges, probabilistic], ignore_index=True)
-    final = graph.resolve(len(nodes), edges, protection, type_names)
+    # The chain check scores the pairs inside each deterministic component whose records are joined through
+    # identifiers of two or more types; every other record is in a cluster of its own for that scoring.
+    person = nodes["id_type"].isin([t.name for t in rules.types.values() if t.record_of]).to_numpy()
+    kept = deterministic.accepted
+    chains = graph.chained(deterministic.labels, edges["a"].to_numpy()[kept], edges["b"].to_numpy()[kept],
+                           protection.node_types, person)
+    _recluster(conn, node_of, np.where(chains[deterministic.labels], deterministic.labels, alone))
+    within = (_with_nodes(matching.score(conn, rules.review_at, within_clusters=True), node_of) if chains.any()
+              else pd.DataFrame(columns=["unique_id_l", "unique_id_r", "probability", "match_weight", "a", "b"]))
+    fields = _identifying_fields(conn, node_of)
+    checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, within))
+    # Splink then scores records the checked graph left apart; links above merge_at join it as the weakest edges.
+    _recluster(conn, node_of, checked.labels)
+    across = _with_nodes(matching.score(conn, rules.review_at), node_of)
+    scores = pd.concat([within, across], ignore_index=True)
+    edges = pd.concat([edges, _probabilistic_edges(rules, nodes, across)], ignore_index=True)
+    final = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, scores))
     edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))
-    return Partition(nodes.assign(label=final.labels), edges, review)
+    nodes = nodes.assign(label=final.labels, shared=nodes["idx"].isin(shared_values))
+    edges = _refused_as_shared(conn, edges, set(isolated))
+    # Borderline pairs go to review: Splink's below merge_at, and the best pair of each chain the check refused.
+    chain_review = pd.DataFrame(final.review, columns=["a", "b"]).merge(
+        scores.assign(a=np.minimum(scores["a"], scores["b"]), b=np.maximum(scores["a"], scores["b"])), on=["a", "b"]
+    )
+    review = pd.concat([across[across["probability"] < rules.merge_at], chain_review], ignore_index=True
+                       ).drop_duplicates(["unique_id_l", "unique_id_r"])
+    return Partition(nodes, edges, review)
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outcome:
     """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids."""
     built = partition(conn, rules)
     nodes, edges, review = built.nodes, built.edges, built.review
+    used = shared.attribute(conn, nodes, [t.name for t in rules.types.values() if t.record_of])
     labels = nodes["label"].to_numpy()
-    previous = conn.execute("SELECT id_type, value, profile_id FROM identity.identifier_profiles").df()
+    previous = conn.execute("SELECT id_type, value, profile_id FROM identity.identifier_profiles WHERE NOT shared").df()
     previous_of = nodes.merge(previous, on=["id_type", "value"], how="left")["profile_id"].fillna("").to_numpy()
     registry = conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df()
     now = pd.Timestamp.now(tz="UTC")
     causes = _merge_causes(edges, nodes, labels, previous_of)
-    assignment = profile_ids.assign(nodes, previous, registry, causes, run_id, now)
+    # A shared value founds no profile, unless records are placed in its own component (sql/record_labels.sql).
+    assignment = profile_ids.assign(nodes[~nodes["shared"] | nodes["label"].isin(used)], previous, registry, causes,
+                                    run_id, now)
     nodes = nodes.assign(profile_id=nodes["label"].map(assignment.profile_of_label))
     _write(conn, nodes, edges, review, assignment, run_id)
     sizes = conn.execute(
@@ -190,6 +270,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outco
     ).fetchall()[0][0]
     return Outcome(
         profiles=int(nodes["profile_id"].nunique()),
+        shared_values=int(nodes["shared"].sum()),
         merged=int((assignment.log["action"] == "merged").sum()),
         split=int((assignment.log["action"] == "split").sum()),
         refused=int((~edges["accepted"]).sum()),
@@ -207,6 +288,7 @@ def over_limit(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[tuple[str,
         """
         SELECT p.profile_id, p.id_type, count(*) AS n
         FROM identity.identifier_profiles p JOIN _limits_view l USING (id_type)
+        WHERE NOT p.shared
         GROUP BY p.profile_id, p.id_type, l.limit_ HAVING count(*) > l.limit_
         """
     ).fetchall()
@@ -226,7 +308,8 @@ def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataF
         "records": edges["records"].to_numpy(), "streams": edges["streams"].to_numpy(),
         "accepted": edges["accepted"].to_numpy(), "refused_by": edges["rule"].to_numpy(),
     })
-    frames = {"_nodes_out": nodes[["idx", "id_type", "value", "first_seen", "profile_id"]], "_edges_out": edge_rows,
+    frames = {"_nodes_out": nodes[["idx", "id_type", "value", "first_seen", "label", "shared", "profile_id"]],
+              "_edges_out": edge_rows,
               "_review_out": review[["unique_id_l", "unique_id_r", "probability", "match_weight"]],
               "_registry_out": assignment.registry, "_log_out": assignment.log}
     for name, frame in frames.items():

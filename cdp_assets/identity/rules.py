@@ -32,6 +32,7 @@ class IdentifierSource:
     identifiers: dict[str, str]  # identifier type -> column
     record_type: str | None = None
     phone_region: str | None = None  # column with an ISO country code or a locale
+    person: dict[str, str] = field(default_factory=dict)  # person field -> column or SQL expression
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,28 @@ class AgreementRule:
 
 
 @dataclass(frozen=True)
+class MatchingRules:
+    """The probabilistic matcher as data (comparisons.py turns it into Splink's): comparisons with their levels,
+    the OR-ed blocking rules scoring pairs, and the blocking rules of the EM sessions training m."""
+
+    comparisons: tuple[dict[str, Any], ...]
+    blocking: tuple[list[str] | str, ...]  # fields or expressions equal on both sides, or an SQL condition
+    training: tuple[list[str] | str, ...]
+
+
+@dataclass(frozen=True)
+class SharedRules:
+    """When an identifier value is shared by several people (rules.yaml `shared_values`; shared.py applies it)."""
+
+    types: tuple[str, ...] = ()  # identifier types a value of which may be shared
+    role_mailboxes: tuple[str, ...] = ()  # email local parts naming a team's mailbox
+    names_alike_at: float | None = None  # Jaro-Winkler of two given names at or above which they may be one
+    date_max_edits: int | None = None  # typed digits two dates of birth of one person may differ by
+    device_types: tuple[str, ...] = ()  # types shared when seen with more than one `login`
+    login: str | None = None
+
+
+@dataclass(frozen=True)
 class Rules:
     types: dict[str, IdentifierType]
     sources: tuple[IdentifierSource, ...]
@@ -68,6 +91,8 @@ class Rules:
     trusted_streams: tuple[str, ...]
     decay_days: int
     agreement: AgreementRule
+    matcher: MatchingRules
+    shared: SharedRules = SharedRules()
     limits: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +117,8 @@ def parse(document: dict[str, Any]) -> Rules:
     never = tuple(
         (entry["a"], entry.get("b")) for entry in document.get("never_link") or ()
     )
+    shared = document.get("shared_values") or {}
+    disagree, devices = shared.get("disagree") or {}, shared.get("devices") or {}
     return Rules(
         types={name: IdentifierType(name, **spec) for name, spec in document["identifier_types"].items()},
         sources=tuple(IdentifierSource(**spec) for spec in document["sources"]),
@@ -105,6 +132,17 @@ def parse(document: dict[str, Any]) -> Rules:
         trusted_streams=tuple(document["health"]["trusted_streams"]),
         decay_days=int(document["health"]["decay_days"]),
         agreement=AgreementRule(**{**agreement, "traits": tuple(agreement["traits"])}),
+        matcher=MatchingRules(
+            tuple(matching["comparisons"]), tuple(matching["blocking"]), tuple(matching["training"])
+        ),
+        shared=SharedRules(
+            types=tuple(shared.get("types") or ()),
+            role_mailboxes=tuple(shared.get("role_mailboxes") or ()),
+            names_alike_at=float(disagree["given_name"]["alike_at"]) if "given_name" in disagree else None,
+            date_max_edits=int(disagree["date_of_birth"]["max_edits"]) if "date_of_birth" in disagree else None,
+            device_types=tuple(devices.get("types") or ()),
+            login=devices.get("login"),
+        ),
     )
 
 

@@ -88,6 +88,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
     Target("identity.identifiers", RECORD),
     Target("identity.record_profiles", RECORD),
     Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),
+    Target("identity.shared_values", _typed("id_type", "value")),  # a value only the subject's profiles hold
     Target("identity.profile_edges", PROFILE),
     Target("identity.person_profiles", PROFILE),
     Target("identity.person_lifecycle", PROFILE),
@@ -113,6 +114,7 @@ OTHER_TARGETS = (
     Target("sync.intents", KEYS),
     Target("sync.rejections", KEYS),
     Target("sync.invalid_rows", KEYS),
+    Target("sync.left_out_rows", KEYS),
 )
 EXEMPT: dict[str, str] = {
     "raw._stream_state": "each stream's cursor: a position in the source's listing",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.identity import normalise
+from cdp_assets.identity import matching, normalise, shared
 from cdp_assets.identity import rules as identity_rules
 from cdp_assets.privacy import paths
 from cdp_assets.privacy.paths import PERSON_PATHS
@@ -193,20 +193,27 @@ def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_
         )
 
 
-# Local parts of addresses a team shares (`info@acme.io`): such an address names a mailbox, not a person, so it
-# leads a request to no one else. Privacy's own data: the identity layer does not read it (yet).
-ROLE_MAILBOXES = ("info", "sales", "billing", "support", "admin", "contact", "hello", "office", "team")
-
-
 def shared_values(conn: duckdb.DuckDBPyConnection) -> None:
     """`_subject_crossings`: each person identifier records of several profiles carry, and whether it is a shared
-    value (a device, a role mailbox, holders with different names), which leads a request to no one else."""
-    conn.execute("INSERT INTO _subject_role_mailboxes SELECT unnest($locals::VARCHAR[])", {"locals": ROLE_MAILBOXES})
+    value (identity's rule, `cdp_assets/identity/shared.py`), which leads a request to no one else; and
+    `_subject_role_mailboxes`, the rule's team mailboxes, which lead nowhere whoever holds them."""
+    rules = identity_rules.load()
+    conn.execute("INSERT INTO _subject_role_mailboxes SELECT unnest($locals::VARCHAR[])",
+                 {"locals": list(rules.shared.role_mailboxes)})  # fmt: skip
+    tables = _tables(conn)
     names = ("SELECT profile_id, first_name, last_name FROM identity.person_profiles"
-             if "identity.person_profiles" in _tables(conn) else  # the graph is built, its golden records not yet
+             if "identity.person_profiles" in tables else  # the graph is built, its golden records not yet
              "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS first_name, NULL::VARCHAR AS last_name LIMIT 0")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW _subject_names AS {names}")
-    conn.execute((SQL / "shared_values.sql").read_text())
+    verdicts = ("SELECT id_type, value, reason FROM identity.shared_values" if "identity.shared_values" in tables else
+                "SELECT NULL::VARCHAR AS id_type, NULL::VARCHAR AS value, NULL::VARCHAR AS reason LIMIT 0")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW _identity_shared AS {verdicts}")  # none before identity's first run
+    conn.execute(matching.person_text_macro())
+    held, holders = (SQL / "shared_values.sql").read_text().split(";\n\n")
+    conn.execute(held, {"types": list(rules.shared.types)})
+    conn.execute(holders)
+    shared.judge(conn, rules)
+    conn.execute((SQL / "shared_crossings.sql").read_text())
 
 
 def reach_whole_person(conn: duckdb.DuckDBPyConnection) -> None:

@@ -56,7 +56,9 @@ REJECTIONS_CHECK = (
 INVALID_CHECK = (
     "Passes when every row of the view had a key of its own and its required fields. Warns (never blocks) when some "
     "did not: they were not sent and are in `sync.invalid_rows`. Never fails. Do: `SELECT * FROM sync.invalid_rows "
-    "WHERE run_id = ...`; two profiles with one address is a missed merge or two people sharing one."
+    "WHERE run_id = ...`; two profiles with one address is a missed merge or two people sharing one that identity "
+    "did not judge shared. A key identity judged shared (a team's mailbox) is not invalid: its rows are left out, "
+    "counted as `left_out` and kept in `sync.left_out_rows`."
 )
 
 
@@ -101,7 +103,7 @@ def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetChe
             run = run_sync(conn, context, config, rules, spec, checks, target)
         context.log.info(
             f"{spec.name}: {run.status}; {run.added} added, {run.changed} changed, {run.removed} removed, "
-            f"{run.unchanged} unchanged, {run.rejected} rejected, {run.invalid} invalid"
+            f"{run.unchanged} unchanged, {run.rejected} rejected, {run.invalid} invalid, {run.left_out} left out"
         )
         rejected, invalid = run.rejected, run.invalid or 0
         return MaterializeResult(
@@ -154,6 +156,7 @@ def run_sync(
         run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
         planned = plan.prepare(conn, spec)
         run.model_rows, run.invalid, run.unchanged = planned.rows, planned.invalid, planned.unchanged
+        run.left_out = planned.left_out
         run.added, run.changed, run.removed = planned.added, planned.changed, planned.removed
         ledger.record_invalid(conn, spec.name, run.run_id)
         if config.dry_run:
@@ -217,6 +220,7 @@ def _metadata(run: ledger.RunRecord) -> dict[str, object]:
         "removed": run.removed or 0,
         "unchanged": run.unchanged or 0,
         "invalid": run.invalid or 0,
+        "left_out": run.left_out or 0,
         "acknowledged": run.acknowledged,
         "rejected": run.rejected,
         "requests": run.requests,

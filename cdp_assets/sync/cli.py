@@ -73,6 +73,7 @@ def plans(conn: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, Any]:
             "mode": spec.mode,
             "rows": planned.rows,
             "invalid": planned.invalid,
+            "left_out": planned.left_out,
             "added": planned.added,
             "changed": planned.changed,
             "removed": planned.removed,
@@ -103,8 +104,8 @@ def describe(action: str, result: dict[str, Any]) -> str:
         if action == "plan":
             lines.append(
                 f"{name} -> {found['destination']} ({found['mode']}): {found['added']} to add, {found['changed']} to "
-                f"change, {found['removed']} to remove, {found['unchanged']} unchanged, {found['invalid']} invalid; "
-                f"guard {found['guard']}"
+                f"change, {found['removed']} to remove, {found['unchanged']} unchanged, {found['invalid']} invalid, "
+                f"{found['left_out']} left out (shared key); guard {found['guard']}"
             )
             lines += [f"  {change}: {', '.join(keys)}" for change, keys in found["sample"].items()]
         else:

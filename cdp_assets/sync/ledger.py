@@ -70,6 +70,7 @@ INVALID_SQL = """
 INSERT INTO sync.invalid_rows
 SELECT $sync, $run_id, key, invalid_reason, now() FROM _sync_rows WHERE invalid_reason IS NOT NULL
 """
+LEFT_OUT_SQL = "INSERT INTO sync.left_out_rows SELECT $sync, $run_id, key, reason, now() FROM _sync_left_out"
 
 
 @dataclass
@@ -84,6 +85,7 @@ class RunRecord:
     status: str = "in_progress"
     model_rows: int | None = None
     invalid: int | None = None
+    left_out: int | None = None
     added: int | None = None
     changed: int | None = None
     removed: int | None = None
@@ -187,7 +189,9 @@ def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> i
 
 
 def record_invalid(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> None:
+    """Keep the plan's invalid rows and the rows it left out, with their reasons."""
     conn.execute(INVALID_SQL, {"sync": sync, "run_id": run_id})
+    conn.execute(LEFT_OUT_SQL, {"sync": sync, "run_id": run_id})
 
 
 def open_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:

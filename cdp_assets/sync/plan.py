@@ -23,11 +23,21 @@ PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 SOURCE_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_source AS
 SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing,
-       {tracked} AS tracked
+       {tracked} AS tracked, {shared} AS shared
 FROM {view}
 WHERE ({where}){consent}
 """
+# Why identity judged a key shared (a team's mailbox, a household's phone), for a sync with a key_type.
+SHARED_SQL = (
+    "(SELECT min(reason) FROM identity.shared_values WHERE id_type = $_key_type AND value = CAST({key} AS VARCHAR))"
+)
 CONSENT_SQL = " AND profile_id IN (SELECT profile_id FROM privacy.consent WHERE purpose = $_purpose AND allowed)"
+# A row keyed by a shared value is left out: the key names several people, so no one of them owns the destination
+# record it names. Not an invalid row (nothing is wrong with the data), but counted and kept with its reason.
+LEFT_OUT_SQL = """
+CREATE OR REPLACE TEMP TABLE _sync_left_out AS
+SELECT key, 'key shared by several people (' || shared || ')' AS reason FROM _sync_source WHERE shared IS NOT NULL
+"""
 ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_rows AS
 SELECT key, payload, md5(payload || tracked) AS checksum,
@@ -37,6 +47,7 @@ SELECT key, payload, md5(payload || tracked) AS checksum,
             WHEN len(missing) > 0 THEN 'missing required ' || array_to_string(missing, ', ')
        END AS invalid_reason
 FROM _sync_source
+WHERE shared IS NULL
 """
 COUNTS_SQL = """
 SELECT
@@ -45,18 +56,20 @@ SELECT
     (SELECT count(*) FROM _sync_plan WHERE change = 'add'),
     (SELECT count(*) FROM _sync_plan WHERE change = 'change'),
     (SELECT count(*) FROM _sync_plan WHERE change = 'remove'),
-    (SELECT count(*) FROM sync.state WHERE sync = $sync)
+    (SELECT count(*) FROM sync.state WHERE sync = $sync),
+    (SELECT count(*) FROM _sync_left_out)
 """
 
 
 @dataclass(frozen=True)
 class Plan:
-    rows: int  # rows the view yields for this sync
+    rows: int  # rows the view yields for this sync, beside those left out
     invalid: int  # caught before sending
     added: int
     changed: int
     removed: int  # keys the destination holds from this sync that left the model
     held: int  # keys the destination holds from this sync
+    left_out: int = 0  # rows keyed by a value several people share (identity.shared_values): not sent
 
     @property
     def unchanged(self) -> int:
@@ -87,6 +100,7 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
     tracked = f"concat_ws('|', {', '.join(f'{quoted(c)}::VARCHAR' for c in spec.tracks)})" if spec.tracks else "''"
     sql = SOURCE_SQL.format(
         tracked=tracked,
+        shared=SHARED_SQL.format(key=quoted(spec.key)) if spec.key_type else "NULL::VARCHAR",
         key=quoted(spec.key),
         fields=fields,
         missing=missing,
@@ -96,6 +110,8 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
     )
     if spec.purpose:
         params["_purpose"] = spec.purpose
+    if spec.key_type:
+        params["_key_type"] = spec.key_type
     params.update(spec.params)
     used = set(PARAMETER.findall(sql))
     return sql, {name: v for name, v in params.items() if name in used}
@@ -119,10 +135,11 @@ def prepare(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> Plan:
     """Build the model and the plan (temp tables _sync_rows and _sync_plan) and count them."""
     sql, params = source_sql(spec, view_columns(conn, spec))
     conn.execute(sql, params)
+    conn.execute(LEFT_OUT_SQL)
     conn.execute(ROWS_SQL)
     conn.execute((SQL / "plan.sql").read_text(), {"sync": spec.name})
-    rows, invalid, added, changed, removed, held = conn.execute(COUNTS_SQL, {"sync": spec.name}).fetchone()
-    return Plan(rows, invalid, added, changed, removed, held)
+    rows, invalid, added, changed, removed, held, left_out = conn.execute(COUNTS_SQL, {"sync": spec.name}).fetchone()
+    return Plan(rows, invalid, added, changed, removed, held, left_out)
 
 
 def sample(conn: duckdb.DuckDBPyConnection, limit: int = 10) -> dict[str, list[str]]:

@@ -42,6 +42,9 @@ class SyncSpec:
     key: str  # the view column naming the record in the destination
     fields: dict[str, str]  # destination field -> view column or SQL expression over the view's columns
     purpose: str | None = None  # a consent purpose every synced person must allow
+    # The identity identifier type the key is (email): a value identity judged shared (identity.shared_values, a
+    # team's mailbox) names no one person, so a row keyed by it is left out, with the reason, not sent.
+    key_type: str | None = None
     where: str = "true"  # a SQL condition over the view's columns, trusted configuration like a dbt model
     params: dict[str, Any] = field(default_factory=dict)  # `$name` values for `where` and `fields`
     required: tuple[str, ...] = ()  # fields that must not be null; rows without them are invalid
@@ -81,6 +84,7 @@ def parse(data: dict[str, Any], destination_modes: dict[str, frozenset[str]]) ->
             destination=raw["destination"],
             mode=raw["mode"],
             key=raw["key"],
+            key_type=raw.get("key_type"),
             fields=dict(raw["fields"]),
             purpose=raw.get("purpose"),
             where=raw.get("where", "true"),
@@ -115,6 +119,8 @@ def validate(spec: SyncSpec, views: dict[str, policy.ViewPolicy], destination_mo
         problems.append(f"unknown destination {spec.destination!r}")
     elif spec.mode not in modes:
         problems.append(f"{spec.destination} cannot {spec.mode} (it can {', '.join(sorted(modes))})")
+    if spec.key_type is not None and not NAME.match(spec.key_type):
+        problems.append(f"key_type {spec.key_type!r} is not an identifier type name")
     problems += [f"field {name!r} is not a destination field name" for name in spec.fields if not FIELD.match(name)]
     problems += [f"required field {name!r} is not mapped" for name in spec.required if name not in spec.fields]
     problems += [f"parameter {name!r} is not a plain identifier" for name in spec.params if not PARAM.match(name)]

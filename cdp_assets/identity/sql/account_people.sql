@@ -1,6 +1,9 @@
 -- identity.account_people: who works at which account, one row per account and profile.
 -- Evidence: a live HubSpot contact of the profile associated with one of the account's companies, or a work
--- address of the profile at the account's domain that a live record holds and that never hard-bounced.
+-- address at the account's domain that a live record of the profile holds and that never hard-bounced. Read from
+-- the records (TEMP _person_records), not from the address's one owner in identity.email_addresses: an address
+-- can be on several profiles (a team mailbox colleagues share, a shared value, links no one; one person's second
+-- product login the login limit kept apart), and each profile holding it works there.
 -- A profile's primary account is where its freshest CRM association points, else its freshest work address.
 -- Both sides are unnested to one row per company, so the association is an equi-join (a join on
 -- list_contains compares every contact with every company: quadratic in the data).
@@ -21,10 +24,13 @@ links AS (
     JOIN company_accounts ca ON ca.company_id = cc.company_id
     WHERE rp.stream = 'hubspot.contacts'
     UNION ALL
-    SELECT a.account_id, e.profile_id, 'email_domain', e.last_seen_at
-    FROM identity.email_addresses e
+    SELECT a.account_id, pr.profile_id, 'email_domain', max(i.observed_at)
+    FROM identity.identifiers i
+    JOIN _person_records pr USING (stream, record_id)
+    JOIN identity.email_addresses e ON e.email = i.value
     JOIN _accounts a ON a.domain = e.domain
-    WHERE e.is_work AND e.is_active AND NOT e.hard_bounced
+    WHERE i.id_type = 'email' AND e.is_work AND NOT e.hard_bounced AND NOT coalesce(pr.is_deleted, true)
+    GROUP BY a.account_id, pr.profile_id
 ),
 pairs AS (
     SELECT

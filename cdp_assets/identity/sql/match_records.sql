@@ -1,41 +1,41 @@
--- One row per person-level record, with the features Splink compares, in one normal form across sources.
--- Names are lowercased, accent-stripped and split on the last space where a source keeps one `name`;
--- a Stripe customer named as its company has no person name, and that name becomes its company.
--- company_slug and domain_slug (the email domain's first label) keep letters and digits only, so an
--- employer can be recognised from a work address: `tapiacharles` starts `tapiacharlesgroup`.
--- Countries become ISO codes through $country_hints -> $country_codes (from normalise.region_hint).
--- Only records in _record_clusters (the graph's deterministic components) are matched.
+-- One row per person-level record of TEMP _person_source (the sources' `person:` mappings, matching.py) that is in
+-- _record_clusters (the graph's deterministic components), with the fields Splink compares in one normal form.
+-- person_text: NFC first (a decomposed é is e + a combining accent), accents stripped, lowercased, apostrophes
+-- dropped (O'Brien = OBrien), other punctuation a space (Jean-Luc = Jean Luc), spaces collapsed; empty is NULL.
+-- A source keeping one full name has it split on its last space. given_name is the first given name read through
+-- the nickname table ($nicknames: Bill -> william; a nickname of several names takes the first of them).
+-- Postcodes keep letters and digits, upper case. Countries become ISO codes through $country_hints ->
+-- $country_codes (normalise.region_hint). email and phone are the record's normalised identifiers;
+-- email_from_name says whether the local part spells the record's own first or last name. company_slug and
+-- domain_slug (the email domain's first label) keep letters and digits, so a work address names an employer:
+-- `tapiacharles` starts `tapiacharlesgroup`.
+CREATE OR REPLACE TEMP MACRO person_text(x) AS nullif(trim(regexp_replace(regexp_replace(regexp_replace(
+    lower(strip_accents(nfc_normalize(x))), '[''’`´]', '', 'g'), '[[:punct:]]', ' ', 'g'), '\s+', ' ', 'g')), '');
+
 CREATE OR REPLACE TEMP TABLE _match_records AS
-WITH companies AS (
-    SELECT DISTINCT lower(trim(name)) AS company FROM staging.hubspot__companies WHERE name IS NOT NULL
+WITH cleaned AS (
+    SELECT s.stream, s.record_id, rc.cluster_id,
+           person_text(s.first_name) AS first_name,
+           person_text(s.last_name) AS last_name,
+           person_text(s.full_name) AS full_name,
+           try_cast(s.date_of_birth AS DATE) AS date_of_birth,
+           person_text(s.street_address) AS street_address,
+           nullif(upper(regexp_replace(s.postal_code, '[^A-Za-z0-9]', '', 'g')), '') AS postal_code,
+           person_text(s.city) AS city,
+           map($country_hints, $country_codes)[trim(s.country)] AS country,
+           person_text(s.company) AS company
+    FROM _person_source s
+    JOIN _record_clusters rc ON rc.stream = s.stream AND rc.record_id = s.record_id
 ),
-stripe AS (
-    SELECT customer_id AS record_id, name, address_city AS city, address_country AS country_hint,
-           regexp_matches(name, '[&,]') OR name NOT LIKE '% %'
-               OR lower(trim(name)) IN (SELECT company FROM companies) AS is_company
-    FROM staging.stripe__customers
+named AS (
+    SELECT * REPLACE (
+               coalesce(first_name, nullif(regexp_extract(full_name, '^(.+) [^ ]+$', 1), '')) AS first_name,
+               coalesce(last_name, nullif(regexp_extract(full_name, '^.+ ([^ ]+)$', 1), '')) AS last_name,
+               coalesce(full_name, nullif(concat_ws(' ', first_name, last_name), '')) AS full_name)
+    FROM cleaned
 ),
-raw_records AS (
-    SELECT $stripe AS stream, record_id, CASE WHEN NOT is_company THEN name END AS name,
-           NULL AS first_name, NULL AS last_name, city, country_hint, CASE WHEN is_company THEN name END AS company
-    FROM stripe
-    UNION ALL
-    SELECT $hubspot, contact_id, NULL, first_name, last_name, city, country, company_name FROM staging.hubspot__contacts
-    UNION ALL
-    SELECT $zendesk, user_id, name, NULL, NULL, NULL, locale, NULL FROM staging.zendesk__users
-    UNION ALL
-    SELECT $klaviyo, profile_id, NULL, first_name, last_name, city, coalesce(country, locale), organization
-    FROM staging.klaviyo__profiles
-),
-cleaned AS (
-    SELECT stream, record_id,
-           nullif(regexp_replace(lower(strip_accents(trim(name))), '\s+', ' ', 'g'), '') AS name,
-           nullif(regexp_replace(lower(strip_accents(trim(first_name))), '\s+', ' ', 'g'), '') AS first_name,
-           nullif(regexp_replace(lower(strip_accents(trim(last_name))), '\s+', ' ', 'g'), '') AS last_name,
-           nullif(lower(strip_accents(trim(city))), '') AS city,
-           map($country_hints, $country_codes)[trim(country_hint)] AS country,
-           nullif(regexp_replace(lower(strip_accents(trim(company))), '\s+', ' ', 'g'), '') AS company
-    FROM raw_records
+nicknames AS (
+    SELECT nickname, min(name) AS name FROM read_csv($nicknames, header = true, all_varchar = true) GROUP BY nickname
 ),
 identifiers AS (
     SELECT stream, record_id,
@@ -44,22 +44,38 @@ identifiers AS (
     FROM identity.identifiers
     WHERE id_type IN ('email', 'phone')
     GROUP BY stream, record_id
+),
+emails AS (
+    SELECT n.*, i.email, i.phone,
+           split_part(i.email, '@', 1) AS email_local,
+           split_part(i.email, '@', 2) AS email_domain,
+           regexp_replace(split_part(i.email, '@', 1), '[^a-z]', '', 'g') AS local_letters,
+           regexp_replace(n.first_name, '[^a-z]', '', 'g') AS first_letters,
+           regexp_replace(n.last_name, '[^a-z]', '', 'g') AS last_letters
+    FROM named n
+    LEFT JOIN identifiers i ON i.stream = n.stream AND i.record_id = n.record_id
 )
-SELECT c.stream || ':' || c.record_id AS unique_id,
-       rc.cluster_id,
-       coalesce(c.first_name, nullif(regexp_extract(c.name, '^(.+) [^ ]+$', 1), '')) AS first_name,
-       coalesce(c.last_name, nullif(regexp_extract(c.name, '^.+ ([^ ]+)$', 1), '')) AS last_name,
-       coalesce(c.name, nullif(concat_ws(' ', c.first_name, c.last_name), '')) AS full_name,
-       i.email,
-       split_part(i.email, '@', 1) AS email_local,
-       split_part(i.email, '@', 2) AS email_domain,
-       i.phone,
-       c.city,
-       c.country,
-       c.company,
-       nullif(regexp_replace(c.company, '[^a-z0-9]', '', 'g'), '') AS company_slug,
-       nullif(regexp_replace(split_part(split_part(i.email, '@', 2), '.', 1), '[^a-z0-9]', '', 'g'), '')
-           AS domain_slug
-FROM cleaned c
-JOIN _record_clusters rc ON rc.stream = c.stream AND rc.record_id = c.record_id
-LEFT JOIN identifiers i ON i.stream = c.stream AND i.record_id = c.record_id;
+SELECT e.stream || ':' || e.record_id AS unique_id,
+       e.cluster_id,
+       e.first_name,
+       e.last_name,
+       e.full_name,
+       coalesce(k.name, split_part(e.first_name, ' ', 1)) AS given_name,
+       e.date_of_birth,
+       e.street_address,
+       e.postal_code,
+       e.city,
+       e.country,
+       e.company,
+       nullif(regexp_replace(e.company, '[^a-z0-9]', '', 'g'), '') AS company_slug,
+       e.email,
+       e.email_local,
+       e.email_domain,
+       CASE WHEN e.email IS NOT NULL THEN
+           coalesce((length(e.last_letters) >= 3 AND contains(e.local_letters, e.last_letters))
+                    OR (length(e.first_letters) >= 3 AND contains(e.local_letters, e.first_letters)), false)
+       END AS email_from_name,
+       nullif(regexp_replace(split_part(e.email_domain, '.', 1), '[^a-z0-9]', '', 'g'), '') AS domain_slug,
+       e.phone
+FROM emails e
+LEFT JOIN nicknames k ON k.nickname = split_part(e.first_name, ' ', 1);

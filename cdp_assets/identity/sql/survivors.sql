@@ -1,5 +1,6 @@
 -- Survivorship: per profile and trait, the winning candidate of _trait_candidates and the rule that chose it.
--- `trust`: a live record beats a deleted one whatever its trust; then the trait's trust order; then the latest change.
+-- `trust`: a live record beats a deleted one whatever its trust; then a value of the profile's own beats a shared one
+-- (identity.shared_values: a team's mailbox, a household's phone); then the trait's trust order; then the latest change.
 -- `agreement` (rules.yaml survivorship.agreement, for the traits in $agreement_traits): when the trusted value is a
 -- near-spelling of a value that at least $min_records live records share, more than share any other value, the shared
 -- value wins, from its most trusted record. Values are compared folded (case, accents, spaces); a value further away
@@ -11,7 +12,7 @@ WITH ranked AS (
     SELECT *,
            regexp_replace(lower(strip_accents(value)), '\s+', ' ', 'g') AS folded,
            row_number() OVER (
-               PARTITION BY profile_id, trait ORDER BY witness, is_deleted, trust, changed_at DESC NULLS LAST, stream, record_id
+               PARTITION BY profile_id, trait ORDER BY witness, is_deleted, shared, trust, changed_at DESC NULLS LAST, stream, record_id
            ) AS place
     FROM _trait_candidates
     WHERE value IS NOT NULL

@@ -1,11 +1,28 @@
 -- This run's graph, written from the frames resolution.py registers (_nodes_out, _edges_out,
--- _review_out, _registry_out, _log_out), in one transaction.
-CREATE OR REPLACE TABLE identity.identifier_profiles AS
-SELECT id_type, value, profile_id, first_seen FROM _nodes_out;
+-- _review_out, _registry_out, _log_out), _record_labels (record_labels.sql: each record's component) and _shared
+-- (shared.py: this run's shared values), in one transaction.
 CREATE OR REPLACE TABLE identity.record_profiles AS
-SELECT r.stream, r.record_id, arg_min(n.profile_id, (r.priority, n.idx)) AS profile_id
-FROM _record_nodes r JOIN _nodes_out n USING (idx)
-GROUP BY r.stream, r.record_id;
+SELECT r.stream, r.record_id, p.profile_id
+FROM _record_labels r
+JOIN (SELECT DISTINCT label, profile_id FROM _nodes_out WHERE profile_id IS NOT NULL) p USING (label);
+-- Every identifier on its profile; a shared value on each profile holding a record that carries it, marked shared.
+CREATE OR REPLACE TABLE identity.identifier_profiles AS
+SELECT id_type, value, profile_id, first_seen, false AS shared FROM _nodes_out WHERE NOT shared
+UNION ALL
+SELECT n.id_type, n.value, p.profile_id, min(r.observed_at) AS first_seen, true AS shared
+FROM _nodes_out n
+JOIN _record_nodes r USING (idx)
+JOIN identity.record_profiles p USING (stream, record_id)
+WHERE n.shared
+GROUP BY n.id_type, n.value, p.profile_id;
+CREATE OR REPLACE TABLE identity.shared_values AS
+SELECT s.id_type, s.value, s.reason, count(DISTINCT (r.stream, r.record_id)) AS records,
+       count(DISTINCT p.profile_id) AS profiles
+FROM _shared s
+JOIN _nodes_out n USING (id_type, value)
+JOIN _record_nodes r USING (idx)
+JOIN identity.record_profiles p USING (stream, record_id)
+GROUP BY s.id_type, s.value, s.reason;
 CREATE OR REPLACE TABLE identity.profile_edges AS
 SELECT profile_a AS profile_id, type_a, value_a, type_b, value_b, link_type, method, probability,
        first_seen, records, streams

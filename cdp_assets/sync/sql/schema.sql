@@ -61,6 +61,15 @@ CREATE TABLE IF NOT EXISTS sync.invalid_rows (
     reason VARCHAR NOT NULL,
     found_at TIMESTAMPTZ NOT NULL
 );
+-- Rows left out because their key is a value several people share (identity.shared_values), per run: no one of them
+-- owns the destination record the key names. Not invalid: the data is right, the key is not theirs alone.
+CREATE TABLE IF NOT EXISTS sync.left_out_rows (
+    sync VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    key VARCHAR,
+    reason VARCHAR NOT NULL,
+    found_at TIMESTAMPTZ NOT NULL
+);
 -- One row per sync run: what it planned, sent, and what came of it.
 CREATE TABLE IF NOT EXISTS sync.runs (
     run_id VARCHAR NOT NULL,
@@ -75,6 +84,7 @@ CREATE TABLE IF NOT EXISTS sync.runs (
     dry_run BOOLEAN NOT NULL,
     model_rows BIGINT,
     invalid BIGINT,
+    left_out BIGINT,                 -- rows keyed by a shared value (sync.left_out_rows)
     added BIGINT,
     changed BIGINT,
     removed BIGINT,
@@ -91,3 +101,4 @@ CREATE TABLE IF NOT EXISTS sync.runs (
     largest_profile_records BIGINT,
     message VARCHAR
 );
+ALTER TABLE sync.runs ADD COLUMN IF NOT EXISTS left_out BIGINT;  -- a warehouse from before the column

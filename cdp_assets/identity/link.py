@@ -1,0 +1,254 @@
+"""`cdp identity link`: the identity engine the pipeline runs, on any person file (csv or parquet).
+
+The file's columns are mapped onto the person fields of the matcher (first_name, date_of_birth, ...), the
+deterministic identifier types of rules.yaml (email, phone, user_id, national_id, ...) and `record_id`. The run
+is the pipeline's, step for step, in an in-memory DuckDB: identifiers normalised by the one normaliser
+(identifiers.build, over the file as one source), deterministic components under the rules' limits
+(graph_edges.sql, graph.resolve), the person fields put in the matcher's normal form (matching's
+match_records.sql), the model trained on the file (--train) or the shipped one, pairs scored across components
+(matching.score), and pairs at `merge_at` or above joined through graph.resolve under the same limits.
+
+Writes clusters (record_id, cluster_id) and scored pairs (record_id_l, record_id_r, probability, match_weight,
+decision: merge, or review for a pair under `merge_at` or refused by a limit) into the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cdp_assets.identity import graph, identifiers, matching, resolution
+from cdp_assets.identity.rules import IdentifierSource, IdentifierType, Rules
+from cdp_assets.identity.rules import load as load_rules
+
+STREAM = "file"
+RECORD_TYPE = "file_record"
+INPUT_TABLE = "_link_input"
+RECORD_ID = "record_id"
+# A date of birth written as text is read as ISO (1984-07-02) or compact (19840702): the two orders no reader
+# can take for another (03/04/1984 is April in one country and March in the next).
+DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
+FORMATS = ("csv", "parquet")
+
+
+class LinkError(ValueError):
+    """A file or mapping the command cannot run on; its text says what to change."""
+
+
+@dataclass(frozen=True)
+class Linked:
+    clusters: pd.DataFrame  # record_id, cluster_id
+    pairs: pd.DataFrame  # record_id_l, record_id_r, probability, match_weight, decision
+    records: int
+
+
+def id_fields(rules: Rules) -> list[str]:
+    """Identifier types a file may carry: the deterministic ones with a limit (a provider-canonical email is made
+    from an email, never mapped)."""
+    return [name for name, t in rules.types.items() if t.limit is not None and name != "email_canonical"]
+
+
+def parse_map(text: str) -> dict[str, tuple[str, ...]]:
+    """`column=field,...` as field -> its columns in order (several columns of one field are joined by a space,
+    as a street number and a street name make an address)."""
+    mapping: dict[str, tuple[str, ...]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        column, sep, field = (side.strip() for side in item.partition("="))
+        if not sep or not column or not field:
+            raise LinkError(f"--map takes column=field pairs separated by commas; got {item!r}")
+        mapping[field] = (*mapping.get(field, ()), column)
+    return mapping
+
+
+def _check_fields(mapping: dict[str, tuple[str, ...]], rules: Rules) -> None:
+    known = {RECORD_ID, *matching.PERSON_FIELDS, *matching.IDENTIFIER_FIELDS, *id_fields(rules)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise LinkError(f"unknown field {', '.join(map(repr, unknown))}; fields: {', '.join(sorted(known))}")
+    if len(mapping.get(RECORD_ID, ())) > 1:
+        raise LinkError("record_id takes one column")
+    if not set(mapping) - {RECORD_ID}:
+        raise LinkError("map at least one column to a person field or an identifier")
+
+
+def read(conn: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
+    """Load the file into TEMP _link_file (csv as text, so ids keep their leading zeros); returns its columns."""
+    if not path.is_file():
+        raise LinkError(f"no file at {path}")
+    reader = "read_parquet($path)" if path.suffix.lower() == ".parquet" else "read_csv($path, all_varchar = true)"
+    try:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _link_file AS SELECT * FROM {reader}", {"path": str(path)})
+    except duckdb.Error as exc:
+        raise LinkError(f"cannot read {path} as {'parquet' if 'parquet' in reader else 'csv'}: {exc}") from None
+    if not conn.execute("SELECT count(*) FROM _link_file").fetchone()[0]:
+        raise LinkError(f"{path} holds no records")
+    return [row[0] for row in conn.execute("DESCRIBE _link_file").fetchall()]
+
+
+def _text(column: str) -> str:
+    return f"""nullif(trim("{column}"::VARCHAR), '')"""
+
+
+def _field_sql(field: str, columns: tuple[str, ...]) -> str:
+    joined = _text(columns[0]) if len(columns) == 1 else f"nullif(concat_ws(' ', {', '.join(map(_text, columns))}), '')"
+    if field == "date_of_birth":
+        parsed = ", ".join(f"try_strptime({joined}, '{f}')::DATE" for f in DATE_FORMATS)
+        return f"coalesce(try_cast({joined} AS DATE), {parsed})"
+    return joined
+
+
+def load(conn: duckdb.DuckDBPyConnection, path: Path, mapping: dict[str, tuple[str, ...]], rules: Rules) -> int:
+    """TEMP _link_input: one row per record with record_id, the mapped fields and a time standing for the row's
+    place in the file (the older link first where a limit must choose); returns the record count."""
+    _check_fields(mapping, rules)
+    columns = read(conn, path)
+    missing = sorted({c for cs in mapping.values() for c in cs} - set(columns))
+    if missing:
+        raise LinkError(f"column {', '.join(map(repr, missing))} not in {path.name}; its columns: {', '.join(columns)}")
+    record_id = _text(mapping[RECORD_ID][0]) if RECORD_ID in mapping else "row_number() OVER ()::VARCHAR"
+    selects = [f'{_field_sql(field, cs)} AS "{field}"' for field, cs in mapping.items() if field != RECORD_ID]
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {INPUT_TABLE} AS
+        SELECT *, TIMESTAMPTZ '2000-01-01' + to_seconds(row_number() OVER ()) AS observed_at,
+               observed_at AS source_updated_at
+        FROM (SELECT {record_id} AS {RECORD_ID}, {', '.join(selects)} FROM _link_file)
+        """
+    )
+    duplicated, blank = conn.execute(
+        f"SELECT count(*) - count(DISTINCT {RECORD_ID}), count(*) - count({RECORD_ID}) FROM {INPUT_TABLE}"
+    ).fetchone()
+    if duplicated or blank:
+        raise LinkError(f"record_id column {mapping[RECORD_ID][0]!r}: {duplicated} repeated, {blank} blank values")
+    return conn.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchone()[0]
+
+
+def file_rules(rules: Rules, mapping: dict[str, tuple[str, ...]]) -> Rules:
+    """The rules with the file as their one source: its records as a record type, its identifier columns."""
+    ids = [field for field in mapping if field in id_fields(rules)]
+    source = IdentifierSource(
+        stream=STREAM, table=INPUT_TABLE, key=RECORD_ID, observed_at="observed_at", record_type=RECORD_TYPE,
+        identifiers={field: f'"{field}"' for field in ids},
+        phone_region="country" if "country" in mapping and "phone" in ids else None,
+        person={field: f'"{field}"' for field in mapping if field in matching.PERSON_FIELDS},
+    )
+    types = {**rules.types, RECORD_TYPE: IdentifierType(RECORD_TYPE, 0, record_of=STREAM)}
+    return dataclasses.replace(rules, types=types, sources=(source,), never_link=())
+
+
+def _protection(nodes: pd.DataFrame, rules: Rules) -> tuple[graph.Protection, list[str]]:
+    type_names = sorted(rules.types)
+    protection = graph.Protection(
+        node_types=nodes["id_type"].map({name: code for code, name in enumerate(type_names)}).to_numpy(),
+        limits={type_names.index(name): limit for name, limit in rules.limits.items()},
+        never=[],
+        type_priority={code: rules.types[name].priority for code, name in enumerate(type_names)},
+    )
+    return protection, type_names
+
+
+def _match_records(conn: duckdb.DuckDBPyConnection, linked_rules: Rules) -> None:
+    """TEMP _match_records from the file, through the matcher's own SQL (the file is the rules' one source), plus
+    the file's other identifiers."""
+    matching.build_records(conn, linked_rules)
+    # The file's other identifiers (the matcher's records carry email and phone already), normalised, so that the
+    # rules' comparisons over them weigh a mistyped id and a different one.
+    present = {row[0] for row in conn.execute(f"DESCRIBE {matching.RECORDS_TABLE}").fetchall()}
+    for id_type in (t for t in linked_rules.sources[0].identifiers if t not in present):
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {matching.RECORDS_TABLE} AS
+            SELECT m.*, i.value AS "{id_type}" FROM {matching.RECORDS_TABLE} m LEFT JOIN (
+                SELECT stream || ':' || record_id AS unique_id, min(value) AS value
+                FROM identity.identifiers WHERE id_type = $id_type GROUP BY ALL
+            ) i USING (unique_id)
+            """,
+            {"id_type": id_type},
+        )
+
+
+def _deterministic(conn: duckdb.DuckDBPyConnection, linked_rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The graph's nodes and deterministic edges over the file's identifiers (graph_edges.sql), and TEMP
+    _record_clusters: each record's component under the rules' limits."""
+    types = pd.DataFrame([(t.name, t.priority) for t in linked_rules.types.values()], columns=["id_type", "priority"])
+    conn.register("_types_view", types)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _types AS SELECT * FROM _types_view")
+    conn.unregister("_types_view")
+    conn.execute(resolution.EDGES_SQL, {"record_streams": [STREAM]})
+    nodes = conn.execute("SELECT idx, id_type, value, first_seen, priority FROM _nodes ORDER BY idx").df()
+    edges = conn.execute("SELECT a, b, priority, first_seen, method FROM _edges").df()
+    labels = graph.resolve(len(nodes), edges, *_protection(nodes, linked_rules)).labels
+    records = nodes[nodes["id_type"] == RECORD_TYPE]
+    clusters = pd.DataFrame({"stream": STREAM, "record_id": records["value"].to_numpy(),
+                             "cluster_id": labels[records["idx"].to_numpy()]})
+    conn.register("_clusters_view", clusters)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT * FROM _clusters_view")
+    conn.unregister("_clusters_view")
+    return nodes, edges
+
+
+def _linked(nodes: pd.DataFrame, edges: pd.DataFrame, scores: pd.DataFrame, linked_rules: Rules) -> Linked:
+    """Pairs at merge_at or above join the graph as its weakest links, under the same limits."""
+    records = nodes[nodes["id_type"] == RECORD_TYPE]
+    node_of = dict(zip(STREAM + ":" + records["value"], records["idx"], strict=True))
+    a, b = scores["unique_id_l"].map(node_of).to_numpy(), scores["unique_id_r"].map(node_of).to_numpy()
+    merge = (scores["probability"] >= linked_rules.merge_at).to_numpy()
+    probabilistic = pd.DataFrame({"a": a[merge], "b": b[merge], "first_seen": nodes["first_seen"].max(),
+                                  "priority": linked_rules.types["probabilistic"].priority, "method": "probabilistic"})
+    final = graph.resolve(len(nodes), pd.concat([edges, probabilistic], ignore_index=True),
+                          *_protection(nodes, linked_rules))
+    accepted = np.zeros(len(scores), dtype=bool)
+    accepted[np.flatnonzero(merge)] = final.accepted[len(edges):]
+    return Linked(
+        clusters=pd.DataFrame({"record_id": records["value"].to_numpy(),
+                               "cluster_id": pd.factorize(final.labels[records["idx"].to_numpy()])[0] + 1}),
+        pairs=pd.DataFrame({
+            "record_id_l": scores["unique_id_l"].str.removeprefix(STREAM + ":"),
+            "record_id_r": scores["unique_id_r"].str.removeprefix(STREAM + ":"),
+            "probability": scores["probability"], "match_weight": scores["match_weight"],
+            "decision": np.where(accepted, "merge", "review"),
+        }),
+        records=len(records),
+    )
+
+
+def run(conn: duckdb.DuckDBPyConnection, path: Path, mapping: dict[str, tuple[str, ...]], output: Path | None,
+        train: bool = False, model: Path | None = None, output_format: str = "csv",
+        rules: Rules | None = None) -> Linked:
+    """Link the person file at `path`; write clusters and pairs into `output` when given.
+
+    With `train`, the model is trained on the file and saved to `model` (default: the output folder's
+    model.json); without, `model` (default: the shipped model) scores."""
+    base = rules or load_rules()
+    records = load(conn, path, mapping, base)
+    linked_rules = file_rules(base, mapping)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
+    identifiers.build(conn, linked_rules)
+    nodes, edges = _deterministic(conn, linked_rules)
+    _match_records(conn, linked_rules)
+    if train:
+        model = model or (output or path.parent) / "model.json"
+        model.parent.mkdir(parents=True, exist_ok=True)
+        matching.train(conn, model, {"source": "file", "file": path.name, "records": records,
+                                     "mapped": sorted(mapping), "date": dt.date.today().isoformat()})
+    result = _linked(nodes, edges, matching.score(conn, linked_rules.review_at, model or matching.MODEL_PATH),
+                     linked_rules)
+    if output is not None:
+        write(result, output, output_format)
+    return result
+
+
+def write(linked: Linked, output: Path, output_format: str) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("clusters", linked.clusters), ("pairs", linked.pairs)):
+        target = output / f"{name}.{output_format}"
+        if output_format == "parquet":
+            frame.to_parquet(target, index=False)
+        else:
+            frame.to_csv(target, index=False)
