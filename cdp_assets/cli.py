@@ -31,7 +31,6 @@ from dagster import DagsterInstance, RunConfig, materialize
 from cdp_assets import launch, stack
 from cdp_assets.bench.harness import SERVED_STAGES
 from cdp_assets.identity import cli as identity_cli
-from cdp_assets.identity.evaluation import HELD_OUT_SEED
 from cdp_assets.privacy import cli as privacy_cli
 from cdp_assets.sync import cli as sync_cli
 from resources import PRIVACY_KEY, PROJECT_ROOT, SettingsMissing
@@ -153,6 +152,7 @@ def _ensure_world(folder: Path, people: int, held_out: bool = False) -> Path:
         shutil.rmtree(folder)
     print(f"building a{' held-out' if held_out else ''} sandbox world of {people:,} people in {folder} ...", flush=True)
     if held_out:
+        from cdp_assets.identity.evaluation import HELD_OUT_SEED
         from sandbox.hardness import Hardness
 
         build_world(folder, people=people, seed=HELD_OUT_SEED, hardness=Hardness.held_out())
@@ -227,16 +227,20 @@ def run_eval(args: argparse.Namespace) -> None:
     """The pipeline's run, then its profiles scored against the truth of the world it pulled, beside whether the
     model was trained on a world apart from it. Each world size and kind has its own folder, so a figure of one
     size is never scored on a world built for another."""
-    from cdp_assets.identity.evaluation import World, held_out, score, text_table, write_markdown
+    from cdp_assets.identity.evaluation import HELD_OUT_SEED, World, held_out, score, text_table, write_markdown
     from cdp_assets.identity.matching import MODEL_PATH
+    from sandbox.store import WorldStore
 
     if args.held_out and args.markdown:
         raise SystemExit("cdp eval: the held-out world is where the model is chosen; its figures go into no docs")
     args.data = args.data or DATA / ("held-out" if args.held_out else "eval") / str(args.people)
     world = args.data / "sandbox"
-    if (world / "world.db").exists() and World.read(world).people != args.people:
-        raise SystemExit(f"cdp eval: {world} holds a world of {World.read(world).describe()}; "
-                         f"give another --data for {args.people:,} people")
+    if (world / "world.db").exists() and WorldStore(world).get_meta("seed") is not None:  # else built afresh
+        found = World.read(world)
+        if found.people != args.people or (found.seed == HELD_OUT_SEED) != args.held_out:
+            kind = "the held-out world" if args.held_out else "a scored world"
+            raise SystemExit(f"cdp eval: {world} holds a world of {found.describe()}; "
+                             f"give another --data for {kind} of {args.people:,} people")
     run_pipeline(args)
     with duckdb.connect(os.environ["CDP_WAREHOUSE"], read_only=True) as conn:
         evaluation = score(conn, world)

@@ -91,11 +91,12 @@ def assign(ctx: Ctx, people: list[Person]) -> None:
         head = person.partner.pid if person.partner and person.partner.pid < person.pid else person.pid
         born = date(1970, 1, 1) + timedelta(days=(ctx.now - rng.randint(18 * YEAR, 80 * YEAR)) // DAY)
         person.traits = Traits(born=born, house=1 + mix64(salt(ctx.seed, "house") ^ head) % HOUSE_NUMBERS)
-    ensure = not ctx.live  # a built chunk holds each shared-value case at least once, so small worlds have them
-    _namesakes(hard, people, ensure)
+    # A built chunk holds each shared-value case at least once, so small worlds have them, unless its rate is 0.
+    ensure, settings = not ctx.live, hard.settings
+    _namesakes(hard, people, ensure and settings.common_name > 0)
     _nicknames(hard, people)
-    _households(hard, people, ensure)
-    _role_mailboxes(hard, people, ensure)
+    _households(hard, people, ensure and settings.household_phone > 0)
+    _role_mailboxes(hard, people, ensure and settings.role_mailbox > 0)
     _movers(hard, ctx.pools, people)
     _second_accounts(hard, people)
 

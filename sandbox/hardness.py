@@ -53,6 +53,9 @@ class Hardness:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown hardness settings: {', '.join(unknown)}")
+        for name, value in values.items():  # a truncated count or a boolean read as a rate must not go unnoticed
+            if isinstance(value, bool) or not isinstance(value, int | float) or (known[name] == "int" and value % 1):
+                raise ValueError(f"hardness setting {name} must be a {known[name]}, got {value!r}")
         return cls(**{name: (int if known[name] == "int" else float)(value) for name, value in values.items()})
 
     @classmethod

@@ -3,6 +3,7 @@ csv and parquet read, bad input refused with a clear message."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -11,6 +12,7 @@ import pytest
 
 from cdp_assets.cli import main
 from cdp_assets.identity import link_check
+from cdp_assets.identity.rules import load as load_rules
 from sandbox import person_file
 
 PEOPLE = 300
@@ -41,7 +43,7 @@ def test_link_is_as_good_as_splink_alone(generated: tuple[Path, pd.DataFrame], l
     assert set(pairs["decision"]) <= {"merge", "review"} and (pairs["decision"] == "merge").any()
     with duckdb.connect() as conn:
         ours = link_check.pairwise(conn, clusters, truth, 0)
-        baseline = link_check.pairwise(conn, link_check.splink_alone(conn, path, 0.95), truth, 0)
+        baseline = link_check.pairwise(conn, link_check.splink_alone(conn, path, load_rules().merge_at), truth, 0)
     assert ours.f1 is not None and baseline.f1 is not None
     assert ours.f1 >= baseline.f1 - 0.01, (ours, baseline)
 
@@ -62,6 +64,19 @@ def test_a_shared_national_id_joins_records_read_from_parquet(linked: Path, tmp_
           "--model", str(linked / "model.json"), "--output", str(output), "--format", "parquet"])
     cluster_of = pd.read_parquet(output / "clusters.parquet").set_index("record_id")["cluster_id"]
     assert cluster_of["a"] == cluster_of["b"] != cluster_of["c"]
+
+
+def test_a_file_of_names_alone_is_linked_and_trained_on(tmp_path: Path) -> None:
+    """No identifier column at all, and two records to train on: the engine still runs (the prior stays a
+    probability) and writes every record's cluster and what the model was trained on."""
+    path = tmp_path / "people.csv"
+    path.write_text("id,given,family,town\na,katherine,obrien,leeds\nb,katharine,obrien,leeds\n")
+    output = tmp_path / "out"
+    main(["identity", "link", "--input", str(path), "--map", "id=record_id,given=first_name,family=last_name,town=city",
+          "--train", "--output", str(output)])
+    clusters = pd.read_csv(output / "clusters.csv", dtype={"record_id": str})
+    assert sorted(clusters["record_id"]) == ["a", "b"]
+    assert json.loads((output / "model.json").read_text())["trained_on"]["records"] == 2
 
 
 @pytest.mark.parametrize(

@@ -123,9 +123,9 @@ def test_events_of_a_shared_device_follow_their_login_and_found_no_profile(plant
         LEFT JOIN identity.identifiers u ON u.stream = d.stream AND u.record_id = d.record_id AND u.id_type = 'user_id'
         LEFT JOIN identity.identifier_profiles up ON up.id_type = 'user_id' AND up.value = u.value
         WHERE d.id_type = 'device_id' AND list_contains($devices, d.value)
-          AND NOT (CASE WHEN u.value IS NOT NULL THEN up.profile_id = e.profile_id
+          AND NOT coalesce(CASE WHEN u.value IS NOT NULL THEN up.profile_id = e.profile_id
                         ELSE EXISTS (SELECT 1 FROM identity.identifier_profiles p
-                                     WHERE p.profile_id = e.profile_id AND p.id_type = 'user_id') END)
+                                     WHERE p.profile_id = e.profile_id AND p.id_type = 'user_id') END, false)
     """, {"devices": devices})
     assert not misplaced, f"events of shared devices placed apart from their login: {misplaced[:5]}"
     alone = pipeline.query("""

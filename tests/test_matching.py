@@ -120,7 +120,7 @@ def test_engine_leaves_out_what_the_records_lack(tmp_path: Path) -> None:
     assert built.fields == ["city", "first_name", "full_name", "given_name", "last_name"]
 
 
-@pytest.mark.parametrize("people", [0, 1])
+@pytest.mark.parametrize("people", [0, 1, 2])
 def test_training_on_no_pair_does_not_fail(tmp_path: Path, people: int) -> None:
     conn = warehouse(tmp_path / "w.duckdb", people=people)
     conn.execute("DELETE FROM staging.klaviyo__profiles")

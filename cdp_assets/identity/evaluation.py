@@ -44,6 +44,7 @@ from typing import Any
 
 import duckdb
 
+from cdp_assets.identity.matching import TRAINED_ON
 from sandbox.hardness import Hardness
 from sandbox.store import CASES_FILE, TRUTH_FILE, WorldStore
 
@@ -182,7 +183,7 @@ def score(conn: duckdb.DuckDBPyConnection, world_folder: Path, profiles: str = R
 def held_out(model_path: Path, world: World) -> str:
     """Whether the saved model was trained on a world apart from ``world``: another seed and other hardness
     settings (a world of the same seed holds the same people; one of the same settings, people drawn alike)."""
-    trained_on = json.loads(model_path.read_text()).get("trained_on") if model_path.exists() else None
+    trained_on = json.loads(model_path.read_text()).get(TRAINED_ON) if model_path.exists() else None
     if not isinstance(trained_on, dict):
         return "the model does not record what it was trained on: held out NOT shown"
     if trained_on.get("seed") is None:

@@ -67,9 +67,8 @@ def _observations_sql(rules: Rules, params: dict[str, str]) -> str:
     Table and column names come from the rules; stream and type names go in as parameters."""
     selects = []
     for i, source in enumerate(rules.sources):
-        params[f"stream_{i}"] = source.stream
         for j, (id_type, column) in enumerate(source.identifiers.items()):
-            params[f"type_{i}_{j}"] = id_type
+            params[f"stream_{i}"], params[f"type_{i}_{j}"] = source.stream, id_type
             region = source.phone_region if id_type == "phone" and source.phone_region else "NULL"
             selects.append(
                 f"SELECT $stream_{i} AS stream, {source.key}::VARCHAR AS record_id, $type_{i}_{j} AS id_type, "

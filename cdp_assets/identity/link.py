@@ -7,6 +7,8 @@ is the pipeline's, step for step, in an in-memory DuckDB: identifiers normalised
 (graph_edges.sql, graph.resolve), the person fields put in the matcher's normal form (matching's
 match_records.sql), the model trained on the file (--train) or the shipped one, pairs scored across components
 (matching.score), and pairs at `merge_at` or above joined through graph.resolve under the same limits.
+Not yet the pipeline's: shared values (identity/shared.py) and the chain check are not applied, so a file whose
+records share a team's address or a household's phone links them through it.
 
 Writes clusters (record_id, cluster_id) and scored pairs (record_id_l, record_id_r, probability, match_weight,
 decision: merge, or review for a pair under `merge_at` or refused by a limit) into the output folder.
@@ -92,7 +94,8 @@ def read(conn: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
 
 
 def _text(column: str) -> str:
-    return f"""nullif(trim("{column}"::VARCHAR), '')"""
+    quoted = column.replace('"', '""')
+    return f"""nullif(trim("{quoted}"::VARCHAR), '')"""
 
 
 def _field_sql(field: str, columns: tuple[str, ...]) -> str:

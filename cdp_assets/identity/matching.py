@@ -124,7 +124,7 @@ def train(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, traine
     started = time.monotonic()
     records = record_count(conn)
     matcher = comparisons.build(conn, rules.load().matcher, RECORDS_TABLE)
-    start = 1 / max(records - 1, 1)  # each record matching about one other
+    start = min(1 / max(records - 1, 1), MAX_PRIOR)  # each record matching about one other
     settings = SettingsCreator(link_type="dedupe_only", comparisons=matcher.comparisons,
                                blocking_rules_to_generate_predictions=matcher.blocking,
                                probability_two_random_records_match=start)

@@ -226,13 +226,16 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules) -> Partition:
                            protection.node_types, person)
     _recluster(conn, node_of, np.where(chains[deterministic.labels], deterministic.labels, alone))
     within = (_with_nodes(matching.score(conn, rules.review_at, within_clusters=True), node_of) if chains.any()
-              else pd.DataFrame(columns=["unique_id_l", "unique_id_r", "probability", "match_weight", "a", "b"]))
+              else pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd.Series(dtype=str),
+                                 "probability": pd.Series(dtype=float), "match_weight": pd.Series(dtype=float),
+                                 "a": pd.Series(dtype="int64"), "b": pd.Series(dtype="int64")}))
     fields = _identifying_fields(conn, node_of)
     checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, within))
     # Splink then scores records the checked graph left apart; links above merge_at join it as the weakest edges.
     _recluster(conn, node_of, checked.labels)
     across = _with_nodes(matching.score(conn, rules.review_at), node_of)
-    scores = pd.concat([within, across], ignore_index=True)
+    # A pair the chain check scored and the graph then left apart is scored again across: the later score stands.
+    scores = pd.concat([within, across], ignore_index=True).drop_duplicates(["unique_id_l", "unique_id_r"], keep="last")
     edges = pd.concat([edges, _probabilistic_edges(rules, nodes, across)], ignore_index=True)
     final = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, scores))
     edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))

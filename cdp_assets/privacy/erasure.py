@@ -88,7 +88,8 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
     Target("identity.identifiers", RECORD),
     Target("identity.record_profiles", RECORD),
     Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),
-    Target("identity.shared_values", _typed("id_type", "value")),  # a value only the subject's profiles hold
+    # Any value the subject held, shared with others or not: the next identity run judges again what others hold.
+    Target("identity.shared_values", _typed("id_type", "value")),
     Target("identity.profile_edges", PROFILE),
     Target("identity.person_profiles", PROFILE),
     Target("identity.person_lifecycle", PROFILE),

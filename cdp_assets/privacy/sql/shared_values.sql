@@ -6,7 +6,7 @@
 -- carrying each value). Beyond it, privacy needs a verdict on the values identity did not call shared but that
 -- records of several profiles carry: identity kept those profiles apart (a limit, the chain check, a never-link
 -- rule), so following the value would join what identity split. identity's same rule judges them on the holding
--- profiles' golden records (`_subject_shared_holders`, then shared.judge; subject.shared_values runs the three steps):
+-- profiles' golden records (`_shared_holders`, then shared.judge; subject.shared_values runs the three steps):
 -- the request follows such a value only when the holders agree on who they are.
 CREATE OR REPLACE TEMP TABLE _subject_held AS
 WITH held AS (

@@ -1,6 +1,7 @@
 -- _sync_plan: what a run must change, from the model (_sync_rows, valid rows only) against what the destination
 -- acknowledged last (sync.state): added, changed (another checksum) and removed keys, numbered for batching.
--- A key caught as invalid this run is neither sent nor removed: its destination record stays as it was.
+-- A key caught as invalid this run, or left out as shared by several people (_sync_left_out), is neither sent nor
+-- removed: its destination record stays as it was.
 CREATE OR REPLACE TEMP TABLE _sync_plan AS
 WITH model AS (
     SELECT key, payload, checksum FROM _sync_rows WHERE invalid_reason IS NULL
@@ -22,5 +23,6 @@ changes AS (
     FROM held h
     ANTI JOIN model m USING (key)
     ANTI JOIN invalid_keys i USING (key)
+    ANTI JOIN _sync_left_out l USING (key)
 )
 SELECT row_number() OVER (ORDER BY key) AS seq, * FROM changes
