@@ -227,8 +227,19 @@ def run_eval(args: argparse.Namespace) -> None:
     """The pipeline's run, then its profiles scored against the truth of the world it pulled, beside whether the
     model was trained on a world apart from it. Each world size and kind has its own folder, so a figure of one
     size is never scored on a world built for another."""
-    from cdp_assets.identity.evaluation import HELD_OUT_SEED, World, held_out, score, text_table, write_markdown
+    from cdp_assets.identity import misses
+    from cdp_assets.identity.evaluation import (
+        EVENTS,
+        HELD_OUT_SEED,
+        PERSON_STREAMS,
+        World,
+        held_out,
+        score,
+        text_table,
+        write_markdown,
+    )
     from cdp_assets.identity.matching import MODEL_PATH
+    from cdp_assets.identity.rules import load as load_rules
     from sandbox.store import WorldStore
 
     if args.held_out and args.markdown:
@@ -244,14 +255,15 @@ def run_eval(args: argparse.Namespace) -> None:
     run_pipeline(args)
     with duckdb.connect(os.environ["CDP_WAREHOUSE"], read_only=True) as conn:
         evaluation = score(conn, world)
+        missed = misses.explain(conn, load_rules(), [s for s in PERSON_STREAMS if s != EVENTS])
     provenance = held_out(MODEL_PATH, evaluation.world)
-    print(f"\n{text_table(evaluation, provenance)}")
+    print(f"\n{text_table(evaluation, provenance)}\n\n{misses.text(missed)}")
     if args.held_out:
         print(f"\nchoose the thresholds on this world; train on it: cdp identity train --warehouse {args.data}"
               "/warehouse.duckdb")
     if args.markdown:
         command = f"cdp eval --people {args.people} --markdown {args.markdown}"
-        write_markdown(args.markdown, evaluation, command, provenance)
+        write_markdown(args.markdown, evaluation, command, provenance, misses.markdown(missed))
         print(f"\nwritten to {args.markdown}")
 
 

@@ -258,9 +258,23 @@ def unsynced(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return built_once(tmp_path_factory, "unsynced", build)
 
 
+@pytest.fixture(scope="session")
+def synced(unsynced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unsynced world after its first run with the syncs (world/, warehouse.duckdb): what a test that starts
+    from a synced stack would otherwise run itself."""
+
+    def build(folder: Path) -> None:
+        shutil.copytree(unsynced / "world", folder / "world")
+        shutil.copy(unsynced / "warehouse.duckdb", folder / "warehouse.duckdb")
+        with SandboxServer(folder / "world", TEST_SANDBOX_CONFIG) as sandbox:
+            assert Pipeline(sandbox.url, folder / "warehouse.duckdb", syncs=True).run().success
+
+    return built_once(tmp_path_factory, "synced", build)
+
+
 @dataclass
 class Env:
-    """A copy of the unsynced world served by its own sandbox, and its own warehouse."""
+    """A copy of the unsynced (or synced) world served by its own sandbox, and its own warehouse."""
 
     world: Path
     sandbox: SandboxServer
@@ -295,16 +309,19 @@ def _by_email(records: Iterator[Record], email: Callable[[dict[str, Any]], Any])
 
 
 @pytest.fixture
-def start(unsynced: Path, tmp_path: Path) -> Iterator[Callable[..., Env]]:
+def start(unsynced: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Env]]:
+    """Starts a copy of the unsynced world, or with `synced=True` of the world after its first run with the syncs
+    (built once, when a test first asks). `syncs=False` gives a pipeline that leaves the syncs out, as `pipeline`'s."""
     servers: list[SandboxServer] = []
 
-    def start(patch: dict[str, Any] | None = None) -> Env:
-        shutil.copytree(unsynced / "world", tmp_path / "world")
-        shutil.copy(unsynced / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    def start(patch: dict[str, Any] | None = None, synced: bool = False, syncs: bool = True) -> Env:
+        origin = request.getfixturevalue("synced") if synced else unsynced
+        shutil.copytree(origin / "world", tmp_path / "world")
+        shutil.copy(origin / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
         server = SandboxServer(tmp_path / "world", with_config(patch or {}))
         server.start()
         servers.append(server)
-        return Env(tmp_path / "world", server, Pipeline(server.url, tmp_path / "warehouse.duckdb", syncs=True))
+        return Env(tmp_path / "world", server, Pipeline(server.url, tmp_path / "warehouse.duckdb", syncs=syncs))
 
     yield start
     for server in servers:

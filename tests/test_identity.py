@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cdp_assets.identity.rules import load as load_rules
-from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
-from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline
+from tests.conftest import Env, Pipeline
 
 PERSON_STREAMS = ("stripe.customers", "hubspot.contacts", "zendesk.users", "klaviyo.profiles")
 
 
 @pytest.fixture(scope="module")
-def resolved(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """One pipeline run over the test world, shared by the read-only tests of this module."""
-    folder = tmp_path_factory.mktemp("identity") / "world"
-    shutil.copytree(world_template, folder)
-    with SandboxServer(folder, TEST_SANDBOX_CONFIG) as server:
-        pipeline = Pipeline(server.url, folder.parent / "warehouse.duckdb")
-        pipeline.world = folder  # type: ignore[attr-defined]
-        assert pipeline.run().success
-        yield pipeline
+def resolved(unsynced: Path) -> Pipeline:
+    """The session's one pipeline run over the test world (read only: its sandbox is gone), shared by the read-only
+    tests of this module."""
+    pipeline = Pipeline("", unsynced / "warehouse.duckdb")
+    pipeline.world = unsynced / "world"  # type: ignore[attr-defined]
+    return pipeline
 
 
 def truth_query(pipeline: Pipeline, world: Path, sql: str, params: dict | None = None) -> list[tuple]:
@@ -171,8 +166,9 @@ def test_explain_lists_the_edges_of_a_profile(resolved: Pipeline) -> None:
     assert {"type_a", "value_a", "type_b", "value_b", "method", "streams"} <= set(explanation["edges"][0])
 
 
-def test_profile_ids_hold_across_runs_and_new_records(pipeline: Pipeline, world: Path) -> None:
-    assert pipeline.run().success
+def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env]) -> None:
+    env = start(syncs=False)  # the test world after one run
+    pipeline, world = env.pipeline, env.world
     before = dict(pipeline.query("SELECT stream || ':' || record_id, profile_id FROM identity.record_profiles"))
     # A new support user writes in from an address a profile already holds.
     (user_id, profile_id), = pipeline.query("""
@@ -196,8 +192,8 @@ def test_profile_ids_hold_across_runs_and_new_records(pipeline: Pipeline, world:
     assert not pipeline.query("SELECT * FROM identity.merge_log")
 
 
-def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
-    assert pipeline.run().success
+def test_never_link_splits_a_merge_and_logs_it(start: Callable[..., Env]) -> None:
+    pipeline = start(syncs=False).pipeline  # the test world after one run
     # A profile holding a HubSpot contact and a Klaviyo profile: say support found they are two people.
     (profile_id, contact, klaviyo), = pipeline.query("""
         SELECT h.profile_id, min(h.record_id), min(k.record_id)
@@ -237,8 +233,9 @@ def test_never_link_splits_a_merge_and_logs_it(pipeline: Pipeline) -> None:
     assert outcome.metadata["identity/identity_graph"]["split"] >= 1
 
 
-def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(pipeline: Pipeline, world: Path) -> None:
-    assert pipeline.run().success
+def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(start: Callable[..., Env]) -> None:
+    env = start(syncs=False)  # the test world after one run
+    pipeline, world = env.pipeline, env.world
     # Two profiles of one person (the graph left her split) with one phone each, the second without a product
     # login or device, and an email no refused link names (no limit or shared value in the way). A bridge between
     # two people's profiles would be a chain whose ends disagree, which the chain check refuses

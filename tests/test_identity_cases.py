@@ -16,7 +16,9 @@ import csv
 import duckdb
 import pytest
 
-from cdp_assets.identity.evaluation import BARS, Evaluation, score
+from cdp_assets.identity import misses
+from cdp_assets.identity.evaluation import BARS, EVENTS, PERSON_STREAMS, WITHOUT_EVENTS, Evaluation, score
+from cdp_assets.identity.rules import load as load_rules
 from tests.conftest import TEST_PEOPLE, Profiled
 
 # The hard-case names of cases.csv (fixed for issue 24): the sandbox labels its people with them.
@@ -84,3 +86,18 @@ def test_a_shared_login_s_events_do_not_merge_its_people(scored: Evaluation) -> 
     if line is None:
         pytest.skip(f"no couple of the {TEST_PEOPLE}-person test world shares a login")
     assert line.pair_precision is not None and line.pair_precision >= SHARED_LOGIN_EVENTS_PRECISION, line
+
+
+def test_the_missed_pairs_are_put_down_to_the_steps_that_lost_them(profiled: Profiled) -> None:
+    """The steps' shares add up to what recall misses on the strict line, and a record the identity layer lacks (the
+    test world quarantines some) is counted where it was lost."""
+    with duckdb.connect(str(profiled.pipeline.warehouse), read_only=True) as conn:
+        strict = score(conn, profiled.world).lines[WITHOUT_EVENTS]
+        missed = misses.explain(conn, load_rules(), [s for s in PERSON_STREAMS if s != EVENTS])
+        quarantined_person_records = conn.execute(
+            "SELECT count(*) FROM _missed_records r WHERE profile_id IS NULL AND EXISTS "
+            "(SELECT 1 FROM _missed_records o WHERE o.person_id = r.person_id AND o.record_id <> r.record_id)"
+        ).fetchall()[0][0]
+    assert missed.true_pairs > 0 and all(lost >= 0 for lost in missed.lost.values())
+    assert sum(missed.lost.values()) / missed.true_pairs == pytest.approx(1 - strict.pair_recall, abs=1e-9)
+    assert (missed.lost["not in identity"] > 0) == (quarantined_person_records > 0)

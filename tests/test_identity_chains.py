@@ -142,6 +142,18 @@ def planted(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         "g2-user-4402": plant.klaviyo(40, "Evander", "Pelletier", email=None, phone="+1 617 902 3318",
                                       user_id="g2-user-4402"),
     }
+    # A household: the partner's billing customer (a company's name, so no person's name) carries the couple's
+    # landline before the other partner's records do, and none of the partner's own records names him otherwise.
+    ids["household"] = {
+        "partner": [plant.stripe(50, "Lindqvist & Sons", email="tobias@lindqvist-joinery.se",
+                                 phone="+1 651 238 9047", city="St Paul"),
+                    plant.hubspot(50, "Tobias", "Lindqvist", email="tobias@lindqvist-joinery.se", city="St Paul",
+                                  company="Lindqvist Joinery")],
+        "other": [plant.hubspot(51, "Greta", "Lindqvist", email="greta.lindqvist@northmere.edu",
+                                phone="+1 651 238 9047", city="St Paul", company="Northmere College"),
+                  plant.stripe(51, "Greta Lindqvist", email="greta.lindqvist@northmere.edu", phone="+1 651 238 9047",
+                               city="St Paul")],
+    }
     plant.save()
     with SandboxServer(folder, TEST_SANDBOX_CONFIG) as server:
         pipeline = Pipeline(server.url, folder.parent / "warehouse.duckdb")
@@ -217,3 +229,16 @@ def test_two_product_accounts_of_one_person_join_and_the_limit_keeps_one_id(plan
         "SELECT count(*) FROM identity.profile_edges WHERE profile_id = $p AND method = 'probabilistic'", {"p": profile}
     )
     assert linked == 1
+
+
+def test_a_household_phone_joins_no_partners_whatever_order_their_records_came_in(
+    planted: tuple[Pipeline, dict],
+) -> None:
+    """The partner's nameless billing record got the landline first. The records that both carry it agree on it by
+    their data, so their agreement is not the chain's ends agreeing; and once the chain check refuses the link, the
+    number is no evidence for the matcher either, which would otherwise join the partners again through it."""
+    pipeline, ids = planted
+    partner, other = ids["household"]["partner"], ids["household"]["other"]
+    profiles = profile_of(pipeline, partner + other)
+    assert len({profiles[r] for r in partner}) == 1 and len({profiles[r] for r in other}) == 1, profiles
+    assert profiles[partner[0]] != profiles[other[0]], "two partners on one landline are two profiles"

@@ -66,6 +66,24 @@ def test_a_shared_national_id_joins_records_read_from_parquet(linked: Path, tmp_
     assert cluster_of["a"] == cluster_of["b"] != cluster_of["c"]
 
 
+@pytest.mark.parametrize("email", ["info@acme.com", "desk.acme@acme.com"])
+def test_a_shared_email_links_no_one(tmp_path: Path, email: str) -> None:
+    """Three people on one address (a role mailbox, or one whose records disagree on who they are) stay apart, as
+    in the pipeline, while two records of one person on their own address join."""
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "id,given,family,born,mail\n"
+        f"a,ann,lee,1980-01-02,{email}\nb,boris,novak,1972-05-09,{email}\nc,chen,wu,1990-11-23,{email}\n"
+        "d,maria,garcia,1985-03-04,maria.garcia@mailbox.org\ne,maria,garcia,1985-03-04,maria.garcia@mailbox.org\n"
+    )
+    output = tmp_path / "out"
+    main(["identity", "link", "--input", str(path), "--map",
+          "id=record_id,given=first_name,family=last_name,born=date_of_birth,mail=email", "--output", str(output)])
+    cluster_of = pd.read_csv(output / "clusters.csv", dtype={"record_id": str}).set_index("record_id")["cluster_id"]
+    assert cluster_of[["a", "b", "c"]].nunique() == 3
+    assert cluster_of["d"] == cluster_of["e"] and cluster_of["d"] not in set(cluster_of[["a", "b", "c"]])
+
+
 def test_a_file_of_names_alone_is_linked_and_trained_on(tmp_path: Path) -> None:
     """No identifier column at all, and two records to train on: the engine still runs (the prior stays a
     probability) and writes every record's cluster and what the model was trained on."""

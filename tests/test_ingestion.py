@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from dagster import DagsterEventType
 
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
-from tests.conftest import TEST_SANDBOX_CONFIG, Pipeline, with_config, world_records
+from tests.conftest import Env, Pipeline, with_config, world_records
 
 # World stream -> (staging table, column holding the world's record id).
 STAGED: dict[str, tuple[str, str]] = {
@@ -171,14 +171,15 @@ def test_every_record_arrives_exactly_once_despite_faults(world: Path, tmp_path:
     assert_no_version_landed_twice(pipeline)
 
 
-def test_second_run_fetches_only_what_changed(sandbox: SandboxServer, pipeline: Pipeline, world: Path) -> None:
-    first = pipeline.run()
+def test_second_run_fetches_only_what_changed(start: Callable[..., Env]) -> None:
+    env = start(syncs=False)  # the test world after a first run
+    sandbox, pipeline, world = env.sandbox, env.pipeline, env.world
     before = {stream: world_records(world, stream) for stream in [*STAGED, "stripe.events"]}
     sandbox.control("tick", "POST", changes=10)
     second = pipeline.run()
     new_stripe_events = len(world_records(world, "stripe.events").keys() - before["stripe.events"].keys())
 
-    assert first.success and second.success
+    assert second.success
     unchanged = []
     for stream in STAGED:
         if stream == "klaviyo.metrics":  # a handful of rows, read whole every run
@@ -213,12 +214,8 @@ def test_second_run_fetches_only_what_changed(sandbox: SandboxServer, pipeline: 
     assert_no_version_landed_twice(pipeline)
 
 
-def test_killed_run_resumes_to_the_same_staging(world: Path, world_template: Path, tmp_path: Path) -> None:
-    clean_world = tmp_path / "clean-world"
-    shutil.copytree(world_template, clean_world)
-    with SandboxServer(clean_world, TEST_SANDBOX_CONFIG) as sandbox:
-        clean = Pipeline(sandbox.url, tmp_path / "clean.duckdb")
-        assert clean.run().success
+def test_killed_run_resumes_to_the_same_staging(world: Path, unsynced: Path, tmp_path: Path) -> None:
+    clean = Pipeline("", unsynced / "warehouse.duckdb")  # the test world through one run that nothing stopped
 
     slow = with_config({"faults": {"default": {"latency_ms": 40}}})
     with SandboxServer(world, slow) as sandbox:
@@ -258,8 +255,9 @@ def _existing_raw(pipeline: Pipeline) -> list[str]:
     ]
 
 
-def test_records_deleted_at_the_source_are_flagged(sandbox: SandboxServer, pipeline: Pipeline, world: Path) -> None:
-    assert pipeline.run().success
+def test_records_deleted_at_the_source_are_flagged(start: Callable[..., Env]) -> None:
+    env = start(syncs=False)  # the test world after a first run
+    sandbox, pipeline, world = env.sandbox, env.pipeline, env.world
     sandbox.control("tick", "POST", changes=30, count=3)
     assert pipeline.run().success  # hourly: sources that list deletions
     for stream in LISTS_DELETIONS:

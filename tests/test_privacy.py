@@ -228,8 +228,7 @@ def requests_table(env: Env) -> dict[str, dict[str, Any]]:
 
 
 def test_a_deletion_by_email_alone_leaves_no_trace_and_the_person_stays_gone(start: Callable[..., Env]) -> None:
-    env = start()
-    assert env.pipeline.run().success  # pulls, every layer, syncs
+    env = start(synced=True)  # pulled, every layer, synced
     with duckdb.connect(str(env.pipeline.warehouse), read_only=True) as conn:
         assert erasure.unmapped(conn) == []  # every table is a target of erasure or holds no one
     chosen = covering(resolved(env))  # people who, between them, are in every destination
@@ -262,8 +261,7 @@ def test_a_deletion_by_email_alone_leaves_no_trace_and_the_person_stays_gone(sta
 
 
 def test_an_access_export_lists_every_source_record_and_every_destination(start: Callable[..., Env]) -> None:
-    env = start()
-    assert env.pipeline.run().success
+    env = start(synced=True)
     person = resolved(env)[0]
     request_id = cli(env, "access", "--email", person.email).split()[0]
     [request] = process(env)
@@ -288,8 +286,7 @@ def test_an_access_export_lists_every_source_record_and_every_destination(start:
 def test_a_destination_out_of_reach_leaves_a_deletion_partially_done_until_a_retry_reaches_it(
     start: Callable[..., Env],
 ) -> None:
-    env = start()
-    assert env.pipeline.run().success
+    env = start(synced=True)
     person = next(p for p in resolved(env) if "braze_users" in p.synced_to)
     env.sandbox.control("config", "PATCH", json={"credentials": {"braze": {"api_key": "rotated"}}})
     request_id = cli(env, "delete", "--email", person.email).split()[0]
@@ -382,8 +379,7 @@ def test_pulls_and_privacy_requests_read_the_same_identifiers_from_the_same_payl
 
 
 def test_an_email_consent_withdrawal_unsubscribes_the_person_in_braze(start: Callable[..., Env]) -> None:
-    env = start()
-    assert env.pipeline.run().success
+    env = start(synced=True)
     [(profile_id, klaviyo_id)] = env.pipeline.query(
         "SELECT rp.profile_id, min(rp.record_id) FROM identity.record_profiles rp JOIN sync.state s"
         " ON s.sync = 'braze_users' AND s.key = rp.profile_id WHERE rp.stream = 'klaviyo.profiles'"

@@ -387,30 +387,39 @@ def last_message(env: Env, sync: str) -> str:
 
 def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callable[..., Env]) -> None:
     env = start()
-    assert env.sync("hubspot_contacts").success
+    before = sent(env.sync("hubspot_contacts"), "hubspot_contacts")  # a team mailbox's profile is left out already
     held = env.state("hubspot_contacts")
-    first, second, third = sorted(held)[:3]
-    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # two people now claim one address; one has none
+    first, second, third, fourth, fifth = sorted(held)[:5]
+    disputed = "nobody.placed.this@acme-disputed.io"  # an address identity never saw, so no profile holds it
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:
+        owner = conn.execute("SELECT profile_id FROM identity.identifier_profiles WHERE id_type = 'email' "
+                             "AND value = $a AND NOT shared", {"a": first}).fetchall()  # fmt: skip
+        # A profile keyed by an address identity placed in another profile (a refused link leaves a record there).
         conn.execute("UPDATE views.customer_360 SET email = $a, mrr_cents = mrr_cents + 100 WHERE email = $b",
                      {"a": first, "b": second})  # fmt: skip
         conn.execute("UPDATE views.customer_360 SET email = NULL WHERE email = $c", {"c": third})
+        conn.execute("UPDATE views.customer_360 SET email = $d WHERE email IN ($e, $f)",
+                     {"d": disputed, "e": fourth, "f": fifth})  # fmt: skip
     outcome = env.sync("hubspot_contacts")
     meta = sent(outcome, "hubspot_contacts")
-    assert (meta["invalid"], meta["requests"], meta["status"]) == (3, 0, "succeeded")
+    assert (meta["invalid"], meta["left_out"] - before["left_out"], meta["requests"], meta["status"]) == (
+        3, 1, 0, "succeeded")  # fmt: skip
     reasons = env.pipeline.query("SELECT key, reason FROM sync.invalid_rows WHERE run_id = $r ORDER BY ALL",
                                  {"r": outcome.run_id})  # fmt: skip
-    assert reasons == [(first, "duplicate key, held by 2 rows"), (first, "duplicate key, held by 2 rows"),
+    assert reasons == [(disputed, "duplicate key, held by 2 rows"), (disputed, "duplicate key, held by 2 rows"),
                        (None, "no key")]  # fmt: skip
-    # Nothing was sent: the destination keeps what it had under the disputed key. The two rows that lost their own
-    # key left the model, which upsert mode forgets without telling the destination.
+    left_out = env.pipeline.query("SELECT key, reason FROM sync.left_out_rows WHERE run_id = $r AND key = $a",
+                                  {"r": outcome.run_id, "a": first})  # fmt: skip
+    assert owner and left_out == [(first, f"key held by another profile ({owner[0][0]})")]
+    # Nothing was sent: the address's own profile keeps its record, unchanged; the rows that lost their own key
+    # left the model, which upsert mode forgets without telling the destination.
     after = env.state("hubspot_contacts")
-    assert after[first] == held[first] and second not in after and third not in after
-    assert meta["removed"] == 2 and env.pipeline.query("SELECT count(*) FROM sync.invalid_rows") == [(3,)]
+    assert after[first] == held[first] and not {second, third, fourth, fifth, disputed} & set(after)
+    assert meta["removed"] == 4 and env.pipeline.query("SELECT count(*) FROM sync.invalid_rows") == [(3,)]
 
 
 def test_a_contact_archived_in_the_crm_has_its_duplicate_take_the_synced_fields(start: Callable[..., Env]) -> None:
-    env = start()
-    assert env.pipeline.run().success
+    env = start(synced=True)  # after a first run with the syncs
     # A person HubSpot knows by two contacts with one address: sales archives the one the sync wrote onto.
     duplicates = {email: found for email, found in env.contacts().items() if len(found) == 2}
     written = next(email for email, found in duplicates.items() if email in env.state("hubspot_contacts")

@@ -239,18 +239,20 @@ def markers(people: int) -> tuple[str, str]:
     return f"<!-- eval:{people}:start -->", f"<!-- eval:{people}:end -->"
 
 
-def markdown_table(evaluation: Evaluation, command: str, provenance: str) -> str:
+def markdown_table(evaluation: Evaluation, command: str, provenance: str, appendix: str = "") -> str:
     rows = [" | ".join(_cells(name, s)) for name, s in evaluation.lines.items()]
     head = [" | ".join(HEADER), " | ".join(["---"] + ["---:"] * (len(HEADER) - 1))]
     return "\n".join([f"`{command}`. {summary(evaluation)}.", "", *(f"| {row} |" for row in head + rows), "",
-                      f"{verdict(evaluation)}. {provenance[0].upper()}{provenance[1:]}."])
+                      f"{verdict(evaluation)}. {provenance[0].upper()}{provenance[1:]}.",
+                      *(["", appendix] if appendix else [])])
 
 
-def write_markdown(path: Path, evaluation: Evaluation, command: str, provenance: str) -> None:
-    """Replace the section of the scored world's size in ``path`` (appended, markers and all, if missing)."""
+def write_markdown(path: Path, evaluation: Evaluation, command: str, provenance: str, appendix: str = "") -> None:
+    """Replace the section of the scored world's size in ``path`` (appended, markers and all, if missing), with
+    ``appendix`` (markdown) after the table."""
     start, end = markers(evaluation.world.people)
     text = path.read_text() if path.exists() else ""
-    section = f"{start}\n{markdown_table(evaluation, command, provenance)}\n{end}"
+    section = f"{start}\n{markdown_table(evaluation, command, provenance, appendix)}\n{end}"
     head, found, rest = text.partition(start)
     if found and end in rest:
         text = head + section + rest.partition(end)[2]

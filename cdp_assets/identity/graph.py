@@ -106,7 +106,7 @@ def chained(labels: np.ndarray, a: np.ndarray, b: np.ndarray, node_types: np.nda
 class _ProtectedUnion:
     """A union-find whose unions respect the limits, never-link pairs and, given evidence, the chain check."""
 
-    def __init__(self, protection: Protection, evidence: Evidence | None) -> None:
+    def __init__(self, protection: Protection, evidence: Evidence | None, holders: dict[int, set[int]]) -> None:
         self.parent: dict[int, int] = {}
         self.counts: dict[int, dict[int, int]] = {}
         self.protection = protection
@@ -117,7 +117,7 @@ class _ProtectedUnion:
             self.never.setdefault(y, set()).add(x)
         self.members: dict[int, list[int]] = {}
         self.records: dict[int, list[int]] = {}  # root -> its person records
-        self.holders: dict[int, set[int]] = {}  # identifier -> records linked to it so far
+        self.holders = holders  # identifier -> the person records carrying it
         self.review: list[tuple[int, int]] = []
         # Python lists: read once per node or link, numpy's per-item access would cost more than the rest
         self.node_types: list[int] = protection.node_types.tolist()
@@ -142,7 +142,6 @@ class _ProtectedUnion:
         """Join the components of x and y; returns the rule that forbids it instead, if any."""
         rx, ry = self.find(x), self.find(y)
         if rx == ry:
-            self._hold(x, y)
             return None
         cx, cy = self.counts[rx], self.counts[ry]
         for code, limit in self.protection.limits.items():
@@ -158,14 +157,7 @@ class _ProtectedUnion:
             self.counts[large][code] = self.counts[large].get(code, 0) + count
         self.members[large].extend(self.members.pop(small))
         self.records[large].extend(self.records.pop(small))
-        self._hold(x, y)
         return None
-
-    def _hold(self, x: int, y: int) -> None:
-        """Note an accepted link between a record and an identifier."""
-        if self.person and self.person[x] != self.person[y]:
-            record, value = (x, y) if self.person[x] else (y, x)
-            self.holders.setdefault(value, set()).add(record)
 
     def _ends_agree(self, x: int, y: int, left: list[int], right: list[int]) -> bool:
         """The chain check for a link x-y between two groups of person records (see the module's docstring).
@@ -178,7 +170,8 @@ class _ProtectedUnion:
             return True
 
         def direct(r1: int, r2: int) -> bool:
-            """The link joins r1 and r2 by itself: both hold its identifier."""
+            """The link joins r1 and r2 by itself: both carry its identifier (by their data, whether or not their
+            links to it are applied yet or at all), so their agreement on it is the link's own evidence."""
             return any(
                 (r1 in self.holders.get(n, ()) or r1 in (x, y)) and (r2 in self.holders.get(n, ()) or r2 in (x, y))
                 for n in ends
@@ -221,11 +214,12 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
                       for code, limit in protection.limits.items()}
     review: list[tuple[int, int]] = []
     unions: list[_ProtectedUnion] = []
+    holders = _holders(a, b, evidence.person) if evidence is not None else {}
     last_pass = np.full(len(flagged), -1)  # per component: the pass whose union-find built it
     rerun = flagged
     while rerun.any():
         inside = rerun[labels[a]] & ~isolated
-        union = _ProtectedUnion(protection, evidence)
+        union = _ProtectedUnion(protection, evidence, holders)
         for position in order[inside].sort_values(["rank", "first_seen", "a", "b"], kind="stable").index:
             rule = union.union(int(a[position]), int(b[position]), type_names)
             accepted[position], refused[position] = rule is None, rule
@@ -248,3 +242,13 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
             roots[root], next_label = next_label, next_label + 1
         labels[node] = roots[root]
     return Components(labels, accepted, refused, review)
+
+
+def _holders(a: np.ndarray, b: np.ndarray, person: np.ndarray) -> dict[int, set[int]]:
+    """Per identifier node, the person records linked to it by an edge (a record carrying the value)."""
+    on_a, on_b = person[a], person[b]
+    one = on_a ^ on_b
+    holders: dict[int, set[int]] = {}
+    for record, value in zip(np.where(on_a, a, b)[one].tolist(), np.where(on_a, b, a)[one].tolist(), strict=True):
+        holders.setdefault(value, set()).add(record)
+    return holders

@@ -1,17 +1,17 @@
 """`cdp identity link`: the identity engine the pipeline runs, on any person file (csv or parquet).
 
 The file's columns are mapped onto the person fields of the matcher (first_name, date_of_birth, ...), the
-deterministic identifier types of rules.yaml (email, phone, user_id, national_id, ...) and `record_id`. The run
-is the pipeline's, step for step, in an in-memory DuckDB: identifiers normalised by the one normaliser
-(identifiers.build, over the file as one source), deterministic components under the rules' limits
-(graph_edges.sql, graph.resolve), the person fields put in the matcher's normal form (matching's
-match_records.sql), the model trained on the file (--train) or the shipped one, pairs scored across components
-(matching.score), and pairs at `merge_at` or above joined through graph.resolve under the same limits.
-Not yet the pipeline's: shared values (identity/shared.py) and the chain check are not applied, so a file whose
-records share a team's address or a household's phone links them through it.
+deterministic identifier types of rules.yaml (email, phone, user_id, national_id, ...) and `record_id`. The file is
+the rules' one source (its records a record type of their own), loaded into an in-memory DuckDB; its identifiers are
+normalised by the one normaliser (identifiers.build), the model is trained on the file (--train) or the shipped one
+(or --model) is used, and the pipeline's own engine, resolution.partition, does the rest as it does for the
+warehouse: deterministic components under the rules' limits, shared values (shared.py: a value whose records
+disagree on who they are, or a role mailbox, links nothing), the chain check, pairs scored across components and
+those at `merge_at` or above joined as the weakest links. Only the never-link rules are empty: they name warehouse
+values.
 
 Writes clusters (record_id, cluster_id) and scored pairs (record_id_l, record_id_r, probability, match_weight,
-decision: merge, or review for a pair under `merge_at` or refused by a limit) into the output folder.
+decision: merge, or review for a pair under `merge_at` or one a rule refused) into the output folder.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity import graph, identifiers, matching, resolution
+from cdp_assets.identity import identifiers, matching, resolution
 from cdp_assets.identity.rules import IdentifierSource, IdentifierType, Rules
 from cdp_assets.identity.rules import load as load_rules
 
@@ -37,6 +37,7 @@ RECORD_ID = "record_id"
 # can take for another (03/04/1984 is April in one country and March in the next).
 DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
 FORMATS = ("csv", "parquet")
+PAIR_COLUMNS = ("record_id_l", "record_id_r", "probability", "match_weight", "decision")
 
 
 class LinkError(ValueError):
@@ -145,78 +146,26 @@ def file_rules(rules: Rules, mapping: dict[str, tuple[str, ...]]) -> Rules:
     return dataclasses.replace(rules, types=types, sources=(source,), never_link=())
 
 
-def _protection(nodes: pd.DataFrame, rules: Rules) -> tuple[graph.Protection, list[str]]:
-    type_names = sorted(rules.types)
-    protection = graph.Protection(
-        node_types=nodes["id_type"].map({name: code for code, name in enumerate(type_names)}).to_numpy(),
-        limits={type_names.index(name): limit for name, limit in rules.limits.items()},
-        never=[],
-        type_priority={code: rules.types[name].priority for code, name in enumerate(type_names)},
-    )
-    return protection, type_names
-
-
-def _match_records(conn: duckdb.DuckDBPyConnection, linked_rules: Rules) -> None:
-    """TEMP _match_records from the file, through the matcher's own SQL (the file is the rules' one source), plus
-    the file's other identifiers."""
-    matching.build_records(conn, linked_rules)
-    # The file's other identifiers (the matcher's records carry email and phone already), normalised, so that the
-    # rules' comparisons over them weigh a mistyped id and a different one.
-    present = {row[0] for row in conn.execute(f"DESCRIBE {matching.RECORDS_TABLE}").fetchall()}
-    for id_type in (t for t in linked_rules.sources[0].identifiers if t not in present):
-        conn.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE {matching.RECORDS_TABLE} AS
-            SELECT m.*, i.value AS "{id_type}" FROM {matching.RECORDS_TABLE} m LEFT JOIN (
-                SELECT stream || ':' || record_id AS unique_id, min(value) AS value
-                FROM identity.identifiers WHERE id_type = $id_type GROUP BY ALL
-            ) i USING (unique_id)
-            """,
-            {"id_type": id_type},
-        )
-
-
-def _deterministic(conn: duckdb.DuckDBPyConnection, linked_rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The graph's nodes and deterministic edges over the file's identifiers (graph_edges.sql), and TEMP
-    _record_clusters: each record's component under the rules' limits."""
-    types = pd.DataFrame([(t.name, t.priority) for t in linked_rules.types.values()], columns=["id_type", "priority"])
-    conn.register("_types_view", types)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _types AS SELECT * FROM _types_view")
-    conn.unregister("_types_view")
-    conn.execute(resolution.EDGES_SQL, {"record_streams": [STREAM]})
-    nodes = conn.execute("SELECT idx, id_type, value, first_seen, priority FROM _nodes ORDER BY idx").df()
-    edges = conn.execute("SELECT a, b, priority, first_seen, method FROM _edges").df()
-    labels = graph.resolve(len(nodes), edges, *_protection(nodes, linked_rules)).labels
+def _linked(built: resolution.Partition) -> Linked:
+    """Clusters from the partition's record nodes; pairs from its probabilistic edges (`merge` where the graph took
+    the edge, `review` where a rule refused it) and its review pairs (under `merge_at`, or the pair of a chain the
+    check refused)."""
+    nodes, edges, review = built.nodes, built.edges, built.review
     records = nodes[nodes["id_type"] == RECORD_TYPE]
-    clusters = pd.DataFrame({"stream": STREAM, "record_id": records["value"].to_numpy(),
-                             "cluster_id": labels[records["idx"].to_numpy()]})
-    conn.register("_clusters_view", clusters)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT * FROM _clusters_view")
-    conn.unregister("_clusters_view")
-    return nodes, edges
-
-
-def _linked(nodes: pd.DataFrame, edges: pd.DataFrame, scores: pd.DataFrame, linked_rules: Rules) -> Linked:
-    """Pairs at merge_at or above join the graph as its weakest links, under the same limits."""
-    records = nodes[nodes["id_type"] == RECORD_TYPE]
-    node_of = dict(zip(STREAM + ":" + records["value"], records["idx"], strict=True))
-    a, b = scores["unique_id_l"].map(node_of).to_numpy(), scores["unique_id_r"].map(node_of).to_numpy()
-    merge = (scores["probability"] >= linked_rules.merge_at).to_numpy()
-    probabilistic = pd.DataFrame({"a": a[merge], "b": b[merge], "first_seen": nodes["first_seen"].max(),
-                                  "priority": linked_rules.types["probabilistic"].priority, "method": "probabilistic"})
-    final = graph.resolve(len(nodes), pd.concat([edges, probabilistic], ignore_index=True),
-                          *_protection(nodes, linked_rules))
-    accepted = np.zeros(len(scores), dtype=bool)
-    accepted[np.flatnonzero(merge)] = final.accepted[len(edges):]
+    values = nodes["value"].to_numpy()  # nodes are in idx order
+    linked = edges[edges["method"] == "probabilistic"]
+    prefix = STREAM + ":"
+    pairs = pd.concat([
+        linked.assign(record_id_l=values[linked["a"].astype(int)], record_id_r=values[linked["b"].astype(int)],
+                      decision=np.where(linked["accepted"].astype(bool), "merge", "review")),
+        review.assign(record_id_l=review["unique_id_l"].str.removeprefix(prefix),
+                      record_id_r=review["unique_id_r"].str.removeprefix(prefix), decision="review"),
+    ], ignore_index=True)[list(PAIR_COLUMNS)].drop_duplicates(["record_id_l", "record_id_r"])
     return Linked(
         clusters=pd.DataFrame({"record_id": records["value"].to_numpy(),
-                               "cluster_id": pd.factorize(final.labels[records["idx"].to_numpy()])[0] + 1}),
-        pairs=pd.DataFrame({
-            "record_id_l": scores["unique_id_l"].str.removeprefix(STREAM + ":"),
-            "record_id_r": scores["unique_id_r"].str.removeprefix(STREAM + ":"),
-            "probability": scores["probability"], "match_weight": scores["match_weight"],
-            "decision": np.where(accepted, "merge", "review"),
-        }),
+                               "cluster_id": pd.factorize(records["label"].to_numpy())[0] + 1}),
+        pairs=pairs.sort_values(["probability", "record_id_l", "record_id_r"], ascending=[False, True, True],
+                                ignore_index=True),
         records=len(records),
     )
 
@@ -233,15 +182,15 @@ def run(conn: duckdb.DuckDBPyConnection, path: Path, mapping: dict[str, tuple[st
     linked_rules = file_rules(base, mapping)
     conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
     identifiers.build(conn, linked_rules)
-    nodes, edges = _deterministic(conn, linked_rules)
-    _match_records(conn, linked_rules)
     if train:
+        # Training reads the records' fields, never their clusters, so it comes first, on every record as its own
+        # cluster, as `cdp identity train` does on the warehouse; the partition then scores with the trained model.
         model = model or (output or path.parent) / "model.json"
         model.parent.mkdir(parents=True, exist_ok=True)
-        matching.train(conn, model, {"source": "file", "file": path.name, "records": records,
-                                     "mapped": sorted(mapping), "date": dt.date.today().isoformat()})
-    result = _linked(nodes, edges, matching.score(conn, linked_rules.review_at, model or matching.MODEL_PATH),
-                     linked_rules)
+        matching.train_from_warehouse(conn, model, {"source": "file", "file": path.name, "records": records,
+                                                    "mapped": sorted(mapping), "date": dt.date.today().isoformat()},
+                                      linked_rules)
+    result = _linked(resolution.partition(conn, linked_rules, model_path=model or matching.MODEL_PATH))
     if output is not None:
         write(result, output, output_format)
     return result

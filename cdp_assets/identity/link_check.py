@@ -23,7 +23,7 @@ import pandas as pd
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
-from cdp_assets.identity import link, rules
+from cdp_assets.identity import evaluation, link, rules
 from sandbox import person_file
 
 # The mapping of a FEBRL-shaped file onto the person fields and the national id.
@@ -45,29 +45,23 @@ class Scores:
 
 
 def pairwise(conn: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, truth: pd.DataFrame, seconds: float) -> Scores:
-    """Pairs of records in one cluster against pairs of one person. clusters: (record_id, cluster_id); truth:
-    (record_id, person_id); a record missing from clusters is a cluster of its own."""
+    """Pairs of records in one cluster against pairs of one person, by the evaluation's own SQL (the file as one
+    stream, no hard case, so every person is a member). clusters: (record_id, cluster_id); truth: (record_id,
+    person_id, a number); a record missing from clusters is a cluster of its own, as an unresolved record is there."""
     conn.register("_clusters", clusters)
     conn.register("_truth", truth)
-    true_pairs, found_pairs, person_pairs = conn.execute(
-        """
-        WITH joined AS (
-            SELECT t.record_id, t.person_id, coalesce(c.cluster_id::VARCHAR, 'own:' || t.record_id) AS cluster_id
-            FROM _truth t LEFT JOIN _clusters c ON c.record_id::VARCHAR = t.record_id::VARCHAR
-        ),
-        cells AS (SELECT count(*) AS n FROM joined GROUP BY cluster_id, person_id),
-        found AS (SELECT count(*) AS n FROM joined GROUP BY cluster_id),
-        persons AS (SELECT count(*) AS n FROM joined GROUP BY person_id)
-        SELECT (SELECT sum(n * (n - 1) // 2) FROM cells), (SELECT sum(n * (n - 1) // 2) FROM found),
-               (SELECT sum(n * (n - 1) // 2) FROM persons)
-        """
-    ).fetchall()[0]
+    conn.execute("CREATE OR REPLACE TEMP TABLE eval_truth AS SELECT $stream AS stream, record_id::VARCHAR AS record_id,"
+                 " person_id::BIGINT AS person_id FROM _truth", {"stream": link.STREAM})
+    conn.execute("CREATE OR REPLACE TEMP TABLE _file_profiles AS SELECT $stream AS stream, record_id::VARCHAR AS "
+                 "record_id, cluster_id::VARCHAR AS profile_id FROM _clusters", {"stream": link.STREAM})
     conn.unregister("_clusters")
     conn.unregister("_truth")
-    precision = true_pairs / found_pairs if found_pairs else None
-    recall = true_pairs / person_pairs if person_pairs else None
-    f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
-    return Scores(precision, recall, f1, seconds)
+    conn.execute(evaluation.LOAD_RECORDS.format(profiles="_file_profiles"))
+    conn.execute('CREATE OR REPLACE TEMP TABLE eval_cases (person_id BIGINT, "case" VARCHAR)')  # no hard case
+    line = evaluation.Scores(*conn.execute(evaluation.SCORE_SQL, {
+        "case": None, "events": True, "strict": True, "event_stream": evaluation.EVENTS,
+    }).fetchall()[0])
+    return Scores(line.pair_precision, line.pair_recall, line.pair_f1, seconds)
 
 
 def splink_alone(conn: duckdb.DuckDBPyConnection, path: Path, merge_at: float) -> pd.DataFrame:

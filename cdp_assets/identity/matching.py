@@ -44,6 +44,14 @@ PERSON_FIELDS = (
     "company",
 )
 IDENTIFIER_FIELDS = ("email", "phone")
+# The value of each other identifier type a comparison compares (a national id a person file carries), one per record.
+COMPARED_IDENTIFIERS_SQL = """
+CREATE OR REPLACE TEMP TABLE {records} AS
+SELECT m.*, {columns} FROM {records} m LEFT JOIN (
+    SELECT stream || ':' || record_id AS unique_id, {pivot}
+    FROM identity.identifiers WHERE list_contains($types, id_type) GROUP BY ALL
+) i USING (unique_id)
+"""
 TRAINED_ON = "trained_on"  # the model's record of its training data; Splink's loader never sees it
 REFERENCE_RECORDS = 1_000_000
 U_SAMPLE_PAIRS = 1e7
@@ -79,10 +87,20 @@ def person_text_macro() -> str:
     return RECORDS_SQL.read_text().split(";\n\n")[0]
 
 
+def compared_identifiers(identity_rules: rules.Rules) -> list[str]:
+    """Identifier types beyond email and phone that a comparison of the matcher names and a source carries: the
+    matcher's records hold them as they are normalised in identity.identifiers."""
+    carried = {id_type for source in identity_rules.sources for id_type in source.identifiers} - set(IDENTIFIER_FIELDS)
+    texts = [json.dumps(spec) for spec in identity_rules.matcher.comparisons]
+    return sorted(set().union(*(comparisons.fields_in(text, carried) for text in texts)))
+
+
 def build_records(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules | None = None) -> int:
     """Write TEMP `_match_records` for the records in TEMP `_record_clusters`, from the person sources of
-    `identity_rules` (default: rules.yaml's; a person file is one such source); returns its row count."""
-    source_sql, params = person_source_sql(identity_rules or rules.load())
+    `identity_rules` (default: rules.yaml's; a person file is one such source) and the identifiers the matcher
+    compares (email, phone and `compared_identifiers`); returns its row count."""
+    identity_rules = identity_rules or rules.load()
+    source_sql, params = person_source_sql(identity_rules)
     conn.execute(source_sql, params)
     hints = conn.execute(f"SELECT DISTINCT trim(country) FROM {SOURCE_TABLE}").fetchall()
     codes = {hint: code for (hint,) in hints if hint and (code := normalise.region_hint(hint))}
@@ -90,23 +108,32 @@ def build_records(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules |
     params = {"country_hints": list(codes), "country_codes": list(codes.values()), "nicknames": str(NICKNAMES)}
     conn.execute(RECORDS_SQL.read_text().split(";\n\n")[1], params)
     conn.execute(f"DROP TABLE {SOURCE_TABLE}")
+    if compared := compared_identifiers(identity_rules):
+        types = {f"type_{i}": id_type for i, id_type in enumerate(compared)}
+        pivot = ", ".join(f'min(value) FILTER (WHERE id_type = ${key}) AS "{t}"' for key, t in types.items())
+        columns = ", ".join(f'i."{id_type}"' for id_type in compared)
+        conn.execute(COMPARED_IDENTIFIERS_SQL.format(records=RECORDS_TABLE, columns=columns, pivot=pivot),
+                     {"types": compared, **types})
     return record_count(conn)
 
 
 def train_from_warehouse(
-    conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, trained_on: dict[str, Any] | None = None
+    conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, trained_on: dict[str, Any] | None = None,
+    identity_rules: rules.Rules | None = None,
 ) -> int:
-    """Retrain from the warehouse's staging tables and identity.identifiers (for `cdp identity train`).
+    """Retrain from the staging tables and identity.identifiers of `identity_rules`' sources (default: rules.yaml's;
+    for `cdp identity train`, and `cdp identity link` on a person file).
 
     Training ignores clusters, so unless the graph made `_record_clusters` each record is its own.
     Returns the number of records trained on."""
+    identity_rules = identity_rules or rules.load()
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS _record_clusters AS "
         "SELECT stream, record_id, row_number() OVER (ORDER BY stream, record_id)::BIGINT AS cluster_id "
         "FROM (SELECT DISTINCT stream, record_id FROM identity.identifiers WHERE list_contains($streams, stream))",
-        {"streams": rules.load().person_streams},
+        {"streams": identity_rules.person_streams},
     )
-    records = build_records(conn)
+    records = build_records(conn, identity_rules)
     train(conn, model_path, {"source": "warehouse", **(trained_on or {})})
     return records
 

@@ -56,8 +56,8 @@ FIRST_WORD = "CASE WHEN contains(trim(s.name), ' ') THEN split_part(trim(s.name)
 LAST_WORDS = "CASE WHEN contains(trim(s.name), ' ') THEN substr(trim(s.name), strpos(trim(s.name), ' ') + 1) END"
 
 # Survivorship: per trait, its candidates in order of trust. The winner is the first non-blank value of a live
-# record (a deleted record's only when no live record has one), of the profile's own (a shared identifier value only
-# when it has none, see SHARED), by this order, then the latest source_updated_at;
+# record (a deleted record's only when no live record has one), of the profile's own (an identifier value it shares or
+# another profile holds only when it has none, see NOT_OWN), by this order, then the latest source_updated_at;
 # unless the agreement rule of rules.yaml (`survivorship`) corrects a misspelt trusted value (sql/survivors.sql).
 # Sales keeps the CRM current, so it leads for who someone is and where they work; billing leads for the address
 # people pay from; marketing's self-entered profile leads for location settings; the product knows its own user id.
@@ -149,10 +149,14 @@ CANDIDATE_SQL = (
 IDENTIFIERS_JOIN = (
     " JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
 )
-# A value identity judged shared (a team's mailbox, a household's phone) reaches others too, not only the person:
-# it survives only when the profile has no value of its own for the trait, so a profile is not keyed (synced,
-# mailed) by an address it shares with colleagues. One definition of shared: identity.shared_values.
-SHARED = "coalesce((i.id_type, i.value) IN (SELECT id_type, value FROM identity.shared_values), false)"
+# A value is the profile's own when identity placed it in the profile and did not judge it shared
+# (identity.identifier_profiles). One it shares (a team's mailbox, a household's phone) reaches others too, and one
+# identity placed in another profile (a record whose link to it was refused) keys that profile: either survives only
+# when the profile has no value of its own for the trait, so no profile is keyed (synced, mailed) by another's address.
+NOT_OWN = (
+    "NOT EXISTS (SELECT 1 FROM identity.identifier_profiles o WHERE o.id_type = i.id_type AND o.value = i.value"
+    " AND o.profile_id = rp.profile_id AND NOT o.shared)"
+)
 # Per trait: its value, and where it came from, when that changed and which survivorship rule chose it.
 PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at", "rule": "_rule"}
 PIVOT_SQL = (
@@ -193,7 +197,7 @@ def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str,
                 CANDIDATE_SQL.format(
                     trust=trust,
                     witness=candidate.witness,
-                    shared=SHARED if candidate.id_type else "false",
+                    shared=NOT_OWN if candidate.id_type else "false",
                     expr=candidate.expr,
                     table=table,
                     key=key,

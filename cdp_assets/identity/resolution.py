@@ -93,7 +93,7 @@ def _match_records(conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: pd.Data
     conn.register("_clusters_view", frame)
     conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT * FROM _clusters_view")
     conn.unregister("_clusters_view")
-    matching.build_records(conn)
+    matching.build_records(conn, rules)
     return dict(zip(frame["stream"] + ":" + frame["record_id"], records["idx"], strict=True))
 
 
@@ -135,7 +135,7 @@ def _probabilistic_edges(rules: Rules, nodes: pd.DataFrame, scores: pd.DataFrame
     return pd.DataFrame({
         "a": merge["a"].to_numpy(), "b": merge["b"].to_numpy(), "link_type": "probabilistic",
         "priority": rules.types["probabilistic"].priority, "method": "probabilistic",
-        "probability": merge["probability"].to_numpy(),
+        "probability": merge["probability"].to_numpy(), "match_weight": merge["match_weight"].to_numpy(),
         # A probabilistic link exists once both records do.
         "first_seen": np.maximum(seen[merge["a"].to_numpy()], seen[merge["b"].to_numpy()]),
         "records": 2, "streams": [[]] * len(merge),
@@ -178,9 +178,24 @@ def _refused_as_shared(conn: duckdb.DuckDBPyConnection, edges: pd.DataFrame, nev
     """Links refused because they go through a shared value (not a never-link one) logged as `shared (<reason>)`."""
     reasons = conn.execute("SELECT n.idx, s.reason FROM _shared s JOIN _nodes n USING (id_type, value)").df()
     reason_of = pd.Series(reasons["reason"].to_numpy(), index=reasons["idx"].to_numpy(), dtype="object")
-    through = edges["a"].map(reason_of).fillna(edges["b"].map(reason_of))
+    through = edges["a"].map(reason_of).fillna(edges["b"].map(reason_of)).astype(object)  # text, even with no edge
     mask = through.notna() & ~edges["a"].isin(never) & ~edges["b"].isin(never)
     return edges.assign(rule=edges["rule"].where(~mask, shared.refusal(through.where(mask, ""))))
+
+
+def _mask_chain_refused(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataFrame,
+                        checked: graph.Components, person: np.ndarray) -> None:
+    """A value whose link the chain check refused is carried by records that disagree on who they are: like a
+    shared value, it is no evidence for the matcher, which would otherwise join again through it (a household's
+    phone scoring a partner's record as the same person) what the check kept apart."""
+    refused = np.array([rule == graph.CHAIN for rule in checked.refused_rule], dtype=bool)
+    ends = np.concatenate([edges["a"].to_numpy()[refused], edges["b"].to_numpy()[refused]])
+    values = nodes.iloc[np.unique(ends[~person[ends]])][["id_type", "value"]]
+    conn.register("_chain_refused_values", values)
+    try:
+        shared.mask(conn, "_chain_refused_values")
+    finally:
+        conn.unregister("_chain_refused_values")
 
 
 @dataclass(frozen=True)
@@ -193,8 +208,9 @@ class Partition:
     review: pd.DataFrame
 
 
-def partition(conn: duckdb.DuckDBPyConnection, rules: Rules) -> Partition:
-    """The graph's components from identity.identifiers and the never-link rules, without any earlier run's ids."""
+def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = matching.MODEL_PATH) -> Partition:
+    """The graph's components from identity.identifiers and the never-link rules, without any earlier run's ids;
+    `model_path` is the matching model scoring pairs (another than the shipped one for `cdp identity link`)."""
     ensure_tables(conn)
     types = pd.DataFrame([(t.name, t.priority) for t in rules.types.values()], columns=["id_type", "priority"])
     conn.register("_types_view", types)
@@ -225,15 +241,17 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules) -> Partition:
     chains = graph.chained(deterministic.labels, edges["a"].to_numpy()[kept], edges["b"].to_numpy()[kept],
                            protection.node_types, person)
     _recluster(conn, node_of, np.where(chains[deterministic.labels], deterministic.labels, alone))
-    within = (_with_nodes(matching.score(conn, rules.review_at, within_clusters=True), node_of) if chains.any()
+    within = (_with_nodes(matching.score(conn, rules.review_at, model_path, within_clusters=True), node_of)
+              if chains.any()
               else pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd.Series(dtype=str),
                                  "probability": pd.Series(dtype=float), "match_weight": pd.Series(dtype=float),
                                  "a": pd.Series(dtype="int64"), "b": pd.Series(dtype="int64")}))
     fields = _identifying_fields(conn, node_of)
     checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, within))
+    _mask_chain_refused(conn, nodes, edges, checked, person)
     # Splink then scores records the checked graph left apart; links above merge_at join it as the weakest edges.
     _recluster(conn, node_of, checked.labels)
-    across = _with_nodes(matching.score(conn, rules.review_at), node_of)
+    across = _with_nodes(matching.score(conn, rules.review_at, model_path), node_of)
     # A pair the chain check scored and the graph then left apart is scored again across: the later score stands.
     scores = pd.concat([within, across], ignore_index=True).drop_duplicates(["unique_id_l", "unique_id_r"], keep="last")
     edges = pd.concat([edges, _probabilistic_edges(rules, nodes, across)], ignore_index=True)

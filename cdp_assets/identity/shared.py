@@ -58,13 +58,18 @@ def shared_nodes(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[int]:
                                "login": rules.shared.login})
     judge(conn, rules)
     conn.execute("CREATE OR REPLACE TEMP TABLE _shared AS SELECT * FROM _shared_verdicts")
+    mask(conn, "_shared")
+    return [idx for (idx,) in conn.execute("SELECT n.idx FROM _shared JOIN _nodes n USING (id_type, value)").fetchall()]
+
+
+def mask(conn: duckdb.DuckDBPyConnection, values: str) -> None:
+    """Take the values of `values` (a TEMP table or view of id_type, value) out of the matcher's evidence."""
     columns = {row[0] for row in conn.execute("DESCRIBE _match_records").fetchall()}
     for id_type, (column, masked) in MASKS.items():
         if column in columns:
             own = ", ".join(f"{name} = 'shared:' || md5(unique_id)" for name in masked if name in columns)
-            conn.execute(f"UPDATE _match_records SET {own} WHERE {column} IN (SELECT value FROM _shared "
+            conn.execute(f"UPDATE _match_records SET {own} WHERE {column} IN (SELECT value FROM {values} "
                          "WHERE id_type = $type)", {"type": id_type})  # fmt: skip
-    return [idx for (idx,) in conn.execute("SELECT n.idx FROM _shared JOIN _nodes n USING (id_type, value)").fetchall()]
 
 
 def refusal(reasons: pd.Series) -> pd.Series:

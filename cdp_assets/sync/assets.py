@@ -57,8 +57,8 @@ INVALID_CHECK = (
     "Passes when every row of the view had a key of its own and its required fields. Warns (never blocks) when some "
     "did not: they were not sent and are in `sync.invalid_rows`. Never fails. Do: `SELECT * FROM sync.invalid_rows "
     "WHERE run_id = ...`; two profiles with one address is a missed merge or two people sharing one that identity "
-    "did not judge shared. A key identity judged shared (a team's mailbox) is not invalid: its rows are left out, "
-    "counted as `left_out` and kept in `sync.left_out_rows`."
+    "did not judge shared. A key identity judged shared (a team's mailbox) or placed in another profile is not "
+    "invalid: its rows are left out, counted as `left_out` and kept in `sync.left_out_rows`."
 )
 
 

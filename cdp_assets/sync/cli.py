@@ -105,7 +105,7 @@ def describe(action: str, result: dict[str, Any]) -> str:
             lines.append(
                 f"{name} -> {found['destination']} ({found['mode']}): {found['added']} to add, {found['changed']} to "
                 f"change, {found['removed']} to remove, {found['unchanged']} unchanged, {found['invalid']} invalid, "
-                f"{found['left_out']} left out (shared key); guard {found['guard']}"
+                f"{found['left_out']} left out (key shared or held by another profile); guard {found['guard']}"
             )
             lines += [f"  {change}: {', '.join(keys)}" for change, keys in found["sample"].items()]
         else:

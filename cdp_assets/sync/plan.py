@@ -24,19 +24,23 @@ SOURCE_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_source AS
 SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing,
        {tracked} AS tracked, {shared} AS shared
-FROM {view}
+FROM {view} AS _view_row
 WHERE ({where}){consent}
 """
-# Why identity judged a key shared (a team's mailbox, a household's phone), for a sync with a key_type.
-SHARED_SQL = (
-    "(SELECT min(reason) FROM identity.shared_values WHERE id_type = $_key_type AND value = CAST({key} AS VARCHAR))"
-)
+# Why a key names no one destination record of this row's profile, for a sync with a key_type: identity judged it
+# shared (a team's mailbox, a household's phone), or placed it in another profile (a record whose link to it was
+# refused), whose own row carries it.
+LEFT_OUT_REASON_SQL = """coalesce(
+    (SELECT 'key shared by several people (' || min(reason) || ')' FROM identity.shared_values
+     WHERE id_type = $_key_type AND value = CAST({key} AS VARCHAR) HAVING count(*) > 0),
+    (SELECT 'key held by another profile (' || min(o.profile_id) || ')' FROM identity.identifier_profiles o
+     WHERE o.id_type = $_key_type AND o.value = CAST({key} AS VARCHAR) AND NOT o.shared
+       AND o.profile_id <> _view_row.profile_id HAVING count(*) > 0))"""
 CONSENT_SQL = " AND profile_id IN (SELECT profile_id FROM privacy.consent WHERE purpose = $_purpose AND allowed)"
-# A row keyed by a shared value is left out: the key names several people, so no one of them owns the destination
-# record it names. Not an invalid row (nothing is wrong with the data), but counted and kept with its reason.
+# A row left out is not an invalid row (nothing is wrong with the data): it is counted and kept with its reason.
 LEFT_OUT_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_left_out AS
-SELECT key, 'key shared by several people (' || shared || ')' AS reason FROM _sync_source WHERE shared IS NOT NULL
+SELECT key, shared AS reason FROM _sync_source WHERE shared IS NOT NULL
 """
 ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_rows AS
@@ -69,7 +73,7 @@ class Plan:
     changed: int
     removed: int  # keys the destination holds from this sync that left the model
     held: int  # keys the destination holds from this sync
-    left_out: int = 0  # rows keyed by a value several people share (identity.shared_values): not sent
+    left_out: int = 0  # rows keyed by a value shared by several people or held by another profile: not sent
 
     @property
     def unchanged(self) -> int:
@@ -100,7 +104,7 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
     tracked = f"concat_ws('|', {', '.join(f'{quoted(c)}::VARCHAR' for c in spec.tracks)})" if spec.tracks else "''"
     sql = SOURCE_SQL.format(
         tracked=tracked,
-        shared=SHARED_SQL.format(key=quoted(spec.key)) if spec.key_type else "NULL::VARCHAR",
+        shared=LEFT_OUT_REASON_SQL.format(key=quoted(spec.key)) if spec.key_type else "NULL::VARCHAR",
         key=quoted(spec.key),
         fields=fields,
         missing=missing,

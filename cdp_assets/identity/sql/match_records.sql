@@ -5,7 +5,8 @@
 -- A source keeping one full name has it split on its last space. given_name is the first given name read through
 -- the nickname table ($nicknames: Bill -> william; a nickname of several names takes the first of them).
 -- Postcodes keep letters and digits, upper case. Countries become ISO codes through $country_hints ->
--- $country_codes (normalise.region_hint). email and phone are the record's normalised identifiers;
+-- $country_codes (normalise.region_hint). email and phone are the record's normalised identifiers (other types a
+-- comparison names, such as a national id, are added by matching.build_records);
 -- email_from_name says whether the local part spells the record's own first or last name. company_slug and
 -- domain_slug (the email domain's first label) keep letters and digits, so a work address names an employer:
 -- `tapiacharles` starts `tapiacharlesgroup`.

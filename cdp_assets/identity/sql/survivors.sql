@@ -1,6 +1,7 @@
 -- Survivorship: per profile and trait, the winning candidate of _trait_candidates and the rule that chose it.
--- `trust`: a live record beats a deleted one whatever its trust; then a value of the profile's own beats a shared one
--- (identity.shared_values: a team's mailbox, a household's phone); then the trait's trust order; then the latest change.
+-- `trust`: a live record beats a deleted one whatever its trust; then a value of the profile's own beats one it shares
+-- (a team's mailbox, a household's phone) or another profile holds (`shared`, profiles.NOT_OWN); then the trait's
+-- trust order; then the latest change.
 -- `agreement` (rules.yaml survivorship.agreement, for the traits in $agreement_traits): when the trusted value is a
 -- near-spelling of a value that at least $min_records live records share, more than share any other value, the shared
 -- value wins, from its most trusted record. Values are compared folded (case, accents, spaces); a value further away
