@@ -315,6 +315,8 @@ def start(unsynced: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
     servers: list[SandboxServer] = []
 
     def start(patch: dict[str, Any] | None = None, synced: bool = False, syncs: bool = True) -> Env:
+        if patch and synced:  # the synced world's first run was served with the test config, not the patch
+            raise ValueError("start: a patched sandbox starts unsynced; run the first sync under the patch")
         origin = request.getfixturevalue("synced") if synced else unsynced
         shutil.copytree(origin / "world", tmp_path / "world")
         shutil.copy(origin / "warehouse.duckdb", tmp_path / "warehouse.duckdb")

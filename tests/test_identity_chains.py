@@ -143,7 +143,7 @@ def planted(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                                       user_id="g2-user-4402"),
     }
     # A household: the partner's billing customer (a company's name, so no person's name) carries the couple's
-    # landline before the other partner's records do, and none of the partner's own records names him otherwise.
+    # landline before the other partner's records do; the partner's CRM contact names him but has no phone.
     ids["household"] = {
         "partner": [plant.stripe(50, "Lindqvist & Sons", email="tobias@lindqvist-joinery.se",
                                  phone="+1 651 238 9047", city="St Paul"),
@@ -231,7 +231,7 @@ def test_two_product_accounts_of_one_person_join_and_the_limit_keeps_one_id(plan
     assert linked == 1
 
 
-def test_a_household_phone_joins_no_partners_whatever_order_their_records_came_in(
+def test_a_household_phone_first_on_a_nameless_record_joins_no_partners(
     planted: tuple[Pipeline, dict],
 ) -> None:
     """The partner's nameless billing record got the landline first. The records that both carry it agree on it by

@@ -389,7 +389,7 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
     env = start()
     before = sent(env.sync("hubspot_contacts"), "hubspot_contacts")  # a team mailbox's profile is left out already
     held = env.state("hubspot_contacts")
-    first, second, third, fourth, fifth = sorted(held)[:5]
+    first, second, third, fourth, fifth, sixth = sorted(held)[:6]
     disputed = "nobody.placed.this@acme-disputed.io"  # an address identity never saw, so no profile holds it
     with duckdb.connect(str(env.pipeline.warehouse)) as conn:
         owner = conn.execute("SELECT profile_id FROM identity.identifier_profiles WHERE id_type = 'email' "
@@ -400,6 +400,9 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
         conn.execute("UPDATE views.customer_360 SET email = NULL WHERE email = $c", {"c": third})
         conn.execute("UPDATE views.customer_360 SET email = $d WHERE email IN ($e, $f)",
                      {"d": disputed, "e": fourth, "f": fifth})  # fmt: skip
+        # An address identity placed in a profile with no row here: no other row names its record, so it is sent.
+        conn.execute("UPDATE identity.identifier_profiles SET profile_id = 'prof_with_no_row' WHERE id_type = 'email' "
+                     "AND value = $s AND NOT shared", {"s": sixth})  # fmt: skip
     outcome = env.sync("hubspot_contacts")
     meta = sent(outcome, "hubspot_contacts")
     assert (meta["invalid"], meta["left_out"] - before["left_out"], meta["requests"], meta["status"]) == (
@@ -415,6 +418,8 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
     # left the model, which upsert mode forgets without telling the destination.
     after = env.state("hubspot_contacts")
     assert after[first] == held[first] and not {second, third, fourth, fifth, disputed} & set(after)
+    assert after[sixth] == held[sixth] and not env.pipeline.query(
+        "SELECT * FROM sync.left_out_rows WHERE key = $s", {"s": sixth})  # fmt: skip
     assert meta["removed"] == 4 and env.pipeline.query("SELECT count(*) FROM sync.invalid_rows") == [(3,)]
 
 

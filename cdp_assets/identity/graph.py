@@ -173,7 +173,7 @@ class _ProtectedUnion:
             """The link joins r1 and r2 by itself: both carry its identifier (by their data, whether or not their
             links to it are applied yet or at all), so their agreement on it is the link's own evidence."""
             return any(
-                (r1 in self.holders.get(n, ()) or r1 in (x, y)) and (r2 in self.holders.get(n, ()) or r2 in (x, y))
+                r1 in self.holders.get(n, ()) and r2 in self.holders.get(n, ())
                 for n in ends
             )
 

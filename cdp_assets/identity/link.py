@@ -149,7 +149,8 @@ def file_rules(rules: Rules, mapping: dict[str, tuple[str, ...]]) -> Rules:
 def _linked(built: resolution.Partition) -> Linked:
     """Clusters from the partition's record nodes; pairs from its probabilistic edges (`merge` where the graph took
     the edge, `review` where a rule refused it) and its review pairs (under `merge_at`, or the pair of a chain the
-    check refused)."""
+    check refused). A pair to review whose records end in one cluster all the same is left out, as the pipeline
+    leaves it out of identity.match_review."""
     nodes, edges, review = built.nodes, built.edges, built.review
     records = nodes[nodes["id_type"] == RECORD_TYPE]
     values = nodes["value"].to_numpy()  # nodes are in idx order
@@ -161,6 +162,9 @@ def _linked(built: resolution.Partition) -> Linked:
         review.assign(record_id_l=review["unique_id_l"].str.removeprefix(prefix),
                       record_id_r=review["unique_id_r"].str.removeprefix(prefix), decision="review"),
     ], ignore_index=True)[list(PAIR_COLUMNS)].drop_duplicates(["record_id_l", "record_id_r"])
+    label_of = dict(zip(records["value"], records["label"], strict=True))
+    pairs = pairs[(pairs["decision"] == "merge")
+                  | (pairs["record_id_l"].map(label_of) != pairs["record_id_r"].map(label_of))]
     return Linked(
         clusters=pd.DataFrame({"record_id": records["value"].to_numpy(),
                                "cluster_id": pd.factorize(records["label"].to_numpy())[0] + 1}),

@@ -2,17 +2,21 @@
 down to the step of resolution that kept them apart.
 
 Recall says how much was missed; this says where, so that work goes where the loss is. Per person, every two of
-their profiles (identity.record_profiles) count their record pairs, judged by the best pair of records across the
-two that the matcher scores (the pipeline's model, blocking rules and thresholds, on the same `_match_records`):
+their profiles (identity.record_profiles) count their record pairs, put down to the first step that holds, in
+this order:
 
 - `not in identity`: a record the identity layer lacks (quarantined by a contract, or never pulled), a profile of
   its own on the strict line;
-- `never compared`: no blocking rule pairs any record of one profile with one of the other;
-- `scored under review_at`: compared, and the evidence says two people;
-- `in review`: between review_at and merge_at, in identity.match_review for a person to decide;
-- `refused`: at merge_at or above, and the link was refused (a limit, the chain check, a shared value).
+- `link refused`: the run refused a link that would have joined the two (identity.refused_links: a limit, the
+  chain check, a shared value, a never-link rule);
+- `in review`: a pair across the two waits in identity.match_review, for a person to decide;
+- `scored under review_at`: the blocking rules compare a pair across the two, and the model, with the evidence
+  the run took out (shared values, values of refused chains) taken out again, scores it under review_at;
+- `never compared`: no blocking rule pairs a record of one with a record of the other.
 
-Every share is of the person records' true pairs, so the shares add up to 1 - recall of the strict line.
+The last two are the only ones not read from the run's own tables: they score the pairs across profiles again
+(`matching.score`, the pipeline's model and blocking rules). Every share is of the person records' true pairs,
+so the shares add up to 1 - recall of the strict line.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.identity import matching
+from cdp_assets.identity import graph, matching, shared
 from cdp_assets.identity.rules import Rules
 
-STEPS = ("not in identity", "never compared", "scored under review_at", "in review", "refused")
+STEPS = ("not in identity", "link refused", "in review", "scored under review_at", "never compared")
 
 # Each person record truth labels, with its profile (NULL: the identity layer lacks it); run after evaluation.score,
-# which loads eval_truth.
+# which loads eval_truth. The values the run took out of the matcher's evidence: shared ones, and the identifier
+# ends of links the chain check refused.
 RECORDS_SQL = """
 CREATE OR REPLACE TEMP TABLE _missed_records AS
 SELECT t.stream, t.record_id, t.person_id, p.profile_id
@@ -36,32 +41,47 @@ FROM eval_truth AS t LEFT JOIN identity.record_profiles AS p USING (stream, reco
 WHERE list_contains($streams, t.stream);
 CREATE OR REPLACE TEMP TABLE _record_clusters AS
 SELECT stream, record_id, dense_rank() OVER (ORDER BY profile_id)::BIGINT AS cluster_id
-FROM _missed_records WHERE profile_id IS NOT NULL
+FROM _missed_records WHERE profile_id IS NOT NULL;
+CREATE OR REPLACE TEMP TABLE _missed_masked AS
+SELECT id_type, value FROM identity.shared_values
+UNION
+SELECT type_a, value_a FROM identity.refused_links WHERE refused_by = $chain
+UNION
+SELECT type_b, value_b FROM identity.refused_links WHERE refused_by = $chain
 """
-# The record pairs of one person in two profiles, by the best score across the two, and the pairs a record missing
-# from identity costs (all the pairs it makes with the person's other records).
+# The record pairs of one person in two profiles, by the first step that holds for the two, and the pairs a record
+# missing from identity costs (all the pairs it makes with the person's other records).
 STEPS_SQL = """
 WITH cells AS (
     SELECT person_id, profile_id, count(*) AS n FROM _missed_records WHERE profile_id IS NOT NULL GROUP BY ALL
 ), apart AS (
     SELECT a.person_id, a.profile_id AS profile_l, b.profile_id AS profile_r, a.n * b.n AS pairs
     FROM cells AS a JOIN cells AS b ON a.person_id = b.person_id AND a.profile_id < b.profile_id
-), scored AS (
-    SELECT l.person_id, least(l.profile_id, r.profile_id) AS profile_l,
-           greatest(l.profile_id, r.profile_id) AS profile_r, max(s.probability) AS best
+), refused AS (
+    SELECT DISTINCT least(profile_a, profile_b) AS profile_l, greatest(profile_a, profile_b) AS profile_r
+    FROM identity.refused_links WHERE profile_a <> profile_b
+), reviewed AS (
+    SELECT DISTINCT least(profile_l, profile_r) AS profile_l, greatest(profile_l, profile_r) AS profile_r
+    FROM identity.match_review
+), compared AS (
+    SELECT DISTINCT least(l.profile_id, r.profile_id) AS profile_l, greatest(l.profile_id, r.profile_id) AS profile_r
     FROM _missed_scores AS s
     JOIN _missed_records AS l ON l.stream || ':' || l.record_id = s.unique_id_l
     JOIN _missed_records AS r ON r.stream || ':' || r.record_id = s.unique_id_r
     WHERE l.person_id = r.person_id
-    GROUP BY ALL
 ), people AS (
     SELECT count(*) AS n, count(*) - count(profile_id) AS missing FROM _missed_records GROUP BY person_id
 )
 SELECT 'not in identity' AS step, sum(n * (n - 1) // 2 - (n - missing) * (n - missing - 1) // 2) AS pairs FROM people
 UNION ALL
-SELECT CASE WHEN best IS NULL THEN 'never compared' WHEN best < $review_at THEN 'scored under review_at'
-            WHEN best < $merge_at THEN 'in review' ELSE 'refused' END, sum(pairs)
-FROM apart LEFT JOIN scored USING (person_id, profile_l, profile_r)
+SELECT CASE WHEN EXISTS (FROM refused f WHERE f.profile_l = a.profile_l AND f.profile_r = a.profile_r)
+                THEN 'link refused'
+            WHEN EXISTS (FROM reviewed v WHERE v.profile_l = a.profile_l AND v.profile_r = a.profile_r)
+                THEN 'in review'
+            WHEN EXISTS (FROM compared c WHERE c.profile_l = a.profile_l AND c.profile_r = a.profile_r)
+                THEN 'scored under review_at'
+            ELSE 'never compared' END, sum(pairs)
+FROM apart AS a
 GROUP BY 1
 UNION ALL
 SELECT 'true pairs', sum(n * (n - 1) // 2) FROM people
@@ -83,11 +103,13 @@ def explain(conn: duckdb.DuckDBPyConnection, rules: Rules, streams: list[str],
     Scores every pair the blocking rules make across profiles (no threshold), so it costs one scoring of the
     warehouse's person records."""
     for statement in RECORDS_SQL.split(";\n"):
-        conn.execute(statement, {"streams": streams} if "$streams" in statement else None)
+        conn.execute(statement, {"streams": streams} if "$streams" in statement else
+                     {"chain": graph.CHAIN} if "$chain" in statement else None)
     matching.build_records(conn, rules)
+    shared.mask(conn, "_missed_masked")
     scores = matching.score(conn, 0.0, model_path)
     conn.register("_missed_scores", scores.astype({"unique_id_l": str, "unique_id_r": str, "probability": float}))
-    rows = dict(conn.execute(STEPS_SQL, {"review_at": rules.review_at, "merge_at": rules.merge_at}).fetchall())
+    rows = dict(conn.execute(STEPS_SQL).fetchall())
     conn.unregister("_missed_scores")
     return Misses(int(rows.pop("true pairs") or 0), {step: int(rows.get(step) or 0) for step in STEPS})
 

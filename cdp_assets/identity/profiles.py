@@ -152,7 +152,8 @@ IDENTIFIERS_JOIN = (
 # A value is the profile's own when identity placed it in the profile and did not judge it shared
 # (identity.identifier_profiles). One it shares (a team's mailbox, a household's phone) reaches others too, and one
 # identity placed in another profile (a record whose link to it was refused) keys that profile: either survives only
-# when the profile has no value of its own for the trait, so no profile is keyed (synced, mailed) by another's address.
+# when the profile has no value of its own for the trait (a sync with a key_type then leaves such a row out when the
+# key is shared, or another profile's row carries it: sync/plan.py).
 NOT_OWN = (
     "NOT EXISTS (SELECT 1 FROM identity.identifier_profiles o WHERE o.id_type = i.id_type AND o.value = i.value"
     " AND o.profile_id = rp.profile_id AND NOT o.shared)"

@@ -183,14 +183,34 @@ def _refused_as_shared(conn: duckdb.DuckDBPyConnection, edges: pd.DataFrame, nev
     return edges.assign(rule=edges["rule"].where(~mask, shared.refusal(through.where(mask, ""))))
 
 
+NO_SCORES = pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd.Series(dtype=str),
+                          "probability": pd.Series(dtype=float), "match_weight": pd.Series(dtype=float),
+                          "a": pd.Series(dtype="int64"), "b": pd.Series(dtype="int64")})
+
+
+def _score_chains(conn: duckdb.DuckDBPyConnection, rules: Rules, node_of: dict[str, int], labels: np.ndarray,
+                  a: np.ndarray, b: np.ndarray, node_types: np.ndarray, person: np.ndarray, model_path: Path
+                  ) -> tuple[np.ndarray, pd.DataFrame]:
+    """For the chain check: per node, whether its component (of `labels`, linked by edges a-b) joins person records
+    through identifiers of two or more types (graph.chained), and the pairs inside those components, scored; every
+    other record is in a cluster of its own for that scoring."""
+    in_chain = graph.chained(labels, a, b, node_types, person)[labels]
+    if not in_chain.any():
+        return in_chain, NO_SCORES
+    _recluster(conn, node_of, np.where(in_chain, labels, -1 - np.arange(len(labels))))
+    return in_chain, _with_nodes(matching.score(conn, rules.review_at, model_path, within_clusters=True), node_of)
+
+
 def _mask_chain_refused(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataFrame,
                         checked: graph.Components, person: np.ndarray) -> None:
-    """A value whose link the chain check refused is carried by records that disagree on who they are: like a
-    shared value, it is no evidence for the matcher, which would otherwise join again through it (a household's
-    phone scoring a partner's record as the same person) what the check kept apart."""
-    refused = np.array([rule == graph.CHAIN for rule in checked.refused_rule], dtype=bool)
-    ends = np.concatenate([edges["a"].to_numpy()[refused], edges["b"].to_numpy()[refused]])
-    values = nodes.iloc[np.unique(ends[~person[ends]])][["id_type", "value"]]
+    """A value a record's link to which the chain check refused (in the checked graph, before probabilistic links)
+    is carried by records that disagree on who they are: like a shared value, it is no evidence for the matcher,
+    which would otherwise join again through it (a household's phone scoring a partner's record as the same
+    person) what the check kept apart. A refused link between two identifiers (an event's) masks neither: the
+    records carrying each may well agree."""
+    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    refused = np.array([rule == graph.CHAIN for rule in checked.refused_rule], dtype=bool) & (person[a] ^ person[b])
+    values = nodes.iloc[np.unique(np.where(person[a], b, a)[refused])][["id_type", "value"]]
     conn.register("_chain_refused_values", values)
     try:
         shared.mask(conn, "_chain_refused_values")
@@ -234,27 +254,33 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
         type_priority={type_names.index(name): t.priority for name, t in rules.types.items()},
     )
     deterministic = graph.resolve(len(nodes), edges, protection, type_names)
-    # The chain check scores the pairs inside each deterministic component whose records are joined through
-    # identifiers of two or more types; every other record is in a cluster of its own for that scoring.
     person = nodes["id_type"].isin([t.name for t in rules.types.values() if t.record_of]).to_numpy()
+    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
     kept = deterministic.accepted
-    chains = graph.chained(deterministic.labels, edges["a"].to_numpy()[kept], edges["b"].to_numpy()[kept],
-                           protection.node_types, person)
-    _recluster(conn, node_of, np.where(chains[deterministic.labels], deterministic.labels, alone))
-    within = (_with_nodes(matching.score(conn, rules.review_at, model_path, within_clusters=True), node_of)
-              if chains.any()
-              else pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd.Series(dtype=str),
-                                 "probability": pd.Series(dtype=float), "match_weight": pd.Series(dtype=float),
-                                 "a": pd.Series(dtype="int64"), "b": pd.Series(dtype="int64")}))
+    chained, within = _score_chains(conn, rules, node_of, deterministic.labels, a[kept], b[kept],
+                                    protection.node_types, person, model_path)
     fields = _identifying_fields(conn, node_of)
     checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, within))
     _mask_chain_refused(conn, nodes, edges, checked, person)
     # Splink then scores records the checked graph left apart; links above merge_at join it as the weakest edges.
     _recluster(conn, node_of, checked.labels)
     across = _with_nodes(matching.score(conn, rules.review_at, model_path), node_of)
-    # A pair the chain check scored and the graph then left apart is scored again across: the later score stands.
-    scores = pd.concat([within, across], ignore_index=True).drop_duplicates(["unique_id_l", "unique_id_r"], keep="last")
-    edges = pd.concat([edges, _probabilistic_edges(rules, nodes, across)], ignore_index=True)
+    probabilistic = _probabilistic_edges(rules, nodes, across)
+    # A probabilistic link can chain a component the deterministic links did not (two emails, then a probabilistic
+    # link): its pairs are scored too, so the final pass checks its links on evidence, not on none. A pair scored
+    # before keeps that score, and a pair the chain check scored and the graph then left apart keeps its score
+    # across (the later score stands).
+    kept = checked.accepted
+    joined_a = np.concatenate([a[kept], probabilistic["a"].to_numpy()])
+    joined_b = np.concatenate([b[kept], probabilistic["b"].to_numpy()])
+    joined = graph.label(len(nodes), joined_a, joined_b)
+    later = NO_SCORES
+    if (graph.chained(joined, joined_a, joined_b, protection.node_types, person)[joined] & ~chained).any():
+        _, later = _score_chains(conn, rules, node_of, joined, joined_a, joined_b, protection.node_types, person,
+                                 model_path)
+    scores = pd.concat([later, within, across], ignore_index=True).drop_duplicates(["unique_id_l", "unique_id_r"],
+                                                                                   keep="last")
+    edges = pd.concat([edges, probabilistic], ignore_index=True)
     final = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, scores))
     edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))
     nodes = nodes.assign(label=final.labels, shared=nodes["idx"].isin(shared_values))

@@ -23,24 +23,32 @@ PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 SOURCE_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_source AS
 SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing,
-       {tracked} AS tracked, {shared} AS shared
+       {tracked} AS tracked, {shared} AS shared, {held_by} AS held_by, {profile} AS profile_id
 FROM {view} AS _view_row
 WHERE ({where}){consent}
 """
-# Why a key names no one destination record of this row's profile, for a sync with a key_type: identity judged it
-# shared (a team's mailbox, a household's phone), or placed it in another profile (a record whose link to it was
-# refused), whose own row carries it.
-LEFT_OUT_REASON_SQL = """coalesce(
-    (SELECT 'key shared by several people (' || min(reason) || ')' FROM identity.shared_values
-     WHERE id_type = $_key_type AND value = CAST({key} AS VARCHAR) HAVING count(*) > 0),
-    (SELECT 'key held by another profile (' || min(o.profile_id) || ')' FROM identity.identifier_profiles o
-     WHERE o.id_type = $_key_type AND o.value = CAST({key} AS VARCHAR) AND NOT o.shared
-       AND o.profile_id <> _view_row.profile_id HAVING count(*) > 0))"""
+# For a sync with a key_type: why identity judged the key shared (a team's mailbox, a household's phone), and the
+# profile identity placed the key in when another than the row's (a record whose link to it was refused).
+SHARED_SQL = (
+    "(SELECT min(reason) FROM identity.shared_values WHERE id_type = $_key_type AND value = CAST({key} AS VARCHAR))"
+)
+HELD_BY_SQL = (
+    "(SELECT min(o.profile_id) FROM identity.identifier_profiles o WHERE o.id_type = $_key_type"
+    " AND o.value = CAST({key} AS VARCHAR) AND NOT o.shared AND o.profile_id <> _view_row.profile_id)"
+)
 CONSENT_SQL = " AND profile_id IN (SELECT profile_id FROM privacy.consent WHERE purpose = $_purpose AND allowed)"
-# A row left out is not an invalid row (nothing is wrong with the data): it is counted and kept with its reason.
+# Rows left out, with the reason: a row keyed by a shared value (the key names several people, so no one of them
+# owns the destination record it names), and a row keyed by a value identity placed in another profile whose own
+# row carries it (that row names the record; a profile holding the value with no row here leaves this one sent).
+# Not invalid rows (nothing is wrong with the data), but counted and kept with their reason.
 LEFT_OUT_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_left_out AS
-SELECT key, shared AS reason FROM _sync_source WHERE shared IS NOT NULL
+SELECT key, profile_id,
+       coalesce('key shared by several people (' || shared || ')', 'key held by another profile (' || held_by || ')')
+           AS reason
+FROM _sync_source AS s
+WHERE shared IS NOT NULL
+   OR held_by IS NOT NULL AND EXISTS (FROM _sync_source AS h WHERE h.key = s.key AND h.profile_id = s.held_by)
 """
 ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_rows AS
@@ -50,8 +58,8 @@ SELECT key, payload, md5(payload || tracked) AS checksum,
                 THEN 'duplicate key, held by ' || count(*) OVER (PARTITION BY key) || ' rows'
             WHEN len(missing) > 0 THEN 'missing required ' || array_to_string(missing, ', ')
        END AS invalid_reason
-FROM _sync_source
-WHERE shared IS NULL
+FROM _sync_source AS s
+WHERE NOT EXISTS (FROM _sync_left_out AS l WHERE l.key = s.key AND l.profile_id IS NOT DISTINCT FROM s.profile_id)
 """
 COUNTS_SQL = """
 SELECT
@@ -102,9 +110,12 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
     # Which destination record a row lands on (the contact holding its address, say) is in its checksum but not
     # sent: when that record is archived and another takes its place, the row is sent again, onto the new one.
     tracked = f"concat_ws('|', {', '.join(f'{quoted(c)}::VARCHAR' for c in spec.tracks)})" if spec.tracks else "''"
+    view_key = f"_view_row.{quoted(spec.key)}"  # qualified: the lookups' own tables have columns of its name
     sql = SOURCE_SQL.format(
         tracked=tracked,
-        shared=LEFT_OUT_REASON_SQL.format(key=quoted(spec.key)) if spec.key_type else "NULL::VARCHAR",
+        shared=SHARED_SQL.format(key=view_key) if spec.key_type else "NULL::VARCHAR",
+        held_by=HELD_BY_SQL.format(key=view_key) if spec.key_type else "NULL::VARCHAR",
+        profile="_view_row.profile_id" if spec.key_type else "NULL::VARCHAR",
         key=quoted(spec.key),
         fields=fields,
         missing=missing,

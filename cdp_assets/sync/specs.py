@@ -43,7 +43,8 @@ class SyncSpec:
     fields: dict[str, str]  # destination field -> view column or SQL expression over the view's columns
     purpose: str | None = None  # a consent purpose every synced person must allow
     # The identity identifier type the key is (email): a value identity judged shared (identity.shared_values, a
-    # team's mailbox) names no one person, so a row keyed by it is left out, with the reason, not sent.
+    # team's mailbox) names no one person, so a row keyed by it is left out, with the reason, not sent; so is a row
+    # keyed by a value identity placed in another profile whose own row carries it.
     key_type: str | None = None
     where: str = "true"  # a SQL condition over the view's columns, trusted configuration like a dbt model
     params: dict[str, Any] = field(default_factory=dict)  # `$name` values for `where` and `fields`
@@ -109,8 +110,8 @@ def validate(spec: SyncSpec, views: dict[str, policy.ViewPolicy], destination_mo
         problems.append(f"view {spec.view!r} is not in views/policy.yaml")
     elif spec.key not in view.columns:
         problems.append(f"key {spec.key!r} is not a column of {spec.view}")
-    elif spec.purpose and "profile_id" not in view.columns:
-        problems.append(f"a consent purpose needs a profile_id column, which {spec.view} lacks")
+    elif (spec.purpose or spec.key_type) and "profile_id" not in view.columns:
+        problems.append(f"a consent purpose or a key_type needs a profile_id column, which {spec.view} lacks")
     if view is not None:
         problems += [f"tracked column {c!r} is not a column of {spec.view}" for c in spec.tracks
                      if c not in view.columns]  # fmt: skip

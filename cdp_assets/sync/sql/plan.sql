@@ -1,6 +1,6 @@
 -- _sync_plan: what a run must change, from the model (_sync_rows, valid rows only) against what the destination
 -- acknowledged last (sync.state): added, changed (another checksum) and removed keys, numbered for batching.
--- A key caught as invalid this run, or left out as shared by several people (_sync_left_out), is neither sent nor
+-- A key caught as invalid this run, or left out (_sync_left_out: shared, or another profile's row sends it), is neither sent nor
 -- removed: its destination record stays as it was.
 CREATE OR REPLACE TEMP TABLE _sync_plan AS
 WITH model AS (

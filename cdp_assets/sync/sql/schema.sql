@@ -61,8 +61,9 @@ CREATE TABLE IF NOT EXISTS sync.invalid_rows (
     reason VARCHAR NOT NULL,
     found_at TIMESTAMPTZ NOT NULL
 );
--- Rows left out because their key is a value several people share (identity.shared_values), per run: no one of them
--- owns the destination record the key names. Not invalid: the data is right, the key is not theirs alone.
+-- Rows left out, per run, because their key is a value several people share (identity.shared_values: no one of them
+-- owns the destination record it names), or one identity placed in another profile whose own row carries it (that
+-- row names the record). Not invalid: the data is right, the key is not the row's alone.
 CREATE TABLE IF NOT EXISTS sync.left_out_rows (
     sync VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
@@ -84,7 +85,7 @@ CREATE TABLE IF NOT EXISTS sync.runs (
     dry_run BOOLEAN NOT NULL,
     model_rows BIGINT,
     invalid BIGINT,
-    left_out BIGINT,                 -- rows keyed by a shared value (sync.left_out_rows)
+    left_out BIGINT,                 -- rows keyed by a shared or another profile's value (sync.left_out_rows)
     added BIGINT,
     changed BIGINT,
     removed BIGINT,
