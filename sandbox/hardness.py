@@ -49,6 +49,8 @@ class Hardness:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Hardness:
         """Settings from a JSON object; unknown names are refused (a misspelt setting must not go unnoticed)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"hardness settings must be a JSON object of name: value, not {type(values).__name__}")
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:

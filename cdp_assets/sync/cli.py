@@ -18,7 +18,7 @@ from cdp_assets.sync.specs import load
 from cdp_assets.warehouse_access import add_wait_option, connect, has_tables
 
 STATUS_SQL = """
-SELECT sync, started_at, status, added, changed, removed, unchanged, rejected, invalid, requests, message
+SELECT sync, started_at, status, added, changed, removed, unchanged, rejected, invalid, left_out, requests, message
 FROM sync.runs
 WHERE list_contains($syncs, sync)
 QUALIFY row_number() OVER (PARTITION BY sync ORDER BY started_at DESC) <= $runs
@@ -114,7 +114,8 @@ def describe(action: str, result: dict[str, Any]) -> str:
                 lines.append(f"  latest reason: {found['latest_reason']}")
             lines += [
                 f"  {r['started_at']} {r['status']}: +{r['added']} ~{r['changed']} -{r['removed']} "
-                f"({r['unchanged']} unchanged), {r['rejected']} rejected, {r['requests']} requests"
+                f"({r['unchanged']} unchanged), {r['rejected']} rejected, {r['invalid'] or 0} invalid, "
+                f"{r['left_out'] or 0} left out, {r['requests']} requests"
                 + (f"; {r['message']}" if r["message"] else "")
                 for r in found["runs"]
             ]

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cdp_assets.identity import rules as identity_rules
 from cdp_assets.views import policy
 
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -120,8 +121,8 @@ def validate(spec: SyncSpec, views: dict[str, policy.ViewPolicy], destination_mo
         problems.append(f"unknown destination {spec.destination!r}")
     elif spec.mode not in modes:
         problems.append(f"{spec.destination} cannot {spec.mode} (it can {', '.join(sorted(modes))})")
-    if spec.key_type is not None and not NAME.match(spec.key_type):
-        problems.append(f"key_type {spec.key_type!r} is not an identifier type name")
+    if spec.key_type is not None and spec.key_type not in identity_rules.load().types:
+        problems.append(f"key_type {spec.key_type!r} is not an identifier type of identity/rules.yaml")
     problems += [f"field {name!r} is not a destination field name" for name in spec.fields if not FIELD.match(name)]
     problems += [f"required field {name!r} is not mapped" for name in spec.required if name not in spec.fields]
     problems += [f"parameter {name!r} is not a plain identifier" for name in spec.params if not PARAM.match(name)]
