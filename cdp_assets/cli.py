@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     pipeline.add_argument("--people", type=int, default=5000, help="size of the sandbox world, if it must be built")
     pipeline.add_argument("--data", type=Path, default=DATA / "pipeline", help="folder for world and warehouse")
     pipeline.add_argument("--sandbox-url", help="use this running sandbox instead of starting one")
-    pipeline.add_argument("--full", action="store_true", help="full re-pull of every source")
+    pipeline.add_argument("--full", action="store_true", help="full re-pull of every source, staging replayed")
     pipeline.set_defaults(held_out=False)
 
     evaluate = commands.add_parser("eval", help="a headless run, then identity resolution scored against truth")
@@ -295,11 +295,11 @@ def run_bench(args: argparse.Namespace) -> None:
 def materialize_all(sandbox_url: str, full: bool) -> dict[str, dict[str, object]]:
     """Materialise every asset in this process; returns each asset's materialisation metadata."""
     os.environ["CDP_SANDBOX_URL"] = sandbox_url
-    from cdp_assets.definitions import defs, raw_assets
+    from cdp_assets.definitions import defs, refresh_ops
     from resources import build_resources
 
     run_config = RunConfig(
-        ops={a.op.name: {"config": {"full_refresh": full}} for a in raw_assets},
+        ops=refresh_ops(full),
         loggers={"console": {"config": {"log_level": "INFO"}}},
     )
     result = materialize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, Definitions, in_process_executor
+from collections.abc import Set
+
+from dagster import AssetKey, Definitions, RunConfig, in_process_executor
 
 from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
 from cdp_assets.identity.lifecycle import build_lifecycle_asset
@@ -27,6 +29,15 @@ PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
+# The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw.
+refreshable = [*raw_assets, *staging_assets]
+
+
+def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, dict[str, object]]:
+    """Run config setting `full_refresh` on every pull and staging build, or on those of them in `chosen`."""
+    return {a.op.name: {"config": {"full_refresh": full}} for a in refreshable if chosen is None or a.key in chosen}
+
+
 identity_assets = [
     build_identifiers_asset([AssetKey(s.table.split(".")) for s in load_identity_rules().sources]),
     build_graph_asset(),
@@ -43,7 +54,9 @@ sync_assets = build_sync_assets(upstream, view_checks)
 # identity graph's comparison with a rebuild from scratch.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
 nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
-jobs = build_jobs(raw_assets, [scorecard.key, *nightly_views, *nightly_syncs], list(rebuild_check.check_keys))
+jobs = build_jobs(
+    RunConfig(ops=refresh_ops(True)), [scorecard.key, *nightly_views, *nightly_syncs], list(rebuild_check.check_keys)
+)
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).

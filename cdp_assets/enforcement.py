@@ -8,8 +8,7 @@ the same candidates, so every candidate lands in exactly one of the two.
 from __future__ import annotations
 
 import json
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -28,7 +27,6 @@ NAMED_FAULTS = {"wrong_type_count": "wrong_type_fields", "time_fault_count": "ti
 class Verdict:
     rows_in: int = 0
     rows_quarantined: int = 0
-    failures_by_check: Counter[str] = field(default_factory=Counter)
 
     @property
     def rows_passed(self) -> int:
@@ -55,8 +53,6 @@ def enforce(conn: duckdb.DuckDBPyConnection, entity: str, contract: type[Contrac
         if failed.empty:
             continue
         verdict.rows_quarantined += len(failed)
-        for reasons in failed["failed_checks"]:
-            verdict.failures_by_check.update({reason["check"] for reason in json.loads(reasons)})
         conn.register("failed_chunk", failed)
         conn.execute("INSERT INTO _failed SELECT _row, failed_checks::JSON FROM failed_chunk")
         conn.unregister("failed_chunk")

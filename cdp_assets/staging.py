@@ -1,18 +1,30 @@
 """The `staging` and `quarantine` layers: each record's current version, held to its entity's contract.
 
-Every materialisation reprocesses the whole history kept in raw, so a fixed contract or
-mapping replays: rows once quarantined that now pass move to staging and leave
-quarantine. Staging, quarantine and the quality history are replaced in one transaction.
+A build reads only the records with a version landed since the entity's last build (a watermark on raw's
+landing order, `staging._builds`), recomputes their current versions and replaces their rows in staging and
+quarantine, so its cost follows what changed. It replays the whole of raw on the entity's first build, when asked
+(`full_refresh`, as the nightly run does) and when the contract or mapping changed (a fingerprint of both): rows
+once quarantined that now pass move to staging and leave quarantine. Either way staging, quarantine, the watermark
+and the quality history are written in one transaction, so a build killed at any point leaves the last one whole.
 """
 
+import hashlib
+import inspect
+import re
+import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
+import duckdb
+import pandera
+import phonenumbers
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
 
-from cdp_assets import echoes, quality, staging_checks
-from cdp_assets.contracts import CONTRACTS, PLAUSIBLE_SINCE, PLAUSIBLE_UNTIL
-from cdp_assets.enforcement import enforce
+from cdp_assets import contracts, echoes, enforcement, mappings, quality, staging_checks
+from cdp_assets.contracts import CLOCK_CHECKS, CONTRACTS, PLAUSIBLE_SINCE, PLAUSIBLE_UNTIL, Contract
+from cdp_assets.enforcement import Verdict, enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
 from cdp_assets.raw import OWNER, raw_key, raw_table
 from resources import SOURCES
@@ -54,14 +66,91 @@ def candidates_sql(source: str, stream: StreamSpec, rows: str | None = None) -> 
     return sql, {**params, "raw_table": raw_table(source, stream.name)}  # whose echoes it reads past
 
 
+class StagingConfig(Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Replay the whole of raw through the contract, not only the records changed since the last build.",
+    )
+
+
+BUILDS_SQL = """
+CREATE TABLE IF NOT EXISTS staging._builds (
+    entity VARCHAR PRIMARY KEY,
+    landed_through BIGINT NOT NULL,  -- the newest landing in raw the build read: the next one reads past it
+    fingerprint VARCHAR NOT NULL,    -- of the contract and mapping it held the rows to
+    mode VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    built_at TIMESTAMPTZ NOT NULL
+)
+"""
+# Every landed version of each record with a version landed after the last build, or held in quarantine by a check
+# of the clock: its current version is decided among all of them, as a replay decides it. Versions landed after
+# `through` wait for the next build.
+CHANGED_SQL = """
+CREATE OR REPLACE TEMP TABLE _changed AS
+SELECT * FROM {raw} WHERE landing_id <= $through AND coalesce(record_id, '#' || payload_hash) IN (
+    SELECT coalesce(record_id, '#' || payload_hash) FROM {raw}
+    WHERE (landing_id > $since AND landing_id <= $through)
+       OR landing_id IN (SELECT raw_landing_id FROM {quarantine}
+                         WHERE list_has_any(json_extract_string(failed_checks, '$[*].check'), $clock_checks)))
+"""
+# Rows each failed check holds in quarantine, over the whole table: what the entity's data fails, not one batch.
+FAILURES_SQL = """
+SELECT check_name, count(DISTINCT raw_landing_id)
+FROM (SELECT raw_landing_id, unnest(json_extract_string(failed_checks, '$[*].check')) AS check_name FROM {quarantine})
+GROUP BY check_name ORDER BY check_name
+"""
+
+
+# The code that holds rows to their contracts, as this process loaded it (a file saved during a run is not what
+# the run's builds checked rows with), and the libraries whose verdicts it uses.
+CONTRACT_CODE = "\0".join(
+    [*(inspect.getsource(m) for m in (contracts, enforcement, mappings, sys.modules[__name__])),
+     *(f"{library.__name__} {library.__version__}" for library in (duckdb, pandera, phonenumbers))]
+)  # fmt: skip
+SETTING_TYPES = (str, int, float, tuple, frozenset, set, datetime, timedelta, re.Pattern)
+
+
+def fingerprint(sql: str, contract: type[Contract]) -> str:
+    """What a build held its rows to: the entity's queries (its mapping), its contract's class, and the code and the
+    current settings of the contracts, their enforcement, the mappings and staging. A change to any replays it."""
+    settings = sorted(
+        (name, repr(sorted(map(repr, value)) if isinstance(value, (set, frozenset)) else value))
+        for name, value in vars(contracts).items()
+        if name.isupper() and isinstance(value, SETTING_TYPES)
+    )  # set members are ordered by a per-process hash: sorted, so the same contract has one fingerprint
+    parts = [sql, contract.__qualname__, repr(settings), CONTRACT_CODE]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _last_build(conn: duckdb.DuckDBPyConnection, entity: str, tables: tuple[str, str]) -> tuple[int, str] | None:
+    """The entity's last committed build (its watermark and fingerprint), if its tables are still there."""
+    present = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name IN $tables",
+        {"tables": list(tables)},
+    ).fetchone()[0]
+    if present < len(tables):
+        return None
+    row = conn.execute("SELECT landed_through, fingerprint FROM staging._builds WHERE entity = $e", {"e": entity})
+    return row.fetchone()
+
 
 def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     entity = f"{source}__{stream.entity}"
     target, quarantine = staging_table(source, stream.entity), f"quarantine.{entity}"
     source_table, raw_asset = raw_table(source, stream.name), raw_key(source, stream.name)
     key = staging_key(source, stream.entity)
-    (sql, params), contract = candidates_sql(source, stream), CONTRACTS[entity]
+    (full_sql, params), contract = candidates_sql(source, stream), CONTRACTS[entity]
+    changed_sql, _ = candidates_sql(source, stream, rows="_changed")
     typed = ", ".join(column.name for column in MAPPINGS[entity])
+    staged_select = f"""
+        SELECT record_id AS {stream.primary_key}, {typed}, is_deleted, source_updated_at,
+               extracted_at AS _extracted_at, landing_id AS _landing_id
+        FROM _candidates WHERE _row NOT IN (SELECT _row FROM _failed)"""
+    quarantined_select = """
+        SELECT c.record_id, c.is_deleted, f.failed_checks, $raw_table AS raw_table,
+               c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
+        FROM _candidates c JOIN _failed f USING (_row)"""
 
     @asset(
         key=key,
@@ -71,12 +160,13 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         deps=[raw_asset],
         description=(
             f"{stream.description} One row per record: its current version, typed, with `is_deleted`; "
-            f"held to the `{contract.__name__}` contract, breaking rows go to `{quarantine}`."
+            f"held to the `{contract.__name__}` contract, breaking rows go to `{quarantine}`. Each build reads "
+            f"the records changed since the last one; `full_refresh` replays all of raw."
         ),
         required_resource_keys={"warehouse"},
         check_specs=staging_checks.check_specs(key),
     )
-    def _staging(context: AssetExecutionContext) -> MaterializeResult:
+    def _staging(context: AssetExecutionContext, config: StagingConfig) -> MaterializeResult:
         started = time.monotonic()
         run_id = context.run.run_id
         with context.resources.warehouse.get_connection() as conn:
@@ -88,47 +178,65 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                     f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
                 )
             conn.execute(echoes.SETUP_SQL)  # landed before echoes were marked: none are
-            conn.execute(sql, params)
-            verdict = enforce(conn, entity, contract)
-            new_fields = quality.note_fields(conn, entity, run_id)
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS quarantine; {BUILDS_SQL}")
+            through = conn.execute(f"SELECT coalesce(max(landing_id), 0) FROM {source_table}").fetchone()[0]
+            held_to = fingerprint(full_sql + staged_select + quarantined_select, contract)  # settings as they are now
+            last = _last_build(conn, entity, (target, quarantine))
+            if config.full_refresh or last is None or last[1] != held_to:
+                mode = "full: " + ("asked" if config.full_refresh else "no earlier build" if last is None else
+                                   "the contract or mapping changed")  # fmt: skip
+                conn.execute(full_sql, params)
+            else:
+                mode = "incremental"
+                conn.execute(
+                    CHANGED_SQL.format(raw=source_table, quarantine=quarantine),
+                    {"since": last[0], "through": through, "clock_checks": list(CLOCK_CHECKS)},
+                )
+                conn.execute(changed_sql, params)
+            batch = enforce(conn, entity, contract)
             conn.begin()
-            conn.execute("CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS quarantine")
-            conn.execute(
-                f"""
-                CREATE OR REPLACE TABLE {target} AS
-                SELECT record_id AS {stream.primary_key}, {typed}, is_deleted, source_updated_at,
-                       extracted_at AS _extracted_at, landing_id AS _landing_id
-                FROM _candidates WHERE _row NOT IN (SELECT _row FROM _failed)
-                """
-            )
-            conn.execute(
-                f"""
-                CREATE OR REPLACE TABLE {quarantine} AS
-                SELECT c.record_id, c.is_deleted, f.failed_checks, $raw_table AS raw_table,
-                       c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
-                FROM _candidates c JOIN _failed f USING (_row)
-                """,
-                {"raw_table": source_table, "run_id": run_id},
-            )
-            passed, held = conn.execute(
-                f"SELECT (FROM {target} SELECT count(*)), (FROM {quarantine} SELECT count(*))"
+            new_fields = quality.note_fields(conn, entity, run_id)
+            if mode == "incremental":  # a record's rows are found by its current version, which is among _changed
+                conn.execute(f"DELETE FROM {target} WHERE _landing_id IN (SELECT landing_id FROM _changed)")
+                conn.execute(f"DELETE FROM {quarantine} WHERE raw_landing_id IN (SELECT landing_id FROM _changed)")
+                conn.execute(f"INSERT INTO {target} BY NAME {staged_select}")
+                conn.execute(f"INSERT INTO {quarantine} BY NAME {quarantined_select}",
+                             {"raw_table": source_table, "run_id": run_id})  # fmt: skip
+            else:
+                conn.execute(f"CREATE OR REPLACE TABLE {target} AS {staged_select}")
+                conn.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {quarantined_select}",
+                             {"raw_table": source_table, "run_id": run_id})  # fmt: skip
+            passed, held, staged_rows, held_rows = conn.execute(
+                f"""SELECT (FROM {target} SELECT count(*) WHERE _landing_id IN (SELECT landing_id FROM _candidates)),
+                           (FROM {quarantine} SELECT count(*)
+                            WHERE raw_landing_id IN (SELECT landing_id FROM _candidates)),
+                           (FROM {target} SELECT count(*)), (FROM {quarantine} SELECT count(*))"""
             ).fetchone()
-            if (passed, held) != (verdict.rows_passed, verdict.rows_quarantined):
+            if (passed, held) != (batch.rows_passed, batch.rows_quarantined):
                 conn.rollback()
                 raise RuntimeError(
-                    f"{entity}: {verdict.rows_in} rows in but {passed} staged and {held} quarantined; nothing written"
+                    f"{entity}: {batch.rows_in} rows in but {passed} staged and {held} quarantined; nothing written"
                 )
-            measures = quality.record(conn, source, entity, source_table, target, stream.primary_key, verdict, run_id)
+            conn.execute(
+                "INSERT OR REPLACE INTO staging._builds VALUES ($entity, $through, $print, $mode, $run_id, now())",
+                {"entity": entity, "through": through, "print": held_to, "mode": mode, "run_id": run_id},
+            )
+            totals = Verdict(rows_in=staged_rows + held_rows, rows_quarantined=held_rows)
+            failures = dict(conn.execute(FAILURES_SQL.format(quarantine=quarantine)).fetchall())
+            measures = quality.record(conn, source, entity, source_table, target, stream.primary_key, totals, run_id)
             conn.commit()
         return MaterializeResult(
             metadata={
-                "rows_in": verdict.rows_in,
-                "rows_passed": verdict.rows_passed,
-                "rows_quarantined": verdict.rows_quarantined,
+                "mode": mode,
+                "records_read": batch.rows_in,  # the records this build recomputed
+                "records_read_quarantined": batch.rows_quarantined,  # of them: a new fault shows here first
+                "rows_in": totals.rows_in,
+                "rows_passed": totals.rows_passed,
+                "rows_quarantined": totals.rows_quarantined,
                 "quarantine_rate": measures.quarantine_rate,
                 "completeness": measures.completeness,
                 "rows_deleted_at_source": measures.deleted,
-                "failures_by_check": MetadataValue.json(dict(verdict.failures_by_check)),
+                "failures_by_check": MetadataValue.json(failures),
                 "new_fields": MetadataValue.json(new_fields),
                 "new_field_count": len(new_fields),
                 "seconds": round(time.monotonic() - started, 3),

@@ -24,7 +24,8 @@ PRIMARY_KEY = (
     "(`SELECT * FROM raw.<table> WHERE record_id = ...`) and fix the query or report the source's bug."
 )
 QUARANTINE = (
-    f"The share of the build's rows that broke the contract (kept in `quarantine.<table>`). Passes while it stays "
+    f"The share of the table's records in quarantine after the build, whether it read all of raw or only what "
+    f"changed (they break the contract; kept in `quarantine.<table>`). Passes while it stays "
     f"under {QUARANTINE_FAIL:.0%} and near the table's usual rate: sources always send some bad records. Fails "
     f"(blocking) above {QUARANTINE_FAIL:.0%}: the contract is broken for a large share, so downstream waits. Warns "
     f"when it exceeds the usual rate (the median of the table's builds over the last {BASELINE_DAYS} days) by more "

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dagster import (
     AssetCheckKey,
     AssetKey,
-    AssetsDefinition,
     AssetSelection,
     DefaultScheduleStatus,
     RunConfig,
@@ -17,35 +16,35 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from cdp_assets.raw import PullConfig
-
 HOURLY_CRON = "5 * * * *"
 NIGHTLY_CRON = "30 2 * * *"
 TIMEZONE = "UTC"
 
 
 def build_jobs(
-    raw_assets: list[AssetsDefinition],
+    nightly_config: RunConfig,
     nightly_only: Sequence[AssetKey] = (),
     nightly_checks: Sequence[AssetCheckKey] = (),
 ) -> list[UnresolvedAssetJobDefinition]:
     """The two paths. The hourly one leaves out what `nightly_only` and `nightly_checks` name: the quality
-    scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, nightly syncs."""
-    full_refresh = RunConfig(ops={a.op.name: PullConfig(full_refresh=True) for a in raw_assets})
+    scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, nightly syncs.
+    The nightly one runs with `nightly_config`, which asks its pulls to read every record again and its staging
+    builds to replay raw through the contracts; the hourly one reads what changed."""
     hourly = AssetSelection.all() - AssetSelection.assets(*nightly_only) - AssetSelection.checks(*nightly_checks)
     return [
         define_asset_job(
             "hourly_pipeline",
             selection=hourly,
-            description="Incremental pulls from every source, contracts, identity and profiles, the team views and "
-            "the syncs.",
+            description="Incremental pulls from every source, contracts on the records that changed, identity and "
+            "profiles, the team views and the syncs.",
         ),
         define_asset_job(
             "nightly_pipeline",
             selection=AssetSelection.all(),
-            config=full_refresh,
-            description="Full re-pull of every source (repairs drift, catches deletions), identity compared with a "
-            "rebuild from scratch, everything downstream, the quality scorecard and the executive views.",
+            config=nightly_config,
+            description="Full re-pull of every source (repairs drift, catches deletions), staging replayed, identity "
+            "compared with a rebuild from scratch, everything downstream, the quality scorecard and the executive "
+            "views.",
         ),
     ]
 

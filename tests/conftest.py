@@ -143,7 +143,7 @@ class Pipeline:
         "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say)."""
         os.environ["CDP_SANDBOX_URL"] = self.sandbox_url
         os.environ["CDP_WAREHOUSE"] = str(self.warehouse)
-        from cdp_assets.definitions import defs, raw_assets
+        from cdp_assets.definitions import defs, refresh_ops
         from resources import build_resources
 
         if isinstance(selection, list):
@@ -152,8 +152,7 @@ class Pipeline:
             selection = AssetSelection.all() - AssetSelection.groups("sync")
         assets = [*(defs.assets or []), *(defs.asset_checks or [])]
         chosen = selection.resolve(defs.resolve_asset_graph()) if selection else None
-        pulls = [a for a in raw_assets if chosen is None or a.key in chosen]
-        ops = {a.op.name: {"config": {"full_refresh": full}} for a in pulls}
+        ops = refresh_ops(full, chosen)
         ops.update({name: {"config": values} for name, values in (config or {}).items()})
         resources = build_resources()
         for key, fields in self.resource_fields.items():

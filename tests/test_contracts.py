@@ -139,6 +139,7 @@ def test_a_contract_fix_replays_history_out_of_quarantine(
     monkeypatch.setattr(contracts, "SUBSCRIPTION_STATUSES", (*contracts.SUBSCRIPTION_STATUSES, "paused_forever"))
     outcome = pipeline.run(selection=["staging/stripe__subscriptions"])
     assert outcome.success
+    assert outcome.metadata["staging/stripe__subscriptions"]["mode"] == "full: the contract or mapping changed"
     assert pipeline.query(
         "SELECT status FROM staging.stripe__subscriptions WHERE subscription_id = $id", {"id": paused}
     ) == [("paused_forever",)]

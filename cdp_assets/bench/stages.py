@@ -41,7 +41,7 @@ def full_pull(data: Path, people: int) -> Figures:
 
 def nightly_rebuild(data: Path, people: int) -> Figures:
     """Contracts, identity (rebuilt from scratch and compared with itself), profiles, consent and every view."""
-    figures = _run(AssetSelection.all() - AssetSelection.groups("raw", "sync"))
+    figures = _run(AssetSelection.all() - AssetSelection.groups("raw", "sync"), full_refresh=True)
     staged = {key: meta for key, meta in figures.pop("metadata").items() if key.startswith("staging/")}
     return {**figures, "rows": sum(m["rows_in"] for m in staged.values())}
 
@@ -96,18 +96,17 @@ STAGES: dict[str, Callable[[Path, int], Figures]] = {
 
 
 def _run(selection: AssetSelection, full_refresh: bool = False) -> Figures:
-    from cdp_assets.definitions import defs, raw_assets
+    from cdp_assets.definitions import defs, refresh_ops
 
     instance = DagsterInstance.ephemeral()
     chosen = selection.resolve(defs.resolve_asset_graph())
-    pulls = {a.op.name: {"config": {"full_refresh": full_refresh}} for a in raw_assets if a.key in chosen}
     started = time.perf_counter()
     result = materialize(
         [*(defs.assets or []), *(defs.asset_checks or [])],
         selection=selection,
         resources=build_resources(),
         instance=instance,
-        run_config=RunConfig(ops=pulls),
+        run_config=RunConfig(ops=refresh_ops(full_refresh, chosen)),
         raise_on_error=False,
     )
     seconds = time.perf_counter() - started

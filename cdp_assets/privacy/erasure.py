@@ -120,6 +120,7 @@ OTHER_TARGETS = (
 EXEMPT: dict[str, str] = {
     "raw._stream_state": "each stream's cursor: a position in the source's listing",
     "quarantine._known_fields": "the payload field names seen per entity",
+    "staging._builds": "each entity's last build: a position in raw's landing order and a fingerprint",
     "quarantine.quality_history": "counts and rates per entity and run",
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
@@ -180,6 +181,12 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
                 count = conn.execute(target.erase_sql, dict(target.params))
                 if (rows := count.fetchone()[0]) > 0:
                     deleted[target.table] = int(rows)
+        # An erased version may have been its record's newest, which no later landing replaces: the entity's next
+        # staging build replays raw, so the record comes back from the versions that remain, as a replay has it.
+        replayed = [f"{source}__{stream.entity}" for source, resource in SOURCES.items()
+                    for stream in resource.streams.values() if raw_table(source, stream.name) in deleted]  # fmt: skip
+        if replayed and "staging._builds" in present:
+            conn.execute("DELETE FROM staging._builds WHERE entity IN $entities", {"entities": replayed})
     except Exception:
         conn.rollback()
         raise
