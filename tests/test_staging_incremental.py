@@ -1,7 +1,11 @@
-"""Incremental staging: a build reads the records changed since the last one and ends where a replay of raw ends."""
+"""Incremental staging: a build reads the records changed since the last one and ends where a replay of raw ends,
+killed or not."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetSelection
@@ -9,7 +13,8 @@ from dagster import AssetSelection
 from cdp_assets.contracts import CLOCK_CHECKS
 from cdp_assets.definitions import staging_assets
 from sandbox.runner import SandboxServer
-from tests.conftest import Pipeline
+from tests.conftest import Env, Pipeline
+from tests.test_sync_kill import launch
 
 STAGING = AssetSelection.groups("staging")
 ENTITIES = [a.key.path[-1] for a in staging_assets]
@@ -91,3 +96,22 @@ def test_an_hourly_build_reads_what_changed_and_ends_as_a_replay_of_raw(
     for entity in ENTITIES:  # the measures of the whole table, not of the records one build read
         for measure in ("rows_in", "rows_passed", "rows_quarantined", "failures_by_check"):
             assert hourly.metadata[f"staging/{entity}"][measure] == replay.metadata[f"staging/{entity}"][measure]
+
+
+def test_a_build_killed_before_it_commits_leaves_the_last_one_whole(start: Callable[..., Env], tmp_path: Path) -> None:
+    env = start(synced=True)  # the test world after a first run that synced: the next pull brings echoes
+    before = layer_state(env.pipeline), watermarks(env.pipeline)
+    env.sandbox.control("tick", "POST", changes=40)
+    assert env.pipeline.run(selection=AssetSelection.groups("raw")).success
+    assert env.pipeline.query("SELECT count(*) FROM raw._echoes")[0][0] > 0  # read past by the builds below
+
+    process = launch(env, tmp_path / "dagster_home", "staging/klaviyo__events", point="staging.writing")
+    assert process.wait(timeout=180) == -signal.SIGKILL, "the build did not reach its commit"
+    assert (layer_state(env.pipeline), watermarks(env.pipeline)) == before  # nothing of the killed build stays
+
+    rerun = env.pipeline.run(selection=STAGING)
+    assert rerun.metadata["staging/klaviyo__events"]["mode"] == "incremental"
+    assert rerun.metadata["staging/klaviyo__events"]["records_read"] > 0
+    resumed = layer_state(env.pipeline)
+    env.pipeline.run(full=True, selection=STAGING)
+    assert layer_state(env.pipeline) == resumed  # as if it had never been killed, echoes read past alike

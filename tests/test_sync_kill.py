@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdp_assets import stack
-from cdp_assets.sync import failpoint
+from cdp_assets import failpoint, stack
 from resources.destinations.zendesk import ZendeskUsersDestination
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
@@ -31,8 +30,9 @@ STREAMS = {"hubspot_contacts": "hubspot.contacts", "zendesk_users": "zendesk.use
 BATCH = ZendeskUsersDestination.batch_size  # HubSpot's too
 
 
-def launch(env: Env, home: Path, sync: str, point: str | None = None) -> subprocess.Popen[bytes]:
-    """`dagster asset materialize` of one sync, as a schedule's run would do it, in a session of its own."""
+def launch(env: Env, home: Path, selection: str, point: str | None = None) -> subprocess.Popen[bytes]:
+    """`dagster asset materialize` of `selection` (one sync, say), as a schedule's run would do it, in a session of
+    its own."""
     environment = {
         **os.environ,
         **stack.sandbox_credentials(),
@@ -43,7 +43,7 @@ def launch(env: Env, home: Path, sync: str, point: str | None = None) -> subproc
     if point:
         environment[failpoint.ENV] = point
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "cdp_assets.definitions",
-               "--select", f"sync/{sync}"]  # fmt: skip
+               "--select", selection]  # fmt: skip
     return subprocess.Popen(
         command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -112,7 +112,7 @@ def test_killed_while_submitting_sends_only_what_hubspot_did_not_take(
 ) -> None:
     env = start({"faults": {"hubspot": {"latency_ms": 600}}})
     env.sandbox.control("stats", "DELETE")
-    process = launch(env, tmp_path / "dagster_home", "hubspot_contacts")
+    process = launch(env, tmp_path / "dagster_home", "sync/hubspot_contacts")
     # The first batch answered; the second is then committed as an intent and held by the latency fault.
     kill_when(process, lambda: requests_to(env.sandbox, "hubspot") >= 1, pause=0.3)
     env.sandbox.control("config", "PATCH", json={"faults": {"hubspot": {"latency_ms": 0}}})
@@ -132,7 +132,7 @@ def test_killed_while_waiting_for_zendesk_jobs_collects_them_instead_of_sending_
     planned = env.sync("zendesk_users", dry_run=True).metadata["sync/zendesk_users"]["added"]
     jobs = min(math.ceil(planned / BATCH), ZendeskUsersDestination.max_in_flight)
     env.sandbox.control("stats", "DELETE")
-    process = launch(env, tmp_path / "dagster_home", "zendesk_users")
+    process = launch(env, tmp_path / "dagster_home", "sync/zendesk_users")
     # Every job submitted (each id committed with its intent before the next call), and polling has begun.
     kill_when(process, lambda: requests_to(env.sandbox, "zendesk") > jobs)
     env.sandbox.control("config", "PATCH", json={"accounts": {"zendesk_job_seconds": 0.1}})
@@ -145,7 +145,7 @@ def test_killed_while_waiting_for_zendesk_jobs_collects_them_instead_of_sending_
 
 def test_killed_while_recording_an_answer_reads_it_back_from_hubspot(start: Callable[..., Env], tmp_path: Path) -> None:
     env = start()
-    process = launch(env, tmp_path / "dagster_home", "hubspot_contacts", point="sync.recording")
+    process = launch(env, tmp_path / "dagster_home", "sync/hubspot_contacts", point="sync.recording")
     assert process.wait(timeout=120) == -signal.SIGKILL, "the run did not reach the failpoint"
 
     assert in_flight(env, "hubspot_contacts") == [(1, BATCH, 0)]

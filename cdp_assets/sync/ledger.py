@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
+from cdp_assets import failpoint
 from cdp_assets.privacy.redact import redacted
-from cdp_assets.sync import failpoint
 from resources.destinations import Delivery
 
 REASON_CHARS = 1000
