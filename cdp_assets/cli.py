@@ -229,9 +229,7 @@ def run_eval(args: argparse.Namespace) -> None:
     size is never scored on a world built for another."""
     from cdp_assets.identity import misses
     from cdp_assets.identity.evaluation import (
-        EVENTS,
         HELD_OUT_SEED,
-        PERSON_STREAMS,
         World,
         held_out,
         score,
@@ -255,7 +253,7 @@ def run_eval(args: argparse.Namespace) -> None:
     run_pipeline(args)
     with duckdb.connect(os.environ["CDP_WAREHOUSE"], read_only=True) as conn:
         evaluation = score(conn, world)
-        missed = misses.explain(conn, load_rules(), [s for s in PERSON_STREAMS if s != EVENTS])
+        missed = misses.explain(conn, load_rules())
     provenance = held_out(MODEL_PATH, evaluation.world)
     print(f"\n{text_table(evaluation, provenance)}\n\n{misses.text(missed)}")
     if args.held_out:

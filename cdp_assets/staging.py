@@ -115,8 +115,9 @@ SETTING_TYPES = (str, int, float, tuple, frozenset, set, datetime, timedelta, re
 
 
 def fingerprint(sql: str, contract: type[Contract]) -> str:
-    """What a build held its rows to: the entity's queries (its mapping), its contract's class, and the code and the
-    current settings of the contracts, their enforcement, the mappings and staging. A change to any replays it."""
+    """What a build held its rows to: the entity's queries (its mapping), its contract's class, the code of the
+    contracts, their enforcement, the mappings and staging, and the contracts' current settings. A change to any
+    replays it."""
     settings = sorted(
         (name, repr(sorted(map(repr, value)) if isinstance(value, (set, frozenset)) else value))
         for name, value in vars(contracts).items()
@@ -210,10 +211,11 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 conn.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {quarantined_select}",
                              {"raw_table": source_table, "run_id": run_id})  # fmt: skip
             passed, held, staged_rows, held_rows = conn.execute(
-                f"""SELECT (FROM {target} SELECT count(*) WHERE _landing_id IN (SELECT landing_id FROM _candidates)),
-                           (FROM {quarantine} SELECT count(*)
-                            WHERE raw_landing_id IN (SELECT landing_id FROM _candidates)),
-                           (FROM {target} SELECT count(*)), (FROM {quarantine} SELECT count(*))"""
+                f"""SELECT s.batch, q.batch, s.total, q.total
+                    FROM (SELECT count(*) FILTER (_landing_id IN (SELECT landing_id FROM _candidates)) AS batch,
+                                 count(*) AS total FROM {target}) s,
+                         (SELECT count(*) FILTER (raw_landing_id IN (SELECT landing_id FROM _candidates)) AS batch,
+                                 count(*) AS total FROM {quarantine}) q"""
             ).fetchone()
             if (passed, held) != (batch.rows_passed, batch.rows_quarantined):
                 conn.rollback()

@@ -94,7 +94,7 @@ def test_the_missed_pairs_are_put_down_to_the_steps_that_lost_them(profiled: Pro
     the pairs of `not in identity`; and the pairs in review are those the run's own tables hold."""
     with duckdb.connect(str(profiled.pipeline.warehouse), read_only=True) as conn:
         strict = score(conn, profiled.world).lines[WITHOUT_EVENTS]
-        missed = misses.explain(conn, load_rules(), [s for s in PERSON_STREAMS if s != EVENTS])
+        missed = misses.explain(conn, load_rules())
         (lacking, lost_by_lacking), = conn.execute(
             """
             WITH truth AS (

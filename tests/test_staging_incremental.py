@@ -18,25 +18,16 @@ from tests.test_sync_kill import launch
 
 STAGING = AssetSelection.groups("staging")
 ENTITIES = [a.key.path[-1] for a in staging_assets]
+RAW = {a.key.path[-1]: ".".join(next(iter(a.dependency_keys)).path) for a in staging_assets}  # entity -> raw table
 # Columns a build stamps with its own run; the rows' content is the rest.
-STAMPS = {"run_id", "quarantined_at"}
+STAMPS = ("run_id", "quarantined_at")
 
 
 def layer_state(pipeline: Pipeline) -> dict[str, list[tuple[Any, ...]]]:
     """Every staging and quarantine row, its run's stamps left out, in a stable order."""
-    state = {}
-    for entity in ENTITIES:
-        for table in (f"staging.{entity}", f"quarantine.{entity}"):
-            columns = [c for (c,) in pipeline.query(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $t"
-                " ORDER BY ordinal_position", {"t": table}) if c not in STAMPS]  # fmt: skip
-            listed = ", ".join(f"{c}::VARCHAR" for c in columns)
-            state[table] = pipeline.query(f"SELECT {listed} FROM {table} ORDER BY ALL")
-    return state
-
-
-def raw_tables() -> dict[str, str]:
-    return {a.key.path[-1]: ".".join(next(iter(a.dependency_keys)).path) for a in staging_assets}
+    tables = [f"{layer}.{entity}" for entity in ENTITIES for layer in ("staging", "quarantine")]
+    unstamped = f"COLUMNS(lambda c: c NOT IN {STAMPS})::VARCHAR"
+    return {table: pipeline.query(f"SELECT {unstamped} FROM {table} ORDER BY ALL") for table in tables}
 
 
 def landed_since(pipeline: Pipeline, since: dict[str, int]) -> dict[str, set[str]]:
@@ -45,7 +36,7 @@ def landed_since(pipeline: Pipeline, since: dict[str, int]) -> dict[str, set[str
         entity: {key for (key,) in pipeline.query(
             f"SELECT DISTINCT coalesce(record_id, '#' || payload_hash) FROM {raw} WHERE landing_id > $since",
             {"since": since[entity]})}
-        for entity, raw in raw_tables().items()
+        for entity, raw in RAW.items()
     }  # fmt: skip
 
 
@@ -57,7 +48,7 @@ def held_by_the_clock(pipeline: Pipeline) -> dict[str, set[str]]:
             f" JOIN {raw} r ON r.landing_id = q.raw_landing_id"
             " WHERE list_has_any(json_extract_string(q.failed_checks, '$[*].check'), $checks)",
             {"checks": list(CLOCK_CHECKS)})}
-        for entity, raw in raw_tables().items()
+        for entity, raw in RAW.items()
     }  # fmt: skip
 
 

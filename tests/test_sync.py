@@ -6,6 +6,7 @@ with what the warehouse says was acknowledged (`sync.state`), which a dry run th
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -18,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
+import yaml
 from dagster import AssetCheckKey, AssetKey, AssetSelection
 
 from cdp_assets import stack
 from cdp_assets.sync.specs import load as load_syncs
+from cdp_assets.sync.specs import parse
 from resources.destinations.meta import email_hash, phone_hash
 from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import UPSTREAM, Env, RunOutcome
+
+SYNCS_FILE = Path(__file__).resolve().parents[1] / "cdp_assets" / "sync" / "syncs.yaml"
 
 SYNCS = tuple(load_syncs().syncs)
 DESTINATION_SERVICES = ("hubspot", "zendesk", "braze", "meta")
@@ -449,3 +455,20 @@ def test_a_contact_archived_in_the_crm_has_its_duplicate_take_the_synced_fields(
     [live] = env.contacts()[written]
     assert live["id"] == other["id"] and live["properties"]["cdp_profile_id"] == target["properties"]["cdp_profile_id"]
     assert_in_step(env)
+
+
+def test_a_sync_key_type_must_be_an_identifier_type_on_a_view_with_profiles() -> None:
+    from resources import DESTINATIONS
+
+    modes = {name: cls.modes for name, cls in DESTINATIONS.items()}
+    stated = yaml.safe_load(SYNCS_FILE.read_text())
+    assert parse(stated, modes).syncs["hubspot_contacts"].key_type == "email"  # as shipped, it loads
+
+    misspelt = copy.deepcopy(stated)
+    misspelt["syncs"]["hubspot_contacts"]["key_type"] = "emial"
+    with pytest.raises(ValueError, match=r"key_type 'emial' is not an identifier type of identity/rules\.yaml"):
+        parse(misspelt, modes)
+    no_profiles = copy.deepcopy(stated)
+    no_profiles["syncs"]["hubspot_contacts"].update(view="account_360", key="domain", purpose=None, tracks=[])
+    with pytest.raises(ValueError, match="a consent purpose or a key_type needs a profile_id column"):
+        parse(no_profiles, modes)

@@ -26,7 +26,7 @@ def dedupe(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     identity_rules = load_identity_rules()
     merge_at = identity_rules.merge_at
     conn.execute(EVERY_RECORD_ITS_OWN, {"streams": identity_rules.person_streams})
-    records = matching.build_records(conn)
+    records = matching.build_records(conn, identity_rules)
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW {ALONE_RECORDS} AS SELECT * EXCLUDE (cluster_id) FROM {matching.RECORDS_TABLE}"
     )

@@ -104,12 +104,12 @@ class Misses:
         return self.lost[step] / self.true_pairs if self.true_pairs else 0.0
 
 
-def explain(conn: duckdb.DuckDBPyConnection, rules: Rules, streams: list[str],
-            model_path: Path = matching.MODEL_PATH) -> Misses:
-    """The missed pairs of `streams`' records by step, on a connection where evaluation.score has loaded the truth.
+def explain(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = matching.MODEL_PATH) -> Misses:
+    """The missed pairs of the rules' person records by step, on a connection where evaluation.score has loaded the
+    truth.
     Scores every pair the blocking rules make across profiles (no threshold), so it costs one scoring of the
     warehouse's person records."""
-    conn.execute(RECORDS_SQL, {"streams": streams})
+    conn.execute(RECORDS_SQL, {"streams": rules.person_streams})
     conn.execute(CLUSTERS_SQL)
     conn.execute(MASKED_SQL, {"chain": graph.CHAIN,
                               "record_types": [t.name for t in rules.types.values() if t.record_of]})
