@@ -131,6 +131,14 @@ class ApiClient:
         if self.auth is not None:
             self.session.auth = self.auth
         self._pacer = Pacer(self.rate_limit) if self.rate_limit else None
+        self._counting = threading.Lock()  # ranges of one pull call from threads of their own
+
+    def count(self, requests: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
+        """Add to the stats, from any thread."""
+        with self._counting:
+            self.stats.requests += requests
+            self.stats.retries += retries
+            self.stats.waited_seconds += waited_seconds
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -148,21 +156,19 @@ class ApiClient:
         """
         url = self.url(path_or_url)
         for attempt in range(self.max_retries + 1):
-            if self._pacer is not None:
-                self.stats.waited_seconds += self._pacer.wait()
-            self.stats.requests += 1
+            self.count(requests=1, waited_seconds=self._pacer.wait() if self._pacer is not None else 0.0)
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except BODY_READ_ERRORS as exc:
                 if attempt == self.max_retries:
                     raise ServiceError(f"{self.service}: {method} {url} failed after retries: {exc}") from exc
-                self.stats.retries += 1
+                self.count(retries=1)
                 time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
                 continue
             except requests.exceptions.RequestException as exc:  # unreachable even after urllib3's retries
                 raise ServiceError(f"{self.service}: {method} {url} unreachable: {type(exc).__name__}") from exc
             history = getattr(response.raw, "retries", None)
-            self.stats.retries += len(history.history) if history is not None else 0
+            self.count(retries=len(history.history) if history is not None else 0)
             if response.status_code not in tolerate:
                 self._raise_for_status(method, url, response)
             return response
@@ -185,7 +191,7 @@ class ApiClient:
                     raise ServiceError(
                         f"{self.service}: {method} {response.url} kept answering with JSON that does not parse: {exc}"
                     ) from exc
-                self.stats.retries += 1
+                self.count(retries=1)
                 time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
         raise AssertionError("unreachable")
 

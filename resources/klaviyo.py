@@ -4,6 +4,10 @@ Pages are followed through `links.next`; a pull in progress keeps that link so a
 killed run resumes from it. Incremental pulls filter with `greater-than(...)`, the
 only comparison Klaviyo offers on these fields, from the start of the last pull.
 
+A full pull of events, the largest stream, cuts their time into ranges (`greater-or-equal` and `less-than` on
+`datetime`, from the oldest event) walked side by side under the account's one pacer: one cursor waits on every page
+in turn and cannot fill a raised limit.
+
 Klaviyo lists no deleted profiles and offers no deletion event or route to read them
 (its Data Privacy API only requests deletions), so every incremental pull of profiles
 first lists every profile id with a sparse fieldset, 100 a page: ceil(profiles / 100)
@@ -16,11 +20,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from itertools import pairwise
 from typing import Any
 
 from pydantic import Field
 
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
+from resources.source import (
+    Cursor,
+    Page,
+    SourceRecord,
+    SourceResource,
+    StreamSpec,
+    dig,
+    from_iso,
+    side_by_side,
+    text_id,
+)
 
 REVISION = "2024-10-15"
 
@@ -31,6 +47,9 @@ class KlaviyoEndpoint:
     page_size: int | None  # None: the endpoint is not paged by size
     changed_field: str | None  # field filtered and sorted on for incremental pulls
     params: dict[str, str]
+    # A time field taking every comparison, by which a full pull cuts the listing into ranges walked side by side
+    # (`updated` on profiles takes only greater-than and less-than, so profiles are walked by one cursor).
+    range_field: str | None = None
     # The parameters of the listing of every id, for a stream that lists them each pull: a sparse fieldset (a
     # resource object always carries its id, and a fieldset names at least one attribute: the change time, small
     # and naming no one), sorted by id, an order no change during the listing moves a record in.
@@ -45,7 +64,7 @@ ENDPOINTS: dict[str, KlaviyoEndpoint] = {
         {"additional-fields[profile]": "subscriptions"},
         id_listing={"fields[profile]": "updated", "sort": "id"},
     ),
-    "events": KlaviyoEndpoint("/api/events", 200, "datetime", {}),
+    "events": KlaviyoEndpoint("/api/events", 200, "datetime", {}, range_field="datetime"),
     "metrics": KlaviyoEndpoint("/api/metrics", None, None, {}),
 }
 
@@ -86,6 +105,9 @@ class KlaviyoResource(SourceResource):
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         endpoint = ENDPOINTS[stream.name]
         cursor = cursor or {}
+        if full and endpoint.range_field:
+            yield from self._full_by_ranges(endpoint, endpoint.range_field, cursor)
+            return
         pull = cursor.get("pull") or {"started": time.time(), "next": None}
         url: str | None = pull["next"]
         params: dict[str, Any] | None = None
@@ -106,8 +128,52 @@ class KlaviyoResource(SourceResource):
             if url:
                 pull = {**pull, "next": url}
                 yield Page(records, {**cursor, "pull": pull})
-        since = datetime.fromtimestamp(pull["started"] - self.lookback_seconds, tz=UTC)
-        yield Page(records, {"changed_since": since.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        yield Page(records, {"changed_since": _stamp(pull["started"] - self.lookback_seconds)})
+
+    def _full_by_ranges(self, endpoint: KlaviyoEndpoint, field: str, cursor: Cursor) -> Iterator[Page]:
+        pull = cursor.get("pull") or {}
+        if "bounds" not in pull:  # a new pull (or one begun by a single cursor, which starts over)
+            started = time.time()
+            pull = {"started": started, "bounds": self._time_bounds(endpoint, field, started), "ranges": {}}
+        edges = [None, *pull["bounds"], None]
+        walks = {
+            str(n): partial(self._time_range, endpoint, field, low, high)
+            for n, (low, high) in enumerate(pairwise(edges))
+        }
+        for records, ranges in side_by_side(walks, pull["ranges"], self.ranges_at_once):
+            yield Page(records, {**cursor, "pull": {**pull, "ranges": ranges}})
+        yield Page([], {"changed_since": _stamp(pull["started"] - self.lookback_seconds)})
+
+    def _time_bounds(self, endpoint: KlaviyoEndpoint, field: str, started: float) -> list[str]:
+        """Times cutting the listing into `range_count()` ranges of equal span from its oldest item to `started`; the
+        first range is open below and the last above, so an item stamped outside that span is still read."""
+        params = {**endpoint.params, "sort": field, "page[size]": 1}
+        oldest = from_iso(
+            dig(self.client.fetch_json("GET", endpoint.path, params=params), "data", 0, "attributes", field)
+        )
+        if oldest is None or oldest.timestamp() >= started:
+            return []
+        low, count = int(oldest.timestamp()), self.range_count()
+        return sorted({_stamp(low + (int(started) - low) * n // count) for n in range(1, count)})
+
+    def _time_range(
+        self, endpoint: KlaviyoEndpoint, field: str, low: str | None, high: str | None, resume: Cursor | None
+    ) -> Iterator[tuple[list[SourceRecord], Cursor | None]]:
+        """The items stamped in [low, high) (unbounded where None), from `resume`."""
+        url: str | None = (resume or {}).get("next")
+        params: dict[str, Any] | None = None
+        if url is None:
+            url = endpoint.path
+            conditions = [f"{name}({field},{moment})" for name, moment in (("greater-or-equal", low),
+                          ("less-than", high)) if moment is not None]  # fmt: skip
+            params = {**endpoint.params, "sort": field, "page[size]": endpoint.page_size}
+            if conditions:
+                params["filter"] = conditions[0] if len(conditions) == 1 else f"and({','.join(conditions)})"
+        while url:
+            body = self.client.fetch_json("GET", url, params=params)
+            params = None  # `links.next` carries every parameter
+            url = (body.get("links") or {}).get("next")
+            yield [_record(item, endpoint.changed_field) for item in body["data"]], {"next": url} if url else None
 
     def list_ids(self, stream: StreamSpec) -> Iterator[list[str]]:
         endpoint = ENDPOINTS[stream.name]
@@ -120,6 +186,11 @@ class KlaviyoResource(SourceResource):
             params = None  # `links.next` carries every parameter
             yield [record_id for item in body["data"] if (record_id := text_id(dig(item, "id"))) is not None]
             url = (body.get("links") or {}).get("next")
+
+
+def _stamp(seconds: float) -> str:
+    """A moment as Klaviyo's filters take it."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _record(item: Any, changed_field: str | None) -> SourceRecord:

@@ -80,7 +80,7 @@ class MixpanelResource(SourceResource):
             except (*BODY_READ_ERRORS, json.JSONDecodeError) as exc:  # cut off mid-stream, or mid-line
                 if attempt == self.max_retries:
                     raise ServiceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
-                self.client.stats.retries += 1
+                self.client.count(retries=1)
 
 
 def _pages(response: requests.Response) -> Iterator[list[SourceRecord]]:

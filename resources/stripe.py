@@ -5,6 +5,8 @@ from `/v1/events`, which reach back 30 days; an older cursor forces a full pull.
 Lists and events come newest first; a pull in progress keeps the id to continue after.
 Listed objects carry no change time, so a full pull reads the events in reach first: each object is versioned
 at its latest event, the time Stripe says it changed, never at extraction.
+One cursor waits on every page in turn, which cannot fill a raised limit: a full pull cuts the list into `created`
+ranges (from the oldest object, found by halving) and walks several side by side under the account's one pacer.
 """
 
 from __future__ import annotations
@@ -13,14 +15,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from itertools import pairwise
 from typing import Any
 
 from pydantic import Field
 
 from resources.http import RateLimit, UnpageableAnswer
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix, text_id
+from resources.source import (
+    Cursor,
+    Page,
+    SourceRecord,
+    SourceResource,
+    StreamSpec,
+    dig,
+    from_unix,
+    side_by_side,
+    text_id,
+)
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`
+OLDEST_PRECISION_SECONDS = 24 * 3600  # how closely halving finds the oldest object's creation time
 EVENTS_REACH_SECONDS = 30 * 24 * 3600
 EVENTS_SAFETY_SECONDS = 24 * 3600  # pull everything again well before events expire
 
@@ -109,33 +124,91 @@ class StripeResource(SourceResource):
             yield from self._events(endpoint, cursor or {})
 
     def _full(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
-        resume = cursor.get("full") or {"started": int(time.time()), "after": None}
+        resume = cursor.get("full") or {}
+        if "bounds" not in resume:  # a new pull (or one begun by a single cursor, which starts over)
+            started = int(time.time())
+            resume = {"started": started, "bounds": self._created_bounds(endpoint, started), "ranges": {}}
         reach = resume["started"] - EVENTS_REACH_SECONDS
-        changed = self._change_times(endpoint, reach)
-        for items, last_id, has_more in self._list(endpoint.list_path, endpoint.list_params, resume["after"]):
+        changed = self._change_times(endpoint, reach, resume["started"])
+        edges = [None, *resume["bounds"], None]
+        walks = {
+            str(n): partial(self._created_range, endpoint, low, high, changed, reach)
+            for n, (low, high) in enumerate(pairwise(edges))
+        }
+        for records, ranges in side_by_side(walks, resume["ranges"], self.ranges_at_once):
+            yield Page(records, {**cursor, "full": {**resume, "ranges": ranges}})
+        # Events from the moment the full pull began cover everything after it.
+        yield Page([], {"events_since": resume["started"] - self.lookback_seconds})
+
+    def _created_bounds(self, endpoint: StripeEndpoint, started: int) -> list[int]:
+        """Creation times cutting the list into `range_count()` ranges of equal span, from its oldest object (found
+        by halving, one object a call) to `started`; the first range is open below and the last above, so an estimate
+        loses nothing."""
+
+        def any_before(moment: int) -> bool:
+            query = {**endpoint.list_params, "limit": 1, "created[lt]": moment}
+            return bool(self.client.fetch_json("GET", endpoint.list_path, params=query)["data"])
+
+        low, high = 0, started + 1
+        if not any_before(high):
+            return []
+        while high - low > OLDEST_PRECISION_SECONDS:
+            middle = (low + high) // 2
+            low, high = (low, middle) if any_before(middle) else (middle, high)
+        count = self.range_count()
+        return sorted({low + (started - low) * n // count for n in range(1, count)})
+
+    def _created_range(
+        self,
+        endpoint: StripeEndpoint,
+        low: int | None,
+        high: int | None,
+        changed: dict[str | None, int],
+        reach: int,
+        resume: Cursor | None,
+    ) -> Iterator[tuple[list[SourceRecord], Cursor | None]]:
+        """The list's objects created in [low, high) (unbounded where None), from `resume`."""
+        params = dict(endpoint.list_params)
+        if low is not None:
+            params["created[gte]"] = low
+        if high is not None:
+            params["created[lt]"] = high
+        for items, last_id, has_more in self._list(endpoint.list_path, params, (resume or {}).get("after")):
             records = [
                 SourceRecord(record_id, item, updated_at=_listed_change_time(item, changed.get(record_id), reach))
                 for item in items
                 for record_id in (text_id(dig(item, "id")),)
             ]
-            if has_more:
-                resume = {**resume, "after": last_id}
-                yield Page(records, {**cursor, "full": resume})
-            else:
-                # Events from the moment the full pull began cover everything after it.
-                since = resume["started"] - self.lookback_seconds
-                yield Page(records, {"events_since": since})
+            yield records, {"after": last_id} if has_more else None
 
-    def _change_times(self, endpoint: StripeEndpoint, since: int) -> dict[str | None, int]:
-        """Object id -> unix time of its latest event since `since` (the list gives newest first)."""
-        params: dict[str, Any] = {"created[gte]": since, "types[]": list(endpoint.event_types)}
+    def _change_times(self, endpoint: StripeEndpoint, since: int, until: int) -> dict[str | None, int]:
+        """Object id -> unix time of its latest event since `since`, the span to `until` (open above) cut into ranges
+        read side by side. Read again whole by a resumed pull, so no range's progress is kept."""
+        count = self.range_count()
+        edges = [*sorted({since + (until - since) * n // count for n in range(count)}), None]
+        walks = {
+            str(n): partial(self._event_range, endpoint, low, high) for n, (low, high) in enumerate(pairwise(edges))
+        }
         latest: dict[str | None, int] = {}
-        for events, _, _ in self._list("/v1/events", params, None):
+        for events, _ in side_by_side(walks, {}, self.ranges_at_once):
             for event in events:
-                created = dig(event, "created")
+                created = dig(event.payload, "created")
                 if isinstance(created, int) and not isinstance(created, bool):
-                    latest.setdefault(text_id(dig(event, "data", "object", "id")), created)
+                    latest[event.record_id] = max(created, latest.get(event.record_id, created))
         return latest
+
+    def _event_range(
+        self, endpoint: StripeEndpoint, low: int, high: int | None, resume: Cursor | None
+    ) -> Iterator[tuple[list[SourceRecord], Cursor | None]]:
+        """The endpoint's events created in [low, high), each as the id of its object with the whole event."""
+        params: dict[str, Any] = {"created[gte]": low, "types[]": list(endpoint.event_types)}
+        if high is not None:
+            params["created[lt]"] = high
+        for events, last_id, has_more in self._list("/v1/events", params, (resume or {}).get("after")):
+            yield (
+                [SourceRecord(text_id(dig(event, "data", "object", "id")), event) for event in events],
+                ({"after": last_id} if has_more else None),
+            )
 
     def _events(self, endpoint: StripeEndpoint, cursor: Cursor) -> Iterator[Page]:
         since = cursor["events_since"]

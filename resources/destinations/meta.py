@@ -106,7 +106,7 @@ class MetaAudienceDestination(DestinationResource):
                 raise ServiceError(f"meta: {method} {path} refused: {error.get('message')}")
             if attempt == THROTTLE_RETRIES:
                 break
-            self.client.stats.retries += 1
+            self.client.count(retries=1)
             time.sleep(max(pause, 60 * _minutes_to_regain(response.headers.get("X-Business-Use-Case-Usage"))))
             pause = min(60.0, pause * 2)
         raise ServiceError(f"meta: {method} {path} still throttled after {THROTTLE_RETRIES} pauses")
