@@ -17,6 +17,7 @@ from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
 from cdp_assets.raw import build_raw_assets
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
+from cdp_assets.staging_checks import build_replay_checks
 from cdp_assets.sync.assets import build_sync_assets, sync_key
 from cdp_assets.sync.specs import load as load_syncs
 from cdp_assets.views.assets import build_views, view_key
@@ -47,22 +48,25 @@ identity_assets = [
 consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
 view_assets, view_checks = build_views()
 rebuild_check = build_rebuild_check()
+replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_assets})
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
 sync_assets = build_sync_assets(upstream, view_checks)
-# What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, and the
-# identity graph's comparison with a rebuild from scratch.
+# What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, the identity
+# graph's comparison with a rebuild from scratch and the staging replays' with the incremental builds.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
 nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
 jobs = build_jobs(
-    RunConfig(ops=refresh_ops(True)), [scorecard.key, *nightly_views, *nightly_syncs], list(rebuild_check.check_keys)
+    RunConfig(ops=refresh_ops(True)),
+    [scorecard.key, *nightly_views, *nightly_syncs],
+    [*rebuild_check.check_keys, *(key for check in replay_checks for key in check.check_keys)],
 )
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
-    asset_checks=[*view_checks, rebuild_check],
+    asset_checks=[*view_checks, rebuild_check, *replay_checks],
     resources=build_resources(),
     jobs=[*jobs, privacy_requests, never_link],
     schedules=build_schedules(jobs),

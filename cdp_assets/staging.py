@@ -84,7 +84,12 @@ CREATE TABLE IF NOT EXISTS staging._builds (
     mode VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
     built_at TIMESTAMPTZ NOT NULL
-)
+);
+-- A replay after an incremental build under the same contract: the kept rows it had to reproduce, how many of them
+-- differed, and a few of their records (NULL when the build was no such replay); judged nightly.
+ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS rows_compared BIGINT;
+ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS rows_differing BIGINT;
+ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS differing_records VARCHAR[];
 """
 # Every landed version of each record with a version landed after the last build, or held in quarantine by a check
 # of the clock: its current version is decided among all of them, as a replay decides it. Versions landed after
@@ -96,6 +101,14 @@ SELECT * FROM {raw} WHERE landing_id <= $through AND coalesce(record_id, '#' || 
     WHERE (landing_id > $since AND landing_id <= $through)
        OR landing_id IN (SELECT raw_landing_id FROM {quarantine}
                          WHERE list_has_any(json_extract_string(failed_checks, '$[*].check'), $clock_checks)))
+"""
+# A replay's rows against those the incremental builds kept, leaving out the records with a version landed since the
+# last build (in `_changed`, which it had not read yet): rows in one and not the other, and a few of their records.
+DIFFERENCES_SQL = """
+WITH replay AS (SELECT {columns} FROM ({replay}) WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+     kept AS (SELECT {columns} FROM {table} WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+     differing AS ((FROM replay EXCEPT ALL FROM kept) UNION ALL (FROM kept EXCEPT ALL FROM replay))
+SELECT (SELECT count(*) FROM kept), count(*), list(DISTINCT {key}::VARCHAR)[:5] FROM differing
 """
 # Rows each failed check holds in quarantine, over the whole table: what the entity's data fails, not one batch.
 FAILURES_SQL = """
@@ -186,18 +199,25 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             through = conn.execute(f"SELECT coalesce(max(landing_id), 0) FROM {source_table}").fetchone()[0]
             held_to = fingerprint(full_sql + staged_select + quarantined_select, contract)  # settings as they are now
             last = _last_build(conn, entity, (target, quarantine))
-            if config.full_refresh or last is None or last[1] != held_to:
+            comparable = last is not None and last[1] == held_to  # kept rows a replay must reproduce
+            if comparable:
+                conn.execute(
+                    CHANGED_SQL.format(raw=source_table, quarantine=quarantine),
+                    {"since": last[0], "through": through, "clock_checks": list(CLOCK_CHECKS)},
+                )
+            if config.full_refresh or not comparable:
                 mode = "full: " + ("asked" if config.full_refresh else "no earlier build" if last is None else
                                    "the contract or mapping changed")  # fmt: skip
                 conn.execute(full_sql, params)
             else:
                 mode = "incremental"
-                conn.execute(
-                    CHANGED_SQL.format(raw=source_table, quarantine=quarantine),
-                    {"since": last[0], "through": through, "clock_checks": list(CLOCK_CHECKS)},
-                )
                 conn.execute(changed_sql, params)
             batch = enforce(conn, entity, contract)
+            drift = None
+            if comparable and config.full_refresh:  # a replay asked for, of rows kept under the same contract
+                drift = _differences(conn, (target, staged_select, "_landing_id", stream.primary_key),
+                                     (quarantine, quarantined_select, "raw_landing_id", "record_id"),
+                                     {"raw_table": source_table, "run_id": run_id})  # fmt: skip
             conn.begin()
             new_fields = quality.note_fields(conn, entity, run_id)
             if mode == "incremental":  # a record's rows are found by its current version, which is among _changed
@@ -223,8 +243,11 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                     f"{entity}: {batch.rows_in} rows in but {passed} staged and {held} quarantined; nothing written"
                 )
             conn.execute(
-                "INSERT OR REPLACE INTO staging._builds VALUES ($entity, $through, $print, $mode, $run_id, now())",
-                {"entity": entity, "through": through, "print": held_to, "mode": mode, "run_id": run_id},
+                "INSERT OR REPLACE INTO staging._builds BY NAME SELECT $entity AS entity, $through AS landed_through,"
+                " $print AS fingerprint, $mode AS mode, $run_id AS run_id, now() AS built_at,"
+                " $compared AS rows_compared, $differing AS rows_differing, $sample AS differing_records",
+                {"entity": entity, "through": through, "print": held_to, "mode": mode, "run_id": run_id,
+                 **dict(zip(("compared", "differing", "sample"), drift or (None, None, None), strict=True))},
             )
             totals = Verdict(rows_in=staged_rows + held_rows, rows_quarantined=held_rows)
             failures = dict(conn.execute(FAILURES_SQL.format(quarantine=quarantine)).fetchall())
@@ -246,11 +269,33 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 "new_fields": MetadataValue.json(new_fields),
                 "new_field_count": len(new_fields),
                 "seconds": round(time.monotonic() - started, 3),
+                **({"rows_differing_from_incremental": drift[1]} if drift else {}),
             },
             check_results=staging_checks.check_results(measures),
         )
 
     return _staging
+
+
+def _differences(
+    conn: duckdb.DuckDBPyConnection, staged: tuple[str, str, str, str], quarantined: tuple[str, str, str, str],
+    params: dict[str, str],
+) -> tuple[int, int, list[str]]:
+    """A replay against the kept rows of the records it had to reproduce: rows compared, rows differing (in staging
+    or quarantine, a build's own stamps left out) and a few of their records. Before the replay writes."""
+    compared, differing, sample = 0, 0, []
+    for table, replay, landing, key in (staged, quarantined):
+        columns = ", ".join(
+            f'"{name}"' for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $t"
+                " AND column_name NOT IN ('run_id', 'quarantined_at') ORDER BY ordinal_position", {"t": table}
+            ).fetchall()
+        )  # fmt: skip
+        sql = DIFFERENCES_SQL.format(columns=columns, replay=replay, landing=landing, table=table, key=key)
+        kept, count, records = conn.execute(sql, params if "$" in replay else None).fetchone()
+        compared, differing = compared + kept, differing + count
+        sample += [record for record in records or [] if record is not None]
+    return compared, differing, sample[:5]
 
 
 def build_staging_assets() -> list[AssetsDefinition]:

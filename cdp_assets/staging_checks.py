@@ -7,9 +7,15 @@ against the previous build, so a table that grows steadily does not warn and a m
 shows. Freshness is the time since the source was last read, so a stream with nothing new stays fresh.
 """
 
-from __future__ import annotations
-
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    asset_check,
+)
 
 from cdp_assets.quality import BASELINE_DAYS, Measures
 
@@ -41,6 +47,17 @@ VOLUME = (
     f"more than {VOLUME_FAIL:.0%}: a broken pull or a mass deletion. Do: compare the raw asset's `rows_fetched` "
     "and `rows_marked_deleted` with the source; if the change is real, the next build passes against this one."
 )
+REPLAY = (
+    "Judged on a replay of raw (nightly, or asked for) after an incremental build under the same contract: the "
+    "replay's staging and quarantine rows against those the incremental builds kept, for every record with no "
+    "version landed since the last build (a build's own run and time stamps left out). Passes when they are the "
+    "same row for row. Warns (never blocks: the replay has just written its own rows) when any differs: the "
+    "incremental path drifted from a replay, a bug. Never fails. Nightly only; a first build or one under a new "
+    "contract has nothing to compare and passes with none compared. Do: report it with the run id and the records "
+    "the metadata names; the replay has already put the tables right."
+)
+
+
 def check_specs(key: AssetKey) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec("primary_key_unique", asset=key, blocking=True, description=PRIMARY_KEY),
@@ -83,3 +100,32 @@ def volume_result(m: Measures) -> AssetCheckResult:
         severity=AssetCheckSeverity.ERROR if change < -VOLUME_FAIL else AssetCheckSeverity.WARN,
         metadata={"live_rows": m.live_rows, "previous_live_rows": previous or 0, "change": change},
     )
+
+
+def build_replay_checks(keys: dict[str, AssetKey]) -> list[AssetChecksDefinition]:
+    """Per staging entity (by its key), the nightly judgement of its last build's comparison, which the build
+    records in `staging._builds` before writing: a replay overwrites the rows the comparison reads."""
+
+    def build(entity: str, key: AssetKey) -> AssetChecksDefinition:
+        @asset_check(asset=key, name="replay_matches_incremental", description=REPLAY,
+                     required_resource_keys={"warehouse"})  # fmt: skip
+        def replay_matches_incremental(context: AssetCheckExecutionContext) -> AssetCheckResult:
+            with context.resources.warehouse.get_connection() as conn:
+                compared, differing, sample, mode = conn.execute(
+                    "SELECT rows_compared, rows_differing, differing_records, mode FROM staging._builds"
+                    " WHERE entity = $entity", {"entity": entity}
+                ).fetchone()  # fmt: skip
+            return AssetCheckResult(
+                passed=not differing,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "build": mode,
+                    "rows_compared": compared or 0,
+                    "rows_differing": differing or 0,
+                    "sample_records": ", ".join(sample or []),
+                },
+            )
+
+        return replay_matches_incremental
+
+    return [build(entity, key) for entity, key in keys.items()]

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,6 +109,7 @@ class RunOutcome:
     success: bool
     metadata: dict[str, dict[str, Any]]  # asset path ("raw/stripe_customers") -> metadata values
     run_id: str
+    checks: dict[str, bool] = field(default_factory=dict)  # "asset path:check name" -> passed
 
 
 class Pipeline:
@@ -172,7 +173,10 @@ class Pipeline:
             for event in result.get_asset_materialization_events()
             if isinstance(event.asset_key, AssetKey)
         }
-        return RunOutcome(result.success, metadata, result.run_id)
+        checks = {
+            f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()
+        }
+        return RunOutcome(result.success, metadata, result.run_id, checks)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with duckdb.connect(str(self.warehouse), read_only=True) as conn:
