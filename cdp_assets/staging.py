@@ -104,11 +104,14 @@ SELECT * FROM {raw} WHERE landing_id <= $through AND coalesce(record_id, '#' || 
 """
 # A replay's rows against those the incremental builds kept, leaving out the records with a version landed since the
 # last build (in `_changed`, which it had not read yet): rows in one and not the other, and a few of their records.
+# Rows are compared by a 64-bit hash of their columns: far cheaper than whole rows (docs/benchmarks.md).
 DIFFERENCES_SQL = """
-WITH replay AS (SELECT {columns} FROM ({replay}) WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
-     kept AS (SELECT {columns} FROM {table} WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+WITH replay AS (SELECT {key}::VARCHAR AS k, hash({columns}) AS h FROM ({replay})
+                WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+     kept AS (SELECT {key}::VARCHAR AS k, hash({columns}) AS h FROM {table}
+              WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
      differing AS ((FROM replay EXCEPT ALL FROM kept) UNION ALL (FROM kept EXCEPT ALL FROM replay))
-SELECT (SELECT count(*) FROM kept), count(*), list(DISTINCT {key}::VARCHAR)[:5] FROM differing
+SELECT (SELECT count(*) FROM kept), count(*), list(DISTINCT k)[:5] FROM differing
 """
 # Rows each failed check holds in quarantine, over the whole table: what the entity's data fails, not one batch.
 FAILURES_SQL = """
@@ -295,7 +298,7 @@ def _differences(
         kept, count, records = conn.execute(sql, params if "$" in replay else None).fetchone()
         compared, differing = compared + kept, differing + count
         sample += [record for record in records or [] if record is not None]
-    return compared, differing, sample[:5]
+    return compared, differing, list(dict.fromkeys(sample))[:5]  # a record in both tables named once
 
 
 def build_staging_assets() -> list[AssetsDefinition]:

@@ -50,7 +50,8 @@ VOLUME = (
 REPLAY = (
     "Judged on a replay of raw (nightly, or asked for) after an incremental build under the same contract: the "
     "replay's staging and quarantine rows against those the incremental builds kept, for every record with no "
-    "version landed since the last build (a build's own run and time stamps left out). Passes when they are the "
+    "version landed since the last build and none held in quarantine by a check of the clock (a build's own run "
+    "and time stamps left out; a row that differs counts twice, as kept and as replayed). Passes when they are the "
     "same row for row. Warns (never blocks: the replay has just written its own rows) when any differs: the "
     "incremental path drifted from a replay, a bug. Never fails. Nightly only; a first build or one under a new "
     "contract has nothing to compare and passes with none compared. Do: report it with the run id and the records "
@@ -111,10 +112,12 @@ def build_replay_checks(keys: dict[str, AssetKey]) -> list[AssetChecksDefinition
                      required_resource_keys={"warehouse"})  # fmt: skip
         def replay_matches_incremental(context: AssetCheckExecutionContext) -> AssetCheckResult:
             with context.resources.warehouse.get_connection() as conn:
-                compared, differing, sample, mode = conn.execute(
+                build = conn.execute(
                     "SELECT rows_compared, rows_differing, differing_records, mode FROM staging._builds"
                     " WHERE entity = $entity", {"entity": entity}
                 ).fetchone()  # fmt: skip
+            # No row: no build yet, or an erasure made the entity replay (nothing to compare either way).
+            compared, differing, sample, mode = build or (None, None, None, "none since the last erasure")
             return AssetCheckResult(
                 passed=not differing,
                 severity=AssetCheckSeverity.WARN,

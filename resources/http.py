@@ -25,6 +25,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+POOL_CONNECTIONS = 16  # kept open per host: a pull's ranges side by side each hold one
 # requests raises this when a connection drops part-way through a body (urllib3's IncompleteRead).
 BODY_READ_ERRORS = (requests.exceptions.ChunkedEncodingError,)
 RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")  # epoch seconds, or seconds from now (small values)
@@ -125,8 +126,8 @@ class ApiClient:
             raise_on_status=False,
         )
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=POOL_CONNECTIONS))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=POOL_CONNECTIONS))
         self.session.headers.update(self.headers)
         if self.auth is not None:
             self.session.auth = self.auth

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from itertools import pairwise
 from typing import Any
 
 from pydantic import Field
@@ -34,7 +33,9 @@ from resources.source import (
     StreamSpec,
     dig,
     from_iso,
+    range_walks,
     side_by_side,
+    span_cuts,
     text_id,
 )
 
@@ -135,11 +136,7 @@ class KlaviyoResource(SourceResource):
         if "bounds" not in pull:  # a new pull (or one begun by a single cursor, which starts over)
             started = time.time()
             pull = {"started": started, "bounds": self._time_bounds(endpoint, field, started), "ranges": {}}
-        edges = [None, *pull["bounds"], None]
-        walks = {
-            str(n): partial(self._time_range, endpoint, field, low, high)
-            for n, (low, high) in enumerate(pairwise(edges))
-        }
+        walks = range_walks(partial(self._time_range, endpoint, field), pull["bounds"])
         for records, ranges in side_by_side(walks, pull["ranges"], self.ranges_at_once):
             yield Page(records, {**cursor, "pull": {**pull, "ranges": ranges}})
         yield Page([], {"changed_since": _stamp(pull["started"] - self.lookback_seconds)})
@@ -153,8 +150,7 @@ class KlaviyoResource(SourceResource):
         )
         if oldest is None or oldest.timestamp() >= started:
             return []
-        low, count = int(oldest.timestamp()), self.range_count()
-        return sorted({_stamp(low + (int(started) - low) * n // count) for n in range(1, count)})
+        return [_stamp(cut) for cut in span_cuts(int(oldest.timestamp()), int(started), self.range_count())]
 
     def _time_range(
         self, endpoint: KlaviyoEndpoint, field: str, low: str | None, high: str | None, resume: Cursor | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 from dagster import ConfigurableResource
@@ -22,6 +23,7 @@ class ServiceResource(ConfigurableResource):
     window_seconds: float | None = Field(default=None, description="The rolling window of that limit.")
 
     _client: ApiClient | None = PrivateAttr(default=None)
+    _building: threading.Lock = PrivateAttr(default_factory=threading.Lock)  # ranges may ask for it first, at once
 
     service_name: ClassVar[str]
     credential_env: ClassVar[str]  # the variable holding the secret, named in configuration errors
@@ -55,8 +57,10 @@ class ServiceResource(ConfigurableResource):
 
     @property
     def client(self) -> ApiClient:
-        if self._client is None:
-            self._client = self.build_client()
+        """One client, so one pacer, per resource, however many threads ask for it."""
+        with self._building:
+            if self._client is None:
+                self._client = self.build_client()
         return self._client
 
     @property

@@ -12,11 +12,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from itertools import pairwise
 from queue import Empty, Full, Queue
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from resources.http import POOL_CONNECTIONS
 from resources.service import ServiceResource
 
 Cursor = dict[str, Any]
@@ -45,6 +48,22 @@ DONE = "done"  # a range walked to its end, in a pull's progress over its ranges
 # One range of a stream (a span of creation times, say) walked from a resume point (None: its start); yields each
 # page's records with the point to resume after that page, None after the range's last page.
 RangeWalk = Callable[[Cursor | None], Iterator[tuple[list[SourceRecord], Cursor | None]]]
+
+
+def span_cuts(low: int, high: int, count: int) -> list[int]:
+    """The points cutting [low, high) into `count` spans of equal length (fewer where they would coincide)."""
+    return sorted({low + (high - low) * n // count for n in range(1, count)})
+
+
+def range_walks(
+    walk: Callable[[Any, Any, Cursor | None], Iterator[tuple[list[SourceRecord], Cursor | None]]],
+    cuts: list[Any],
+    low: Any = None,
+) -> dict[str, RangeWalk]:
+    """`walk(low, high, resume)` over each range between consecutive `cuts`, keyed by position: the first from
+    `low` (None: open below), the last open above, so nothing outside the cuts' span is lost."""
+    edges = [low, *cuts, None]
+    return {str(n): partial(walk, start, end) for n, (start, end) in enumerate(pairwise(edges))}
 
 
 def _offer(waiting: Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -178,6 +197,7 @@ class SourceResource(ServiceResource):
     ranges_at_once: int = Field(
         default=4,
         ge=1,
+        le=POOL_CONNECTIONS,
         description=(
             "Ranges of a full pull walked side by side where the API can cut a listing (Stripe by creation time, "
             "Klaviyo events by time). To fill a limit takes about the limit's calls a second times the API's answer "

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import pairwise
 from typing import Any
 
 from pydantic import Field
@@ -30,7 +29,9 @@ from resources.source import (
     StreamSpec,
     dig,
     from_unix,
+    range_walks,
     side_by_side,
+    span_cuts,
     text_id,
 )
 
@@ -130,11 +131,7 @@ class StripeResource(SourceResource):
             resume = {"started": started, "bounds": self._created_bounds(endpoint, started), "ranges": {}}
         reach = resume["started"] - EVENTS_REACH_SECONDS
         changed = self._change_times(endpoint, reach, resume["started"])
-        edges = [None, *resume["bounds"], None]
-        walks = {
-            str(n): partial(self._created_range, endpoint, low, high, changed, reach)
-            for n, (low, high) in enumerate(pairwise(edges))
-        }
+        walks = range_walks(partial(self._created_range, endpoint, changed, reach), resume["bounds"])
         for records, ranges in side_by_side(walks, resume["ranges"], self.ranges_at_once):
             yield Page(records, {**cursor, "full": {**resume, "ranges": ranges}})
         # Events from the moment the full pull began cover everything after it.
@@ -155,16 +152,15 @@ class StripeResource(SourceResource):
         while high - low > OLDEST_PRECISION_SECONDS:
             middle = (low + high) // 2
             low, high = (low, middle) if any_before(middle) else (middle, high)
-        count = self.range_count()
-        return sorted({low + (started - low) * n // count for n in range(1, count)})
+        return span_cuts(low, started, self.range_count())
 
     def _created_range(
         self,
         endpoint: StripeEndpoint,
-        low: int | None,
-        high: int | None,
         changed: dict[str | None, int],
         reach: int,
+        low: int | None,
+        high: int | None,
         resume: Cursor | None,
     ) -> Iterator[tuple[list[SourceRecord], Cursor | None]]:
         """The list's objects created in [low, high) (unbounded where None), from `resume`."""
@@ -184,11 +180,8 @@ class StripeResource(SourceResource):
     def _change_times(self, endpoint: StripeEndpoint, since: int, until: int) -> dict[str | None, int]:
         """Object id -> unix time of its latest event since `since`, the span to `until` (open above) cut into ranges
         read side by side. Read again whole by a resumed pull, so no range's progress is kept."""
-        count = self.range_count()
-        edges = [*sorted({since + (until - since) * n // count for n in range(count)}), None]
-        walks = {
-            str(n): partial(self._event_range, endpoint, low, high) for n, (low, high) in enumerate(pairwise(edges))
-        }
+        cuts = span_cuts(since, until, self.range_count())
+        walks = range_walks(partial(self._event_range, endpoint), cuts, since)
         latest: dict[str | None, int] = {}
         for events, _ in side_by_side(walks, {}, self.ranges_at_once):
             for event in events:

@@ -98,6 +98,9 @@ def test_a_full_pull_by_ranges_reads_every_record_once_and_resumes_after_any_pag
         pages = list(connector.extract(spec, None, True))
         halfway = len(pages) // 2
         resumed = list(connector.extract(spec, pages[halfway - 1].cursor, True))
+        # A full pull begun by one cursor (before ranges) starts over by ranges: read again, nothing lost.
+        legacy = {"started": pages[0].cursor[state]["started"], "after": "cus_1", "next": f"{sandbox.url}/x"}
+        restarted = list(connector.extract(spec, {state: legacy}, True))
 
     read = [r.record_id for page in pages for r in page.records]
     listed = {record_id for record_id, (_, archived) in world_records(world, f"{source}.{stream}").items()
@@ -113,3 +116,5 @@ def test_a_full_pull_by_ranges_reads_every_record_once_and_resumes_after_any_pag
     again = [r.record_id for page in resumed for r in page.records]
     assert sorted(landed + again) == sorted(read)  # a stop after any landed page: none lost, none fetched again
     assert "ranges" not in str(resumed[-1].cursor), "a finished pull leaves an incremental cursor"
+    assert sorted(r.record_id for page in restarted for r in page.records) == sorted(read)
+    assert "bounds" in restarted[0].cursor[state]

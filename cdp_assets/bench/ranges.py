@@ -19,7 +19,8 @@ from resources.source import SourceResource
 from resources.stripe import StripeResource
 from sandbox.runner import SandboxServer
 
-# (source, stream, the documented limit in calls a second that a full pull of it is held to)
+# (source, stream, the limit in calls a second that a full pull of it is held to): Stripe's documented test-mode
+# limit; for Klaviyo the sandbox's, Get Profiles' documented 750 a minute, which it applies to every Klaviyo route.
 STREAMS: tuple[tuple[str, str, float], ...] = (("stripe", "customers", 25.0), ("klaviyo", "events", 750 / 60))
 
 

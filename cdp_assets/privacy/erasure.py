@@ -120,7 +120,8 @@ OTHER_TARGETS = (
 EXEMPT: dict[str, str] = {
     "raw._stream_state": "each stream's cursor: a position in the source's listing",
     "quarantine._known_fields": "the payload field names seen per entity",
-    "staging._builds": "each entity's last build: a position in raw's landing order and a fingerprint",
+    "staging._builds": "each entity's last build: a position in raw's landing order, a fingerprint and, after a "
+    "replay, up to five ids of records that differed (the row goes with any erasure reaching the entity)",
     "quarantine.quality_history": "counts and rates per entity and run",
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
