@@ -83,14 +83,15 @@ CREATE TABLE IF NOT EXISTS staging._builds (
     fingerprint VARCHAR NOT NULL,    -- of the contract and mapping it held the rows to
     mode VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
-    built_at TIMESTAMPTZ NOT NULL
-);
--- A replay after an incremental build under the same contract: the kept rows it had to reproduce, how many of them
--- differed, and a few of their records (NULL when the build was no such replay); judged nightly.
-ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS rows_compared BIGINT;
-ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS rows_differing BIGINT;
-ALTER TABLE staging._builds ADD COLUMN IF NOT EXISTS differing_records VARCHAR[];
+    built_at TIMESTAMPTZ NOT NULL,
+    -- A replay after an incremental build under the same contract: the kept rows it had to reproduce, how many of
+    -- them differed, and a few of their records (NULL when the build was no such replay); judged nightly.
+    rows_compared BIGINT,
+    rows_differing BIGINT,
+    differing_records VARCHAR[]
+)
 """
+STAMPS = ("run_id", "quarantined_at")  # a quarantine row's columns that say which build judged it, not what it holds
 # Every landed version of each record with a version landed after the last build, or held in quarantine by a check
 # of the clock: its current version is decided among all of them, as a replay decides it. Versions landed after
 # `through` wait for the next build.
@@ -291,7 +292,8 @@ def _differences(
         columns = ", ".join(
             f'"{name}"' for (name,) in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $t"
-                " AND column_name NOT IN ('run_id', 'quarantined_at') ORDER BY ordinal_position", {"t": table}
+                " AND NOT list_contains($stamps, column_name) ORDER BY ordinal_position",
+                {"t": table, "stamps": list(STAMPS)},
             ).fetchall()
         )  # fmt: skip
         sql = DIFFERENCES_SQL.format(columns=columns, replay=replay, landing=landing, table=table, key=key)

@@ -105,7 +105,7 @@ def volume_result(m: Measures) -> AssetCheckResult:
 
 def build_replay_checks(keys: dict[str, AssetKey]) -> list[AssetChecksDefinition]:
     """Per staging entity (by its key), the nightly judgement of its last build's comparison, which the build
-    records in `staging._builds` before writing: a replay overwrites the rows the comparison reads."""
+    makes before writing and records in `staging._builds` with its rows: a replay overwrites the rows it reads."""
 
     def build(entity: str, key: AssetKey) -> AssetChecksDefinition:
         @asset_check(asset=key, name="replay_matches_incremental", description=REPLAY,

@@ -134,10 +134,10 @@ class ApiClient:
         self._pacer = Pacer(self.rate_limit) if self.rate_limit else None
         self._counting = threading.Lock()  # ranges of one pull call from threads of their own
 
-    def count(self, requests: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
+    def count(self, calls: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
         """Add to the stats, from any thread."""
         with self._counting:
-            self.stats.requests += requests
+            self.stats.requests += calls
             self.stats.retries += retries
             self.stats.waited_seconds += waited_seconds
 
@@ -157,7 +157,7 @@ class ApiClient:
         """
         url = self.url(path_or_url)
         for attempt in range(self.max_retries + 1):
-            self.count(requests=1, waited_seconds=self._pacer.wait() if self._pacer is not None else 0.0)
+            self.count(calls=1, waited_seconds=self._pacer.wait() if self._pacer is not None else 0.0)
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except BODY_READ_ERRORS as exc:

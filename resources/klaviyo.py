@@ -5,7 +5,8 @@ killed run resumes from it. Incremental pulls filter with `greater-than(...)`, t
 only comparison Klaviyo offers on these fields, from the start of the last pull.
 
 A full pull of events, the largest stream, cuts their time into ranges (`greater-or-equal` and `less-than` on
-`datetime`, from the oldest event) walked side by side under the account's one pacer: one cursor waits on every page
+`datetime`, from the oldest event) walked side by side by one client (paced where `requests_per_window` is set,
+otherwise held by Klaviyo's 429 answers): one cursor waits on every page
 in turn and cannot fill a raised limit.
 
 Klaviyo lists no deleted profiles and offers no deletion event or route to read them

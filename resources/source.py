@@ -115,9 +115,10 @@ def side_by_side(
     range once that page has landed.
 
     One cursor cannot fill a raised rate limit when each call waits on the service: several ranges in flight can,
-    and the client's one pacer still holds the account under its limit. A range's pages come in its own order, so the
-    progress after any page names, for every range, a page all of whose predecessors came before it: a run killed
-    after landing it resumes each range where it stood and fetches again only pages that never landed."""
+    and the client's one pacer, where it has one, still holds the account under its limit. A range's pages come in
+    its own order, so the progress after any page names, for every range, a page all of whose predecessors came
+    before it: a run killed after landing it resumes each range where it stood and fetches again only pages that
+    never landed."""
     progress = dict(progress)
     starts = {key: progress.get(key) for key in walks}
     pending: Queue[str] = Queue()
@@ -201,7 +202,7 @@ class SourceResource(ServiceResource):
         description=(
             "Ranges of a full pull walked side by side where the API can cut a listing (Stripe by creation time, "
             "Klaviyo events by time). To fill a limit takes about the limit's calls a second times the API's answer "
-            "time in seconds; the one pacer keeps them all under the limit."
+            "time in seconds; the client's pacer, where it has one, keeps them all under the limit."
         ),
     )
 

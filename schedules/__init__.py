@@ -27,7 +27,8 @@ def build_jobs(
     nightly_checks: Sequence[AssetCheckKey] = (),
 ) -> list[UnresolvedAssetJobDefinition]:
     """The two paths. The hourly one leaves out what `nightly_only` and `nightly_checks` name: the quality
-    scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, nightly syncs.
+    scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, the staging
+    replays' comparison with the incremental builds, nightly syncs.
     The nightly one runs with `nightly_config`, which asks its pulls to read every record again and its staging
     builds to replay raw through the contracts; the hourly one reads what changed."""
     hourly = AssetSelection.all() - AssetSelection.assets(*nightly_only) - AssetSelection.checks(*nightly_checks)

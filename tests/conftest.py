@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,7 +109,7 @@ class RunOutcome:
     success: bool
     metadata: dict[str, dict[str, Any]]  # asset path ("raw/stripe_customers") -> metadata values
     run_id: str
-    checks: dict[str, bool] = field(default_factory=dict)  # "asset path:check name" -> passed
+    checks: dict[str, bool]  # "asset path:check name" -> passed
 
 
 class Pipeline:

@@ -13,6 +13,7 @@ from dagster import AssetSelection
 
 from cdp_assets.contracts import CLOCK_CHECKS
 from cdp_assets.definitions import staging_assets
+from cdp_assets.staging import STAMPS
 from sandbox.runner import SandboxServer
 from tests.conftest import Env, Pipeline
 from tests.test_sync_kill import launch
@@ -20,8 +21,6 @@ from tests.test_sync_kill import launch
 STAGING = AssetSelection.groups("staging")
 ENTITIES = [a.key.path[-1] for a in staging_assets]
 RAW = {a.key.path[-1]: ".".join(next(iter(a.dependency_keys)).path) for a in staging_assets}  # entity -> raw table
-# Columns a build stamps with its own run; the rows' content is the rest.
-STAMPS = ("run_id", "quarantined_at")
 
 
 def layer_state(pipeline: Pipeline) -> dict[str, list[tuple[Any, ...]]]:
@@ -111,6 +110,7 @@ def test_an_hourly_build_reads_what_changed_and_ends_as_a_replay_of_raw(
     assert differing == {e: {"stripe__customers": 2, "klaviyo__events": 1}.get(e, 0) for e in ENTITIES}
     judged = {e for e in ENTITIES if not drifted.checks[f"staging/{e}:replay_matches_incremental"]}
     assert judged == {"stripe__customers", "klaviyo__events"}  # a warning, naming the records
+
 
 def test_a_build_killed_before_it_commits_leaves_the_last_one_whole(start: Callable[..., Env], tmp_path: Path) -> None:
     env = start(synced=True)  # the test world after a first run that synced: the next pull brings echoes

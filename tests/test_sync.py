@@ -31,11 +31,10 @@ from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import UPSTREAM, Env, RunOutcome
 
-SYNCS_FILE = Path(__file__).resolve().parents[1] / "cdp_assets" / "sync" / "syncs.yaml"
-
 SYNCS = tuple(load_syncs().syncs)
 DESTINATION_SERVICES = ("hubspot", "zendesk", "braze", "meta")
 ROOT = Path(__file__).resolve().parents[1]
+SYNCS_FILE = ROOT / "cdp_assets" / "sync" / "syncs.yaml"
 
 
 def sent(outcome: RunOutcome, sync: str) -> dict[str, Any]:
