@@ -97,6 +97,11 @@ def same_secret(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+
+def _not_json(constant: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON has not."""
+    raise ValueError(f"{constant} is not JSON")
+
 def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlette:
     store = WorldStore(folder)
     accounts = Accounts(store)
@@ -165,8 +170,8 @@ def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlet
         """A chat tool's incoming webhook, for alerts: keeps what it is sent to its secret URL."""
         if not same_secret(request.path_params["secret"], token):
             return JSONResponse({"error": "no such webhook"}, status_code=404)
-        try:
-            received.append(json.loads(await request.body()))
+        try:  # strict JSON: NaN or Infinity kept here could not be served back by GET /_sandbox/webhook
+            received.append(json.loads(await request.body(), parse_constant=_not_json))
         except (ValueError, RecursionError):
             return JSONResponse({"error": "expected JSON"}, status_code=400)
         return JSONResponse({"ok": True})

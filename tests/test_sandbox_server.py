@@ -531,3 +531,12 @@ def test_a_secret_is_kept_on_a_file_system_without_hard_links(tmp_path: Path, mo
     secret = kept_secret(path)
     assert secret and path.stat().st_mode & 0o777 == 0o600 and kept_secret(path) == secret
     assert [p.name for p in path.parent.iterdir()] == ["sandbox.token"]  # no draft left behind
+
+
+def test_the_webhook_refuses_what_json_has_not_and_still_serves_what_it_kept(sandbox: SandboxServer) -> None:
+    """Python's json reads NaN; kept, it would break every later read of the receiver (found by the fuzz test)."""
+    refused = requests.post(sandbox.webhook_url, data='{"text": NaN}', timeout=10)
+    kept = requests.post(sandbox.webhook_url, json={"text": "run failed"}, timeout=10)
+
+    assert refused.status_code == 400 and kept.status_code == 200
+    assert sandbox.control("webhook") == [{"text": "run failed"}]
