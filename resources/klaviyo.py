@@ -122,15 +122,22 @@ class KlaviyoResource(SourceResource):
                 params["sort"] = endpoint.changed_field
                 if not full:
                     params["filter"] = f"greater-than({endpoint.changed_field},{cursor['changed_since']})"
-        while url:
-            body = self.client.fetch_json("GET", url, params=params)
-            params = None  # `links.next` carries every parameter
+        for body, next_url in self._follow(url, params):
             records = [_record(item, endpoint.changed_field) for item in body["data"]]
-            url = (body.get("links") or {}).get("next")
-            if url:
-                pull = {**pull, "next": url}
+            if next_url:
+                pull = {**pull, "next": next_url}
                 yield Page(records, {**cursor, "pull": pull})
         yield Page(records, {"changed_since": _stamp(pull["started"] - self.lookback_seconds)})
+
+    def _follow(self, url: str, params: dict[str, Any] | None) -> Iterator[tuple[Any, str | None]]:
+        """Each page's body from `url` on, with the `links.next` that follows it (None on the last page); only the
+        first call takes `params`, as the link carries every parameter."""
+        next_url: str | None = url
+        while next_url:
+            body = self.client.fetch_json("GET", next_url, params=params)
+            params = None
+            next_url = (body.get("links") or {}).get("next")
+            yield body, next_url
 
     def _full_by_ranges(self, endpoint: KlaviyoEndpoint, field: str, cursor: Cursor) -> Iterator[Page]:
         pull = cursor.get("pull") or {}
@@ -166,23 +173,17 @@ class KlaviyoResource(SourceResource):
             params = {**endpoint.params, "sort": field, "page[size]": endpoint.page_size}
             if conditions:
                 params["filter"] = conditions[0] if len(conditions) == 1 else f"and({','.join(conditions)})"
-        while url:
-            body = self.client.fetch_json("GET", url, params=params)
-            params = None  # `links.next` carries every parameter
-            url = (body.get("links") or {}).get("next")
-            yield [_record(item, endpoint.changed_field) for item in body["data"]], {"next": url} if url else None
+        for body, next_url in self._follow(url, params):
+            records = [_record(item, endpoint.changed_field) for item in body["data"]]
+            yield records, {"next": next_url} if next_url else None
 
     def list_ids(self, stream: StreamSpec) -> Iterator[list[str]]:
         endpoint = ENDPOINTS[stream.name]
         if endpoint.id_listing is None:
             raise ValueError(f"klaviyo: {stream.name} declares no id listing")
-        url: str | None = endpoint.path
-        params: dict[str, Any] | None = {**endpoint.id_listing, "page[size]": endpoint.page_size}
-        while url:
-            body = self.client.fetch_json("GET", url, params=params)
-            params = None  # `links.next` carries every parameter
+        params = {**endpoint.id_listing, "page[size]": endpoint.page_size}
+        for body, _ in self._follow(endpoint.path, params):
             yield [record_id for item in body["data"] if (record_id := text_id(dig(item, "id"))) is not None]
-            url = (body.get("links") or {}).get("next")
 
 
 def _stamp(seconds: float) -> str:
