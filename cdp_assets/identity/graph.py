@@ -5,6 +5,8 @@ rule (more values of a type than its limit, or a "never link" pair inside) or wh
 records are joined through identifiers of two or more types (a chain) are rebuilt by a
 union-find that applies their edges strongest first, then oldest first, and refuses each
 edge that would break a rule: the weakest link gives way, as in Segment's merge protection.
+A chain within the limits whose person records all score at least `merge_at` with each other
+is left as labelled: the union-find would keep every one of its links (`agree_throughout`).
 
 The chain check: a link through an identifier joining two groups of person records is accepted
 only when the ends agree, that is when the best probabilistic score between a record of one
@@ -203,20 +205,24 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
     labels = label(node_count, a[~isolated], b[~isolated])
     accepted = ~isolated
     refused: list[str | None] = ["never_link" if i else None for i in isolated]
-    flagged = _flagged(labels, protection)
+    protected = _flagged(labels, protection)
+    flagged = protected.copy()
     if evidence is not None:
         flagged |= chained(labels, a[~isolated], b[~isolated], protection.node_types, evidence.person)
     if not flagged.any():
         return Components(labels, accepted, refused)
+    agreeing = np.zeros_like(flagged) if evidence is None else flagged & ~protected & agree_throughout(labels, evidence)
     order = edges.assign(rank=edges["priority"].astype(float))
     probabilistic = (edges["method"] == "probabilistic").to_numpy() if "method" in edges else np.zeros(len(a), bool)
     limit_priority = {f"limit {type_names[code]} {limit}": protection.type_priority.get(code)
                       for code, limit in protection.limits.items()}
     review: list[tuple[int, int]] = []
     unions: list[_ProtectedUnion] = []
-    holders = _holders(a, b, evidence.person) if evidence is not None else {}
+    rerun = flagged & ~agreeing
+    # The holders of the identifiers the union-find may check a link through: those of the components it rebuilds.
+    rebuilding = rerun[labels[a]] | rerun[labels[b]]
+    holders = _holders(a[rebuilding], b[rebuilding], evidence.person) if evidence is not None else {}
     last_pass = np.full(len(flagged), -1)  # per component: the pass whose union-find built it
-    rerun = flagged
     while rerun.any():
         inside = rerun[labels[a]] & ~isolated
         union = _ProtectedUnion(protection, evidence, holders)
@@ -232,16 +238,35 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
             if priority is not None and priority - 0.5 < order.at[position, "rank"]:
                 order.at[position, "rank"] = priority - 0.5
                 rerun[labels[a[position]]] = True
-    # Relabel every node of the rebuilt components by its union-find root.
-    roots: dict[tuple[int, int], int] = {}
-    next_label = labels.max() + 1
-    for node in np.flatnonzero(flagged[labels]):
-        built_by = int(last_pass[labels[node]])
-        root = (built_by, unions[built_by].find(int(node)))
-        if root not in roots:
-            roots[root], next_label = next_label, next_label + 1
-        labels[node] = roots[root]
+    # Relabel every node of the rebuilt components by its group: its union-find root, or its component where every
+    # link was kept; groups are numbered in the order of their first node.
+    nodes = np.flatnonzero(flagged[labels])
+    group = labels[nodes].astype(np.int64)
+    for i in np.flatnonzero(~agreeing[group]).tolist():
+        built_by = int(last_pass[group[i]])
+        group[i] = len(flagged) + built_by * node_count + unions[built_by].find(int(nodes[i]))
+    _, first, position = np.unique(group, return_index=True, return_inverse=True)
+    number = np.empty(len(first), dtype=np.int64)
+    number[np.argsort(first)] = np.arange(len(first))
+    labels[nodes] = labels.max() + 1 + number[position]
     return Components(labels, accepted, refused, review)
+
+
+def agree_throughout(labels: np.ndarray, evidence: Evidence) -> np.ndarray:
+    """Per component: every pair of its person records scores at least `merge_at`. Within the limits and with no
+    never-link pair, the union-find would keep every one of its links (whichever two groups a link joins, the best
+    pair between them reaches `merge_at`, or no pair is left to compare), so it is one component as it stands."""
+    records = np.bincount(labels[evidence.person], minlength=labels.max() + 1)
+    scored = _scored(evidence.scores)
+    x, y = scored["x"].to_numpy(), scored["y"].to_numpy()
+    inside = (scored["p"].to_numpy() >= evidence.merge_at) & (labels[x] == labels[y])
+    pairs = np.bincount(labels[x[inside]], minlength=len(records))
+    return pairs == records * (records - 1) // 2
+
+
+def _scored(scores: dict[tuple[int, int], float]) -> pd.DataFrame:
+    pairs = np.array(list(scores), dtype=np.int64).reshape(-1, 2)
+    return pd.DataFrame({"x": pairs[:, 0], "y": pairs[:, 1], "p": np.fromiter(scores.values(), float, len(scores))})
 
 
 def _holders(a: np.ndarray, b: np.ndarray, person: np.ndarray) -> dict[int, set[int]]:

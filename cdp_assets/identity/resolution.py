@@ -131,13 +131,15 @@ def _evidence(rules: Rules, person: np.ndarray, fields: dict[int, int], scores: 
 def _probabilistic_edges(rules: Rules, nodes: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Splink's pairs at or above the merge threshold (`scores` with node columns a, b) as the graph's weakest edges."""
     merge = scores[scores["probability"] >= rules.merge_at]
-    seen = nodes["first_seen"].to_numpy()
+    # Kept as times with their zone: to_numpy() would make a Python object of every one, and slowly.
+    seen = nodes["first_seen"].array
+    ends = pd.DataFrame({"a": seen.take(merge["a"].to_numpy()), "b": seen.take(merge["b"].to_numpy())})
     return pd.DataFrame({
         "a": merge["a"].to_numpy(), "b": merge["b"].to_numpy(), "link_type": "probabilistic",
         "priority": rules.types["probabilistic"].priority, "method": "probabilistic",
         "probability": merge["probability"].to_numpy(), "match_weight": merge["match_weight"].to_numpy(),
         # A probabilistic link exists once both records do.
-        "first_seen": np.maximum(seen[merge["a"].to_numpy()], seen[merge["b"].to_numpy()]),
+        "first_seen": ends.max(axis=1).array,
         "records": 2, "streams": [[]] * len(merge),
     })
 
@@ -351,7 +353,7 @@ def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataF
         "type_b": ends["id_type"].to_numpy()[edges["b"]], "value_b": ends["value"].to_numpy()[edges["b"]],
         "profile_a": ends["profile_id"].to_numpy()[edges["a"]], "profile_b": ends["profile_id"].to_numpy()[edges["b"]],
         "link_type": edges["link_type"].to_numpy(), "method": edges["method"].to_numpy(),
-        "probability": edges["probability"].to_numpy(), "first_seen": edges["first_seen"].to_numpy(),
+        "probability": edges["probability"].to_numpy(), "first_seen": edges["first_seen"].array,
         "records": edges["records"].to_numpy(), "streams": edges["streams"].to_numpy(),
         "accepted": edges["accepted"].to_numpy(), "refused_by": edges["rule"].to_numpy(),
     })
