@@ -257,16 +257,12 @@ def agree_throughout(labels: np.ndarray, evidence: Evidence) -> np.ndarray:
     never-link pair, the union-find would keep every one of its links (whichever two groups a link joins, the best
     pair between them reaches `merge_at`, or no pair is left to compare), so it is one component as it stands."""
     records = np.bincount(labels[evidence.person], minlength=labels.max() + 1)
-    scored = _scored(evidence.scores)
-    x, y = scored["x"].to_numpy(), scored["y"].to_numpy()
-    inside = (scored["p"].to_numpy() >= evidence.merge_at) & (labels[x] == labels[y])
-    pairs = np.bincount(labels[x[inside]], minlength=len(records))
-    return pairs == records * (records - 1) // 2
-
-
-def _scored(scores: dict[tuple[int, int], float]) -> pd.DataFrame:
-    pairs = np.array(list(scores), dtype=np.int64).reshape(-1, 2)
-    return pd.DataFrame({"x": pairs[:, 0], "y": pairs[:, 1], "p": np.fromiter(scores.values(), float, len(scores))})
+    pairs = np.array(list(evidence.scores), dtype=np.int64).reshape(-1, 2)
+    x, y = pairs[:, 0], pairs[:, 1]
+    score = np.fromiter(evidence.scores.values(), float, len(pairs))
+    # Each pair of two records once, as the scores are keyed (lower node, higher node).
+    inside = (score >= evidence.merge_at) & (x < y) & evidence.person[x] & evidence.person[y] & (labels[x] == labels[y])
+    return np.bincount(labels[x[inside]], minlength=len(records)) == records * (records - 1) // 2
 
 
 def _holders(a: np.ndarray, b: np.ndarray, person: np.ndarray) -> dict[int, set[int]]:
