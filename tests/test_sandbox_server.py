@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox.apis import keyset
 from sandbox.apis.hubspot import search_sql
+from sandbox.apis.klaviyo import EVENTS
+from sandbox.apis.klaviyo import _filter as klaviyo_filter
 from sandbox.config import kept_secret
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
@@ -333,6 +336,43 @@ def test_hubspot_incremental_search_costs_what_it_returns(world: Path) -> None:
     assert "INDEX records_by_numeric_id_key" in page_plan and "TEMP B-TREE" not in page_plan, page_plan
     assert deep <= at_start * 1.2, (deep, at_start)  # ids 12 to 95 are not walked past
     assert "COVERING INDEX records_by_numeric_id_key" in count_plan, count_plan
+
+
+def test_a_page_deep_in_a_time_range_costs_what_one_at_its_start_does(tmp_path: Path) -> None:
+    """A ranged pull (Klaviyo's events between two times, Stripe's objects created in a span) pages each range by
+    its time: a page far into the range seeks its position, not the range's start, nor walks the ids, whatever
+    SQLite would choose on its own. Paging the range also returns each of its records once, in order."""
+    events = 3000
+    store = WorldStore(tmp_path)
+    store.upsert(
+        Record("klaviyo.events", f"{(7919 * i) % 10007:05d}", OLD_MS // 1000 + i // 3, OLD_MS + (i // 3) * 1000,
+               {"type": "event", "id": f"{(7919 * i) % 10007:05d}"})
+        for i in range(events)  # three events a second, ids out of time order
+    )
+    conn = store.connect()
+    where, params = klaviyo_filter(f"and(greater-or-equal(datetime,{iso(OLD_MS + 100_000)}),"
+                                   f"less-than(datetime,{iso(OLD_MS + 900_000)}))", EVENTS)
+
+    def page(after: tuple[int, str] | None) -> tuple[list[Any], int]:
+        steps = [0]
+        conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1) or 0, 1)  # one call per VM step
+        rows, _ = keyset(store, "klaviyo.events", ("updated", "id"), 50, where=where, params=params, after=after)
+        conn.set_progress_handler(None, 1)
+        return rows, steps[0]
+
+    walked, after, costs = [], None, []
+    while True:
+        rows, cost = page(after)
+        walked += [(row["updated"], row["id"]) for row in rows]
+        costs.append(cost)
+        if len(rows) < 50:
+            break
+        after = (rows[-1]["updated"], rows[-1]["id"])
+    in_range = conn.execute(
+        "SELECT updated, id FROM records WHERE stream = 'klaviyo.events' AND updated >= ? AND updated < ?"
+        " ORDER BY updated, id", (OLD_MS + 100_000, OLD_MS + 900_000)).fetchall()
+    assert walked == [tuple(row) for row in in_range] and len(walked) == 2400
+    assert max(costs[1:-1]) <= costs[1] * 1.5, costs  # page 47 costs what page 2 does
 
 
 def test_zendesk_cursor_export_resumes_from_after_cursor(sb: SandboxServer, world: Path) -> None:

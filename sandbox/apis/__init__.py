@@ -30,6 +30,9 @@ from sandbox.store import WorldStore
 
 Handler = Callable[[Request, bytes], Response]
 COLUMNS = "id, created, updated, archived, payload"
+# The index of each first key of a two-key order (sandbox/store.py), named in the query: SQLite, without statistics,
+# would otherwise walk the primary key's ids (a WITHOUT ROWID table's) for a page of one time.
+ORDER_INDEXES = {"updated": "records_by_updated", "created": "records_by_created"}
 INT64 = (-(2**63), 2**63 - 1)  # what SQLite (and the real services' 64-bit fields) can hold
 DIGITS = re.compile(r"-?[0-9]{1,30}")  # longer is no 64-bit integer, and int() of thousands of digits refuses
 log = logging.getLogger(__name__)
@@ -220,7 +223,11 @@ def keyset(
     """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
 
     Keys must follow stream (and any equality terms of ``where``) in an index. A two-key position is split into
-    "same first key, later id" and "later first key" so both halves are index ranges.
+    "same first key, later id" and "later first key" so both halves are index ranges starting at the position,
+    in the index of ORDER_INDEXES: given a range of the first key in ``where`` as well (Klaviyo's `datetime`
+    filters, Stripe's `created[gte]`), SQLite would otherwise seek from the range's start, or walk the ids, and
+    read what comes before the position again for every page. The first half reads the rows at the position's
+    first key before ``where`` filters them, as SQLite seeks the range rather than that one value beside it.
     Returns (rows, has_more).
     """
     direction, cmp = ("DESC", "<") if descending else ("ASC", ">")
@@ -234,11 +241,19 @@ def keyset(
         rows = conn.execute(sql, (stream, *params, after[0], limit + 1)).fetchall()
     else:
         first, last = keys
-        same = f"{base} AND {first} = ? AND {last} {cmp} ? ORDER BY {last} {direction} LIMIT ?"
-        rows = conn.execute(same, (stream, *params, after[0], after[1], limit + 1)).fetchall()
+        index = ORDER_INDEXES[first]
+        same = (
+            f"WITH same AS MATERIALIZED (SELECT * FROM records INDEXED BY {index} "
+            f"WHERE stream = ? AND {first} = ? AND {last} {cmp} ?) "
+            f"SELECT {COLUMNS} FROM same WHERE ({where}) ORDER BY {last} {direction} LIMIT ?"
+        )
+        rows = conn.execute(same, (stream, after[0], after[1], *params, limit + 1)).fetchall()
         if len(rows) <= limit:
-            later = f"{base} AND {first} {cmp} ? ORDER BY {order} LIMIT ?"
-            rows += conn.execute(later, (stream, *params, after[0], limit + 1 - len(rows))).fetchall()
+            later = (
+                f"SELECT {COLUMNS} FROM records INDEXED BY {index} WHERE stream = ? AND {first} {cmp} ? AND ({where}) "
+                f"ORDER BY {order} LIMIT ?"
+            )
+            rows += conn.execute(later, (stream, after[0], *params, limit + 1 - len(rows))).fetchall()
     return rows[:limit], len(rows) > limit
 
 
