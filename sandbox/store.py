@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+# The index of each time a page may be ordered by (then by id), named by the queries that page through it
+# (sandbox/apis `keyset`) and dropped while a world is built (sandbox/world.py).
+TIME_INDEXES = {"updated": "records_by_updated", "created": "records_by_created"}
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     stream   TEXT    NOT NULL,  -- e.g. 'stripe.customers' (see STREAMS)
     id       TEXT    NOT NULL,  -- the record's id as the API serves it, as text
@@ -35,8 +38,8 @@ CREATE TABLE IF NOT EXISTS records (
     payload  TEXT    NOT NULL,  -- the JSON object as the API returns it
     PRIMARY KEY (stream, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_by_updated ON records (stream, updated, id);
-CREATE INDEX IF NOT EXISTS records_by_created ON records (stream, created, id);
+CREATE INDEX IF NOT EXISTS {TIME_INDEXES["updated"]} ON records (stream, updated, id);
+CREATE INDEX IF NOT EXISTS {TIME_INDEXES["created"]} ON records (stream, created, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 ID_WIDTH = 20  # digits of the widest numeric id (HubSpot's ids are 64-bit integers)

@@ -24,12 +24,20 @@ from sandbox.ids import Ids
 from sandbox.loader import bulk_connection, load_chunks, write_chunk
 from sandbox.pools import draw_pools
 from sandbox.render_klaviyo import metric_ids, render_metrics
-from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, SCHEMA, STREAMS, TRUTH_FILE, WorldStore
+from sandbox.store import (
+    ANOMALIES_FILE,
+    CASES_FILE,
+    DB_FILE,
+    SCHEMA,
+    STREAMS,
+    TIME_INDEXES,
+    TRUTH_FILE,
+    WorldStore,
+)
 
 MAX_WORKERS = 4  # renderers that take turns writing; more would mostly wait for the writer's turn
 INDEX_CACHE_KIB = 32_768  # per sorted run: small runs let the sorter threads overlap (and memory stays flat)
 PAGE_SIZE = 16_384
-TIME_INDEXES = ("records_by_updated", "records_by_created")
 CSV_HEADERS = {TRUTH_FILE: ("stream", "record_id", "person_id"), ANOMALIES_FILE: ("stream", "record_id", "kind"),
                CASES_FILE: ("person_id", "case")}
 
@@ -118,6 +126,6 @@ def _prepare(store: WorldStore) -> None:
     conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     conn.execute("VACUUM")  # applies the page size; the file holds only the schema yet
     with conn:
-        for name in TIME_INDEXES:
+        for name in TIME_INDEXES.values():
             conn.execute(f'DROP INDEX IF EXISTS "{name}"')
     conn.close()  # no connection may stay open across the fork of the workers

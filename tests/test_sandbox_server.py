@@ -345,13 +345,19 @@ def test_a_page_deep_in_a_time_range_costs_what_one_at_its_start_does(tmp_path: 
     events = 3000
     store = WorldStore(tmp_path)
     store.upsert(
-        Record("klaviyo.events", f"{(7919 * i) % 10007:05d}", OLD_MS // 1000 + i // 3, OLD_MS + (i // 3) * 1000,
-               {"type": "event", "id": f"{(7919 * i) % 10007:05d}"})
+        Record(
+            "klaviyo.events",
+            f"{(7919 * i) % 10007:05d}",
+            OLD_MS // 1000 + i // 3,
+            OLD_MS + (i // 3) * 1000,
+            {"type": "event", "id": f"{(7919 * i) % 10007:05d}"},
+        )
         for i in range(events)  # three events a second, ids out of time order
     )
     conn = store.connect()
-    where, params = klaviyo_filter(f"and(greater-or-equal(datetime,{iso(OLD_MS + 100_000)}),"
-                                   f"less-than(datetime,{iso(OLD_MS + 900_000)}))", EVENTS)
+    where, params = klaviyo_filter(
+        f"and(greater-or-equal(datetime,{iso(OLD_MS + 100_000)}),less-than(datetime,{iso(OLD_MS + 900_000)}))", EVENTS
+    )
 
     def page(after: tuple[int, str] | None) -> tuple[list[Any], int]:
         steps = [0]
@@ -370,7 +376,9 @@ def test_a_page_deep_in_a_time_range_costs_what_one_at_its_start_does(tmp_path: 
         after = (rows[-1]["updated"], rows[-1]["id"])
     in_range = conn.execute(
         "SELECT updated, id FROM records WHERE stream = 'klaviyo.events' AND updated >= ? AND updated < ?"
-        " ORDER BY updated, id", (OLD_MS + 100_000, OLD_MS + 900_000)).fetchall()
+        " ORDER BY updated, id",
+        (OLD_MS + 100_000, OLD_MS + 900_000),
+    ).fetchall()
     assert walked == [tuple(row) for row in in_range] and len(walked) == 2400
     assert max(costs[1:-1]) <= costs[1] * 1.5, costs  # page 47 costs what page 2 does
 

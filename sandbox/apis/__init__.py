@@ -26,13 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sandbox.config import SandboxConfig
 from sandbox.destinations import Accounts
 from sandbox.faults import Quota
-from sandbox.store import WorldStore
+from sandbox.store import TIME_INDEXES, WorldStore
 
 Handler = Callable[[Request, bytes], Response]
 COLUMNS = "id, created, updated, archived, payload"
-# The index of each first key of a two-key order (sandbox/store.py), named in the query: SQLite, without statistics,
-# would otherwise walk the primary key's ids (a WITHOUT ROWID table's) for a page of one time.
-ORDER_INDEXES = {"updated": "records_by_updated", "created": "records_by_created"}
 INT64 = (-(2**63), 2**63 - 1)  # what SQLite (and the real services' 64-bit fields) can hold
 DIGITS = re.compile(r"-?[0-9]{1,30}")  # longer is no 64-bit integer, and int() of thousands of digits refuses
 log = logging.getLogger(__name__)
@@ -222,12 +219,14 @@ def keyset(
 ) -> tuple[list[sqlite3.Row], bool]:
     """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
 
-    Keys must follow stream (and any equality terms of ``where``) in an index. A two-key position is split into
-    "same first key, later id" and "later first key" so both halves are index ranges starting at the position,
-    in the index of ORDER_INDEXES: given a range of the first key in ``where`` as well (Klaviyo's `datetime`
-    filters, Stripe's `created[gte]`), SQLite would otherwise seek from the range's start, or walk the ids, and
-    read what comes before the position again for every page. The first half reads the rows at the position's
-    first key before ``where`` filters them, as SQLite seeks the range rather than that one value beside it.
+    One key must follow stream (and any equality terms of ``where``) in an index; two keys are a time of
+    TIME_INDEXES and the id. A two-key position is split into "same first key, later id" and "later first key",
+    each an index range starting at the position, so a page costs the same anywhere in a range of the time that
+    ``where`` may hold as well (Klaviyo's `datetime` filters, Stripe's `created[gte]`). SQLite left to itself
+    seeks from the range's start, or walks the primary key's ids (a WITHOUT ROWID table's), and reads what comes
+    before the position again for every page: so the first half reads the rows at the position's time, in the
+    time's index, before ``where`` filters them, and the second names the position's bound before ``where``, as
+    SQLite seeks on the first of two bounds of one column (tests/test_sandbox_server.py measures both).
     Returns (rows, has_more).
     """
     direction, cmp = ("DESC", "<") if descending else ("ASC", ">")
@@ -241,7 +240,7 @@ def keyset(
         rows = conn.execute(sql, (stream, *params, after[0], limit + 1)).fetchall()
     else:
         first, last = keys
-        index = ORDER_INDEXES[first]
+        index = TIME_INDEXES[first]
         same = (
             f"WITH same AS MATERIALIZED (SELECT * FROM records INDEXED BY {index} "
             f"WHERE stream = ? AND {first} = ? AND {last} {cmp} ?) "
