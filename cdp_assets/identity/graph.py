@@ -5,8 +5,9 @@ rule (more values of a type than its limit, or a "never link" pair inside) or wh
 records are joined through identifiers of two or more types (a chain) are rebuilt by a
 union-find that applies their edges strongest first, then oldest first, and refuses each
 edge that would break a rule: the weakest link gives way, as in Segment's merge protection.
-A chain within the limits whose person records all score at least `merge_at` with each other
-is left as labelled: the union-find would keep every one of its links (`agree_throughout`).
+A chain within the limits, with no never-link pair, whose person records all score at least
+`merge_at` with each other is kept whole as scipy grouped it (renumbered with the rest): the
+union-find would keep every one of its links (`agree_throughout`).
 
 The chain check: a link through an identifier joining two groups of person records is accepted
 only when the ends agree, that is when the best probabilistic score between a record of one
@@ -71,7 +72,7 @@ def label(node_count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _flagged(labels: np.ndarray, protection: Protection) -> np.ndarray:
+def _breaking_rules(labels: np.ndarray, protection: Protection) -> np.ndarray:
     """Components that hold more values of a type than its limit, or both ends of a never-link pair."""
     flagged = np.zeros(labels.max() + 1 if len(labels) else 0, dtype=bool)
     for code, limit in protection.limits.items():
@@ -205,13 +206,13 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
     labels = label(node_count, a[~isolated], b[~isolated])
     accepted = ~isolated
     refused: list[str | None] = ["never_link" if i else None for i in isolated]
-    protected = _flagged(labels, protection)
-    flagged = protected.copy()
+    breaking = _breaking_rules(labels, protection)
+    flagged = breaking.copy()
     if evidence is not None:
         flagged |= chained(labels, a[~isolated], b[~isolated], protection.node_types, evidence.person)
     if not flagged.any():
         return Components(labels, accepted, refused)
-    agreeing = np.zeros_like(flagged) if evidence is None else flagged & ~protected & agree_throughout(labels, evidence)
+    agreeing = np.zeros_like(flagged) if evidence is None else flagged & ~breaking & agree_throughout(labels, evidence)
     order = edges.assign(rank=edges["priority"].astype(float))
     probabilistic = (edges["method"] == "probabilistic").to_numpy() if "method" in edges else np.zeros(len(a), bool)
     limit_priority = {f"limit {type_names[code]} {limit}": protection.type_priority.get(code)
@@ -238,7 +239,7 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
             if priority is not None and priority - 0.5 < order.at[position, "rank"]:
                 order.at[position, "rank"] = priority - 0.5
                 rerun[labels[a[position]]] = True
-    # Relabel every node of the rebuilt components by its group: its union-find root, or its component where every
+    # Renumber every node of a flagged component by its group: its union-find root, or its component where every
     # link was kept; groups are numbered in the order of their first node.
     nodes = np.flatnonzero(flagged[labels])
     group = labels[nodes].astype(np.int64)

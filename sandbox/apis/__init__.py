@@ -220,13 +220,16 @@ def keyset(
     """One page of rows ordered by ``keys`` (the last is the unique id) strictly after ``after``.
 
     One key must follow stream (and any equality terms of ``where``) in an index; two keys are a time of
-    TIME_INDEXES and the id. A two-key position is split into "same first key, later id" and "later first key",
-    each an index range starting at the position, so a page costs the same anywhere in a range of the time that
-    ``where`` may hold as well (Klaviyo's `datetime` filters, Stripe's `created[gte]`). SQLite left to itself
-    seeks from the range's start, or walks the primary key's ids (a WITHOUT ROWID table's), and reads what comes
-    before the position again for every page: so the first half reads the rows at the position's time, in the
-    time's index, before ``where`` filters them, and the second names the position's bound before ``where``, as
-    SQLite seeks on the first of two bounds of one column (tests/test_sandbox_server.py measures both).
+    TIME_INDEXES and the id. A two-key position is split into "same time, later id" and "later time", each an
+    index range starting at the position, so a page costs the same anywhere in a range of the time that ``where``
+    may hold as well (Klaviyo's `datetime` filters, Stripe's `created[gte]`; tests/test_sandbox_server.py
+    measures a page's cost). Left to itself, SQLite seeks from that range's start, or walks the primary key's
+    ids (a WITHOUT ROWID table's), and reads what comes before the position again for every page.
+
+    The first half therefore reads the rows at the position's time, in the time's index, before ``where``
+    filters them. The second names the position's bound before ``where``, as SQLite seeks on the first of two
+    bounds of one column.
+
     Returns (rows, has_more).
     """
     direction, cmp = ("DESC", "<") if descending else ("ASC", ">")
