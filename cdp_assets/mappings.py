@@ -42,7 +42,8 @@ KINDS: dict[str, Kind] = {
     # HubSpot sends a date property as YYYY-MM-DD text; people type birth dates badly, and a bad one loses nobody.
     "birth_date": Kind(
         ("VARCHAR",),
-        f"CASE WHEN {BIRTH_DATE} BETWEEN DATE '{EARLIEST_BIRTH}' AND current_date THEN {BIRTH_DATE} END",
+        # Bounded by the day the version was fetched, not the build's: the same raw types alike in every build.
+        f"CASE WHEN {BIRTH_DATE} BETWEEN DATE '{EARLIEST_BIRTH}' AND extracted_at::DATE THEN {BIRTH_DATE} END",
         "a date as text",
         lenient=True,
     ),

@@ -7,8 +7,8 @@ quarantine, so its cost follows what changed. It replays the whole of raw on the
 once quarantined that now pass move to staging and leave quarantine. Either way staging, quarantine, the watermark
 and the quality history are written in one transaction, so a build killed at any point leaves the last one whole.
 What a build decides by the clock is decided again: records quarantined by a check of the clock are read by every
-build. One judgement is not: a date of birth after the build's day is typed NULL (mappings.py), and only the
-record's next version or a replay (nightly) types it again once that day has come.
+build. A date of birth is judged against the day its version was fetched (mappings.py), not the build's, so it
+types alike in every build.
 """
 
 import hashlib

@@ -49,13 +49,13 @@ VOLUME = (
 )
 REPLAY = (
     "Judged on a replay of raw (nightly, or asked for) after an incremental build under the same contract: the "
-    "replay's staging and quarantine rows against those the incremental builds kept, for every record with no "
-    "version landed since the last build and none held in quarantine by a check of the clock (a build's own run "
-    "and time stamps left out; a row that differs counts twice, as kept and as replayed). Passes when they are the "
-    "same row for row. Warns (never blocks: the replay has just written its own rows) when any differs: the "
-    "incremental path drifted from a replay, a bug. Never fails. Nightly only; a first build or one under a new "
-    "contract has nothing to compare and passes with none compared. Do: report it with the run id and the records "
-    "the metadata names; the replay has already put the tables right."
+    "replay's staging and quarantine rows against those the incremental builds kept, for every record with no version "
+    "landed since the last build and none held in quarantine by a check of the clock (a build's own run and time "
+    "stamps left out; a changed row counts twice, as kept and as replayed, a row on one side once). Passes when they "
+    "are the same row for row. Warns (never blocks: the replay has just written its own rows) when any differs: the "
+    "incremental path drifted from a replay, a bug. Never fails. Nightly only; a first build, one under a new "
+    "contract, or any build that was no replay has nothing to compare and passes with none compared. Do: report it "
+    "with the run id and the records the metadata names; the replay has already put the tables right."
 )
 
 

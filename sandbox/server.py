@@ -10,7 +10,6 @@ probe and the alert webhook receiver, which takes the token in its URL.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
@@ -27,7 +26,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sandbox.apis import ApiError, Context, braze, hubspot, int_param, klaviyo, meta, mixpanel, stripe, zendesk
+from sandbox.apis import (
+    ApiError,
+    Context,
+    braze,
+    hubspot,
+    int_param,
+    klaviyo,
+    meta,
+    mixpanel,
+    strict_json,
+    stripe,
+    zendesk,
+)
 from sandbox.config import MAX_CHANGES, MAX_TICKS, TOKEN_HEADER, SandboxConfig
 from sandbox.corpus import inject_corpus
 from sandbox.destinations import Accounts
@@ -96,11 +107,6 @@ class ControlGuard:
 def same_secret(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
-
-
-def _not_json(constant: str) -> None:
-    """Python's json reads NaN and Infinity, which JSON has not."""
-    raise ValueError(f"{constant} is not JSON")
 
 def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlette:
     store = WorldStore(folder)
@@ -171,7 +177,7 @@ def create_app(folder: str | Path, config: SandboxConfig, token: str) -> Starlet
         if not same_secret(request.path_params["secret"], token):
             return JSONResponse({"error": "no such webhook"}, status_code=404)
         try:  # strict JSON: NaN or Infinity kept here could not be served back by GET /_sandbox/webhook
-            received.append(json.loads(await request.body(), parse_constant=_not_json))
+            received.append(strict_json(await request.body()))
         except (ValueError, RecursionError):
             return JSONResponse({"error": "expected JSON"}, status_code=400)
         return JSONResponse({"ok": True})

@@ -111,16 +111,20 @@ def test_a_component_kept_whole_ends_as_the_union_find_would_leave_it(case: Case
 def test_a_chain_with_one_pair_under_merge_at_still_meets_the_chain_check() -> None:
     """Records 0 and 1 share an email, 1 and 2 a phone; 0 and 2 score under merge_at. Every other pair agrees, yet
     the component goes through the union-find: the phone's link to record 2 is refused by the chain check, 2 stands
-    alone and the pair goes to review. Scored at merge_at, the same pair leaves the component whole."""
+    alone and the pair goes to review. Scored at merge_at, the same pair leaves the component whole, and the
+    union-find is not run at all (a spy that keeps its behaviour counts its unions)."""
     types = np.array([0, 0, 0, 1, 2])
     deterministic = _edges([(0, 3), (1, 3), (1, 4), (2, 4)], types, [0, 1, 2, 3], "deterministic")
     protection = graph.Protection(node_types=types, limits={1: 2, 2: 1}, never=[],
                                   type_priority={1: PRIORITY[1], 2: PRIORITY[2]})
     person, fields = types == 0, dict.fromkeys(range(3), 1)
-    for score, refused, groups, review in ((0.7, [None, None, None, graph.CHAIN], 2, [(0, 2)]),
-                                           (MERGE_AT, [None] * 4, 1, [])):
+    for score, refused, groups, review, union_run in ((0.7, [None, None, None, graph.CHAIN], 2, [(0, 2)], True),
+                                                      (MERGE_AT, [None] * 4, 1, [], False)):
         evidence = graph.Evidence(person, {(0, 1): 0.97, (1, 2): 0.97, (0, 2): score}, fields, MERGE_AT, REVIEW_AT)
-        resolved = graph.resolve(len(types), deterministic, protection, TYPE_NAMES, evidence)
+        with mock.patch.object(graph._ProtectedUnion, "union", autospec=True,
+                               side_effect=graph._ProtectedUnion.union) as unions:
+            resolved = graph.resolve(len(types), deterministic, protection, TYPE_NAMES, evidence)
         assert resolved.refused_rule == refused
         assert len(set(resolved.labels[:3].tolist())) == groups
         assert resolved.review == review
+        assert unions.called == union_run
