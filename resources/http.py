@@ -4,7 +4,8 @@ urllib3 retries 429 and 5xx answers (honouring `Retry-After`, or a rate-limit re
 when the service sends only that) and connection failures before a response starts.
 A connection dropped in the middle of a body happens after urllib3 has handed the
 response over, so `ApiClient.request` retries that case itself. A client given a
-`RateLimit` paces its own calls to stay under the service's documented limit.
+`RateLimit` paces its own calls to stay under the service's documented limit, and a route with a limit of its
+own (HubSpot's search) under that one too.
 
 Every call made through it is a read or an idempotent write (an upsert by a natural
 key, a set add or remove), so repeating one after an answer went missing is safe.
@@ -12,12 +13,14 @@ key, a set add or remove), so repeating one after an answer went missing is safe
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -113,6 +116,8 @@ class ApiClient:
     max_retries: int = 8
     backoff_seconds: float = 0.5
     rate_limit: RateLimit | None = None
+    # Routes with a limit of their own beside the account's: a pattern searched in the path, and its limit.
+    route_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     stats: RequestStats = field(default_factory=RequestStats)
 
     def __post_init__(self) -> None:
@@ -132,6 +137,7 @@ class ApiClient:
         if self.auth is not None:
             self.session.auth = self.auth
         self._pacer = Pacer(self.rate_limit) if self.rate_limit else None
+        self._route_pacers = [(re.compile(route), Pacer(limit)) for route, limit in self.route_limits.items()]
         self._counting = threading.Lock()  # ranges of one pull call from threads of their own
 
     def count(self, calls: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
@@ -156,8 +162,12 @@ class ApiClient:
         read here, so a cut-off body is retried; a streamed body is the caller's to read.
         """
         url = self.url(path_or_url)
+        path = urlsplit(url).path
+        pacers = [pacer for route, pacer in self._route_pacers if route.search(path)]
+        if self._pacer is not None:
+            pacers.append(self._pacer)  # the account's last: its slot is taken just before the call goes out
         for attempt in range(self.max_retries + 1):
-            self.count(calls=1, waited_seconds=self._pacer.wait() if self._pacer is not None else 0.0)
+            self.count(calls=1, waited_seconds=sum(pacer.wait() for pacer in pacers))
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except BODY_READ_ERRORS as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import ClassVar
 
 from dagster import ConfigurableResource
@@ -28,6 +29,8 @@ class ServiceResource(ConfigurableResource):
     service_name: ClassVar[str]
     credential_env: ClassVar[str]  # the variable holding the secret, named in configuration errors
     pace: ClassVar[RateLimit | None] = None  # the calls the connector allows itself by default
+    # Routes the service limits on their own (a pattern searched in the path), paced beside the account's limit.
+    route_paces: ClassVar[Mapping[str, RateLimit]] = {}
 
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying the credential (a bearer token, say)."""
@@ -43,6 +46,13 @@ class ServiceResource(ConfigurableResource):
             return None
         return RateLimit(self.requests_per_window or default.max, self.window_seconds or default.seconds)
 
+    def route_limits(self) -> dict[str, RateLimit]:
+        """Each route's own pace, raised or lowered with the account's when `requests_per_window` sets it (a plan
+        whose limits are all a multiple of the documented ones)."""
+        scale = self.requests_per_window / self.pace.max if self.requests_per_window and self.pace else 1.0
+        return {route: RateLimit(max(1, int(limit.max * scale)), limit.seconds)
+                for route, limit in self.route_paces.items()}
+
     def build_client(self) -> ApiClient:
         return ApiClient(
             service=self.service_name,
@@ -53,6 +63,7 @@ class ServiceResource(ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_retries=self.max_retries,
             rate_limit=self.rate_limit(),
+            route_limits=self.route_limits(),
         )
 
     @property

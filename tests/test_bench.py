@@ -72,4 +72,4 @@ def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:
                  "sending nothing", "hourly contracts-to-views under 15% of the nightly rebuild"):
         assert judged[name].met is None and f"| {name} | not run | not run |" in section
     assert "not reached (stopped before them, or `--until`): Splink alone; first sync; sync, unchanged views; " \
-        "hourly after 1% change." in section
+        "hourly after the first sync; hourly after 1% change." in section

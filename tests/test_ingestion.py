@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType
 
+from resources.hubspot import HubSpotResource
+from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
-from tests.conftest import Env, Pipeline, with_config, world_records
+from tests.conftest import TEST_SANDBOX_CONFIG, Env, Pipeline, with_config, world_records
 
 # World stream -> (staging table, column holding the world's record id).
 STAGED: dict[str, tuple[str, str]] = {
@@ -334,3 +336,24 @@ def test_hubspot_search_cap_loses_no_records(world: Path, tmp_path: Path) -> Non
         )
     }
     assert changed <= landed
+
+
+def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
+    """HubSpot allows 4 searches a second beside the account's 100 calls per 10 s: the connector paces both, so a
+    burst of searches (an incremental pull after a sync wrote many contacts) draws no 429, while other routes are
+    held only by the account's pace."""
+    with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
+        hubspot = HubSpotResource(base_url=sandbox.base_urls["hubspot"], access_token=Credentials().hubspot.token)
+        sandbox.control("stats", "DELETE")
+        started = time.monotonic()
+        for _ in range(9):
+            hubspot.client.fetch_json("POST", "/crm/v3/objects/contacts/search", json={"limit": 1})
+        searching = time.monotonic() - started
+        for _ in range(9):
+            hubspot.client.fetch_json("GET", "/crm/v3/objects/contacts", params={"limit": 1})
+        listing = time.monotonic() - started - searching
+        served = sandbox.control("stats")["services"]["hubspot"]
+    assert served["requests"] == 18 and served["throttled_429"] == 0 and hubspot.stats.retries == 0
+    limit = HubSpotResource.route_paces[r"/search$"]
+    assert searching >= 2 * limit.seconds  # the 5th and the 9th search each waited for a window to pass
+    assert listing < limit.seconds  # nine list calls fit the account's pace at once

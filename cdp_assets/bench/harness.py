@@ -1,11 +1,14 @@
 """The benchmark run: a world of N people, served by the sandbox, taken through the pipeline stage by stage.
 
 Order: build the world (kept as a template between runs of one size, since it takes minutes at a million;
-each run serves a fresh copy, as the run changes its world), a full pull, the
-nightly rebuild, Splink alone on the same records, a first sync, a sync of unchanged views, then 1% of the
-world changes and the hourly job runs. Each stage runs in a child process; `os.wait4` gives its wall time
-and peak resident memory (the largest of the child and anything it waited for). The sandbox's request
-counts per stage come from its `/_sandbox/stats`.
+each run serves a fresh copy, as the run changes its world), a full pull, the nightly rebuild, Splink alone on
+the same records, a first sync, a sync of unchanged views, an hourly run that reads again what the first sync
+wrote into HubSpot and Zendesk (as any first hourly run after a sync of every profile does), then 1% of the world
+changes and the hourly job runs again, from that steady state. An incremental pull reads again what changed in
+the look-back before the last pull began, which an hour between runs leaves empty; back to back, the run after
+the first sync starts a look-back after the sync's last write, so the last run does not read the sync twice.
+Each stage runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest of the
+child and anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ from typing import Any
 
 from cdp_assets import stack
 from resources import DESTINATIONS, SOURCES, pacing_variable
+from resources.source import SourceResource
 from sandbox.config import SandboxConfig
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
 
-SERVED_STAGES = ("full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_unchanged", "hourly")
+SERVED_STAGES = (
+    "full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_unchanged", "hourly_after_sync", "hourly",
+)
 CHANGED_SHARE = 0.01  # of the world's people, changed before the hourly run
+LOOKBACK_SECONDS = SourceResource.model_fields["lookback_seconds"].default
 
 
 def run(
@@ -59,6 +66,9 @@ def run(
         env["CDP_SANDBOX_URL"] = sandbox.url
         results["limits"] = sandbox.control("config")["limits"]
         for stage in SERVED_STAGES[: SERVED_STAGES.index(until) + 1]:
+            if stage == "hourly_after_sync":
+                synced_at = time.monotonic() - results["stages"]["sync_unchanged"]["wall_seconds"]
+                time.sleep(max(0.0, synced_at + LOOKBACK_SECONDS - time.monotonic()))
             if stage == "hourly":
                 results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
             sandbox.control("stats", "DELETE")

@@ -2,9 +2,10 @@
 
 `python -m cdp_assets.bench.ranges --world data/bench/100000/world --latency-ms 150` serves a built world with each
 answer held back by the latency (as a real API's answer time), at the documented limits, and pulls each stream below
-in full for at most `--seconds`, walking each of `--widths` ranges at once in turn. It prints calls a second
-and their share of the stream's limit. On this machine the sandbox is one process: with no latency it, not the
-client, bounds a pull at raised limits, which this measure keeps apart.
+in full for at most `--seconds`, walking each of `--widths` ranges at once in turn. It prints calls a second,
+their share of the stream's limit and how many the service answered with 429 (each retried). On this machine the
+sandbox is one process: with no latency it, not the client, bounds a pull at raised limits, which this measure
+keeps apart.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with SandboxServer(args.world, config) as sandbox:
         for source, stream, limit in STREAMS:
             for width in args.widths:
+                sandbox.control("stats", "DELETE")
                 rate, records = pull_rate(sandbox.url, source, stream, width, args.seconds)
+                throttled = sandbox.control("stats")["services"][source]["throttled_429"]
                 print(f"{source}.{stream}: {width} at once, {rate:.1f} calls/s ({rate / limit:.0%} of {limit:g}/s), "
-                      f"{records} records", flush=True)  # fmt: skip
+                      f"{records} records, {throttled} answers of 429", flush=True)  # fmt: skip
     return 0
 
 

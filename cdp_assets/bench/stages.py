@@ -91,7 +91,7 @@ def splink_alone(data: Path, people: int) -> Figures:
 
 STAGES: dict[str, Callable[[Path, int], Figures]] = {
     "world": world, "full_pull": full_pull, "nightly_rebuild": nightly_rebuild, "splink_alone": splink_alone,
-    "sync": sync, "sync_unchanged": sync, "hourly": hourly,
+    "sync": sync, "sync_unchanged": sync, "hourly_after_sync": hourly, "hourly": hourly,
 }
 
 
