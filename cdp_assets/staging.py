@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandera
@@ -219,8 +220,8 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             batch = enforce(conn, entity, contract)
             drift = None
             if comparable and config.full_refresh:  # a replay asked for, of rows kept under the same contract
-                drift = _differences(conn, (target, staged_select, "_landing_id", stream.primary_key),
-                                     (quarantine, quarantined_select, "raw_landing_id", "record_id"),
+                drift = _differences(conn, (Kept(target, staged_select, "_landing_id", stream.primary_key),
+                                            Kept(quarantine, quarantined_select, "raw_landing_id", "record_id")),
                                      {"raw_table": source_table, "run_id": run_id})  # fmt: skip
             conn.begin()
             new_fields = quality.note_fields(conn, entity, run_id)
@@ -273,7 +274,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
                 "new_fields": MetadataValue.json(new_fields),
                 "new_field_count": len(new_fields),
                 "seconds": round(time.monotonic() - started, 3),
-                **({"rows_differing_from_incremental": drift[1]} if drift else {}),
+                **({"rows_differing": drift[1]} if drift else {}),
             },
             check_results=staging_checks.check_results(measures),
         )
@@ -281,14 +282,22 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     return _staging
 
 
+class Kept(NamedTuple):
+    """A table a replay rewrites: its name, the SELECT of the replay's rows, its landing id column and its key."""
+
+    table: str
+    replay: str
+    landing: str
+    key: str
+
+
 def _differences(
-    conn: duckdb.DuckDBPyConnection, staged: tuple[str, str, str, str], quarantined: tuple[str, str, str, str],
-    params: dict[str, str],
+    conn: duckdb.DuckDBPyConnection, tables: tuple[Kept, ...], params: dict[str, str]
 ) -> tuple[int, int, list[str]]:
     """A replay against the kept rows of the records it had to reproduce: rows compared, rows differing (in staging
     or quarantine, a build's own stamps left out) and a few of their records. Before the replay writes."""
     compared, differing, sample = 0, 0, []
-    for table, replay, landing, key in (staged, quarantined):
+    for table, replay, landing, key in tables:
         columns = ", ".join(
             f'"{name}"' for (name,) in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $t"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType
 
+from resources.http import RateLimit
 from resources.hubspot import HubSpotResource
 from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
@@ -357,3 +358,11 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
     limit = HubSpotResource.route_paces[r"/search$"]
     assert searching >= 2 * limit.seconds  # the 5th and the 9th search each waited for a window to pass
     assert listing < limit.seconds  # nine list calls fit the account's pace at once
+
+
+def test_a_raised_account_limit_raises_the_search_pace_with_it() -> None:
+    """A plan with ten times the documented limits (`HUBSPOT_REQUESTS_PER_WINDOW`, as `cdp bench --limit-scale 10`
+    sets it) has ten times search's own limit too."""
+    search = HubSpotResource.route_paces[r"/search$"]
+    raised = HubSpotResource(base_url="http://hubspot.invalid", access_token="unused", requests_per_window=950)
+    assert raised.route_limits() == {r"/search$": RateLimit(search.max * 10, search.seconds)}

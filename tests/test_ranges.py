@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resources.klaviyo import KlaviyoResource
-from resources.source import DONE, Cursor, SourceRecord, SourceResource, side_by_side
-from resources.stripe import StripeResource
+from cdp_assets.bench.ranges import connector as sandbox_connector
+from resources.source import DONE, Cursor, SourceRecord, side_by_side
 from sandbox.runner import SandboxServer
 from tests.conftest import TEST_SANDBOX_CONFIG, world_records
 
@@ -82,18 +81,12 @@ def test_a_failing_range_fails_the_pull() -> None:
         list(side_by_side(walks, {}, width=2))
 
 
-def _connector(source: str, url: str) -> SourceResource:
-    if source == "stripe":
-        return StripeResource(base_url=f"{url}/stripe", api_key="sk_test_sandbox")
-    return KlaviyoResource(base_url=f"{url}/klaviyo", api_key="pk_sandbox")
-
-
 @pytest.mark.parametrize(("source", "stream", "state"), [("stripe", "invoices", "full"), ("klaviyo", "events", "pull")])
 def test_a_full_pull_by_ranges_reads_every_record_once_and_resumes_after_any_page(
     world: Path, source: str, stream: str, state: str
 ) -> None:
     with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
-        connector = _connector(source, sandbox.url)
+        connector = sandbox_connector(source, sandbox)
         spec = connector.streams[stream]
         pages = list(connector.extract(spec, None, True))
         halfway = len(pages) // 2

@@ -84,7 +84,7 @@ def test_an_hourly_build_reads_what_changed_and_ends_as_a_replay_of_raw(
     replay = pipeline.run(full=True, selection=STAGING)
     assert {replay.metadata[f"staging/{e}"]["mode"] for e in ENTITIES} == {"full: asked"}
     assert layer_state(pipeline) == incremental
-    assert {replay.metadata[f"staging/{e}"]["rows_differing_from_incremental"] for e in ENTITIES} == {0}
+    assert {replay.metadata[f"staging/{e}"]["rows_differing"] for e in ENTITIES} == {0}
     assert {replay.checks[f"staging/{e}:replay_matches_incremental"] for e in ENTITIES} == {True}
     for entity in ENTITIES:  # the measures of the whole table, not of the records one build read
         for measure in ("rows_in", "rows_passed", "rows_quarantined", "failures_by_check"):
@@ -106,7 +106,7 @@ def test_an_hourly_build_reads_what_changed_and_ends_as_a_replay_of_raw(
                      " WHERE NOT list_contains($skip, coalesce(r.record_id, '#' || r.payload_hash)))",
                      {"skip": skip["klaviyo__events"]})  # fmt: skip
     drifted = pipeline.run(full=True, selection=STAGING)
-    differing = {e: drifted.metadata[f"staging/{e}"]["rows_differing_from_incremental"] for e in ENTITIES}
+    differing = {e: drifted.metadata[f"staging/{e}"]["rows_differing"] for e in ENTITIES}
     assert differing == {e: {"stripe__customers": 2, "klaviyo__events": 1}.get(e, 0) for e in ENTITIES}
     judged = {e for e in ENTITIES if not drifted.checks[f"staging/{e}:replay_matches_incremental"]}
     assert judged == {"stripe__customers", "klaviyo__events"}  # a warning, naming the records

@@ -14,10 +14,12 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from resources.klaviyo import KlaviyoResource
 from resources.source import SourceResource
 from resources.stripe import StripeResource
+from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
 
 # (source, stream, the limit in calls a second that a full pull of it is held to): Stripe's documented test-mode
@@ -25,24 +27,26 @@ from sandbox.runner import SandboxServer
 STREAMS: tuple[tuple[str, str, float], ...] = (("stripe", "customers", 25.0), ("klaviyo", "events", 750 / 60))
 
 
-def _connector(source: str, url: str, width: int) -> SourceResource:
+def connector(source: str, sandbox: SandboxServer, **fields: Any) -> SourceResource:
+    """A connector of `source` (Stripe or Klaviyo) on the sandbox, with its credentials and any other `fields`."""
+    credentials = Credentials()
     if source == "stripe":
-        return StripeResource(base_url=f"{url}/stripe", api_key="sk_test_sandbox", ranges_at_once=width)
-    return KlaviyoResource(base_url=f"{url}/klaviyo", api_key="pk_sandbox", ranges_at_once=width)  # held by its 429s
+        return StripeResource(base_url=sandbox.base_urls["stripe"], api_key=credentials.stripe.api_key, **fields)
+    return KlaviyoResource(base_url=sandbox.base_urls["klaviyo"], api_key=credentials.klaviyo.api_key, **fields)
 
 
-def pull_rate(url: str, source: str, stream: str, width: int, seconds: float) -> tuple[float, int]:
+def pull_rate(sandbox: SandboxServer, source: str, stream: str, width: int, seconds: float) -> tuple[float, int]:
     """Calls a second of a full pull of `stream` walking `width` ranges at once, over at most `seconds`; and the
     records it read."""
-    connector = _connector(source, url, width)
+    pulling = connector(source, sandbox, ranges_at_once=width)  # Klaviyo's held by its 429s
     started, records = time.monotonic(), 0
-    pages = connector.extract(connector.streams[stream], None, True)
+    pages = pulling.extract(pulling.streams[stream], None, True)
     for page in pages:
         records += len(page.records)
         if time.monotonic() - started > seconds:
             break
     pages.close()
-    return connector.stats.requests / (time.monotonic() - started), records
+    return pulling.stats.requests / (time.monotonic() - started), records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for source, stream, limit in STREAMS:
             for width in args.widths:
                 sandbox.control("stats", "DELETE")
-                rate, records = pull_rate(sandbox.url, source, stream, width, args.seconds)
+                rate, records = pull_rate(sandbox, source, stream, width, args.seconds)
                 throttled = sandbox.control("stats")["services"][source]["throttled_429"]
                 print(f"{source}.{stream}: {width} at once, {rate:.1f} calls/s ({rate / limit:.0%} of {limit:g}/s), "
                       f"{records} records, {throttled} answers of 429", flush=True)  # fmt: skip
