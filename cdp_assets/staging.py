@@ -220,9 +220,9 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             batch = enforce(conn, entity, contract)
             drift = None
             if comparable and config.full_refresh:  # a replay asked for, of rows kept under the same contract
-                drift = _differences(conn, (Kept(target, staged_select, "_landing_id", stream.primary_key),
-                                            Kept(quarantine, quarantined_select, "raw_landing_id", "record_id")),
-                                     {"raw_table": source_table, "run_id": run_id})  # fmt: skip
+                replayed = (ReplayedTable(target, staged_select, "_landing_id", stream.primary_key),
+                            ReplayedTable(quarantine, quarantined_select, "raw_landing_id", "record_id"))
+                drift = _differences(conn, replayed, {"raw_table": source_table, "run_id": run_id})
             conn.begin()
             new_fields = quality.note_fields(conn, entity, run_id)
             if mode == "incremental":  # a record's rows are found by its current version, which is among _changed
@@ -282,7 +282,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     return _staging
 
 
-class Kept(NamedTuple):
+class ReplayedTable(NamedTuple):
     """A table a replay rewrites: its name, the SELECT of the replay's rows, its landing id column and its key."""
 
     table: str
@@ -292,7 +292,7 @@ class Kept(NamedTuple):
 
 
 def _differences(
-    conn: duckdb.DuckDBPyConnection, tables: tuple[Kept, ...], params: dict[str, str]
+    conn: duckdb.DuckDBPyConnection, tables: tuple[ReplayedTable, ...], params: dict[str, str]
 ) -> tuple[int, int, list[str]]:
     """A replay against the kept rows of the records it had to reproduce: rows compared, rows differing (in staging
     or quarantine, a build's own stamps left out) and a few of their records. Before the replay writes."""

@@ -5,7 +5,7 @@ when the service sends only that) and connection failures before a response star
 A connection dropped in the middle of a body happens after urllib3 has handed the
 response over, so `ApiClient.request` retries that case itself. A client given a
 `RateLimit` paces its own calls to stay under the service's documented limit, and a route with a limit of its
-own (HubSpot's search) under that one too.
+own (HubSpot's search) under that one too. A 429 that urllib3 retries inside one call is sent again unpaced.
 
 Every call made through it is a read or an idempotent write (an upsert by a natural
 key, a set add or remove), so repeating one after an answer went missing is safe.
@@ -17,7 +17,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,20 +73,30 @@ class Pacer:
         self._calls: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def wait(self) -> float:
-        """Block until one more call is allowed, count it, and return the seconds waited."""
-        waited = 0.0
-        with self._lock:
-            while True:
-                now = time.monotonic()
-                while self._calls and self._calls[0] <= now - self.limit.seconds:
-                    self._calls.popleft()
-                if len(self._calls) < self.limit.max:
-                    self._calls.append(now)
-                    return waited
-                pause = self._calls[0] + self.limit.seconds - now
-                time.sleep(pause)
-                waited += pause
+    def _pause(self, now: float) -> float:
+        """Seconds until one more call fits (0 when it fits now); the caller holds the lock."""
+        while self._calls and self._calls[0] <= now - self.limit.seconds:
+            self._calls.popleft()
+        return 0.0 if len(self._calls) < self.limit.max else self._calls[0] + self.limit.seconds - now
+
+
+def pace(pacers: Sequence[Pacer]) -> float:
+    """Block until one more call fits every pacer's window, count it in each at the same moment (a slot taken in
+    one while another still holds the call would be counted before the call leaves), and return the seconds
+    waited. Each client lists its pacers in one order, so two threads never take their locks crosswise."""
+    waited = 0.0
+    with ExitStack() as held:
+        for pacer in pacers:
+            held.enter_context(pacer._lock)
+        while True:
+            now = time.monotonic()
+            pause = max((pacer._pause(now) for pacer in pacers), default=0.0)
+            if pause <= 0:
+                for pacer in pacers:
+                    pacer._calls.append(now)
+                return waited
+            time.sleep(pause)
+            waited += pause
 
 
 class ResetAwareRetry(Retry):
@@ -165,9 +176,9 @@ class ApiClient:
         path = urlsplit(url).path
         pacers = [pacer for route, pacer in self._route_pacers if route.search(path)]
         if self._pacer is not None:
-            pacers.append(self._pacer)  # the account's last: its slot is taken just before the call goes out
+            pacers.append(self._pacer)
         for attempt in range(self.max_retries + 1):
-            self.count(calls=1, waited_seconds=sum(pacer.wait() for pacer in pacers))
+            self.count(calls=1, waited_seconds=pace(pacers))
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except BODY_READ_ERRORS as exc:

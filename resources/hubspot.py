@@ -77,7 +77,7 @@ class HubSpotResource(SourceResource):
     service_name = "hubspot"
     credential_env = "HUBSPOT_ACCESS_TOKEN"
     pace = RateLimit(95, 10)  # the account's 100 calls per 10 seconds
-    # Search's own 4 a second, over a window 5% longer: the pacer counts a call as it leaves, the service as it
+    # Search's own 4 a second, over a window 5% longer: the pacers count a call as it leaves, the service as it
     # arrives, so a first call slower on the wire than the fifth would put both in the service's second.
     route_paces: ClassVar[Mapping[str, RateLimit]] = {r"/search$": RateLimit(4, 1.05)}
     streams = STREAMS

@@ -19,7 +19,8 @@ class ServiceResource(ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
     max_retries: int = Field(default=8, description="Retries for 429, 5xx and broken connections.")
     requests_per_window: int | None = Field(
-        default=None, description="Calls allowed per window; by default the service's limit, less a margin."
+        default=None,
+        description="Calls allowed per window, a margin under the plan's limit; by default the documented limit's.",
     )
     window_seconds: float | None = Field(default=None, description="The rolling window of that limit.")
 
@@ -49,7 +50,10 @@ class ServiceResource(ConfigurableResource):
     def route_limits(self) -> dict[str, RateLimit]:
         """Each route's own pace, raised or lowered with the account's when `requests_per_window` sets it (a plan
         whose limits are all a multiple of the documented ones)."""
-        scale = self.requests_per_window / self.pace.max if self.requests_per_window and self.pace else 1.0
+        scale = 1.0
+        if self.requests_per_window and self.pace:  # the account's rate against the default pace's
+            window = self.window_seconds or self.pace.seconds
+            scale = (self.requests_per_window / window) / (self.pace.max / self.pace.seconds)
         return {route: RateLimit(max(1, int(limit.max * scale)), limit.seconds)
                 for route, limit in self.route_paces.items()}
 

@@ -46,6 +46,12 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     assert results["stages"]["sync"]["sent"] > 0
     assert results["stages"]["sync_unchanged"]["sent"] == 0  # what the views hold was acknowledged by the first
     assert results["change"]["records_changed"] > 0 and results["stages"]["hourly"]["rows"] > 0
+    # The run after the first sync reads back the contacts it wrote; the last run, a look-back later, does not.
+    written = results["stages"]["sync"]["syncs"]["sync/hubspot_contacts"]
+    written = written["added"] + written["changed"]
+    assert results["stages"]["hourly_after_sync"]["fetched"]["raw/hubspot_contacts"] >= written > 0
+    assert results["stages"]["hourly_after_sync"]["sent"] == 0
+    assert results["stages"]["hourly"]["fetched"]["raw/hubspot_contacts"] < written / 2
     assert results["stages"]["splink_alone"]["splink"]["pair_precision"] is not None
 
     text = markdown.read_text()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType
 
-from resources.http import RateLimit
+from resources.http import Pacer, RateLimit, pace
 from resources.hubspot import HubSpotResource
 from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
@@ -360,9 +360,32 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
     assert listing < limit.seconds  # nine list calls fit the account's pace at once
 
 
-def test_a_raised_account_limit_raises_the_search_pace_with_it() -> None:
-    """A plan with ten times the documented limits (`HUBSPOT_REQUESTS_PER_WINDOW`, as `cdp bench --limit-scale 10`
-    sets it) has ten times search's own limit too."""
-    search = HubSpotResource.route_paces[r"/search$"]
-    raised = HubSpotResource(base_url="http://hubspot.invalid", access_token="unused", requests_per_window=950)
-    assert raised.route_limits() == {r"/search$": RateLimit(search.max * 10, search.seconds)}
+@pytest.mark.parametrize(
+    ("account", "searches"),
+    [
+        ({}, 4),  # the documented limits
+        ({"requests_per_window": 950}, 40),  # ten times them, as `cdp bench --limit-scale 10` sets
+        ({"requests_per_window": 95, "window_seconds": 5}, 8),  # the same calls in half the window
+        ({"requests_per_window": 10}, 1),  # a lower plan, never under one call a window
+    ],
+)
+def test_search_is_paced_at_the_accounts_rate(account: dict[str, float], searches: int) -> None:
+    """A plan's account limit (`HUBSPOT_REQUESTS_PER_WINDOW`) moves search's own limit in proportion to its rate."""
+    hubspot = HubSpotResource(base_url="http://hubspot.invalid", access_token="unused", **account)
+    window = HubSpotResource.route_paces[r"/search$"].seconds
+    assert hubspot.route_limits() == {r"/search$": RateLimit(searches, window)}
+
+
+def test_a_call_held_by_the_accounts_limit_is_counted_by_its_routes_when_it_leaves() -> None:
+    """With the account's window full, searches wait for it; each must count in search's window when it goes out,
+    not when search let it pass, or the account's release sends more searches at once than search allows."""
+    window = 0.2
+    search, account = Pacer(RateLimit(4, window)), Pacer(RateLimit(8, window))
+    for _ in range(8):
+        pace([account])  # other calls fill the account's window
+    sent = []
+    for _ in range(5):
+        pace([search, account])
+        sent.append(time.monotonic())
+    margin = 0.02  # the time between a slot being granted and its call noted here
+    assert all(sum(at <= later < at + window - margin for later in sent) <= 4 for at in sent), sent

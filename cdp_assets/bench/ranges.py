@@ -30,15 +30,15 @@ STREAMS: tuple[tuple[str, str, float], ...] = (("stripe", "customers", 25.0), ("
 def connector(source: str, sandbox: SandboxServer, **fields: Any) -> SourceResource:
     """A connector of `source` (Stripe or Klaviyo) on the sandbox, with its credentials and any other `fields`."""
     credentials = Credentials()
-    if source == "stripe":
-        return StripeResource(base_url=sandbox.base_urls["stripe"], api_key=credentials.stripe.api_key, **fields)
-    return KlaviyoResource(base_url=sandbox.base_urls["klaviyo"], api_key=credentials.klaviyo.api_key, **fields)
+    kind, key = {"stripe": (StripeResource, credentials.stripe.api_key),
+                 "klaviyo": (KlaviyoResource, credentials.klaviyo.api_key)}[source]  # fmt: skip
+    return kind(base_url=sandbox.base_urls[source], api_key=key, **fields)
 
 
 def pull_rate(sandbox: SandboxServer, source: str, stream: str, width: int, seconds: float) -> tuple[float, int]:
     """Calls a second of a full pull of `stream` walking `width` ranges at once, over at most `seconds`; and the
     records it read."""
-    pulling = connector(source, sandbox, ranges_at_once=width)  # Klaviyo's held by its 429s
+    pulling = connector(source, sandbox, ranges_at_once=width)
     started, records = time.monotonic(), 0
     pages = pulling.extract(pulling.streams[stream], None, True)
     for page in pages:

@@ -70,6 +70,7 @@ def hourly(data: Path, people: int) -> Figures:
     syncs = {key: meta for key, meta in metadata.items() if key.startswith("sync/")}
     return {"seconds": seconds, "steps": _step_seconds(instance, result.run_id),
             "rows": sum(m["rows_fetched"] for m in pulls.values()),
+            "fetched": {key: m["rows_fetched"] for key, m in pulls.items()},
             "sent": sum(m["added"] + m["changed"] + m["removed"] for m in syncs.values())}
 
 
