@@ -42,8 +42,9 @@ KINDS: dict[str, Kind] = {
     # HubSpot sends a date property as YYYY-MM-DD text; people type birth dates badly, and a bad one loses nobody.
     "birth_date": Kind(
         ("VARCHAR",),
-        # Bounded by the day the version was fetched, not the build's: the same raw types alike in every build.
-        f"CASE WHEN {BIRTH_DATE} BETWEEN DATE '{EARLIEST_BIRTH}' AND extracted_at::DATE THEN {BIRTH_DATE} END",
+        # Bounded by the UTC day the record was last fetched, not the build's: the same raw types alike in every build.
+        f"CASE WHEN {BIRTH_DATE} BETWEEN DATE '{EARLIEST_BIRTH}' AND timezone('UTC', extracted_at)::DATE "
+        f"THEN {BIRTH_DATE} END",
         "a date as text",
         lenient=True,
     ),

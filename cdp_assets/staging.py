@@ -7,7 +7,7 @@ quarantine, so its cost follows what changed. It replays the whole of raw on the
 once quarantined that now pass move to staging and leave quarantine. Either way staging, quarantine, the watermark
 and the quality history are written in one transaction, so a build killed at any point leaves the last one whole.
 What a build decides by the clock is decided again: records quarantined by a check of the clock are read by every
-build. A date of birth is judged against the day its version was fetched (mappings.py), not the build's, so it
+build. A date of birth is judged against the UTC day its record was last fetched (mappings.py), not the build's, so it
 types alike in every build.
 """
 
@@ -297,16 +297,16 @@ def _differences(
     """A replay against the kept rows of the records it had to reproduce: rows compared, rows differing (in staging
     or quarantine, a build's own stamps left out) and a few of their records. Before the replay writes."""
     compared, differing, sample = 0, 0, []
-    for table, replay, landing, key in tables:
+    for replayed in tables:
         columns = ", ".join(
             f'"{name}"' for (name,) in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $t"
                 " AND NOT list_contains($stamps, column_name) ORDER BY ordinal_position",
-                {"t": table, "stamps": list(STAMPS)},
+                {"t": replayed.table, "stamps": list(STAMPS)},
             ).fetchall()
         )  # fmt: skip
-        sql = DIFFERENCES_SQL.format(columns=columns, replay=replay, landing=landing, table=table, key=key)
-        kept, count, records = conn.execute(sql, params if "$" in replay else None).fetchone()
+        sql = DIFFERENCES_SQL.format(columns=columns, **replayed._asdict())
+        kept, count, records = conn.execute(sql, params if "$" in replayed.replay else None).fetchone()
         compared, differing = compared + kept, differing + count
         sample += [record for record in records or [] if record is not None]
     return compared, differing, list(dict.fromkeys(sample))[:5]  # a record in both tables named once

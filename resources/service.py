@@ -48,12 +48,12 @@ class ServiceResource(ConfigurableResource):
         return RateLimit(self.requests_per_window or default.max, self.window_seconds or default.seconds)
 
     def route_limits(self) -> dict[str, RateLimit]:
-        """Each route's own pace, raised or lowered with the account's when `requests_per_window` sets it (a plan
-        whose limits are all a multiple of the documented ones)."""
+        """Each route's own pace, raised or lowered with the account's when `requests_per_window` or
+        `window_seconds` sets it (a plan whose limits are all a multiple of the documented ones)."""
+        account = self.rate_limit()
         scale = 1.0
-        if self.requests_per_window and self.pace:  # the account's rate against the default pace's
-            window = self.window_seconds or self.pace.seconds
-            scale = (self.requests_per_window / window) / (self.pace.max / self.pace.seconds)
+        if account is not None and self.pace is not None:  # the account's rate against the default pace's
+            scale = (account.max / account.seconds) / (self.pace.max / self.pace.seconds)
         return {route: RateLimit(max(1, int(limit.max * scale)), limit.seconds)
                 for route, limit in self.route_paces.items()}
 

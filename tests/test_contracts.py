@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, asset, materialize
 
 from cdp_assets import contracts
 from cdp_assets.definitions import defs
+from cdp_assets.mappings import KINDS
 from resources import build_resources
 from sandbox.runner import SandboxServer
 from sandbox.store import Record, WorldStore
@@ -233,3 +235,19 @@ def test_person_fields_are_staged_and_an_unreadable_date_of_birth_is_null(
     assert pipeline.query(
         "SELECT street_address, postal_code FROM staging.klaviyo__profiles WHERE profile_id = $id", {"id": profile.id}
     ) == [("1 Rue de la Paix", "75002")]
+
+
+@pytest.mark.parametrize("session_zone", ["UTC", "America/Los_Angeles", "Pacific/Kiritimati"])
+def test_a_date_of_birth_is_judged_by_the_utc_day_its_record_was_fetched(session_zone: str) -> None:
+    """Every build types the same raw alike (a replay compares them): a date of birth up to the UTC day the record
+    was fetched is read, a later one is NULL, whatever the build's clock or its session's time zone."""
+    birth_date = KINDS["birth_date"].cast.format(j="j")
+    fetched = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)  # 1 March in UTC, still 28 February in Los Angeles
+    with duckdb.connect() as conn:
+        conn.execute(f"SET TimeZone = '{session_zone}'")
+        read = conn.execute(
+            f"SELECT {birth_date} FROM (VALUES (to_json('2026-03-01'::VARCHAR), $at),"
+            f" (to_json('2026-03-02'::VARCHAR), $at)) AS t(j, extracted_at)",
+            {"at": fetched},
+        ).fetchall()
+    assert read == [(date(2026, 3, 1),), (None,)]

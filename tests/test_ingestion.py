@@ -366,6 +366,7 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
         ({}, 4),  # the documented limits
         ({"requests_per_window": 950}, 40),  # ten times them, as `cdp bench --limit-scale 10` sets
         ({"requests_per_window": 95, "window_seconds": 5}, 8),  # the same calls in half the window
+        ({"window_seconds": 5}, 8),  # the window alone
         ({"requests_per_window": 10}, 1),  # a lower plan, never under one call a window
     ],
 )

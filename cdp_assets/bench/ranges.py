@@ -30,8 +30,11 @@ STREAMS: tuple[tuple[str, str, float], ...] = (("stripe", "customers", 25.0), ("
 def connector(source: str, sandbox: SandboxServer, **fields: Any) -> SourceResource:
     """A connector of `source` (Stripe or Klaviyo) on the sandbox, with its credentials and any other `fields`."""
     credentials = Credentials()
-    kind, key = {"stripe": (StripeResource, credentials.stripe.api_key),
-                 "klaviyo": (KlaviyoResource, credentials.klaviyo.api_key)}[source]  # fmt: skip
+    known = {"stripe": (StripeResource, credentials.stripe.api_key),
+             "klaviyo": (KlaviyoResource, credentials.klaviyo.api_key)}  # fmt: skip
+    if source not in known:
+        raise ValueError(f"no ranged pull for {source!r}: one of {', '.join(known)}")
+    kind, key = known[source]
     return kind(base_url=sandbox.base_urls[source], api_key=key, **fields)
 
 

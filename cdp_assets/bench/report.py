@@ -178,8 +178,11 @@ def _markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> Iterat
                f"rows and sent {stages['hourly']['sent']:,} records to destinations; the first sync sent "
                f"{stages['sync']['sent']:,}.")
     if "hourly_after_sync" in stages:
-        yield (f"- The hourly run after the first sync read again what that sync wrote: it fetched "
-               f"{stages['hourly_after_sync']['rows']:,} rows and sent {stages['hourly_after_sync']['sent']:,}.")
+        settling = stages["hourly_after_sync"]
+        echo = ", ".join(f"{key.removeprefix('raw/')} {settling['fetched'][key]:,}"
+                         for key in ("raw/hubspot_contacts", "raw/zendesk_users") if key in settling.get("fetched", {}))
+        yield (f"- The hourly run after the first sync read again what that sync wrote ({echo or 'not counted'}): "
+               f"it fetched {settling['rows']:,} rows in all and sent {settling['sent']:,}.")
     if "nightly_rebuild" in stages:
         yield ""
     yield from _pull_table(results)

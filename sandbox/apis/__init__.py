@@ -236,9 +236,9 @@ def keyset(
     measures a page's cost). Left to itself, SQLite seeks from that range's start, or walks the primary key's
     ids (a WITHOUT ROWID table's), and reads what comes before the position again for every page.
 
-    The first half therefore reads the rows at the position's time, in the time's index, before ``where``
-    filters them. The second names the position's bound before ``where``, as SQLite seeks on the first of two
-    bounds of one column.
+    The first half therefore reads the rows at the position's time, in the time's index, a page's worth at a
+    time, before ``where`` filters them. The second names the position's bound before ``where``, as SQLite seeks
+    on the first of two bounds of one column.
 
     Returns (rows, has_more).
     """
@@ -254,12 +254,20 @@ def keyset(
     else:
         first, last = keys
         index = TIME_INDEXES[first]
+        # The rows at the position's time, in the time's index from the position, `limit + 1` at a time until
+        # enough pass `where`: however many rows share that time (a churn tick stamps all its changes with one
+        # time), a page reads none before its position.
         same = (
-            f"WITH same AS MATERIALIZED (SELECT * FROM records INDEXED BY {index} "
-            f"WHERE stream = ? AND {first} = ? AND {last} {cmp} ?) "
-            f"SELECT {COLUMNS} FROM same WHERE ({where}) ORDER BY {last} {direction} LIMIT ?"
+            f"SELECT {COLUMNS}, ({where}) AS kept FROM records INDEXED BY {index} "
+            f"WHERE stream = ? AND {first} = ? AND {last} {cmp} ? ORDER BY {last} {direction} LIMIT ?"
         )
-        rows = conn.execute(same, (stream, after[0], after[1], *params, limit + 1)).fetchall()
+        rows, position = [], after[1]
+        while len(rows) <= limit:
+            chunk = conn.execute(same, (*params, stream, after[0], position, limit + 1)).fetchall()
+            rows += [row for row in chunk if row["kept"]]
+            if len(chunk) <= limit:
+                break
+            position = chunk[-1][last]
         if len(rows) <= limit:
             later = (
                 f"SELECT {COLUMNS} FROM records INDEXED BY {index} WHERE stream = ? AND {first} {cmp} ? AND ({where}) "

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.apis import ApiError, Context, Service, bearer
+from sandbox.apis import ApiError, Context, Service, bearer, strict_json
 from sandbox.faults import Quota
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -91,10 +91,10 @@ def _payload(request: Request, body: bytes) -> Any:
     on a DELETE, as Graph API accepts any parameter)."""
     try:
         if "payload" in request.query_params:
-            return json.loads(request.query_params["payload"])
+            return strict_json(request.query_params["payload"].encode())
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            return json.loads(parse_qs(body.decode())["payload"][0])
-        return json.loads(body or b"{}").get("payload")
+            return strict_json(parse_qs(body.decode())["payload"][0].encode())
+        return strict_json(body or b"{}").get("payload")
     except (ValueError, KeyError, AttributeError, RecursionError):  # ValueError covers bad UTF-8 too
         raise ApiError(400, "(#100) The parameter payload is required and must be JSON") from None
 
