@@ -10,6 +10,7 @@ delete anyway).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -75,6 +76,11 @@ def load_chunks(
         done = pool.imap(_load_in_worker, sizes)
         for _ in sizes:
             yield done.next(TURN_TIMEOUT * 2)
+        # Told to stop, workers leave by themselves. The pool's exit would end them with SIGTERM, which a worker
+        # forked from a process that ran Dagster takes as an interrupt (Dagster maps SIGTERM to SIGINT), raised
+        # wherever it is: inside a queue's lock, which then stays held and hangs the pool's own exit.
+        pool.close()
+        pool.join()
 
 
 class Turnstile:
@@ -101,6 +107,7 @@ _WORKER: dict[str, Any] = {}  # a worker's world and connection, set once when t
 def _start_worker(
     folder: Path, seed: int, anchor: int, pools: dict[str, Any], hardness: Hardness, turnstile: Turnstile
 ) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker stopped on a failure ends at once, holding no lock
     _WORKER.update(folder=folder, seed=seed, anchor=anchor, pools=pools, hardness=hardness, turnstile=turnstile,
                    conn=bulk_connection(folder))
 

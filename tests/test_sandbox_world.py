@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -403,6 +404,19 @@ def test_chunked_world_is_the_same_in_one_or_two_processes(tmp_path: Path, small
     assert set(gaps) == {"user", "cus", "sub", "si", "in", "evt", "contact", "zd_user", "zd_ticket", "kl_profile",
                          "kl_event", "mp_event"}
     assert all(len(spans) == 3 for spans in gaps.values())  # one after each chunk but the last
+
+
+def test_a_world_builds_cleanly_in_a_process_that_ran_dagster(tmp_path: Path, small_chunks: int,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """Dagster maps SIGTERM to SIGINT once it has run a job in a process, as in a test worker; the world's workers,
+    forked from it, must not be stopped by a signal they would take as an interrupt, anywhere, even in a lock."""
+    previous = signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # dagster._utils.interrupts does this
+    try:
+        for build in range(6):
+            build_world(tmp_path / str(build), people=3 * small_chunks + 10, seed=5, anchor=ANCHOR, workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
 
 
 def test_ids_draw_only_numbers_in_use() -> None:
