@@ -5,9 +5,9 @@ killed run resumes from it. Incremental pulls filter with `greater-than(...)`, t
 only comparison Klaviyo offers on these fields, from the start of the last pull.
 
 A full pull of events, the largest stream, cuts their time into ranges (`greater-or-equal` and `less-than` on
-`datetime`, from the oldest event) walked side by side by one client (paced where `requests_per_window` is set,
-otherwise held by Klaviyo's 429 answers): one cursor waits on every page
-in turn and cannot fill a raised limit.
+`datetime`, from the oldest event) walked side by side by one client under its pacers: one cursor waits on every
+page in turn and cannot fill a raised limit. The client keeps under Get Profiles' documented limits on every route
+(75 calls a second in a burst, 750 a minute steady), so it is not Klaviyo's 429 answers that hold it back.
 
 Klaviyo lists no deleted profiles and offers no deletion event or route to read them
 (its Data Privacy API only requests deletions), so every incremental pull of profiles
@@ -18,14 +18,15 @@ requests of Get Profiles (75/s burst, 750/min steady), 10,000 at a million profi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
+from resources.http import RateLimit
 from resources.source import (
     Cursor,
     Page,
@@ -90,6 +91,11 @@ class KlaviyoResource(SourceResource):
 
     service_name = "klaviyo"
     credential_env = "KLAVIYO_API_KEY"
+    # The steady 750 a minute over a window a second longer, and the burst's 75 a second over one 5% longer, on every
+    # route: the pacers count a call as it leaves, the service as it arrives. Unpaced, the 100,000-person benchmark's
+    # pulls drew 116 answers of 429.
+    pace = RateLimit(745, 61)
+    route_paces: ClassVar[Mapping[str, RateLimit]] = {"^/": RateLimit(71, 1.05)}
     streams = STREAMS
 
     api_key: str = Field(description="Private API key (pk_...), from KLAVIYO_API_KEY.")

@@ -17,6 +17,7 @@ from dagster import DagsterEventType
 
 from resources.http import Pacer, RateLimit, pace
 from resources.hubspot import HubSpotResource
+from resources.klaviyo import KlaviyoResource
 from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
@@ -358,6 +359,22 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
     limit = HubSpotResource.route_paces[r"/search$"]
     assert searching >= 2 * limit.seconds  # the 5th and the 9th search each waited for a window to pass
     assert listing < limit.seconds  # nine list calls fit the account's pace at once
+
+
+def test_klaviyo_is_paced_under_its_burst_limit(world: Path) -> None:
+    """Klaviyo allows 75 calls a second beside 750 a minute: eighty calls at once draw no 429, the burst's pacer
+    holding the 72nd until a window has passed."""
+    with SandboxServer(world, TEST_SANDBOX_CONFIG) as sandbox:
+        klaviyo = KlaviyoResource(base_url=sandbox.base_urls["klaviyo"], api_key=Credentials().klaviyo.api_key)
+        sandbox.control("stats", "DELETE")
+        started = time.monotonic()
+        for _ in range(80):
+            klaviyo.client.fetch_json("GET", "/api/metrics")
+        elapsed = time.monotonic() - started
+        served = sandbox.control("stats")["services"]["klaviyo"]
+    assert served["requests"] == 80 and served["throttled_429"] == 0 and klaviyo.stats.retries == 0
+    assert elapsed >= KlaviyoResource.route_paces["^/"].seconds
+    assert klaviyo.rate_limit() == RateLimit(745, 61)  # the steady limit's pace, under 750 a minute
 
 
 @pytest.mark.parametrize(
