@@ -30,8 +30,10 @@ PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
-# The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw.
-refreshable = [*raw_assets, *staging_assets]
+graph_asset = build_graph_asset()
+# The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw, the
+# identity graph counts its matcher's basis again.
+refreshable = [*raw_assets, *staging_assets, graph_asset]
 
 
 def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, dict[str, object]]:
@@ -41,7 +43,7 @@ def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, di
 
 identity_assets = [
     build_identifiers_asset([AssetKey(s.table.split(".")) for s in load_identity_rules().sources]),
-    build_graph_asset(),
+    graph_asset,
     *build_profile_assets(GRAPH_KEY),
     build_lifecycle_asset(PROFILES_KEY),
 ]

@@ -170,6 +170,7 @@ def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env])
     env = start(syncs=False)  # the test world after one run
     pipeline, world = env.pipeline, env.world
     before = dict(pipeline.query("SELECT stream || ':' || record_id, profile_id FROM identity.record_profiles"))
+    basis = sorted(pipeline.query("SELECT * FROM identity.match_basis, identity.match_frequencies"))
     # A new support user writes in from an address a profile already holds.
     (user_id, profile_id), = pipeline.query("""
         SELECT u.user_id, r.profile_id FROM staging.zendesk__users u
@@ -190,6 +191,8 @@ def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env])
     changed = {key for key, value in before.items() if after.get(key) != value}
     assert not changed, f"{len(changed)} records changed profile: {sorted(changed)[:5]}"
     assert not pipeline.query("SELECT * FROM identity.merge_log")
+    # An hourly run scores on the matcher's basis the first run counted and kept (identity/basis.py).
+    assert basis and sorted(pipeline.query("SELECT * FROM identity.match_basis, identity.match_frequencies")) == basis
 
 
 def test_never_link_splits_a_merge_and_logs_it(start: Callable[..., Env]) -> None:
@@ -299,3 +302,4 @@ def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(start: Cal
         capture_output=True, text=True, check=True,
     )
     assert json.loads(shown.stdout)["profile_id"] == survivor
+

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp_assets.identity import comparisons, matching, rules
+from cdp_assets.identity import basis, comparisons, matching, rules
 
 FIRST = ["william", "robert", "elizabeth", "margaret", "james", "mary", "john", "susan", "thomas", "katherine",
          "anna", "peter", "laura", "michael", "olga", "pablo", "chen", "amir", "sofia", "lucas"]
@@ -130,6 +130,7 @@ def test_training_on_no_pair_does_not_fail(tmp_path: Path, people: int) -> None:
     model = tmp_path / "model.json"
     matching.train(conn, model, {"source": "file"})
     assert json.loads(model.read_text())[matching.TRAINED_ON]["records"] == people
+    basis.count(conn, model)
     assert matching.score(conn, 0.5, model).empty
 
 
@@ -153,6 +154,7 @@ def test_hard_pairs_score_above_a_random_pair(trained, tmp_path: Path) -> None:
     conn.executemany("INSERT INTO staging.hubspot__contacts VALUES (?, ?, ?, ?, ?, ?, ?, 'GB', NULL)", rows)
     clusters(conn, {record: ord(record[0]) for record, *_ in rows})  # each pair one cluster
     matching.build_records(conn)
+    basis.count(conn, model)
     scored = matching.score(conn, 0.0, model, within_clusters=True)
     weight = {row.unique_id_l.split(":")[1][0]: row.match_weight for row in scored.itertuples()}
     assert set(weight) == {"n", "s", "t", "u", "r"}
@@ -160,6 +162,34 @@ def test_hard_pairs_score_above_a_random_pair(trained, tmp_path: Path) -> None:
     assert weight["t"] > weight["u"] + 1, weight  # a transposed date of birth is evidence, another date is not
     across = matching.score(conn, 0.0, model)  # the two Ines Barros pairs meet across clusters, no pair within one
     assert not across.empty and (across["unique_id_l"].str[17] != across["unique_id_r"].str[17]).all()
+
+
+def test_pairs_score_on_the_basis_counted_not_on_the_clusters_of_the_moment(trained, tmp_path: Path) -> None:
+    """How common a name is, is counted once (basis.py) and every scoring reads that count: a pair scores the same
+    however its neighbours are clustered when it is scored, until the basis is counted again."""
+    _, model = trained
+    conn = warehouse(tmp_path / "w.duckdb", people=0)
+    rows = [("p1", "Ines", "Barros", "9 Elm Road", "12345", "1990-04-07", "Porto"),
+            ("p2", "Ines", "Barros", None, None, None, "Porto"),
+            *((f"o{i}", "Ines", "Barros", f"{i} Mill Lane", f"7000{i}", f"196{i}-01-0{i + 1}", "Lyon")
+              for i in range(4))]
+    conn.executemany("INSERT INTO staging.hubspot__contacts VALUES (?, ?, ?, ?, ?, ?, ?, 'GB', NULL)", rows)
+
+    def pair_weight() -> float:
+        scored = matching.score(conn, 0.0, model)
+        pair = scored[(scored["unique_id_l"] + scored["unique_id_r"]).str.contains("p1") & (
+            scored["unique_id_l"] + scored["unique_id_r"]).str.contains("p2")]
+        return float(pair["match_weight"].iloc[0])
+
+    clusters(conn)  # six people named Ines Barros: a common name
+    matching.build_records(conn)
+    basis.count(conn, model)
+    common = pair_weight()
+    clusters(conn, {"p1": 1, "o0": 1, "o1": 1, "o2": 1, "o3": 1, "p2": 2})  # now in two clusters only
+    matching.build_records(conn)
+    assert pair_weight() == common
+    basis.count(conn, model)  # counted again: a name of two people says more
+    assert pair_weight() > common
 
 
 # Letters with and without accents (Latin-1 and Extended-A), spaces and punctuation, as names are typed.

@@ -9,9 +9,11 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    Config,
     MaterializeResult,
     asset,
 )
+from pydantic import Field
 
 from cdp_assets.identity import identifiers, resolution, rules
 from cdp_assets.raw import OWNER
@@ -59,6 +61,14 @@ def build_identifiers_asset(staging_keys: list[AssetKey]) -> AssetsDefinition:
     return identity_identifiers
 
 
+class GraphConfig(Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebase the matcher: count its term frequencies and records again (basis.py) and keep them, as "
+        "the nightly run does; otherwise pairs are scored on the kept basis.",
+    )
+
+
 def build_graph_asset() -> AssetsDefinition:
     @asset(
         key=GRAPH_KEY,
@@ -81,11 +91,11 @@ def build_graph_asset() -> AssetsDefinition:
             AssetCheckSpec("no_giant_profile", asset=GRAPH_KEY, blocking=True, description=NO_GIANT),
         ],
     )
-    def identity_graph(context: AssetExecutionContext) -> MaterializeResult:
+    def identity_graph(context: AssetExecutionContext, config: GraphConfig) -> MaterializeResult:
         started = time.monotonic()
         identity_rules = rules.load()
         with context.resources.warehouse.get_connection() as conn:
-            outcome = resolution.resolve(conn, identity_rules, context.run.run_id)
+            outcome = resolution.resolve(conn, identity_rules, context.run.run_id, rebase=config.full_refresh)
             over_profiles = sorted({profile for profile, _, _ in resolution.over_limit(conn, identity_rules)})
         return MaterializeResult(
             metadata={

@@ -9,8 +9,8 @@ clusters differ (or, for the chain check, pairs inside one cluster). Splink runs
 data leaves DuckDB, and its working tables live in an in-memory catalog, so none lands in the warehouse file.
 
 The chance that two random records match falls as the number of records grows, so the saved prior is for
-REFERENCE_RECORDS records and `score` rescales it to the records it scores: a name shared by two records is weaker
-evidence among four million records than among ten thousand.
+REFERENCE_RECORDS records and `score` rescales it to the records of its basis (basis.py, with the term frequencies):
+a name shared by two records is weaker evidence among four million records than among ten thousand.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 from splink import DuckDBAPI, Linker, SettingsCreator
 from splink.blocking_rule_library import And, CustomRule
 
-from cdp_assets.identity import comparisons, normalise, rules
+from cdp_assets.identity import basis, comparisons, normalise, rules
 
 LOG = logging.getLogger(__name__)
 MODEL_PATH = Path(__file__).with_name("splink_model.json")
@@ -237,26 +237,14 @@ def _prior(linker: Linker, records: int, start: float) -> float:
     return prior
 
 
-# How common a value is among people, not records: the deterministic clusters a value appears in, so that one
-# person's own records sharing their name (or address) do not make it look common and weigh it down. A value in
-# fewer than MIN_TF_CLUSTERS clusters is carried by no more than the pair being compared, which says nothing of how
-# common it is: it keeps the level's trained u (in a small warehouse every value would otherwise look common).
-PEOPLE_FREQUENCIES = """
-SELECT {column}, tf_{column} FROM (
-    SELECT {column}, count(DISTINCT cluster_id) AS clusters, clusters / sum(clusters) OVER () AS tf_{column}
-    FROM {table} WHERE {column} IS NOT NULL GROUP BY {column}
-) WHERE clusters >= $min_clusters
-"""
-MIN_TF_CLUSTERS = 3
-
-
 def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = MODEL_PATH,
           within_clusters: bool = False) -> pd.DataFrame:
     """Pairs of `_match_records` with probability >= `review_at`, most likely first: pairs in different clusters,
-    or with `within_clusters` the pairs inside one cluster (clusters are small: every pair of each is scored).
+    or with `within_clusters` the pairs inside one cluster (clusters are small: every pair of each is scored), on the
+    basis `basis.load` or `basis.count` left.
 
     Columns: unique_id_l, unique_id_r, probability, match_weight."""
-    model = saved_model(conn, model_path)
+    model = saved_model(conn, model_path, basis.records(conn))
     if within_clusters:
         model["blocking_rules_to_generate_predictions"] = [CustomRule("l.cluster_id = r.cluster_id")]
         # The identifiers chaining a cluster's records are the evidence a random pair lacks: its pairs start at
@@ -273,9 +261,8 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
         linker = Linker(api.register(RECORDS_TABLE), model, log_level=logging.WARNING)
         for column in {level["tf_adjustment_column"] for c in model["comparisons"] for level in c["comparison_levels"]
                        if "tf_adjustment_column" in level}:
-            frequencies = conn.execute(PEOPLE_FREQUENCIES.format(column=column, table=RECORDS_TABLE),
-                                       {"min_clusters": MIN_TF_CLUSTERS}).df()
-            linker.table_management.register_term_frequency_lookup(api.register(frequencies), column)
+            lookup = api.register(basis.frequencies(conn, column))
+            linker.table_management.register_term_frequency_lookup(lookup, column)
         predictions = linker.inference.predict(threshold_match_probability=review_at, warning_mode="never")
         return (
             predictions.as_duckdbpyrelation()
@@ -285,12 +272,14 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
         )
 
 
-def saved_model(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH) -> dict[str, Any]:
-    """The saved model as Splink loads it (without `trained_on`), its prior rescaled to the records in
-    `_match_records`, and without comparisons over columns that table lacks."""
+def saved_model(conn: duckdb.DuckDBPyConnection, model_path: Path = MODEL_PATH, records: int | None = None
+                ) -> dict[str, Any]:
+    """The saved model as Splink loads it (without `trained_on`), its prior rescaled to `records` (by default the
+    records in `_match_records`), and without comparisons over columns that table lacks."""
     model = json.loads(model_path.read_text())
     model.pop(TRAINED_ON, None)
-    rescaled = model["probability_two_random_records_match"] * (REFERENCE_RECORDS - 1) / max(record_count(conn) - 1, 1)
+    records = record_count(conn) if records is None else records
+    rescaled = model["probability_two_random_records_match"] * (REFERENCE_RECORDS - 1) / max(records - 1, 1)
     model["probability_two_random_records_match"] = min(rescaled, MAX_PRIOR)
     columns, _ = comparisons.table_fields(conn, RECORDS_TABLE)
     model["comparisons"] = [

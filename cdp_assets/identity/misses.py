@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.identity import graph, matching, shared
+from cdp_assets.identity import basis, graph, matching, shared
 from cdp_assets.identity.rules import Rules
 
 STEPS = ("not in identity", "link refused", "in review", "scored under review_at", "never compared")
@@ -115,6 +115,8 @@ def explain(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = ma
                               "record_types": [t.name for t in rules.types.values() if t.record_of]})
     matching.build_records(conn, rules)
     shared.mask(conn, "_missed_masked")
+    if not basis.load(conn, model_path):  # the basis the pipeline scored on, else one counted over the profiles
+        basis.count(conn, model_path)
     scores = matching.score(conn, 0.0, model_path)
     conn.register("_missed_scores", scores.astype({"unique_id_l": str, "unique_id_r": str, "probability": float}))
     rows = dict(conn.execute(STEPS_SQL).fetchall())

@@ -1,9 +1,9 @@
 """The nightly comparison: the identity graph rebuilt from scratch against the one kept up run by run.
 
 Each run resolves profiles from the identifiers it has, keeping the ids of the run before; the partition
-itself must not depend on that history. Nightly, the components are computed again with no earlier state and
-compared pair by pair with the kept graph: any pair together in one and apart in the other is drift (a
-stable-id bug, a never-link rule applied differently).
+itself must not depend on that history. Nightly, the components are computed again with no earlier state (on the
+matcher's basis the graph was scored on, basis.py) and compared pair by pair with the kept graph: any pair
+together in one and apart in the other is drift (a stable-id bug, a never-link rule applied differently).
 
 Both sides are the graph's nodes: every identifier value, a person record's own id among them. The kept
 profile of a person record is read from `identity.record_profiles`, which the later layers read, and that of
@@ -65,7 +65,8 @@ SELECT
 
 def compare(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules) -> dict[str, float | int | str]:
     """The graph partitioned again from identity.identifiers alone, against the kept one, node by node."""
-    built = resolution.partition(conn, identity_rules)  # leaves its nodes, with their idx, in temp table _nodes
+    # On the graph's kept basis (basis.py); leaves its nodes, with their idx, in temp table _nodes.
+    built = resolution.partition(conn, identity_rules, rebase=False)
     frames = {
         "_labels": built.nodes[["idx", "label", "shared"]],  # a shared value is on every profile holding it
         "_record_types": pd.DataFrame(

@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity import graph, matching, profile_ids, shared
+from cdp_assets.identity import basis, graph, matching, profile_ids, shared
 from cdp_assets.identity.rules import Rules
 
 EDGES_SQL = (Path(__file__).parent / "sql" / "graph_edges.sql").read_text()
@@ -228,11 +228,14 @@ class Partition:
     nodes: pd.DataFrame
     edges: pd.DataFrame
     review: pd.DataFrame
+    rebased: bool  # whether its pairs were scored on a basis counted now (basis.py), not a kept one
 
 
-def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = matching.MODEL_PATH) -> Partition:
+def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = matching.MODEL_PATH,
+              rebase: bool = True) -> Partition:
     """The graph's components from identity.identifiers and the never-link rules, without any earlier run's ids;
-    `model_path` is the matching model scoring pairs (another than the shipped one for `cdp identity link`)."""
+    `model_path` is the matching model scoring pairs (another than the shipped one for `cdp identity link`). Pairs
+    are scored on the kept basis unless `rebase` (or there is none for the model), then on one counted now."""
     ensure_tables(conn)
     types = pd.DataFrame([(t.name, t.priority) for t in rules.types.values()], columns=["id_type", "priority"])
     conn.register("_types_view", types)
@@ -256,6 +259,10 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
         type_priority={type_names.index(name): t.priority for name, t in rules.types.items()},
     )
     deterministic = graph.resolve(len(nodes), edges, protection, type_names)
+    rebased = rebase or not basis.load(conn, model_path)
+    if rebased:  # counted over the deterministic components
+        _recluster(conn, node_of, deterministic.labels)
+        basis.count(conn, model_path)
     person = nodes["id_type"].isin([t.name for t in rules.types.values() if t.record_of]).to_numpy()
     a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
     kept = deterministic.accepted
@@ -293,12 +300,13 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
     )
     review = pd.concat([across[across["probability"] < rules.merge_at], chain_review], ignore_index=True
                        ).drop_duplicates(["unique_id_l", "unique_id_r"])
-    return Partition(nodes, edges, review)
+    return Partition(nodes, edges, review, rebased)
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outcome:
-    """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids."""
-    built = partition(conn, rules)
+def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: bool = False) -> Outcome:
+    """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids;
+    with `rebase`, on a basis counted now, which it keeps (basis.py)."""
+    built = partition(conn, rules, rebase=rebase)
     nodes, edges, review = built.nodes, built.edges, built.review
     used = shared.attribute(conn, nodes, [t.name for t in rules.types.values() if t.record_of])
     labels = nodes["label"].to_numpy()
@@ -311,7 +319,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str) -> Outco
     assignment = profile_ids.assign(nodes[~nodes["shared"] | nodes["label"].isin(used)], previous, registry, causes,
                                     run_id, now)
     nodes = nodes.assign(profile_id=nodes["label"].map(assignment.profile_of_label))
-    _write(conn, nodes, edges, review, assignment, run_id)
+    _write(conn, nodes, edges, review, assignment, run_id, built.rebased)
     sizes = conn.execute(
         "SELECT max(n) FROM (SELECT count(*) n FROM identity.record_profiles WHERE list_contains($streams, stream)"
         " GROUP BY profile_id)",
@@ -346,7 +354,7 @@ def over_limit(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[tuple[str,
 
 
 def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataFrame, review: pd.DataFrame,
-           assignment: profile_ids.Assignment, run_id: str) -> None:
+           assignment: profile_ids.Assignment, run_id: str, rebased: bool) -> None:
     ends = nodes[["id_type", "value", "profile_id"]]
     edge_rows = pd.DataFrame({
         "type_a": ends["id_type"].to_numpy()[edges["a"]], "value_a": ends["value"].to_numpy()[edges["a"]],
@@ -368,6 +376,8 @@ def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataF
         for statement in WRITE_SQL.split(";\n"):
             if statement.strip():
                 conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+        if rebased:
+            basis.keep(conn, run_id)
     except Exception:
         conn.rollback()
         raise

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import phonenumbers
 
+from cdp_assets.identity import basis
 from cdp_assets.raw import raw_table
 from cdp_assets.staging import staging_table
 from cdp_assets.views import policy
@@ -102,6 +103,9 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
            f"{_profiles('profile_a', 'profile_b')} OR {_typed('type_a', 'value_a')} OR {_typed('type_b', 'value_b')}"),
     Target("identity.never_link", " OR ".join(_typed(f"split_part({c}, ':', 1)", f"substr({c}, strpos({c}, ':') + 1)")
                                              for c in ("a", "b"))),
+    # The matcher's term frequencies (identity/basis.py): the subject's email and phone by value; an erasure drops
+    # the rest of the basis too (`erase`), as its names and addresses are matched in no other form.
+    Target("identity.match_frequencies", _typed("column_name", "value")),
 )  # fmt: skip
 OTHER_TARGETS = (
     Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
@@ -126,6 +130,8 @@ EXEMPT: dict[str, str] = {
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
     "identity.accounts": "companies, with counts of their people",
+    "identity.match_basis": "the matcher's record count and model fingerprint (dropped by every erasure, with the "
+    "frequencies, so the next identity run counts them again without the subject)",
     "privacy.requests": "requests by salted digest of their identifiers, with counts",
     "privacy.request_events": "the status history of each request",
     "privacy.request_actions": "what each request did where, in counts",
@@ -188,6 +194,11 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
                     for stream in resource.streams.values() if raw_table(source, stream.name) in deleted]  # fmt: skip
         if replayed and "staging._builds" in present:
             conn.execute("DELETE FROM staging._builds WHERE entity IN $entities", {"entities": replayed})
+        # The matcher's basis counted the subject's names and addresses among everyone's: dropped whole, the next
+        # identity run counts it again from what remains (identity/basis.py).
+        if deleted and {basis.KEPT, basis.KEPT_FREQUENCIES} <= present:
+            conn.execute(f"DELETE FROM {basis.KEPT}")
+            conn.execute(f"DELETE FROM {basis.KEPT_FREQUENCIES}")
     except Exception:
         conn.rollback()
         raise
