@@ -37,7 +37,8 @@ refreshable = [*raw_assets, *staging_assets, graph_asset]
 
 
 def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, dict[str, object]]:
-    """Run config setting `full_refresh` on every pull and staging build, or on those of them in `chosen`."""
+    """Run config setting `full_refresh` on every pull, staging build and the identity graph, or on those in
+    `chosen`."""
     return {a.op.name: {"config": {"full_refresh": full}} for a in refreshable if chosen is None or a.key in chosen}
 
 

@@ -154,7 +154,8 @@ def build_resources() -> dict[str, object]:
             base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN")
         ),
         "klaviyo": KlaviyoResource(
-            base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY")
+            base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY"),
+            **_pacing("klaviyo"),
         ),
         "mixpanel": MixpanelResource(
             base_url=env.base_url("MIXPANEL_BASE_URL", "mixpanel"),

@@ -29,8 +29,9 @@ def build_jobs(
     """The two paths. The hourly one leaves out what `nightly_only` and `nightly_checks` name: the quality
     scorecard, the executive views, the identity graph's comparison with a rebuild from scratch, the staging
     replays' comparison with the incremental builds, nightly syncs.
-    The nightly one runs with `nightly_config`, which asks its pulls to read every record again and its staging
-    builds to replay raw through the contracts; the hourly one reads what changed."""
+    The nightly one runs with `nightly_config`, which asks its pulls to read every record again, its staging
+    builds to replay raw through the contracts and the identity graph to rebase its matcher; the hourly one reads
+    what changed."""
     hourly = AssetSelection.all() - AssetSelection.assets(*nightly_only) - AssetSelection.checks(*nightly_checks)
     return [
         define_asset_job(
@@ -43,9 +44,9 @@ def build_jobs(
             "nightly_pipeline",
             selection=AssetSelection.all(),
             config=nightly_config,
-            description="Full re-pull of every source (repairs drift, catches deletions), staging replayed, identity "
-            "compared with a rebuild from scratch, everything downstream, the quality scorecard and the executive "
-            "views.",
+            description="Full re-pull of every source (repairs drift, catches deletions), staging replayed, the "
+            "identity matcher rebased and the graph compared with a rebuild from scratch, everything downstream, the "
+            "quality scorecard and the executive views.",
         ),
     ]
 

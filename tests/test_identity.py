@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from cdp_assets.bench import reach
+from cdp_assets.identity import resolution
 from cdp_assets.identity.rules import load as load_rules
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env, Pipeline
@@ -166,6 +170,45 @@ def test_explain_lists_the_edges_of_a_profile(resolved: Pipeline) -> None:
     assert {"type_a", "value_a", "type_b", "value_b", "method", "streams"} <= set(explanation["edges"][0])
 
 
+def test_a_run_between_rebases_scores_on_the_kept_basis(resolved: Pipeline, tmp_path: Path) -> None:
+    """The graph partitioned without a rebase reads the matcher's kept basis (identity/basis.py): on the data it was
+    counted from it links as a rebase does, and a kept count of records a thousand times larger, a prior a thousand
+    times smaller, leaves fewer pairs linked by Splink."""
+    shutil.copy(resolved.warehouse, tmp_path / "warehouse.duckdb")
+    rules = load_rules()
+
+    def linked(built: resolution.Partition) -> int:
+        return int((built.edges["accepted"] & (built.edges["method"] == "probabilistic")).sum())
+
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        kept, counted = (resolution.partition(conn, rules, rebase=rebase) for rebase in (False, True))
+        assert not kept.rebased and counted.rebased and linked(kept) == linked(counted) > 0
+        conn.execute("UPDATE identity.match_basis SET records = records * 1000")
+        assert linked(resolution.partition(conn, rules, rebase=False)) < linked(kept)
+
+
+def test_the_reach_of_a_change_is_closed_over_what_is_judged_together(resolved: Pipeline) -> None:
+    """From one profile holding a shared value, the region an incremental graph would redo takes in every other holder
+    of the value, then the far ends of the refused links and review pairs of all it holds, until nothing crosses."""
+    with duckdb.connect(str(resolved.warehouse), read_only=True) as conn:
+        (start,) = conn.execute("SELECT min(profile_id) FROM identity.identifier_profiles WHERE shared").fetchall()[0]
+        conn.execute(f"CREATE TEMP TABLE {reach.REGION} AS SELECT $start AS profile_id", {"start": start})
+        assert reach.close(conn) >= 2
+        crossing = conn.execute(f"""
+            WITH r AS (FROM {reach.REGION})
+            SELECT (SELECT count(*) FROM identity.refused_links
+                    WHERE coalesce(profile_a IN (FROM r), false) <> coalesce(profile_b IN (FROM r), false)
+                      AND profile_a IS NOT NULL AND profile_b IS NOT NULL),
+                   (SELECT count(*) FROM identity.match_review
+                    WHERE (profile_l IN (FROM r)) <> (profile_r IN (FROM r))),
+                   (SELECT count(*) FROM identity.identifier_profiles s JOIN identity.identifier_profiles o
+                    USING (id_type, value) WHERE s.shared AND o.shared AND s.profile_id IN (FROM r)
+                    AND o.profile_id NOT IN (FROM r)),
+                   (SELECT count(*) FROM r), (SELECT count(DISTINCT profile_id) FROM identity.record_profiles)
+        """).fetchall()[0]
+    assert crossing[:3] == (0, 0, 0) and 1 < crossing[3] < crossing[4]
+
+
 def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env]) -> None:
     env = start(syncs=False)  # the test world after one run
     pipeline, world = env.pipeline, env.world
@@ -193,6 +236,13 @@ def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env])
     assert not pipeline.query("SELECT * FROM identity.merge_log")
     # An hourly run scores on the matcher's basis the first run counted and kept (identity/basis.py).
     assert basis and sorted(pipeline.query("SELECT * FROM identity.match_basis, identity.match_frequencies")) == basis
+    # How far the run's change reaches: a region holding the new record's profile, less than the whole graph.
+    with duckdb.connect(str(pipeline.warehouse), read_only=True) as conn:
+        found = reach.reach(conn)
+        inside = conn.execute(f"SELECT $profile IN (FROM {reach.REGION})", {"profile": profile_id}).fetchall()
+    assert inside == [(True,)]
+    assert found.changed_records >= 1
+    assert 0 < found.profiles[0] < found.profiles[1] and found.person_records[0] < found.person_records[1]
 
 
 def test_never_link_splits_a_merge_and_logs_it(start: Callable[..., Env]) -> None:

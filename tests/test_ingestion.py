@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType
 
+from resources import DESTINATIONS, SOURCES, build_resources, pacing_variable
 from resources.http import Pacer, RateLimit, pace
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
@@ -359,6 +360,19 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
     limit = HubSpotResource.route_paces[r"/search$"]
     assert searching >= 2 * limit.seconds  # the 5th and the 9th search each waited for a window to pass
     assert listing < limit.seconds  # nine list calls fit the account's pace at once
+
+
+def test_every_connector_that_paces_itself_takes_a_plan_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An account on a higher plan sets `<NAME>_REQUESTS_PER_WINDOW`; every connector with a pace of its own, source
+    or destination, reads it (the benchmark's raised limits set it too)."""
+    kinds = [*SOURCES.items(), *((f"destination_{name}", kind) for name, kind in DESTINATIONS.items())]
+    paced = {name: kind.pace for name, kind in kinds if kind.pace is not None}
+    for name, limit in paced.items():
+        monkeypatch.setenv(pacing_variable(name), str(limit.max * 3))
+    resources = build_resources()
+    assert "klaviyo" in paced
+    assert {name: resources[name].rate_limit() for name in paced} == {
+        name: RateLimit(limit.max * 3, limit.seconds) for name, limit in paced.items()}
 
 
 def test_klaviyo_is_paced_under_its_burst_limit(world: Path) -> None:

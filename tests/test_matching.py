@@ -188,6 +188,10 @@ def test_pairs_score_on_the_basis_counted_not_on_the_clusters_of_the_moment(trai
     clusters(conn, {"p1": 1, "o0": 1, "o1": 1, "o2": 1, "o3": 1, "p2": 2})  # now in two clusters only
     matching.build_records(conn)
     assert pair_weight() == common
+    conn.execute("INSERT INTO staging.hubspot__contacts VALUES ('q1', 'Quinn', 'Avery', NULL, NULL, NULL, 'Oslo', "
+                 "'NO', NULL)")  # one record more: the prior is still rescaled to the six counted
+    clusters(conn, {"p1": 1, "o0": 1, "o1": 1, "o2": 1, "o3": 1, "p2": 2})
+    assert matching.build_records(conn) == 7 and pair_weight() == common
     basis.count(conn, model)  # counted again: a name of two people says more
     assert pair_weight() > common
 

@@ -254,13 +254,13 @@ def test_a_deletion_by_email_alone_leaves_no_trace_and_the_person_stays_gone(sta
     # An erased version may have been its record's newest: each entity the erasure reached replays raw next build.
     kept = {entity for (entity,) in env.pipeline.query("SELECT entity FROM staging._builds")}
     hourly = env.pipeline.run()
-    assert env.pipeline.query("SELECT rebased_run FROM identity.match_basis") == [(hourly.run_id,)]
+    assert env.pipeline.query("SELECT run_id FROM identity.match_basis") == [(hourly.run_id,)]
     staged = {key.removeprefix("staging/"): meta["mode"] for key, meta in hourly.metadata.items()
               if key.startswith("staging/")}  # fmt: skip
     assert {e for e, mode in staged.items() if mode != "incremental"} == set(staged) - kept != set()
     nightly = env.pipeline.run(full=True)  # every source pulled again in full, syncs after
     assert hourly.success and nightly.success
-    assert env.pipeline.query("SELECT rebased_run FROM identity.match_basis") == [(nightly.run_id,)]  # a rebase
+    assert env.pipeline.query("SELECT run_id FROM identity.match_basis") == [(nightly.run_id,)]  # a rebase
     with duckdb.connect(str(env.pipeline.warehouse), read_only=True) as conn:
         assert erasure.unmapped(conn) == []  # the privacy tables too
     suppressed = sum(meta["suppressed"] for key, meta in nightly.metadata.items() if key.startswith("raw/"))

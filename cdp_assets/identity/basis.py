@@ -2,10 +2,11 @@
 
 How common each value is among people (its term frequency: the share of people, as the graph's deterministic
 components, carrying it) and how many person records there are (the model's prior is rescaled to them). A rebase
-counts them (the nightly run, a first build, a new model) and keeps them in the warehouse; the runs between rebases
-score on the kept basis, as RudderStack's ID stitcher runs incrementally between rebases. A pair so scores the same
-whatever else changed in the warehouse since the rebase, which a graph updated only where it changed needs in order to
-equal one rebuilt from scratch on the same basis; the nightly comparison rebuilds on it.
+counts them (the nightly run, a first build, a new model, rules or normal form of the records) and keeps them in
+the warehouse; the runs between rebases score on the kept basis, as RudderStack's ID stitcher runs incrementally
+between rebases. A pair so scores the same whatever else changed in the warehouse since the rebase, which a graph
+updated only where it changed needs in order to equal one rebuilt from scratch on the same basis; the nightly
+comparison rebuilds on it.
 
 Counted over the deterministic components, the frequencies are one lookup for every scoring pass of a run; on the
 20,000-person evaluation world, pair precision and recall are the same as with each pass counting its own clusters.
@@ -20,7 +21,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-KEPT = "identity.match_basis"  # one row: the records counted, the model's fingerprint, the rebase's run and time
+from cdp_assets.identity import rules
+
+KEPT = "identity.match_basis"  # one row: the records counted, `fingerprint`, the rebase's run_id and time
 KEPT_FREQUENCIES = "identity.match_frequencies"  # column_name, value (as text), tf
 RECORDS = "_basis"  # TEMP: this run's basis, kept or counted
 FREQUENCIES = "_basis_frequencies"  # TEMP
@@ -38,13 +41,22 @@ SELECT $column, CAST("{column}" AS VARCHAR), tf FROM (
 ) WHERE clusters >= $min_clusters
 """
 TABLES_SQL = f"""
-CREATE TABLE IF NOT EXISTS {KEPT} (records BIGINT, model VARCHAR, rebased_run VARCHAR, rebased_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS {KEPT} (records BIGINT, model VARCHAR, run_id VARCHAR, rebased_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS {KEPT_FREQUENCIES} (column_name VARCHAR, value VARCHAR, tf DOUBLE);
 """
 
 
-def model_fingerprint(model_path: Path) -> str:
-    return hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+# What a kept basis was counted under besides the model: the rules (matcher, person mappings, compared identifiers),
+# the records' normal form and the nickname table. A change to any of them is a rebase.
+PREPARED_BY = (rules.RULES_FILE, Path(__file__).with_name("sql") / "match_records.sql",
+               Path(__file__).with_name("nicknames.csv"))
+
+
+def fingerprint(model_path: Path) -> str:
+    digest = hashlib.sha256(f"{MIN_CLUSTERS}".encode())
+    for path in (model_path, *PREPARED_BY):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def frequency_columns(model_path: Path) -> list[str]:
@@ -57,7 +69,7 @@ def frequency_columns(model_path: Path) -> list[str]:
 def count(conn: duckdb.DuckDBPyConnection, model_path: Path) -> None:
     """This run's basis, counted over `_match_records` as its clusters stand (the deterministic components)."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {RECORDS} AS SELECT count(*) AS records, $model AS model "
-                 f"FROM {MATCH_RECORDS}", {"model": model_fingerprint(model_path)})
+                 f"FROM {MATCH_RECORDS}", {"model": fingerprint(model_path)})
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {FREQUENCIES} (column_name VARCHAR, value VARCHAR, tf DOUBLE)")
     present = {row[0] for row in conn.execute(f"SELECT column_name FROM (DESCRIBE {MATCH_RECORDS})").fetchall()}
     for column in frequency_columns(model_path):
@@ -70,7 +82,7 @@ def load(conn: duckdb.DuckDBPyConnection, model_path: Path) -> bool:
     exists = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
                           "$table AND table_catalog = current_database()", {"table": KEPT}).fetchall()[0][0]
     if not exists or not conn.execute(f"SELECT count(*) FROM {KEPT} WHERE model = $model",
-                                      {"model": model_fingerprint(model_path)}).fetchall()[0][0]:
+                                      {"model": fingerprint(model_path)}).fetchall()[0][0]:
         return False
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {RECORDS} AS SELECT records, model FROM {KEPT}")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {FREQUENCIES} AS SELECT * FROM {KEPT_FREQUENCIES}")
