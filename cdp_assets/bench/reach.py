@@ -52,7 +52,8 @@ class Reach:
 
 def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     """The region of the last run's changes (TEMP `_reach_region`), and its size against the graph's."""
-    streams = [source.stream for source in rules.load().sources]
+    identity_rules = rules.load()
+    streams = [source.stream for source in identity_rules.sources]
     present = {row[0] for row in conn.execute("SELECT table_schema || '.' || table_name "
                                               "FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
     tables = {stream: raw_table(*stream.split(".", 1)) for stream in streams}
@@ -68,7 +69,7 @@ def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {REGION} AS SELECT DISTINCT profile_id "
                  "FROM identity.record_profiles JOIN _reach_changed USING (stream, record_id)")
     rounds = close(conn)
-    person = rules.load().person_streams
+    person = identity_rules.person_streams
     records = ("SELECT count(*) FILTER (WHERE list_contains($person, stream)), "
                "count(*) FILTER (WHERE NOT list_contains($person, stream)) FROM identity.record_profiles")
     inside = conn.execute(records + f" WHERE profile_id IN (FROM {REGION})", {"person": person}).fetchall()[0]
