@@ -178,7 +178,7 @@ def test_a_run_between_rebases_scores_on_the_kept_basis(resolved: Pipeline, tmp_
     rules = load_rules()
 
     def linked(built: resolution.Partition) -> int:
-        return int((built.edges["accepted"] & (built.edges["method"] == "probabilistic")).sum())
+        return int((built.accepted & built.edges.probabilistic).sum())
 
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
         kept, counted = (resolution.partition(conn, rules, rebase=rebase) for rebase in (False, True))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from unittest import mock
 
 import numpy as np
-import pandas as pd
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -31,18 +30,18 @@ SCORES = (0.3, 0.7, 0.97)
 class Case:
     protection: graph.Protection
     node_count: int
-    edges: pd.DataFrame
+    edges: graph.Edges
     evidence: graph.Evidence
 
 
-def _edges(pairs: list[tuple[int, int]], types: np.ndarray, seen: list[int], method: str) -> pd.DataFrame:
+def _edges(pairs: list[tuple[int, int]], types: np.ndarray, seen: list[int], method: str) -> graph.Edges:
     priority = [PROBABILISTIC_PRIORITY if method == "probabilistic" else max(PRIORITY[types[a]], PRIORITY[types[b]])
                 for a, b in pairs]
-    return pd.DataFrame({
-        "a": np.array([a for a, _ in pairs], dtype=np.int64), "b": np.array([b for _, b in pairs], dtype=np.int64),
-        "priority": np.array(priority, dtype=np.int64), "first_seen": np.array(seen[: len(pairs)], dtype=np.int64),
-        "method": pd.Series([method] * len(pairs), dtype=object),
-    })
+    return graph.Edges(
+        a=np.array([a for a, _ in pairs], dtype=np.int64), b=np.array([b for _, b in pairs], dtype=np.int64),
+        priority=np.array(priority, dtype=np.int64), first_seen=np.array(seen[: len(pairs)], dtype=np.int64),
+        probabilistic=np.full(len(pairs), method == "probabilistic"),
+    )
 
 
 @st.composite
@@ -74,8 +73,8 @@ def cases(draw: st.DrawFn) -> Case:
         protection=graph.Protection(node_types=types, limits={1: 2, 2: 1, 3: 2}, never=never, isolated=isolated,
                                     type_priority={code: PRIORITY[code] for code in (1, 2, 3)}),
         node_count=len(types),
-        edges=pd.concat([_edges(carried + events, types, seen, "deterministic"),
-                         _edges(linked, types, seen[20:], "probabilistic")], ignore_index=True),
+        edges=(_edges(carried + events, types, seen, "deterministic")
+               + _edges(linked, types, seen[20:], "probabilistic")),
         evidence=graph.Evidence(types == 0, {p: s for p, s in scores.items() if s >= REVIEW_AT}, fields, MERGE_AT,
                                 REVIEW_AT),
     )
@@ -92,7 +91,7 @@ def test_a_component_kept_whole_ends_as_the_union_find_would_leave_it(case: Case
     # The reference: the union-find run over every flagged component, agreeing or not.
     with mock.patch.object(graph, "agree_throughout", _never_agreeing):
         rebuilt = graph.resolve(case.node_count, case.edges, case.protection, TYPE_NAMES, case.evidence)
-    a, b = case.edges["a"].to_numpy(), case.edges["b"].to_numpy()
+    a, b = case.edges.a, case.edges.b
     linking = ~np.isin(a, list(case.protection.isolated)) & ~np.isin(b, list(case.protection.isolated))
     labels = graph.label(case.node_count, a[linking], b[linking])  # as resolve labels before it rebuilds
     kept_whole = graph.agree_throughout(labels, case.evidence) & ~graph._breaking_rules(labels, case.protection)

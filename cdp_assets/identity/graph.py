@@ -60,6 +60,28 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Edges:
+    """The graph's links, one item of each array per link: what the union-find orders them by. What a link says
+    (its type, the records behind it) stays in the warehouse, where resolution reads it by the link's position."""
+
+    a: np.ndarray  # node
+    b: np.ndarray  # node
+    priority: np.ndarray  # the strongest (lowest) is applied first
+    first_seen: np.ndarray  # int64 nanoseconds since the epoch (NEVER_SEEN for none), then the oldest first
+    probabilistic: np.ndarray  # bool: a Splink link between two person records
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __add__(self, other: Edges) -> Edges:
+        return Edges(*(np.concatenate([getattr(self, name), getattr(other, name)])
+                       for name in ("a", "b", "priority", "first_seen", "probabilistic")))
+
+
+NEVER_SEEN = np.iinfo(np.int64).max  # a link with no time is applied after every dated one of its priority
+
+
+@dataclass(frozen=True)
 class Components:
     labels: np.ndarray  # component per node
     accepted: np.ndarray  # per edge: kept in the graph
@@ -197,11 +219,10 @@ class _ProtectedUnion:
         return False
 
 
-def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_names: list[str],
+def resolve(node_count: int, edges: Edges, protection: Protection, type_names: list[str],
             evidence: Evidence | None = None) -> Components:
-    """Components of `edges` (columns a, b, priority, first_seen, and method for probabilistic links) under
-    `protection` and, given `evidence`, the chain check."""
-    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    """Components of `edges` under `protection` and, given `evidence`, the chain check."""
+    a, b = edges.a, edges.b
     isolated = np.isin(a, list(protection.isolated)) | np.isin(b, list(protection.isolated))
     labels = label(node_count, a[~isolated], b[~isolated])
     accepted = ~isolated
@@ -213,8 +234,7 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
     if not flagged.any():
         return Components(labels, accepted, refused)
     agreeing = np.zeros_like(flagged) if evidence is None else flagged & ~breaking & agree_throughout(labels, evidence)
-    order = edges.assign(rank=edges["priority"].astype(float))
-    probabilistic = (edges["method"] == "probabilistic").to_numpy() if "method" in edges else np.zeros(len(a), bool)
+    rank = edges.priority.astype(float)
     limit_priority = {f"limit {type_names[code]} {limit}": protection.type_priority.get(code)
                       for code, limit in protection.limits.items()}
     review: list[tuple[int, int]] = []
@@ -225,19 +245,19 @@ def resolve(node_count: int, edges: pd.DataFrame, protection: Protection, type_n
     holders = _holders(a[rebuilding], b[rebuilding], evidence.person) if evidence is not None else {}
     last_pass = np.full(len(flagged), -1)  # per component: the pass whose union-find built it
     while rerun.any():
-        inside = rerun[labels[a]] & ~isolated
+        inside = np.flatnonzero(rerun[labels[a]] & ~isolated)
         union = _ProtectedUnion(protection, evidence, holders)
-        for position in order[inside].sort_values(["rank", "first_seen", "a", "b"], kind="stable").index:
+        for position in inside[np.lexsort((b[inside], a[inside], edges.first_seen[inside], rank[inside]))].tolist():
             rule = union.union(int(a[position]), int(b[position]), type_names)
             accepted[position], refused[position] = rule is None, rule
         review = [pair for pair in review if not rerun[labels[pair[0]]]] + union.review
         last_pass[rerun], unions = len(unions), [*unions, union]
         # A probabilistic link refused by a limit is applied again just before that type's links.
         rerun = np.zeros_like(flagged)
-        for position in np.flatnonzero(inside & probabilistic & ~accepted):
+        for position in inside[edges.probabilistic[inside] & ~accepted[inside]].tolist():
             priority = limit_priority.get(refused[position] or "")
-            if priority is not None and priority - 0.5 < order.at[position, "rank"]:
-                order.at[position, "rank"] = priority - 0.5
+            if priority is not None and priority - 0.5 < rank[position]:
+                rank[position] = priority - 0.5
                 rerun[labels[a[position]]] = True
     # Renumber every node of a flagged component by its group: its union-find root, or its component where every
     # link was kept; groups are numbered in the order of their first node.

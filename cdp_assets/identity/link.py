@@ -146,31 +146,31 @@ def file_rules(rules: Rules, mapping: dict[str, tuple[str, ...]]) -> Rules:
     return dataclasses.replace(rules, types=types, sources=(source,), never_link=())
 
 
-def _linked(built: resolution.Partition) -> Linked:
-    """Clusters from the partition's record nodes; pairs from its probabilistic edges (`merge` where the graph took
-    the edge, `review` where a rule refused it) and its review pairs (under `merge_at`, or the pair of a chain the
+def _linked(conn: duckdb.DuckDBPyConnection, built: resolution.Partition) -> Linked:
+    """Clusters from the partition's record nodes; pairs from its probabilistic links (`merge` where the graph took
+    the link, `review` where a rule refused it) and its review pairs (under `merge_at`, or the pair of a chain the
     check refused). A pair to review whose records end in one cluster all the same is left out, as the pipeline
     leaves it out of identity.match_review."""
-    nodes, edges, review = built.nodes, built.edges, built.review
-    records = nodes[nodes["id_type"] == RECORD_TYPE]
-    values = nodes["value"].to_numpy()  # nodes are in idx order
-    linked = edges[edges["method"] == "probabilistic"]
-    prefix = STREAM + ":"
-    pairs = pd.concat([
-        linked.assign(record_id_l=values[linked["a"].astype(int)], record_id_r=values[linked["b"].astype(int)],
-                      decision=np.where(linked["accepted"].astype(bool), "merge", "review")),
-        review.assign(record_id_l=review["unique_id_l"].str.removeprefix(prefix),
-                      record_id_r=review["unique_id_r"].str.removeprefix(prefix), decision="review"),
-    ], ignore_index=True)[list(PAIR_COLUMNS)].drop_duplicates(["record_id_l", "record_id_r"])
-    label_of = dict(zip(records["value"], records["label"], strict=True))
+    records = conn.execute("SELECT record_id, node FROM _record_index WHERE stream = $stream ORDER BY node",
+                           {"stream": STREAM}).fetchnumpy()
+    labels = built.labels[records["node"]]
+    accepted = built.accepted[len(built.edges) - len(built.links):]
+
+    def named(pairs: pd.DataFrame, decision: np.ndarray | str) -> pd.DataFrame:
+        prefix = STREAM + ":"
+        return pairs.assign(record_id_l=pairs["unique_id_l"].str.removeprefix(prefix),
+                            record_id_r=pairs["unique_id_r"].str.removeprefix(prefix), decision=decision)
+
+    pairs = pd.concat([named(built.links, np.where(accepted, "merge", "review")), named(built.review, "review")],
+                      ignore_index=True)[list(PAIR_COLUMNS)].drop_duplicates(["record_id_l", "record_id_r"])
+    label_of = dict(zip(records["record_id"].tolist(), labels.tolist(), strict=True))
     pairs = pairs[(pairs["decision"] == "merge")
                   | (pairs["record_id_l"].map(label_of) != pairs["record_id_r"].map(label_of))]
     return Linked(
-        clusters=pd.DataFrame({"record_id": records["value"].to_numpy(),
-                               "cluster_id": pd.factorize(records["label"].to_numpy())[0] + 1}),
+        clusters=pd.DataFrame({"record_id": records["record_id"], "cluster_id": pd.factorize(labels)[0] + 1}),
         pairs=pairs.sort_values(["probability", "record_id_l", "record_id_r"], ascending=[False, True, True],
                                 ignore_index=True),
-        records=len(records),
+        records=len(labels),
     )
 
 
@@ -194,7 +194,7 @@ def run(conn: duckdb.DuckDBPyConnection, path: Path, mapping: dict[str, tuple[st
         matching.train_from_warehouse(conn, model, {"source": "file", "file": path.name, "records": records,
                                                     "mapped": sorted(mapping), "date": dt.date.today().isoformat()},
                                       linked_rules)
-    result = _linked(resolution.partition(conn, linked_rules, model_path=model or matching.MODEL_PATH))
+    result = _linked(conn, resolution.partition(conn, linked_rules, model_path=model or matching.MODEL_PATH))
     if output is not None:
         write(result, output, output_format)
     return result

@@ -9,9 +9,13 @@ ones. A new profile's id derives from its anchor node, so a rerun names it the s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+
+from cdp_assets.identity.graph import NEVER_SEEN
 
 REGISTRY_COLUMNS = ["profile_id", "anchor_type", "anchor_value", "created_at", "created_run", "merged_into",
                     "retired_run"]
@@ -25,82 +29,100 @@ class Assignment:
     log: pd.DataFrame  # LOG_COLUMNS: this run's merges and splits
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """This run's graph as `assign` reads it, one item of each array per node (numbered in the order of their type
+    and value); the values themselves stay in the warehouse, and `names` reads those of the few nodes it needs."""
+
+    labels: np.ndarray  # component
+    eligible: np.ndarray  # bool: may found or hold a profile (a shared value its records do not use may not)
+    first_seen: np.ndarray  # int64 nanoseconds (graph.NEVER_SEEN for none)
+    priority: np.ndarray
+    previous: np.ndarray  # index into `previous_ids` of the profile the node held last run, or -1
+    previous_ids: np.ndarray  # last run's profile ids
+    anchor_of: pd.Series  # registry profile id -> the node its anchor is, where it is one
+    names: Callable[[np.ndarray], list[tuple[str, str]]]  # nodes -> their (id_type, value)
+
+
 def new_id(id_type: str, value: str) -> str:
     return "prof_" + hashlib.sha256(f"{id_type}:{value}".encode()).hexdigest()[:16]
 
 
-def assign(
-    nodes: pd.DataFrame, previous: pd.DataFrame, registry: pd.DataFrame, cause: pd.Series, run_id: str,
-    now: pd.Timestamp,
-) -> Assignment:
-    """Profile ids for this run's components.
-
-    `nodes`: id_type, value, first_seen, priority, label. `previous`: id_type, value, profile_id as
-    last run left them. `registry`: REGISTRY_COLUMNS. `cause`: per label, why its profile changed."""
-    held = nodes.merge(previous, on=["id_type", "value"], how="inner")[["label", "profile_id", "id_type", "value"]]
-    keepers = _keepers(held, registry[registry["retired_run"].isna()])
-    claims = keepers.groupby("label")["profile_id"]
-    anchors = _anchors(nodes)
+def assign(nodes: Nodes, registry: pd.DataFrame, cause: pd.Series, run_id: str, now: pd.Timestamp) -> Assignment:
+    """Profile ids for this run's components. `registry`: REGISTRY_COLUMNS. `cause`: per label, why its profile
+    changed."""
+    held = np.flatnonzero(nodes.eligible & (nodes.previous >= 0))
+    held_label, held_profile = nodes.labels[held], nodes.previous[held]
+    keepers = _keepers(nodes, held, registry[registry["retired_run"].isna()])  # previous profile -> label
+    claims = keepers.groupby(keepers.to_numpy()).size()
+    anchor_labels, anchor_nodes = _anchors(nodes)
     # One claimant: the component keeps that id. None: a new id from its anchor.
-    profile_of_label = claims.first()[claims.size() == 1]
-    unclaimed = anchors[~anchors.index.isin(keepers["label"])]
-    fresh = pd.Series(
-        [new_id(t, v) for t, v in zip(unclaimed["id_type"], unclaimed["value"], strict=True)], index=unclaimed.index
-    )
+    single = keepers[keepers.map(claims) == 1]
+    profile_of_label = pd.Series(nodes.previous_ids[single.index.to_numpy()], index=single.to_numpy(), dtype=object)
+    unclaimed = ~np.isin(anchor_labels, keepers.to_numpy())
+    anchors = nodes.names(anchor_nodes[unclaimed])
+    fresh = pd.Series([new_id(t, v) for t, v in anchors], index=anchor_labels[unclaimed], dtype=object)
     # Several claimants: the profiles merged; the oldest id survives (issued first, then founded
     # by the identifier seen first).
-    issued = registry.set_index("profile_id")
-    anchor_seen = registry.merge(
-        nodes[["id_type", "value", "first_seen"]],
-        left_on=["anchor_type", "anchor_value"], right_on=["id_type", "value"], how="left",
-    ).set_index("profile_id")["first_seen"]
+    created = registry.set_index("profile_id")["created_at"]
+    anchor_node = nodes.anchor_of[nodes.eligible[nodes.anchor_of.to_numpy()]]
     log: list[tuple[str, pd.Timestamp, str, str, str, str]] = []
     retired: dict[str, str] = {}
     merged: dict[int, str] = {}
-    contested = keepers[keepers["label"].map(claims.size()) > 1]
-    for label_, claimants in contested.groupby("label")["profile_id"]:
+    contested = keepers[keepers.map(claims) > 1]
+    for label_, claimants in contested.groupby(contested.to_numpy()):
         survivor, *others = sorted(
-            claimants, key=lambda p: (issued["created_at"].get(p, now), _or_max(anchor_seen.get(p)), p)
+            nodes.previous_ids[claimants.index.to_numpy()],
+            key=lambda p: (created.get(p, now), _seen(nodes, anchor_node.get(p)), p),
         )
-        merged[label_] = survivor
+        merged[int(label_)] = survivor
         for other in others:
             retired[other] = survivor
             log.append((run_id, now, "merged", survivor, other, cause.get(label_, "")))
     found = [series for series in (profile_of_label, fresh, pd.Series(merged, dtype=object)) if len(series)]
     profile_of_label = pd.concat(found).rename("profile_id") if found else pd.Series(dtype=object)
     # A part of a last-run profile that did not keep its id split from it.
-    parts = held[["label", "profile_id"]].drop_duplicates()
-    parts = parts[parts["label"] != parts["profile_id"].map(keepers.set_index("profile_id")["label"])]
-    for label_, old in zip(parts["label"], parts["profile_id"], strict=True):
-        log.append((run_id, now, "split", old, profile_of_label[label_], cause.get(label_, "")))
+    parts = pd.DataFrame({"label": held_label, "profile": held_profile}).drop_duplicates()
+    parts = parts[parts["label"].to_numpy() != keepers.reindex(parts["profile"]).to_numpy()]
+    for label_, old in zip(parts["label"].tolist(), parts["profile"].tolist(), strict=True):
+        log.append((run_id, now, "split", nodes.previous_ids[old], profile_of_label[label_], cause.get(label_, "")))
     new_rows = pd.DataFrame({
-        "profile_id": fresh.to_numpy(), "anchor_type": unclaimed["id_type"].to_numpy(),
-        "anchor_value": unclaimed["value"].to_numpy(), "created_at": now, "created_run": run_id,
+        "profile_id": fresh.to_numpy(), "anchor_type": [t for t, _ in anchors], "anchor_value": [v for _, v in anchors],
+        "created_at": now, "created_run": run_id,
     })
     return Assignment(profile_of_label, _registry(registry, new_rows, retired, run_id),
                       pd.DataFrame(log, columns=LOG_COLUMNS))
 
 
-def _or_max(seen: pd.Timestamp | None) -> pd.Timestamp:
-    return pd.Timestamp.max.tz_localize("UTC") if seen is None or pd.isna(seen) else seen
+def _seen(nodes: Nodes, anchor: int | None) -> int:
+    """When a profile's anchor was first seen, or never (the largest) when it is not this run's node."""
+    return NEVER_SEEN if anchor is None else int(nodes.first_seen[anchor])
 
 
-def _keepers(held: pd.DataFrame, live: pd.DataFrame) -> pd.DataFrame:
-    """For each previous id: the component that keeps it (the one holding its anchor, else most of it)."""
-    counts = held.groupby(["profile_id", "label"]).size().rename("nodes").reset_index()
-    anchor_rows = held.merge(
-        live[["profile_id", "anchor_type", "anchor_value"]],
-        left_on=["profile_id", "id_type", "value"], right_on=["profile_id", "anchor_type", "anchor_value"],
-    )[["profile_id", "label"]].assign(has_anchor=1)
-    counts = counts.merge(anchor_rows, on=["profile_id", "label"], how="left").fillna({"has_anchor": 0})
-    counts = counts.sort_values(["profile_id", "has_anchor", "nodes", "label"], ascending=[True, False, False, True])
-    return counts.drop_duplicates("profile_id")[["profile_id", "label"]]
+def _keepers(nodes: Nodes, held: np.ndarray, live: pd.DataFrame) -> pd.Series:
+    """For each previous id (by its index into `previous_ids`): the component that keeps it (the one holding its
+    anchor, else most of it), as a Series of labels."""
+    frame = pd.DataFrame({"profile": nodes.previous[held], "label": nodes.labels[held], "node": held})
+    live_anchors = nodes.anchor_of[nodes.anchor_of.index.isin(live["profile_id"])]
+    anchor_of_profile = live_anchors.reindex(nodes.previous_ids)  # NaN where none
+    frame["has_anchor"] = frame["node"].to_numpy() == anchor_of_profile.to_numpy()[frame["profile"].to_numpy()]
+    counts = frame.groupby(["profile", "label"]).agg(nodes=("node", "size"), has_anchor=("has_anchor", "any"))
+    counts = counts.reset_index().sort_values(["profile", "has_anchor", "nodes", "label"],
+                                              ascending=[True, False, False, True])
+    first = counts.drop_duplicates("profile")
+    return pd.Series(first["label"].to_numpy(), index=first["profile"].to_numpy())
 
 
-def _anchors(nodes: pd.DataFrame) -> pd.DataFrame:
-    """Per component, the node that founds a new profile: the first seen, then the strongest."""
-    ordered = nodes.sort_values(["label", "first_seen", "priority", "id_type", "value"], na_position="last")
-    return ordered.drop_duplicates("label").set_index("label")[["id_type", "value"]]
+def _anchors(nodes: Nodes) -> tuple[np.ndarray, np.ndarray]:
+    """Per component, the node that founds a new profile: the first seen, then the strongest, then the first by type
+    and value (the nodes' order); as (labels, nodes)."""
+    eligible = np.flatnonzero(nodes.eligible)
+    ordered = eligible[np.lexsort((eligible, nodes.priority[eligible], nodes.first_seen[eligible],
+                                   nodes.labels[eligible]))]
+    labels = nodes.labels[ordered]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = labels[1:] != labels[:-1]
+    return labels[first], ordered[first]
 
 
 def _registry(registry: pd.DataFrame, new_rows: pd.DataFrame, retired: dict[str, str], run_id: str) -> pd.DataFrame:

@@ -15,6 +15,7 @@ at a million people) and show nothing more about grouping.
 """
 
 import duckdb
+import numpy as np
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
@@ -68,7 +69,8 @@ def compare(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules) -> dic
     # On the graph's kept basis (basis.py); leaves its nodes, with their idx, in temp table _nodes.
     built = resolution.partition(conn, identity_rules, rebase=False)
     frames = {
-        "_labels": built.nodes[["idx", "label", "shared"]],  # a shared value is on every profile holding it
+        # a shared value is on every profile holding it
+        "_labels": pd.DataFrame({"idx": np.arange(len(built.labels)), "label": built.labels, "shared": built.shared}),
         "_record_types": pd.DataFrame(
             [(t.name, t.record_of) for t in identity_rules.types.values() if t.record_of], columns=["id_type", "stream"]
         ),

@@ -5,6 +5,10 @@ through identifiers of two or more types passes the chain check (graph.py): Spli
 pairs inside it, and a link whose ends disagree is refused. Splink then scores records left in
 different components, and links above the merge threshold join the graph as the weakest
 edges, subject to the same limits and check. Everything this run writes lands in one transaction.
+
+The graph is held as numpy arrays, one item per node (`_nodes` idx) or link (`_edges` edge, then Splink's links):
+what the union-find and the stable ids read. What a node or link says (its type and value, the records behind it)
+stays in DuckDB's temp tables, read back by number for the few the run describes, and joined there when it writes.
 """
 
 from __future__ import annotations
@@ -79,44 +83,108 @@ def _never_pairs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> tuple[list[tu
 # Person fields that say who someone is. A pair of records with none of them on both sides has nothing to
 # disagree on (place and employer are shared by many people and change), so it never refuses a chain.
 IDENTIFYING_FIELDS = ("first_name", "last_name", "full_name", "date_of_birth", "street_address", "email", "phone")
+# The graph's nodes and links are held as arrays in the order of TEMP `_nodes` (idx) and `_edges` (edge); their
+# types, values and records stay in the warehouse, read back by number where a few are needed.
+NODES_SQL = """
+SELECT t.code, coalesce(epoch_ns(n.first_seen), $never_seen) AS first_seen, n.priority, t.stream IS NOT NULL AS person
+FROM _nodes n JOIN _types t USING (id_type) ORDER BY n.idx"""
+EDGES_ARRAYS_SQL = """
+SELECT a, b, priority, coalesce(epoch_ns(first_seen), $never_seen) AS first_seen FROM _edges ORDER BY edge"""
+# Each person record's node, by the matcher's unique_id.
+RECORD_INDEX_SQL = """
+CREATE OR REPLACE TEMP TABLE _record_index AS
+SELECT t.stream || ':' || n.value AS unique_id, t.stream, n.value AS record_id, n.idx AS node
+FROM _nodes n JOIN _types t USING (id_type) WHERE t.stream IS NOT NULL"""
+# Each node's profile last run, as an index into the ids of those profiles (in their order).
+PREVIOUS_SQL = """
+CREATE OR REPLACE TEMP TABLE _previous AS
+SELECT n.idx, p.profile_id FROM _nodes n JOIN identity.identifier_profiles p USING (id_type, value)
+WHERE NOT p.shared"""
+ANCHORS_SQL = """
+SELECT r.profile_id, n.idx FROM identity.profile_registry r
+JOIN _nodes n ON n.id_type = r.anchor_type AND n.value = r.anchor_value"""
 
 
-def _match_records(conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: pd.DataFrame, clusters: np.ndarray
-                   ) -> dict[str, int]:
-    """Write `_match_records` for every person record, in cluster `clusters[node]`; returns each record's node."""
-    streams = {t.name: t.record_of for t in rules.types.values() if t.record_of}
-    records = nodes[nodes["id_type"].isin(list(streams))]
-    frame = pd.DataFrame({
-        "stream": records["id_type"].map(streams), "record_id": records["value"],
-        "cluster_id": clusters[records["idx"].to_numpy()],
+@dataclass(frozen=True)
+class Nodes:
+    """The graph's nodes, one item of each array per node (by idx of TEMP `_nodes`)."""
+
+    types: np.ndarray  # code: the index of its type in `type_names`
+    first_seen: np.ndarray  # int64 nanoseconds (graph.NEVER_SEEN for none)
+    priority: np.ndarray
+    person: np.ndarray  # bool: a person record's own id
+    type_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+
+def _load_graph(conn: duckdb.DuckDBPyConnection, rules: Rules) -> tuple[Nodes, graph.Edges]:
+    """TEMP `_types`, `_nodes`, `_record_nodes`, `_edges` (graph_edges.sql), and the nodes and links as arrays."""
+    type_names = sorted(rules.types)
+    types = pd.DataFrame({
+        "id_type": type_names, "code": np.arange(len(type_names)),
+        "priority": [rules.types[name].priority for name in type_names],
+        "stream": pd.Series([rules.types[name].record_of or None for name in type_names], dtype=object),
     })
-    conn.register("_clusters_view", frame)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT * FROM _clusters_view")
+    conn.register("_types_view", types)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _types AS SELECT * FROM _types_view")
+    conn.unregister("_types_view")
+    conn.execute(EDGES_SQL, {"record_streams": rules.person_streams})
+    never = {"never_seen": graph.NEVER_SEEN}
+    found = conn.execute(NODES_SQL, never).fetchnumpy()
+    nodes = Nodes(types=found["code"], first_seen=found["first_seen"], priority=found["priority"],
+                  person=found["person"].astype(bool), type_names=type_names)
+    links = conn.execute(EDGES_ARRAYS_SQL, never).fetchnumpy()
+    edges = graph.Edges(a=links["a"], b=links["b"], priority=links["priority"], first_seen=links["first_seen"],
+                        probabilistic=np.zeros(len(links["a"]), dtype=bool))
+    conn.execute(RECORD_INDEX_SQL)
+    return nodes, edges
+
+
+def _match_records(conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: Nodes, clusters: np.ndarray) -> None:
+    """Write `_match_records` for every person record, in cluster `clusters[node]`."""
+    _register_clusters(conn, nodes, clusters)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT x.stream, x.record_id, v.cluster_id "
+                 "FROM _clusters_view v JOIN _record_index x USING (node)")
     conn.unregister("_clusters_view")
     matching.build_records(conn, rules)
-    return dict(zip(frame["stream"] + ":" + frame["record_id"], records["idx"], strict=True))
 
 
-def _recluster(conn: duckdb.DuckDBPyConnection, node_of: dict[str, int], labels: np.ndarray) -> None:
+def _register_clusters(conn: duckdb.DuckDBPyConnection, nodes: Nodes, clusters: np.ndarray) -> None:
+    """Register `_clusters_view(node, cluster_id)`: each person record node in cluster `clusters[node]`."""
+    records = np.flatnonzero(nodes.person)
+    conn.register("_clusters_view", pd.DataFrame({"node": records, "cluster_id": clusters[records]}))
+
+
+def _recluster(conn: duckdb.DuckDBPyConnection, nodes: Nodes, labels: np.ndarray) -> None:
     """Move the records of `_match_records` to the clusters of `labels`."""
-    frame = pd.DataFrame({"unique_id": list(node_of), "cluster_id": labels[list(node_of.values())]})
-    conn.register("_clusters_view", frame)
+    _register_clusters(conn, nodes, labels)
     conn.execute("UPDATE _match_records m SET cluster_id = v.cluster_id FROM _clusters_view v "
-                 "WHERE m.unique_id = v.unique_id")
+                 "JOIN _record_index x USING (node) WHERE m.unique_id = x.unique_id")
     conn.unregister("_clusters_view")
 
 
-def _with_nodes(scores: pd.DataFrame, node_of: dict[str, int]) -> pd.DataFrame:
-    return scores.assign(a=scores["unique_id_l"].map(node_of), b=scores["unique_id_r"].map(node_of))
+def _with_nodes(conn: duckdb.DuckDBPyConnection, scores: pd.DataFrame) -> pd.DataFrame:
+    """`scores` with the nodes of its records, a and b, in its order."""
+    conn.register("_scores_view", scores)
+    try:
+        return conn.execute(
+            "SELECT s.*, l.node AS a, r.node AS b FROM _scores_view s "
+            "JOIN _record_index l ON l.unique_id = s.unique_id_l JOIN _record_index r ON r.unique_id = s.unique_id_r "
+            "ORDER BY s.probability DESC, s.unique_id_l, s.unique_id_r"
+        ).df()
+    finally:
+        conn.unregister("_scores_view")
 
 
-def _identifying_fields(conn: duckdb.DuckDBPyConnection, node_of: dict[str, int]) -> dict[int, int]:
+def _identifying_fields(conn: duckdb.DuckDBPyConnection) -> dict[int, int]:
     """Per person record node, a bitmask of the IDENTIFYING_FIELDS `_match_records` holds for it."""
     present = {row[0] for row in conn.execute("SELECT column_name FROM (DESCRIBE _match_records)").fetchall()}
     fields = [name for name in IDENTIFYING_FIELDS if name in present]
-    bits = " + ".join(f"({name} IS NOT NULL)::BIGINT * {1 << i}" for i, name in enumerate(fields)) or "0"
-    masks = conn.execute(f"SELECT unique_id, {bits} FROM _match_records").fetchall()
-    return {node_of[unique_id]: mask for unique_id, mask in masks}
+    bits = " + ".join(f"(m.{name} IS NOT NULL)::BIGINT * {1 << i}" for i, name in enumerate(fields)) or "0"
+    return dict(conn.execute(f"SELECT x.node, {bits} FROM _match_records m JOIN _record_index x USING (unique_id)"
+                             ).fetchall())
 
 
 def _evidence(rules: Rules, person: np.ndarray, fields: dict[int, int], scores: pd.DataFrame) -> graph.Evidence:
@@ -128,61 +196,80 @@ def _evidence(rules: Rules, person: np.ndarray, fields: dict[int, int], scores: 
     )
 
 
-def _probabilistic_edges(rules: Rules, nodes: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """Splink's pairs at or above the merge threshold (`scores` with node columns a, b) as the graph's weakest edges."""
-    merge = scores[scores["probability"] >= rules.merge_at]
-    # Kept as times with their zone: to_numpy() would make a Python object of every one, and slowly.
-    seen = nodes["first_seen"].array
-    ends = pd.DataFrame({"a": seen.take(merge["a"].to_numpy()), "b": seen.take(merge["b"].to_numpy())})
-    return pd.DataFrame({
-        "a": merge["a"].to_numpy(), "b": merge["b"].to_numpy(), "link_type": "probabilistic",
-        "priority": rules.types["probabilistic"].priority, "method": "probabilistic",
-        "probability": merge["probability"].to_numpy(), "match_weight": merge["match_weight"].to_numpy(),
-        # A probabilistic link exists once both records do.
-        "first_seen": ends.max(axis=1).array,
-        "records": 2, "streams": [[]] * len(merge),
-    })
+def _probabilistic_edges(rules: Rules, nodes: Nodes, links: pd.DataFrame) -> graph.Edges:
+    """Splink's pairs at or above the merge threshold (`links`, with node columns a, b) as the graph's weakest
+    edges; a probabilistic link exists once both records do."""
+    a, b = links["a"].to_numpy(), links["b"].to_numpy()
+    seen_a, seen_b = nodes.first_seen[a], nodes.first_seen[b]
+    seen = np.where(seen_a == graph.NEVER_SEEN, seen_b,
+                    np.where(seen_b == graph.NEVER_SEEN, seen_a, np.maximum(seen_a, seen_b)))
+    return graph.Edges(a=a, b=b, priority=np.full(len(a), rules.types["probabilistic"].priority), first_seen=seen,
+                       probabilistic=np.ones(len(a), dtype=bool))
 
 
-def _describe(edges: pd.DataFrame, nodes: pd.DataFrame) -> pd.Series:
-    """`deterministic email: hubspot_contact:101 ~ email:ann@acme.com`, or `probabilistic p=0.97: ...`."""
-    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-    how = edges["method"] + " " + edges["link_type"].where(
-        edges["method"] == "deterministic", "p=" + edges["probability"].round(4).astype(str)
-    )
-    types, values = nodes["id_type"].to_numpy(), nodes["value"].to_numpy()
-    return how + ": " + types[a] + ":" + values[a] + " ~ " + types[b] + ":" + values[b]
+def _names(conn: duckdb.DuckDBPyConnection, picked: np.ndarray) -> list[tuple[str, str]]:
+    """The (id_type, value) of each node of `picked`, in its order."""
+    conn.register("_picked_view", pd.DataFrame({"idx": picked, "position": np.arange(len(picked))}))
+    try:
+        return [(t, v) for t, v in conn.execute("SELECT n.id_type, n.value FROM _picked_view p JOIN _nodes n "
+                                                "USING (idx) ORDER BY p.position").fetchall()]
+    finally:
+        conn.unregister("_picked_view")
 
 
-def _merge_causes(edges: pd.DataFrame, nodes: pd.DataFrame, labels: np.ndarray, previous_of: np.ndarray
-                  ) -> pd.Series:
-    """Per component: the strongest edge joining nodes that last run held apart (what merged it),
-    or else the rule that refused one of its links (what split it)."""
-    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-    held_a, held_b = previous_of[a] != "", previous_of[b] != ""
-    changed = edges["accepted"].to_numpy() & (previous_of[a] != previous_of[b])
+def _describe(conn: duckdb.DuckDBPyConnection, built: Partition, positions: np.ndarray) -> list[str]:
+    """Per link of `positions`: `deterministic email: hubspot_contact:101 ~ email:ann@acme.com`, or
+    `probabilistic p=0.97: ...`."""
+    edges = built.edges
+    a, b = _names(conn, edges.a[positions]), _names(conn, edges.b[positions])
+    conn.register("_picked_edges", pd.DataFrame({"edge": positions, "position": np.arange(len(positions))}))
+    try:
+        link_type = dict(conn.execute("SELECT p.position, e.link_type FROM _picked_edges p JOIN _edges e USING (edge)"
+                                      ).fetchall())
+    finally:
+        conn.unregister("_picked_edges")
+    deterministic = len(edges) - len(built.links)
+    how = [f"deterministic {link_type[i]}" if edge < deterministic
+           else f"probabilistic p={float(np.round(built.links['probability'].iat[edge - deterministic], 4))}"
+           for i, edge in enumerate(positions.tolist())]
+    return [f"{h}: {ta}:{va} ~ {tb}:{vb}" for h, (ta, va), (tb, vb) in zip(how, a, b, strict=True)]
+
+
+def _merge_causes(conn: duckdb.DuckDBPyConnection, built: Partition, previous: np.ndarray) -> pd.Series:
+    """Per component: the strongest link joining nodes that last run held apart (what merged it), or else the rule
+    that refused one of its links (what split it). `previous`: per node, last run's profile (-1 for none)."""
+    edges, labels = built.edges, built.labels
+    a, b = edges.a, edges.b
+    held = (previous[a] >= 0) & (previous[b] >= 0)
+    changed = built.accepted & (previous[a] != previous[b])
     # A link between two last-run profiles explains a merge best, then a refused link (a split),
     # then a link through an identifier new this run.
-    bridges = edges[changed & held_a & held_b]
-    refusals = edges[~edges["accepted"]]
-    through_new = edges[changed & ~(held_a & held_b)]
-    ranked = []
-    for rank, chosen in enumerate((bridges, refusals, through_new)):
-        chosen = chosen.assign(rank=rank, cause=_describe(chosen, nodes))
-        if rank == 1:
-            chosen = chosen.assign(cause="refused (" + chosen["rule"].astype(str) + "): " + chosen["cause"])
-        ranked += [chosen.assign(label=labels[chosen["a"]]), chosen.assign(label=labels[chosen["b"]])]
-    causes = pd.concat(ranked).sort_values(["rank", "priority", "first_seen"], kind="stable")
-    return causes.drop_duplicates("label").set_index("label")["cause"]
+    ranked = [np.flatnonzero(chosen) for chosen in (changed & held, ~built.accepted, changed & ~held)]
+    position = np.concatenate([np.concatenate([chosen, chosen]) for chosen in ranked])
+    rank = np.concatenate([np.full(2 * len(chosen), r) for r, chosen in enumerate(ranked)])
+    label = np.concatenate([np.concatenate([labels[a[chosen]], labels[b[chosen]]]) for chosen in ranked])
+    order = np.lexsort((edges.first_seen[position], edges.priority[position], rank))  # stable: ties keep their order
+    _, first = np.unique(label[order], return_index=True)
+    best = order[first]
+    causes = _describe(conn, built, position[best])
+    for i in np.flatnonzero(rank[best] == 1).tolist():
+        causes[i] = f"refused ({built.refused[position[best][i]]}): {causes[i]}"
+    return pd.Series(causes, index=label[best], dtype=object)
 
 
-def _refused_as_shared(conn: duckdb.DuckDBPyConnection, edges: pd.DataFrame, never: set[int]) -> pd.DataFrame:
+def _refused_as_shared(conn: duckdb.DuckDBPyConnection, edges: graph.Edges, refused: list[str | None],
+                       never: set[int]) -> list[str | None]:
     """Links refused because they go through a shared value (not a never-link one) logged as `shared (<reason>)`."""
-    reasons = conn.execute("SELECT n.idx, s.reason FROM _shared s JOIN _nodes n USING (id_type, value)").df()
-    reason_of = pd.Series(reasons["reason"].to_numpy(), index=reasons["idx"].to_numpy(), dtype="object")
-    through = edges["a"].map(reason_of).fillna(edges["b"].map(reason_of)).astype(object)  # text, even with no edge
-    mask = through.notna() & ~edges["a"].isin(never) & ~edges["b"].isin(never)
-    return edges.assign(rule=edges["rule"].where(~mask, shared.refusal(through.where(mask, ""))))
+    reason_of = dict(conn.execute("SELECT n.idx, s.reason FROM _shared s JOIN _nodes n USING (id_type, value)"
+                                  ).fetchall())
+    a, b = edges.a.tolist(), edges.b.tolist()
+    logged = list(refused)
+    for position, rule in enumerate(refused):
+        if rule is not None and a[position] not in never and b[position] not in never:
+            through = reason_of.get(a[position], reason_of.get(b[position]))
+            if through is not None:
+                logged[position] = shared.refusal(through)
+    return logged
 
 
 NO_SCORES = pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd.Series(dtype=str),
@@ -190,43 +277,47 @@ NO_SCORES = pd.DataFrame({"unique_id_l": pd.Series(dtype=str), "unique_id_r": pd
                           "a": pd.Series(dtype="int64"), "b": pd.Series(dtype="int64")})
 
 
-def _score_chains(conn: duckdb.DuckDBPyConnection, rules: Rules, node_of: dict[str, int], labels: np.ndarray,
-                  a: np.ndarray, b: np.ndarray, node_types: np.ndarray, person: np.ndarray, model_path: Path
-                  ) -> tuple[np.ndarray, pd.DataFrame]:
+def _score_chains(conn: duckdb.DuckDBPyConnection, rules: Rules, nodes: Nodes, labels: np.ndarray,
+                  a: np.ndarray, b: np.ndarray, model_path: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """For the chain check: per node, whether its component (of `labels`, linked by edges a-b) joins person records
     through identifiers of two or more types (graph.chained), and the pairs inside those components, scored; every
     other record is in a cluster of its own for that scoring."""
-    in_chain = graph.chained(labels, a, b, node_types, person)[labels]
+    in_chain = graph.chained(labels, a, b, nodes.types, nodes.person)[labels]
     if not in_chain.any():
         return in_chain, NO_SCORES
-    _recluster(conn, node_of, np.where(in_chain, labels, -1 - np.arange(len(labels))))
-    return in_chain, _with_nodes(matching.score(conn, rules.review_at, model_path, within_clusters=True), node_of)
+    _recluster(conn, nodes, np.where(in_chain, labels, -1 - np.arange(len(labels))))
+    return in_chain, _with_nodes(conn, matching.score(conn, rules.review_at, model_path, within_clusters=True))
 
 
-def _mask_chain_refused(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataFrame,
-                        checked: graph.Components, person: np.ndarray) -> None:
+def _mask_chain_refused(conn: duckdb.DuckDBPyConnection, nodes: Nodes, edges: graph.Edges,
+                        checked: graph.Components) -> None:
     """A value a record's link to which the chain check refused (in the checked graph, before probabilistic links)
     is carried by records that disagree on who they are: like a shared value, it is no evidence for the matcher,
     which would otherwise join again through it (a household's phone scoring a partner's record as the same
     person) what the check kept apart. A refused link between two identifiers (an event's) masks neither: the
     records carrying each may well agree."""
-    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    person, a, b = nodes.person, edges.a, edges.b
     refused = np.array([rule == graph.CHAIN for rule in checked.refused_rule], dtype=bool) & (person[a] ^ person[b])
-    values = nodes.iloc[np.unique(np.where(person[a], b, a)[refused])][["id_type", "value"]]
-    conn.register("_chain_refused_values", values)
-    try:
-        shared.mask(conn, "_chain_refused_values")
-    finally:
-        conn.unregister("_chain_refused_values")
+    conn.register("_chain_refused_nodes", pd.DataFrame({"idx": np.unique(np.where(person[a], b, a)[refused])}))
+    conn.execute("CREATE OR REPLACE TEMP TABLE _chain_refused_values AS "
+                 "SELECT n.id_type, n.value FROM _chain_refused_nodes JOIN _nodes n USING (idx)")
+    conn.unregister("_chain_refused_nodes")
+    shared.mask(conn, "_chain_refused_values")
 
 
 @dataclass(frozen=True)
 class Partition:
-    """Who is with whom, from the identifiers alone: nodes with their component label and whether each is a shared
-    value, edges with their fate."""
+    """Who is with whom, from the identifiers alone: per node its component and whether it is a shared value; per
+    link (the deterministic ones numbered as TEMP `_edges`, then Splink's `links`) its fate. TEMP `_nodes` and
+    `_edges` hold what the arrays do not."""
 
-    nodes: pd.DataFrame
-    edges: pd.DataFrame
+    nodes: Nodes
+    labels: np.ndarray
+    shared: np.ndarray  # bool per node
+    edges: graph.Edges
+    links: pd.DataFrame  # the probabilistic links: unique_id_l, unique_id_r, probability, match_weight, a, b
+    accepted: np.ndarray  # bool per link
+    refused: list[str | None]  # per link: the rule that refused it
     review: pd.DataFrame
     rebased: bool  # whether its pairs were scored on a basis counted now (basis.py), not a kept one
 
@@ -237,22 +328,15 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
     `model_path` is the matching model scoring pairs (another than the shipped one for `cdp identity link`). Pairs
     are scored on the kept basis unless `rebase` (or there is none for the model), then on one counted now."""
     ensure_tables(conn)
-    types = pd.DataFrame([(t.name, t.priority) for t in rules.types.values()], columns=["id_type", "priority"])
-    conn.register("_types_view", types)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _types AS SELECT * FROM _types_view")
-    conn.unregister("_types_view")
-    conn.execute(EDGES_SQL, {"record_streams": rules.person_streams})
-    nodes = conn.execute("SELECT idx, id_type, value, first_seen, priority FROM _nodes ORDER BY idx").df()
-    edges = conn.execute("SELECT * FROM _edges").df()
+    nodes, edges = _load_graph(conn, rules)
     never, isolated = _never_pairs(conn, rules)
     # Every person record's fields for the matcher, each in a cluster of its own until the graph says more; the
     # shared values are judged on them and link nothing by themselves (shared.py).
-    alone = -1 - np.arange(len(nodes))
-    node_of = _match_records(conn, rules, nodes, alone)
+    _match_records(conn, rules, nodes, -1 - np.arange(len(nodes)))
     shared_values = shared.shared_nodes(conn, rules)
-    type_names = sorted(types["id_type"])
+    type_names = nodes.type_names
     protection = graph.Protection(
-        node_types=nodes["id_type"].map({name: code for code, name in enumerate(type_names)}).to_numpy(),
+        node_types=nodes.types,
         limits={type_names.index(name): limit for name, limit in rules.limits.items()},
         never=never,
         isolated=frozenset(isolated) | frozenset(shared_values),
@@ -261,77 +345,92 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
     deterministic = graph.resolve(len(nodes), edges, protection, type_names)
     rebased = rebase or not basis.load(conn, model_path)
     if rebased:  # counted over the deterministic components
-        _recluster(conn, node_of, deterministic.labels)
+        _recluster(conn, nodes, deterministic.labels)
         basis.count(conn, model_path)
-    person = nodes["id_type"].isin([t.name for t in rules.types.values() if t.record_of]).to_numpy()
-    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    a, b = edges.a, edges.b
     kept = deterministic.accepted
-    chained, within = _score_chains(conn, rules, node_of, deterministic.labels, a[kept], b[kept],
-                                    protection.node_types, person, model_path)
-    fields = _identifying_fields(conn, node_of)
-    checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, within))
-    _mask_chain_refused(conn, nodes, edges, checked, person)
+    chained, within = _score_chains(conn, rules, nodes, deterministic.labels, a[kept], b[kept], model_path)
+    fields = _identifying_fields(conn)
+    checked = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, nodes.person, fields, within))
+    _mask_chain_refused(conn, nodes, edges, checked)
     # Splink then scores records the checked graph left apart; links above merge_at join it as the weakest edges.
-    _recluster(conn, node_of, checked.labels)
-    across = _with_nodes(matching.score(conn, rules.review_at, model_path), node_of)
-    probabilistic = _probabilistic_edges(rules, nodes, across)
+    _recluster(conn, nodes, checked.labels)
+    across = _with_nodes(conn, matching.score(conn, rules.review_at, model_path))
+    links = across[across["probability"] >= rules.merge_at].reset_index(drop=True)
+    probabilistic = _probabilistic_edges(rules, nodes, links)
     # A probabilistic link can chain a component the deterministic links did not (two emails, then a probabilistic
     # link): its pairs are scored too, so the final pass checks its links on evidence, not on none. A pair scored
     # before keeps that score, and a pair the chain check scored and the graph then left apart keeps its score
     # across (the later score stands).
     kept = checked.accepted
-    joined_a = np.concatenate([a[kept], probabilistic["a"].to_numpy()])
-    joined_b = np.concatenate([b[kept], probabilistic["b"].to_numpy()])
+    joined_a = np.concatenate([a[kept], probabilistic.a])
+    joined_b = np.concatenate([b[kept], probabilistic.b])
     joined = graph.label(len(nodes), joined_a, joined_b)
     later = NO_SCORES
-    if (graph.chained(joined, joined_a, joined_b, protection.node_types, person)[joined] & ~chained).any():
-        _, later = _score_chains(conn, rules, node_of, joined, joined_a, joined_b, protection.node_types, person,
-                                 model_path)
+    if (graph.chained(joined, joined_a, joined_b, nodes.types, nodes.person)[joined] & ~chained).any():
+        _, later = _score_chains(conn, rules, nodes, joined, joined_a, joined_b, model_path)
     scores = pd.concat([later, within, across], ignore_index=True).drop_duplicates(["unique_id_l", "unique_id_r"],
                                                                                    keep="last")
-    edges = pd.concat([edges, probabilistic], ignore_index=True)
-    final = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, person, fields, scores))
-    edges = edges.assign(accepted=final.accepted, rule=pd.Series(final.refused_rule, dtype="object"))
-    nodes = nodes.assign(label=final.labels, shared=nodes["idx"].isin(shared_values))
-    edges = _refused_as_shared(conn, edges, set(isolated))
+    edges = edges + probabilistic
+    final = graph.resolve(len(nodes), edges, protection, type_names, _evidence(rules, nodes.person, fields, scores))
     # Borderline pairs go to review: Splink's below merge_at, and the best pair of each chain the check refused.
     chain_review = pd.DataFrame(final.review, columns=["a", "b"]).merge(
         scores.assign(a=np.minimum(scores["a"], scores["b"]), b=np.maximum(scores["a"], scores["b"])), on=["a", "b"]
     )
     review = pd.concat([across[across["probability"] < rules.merge_at], chain_review], ignore_index=True
                        ).drop_duplicates(["unique_id_l", "unique_id_r"])
-    return Partition(nodes, edges, review, rebased)
+    return Partition(
+        nodes=nodes, labels=final.labels, shared=np.isin(np.arange(len(nodes)), shared_values), edges=edges,
+        links=links, accepted=final.accepted, refused=_refused_as_shared(conn, edges, final.refused_rule,
+                                                                         set(isolated)),
+        review=review, rebased=rebased,
+    )
+
+
+def _previous(conn: duckdb.DuckDBPyConnection, node_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per node, the index of the profile it held last run (-1 for none), and those profiles' ids."""
+    conn.execute(PREVIOUS_SQL)
+    ids = np.array([p for (p,) in conn.execute("SELECT DISTINCT profile_id FROM _previous ORDER BY 1").fetchall()],
+                   dtype=object)
+    found = conn.execute("SELECT idx, dense_rank() OVER (ORDER BY profile_id) - 1 AS code FROM _previous"
+                         ).fetchnumpy()
+    previous = np.full(node_count, -1, dtype=np.int64)
+    previous[found["idx"]] = found["code"]
+    return previous, ids
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: bool = False) -> Outcome:
     """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids;
     with `rebase`, on a basis counted now, which it keeps (basis.py)."""
     built = partition(conn, rules, rebase=rebase)
-    nodes, edges, review = built.nodes, built.edges, built.review
-    used = shared.attribute(conn, nodes, [t.name for t in rules.types.values() if t.record_of])
-    labels = nodes["label"].to_numpy()
-    previous = conn.execute("SELECT id_type, value, profile_id FROM identity.identifier_profiles WHERE NOT shared").df()
-    previous_of = nodes.merge(previous, on=["id_type", "value"], how="left")["profile_id"].fillna("").to_numpy()
-    registry = conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df()
-    now = pd.Timestamp.now(tz="UTC")
-    causes = _merge_causes(edges, nodes, labels, previous_of)
+    labels = built.labels
+    used = shared.attribute(conn, labels, built.shared, built.nodes.person)
+    previous, previous_ids = _previous(conn, len(labels))
+    anchors = conn.execute(ANCHORS_SQL).fetchnumpy()
+    causes = _merge_causes(conn, built, previous)
     # A shared value founds no profile, unless records are placed in its own component (sql/record_labels.sql).
-    assignment = profile_ids.assign(nodes[~nodes["shared"] | nodes["label"].isin(used)], previous, registry, causes,
-                                    run_id, now)
-    nodes = nodes.assign(profile_id=nodes["label"].map(assignment.profile_of_label))
-    _write(conn, nodes, edges, review, assignment, run_id, built.rebased)
+    assignment = profile_ids.assign(
+        profile_ids.Nodes(
+            labels=labels, eligible=~built.shared | np.isin(labels, list(used)), first_seen=built.nodes.first_seen,
+            priority=built.nodes.priority, previous=previous, previous_ids=previous_ids,
+            anchor_of=pd.Series(anchors["idx"], index=anchors["profile_id"]), names=lambda picked: _names(conn, picked),
+        ),
+        conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df(),
+        causes, run_id, pd.Timestamp.now(tz="UTC"),
+    )
+    _write(conn, built, assignment, run_id)
     sizes = conn.execute(
         "SELECT max(n) FROM (SELECT count(*) n FROM identity.record_profiles WHERE list_contains($streams, stream)"
         " GROUP BY profile_id)",
         {"streams": rules.person_streams},
     ).fetchall()[0][0]
     return Outcome(
-        profiles=int(nodes["profile_id"].nunique()),
-        shared_values=int(nodes["shared"].sum()),
+        profiles=int(assignment.profile_of_label.nunique()),
+        shared_values=int(built.shared.sum()),
         merged=int((assignment.log["action"] == "merged").sum()),
         split=int((assignment.log["action"] == "split").sum()),
-        refused=int((~edges["accepted"]).sum()),
-        probabilistic_links=int((edges["accepted"] & (edges["method"] == "probabilistic")).sum()),
+        refused=int((~built.accepted).sum()),
+        probabilistic_links=int((built.accepted & built.edges.probabilistic).sum()),
         review_pairs=int(conn.execute("SELECT count(*) FROM identity.match_review").fetchall()[0][0]),
         largest_profile_records=int(sizes or 0),
     )
@@ -353,22 +452,21 @@ def over_limit(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[tuple[str,
     return rows
 
 
-def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataFrame, review: pd.DataFrame,
-           assignment: profile_ids.Assignment, run_id: str, rebased: bool) -> None:
-    ends = nodes[["id_type", "value", "profile_id"]]
-    edge_rows = pd.DataFrame({
-        "type_a": ends["id_type"].to_numpy()[edges["a"]], "value_a": ends["value"].to_numpy()[edges["a"]],
-        "type_b": ends["id_type"].to_numpy()[edges["b"]], "value_b": ends["value"].to_numpy()[edges["b"]],
-        "profile_a": ends["profile_id"].to_numpy()[edges["a"]], "profile_b": ends["profile_id"].to_numpy()[edges["b"]],
-        "link_type": edges["link_type"].to_numpy(), "method": edges["method"].to_numpy(),
-        "probability": edges["probability"].to_numpy(), "first_seen": edges["first_seen"].array,
-        "records": edges["records"].to_numpy(), "streams": edges["streams"].to_numpy(),
-        "accepted": edges["accepted"].to_numpy(), "refused_by": edges["rule"].to_numpy(),
-    })
-    frames = {"_nodes_out": nodes[["idx", "id_type", "value", "first_seen", "label", "shared", "profile_id"]],
-              "_edges_out": edge_rows,
-              "_review_out": review[["unique_id_l", "unique_id_r", "probability", "match_weight"]],
-              "_registry_out": assignment.registry, "_log_out": assignment.log}
+def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profile_ids.Assignment, run_id: str
+           ) -> None:
+    deterministic = len(built.edges) - len(built.links)
+    refused = [(position, rule) for position, rule in enumerate(built.refused) if rule is not None]
+    frames = {
+        "_node_fates": pd.DataFrame({"idx": np.arange(len(built.labels)), "label": built.labels,
+                                     "shared": built.shared}),
+        "_label_profiles": pd.DataFrame({"label": assignment.profile_of_label.index.to_numpy(dtype=np.int64),
+                                         "profile_id": assignment.profile_of_label.to_numpy()}),
+        "_edge_refusals": pd.DataFrame(refused, columns=["edge", "rule"]).astype({"edge": "int64", "rule": object}),
+        "_links_out": pd.DataFrame({"edge": deterministic + np.arange(len(built.links)), "a": built.links["a"],
+                                    "b": built.links["b"], "probability": built.links["probability"]}),
+        "_review_out": built.review[["unique_id_l", "unique_id_r", "probability", "match_weight"]],
+        "_registry_out": assignment.registry, "_log_out": assignment.log,
+    }
     for name, frame in frames.items():
         conn.register(name, frame)
     conn.begin()
@@ -376,7 +474,7 @@ def _write(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, edges: pd.DataF
         for statement in WRITE_SQL.split(";\n"):
             if statement.strip():
                 conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
-        if rebased:
+        if built.rebased:
             basis.keep(conn, run_id)
     except Exception:
         conn.rollback()

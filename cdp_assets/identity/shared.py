@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from cdp_assets.identity.rules import Rules
@@ -77,11 +78,12 @@ def refusal(reasons: pd.Series) -> pd.Series:
     return RULE + " (" + reasons + ")"
 
 
-def attribute(conn: duckdb.DuckDBPyConnection, nodes: pd.DataFrame, person_types: list[str]) -> set[int]:
+def attribute(conn: duckdb.DuckDBPyConnection, labels: np.ndarray, shared: np.ndarray, person: np.ndarray) -> set[int]:
     """TEMP `_record_labels(stream, record_id, label)`: each record's component (sql/record_labels.sql says how a
-    record carrying a shared value is placed), from `nodes` (idx, id_type, label, shared); returns the labels used."""
-    personal = set(nodes.loc[nodes["id_type"].isin(person_types), "label"])
-    frame = nodes[["idx", "label", "shared"]].assign(personal=nodes["label"].isin(personal))
+    record carrying a shared value is placed), from each node's component, whether it is a shared value and whether
+    it is a person record's own id (arrays by `_nodes` idx); returns the labels used."""
+    frame = pd.DataFrame({"idx": np.arange(len(labels)), "label": labels, "shared": shared,
+                          "personal": np.isin(labels, labels[person])})
     conn.register("_node_labels", frame)
     try:
         conn.execute((SQL / "record_labels.sql").read_text())

@@ -1,10 +1,30 @@
--- This run's graph, written from the frames resolution.py registers (_nodes_out, _edges_out,
--- _review_out, _registry_out, _log_out), _record_labels (record_labels.sql: each record's component) and _shared
--- (shared.py: this run's shared values), in one transaction.
+-- This run's graph, written from TEMP _nodes, _edges and _record_nodes (graph_edges.sql), the frames resolution.py
+-- registers (_node_fates: each node's component and whether it is shared; _label_profiles: each component's profile;
+-- _edge_refusals: the rule refusing a link, by its number; _links_out: the probabilistic links, numbered after
+-- _edges; _review_out, _registry_out, _log_out), _record_labels (record_labels.sql: each record's component) and
+-- _shared (shared.py: this run's shared values), in one transaction.
+CREATE OR REPLACE TEMP TABLE _nodes_out AS
+SELECT n.idx, n.id_type, n.value, n.first_seen, f.label, f.shared, p.profile_id
+FROM _nodes n JOIN _node_fates f USING (idx) LEFT JOIN _label_profiles p USING (label);
+CREATE OR REPLACE TEMP TABLE _edges_out AS
+WITH linked AS (
+    SELECT edge, a, b, link_type, method, probability, first_seen, records, streams FROM _edges
+    UNION ALL
+    SELECT l.edge, l.a, l.b, 'probabilistic', 'probabilistic', l.probability, greatest(na.first_seen, nb.first_seen),
+           2, []::VARCHAR[]
+    FROM _links_out l JOIN _nodes na ON na.idx = l.a JOIN _nodes nb ON nb.idx = l.b
+)
+SELECT na.id_type AS type_a, na.value AS value_a, nb.id_type AS type_b, nb.value AS value_b,
+       na.profile_id AS profile_a, nb.profile_id AS profile_b, e.link_type, e.method, e.probability, e.first_seen,
+       e.records, e.streams, r.rule IS NULL AS accepted, r.rule AS refused_by
+FROM linked e
+JOIN _nodes_out na ON na.idx = e.a
+JOIN _nodes_out nb ON nb.idx = e.b
+LEFT JOIN _edge_refusals r USING (edge);
 CREATE OR REPLACE TABLE identity.record_profiles AS
 SELECT r.stream, r.record_id, p.profile_id
 FROM _record_labels r
-JOIN (SELECT DISTINCT label, profile_id FROM _nodes_out WHERE profile_id IS NOT NULL) p USING (label);
+JOIN _label_profiles p USING (label);
 -- Every identifier on its profile; a shared value on each profile holding a record that carries it, marked shared.
 CREATE OR REPLACE TABLE identity.identifier_profiles AS
 SELECT id_type, value, profile_id, first_seen, false AS shared FROM _nodes_out WHERE NOT shared
