@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from cdp_assets.bench import reach
-from cdp_assets.identity import resolution
+from cdp_assets.identity import increment, resolution
 from cdp_assets.identity.rules import load as load_rules
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env, Pipeline
@@ -188,14 +188,15 @@ def test_a_run_between_rebases_scores_on_the_kept_basis(resolved: Pipeline, tmp_
 
 
 def test_the_reach_of_a_change_is_closed_over_what_is_judged_together(resolved: Pipeline) -> None:
-    """From one profile holding a shared value, the region an incremental graph would redo takes in every other holder
+    """From one profile holding a shared value, the region an incremental graph redoes takes in every other holder
     of the value, then the far ends of the refused links and review pairs of all it holds, until nothing crosses."""
     with duckdb.connect(str(resolved.warehouse), read_only=True) as conn:
         (start,) = conn.execute("SELECT min(profile_id) FROM identity.identifier_profiles WHERE shared").fetchall()[0]
-        conn.execute(f"CREATE TEMP TABLE {reach.REGION} AS SELECT $start AS profile_id", {"start": start})
-        assert reach.close(conn) >= 2
+        conn.execute(f"CREATE TEMP TABLE {increment.REGION} AS SELECT $start AS profile_id", {"start": start})
+        conn.execute("CREATE TEMP TABLE _changed (stream VARCHAR, record_id VARCHAR)")
+        assert increment.close(conn) >= 2
         crossing = conn.execute(f"""
-            WITH r AS (FROM {reach.REGION})
+            WITH r AS (FROM {increment.REGION})
             SELECT (SELECT count(*) FROM identity.refused_links
                     WHERE coalesce(profile_a IN (FROM r), false) <> coalesce(profile_b IN (FROM r), false)
                       AND profile_a IS NOT NULL AND profile_b IS NOT NULL),
@@ -239,7 +240,7 @@ def test_profile_ids_hold_across_runs_and_new_records(start: Callable[..., Env])
     # How far the run's change reaches: a region holding the new record's profile, less than the whole graph.
     with duckdb.connect(str(pipeline.warehouse), read_only=True) as conn:
         found = reach.reach(conn)
-        inside = conn.execute(f"SELECT $profile IN (FROM {reach.REGION})", {"profile": profile_id}).fetchall()
+        inside = conn.execute(f"SELECT $profile IN (FROM {increment.REGION})", {"profile": profile_id}).fetchall()
     assert inside == [(True,)]
     assert found.changed_records >= 1
     assert 0 < found.profiles[0] < found.profiles[1] and found.person_records[0] < found.person_records[1]
@@ -353,3 +354,81 @@ def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(start: Cal
     )
     assert json.loads(shown.stdout)["profile_id"] == survivor
 
+
+
+# The graph's tables as an incremental run and a whole one must leave them alike: every column but the run's own.
+GRAPH_TABLES = ("record_profiles", "identifier_profiles", "profile_edges", "refused_links", "match_review",
+                "shared_values", "profile_registry", "merge_log")
+RUN_COLUMNS = {"run_id", "created_at", "created_run", "retired_run", "logged_at"}
+# Changes to the graph's inputs, one round each: a record taking another profile's email (a merge), records losing
+# their identifiers (deletions, splits), person fields edited (contract fixes), and new records with old emails.
+CHANGES = {
+    "merges": """
+        UPDATE identity.identifiers i SET value = o.value
+        FROM (SELECT stream, record_id, lead(value) OVER (ORDER BY hash(value), value, stream, record_id) AS value
+              FROM identity.identifiers WHERE id_type = 'email') o
+        WHERE i.id_type = 'email' AND i.stream = o.stream AND i.record_id = o.record_id AND o.value IS NOT NULL
+          AND hash(i.stream || i.record_id || 'merge') % 25 = 0""",
+    "deletions": "DELETE FROM identity.identifiers WHERE hash(stream || record_id || 'delete') % 25 = 0",
+    # The records of one holder of a shared value held by two profiles leave: the other holds it alone.
+    "a shared value's holder leaving": """
+        DELETE FROM identity.identifiers WHERE (stream, record_id) IN (
+            SELECT r.stream, r.record_id FROM identity.record_profiles r
+            WHERE r.profile_id = (SELECT min(p.profile_id) FROM identity.shared_values v
+                                  JOIN identity.identifier_profiles p USING (id_type, value)
+                                  WHERE v.profiles = 2 AND p.shared))""",
+    "contract fixes": "UPDATE staging.hubspot__contacts SET first_name = upper(first_name), last_name = 'Fixed' "
+                      "WHERE hash(contact_id || 'fix') % 10 = 0",
+    # A contact's person fields corrected to another contact's, with no identifier in common: only Splink joins them.
+    "records found alike": """
+        UPDATE staging.hubspot__contacts h SET first_name = o.first_name, last_name = o.last_name,
+            street_address = o.street_address, postal_code = o.postal_code, date_of_birth = o.date_of_birth,
+            city = o.city, country = o.country
+        FROM (SELECT contact_id, lead(COLUMNS(* EXCLUDE (contact_id))) OVER (ORDER BY hash(contact_id), contact_id)
+              FROM staging.hubspot__contacts) o
+        WHERE h.contact_id = o.contact_id AND o.last_name IS NOT NULL AND hash(h.contact_id || 'alike') % 20 = 0""",
+    "new records": """
+        INSERT INTO identity.identifiers
+        SELECT stream, record_id || '-new', id_type, value, raw_value, observed_at + INTERVAL 1 DAY, last_seen_at
+        FROM identity.identifiers WHERE stream = 'zendesk.users' AND hash(record_id || 'new') % 10 = 0""",
+}
+
+
+def _graph_difference(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """Per graph table, rows only in `inc` and only in `whole` (two attached warehouses)."""
+    difference = {}
+    for table in GRAPH_TABLES:
+        columns = [c for (c,) in conn.execute(f"SELECT column_name FROM (DESCRIBE whole.identity.{table})").fetchall()
+                   if c not in RUN_COLUMNS]
+        rows = ", ".join(f'"{c}"' for c in columns)
+        only = [conn.execute(f"SELECT count(*) FROM ((SELECT {rows} FROM {x}.identity.{table}) EXCEPT ALL "
+                             f"(SELECT {rows} FROM {y}.identity.{table}))").fetchall()[0][0]
+                for x, y in (("inc", "whole"), ("whole", "inc"))]
+        difference[table] = (only[0], only[1])
+    return difference
+
+
+def test_an_incremental_graph_equals_one_resolved_whole(resolved: Pipeline, tmp_path: Path) -> None:
+    """After each round of changes, the graph resolved where they reach (increment.py) holds the same rows, table by
+    table, as the whole graph resolved again on the same data and basis, while resolving fewer profiles."""
+    rules = load_rules()
+    paths = {name: tmp_path / f"{name}.duckdb" for name in ("inc", "whole")}
+    for path in paths.values():
+        shutil.copy(resolved.warehouse, path)
+        with duckdb.connect(str(path)) as conn:  # the graph's state as this code keeps it, the same in both
+            resolution.resolve(conn, rules, "start", incremental=False)
+    for change, sql in CHANGES.items():
+        resolved_again = {}
+        for name, path in paths.items():
+            with duckdb.connect(str(path)) as conn:
+                conn.execute(sql)
+                outcome = resolution.resolve(conn, rules, f"{change} {name}", incremental=name == "inc")
+                resolved_again[name] = outcome.resolved
+        assert 0 < resolved_again["inc"] < resolved_again["whole"] / 2, (change, resolved_again)
+        with duckdb.connect() as conn:
+            for name, path in paths.items():
+                conn.execute(f"ATTACH '{path}' AS {name} (READ_ONLY)")
+            merges = conn.execute("SELECT count(*) FROM inc.identity.merge_log WHERE run_id = $run",
+                                  {"run": f"{change} inc"}).fetchall()[0][0]
+            assert _graph_difference(conn) == dict.fromkeys(GRAPH_TABLES, (0, 0)), change
+        assert change != "merges" or merges > 0

@@ -1,12 +1,10 @@
 """How far the last run's changes reach in the identity graph: what a graph updated only where it changed would redo.
 
 `python -m cdp_assets.bench.reach --warehouse data/bench/100000/warehouse.duckdb` takes the records of the identity
-sources that the last run landed and the profiles holding them, and closes that region over what can change with
-them: every profile holding a shared value a profile of the region holds (a shared value is judged on all its
-holders, and its events go to the first), and the profile at the other end of a refused link or a review pair
-(the union-find and the chain check weigh both ends together), until nothing more joins. It prints the region's
-profiles, person records and events against the whole graph's. Pairs a changed record would newly score with
-records anywhere are not in it: finding them takes Splink.
+sources that the last run landed and the profiles holding them, and closes that region as an incremental run of the
+graph does (identity/increment.py: the profiles holding a value its records carry, the other ends of its refused
+links and review pairs), without the profiles Splink would pair with it. It prints the region's profiles, person
+records and events against the whole graph's.
 """
 
 from __future__ import annotations
@@ -18,27 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.identity import rules
+from cdp_assets.identity import increment, rules
 from cdp_assets.raw import raw_table
-
-REGION = "_reach_region"  # TEMP (profile_id): the closed region
-# Each step: the profiles it adds to the region, from the region as it stands.
-CLOSURE = {
-    "shared values": """
-        SELECT o.profile_id FROM identity.identifier_profiles s
-        JOIN _reach_region USING (profile_id)
-        JOIN identity.identifier_profiles o ON o.id_type = s.id_type AND o.value = s.value
-        WHERE s.shared AND o.shared""",
-    "refused links": """
-        SELECT CASE WHEN profile_a IN (FROM _reach_region) THEN profile_b ELSE profile_a END
-        FROM identity.refused_links
-        WHERE profile_a IN (FROM _reach_region) OR profile_b IN (FROM _reach_region)""",
-    "review pairs": """
-        SELECT CASE WHEN profile_l IN (FROM _reach_region) THEN profile_r ELSE profile_l END
-        FROM identity.match_review
-        WHERE profile_l IN (FROM _reach_region) OR profile_r IN (FROM _reach_region)""",
-}
-MAX_ROUNDS = 100
 
 
 @dataclass(frozen=True)
@@ -64,36 +43,21 @@ def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     params = {f"stream_{i}": stream for i, stream in enumerate(tables)}
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _reach_landed AS {landed}", params)
     conn.execute("""
-        CREATE OR REPLACE TEMP TABLE _reach_changed AS SELECT DISTINCT stream, record_id FROM _reach_landed
+        CREATE OR REPLACE TEMP TABLE _changed AS SELECT DISTINCT stream, record_id FROM _reach_landed
         WHERE run_id = (SELECT arg_max(run_id, landing_id) FROM _reach_landed)""")
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {REGION} AS SELECT DISTINCT profile_id "
-                 "FROM identity.record_profiles JOIN _reach_changed USING (stream, record_id)")
-    rounds = close(conn)
+    conn.execute(increment.SEED_SQL)
+    rounds = increment.close(conn)
     person = identity_rules.person_streams
     records = ("SELECT count(*) FILTER (WHERE list_contains($person, stream)), "
                "count(*) FILTER (WHERE NOT list_contains($person, stream)) FROM identity.record_profiles")
-    inside = conn.execute(records + f" WHERE profile_id IN (FROM {REGION})", {"person": person}).fetchall()[0]
+    inside = conn.execute(records + f" WHERE profile_id IN (FROM {increment.REGION})", {"person": person}).fetchall()[0]
     everywhere = conn.execute(records, {"person": person}).fetchall()[0]
     return Reach(
-        changed_records=_count(conn, "FROM _reach_changed"), rounds=rounds,
-        profiles=(_count(conn, f"FROM {REGION}"),
+        changed_records=_count(conn, "FROM _changed"), rounds=rounds,
+        profiles=(_count(conn, f"FROM {increment.REGION}"),
                   _count(conn, "SELECT DISTINCT profile_id FROM identity.record_profiles")),
         person_records=(inside[0], everywhere[0]), events=(inside[1], everywhere[1]),
     )
-
-
-def close(conn: duckdb.DuckDBPyConnection) -> int:
-    """Add to `_reach_region` every profile its CLOSURE steps join, until none does; returns the rounds taken."""
-    rounds = 0
-    while rounds < MAX_ROUNDS:
-        rounds += 1
-        before = _count(conn, f"FROM {REGION}")
-        for step in CLOSURE.values():
-            conn.execute(f"INSERT INTO {REGION} SELECT DISTINCT p FROM ({step}) joined(p) "
-                         f"WHERE p IS NOT NULL AND p NOT IN (FROM {REGION})")
-        if _count(conn, f"FROM {REGION}") == before:
-            return rounds
-    return rounds
 
 
 def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:

@@ -64,8 +64,9 @@ def build_identifiers_asset(staging_keys: list[AssetKey]) -> AssetsDefinition:
 class GraphConfig(Config):
     full_refresh: bool = Field(
         default=False,
-        description="Rebase the matcher: count its term frequencies and records again (basis.py) and keep them, as "
-        "the nightly run does; otherwise pairs are scored on the kept basis.",
+        description="Resolve the whole graph and rebase the matcher: count its term frequencies and records again "
+        "(basis.py) and keep them, as the nightly run does; otherwise the graph is resolved where this run's changes "
+        "reach (increment.py), on the kept basis.",
     )
 
 
@@ -79,7 +80,8 @@ def build_graph_asset() -> AssetsDefinition:
         description=(
             "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
             "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "
-            "threshold. Writes `identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
+            "threshold; between nightly runs, only where the run's changes reach (`profiles_resolved`). Writes "
+            "`identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
             "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
             "`identity.match_review` (probable matches for a person to decide), `identity.shared_values` (values "
             "several people use, which link no one) and appends merges and splits to `identity.merge_log`. "
@@ -100,6 +102,7 @@ def build_graph_asset() -> AssetsDefinition:
         return MaterializeResult(
             metadata={
                 "profiles": outcome.profiles,
+                "profiles_resolved": outcome.resolved,
                 "merged": outcome.merged,
                 "split": outcome.split,
                 "links_refused": outcome.refused,

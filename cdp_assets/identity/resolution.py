@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity import basis, graph, matching, profile_ids, shared
+from cdp_assets.identity import basis, graph, increment, matching, profile_ids, shared
 from cdp_assets.identity.rules import Rules
 
 EDGES_SQL = (Path(__file__).parent / "sql" / "graph_edges.sql").read_text()
@@ -31,6 +31,7 @@ NEVER_LINK_TABLE = "identity.never_link"
 @dataclass(frozen=True)
 class Outcome:
     profiles: int
+    resolved: int  # profiles of last run this run resolved again: all of them, unless it resolved a region alone
     merged: int
     split: int
     refused: int
@@ -323,11 +324,14 @@ class Partition:
 
 
 def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = matching.MODEL_PATH,
-              rebase: bool = True) -> Partition:
-    """The graph's components from identity.identifiers and the never-link rules, without any earlier run's ids;
-    `model_path` is the matching model scoring pairs (another than the shipped one for `cdp identity link`). Pairs
-    are scored on the kept basis unless `rebase` (or there is none for the model), then on one counted now."""
+              rebase: bool = True, within_region: bool = False) -> Partition:
+    """The graph's components from identity.identifiers (`within_region`: the records of TEMP `_region_records`
+    alone, increment.py) and the never-link rules, without any earlier run's ids; `model_path` is the matching model
+    scoring pairs (another than the shipped one for `cdp identity link`). Pairs are scored on the kept basis unless
+    `rebase` (or there is none for the model), then on one counted now."""
     ensure_tables(conn)
+    conn.execute("CREATE OR REPLACE TEMP VIEW _graph_identifiers AS SELECT * FROM identity.identifiers"
+                 + (f" i SEMI JOIN {increment.RECORDS} USING (stream, record_id)" if within_region else ""))
     nodes, edges = _load_graph(conn, rules)
     never, isolated = _never_pairs(conn, rules)
     # Every person record's fields for the matcher, each in a cluster of its own until the graph says more; the
@@ -399,10 +403,17 @@ def _previous(conn: duckdb.DuckDBPyConnection, node_count: int) -> tuple[np.ndar
     return previous, ids
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: bool = False) -> Outcome:
-    """Rebuild the identity graph from identity.identifiers and write its tables, keeping last run's profile ids;
-    with `rebase`, on a basis counted now, which it keeps (basis.py)."""
-    built = partition(conn, rules, rebase=rebase)
+def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: bool = False,
+            incremental: bool = True) -> Outcome:
+    """Resolve the identity graph from identity.identifiers and write its tables, keeping last run's profile ids:
+    the region this run's changes reach alone when it can (`incremental`; increment.py), else the whole graph; with
+    `rebase`, the whole graph on a basis counted now, which it keeps (basis.py)."""
+    ensure_tables(conn)
+    increment.inputs(conn, rules)
+    region = increment.region(conn, rules, matching.MODEL_PATH) if incremental and not rebase else None
+    if region is not None and not conn.execute(f"SELECT count(*) FROM {increment.RECORDS}").fetchall()[0][0]:
+        return _outcome(conn, rules, 0, None)  # nothing changed
+    built = partition(conn, rules, rebase=rebase, within_region=region is not None)
     labels = built.labels
     used = shared.attribute(conn, labels, built.shared, built.nodes.person)
     previous, previous_ids = _previous(conn, len(labels))
@@ -418,21 +429,29 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
         conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df(),
         causes, run_id, pd.Timestamp.now(tz="UTC"),
     )
-    _write(conn, built, assignment, run_id)
-    sizes = conn.execute(
-        "SELECT max(n) FROM (SELECT count(*) n FROM identity.record_profiles WHERE list_contains($streams, stream)"
-        " GROUP BY profile_id)",
+    _write(conn, built, assignment, run_id, within_region=region is not None)
+    return _outcome(conn, rules, len(previous_ids) if region is None else region, assignment.log)
+
+
+def _outcome(conn: duckdb.DuckDBPyConnection, rules: Rules, resolved: int, log: pd.DataFrame | None) -> Outcome:
+    """The graph's figures as its tables hold them, and this run's merges and splits (`log`)."""
+    figures = conn.execute(
+        """
+        SELECT (SELECT count(DISTINCT profile_id) FROM identity.identifier_profiles),
+               (SELECT count(*) FROM identity.shared_values),
+               (SELECT count(*) FROM identity.refused_links),
+               (SELECT count(*) FROM identity.profile_edges WHERE method = 'probabilistic'),
+               (SELECT count(*) FROM identity.match_review),
+               (SELECT max(n) FROM (SELECT count(*) n FROM identity.record_profiles
+                                    WHERE list_contains($streams, stream) GROUP BY profile_id))
+        """,
         {"streams": rules.person_streams},
-    ).fetchall()[0][0]
+    ).fetchall()[0]
+    actions = log["action"].value_counts() if log is not None else pd.Series(dtype=int)
     return Outcome(
-        profiles=int(assignment.profile_of_label.nunique()),
-        shared_values=int(built.shared.sum()),
-        merged=int((assignment.log["action"] == "merged").sum()),
-        split=int((assignment.log["action"] == "split").sum()),
-        refused=int((~built.accepted).sum()),
-        probabilistic_links=int((built.accepted & built.edges.probabilistic).sum()),
-        review_pairs=int(conn.execute("SELECT count(*) FROM identity.match_review").fetchall()[0][0]),
-        largest_profile_records=int(sizes or 0),
+        profiles=int(figures[0]), resolved=resolved, shared_values=int(figures[1]),
+        merged=int(actions.get("merged", 0)), split=int(actions.get("split", 0)), refused=int(figures[2]),
+        probabilistic_links=int(figures[3]), review_pairs=int(figures[4]), largest_profile_records=int(figures[5] or 0),
     )
 
 
@@ -452,8 +471,26 @@ def over_limit(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[tuple[str,
     return rows
 
 
-def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profile_ids.Assignment, run_id: str
-           ) -> None:
+# The tables the graph writes (each from TEMP `_<name>_out`, write_graph.sql) and, when it resolves a region alone,
+# which of their rows are the region's: those it replaces.
+GRAPH_TABLES = {
+    "shared_values": "EXISTS (SELECT 1 FROM _region_values v WHERE v.id_type = t.id_type AND v.value = t.value)",
+    "record_profiles": f"profile_id IN (FROM {increment.REGION})",
+    "identifier_profiles": f"profile_id IN (FROM {increment.REGION})",
+    "profile_edges": f"profile_id IN (FROM {increment.REGION})",
+    "refused_links": "EXISTS (SELECT 1 FROM _region_values v WHERE (v.id_type = t.type_a AND v.value = t.value_a) "
+                     "OR (v.id_type = t.type_b AND v.value = t.value_b))",
+    "match_review": f"profile_l IN (FROM {increment.REGION}) OR profile_r IN (FROM {increment.REGION})",
+}
+REGION_VALUES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _region_values AS
+SELECT id_type, value FROM identity.identifier_profiles WHERE profile_id IN (FROM {increment.REGION})
+UNION SELECT id_type, value FROM _nodes"""
+
+
+def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profile_ids.Assignment, run_id: str,
+           within_region: bool) -> None:
+    """Write the graph's tables in one transaction: replaced whole, or the region's rows alone (`within_region`)."""
     deterministic = len(built.edges) - len(built.links)
     refused = [(position, rule) for position, rule in enumerate(built.refused) if rule is not None]
     frames = {
@@ -469,13 +506,25 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
     }
     for name, frame in frames.items():
         conn.register(name, frame)
+    for statement in WRITE_SQL.split(";\n"):
+        if statement.strip():
+            conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+    if within_region:
+        conn.execute(REGION_VALUES_SQL)
     conn.begin()
     try:
-        for statement in WRITE_SQL.split(";\n"):
-            if statement.strip():
-                conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+        for table, regions in GRAPH_TABLES.items():
+            if within_region:
+                conn.execute(f"DELETE FROM identity.{table} t WHERE {regions}")
+                conn.execute(f"INSERT INTO identity.{table} BY NAME SELECT * FROM _{table}_out")
+            else:
+                conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS SELECT * FROM _{table}_out")
+        conn.execute("DELETE FROM identity.profile_registry")
+        conn.execute("INSERT INTO identity.profile_registry SELECT * FROM _registry_out")
+        conn.execute("INSERT INTO identity.merge_log SELECT * FROM _log_out")
         if built.rebased:
             basis.keep(conn, run_id)
+        increment.keep(conn, matching.MODEL_PATH)
     except Exception:
         conn.rollback()
         raise

@@ -26,13 +26,13 @@ HOLDERS_SQL = """
 CREATE OR REPLACE TEMP TABLE _shared_holders AS
 SELECT i.id_type, i.value, m.unique_id AS holder, m.first_name, m.last_name, m.given_name,
        m.date_of_birth::DATE AS date_of_birth
-FROM identity.identifiers i
+FROM _graph_identifiers i
 JOIN _match_records m ON m.unique_id = i.stream || ':' || i.record_id
 WHERE list_contains($types, i.id_type)
 UNION ALL
 SELECT DISTINCT d.id_type, d.value, l.value, NULL, NULL, NULL, NULL
-FROM identity.identifiers d
-JOIN identity.identifiers l ON l.stream = d.stream AND l.record_id = d.record_id AND l.id_type = $login
+FROM _graph_identifiers d
+JOIN _graph_identifiers l ON l.stream = d.stream AND l.record_id = d.record_id AND l.id_type = $login
 WHERE list_contains($device_types, d.id_type)
 """
 # A shared value proves nothing for the matcher either: on each record carrying it, it is replaced by a value of
@@ -53,8 +53,8 @@ def judge(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
 
 def shared_nodes(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[int]:
     """The `_nodes` idx of this run's shared values, judged on the person records of `_match_records`
-    (matching.build_records) and the events of identity.identifiers; leaves them in TEMP `_shared(id_type, value,
-    reason)` and takes them out of `_match_records`' evidence."""
+    (matching.build_records) and the events of TEMP `_graph_identifiers` (resolution.py); leaves them in TEMP
+    `_shared(id_type, value, reason)` and takes them out of `_match_records`' evidence."""
     conn.execute(HOLDERS_SQL, {"types": list(rules.shared.types), "device_types": list(rules.shared.device_types),
                                "login": rules.shared.login})
     judge(conn, rules)

@@ -88,6 +88,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
            f"(SELECT raw_value, id_type, value FROM identity.identifiers WHERE {RECORD})"),
     Target("identity.identifiers", RECORD),
     Target("identity.record_profiles", RECORD),
+    Target("identity.graph_inputs", RECORD),  # each record's fingerprint as the graph last read it (increment.py)
     Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),
     # Any value the subject held, shared with others or not: the next identity run judges again what others hold.
     Target("identity.shared_values", _typed("id_type", "value")),
@@ -132,6 +133,7 @@ EXEMPT: dict[str, str] = {
     "identity.accounts": "companies, with counts of their people",
     "identity.match_basis": "the matcher's record count and model fingerprint (dropped by every erasure, with the "
     "frequencies, so the next identity run counts them again without the subject)",
+    "identity.graph_state": "a fingerprint of the identity code, rules, model and never-link table",
     "privacy.requests": "requests by salted digest of their identifiers, with counts",
     "privacy.request_events": "the status history of each request",
     "privacy.request_actions": "what each request did where, in counts",

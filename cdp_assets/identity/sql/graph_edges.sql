@@ -1,17 +1,18 @@
--- The identity graph's nodes and deterministic edges, from identity.identifiers.
+-- The identity graph's nodes and deterministic edges, from TEMP _graph_identifiers (identity.identifiers, or the
+-- records of the region an incremental run resolves: resolution.py).
 -- A node is one identifier value (a record's own id is one too). A record with its own id
 -- links that id to each identifier it carries (a star); a record without one (a product
 -- event) links its identifiers pairwise. An edge is as strong as its weaker end.
 CREATE OR REPLACE TEMP TABLE _nodes AS
 SELECT (row_number() OVER (ORDER BY i.id_type, i.value) - 1)::BIGINT AS idx,
        i.id_type, i.value, min(i.observed_at) AS first_seen, any_value(t.priority) AS priority
-FROM identity.identifiers i
+FROM _graph_identifiers i
 JOIN _types t USING (id_type)
 GROUP BY i.id_type, i.value;
 
 CREATE OR REPLACE TEMP TABLE _record_nodes AS
 SELECT i.stream, i.record_id, n.idx, n.id_type, n.priority, i.observed_at
-FROM identity.identifiers i
+FROM _graph_identifiers i
 JOIN _nodes n USING (id_type, value);
 
 -- Each link is numbered in (a, b) order: resolution holds its links as arrays in that order (graph.Edges), and

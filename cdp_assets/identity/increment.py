@@ -1,0 +1,186 @@
+"""The identity graph updated only where it changed: the region this run's changes reach is resolved again, alone,
+and its rows written in place of the region's old ones (resolution.resolve); every other profile keeps its rows.
+
+What changed: each record's fingerprint (its identifiers with their times, and a person record's mapped person
+fields) against the one the graph last read (identity.graph_inputs). A run with no graph before it, or whose
+identity code, rules, matching model or never-link table differ from the last run's (identity.graph_state), resolves
+the whole graph instead, as does the nightly rebase.
+
+The region: the profiles holding a changed record, closed over what is judged together (CLOSURE): every profile
+holding a value a record of the region (or a changed one) carries now, or a shared value the region held (a shared
+value is judged on all its holders, and its events go to the first), the other end of a refused link or a review
+pair (the union-find and the chain check weigh both ends together), and the profile of any record Splink scores at
+`review_at` or above with a record of the region, on the kept basis (basis.py) and with no value masked (a mask only
+lowers a score, so this finds every pair the region's own run could link or send to review), until nothing more
+joins. Resolved alone, the region so meets only what a whole rebuild would have it meet, and the nightly comparison
+rebuilds it all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+
+from cdp_assets.identity import basis, matching
+from cdp_assets.identity.rules import Rules
+
+INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each record as the graph last read it
+STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
+REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
+RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
+IDENTITY_CODE = Path(__file__).parent
+MAX_ROUNDS = 100
+
+# Each record's fingerprint: its identifiers with their first times, and a person record's mapped fields; a sum of
+# row hashes, which no order of the rows changes.
+INPUTS_SQL = """
+CREATE OR REPLACE TEMP TABLE _graph_inputs AS
+WITH identifiers AS (
+    SELECT stream, record_id, sum(hash(id_type, value, observed_at)::HUGEINT) AS h
+    FROM identity.identifiers GROUP BY stream, record_id
+), person AS (
+    SELECT stream, record_id, sum(hash(s)::HUGEINT) AS h FROM _person_source s GROUP BY stream, record_id
+)
+SELECT stream, record_id, hash(i.h, p.h) AS fingerprint FROM identifiers i LEFT JOIN person p USING (stream, record_id)
+"""
+CHANGED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _changed AS
+SELECT coalesce(n.stream, o.stream) AS stream, coalesce(n.record_id, o.record_id) AS record_id
+FROM _graph_inputs n FULL JOIN {INPUTS} o USING (stream, record_id)
+WHERE n.fingerprint IS DISTINCT FROM o.fingerprint
+"""
+# The profiles holding a changed record, as last run placed it.
+SEED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {REGION} AS
+SELECT DISTINCT profile_id FROM identity.record_profiles JOIN _changed USING (stream, record_id)
+"""
+# Each step: the profiles it adds to the region, from the region as it stands.
+CLOSURE = {
+    "values": f"""
+        SELECT p.profile_id
+        FROM (SELECT stream, record_id FROM identity.record_profiles WHERE profile_id IN (FROM {REGION})
+              UNION SELECT stream, record_id FROM _changed) r
+        JOIN identity.identifiers i USING (stream, record_id)
+        JOIN identity.identifier_profiles p USING (id_type, value)""",
+    "shared values": f"""
+        SELECT o.profile_id FROM identity.identifier_profiles s
+        JOIN {REGION} USING (profile_id)
+        JOIN identity.identifier_profiles o ON o.id_type = s.id_type AND o.value = s.value
+        WHERE s.shared AND o.shared""",
+    "refused links": f"""
+        SELECT CASE WHEN profile_a IN (FROM {REGION}) THEN profile_b ELSE profile_a END
+        FROM identity.refused_links
+        WHERE profile_a IN (FROM {REGION}) OR profile_b IN (FROM {REGION})""",
+    "review pairs": f"""
+        SELECT CASE WHEN profile_l IN (FROM {REGION}) THEN profile_r ELSE profile_l END
+        FROM identity.match_review
+        WHERE profile_l IN (FROM {REGION}) OR profile_r IN (FROM {REGION})""",
+}
+REGION_RECORDS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {RECORDS} AS
+SELECT stream, record_id FROM identity.record_profiles WHERE profile_id IN (FROM {REGION})
+UNION
+SELECT stream, record_id FROM _changed SEMI JOIN _graph_inputs USING (stream, record_id)
+"""
+# Every person record for the matcher, the region's in one cluster and the rest in another: Splink's pairs across
+# the two are the region's records with every other.
+SIDES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _record_clusters AS
+SELECT stream, record_id, CASE WHEN r.stream IS NULL THEN 1 ELSE 0 END AS cluster_id
+FROM (SELECT DISTINCT stream, record_id FROM identity.identifiers WHERE list_contains($streams, stream)) i
+LEFT JOIN {RECORDS} r USING (stream, record_id)
+"""
+PARTNERS_SQL = f"""
+INSERT INTO {REGION}
+SELECT DISTINCT p.profile_id
+FROM (SELECT unique_id_l AS unique_id FROM _partner_pairs UNION SELECT unique_id_r FROM _partner_pairs) s
+JOIN identity.record_profiles p ON p.stream || ':' || p.record_id = s.unique_id
+WHERE p.profile_id NOT IN (FROM {REGION})
+"""
+
+
+def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
+    """What resolves the graph besides its records: the identity code and rules, the model and the never-link table."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in IDENTITY_CODE.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(model_path.read_bytes())
+    digest.update(repr(sorted(conn.execute("SELECT a, b FROM identity.never_link").fetchall(),
+                              key=repr)).encode())
+    return digest.hexdigest()[:16]
+
+
+def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> int | None:
+    """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
+    `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
+    resolved."""
+    if not _exists(conn, STATE) or not _exists(conn, INPUTS) or not basis.load(conn, model_path):
+        return None
+    kept = conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall()
+    if kept != [(fingerprint(conn, model_path),)]:
+        return None
+    conn.execute(CHANGED_SQL)
+    conn.execute(SEED_SQL)
+    if not _count(conn, "_changed"):
+        conn.execute(REGION_RECORDS_SQL)
+        return 0
+    for _ in range(MAX_ROUNDS):
+        close(conn)
+        conn.execute(REGION_RECORDS_SQL)
+        before = _count(conn, REGION)
+        _partners(conn, rules, model_path)
+        if _count(conn, REGION) == before:
+            break
+    return _count(conn, REGION)
+
+
+def close(conn: duckdb.DuckDBPyConnection) -> int:
+    """Add to `_region_profiles` every profile its CLOSURE steps join (from it and TEMP `_changed(stream,
+    record_id)`), until none does; returns the rounds taken."""
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        rounds += 1
+        before = _count(conn, REGION)
+        for step in CLOSURE.values():
+            conn.execute(f"INSERT INTO {REGION} SELECT DISTINCT p FROM ({step}) joined(p) "
+                         f"WHERE p IS NOT NULL AND p NOT IN (FROM {REGION})")
+        if _count(conn, REGION) == before:
+            return rounds
+    return rounds
+
+
+def keep(conn: duckdb.DuckDBPyConnection, model_path: Path) -> None:
+    """This run's inputs and fingerprint as the graph's last, in the caller's transaction."""
+    conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
+    conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint",
+                 {"fingerprint": fingerprint(conn, model_path)})
+
+
+def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
+    """TEMP `_graph_inputs`: each record's fingerprint as this run reads it."""
+    source_sql, params = matching.person_source_sql(rules)
+    conn.execute(source_sql, params)
+    conn.execute(INPUTS_SQL)
+    conn.execute(f"DROP TABLE {matching.SOURCE_TABLE}")
+
+
+def _partners(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> None:
+    """Add the profiles of the records Splink scores at `review_at` or above with a record of the region."""
+    conn.execute(SIDES_SQL, {"streams": rules.person_streams})
+    matching.build_records(conn, rules)
+    conn.register("_partner_pairs", matching.score(conn, rules.review_at, model_path))
+    try:
+        conn.execute(PARTNERS_SQL)
+    finally:
+        conn.unregister("_partner_pairs")
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name "
+                             "= $table AND table_catalog = current_database()", {"table": table}).fetchall()[0][0])
+
+
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
