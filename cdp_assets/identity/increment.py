@@ -31,7 +31,6 @@ STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the 
 REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
 RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
 IDENTITY_CODE = Path(__file__).parent
-MAX_ROUNDS = 100
 
 # Each record's fingerprint: its identifiers with their first times, and a person record's mapped fields; a sum of
 # row hashes, which no order of the rows changes.
@@ -126,21 +125,20 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> i
     if not _count(conn, "_changed"):
         conn.execute(REGION_RECORDS_SQL)
         return 0
-    for _ in range(MAX_ROUNDS):
+    while True:  # each round adds profiles or ends it, and there are only so many
         close(conn)
         conn.execute(REGION_RECORDS_SQL)
         before = _count(conn, REGION)
         _partners(conn, rules, model_path)
         if _count(conn, REGION) == before:
-            break
-    return _count(conn, REGION)
+            return before
 
 
 def close(conn: duckdb.DuckDBPyConnection) -> int:
     """Add to `_region_profiles` every profile its CLOSURE steps join (from it and TEMP `_changed(stream,
     record_id)`), until none does; returns the rounds taken."""
     rounds = 0
-    while rounds < MAX_ROUNDS:
+    while True:
         rounds += 1
         before = _count(conn, REGION)
         for step in CLOSURE.values():
@@ -148,7 +146,6 @@ def close(conn: duckdb.DuckDBPyConnection) -> int:
                          f"WHERE p IS NOT NULL AND p NOT IN (FROM {REGION})")
         if _count(conn, REGION) == before:
             return rounds
-    return rounds
 
 
 def keep(conn: duckdb.DuckDBPyConnection, model_path: Path) -> None:
