@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 
 from cdp_assets.sync import specs
+from cdp_assets.warehouse_access import has_tables
 from resources import DESTINATIONS
 from resources.source import StreamSpec
 
@@ -102,9 +103,7 @@ class EchoRule:
 
 def sync_state_exists(conn: duckdb.DuckDBPyConnection) -> bool:
     """Whether the sync layer has its state table yet: before that, nothing pulled can be an echo."""
-    return conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'sync' AND table_name = 'state'"
-    ).fetchone()[0] > 0
+    return has_tables(conn, "sync", "state")
 
 
 def rule(source: str, stream: StreamSpec) -> EchoRule | None:

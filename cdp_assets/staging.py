@@ -31,6 +31,7 @@ from cdp_assets.contracts import CLOCK_CHECKS, CONTRACTS, PLAUSIBLE_SINCE, PLAUS
 from cdp_assets.enforcement import Verdict, enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
 from cdp_assets.raw import OWNER, raw_key, raw_table
+from cdp_assets.warehouse_access import has_tables
 from resources import SOURCES
 from resources.source import StreamSpec
 
@@ -192,10 +193,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         started = time.monotonic()
         run_id = context.run.run_id
         with context.resources.warehouse.get_connection() as conn:
-            if not conn.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = $name",
-                {"name": source_table.removeprefix("raw.")},
-            ).fetchone()[0]:
+            if not has_tables(conn, "raw", source_table.removeprefix("raw.")):
                 raise RuntimeError(
                     f"{source_table} has not been landed yet: materialise {raw_asset.to_user_string()} first"
                 )

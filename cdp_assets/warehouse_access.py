@@ -127,9 +127,10 @@ def runs_in_progress() -> str:
 
 def has_tables(conn: duckdb.DuckDBPyConnection, schema: str, *names: str) -> bool:
     """Whether the warehouse holds these tables yet: a reader cannot make them, their first writer does."""
-    found = conn.execute(
+    # fetchall: a result left unfinished would refuse the connection's next statement
+    [(found,)] = conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = $schema"
         " AND list_contains($names, table_name)",
         {"schema": schema, "names": list(names)},
-    ).fetchone()
-    return found is not None and found[0] == len(names)
+    ).fetchall()
+    return found == len(names)

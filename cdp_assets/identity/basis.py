@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 
 from cdp_assets.identity import rules
+from cdp_assets.warehouse_access import has_tables
 
 KEPT = "identity.match_basis"  # one row: the records counted, `fingerprint`, the rebase's run_id and time
 KEPT_FREQUENCIES = "identity.match_frequencies"  # column_name, value (as text), tf
@@ -79,9 +80,7 @@ def count(conn: duckdb.DuckDBPyConnection, model_path: Path) -> None:
 
 def load(conn: duckdb.DuckDBPyConnection, model_path: Path) -> bool:
     """The kept basis as this run's, when one was kept for this model; False when there is none to load."""
-    exists = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
-                          "$table AND table_catalog = current_database()", {"table": KEPT}).fetchall()[0][0]
-    if not exists or not conn.execute(f"SELECT count(*) FROM {KEPT} WHERE model = $model",
+    if not has_tables(conn, *KEPT.split(".")) or not conn.execute(f"SELECT count(*) FROM {KEPT} WHERE model = $model",
                                       {"model": fingerprint(model_path)}).fetchall()[0][0]:
         return False
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {RECORDS} AS SELECT records, model FROM {KEPT}")

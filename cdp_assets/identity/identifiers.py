@@ -25,6 +25,7 @@ import phonenumbers
 
 from cdp_assets.identity import normalise
 from cdp_assets.identity.rules import Rules
+from cdp_assets.warehouse_access import has_tables
 
 IDENTIFIERS_TABLE = "identity.identifiers"
 MEMO_TABLE = "identity.normalised_values"
@@ -120,10 +121,7 @@ def known_forms(conn: duckdb.DuckDBPyConnection, observed: str, rules: Rules) ->
 
     For privacy's reads of raw payloads, which must match what identity stored; nothing is remembered, as the
     memo keeps only what current records carry."""
-    has_memo = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = $memo",
-        {"memo": MEMO_TABLE},
-    ).fetchone()[0]
+    has_memo = has_tables(conn, *MEMO_TABLE.split("."))
     distinct = conn.execute(f"SELECT DISTINCT id_type, raw_value, region FROM {observed}").df()
     if not has_memo or distinct.empty:
         return normal_forms(distinct, rules)

@@ -25,6 +25,7 @@ import duckdb
 
 from cdp_assets.identity import basis, matching
 from cdp_assets.identity.rules import Rules
+from cdp_assets.warehouse_access import has_tables
 
 INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each record as the graph last read it
 STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
@@ -115,7 +116,7 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> i
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
     resolved."""
-    if not _exists(conn, STATE) or not _exists(conn, INPUTS) or not basis.load(conn, model_path):
+    if not has_tables(conn, "identity", STATE.split(".")[1], INPUTS.split(".")[1]) or not basis.load(conn, model_path):
         return None
     kept = conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall()
     if kept != [(fingerprint(conn, model_path),)]:
@@ -172,11 +173,6 @@ def _partners(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -
         conn.execute(PARTNERS_SQL)
     finally:
         conn.unregister("_partner_pairs")
-
-
-def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name "
-                             "= $table AND table_catalog = current_database()", {"table": table}).fetchall()[0][0])
 
 
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
