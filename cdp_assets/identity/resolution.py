@@ -472,15 +472,17 @@ def over_limit(conn: duckdb.DuckDBPyConnection, rules: Rules) -> list[tuple[str,
 
 
 # The tables the graph writes (each from TEMP `_<name>_out`, write_graph.sql) and, when it resolves a region alone,
-# which of their rows are the region's: those it replaces.
+# which of their rows are the region's: those it replaces, the rows meeting any one condition (each a DELETE of its
+# own: an OR across two columns would make DuckDB compare every row with every region value).
+_REGION_VALUE = "EXISTS (SELECT 1 FROM _region_values v WHERE v.id_type = t.{type} AND v.value = t.{value})"
 GRAPH_TABLES = {
-    "shared_values": "EXISTS (SELECT 1 FROM _region_values v WHERE v.id_type = t.id_type AND v.value = t.value)",
-    "record_profiles": f"profile_id IN (FROM {increment.REGION})",
-    "identifier_profiles": f"profile_id IN (FROM {increment.REGION})",
-    "profile_edges": f"profile_id IN (FROM {increment.REGION})",
-    "refused_links": "EXISTS (SELECT 1 FROM _region_values v WHERE (v.id_type = t.type_a AND v.value = t.value_a) "
-                     "OR (v.id_type = t.type_b AND v.value = t.value_b))",
-    "match_review": f"profile_l IN (FROM {increment.REGION}) OR profile_r IN (FROM {increment.REGION})",
+    "shared_values": (_REGION_VALUE.format(type="id_type", value="value"),),
+    "record_profiles": (f"profile_id IN (FROM {increment.REGION})",),
+    "identifier_profiles": (f"profile_id IN (FROM {increment.REGION})",),
+    "profile_edges": (f"profile_id IN (FROM {increment.REGION})",),
+    "refused_links": (_REGION_VALUE.format(type="type_a", value="value_a"),
+                      _REGION_VALUE.format(type="type_b", value="value_b")),
+    "match_review": (f"profile_l IN (FROM {increment.REGION})", f"profile_r IN (FROM {increment.REGION})"),
 }
 REGION_VALUES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _region_values AS
@@ -515,7 +517,8 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
     try:
         for table, regions in GRAPH_TABLES.items():
             if within_region:
-                conn.execute(f"DELETE FROM identity.{table} t WHERE {regions}")
+                for region in regions:
+                    conn.execute(f"DELETE FROM identity.{table} t WHERE {region}")
                 conn.execute(f"INSERT INTO identity.{table} BY NAME SELECT * FROM _{table}_out")
             else:
                 conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS SELECT * FROM _{table}_out")
