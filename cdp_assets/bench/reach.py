@@ -30,7 +30,8 @@ class Reach:
 
 
 def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
-    """The region of the last run's changes (TEMP `_reach_region`), and its size against the graph's."""
+    """The region of the last run's changes (TEMP `_region_profiles`, identity/increment.py), and its size against
+    the graph's."""
     identity_rules = rules.load()
     streams = [source.stream for source in identity_rules.sources]
     present = {row[0] for row in conn.execute("SELECT table_schema || '.' || table_name "

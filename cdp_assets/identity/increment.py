@@ -12,13 +12,14 @@ value is judged on all its holders, and its events go to the first), the other e
 pair (the union-find and the chain check weigh both ends together), and the profile of any record Splink scores at
 `review_at` or above with a record of the region, on the kept basis (basis.py) and with no value masked (a mask only
 lowers a score, so this finds every pair the region's own run could link or send to review), until nothing more
-joins. Resolved alone, the region so meets only what a whole rebuild would have it meet, and the nightly comparison
-rebuilds it all.
+joins. Resolved alone, the region so meets only what a whole rebuild would have it meet (tests/test_identity.py
+compares the two); the nightly run resolves the whole graph again.
 """
 
 from __future__ import annotations
 
 import hashlib
+from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
@@ -102,8 +103,10 @@ WHERE p.profile_id NOT IN (FROM {REGION})
 
 
 def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
-    """What resolves the graph besides its records: the identity code and rules, the model and the never-link table."""
-    digest = hashlib.sha256()
+    """What resolves the graph besides its records: the identity code and rules, the model, the never-link table and
+    the versions of Splink and DuckDB that score and join. Taken once, as a run starts, so that a file changed while
+    it runs marks the graph for a whole run next time instead of vouching for it."""
+    digest = hashlib.sha256(f"splink {version('splink')} duckdb {duckdb.__version__}".encode())
     for path in sorted(p for p in IDENTITY_CODE.rglob("*") if p.is_file() and p.suffix != ".pyc"):
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(model_path.read_bytes())
@@ -112,14 +115,14 @@ def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> int | None:
+def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str) -> int | None:
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
-    resolved."""
+    resolved (`state`, this run's `fingerprint`, differs from the last run's)."""
     if not has_tables(conn, "identity", STATE.split(".")[1], INPUTS.split(".")[1]) or not basis.load(conn, model_path):
         return None
     kept = conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall()
-    if kept != [(fingerprint(conn, model_path),)]:
+    if kept != [(state,)]:
         return None
     conn.execute(CHANGED_SQL)
     conn.execute(SEED_SQL)
@@ -149,11 +152,10 @@ def close(conn: duckdb.DuckDBPyConnection) -> int:
             return rounds
 
 
-def keep(conn: duckdb.DuckDBPyConnection, model_path: Path) -> None:
-    """This run's inputs and fingerprint as the graph's last, in the caller's transaction."""
+def keep(conn: duckdb.DuckDBPyConnection, state: str) -> None:
+    """This run's inputs and `fingerprint` (`state`) as the graph's last, in the caller's transaction."""
     conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
-    conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint",
-                 {"fingerprint": fingerprint(conn, model_path)})
+    conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint", {"fingerprint": state})
 
 
 def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:

@@ -30,7 +30,7 @@ class Assignment:
 
 
 @dataclass(frozen=True)
-class Nodes:
+class Graph:
     """This run's graph as `assign` reads it, one item of each array per node (numbered in the order of their type
     and value); the values themselves stay in the warehouse, and `names` reads those of the few nodes it needs."""
 
@@ -48,7 +48,7 @@ def new_id(id_type: str, value: str) -> str:
     return "prof_" + hashlib.sha256(f"{id_type}:{value}".encode()).hexdigest()[:16]
 
 
-def assign(nodes: Nodes, registry: pd.DataFrame, cause: pd.Series, run_id: str, now: pd.Timestamp) -> Assignment:
+def assign(nodes: Graph, registry: pd.DataFrame, cause: pd.Series, run_id: str, now: pd.Timestamp) -> Assignment:
     """Profile ids for this run's components. `registry`: REGISTRY_COLUMNS. `cause`: per label, why its profile
     changed."""
     held = np.flatnonzero(nodes.eligible & (nodes.previous >= 0))
@@ -94,12 +94,12 @@ def assign(nodes: Nodes, registry: pd.DataFrame, cause: pd.Series, run_id: str, 
                       pd.DataFrame(log, columns=LOG_COLUMNS))
 
 
-def _seen(nodes: Nodes, anchor: int | None) -> int:
+def _seen(nodes: Graph, anchor: int | None) -> int:
     """When a profile's anchor was first seen, or never (the largest) when it is not this run's node."""
     return NEVER_SEEN if anchor is None else int(nodes.first_seen[anchor])
 
 
-def _keepers(nodes: Nodes, held: np.ndarray, live: pd.DataFrame) -> pd.Series:
+def _keepers(nodes: Graph, held: np.ndarray, live: pd.DataFrame) -> pd.Series:
     """For each previous id (by its index into `previous_ids`): the component that keeps it (the one holding its
     anchor, else most of it), as a Series of labels."""
     frame = pd.DataFrame({"profile": nodes.previous[held], "label": nodes.labels[held], "node": held})
@@ -113,7 +113,7 @@ def _keepers(nodes: Nodes, held: np.ndarray, live: pd.DataFrame) -> pd.Series:
     return pd.Series(first["label"].to_numpy(), index=first["profile"].to_numpy())
 
 
-def _anchors(nodes: Nodes) -> tuple[np.ndarray, np.ndarray]:
+def _anchors(nodes: Graph) -> tuple[np.ndarray, np.ndarray]:
     """Per component, the node that founds a new profile: the first seen, then the strongest, then the first by type
     and value (the nodes' order); as (labels, nodes)."""
     eligible = np.flatnonzero(nodes.eligible)

@@ -409,10 +409,16 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
     the region this run's changes reach alone when it can (`incremental`; increment.py), else the whole graph; with
     `rebase`, the whole graph on a basis counted now, which it keeps (basis.py)."""
     ensure_tables(conn)
+    state = increment.fingerprint(conn, matching.MODEL_PATH)
     increment.inputs(conn, rules)
-    region = increment.region(conn, rules, matching.MODEL_PATH) if incremental and not rebase else None
+    region = increment.region(conn, rules, matching.MODEL_PATH, state) if incremental and not rebase else None
     if region is not None and not conn.execute(f"SELECT count(*) FROM {increment.RECORDS}").fetchall()[0][0]:
-        return _outcome(conn, rules, 0, None)  # nothing changed
+        # No record to resolve (none changed, or only records that are gone and were on no profile): the inputs
+        # are kept all the same, so the next run does not take the same changes again.
+        conn.begin()
+        increment.keep(conn, state)
+        conn.commit()
+        return _outcome(conn, rules, 0, None)
     built = partition(conn, rules, rebase=rebase, within_region=region is not None)
     labels = built.labels
     used = shared.attribute(conn, labels, built.shared, built.nodes.person)
@@ -421,7 +427,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
     causes = _merge_causes(conn, built, previous)
     # A shared value founds no profile, unless records are placed in its own component (sql/record_labels.sql).
     assignment = profile_ids.assign(
-        profile_ids.Nodes(
+        profile_ids.Graph(
             labels=labels, eligible=~built.shared | np.isin(labels, list(used)), first_seen=built.nodes.first_seen,
             priority=built.nodes.priority, previous=previous, previous_ids=previous_ids,
             anchor_of=pd.Series(anchors["idx"], index=anchors["profile_id"]), names=lambda picked: _names(conn, picked),
@@ -429,7 +435,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
         conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df(),
         causes, run_id, pd.Timestamp.now(tz="UTC"),
     )
-    _write(conn, built, assignment, run_id, within_region=region is not None)
+    _write(conn, built, assignment, run_id, state, within_region=region is not None)
     return _outcome(conn, rules, len(previous_ids) if region is None else region, assignment.log)
 
 
@@ -491,7 +497,7 @@ UNION SELECT id_type, value FROM _nodes"""
 
 
 def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profile_ids.Assignment, run_id: str,
-           within_region: bool) -> None:
+           state: str, within_region: bool) -> None:
     """Write the graph's tables in one transaction: replaced whole, or the region's rows alone (`within_region`)."""
     deterministic = len(built.edges) - len(built.links)
     refused = [(position, rule) for position, rule in enumerate(built.refused) if rule is not None]
@@ -508,29 +514,31 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
     }
     for name, frame in frames.items():
         conn.register(name, frame)
-    for statement in WRITE_SQL.split(";\n"):
-        if statement.strip():
-            conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
-    if within_region:
-        conn.execute(REGION_VALUES_SQL)
-    conn.begin()
     try:
-        for table, regions in GRAPH_TABLES.items():
-            if within_region:
-                for region in regions:
-                    conn.execute(f"DELETE FROM identity.{table} t WHERE {region}")
-                conn.execute(f"INSERT INTO identity.{table} BY NAME SELECT * FROM _{table}_out")
-            else:
-                conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS SELECT * FROM _{table}_out")
-        conn.execute("DELETE FROM identity.profile_registry")
-        conn.execute("INSERT INTO identity.profile_registry SELECT * FROM _registry_out")
-        conn.execute("INSERT INTO identity.merge_log SELECT * FROM _log_out")
-        if built.rebased:
-            basis.keep(conn, run_id)
-        increment.keep(conn, matching.MODEL_PATH)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
-    for name in frames:
-        conn.unregister(name)
+        for statement in WRITE_SQL.split(";\n"):
+            if statement.strip():
+                conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+        if within_region:
+            conn.execute(REGION_VALUES_SQL)
+        conn.begin()
+        try:
+            for table, regions in GRAPH_TABLES.items():
+                if within_region:
+                    for region in regions:
+                        conn.execute(f"DELETE FROM identity.{table} t WHERE {region}")
+                    conn.execute(f"INSERT INTO identity.{table} BY NAME SELECT * FROM _{table}_out")
+                else:
+                    conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS SELECT * FROM _{table}_out")
+            conn.execute("DELETE FROM identity.profile_registry")
+            conn.execute("INSERT INTO identity.profile_registry SELECT * FROM _registry_out")
+            conn.execute("INSERT INTO identity.merge_log SELECT * FROM _log_out")
+            if built.rebased:
+                basis.keep(conn, run_id)
+            increment.keep(conn, state)
+        except Exception:
+            conn.rollback()
+            raise
+        conn.commit()
+    finally:
+        for name in frames:
+            conn.unregister(name)
