@@ -4,11 +4,11 @@ A build reads only the records with a version landed since the entity's last bui
 landing order, `staging._builds`), recomputes their current versions and replaces their rows in staging and
 quarantine, so its cost follows what changed. It replays the whole of raw on the entity's first build, when asked
 (`full_refresh`, as the nightly run does) and when the contract or mapping changed (a fingerprint of both): rows
-once quarantined that now pass move to staging and leave quarantine. Either way staging, quarantine, the watermark
-and the quality history are written in one transaction, so a build killed at any point leaves the last one whole.
-What a build decides by the clock is decided again: records quarantined by a check of the clock are read by every
-build. A date of birth is judged against the UTC day its record was last fetched (mappings.py), not the build's, so it
-types alike in every build.
+once quarantined that now pass move to staging and leave quarantine. Either way staging, quarantine, the watermark,
+the change log the layers above follow (changes.py) and the quality history are written in one transaction, so a
+build killed at any point leaves the last one whole. What a build decides by the clock is decided again: records
+quarantined by a check of the clock are read by every build. A date of birth is judged against the UTC day its
+record was last fetched (mappings.py), not the build's, so it types alike in every build.
 """
 
 import hashlib
@@ -26,7 +26,7 @@ import phonenumbers
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from cdp_assets import contracts, echoes, enforcement, failpoint, mappings, quality, staging_checks
+from cdp_assets import changes, contracts, echoes, enforcement, failpoint, mappings, quality, staging_checks
 from cdp_assets.contracts import CLOCK_CHECKS, CONTRACTS, PLAUSIBLE_SINCE, PLAUSIBLE_UNTIL, Contract
 from cdp_assets.enforcement import Verdict, enforce
 from cdp_assets.mappings import MAPPINGS, paths_sql, select_sql
@@ -174,6 +174,13 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         SELECT c.record_id, c.is_deleted, f.failed_checks, $raw_table AS raw_table,
                c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
         FROM _candidates c JOIN _failed f USING (_row)"""
+    # The records this build recomputes, each with the ids its staged row held before (what it hung from).
+    ids = ", ".join(dict.fromkeys([stream.primary_key, *(c.name for c in MAPPINGS[entity] if c.name.endswith("_id"))]))
+    changed_keys = f"""
+        SELECT k.key, b.before
+        FROM (SELECT DISTINCT record_id::VARCHAR AS key FROM _candidates WHERE record_id IS NOT NULL) k
+        LEFT JOIN (SELECT {stream.primary_key}::VARCHAR AS key, to_json(struct_pack({ids})) AS before FROM {target}
+                   WHERE _landing_id IN (SELECT landing_id FROM _changed)) b USING (key)"""
 
     @asset(
         key=key,
@@ -224,12 +231,14 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             conn.begin()
             new_fields = quality.note_fields(conn, entity, run_id)
             if mode == "incremental":  # a record's rows are found by its current version, which is among _changed
+                changes.log(conn, entity, changed_keys)
                 conn.execute(f"DELETE FROM {target} WHERE _landing_id IN (SELECT landing_id FROM _changed)")
                 conn.execute(f"DELETE FROM {quarantine} WHERE raw_landing_id IN (SELECT landing_id FROM _changed)")
                 conn.execute(f"INSERT INTO {target} BY NAME {staged_select}")
                 conn.execute(f"INSERT INTO {quarantine} BY NAME {quarantined_select}",
                              {"raw_table": source_table, "run_id": run_id})  # fmt: skip
             else:
+                changes.log(conn, entity, None)
                 conn.execute(f"CREATE OR REPLACE TABLE {target} AS {staged_select}")
                 conn.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {quarantined_select}",
                              {"raw_table": source_table, "run_id": run_id})  # fmt: skip

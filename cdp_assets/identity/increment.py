@@ -18,12 +18,12 @@ compares the two); the nightly run resolves the whole graph again.
 
 from __future__ import annotations
 
-import hashlib
 from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
 
+from cdp_assets import changes
 from cdp_assets.identity import basis, matching
 from cdp_assets.identity.rules import Rules
 from cdp_assets.warehouse_access import has_tables
@@ -106,13 +106,9 @@ def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
     """What resolves the graph besides its records: the identity code and rules, the model, the never-link table and
     the versions of Splink and DuckDB that score and join. Taken once, as a run starts, so that a file changed while
     it runs marks the graph for a whole run next time instead of vouching for it."""
-    digest = hashlib.sha256(f"splink {version('splink')} duckdb {duckdb.__version__}".encode())
-    for path in sorted(p for p in IDENTITY_CODE.rglob("*") if p.is_file() and p.suffix != ".pyc"):
-        digest.update(path.name.encode() + path.read_bytes())
-    digest.update(model_path.read_bytes())
-    digest.update(repr(sorted(conn.execute("SELECT a, b FROM identity.never_link").fetchall(),
-                              key=repr)).encode())
-    return digest.hexdigest()[:16]
+    never_link = repr(sorted(conn.execute("SELECT a, b FROM identity.never_link").fetchall(), key=repr))
+    return changes.code_fingerprint([IDENTITY_CODE, model_path], f"splink {version('splink')}",
+                                    f"duckdb {duckdb.__version__}", never_link)
 
 
 def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str) -> int | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from cdp_assets import freshness, glossary
+from cdp_assets import changes, freshness, glossary
 from cdp_assets.glossary import ENDED_STATUSES, MRR_STATUSES, RUNNING_STATUSES
-from cdp_assets.identity import normalise
+from cdp_assets.identity import normalise, profile_changes
 from cdp_assets.identity.rules import AgreementRule
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.raw import OWNER
@@ -143,7 +143,7 @@ CANDIDATE_SQL = (
     "SELECT $trait_{n} AS trait, {trust} AS trust, {witness} AS witness, {shared} AS shared, rp.profile_id, rp.stream,"
     " rp.record_id, nullif(trim(CAST({expr} AS VARCHAR)), '') AS value, s.source_updated_at AS changed_at,"
     " s.is_deleted"
-    " FROM identity.record_profiles rp JOIN {table} s ON s.{key} = rp.record_id{identifiers}"
+    f" FROM {profile_changes.SCOPE} rp JOIN {{table}} s ON s.{{key}} = rp.record_id{{identifiers}}"
     " WHERE rp.stream = $stream_{n}"
 )
 IDENTIFIERS_JOIN = (
@@ -235,12 +235,16 @@ def pivot_traits(conn: duckdb.DuckDBPyConnection, traits: dict[str, tuple[Candid
 
 
 def prepare(conn: duckdb.DuckDBPyConnection) -> None:
-    """The temp tables both person profiles and email addresses read: records with liveness, email events."""
+    """The temp tables both person profiles and email addresses read, over the records of the build's scope
+    (profile_changes.SCOPE): records with liveness, email events."""
     conn.execute((SQL / "person_records.sql").read_text())
     conn.execute((SQL / "email_events.sql").read_text(), EMAIL_METRICS)
 
 
-def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> None:
+def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
+    """Make the profiles the change log reaches again (profile_changes.py), or all of them; their rows replace the
+    old ones, and the log's position is kept, in one transaction. Returns the build's position."""
+    position = profile_changes.scope(conn, [f"{source}__{entity}" for source, entity in PERSON_STAGING])
     prepare(conn)
     sql, params = traits_sql(TRAITS)
     conn.execute(sql, params)
@@ -257,9 +261,19 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> None:
             "lifecycle_funnel": list(LIFECYCLE_FUNNEL),
         },
     )
+    conn.begin()
+    if position.whole is None:
+        conn.execute(f"DELETE FROM identity.person_profiles WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
+        conn.execute("INSERT INTO identity.person_profiles BY NAME FROM _person_profiles")
+    else:
+        conn.execute("CREATE OR REPLACE TABLE identity.person_profiles AS FROM _person_profiles ORDER BY profile_id")
+    changes.keep(conn, position)
+    conn.commit()
+    return position
 
 
 def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> None:
+    profile_changes.whole_scope(conn)
     prepare(conn)
     conn.execute(
         (SQL / "email_addresses.sql").read_text(),
@@ -277,6 +291,7 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
         {"domains": domains, "clean": [normalise.domain(d) for d in domains]},
     )
     conn.execute((SQL / "accounts_base.sql").read_text())
+    profile_changes.whole_scope(conn)
     conn.execute((SQL / "person_records.sql").read_text())  # which profile's live records hold each work address
     conn.begin()
     conn.execute((SQL / "account_people.sql").read_text())
@@ -334,7 +349,9 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
     )
     def person_profiles(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            build_person_profiles(conn)
+            position = build_person_profiles(conn)
+            made = conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()[0][0] if (
+                position.whole is None) else None  # fmt: skip
             metadata = measures(
                 conn,
                 "SELECT count(*) AS profiles, avg(is_active::INT) AS active_share,"
@@ -344,7 +361,10 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
                 " count(*) FILTER (WHERE open_tickets > 0) AS with_open_tickets,"
                 f" {fill_rates_sql()} FROM identity.person_profiles",
             )
-        return MaterializeResult(metadata=metadata)
+        if position.whole:
+            context.log.info(f"every person profile made again: {position.whole}")
+        return MaterializeResult(metadata={**metadata, "followed_changes": position.whole is None,
+                                           "profiles_made": metadata["profiles"] if made is None else made})
 
     @identity_asset(
         "email_addresses",

@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from cdp_assets import changes
 from cdp_assets.identity import basis, graph, increment, matching, profile_ids, shared
 from cdp_assets.identity.rules import Rules
 
@@ -490,6 +491,10 @@ GRAPH_TABLES = {
                       _REGION_VALUE.format(type="type_b", value="value_b")),
     "match_review": (f"profile_l IN (FROM {increment.REGION})", f"profile_r IN (FROM {increment.REGION})"),
 }
+# The graph as a producer of the change log (changes.py): the profiles a region write retired or wrote.
+PRODUCER = "identity.graph"
+REGION_PROFILES_SQL = f"SELECT profile_id AS key, NULL AS before FROM {increment.REGION} UNION " \
+                      "SELECT DISTINCT profile_id, NULL FROM _record_profiles_out"
 REGION_VALUES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _region_values AS
 SELECT id_type, value FROM identity.identifier_profiles WHERE profile_id IN (FROM {increment.REGION})
@@ -532,6 +537,7 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
             conn.execute("DELETE FROM identity.profile_registry")
             conn.execute("INSERT INTO identity.profile_registry SELECT * FROM _registry_out")
             conn.execute("INSERT INTO identity.merge_log SELECT * FROM _log_out")
+            changes.log(conn, PRODUCER, REGION_PROFILES_SQL if within_region else None)
             if built.rebased:
                 basis.keep(conn, run_id)
             increment.keep(conn, state)

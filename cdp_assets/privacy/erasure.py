@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import phonenumbers
 
+from cdp_assets import changes
 from cdp_assets.identity import basis
 from cdp_assets.raw import raw_table
 from cdp_assets.staging import staging_table
@@ -127,6 +128,9 @@ EXEMPT: dict[str, str] = {
     "quarantine._known_fields": "the payload field names seen per entity",
     "staging._builds": "each entity's last build: a position in raw's landing order, a fingerprint and, after a "
     "replay, up to five ids of records that differed (the row goes with any erasure reaching the entity)",
+    changes.LOG: "the record and profile ids each build rewrote, and the ids their rows held before (emptied by "
+    "every erasure, so the builds that follow it are whole next time)",
+    changes.POSITIONS: "how far each build that follows the change log has read it, and a fingerprint of its code",
     "quarantine.quality_history": "counts and rates per entity and run",
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
@@ -201,6 +205,11 @@ def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
         if deleted and {basis.KEPT, basis.KEPT_FREQUENCIES} <= present:
             conn.execute(f"DELETE FROM {basis.KEPT}")
             conn.execute(f"DELETE FROM {basis.KEPT_FREQUENCIES}")
+        # The change log's keys and old ids may name the subject: emptied, with the positions of the builds that
+        # follow it, whose next builds are whole (changes.py).
+        if deleted and {changes.LOG, changes.POSITIONS} <= present:
+            conn.execute(f"DELETE FROM {changes.LOG}")
+            conn.execute(f"DELETE FROM {changes.POSITIONS}")
     except Exception:
         conn.rollback()
         raise

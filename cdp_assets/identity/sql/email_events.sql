@@ -1,4 +1,5 @@
--- Klaviyo email events classified once for person profiles and email addresses alike.
+-- Klaviyo email events classified once for person profiles and email addresses alike: those of the Klaviyo
+-- profiles of the build's scope (TEMP _scope_records).
 -- Which metric names count as a send, open, click or bounce is data (profiles.EMAIL_METRICS).
 CREATE OR REPLACE TEMP TABLE _email_events AS
 SELECT
@@ -14,3 +15,4 @@ SELECT
 FROM staging.klaviyo__events e
 JOIN staging.klaviyo__metrics m USING (metric_id)
 WHERE NOT e.is_deleted
+  AND e.profile_id IN (SELECT record_id FROM _scope_records WHERE stream = 'klaviyo.profiles')

@@ -1,6 +1,6 @@
--- identity.person_profiles: one golden record per profile_id of identity.record_profiles.
+-- identity.person_profiles' rows: one golden record per profile_id of the build's scope (TEMP _scope_records).
 -- Reads the temp tables _person_records, _profile_traits (survivorship winners) and _email_events (Klaviyo).
-CREATE OR REPLACE TABLE identity.person_profiles AS
+CREATE OR REPLACE TEMP TABLE _person_profiles AS
 WITH record_stats AS (
     SELECT
         profile_id,
@@ -15,13 +15,13 @@ WITH record_stats AS (
 ),
 emails AS (
     SELECT rp.profile_id, count(DISTINCT i.value) AS emails
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN identity.identifiers i USING (stream, record_id)
     WHERE i.id_type = 'email'
     GROUP BY rp.profile_id
 ),
 customers AS (
-    SELECT profile_id, record_id AS customer_id FROM identity.record_profiles WHERE stream = 'stripe.customers'
+    SELECT profile_id, record_id AS customer_id FROM _scope_records WHERE stream = 'stripe.customers'
 ),
 subscriptions AS (
     -- A deleted customer keeps its invoices, but Stripe cancels its subscriptions: the status says so.
@@ -85,7 +85,7 @@ first_touch AS (
             {'source': e.utm_source, 'medium': e.utm_medium, 'campaign': e.utm_campaign, 'at': e.occurred_at},
             (e.occurred_at, e.insert_id)
         ) AS utm
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.mixpanel__events e ON e.insert_id = rp.record_id
     WHERE rp.stream = 'mixpanel.events' AND NOT e.is_deleted AND e.occurred_at <= now()
       AND coalesce(e.utm_source, e.utm_medium, e.utm_campaign) IS NOT NULL
@@ -96,7 +96,7 @@ tickets AS (
         rp.profile_id,
         count(*) AS tickets,
         count(*) FILTER (WHERE NOT list_contains($closed_ticket_statuses, t.status)) AS open_tickets
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.zendesk__tickets t ON t.requester_id = rp.record_id
     WHERE rp.stream = 'zendesk.users' AND NOT t.is_deleted
     GROUP BY rp.profile_id
@@ -109,7 +109,7 @@ engagement AS (
         count(*) FILTER (WHERE e.is_click) AS email_clicks,
         count(*) FILTER (WHERE e.is_bounce) AS email_bounces,
         max(e.occurred_at) FILTER (WHERE (e.is_open OR e.is_click) AND e.is_past) AS last_email_engagement_at
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN _email_events e ON e.klaviyo_profile_id = rp.record_id
     WHERE rp.stream = 'klaviyo.profiles'
     GROUP BY rp.profile_id
@@ -122,7 +122,7 @@ crm_stage AS (
             arg_max(c.lifecycle_stage, list_position($lifecycle_funnel, c.lifecycle_stage)),
             any_value(c.lifecycle_stage)
         ) AS stage
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.hubspot__contacts c ON c.contact_id = rp.record_id
     WHERE rp.stream = 'hubspot.contacts' AND NOT c.is_deleted AND c.lifecycle_stage IS NOT NULL
     GROUP BY rp.profile_id
@@ -180,4 +180,3 @@ LEFT JOIN first_touch ft USING (profile_id)
 LEFT JOIN tickets tk USING (profile_id)
 LEFT JOIN engagement en USING (profile_id)
 LEFT JOIN emails em USING (profile_id)
-ORDER BY r.profile_id

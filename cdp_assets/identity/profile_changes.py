@@ -1,0 +1,95 @@
+"""Which person profiles a build must make again: those the change log (cdp_assets/changes.py) reaches.
+
+A profile is made again when the graph rewrote it (it retired, gained or lost records) or when a staged row it reads
+changed: a person record of its own, or a row hanging from one (a subscription or invoice from its Stripe customer,
+a ticket from its requester, an email event from its Klaviyo profile), as the row hangs now and as it hung before
+the change. A changed row of an entity no profile hangs it from (Klaviyo's metrics, which name every event), a whole
+rewrite of any table it reads, a change to the code or rules that make profiles, or a first build makes them all
+again. The nightly run makes them all again too: it replays staging and resolves the graph whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from cdp_assets import changes, glossary
+from cdp_assets.identity import resolution
+from cdp_assets.warehouse_access import has_tables
+from resources import SOURCES
+
+FOLLOWER = "identity.person_profiles"
+AFFECTED = "_affected_profiles"  # TEMP (profile_id): the profiles a following build makes again
+SCOPE = "_scope_records"  # TEMP VIEW (stream, record_id, profile_id): the records of the profiles a build makes
+# Each staging entity the profiles read, as the stream of identity.record_profiles its rows hang from and the column
+# holding that stream's record id. Product events are keyed by `$insert_id` in the graph.
+OWNERS = {
+    "stripe__customers": ("stripe.customers", "customer_id"),
+    "stripe__subscriptions": ("stripe.customers", "customer_id"),
+    "stripe__invoices": ("stripe.customers", "customer_id"),
+    "hubspot__contacts": ("hubspot.contacts", "contact_id"),
+    "zendesk__users": ("zendesk.users", "user_id"),
+    "zendesk__tickets": ("zendesk.users", "requester_id"),
+    "klaviyo__profiles": ("klaviyo.profiles", "profile_id"),
+    "klaviyo__events": ("klaviyo.profiles", "profile_id"),
+    "mixpanel__events": ("mixpanel.events", "insert_id"),
+}
+OWNER_SQL = """
+SELECT rp.profile_id
+FROM (SELECT s.{column}::VARCHAR AS record_id FROM {followed} f JOIN {table} s ON s.{key}::VARCHAR = f.key
+      WHERE f.producer = $entity_{n}
+      UNION
+      SELECT json_extract_string(f.before, $path_{n}) FROM {followed} f WHERE f.producer = $entity_{n}) o
+JOIN identity.record_profiles rp ON rp.stream = $stream_{n} AND rp.record_id = o.record_id"""
+CODE = [Path(__file__).parent, glossary.MACROS, Path(glossary.__file__)]
+
+
+def _entity_table(entity: str) -> tuple[str, str]:
+    """The staging table of an entity and its primary key."""
+    for source, resource in SOURCES.items():
+        for stream in resource.streams.values():
+            if f"{source}__{stream.entity}" == entity:
+                return f"staging.{entity}", stream.primary_key
+    raise KeyError(entity)
+
+
+def affected_sql() -> tuple[str, dict[str, str]]:
+    """The query filling AFFECTED from the followed changes, and its parameters."""
+    branches = [f"SELECT key FROM {changes.FOLLOWED} WHERE producer = $graph"]
+    params = {"graph": resolution.PRODUCER}
+    for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
+        table, key = _entity_table(entity)
+        params |= {f"entity_{n}": entity, f"stream_{n}": stream, f"path_{n}": f"$.{column}"}
+        branches.append(OWNER_SQL.format(column=column, table=table, key=key, followed=changes.FOLLOWED, n=n))
+    return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
+
+
+def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Position:
+    """TEMP SCOPE: every record, or, when the profiles follow their changes, the records of the AFFECTED
+    profiles; `entities`, the staging entities they read. Returns the position to keep after the build."""
+    producers = [*entities, resolution.PRODUCER]
+    position = changes.follow(conn, FOLLOWER, producers, changes.code_fingerprint(CODE))
+    if position.whole is None and not has_tables(conn, *FOLLOWER.split(".")):
+        position = changes.Position(FOLLOWER, position.through, position.fingerprint, "no earlier build")
+    if position.whole is None:
+        unowned = conn.execute(
+            f"SELECT DISTINCT producer FROM {changes.FOLLOWED} WHERE NOT list_contains($owned, producer) ORDER BY 1",
+            {"owned": [*OWNERS, resolution.PRODUCER]},
+        ).fetchall()
+        if unowned:
+            position = changes.Position(FOLLOWER, position.through, position.fingerprint,
+                                        "changed, hung from no profile: " + ", ".join(p for (p,) in unowned))
+    if position.whole is not None:
+        whole_scope(conn)
+        return position
+    sql, params = affected_sql()
+    conn.execute(sql, params)
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS SELECT * FROM identity.record_profiles"
+                 f" WHERE profile_id IN (FROM {AFFECTED})")
+    return position
+
+
+def whole_scope(conn: duckdb.DuckDBPyConnection) -> None:
+    """TEMP SCOPE over every record: a whole build's, and that of the builds that do not follow changes."""
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS SELECT * FROM identity.record_profiles")

@@ -1,0 +1,94 @@
+"""Person profiles follow the change log (cdp_assets/changes.py, identity/profile_changes.py): an hourly run makes
+again only the profiles its changes reach, and ends with the same rows as making every profile again."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from dagster import AssetKey, AssetSelection
+
+from cdp_assets import changes
+from cdp_assets.identity.profiles import build_person_profiles
+from sandbox.clock import zendesk_time
+from sandbox.store import Record, WorldStore
+from tests.conftest import Env
+
+PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"])).upstream()
+
+
+def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change a Zendesk record in the world after the last pull read it, as Zendesk stamps a change."""
+    [(last_read,)] = env.pipeline.query(f"SELECT max(extracted_at) FROM raw.{stream.replace('.', '_')}")
+    changed = max(int(time.time()), int(last_read.timestamp()) + 1)
+    while time.time() < changed:  # Zendesk's cursor counts whole seconds
+        time.sleep(0.05)
+    store = WorldStore(env.world)
+    record = store.get(stream, record_id)
+    assert record is not None
+    payload = dict(record.payload)
+    change(payload)
+    payload["updated_at"] = zendesk_time(changed)
+    store.upsert([Record(stream, record_id, record.created, changed * 1000, payload)])
+
+
+def _merge(env: Env) -> None:
+    """A support user takes the email of a person in another profile."""
+    [(user_id, email)] = env.pipeline.query("""
+        SELECT u.record_id, o.email FROM identity.record_profiles u
+        JOIN identity.person_profiles o ON o.profile_id <> u.profile_id AND o.email IS NOT NULL
+        JOIN staging.zendesk__users z ON z.user_id = u.record_id AND NOT z.is_deleted
+        WHERE u.stream = 'zendesk.users' ORDER BY hash(u.record_id), hash(o.profile_id) LIMIT 1""")
+    _touch(env, "zendesk.users", user_id, lambda payload: payload.update(email=email))
+
+
+def _move_ticket(env: Env) -> None:
+    """An open ticket is handed to another requester: the profile it leaves counts one ticket fewer."""
+    [(ticket_id, requester)] = env.pipeline.query("""
+        SELECT t.ticket_id, (SELECT min(user_id) FROM staging.zendesk__users u
+                             WHERE NOT u.is_deleted AND u.user_id <> t.requester_id)
+        FROM staging.zendesk__tickets t WHERE NOT t.is_deleted AND t.status = 'open'
+        ORDER BY hash(t.ticket_id) LIMIT 1""")
+    _touch(env, "zendesk.tickets", ticket_id, lambda payload: payload.update(requester_id=int(requester)))
+
+
+ROUNDS: dict[str, Callable[[Env], None]] = {
+    "a tick of the world": lambda env: env.sandbox.control("tick", "POST", changes=30),
+    "a merge": _merge,
+    "a ticket changing hands": _move_ticket,
+    "another tick": lambda env: env.sandbox.control("tick", "POST", changes=30),
+}
+
+
+def _differing(made: Path, whole: Path) -> tuple[int, int]:
+    """Rows of identity.person_profiles only in `made` and only in `whole`."""
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{made}' AS made (READ_ONLY); ATTACH '{whole}' AS whole (READ_ONLY)")
+        return tuple(
+            conn.execute(f"SELECT count(*) FROM (FROM {x}.identity.person_profiles EXCEPT ALL "
+                         f"FROM {y}.identity.person_profiles)").fetchall()[0][0]
+            for x, y in (("made", "whole"), ("whole", "made"))
+        )  # type: ignore[return-value]
+
+
+def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
+    start: Callable[..., Env], tmp_path: Path
+) -> None:
+    env = start(syncs=False)  # the test world after one run
+    for change, make in ROUNDS.items():
+        make(env)
+        outcome = env.pipeline.run(selection=PROFILES)
+        assert outcome.success, change
+        profiles = outcome.metadata["identity/person_profiles"]
+        assert profiles["followed_changes"] is True, change
+        assert 0 < profiles["profiles_made"] < profiles["profiles"] / 2, (change, profiles)
+        whole = tmp_path / "whole.duckdb"
+        shutil.copy(env.pipeline.warehouse, whole)
+        with duckdb.connect(str(whole)) as conn:
+            conn.execute(f"DELETE FROM {changes.POSITIONS}")  # no position: every profile made again
+            assert build_person_profiles(conn).whole == "no earlier build"
+        assert _differing(env.pipeline.warehouse, whole) == (0, 0), change
