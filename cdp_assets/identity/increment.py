@@ -148,9 +148,15 @@ def close(conn: duckdb.DuckDBPyConnection) -> int:
             return rounds
 
 
-def keep(conn: duckdb.DuckDBPyConnection, state: str) -> None:
-    """This run's inputs and `fingerprint` (`state`) as the graph's last, in the caller's transaction."""
-    conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
+def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool) -> None:
+    """This run's inputs and `fingerprint` (`state`) as the graph's last, in the caller's transaction: the inputs
+    rewritten `whole`, or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`)."""
+    if whole:
+        conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
+    else:
+        conn.execute(f"DELETE FROM {INPUTS} WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
+        conn.execute(f"INSERT INTO {INPUTS} SELECT * FROM _graph_inputs"
+                     " WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
     conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint", {"fingerprint": state})
 
 

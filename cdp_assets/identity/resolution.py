@@ -417,7 +417,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
         # No record to resolve (none changed, or only records that are gone and were on no profile): the inputs
         # are kept all the same, so the next run does not take the same changes again.
         conn.begin()
-        increment.keep(conn, state)
+        increment.keep(conn, state, whole=False)
         conn.commit()
         return _outcome(conn, rules, 0, None)
     built = partition(conn, rules, rebase=rebase, within_region=region is not None)
@@ -495,6 +495,12 @@ GRAPH_TABLES = {
 PRODUCER = "identity.graph"
 REGION_PROFILES_SQL = f"SELECT profile_id AS key, NULL AS before FROM {increment.REGION} UNION " \
                       "SELECT DISTINCT profile_id, NULL FROM _record_profiles_out"
+# The registry as assigned (every id ever issued): only the rows that differ are written.
+REGISTRY_SQL = """
+CREATE OR REPLACE TEMP TABLE _registry_changed AS FROM _registry_out EXCEPT FROM identity.profile_registry;
+DELETE FROM identity.profile_registry WHERE profile_id IN (SELECT profile_id FROM _registry_changed);
+DELETE FROM identity.profile_registry WHERE profile_id NOT IN (SELECT profile_id FROM _registry_out);
+INSERT INTO identity.profile_registry FROM _registry_changed"""
 REGION_VALUES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _region_values AS
 SELECT id_type, value FROM identity.identifier_profiles WHERE profile_id IN (FROM {increment.REGION})
@@ -534,13 +540,12 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
                     conn.execute(f"INSERT INTO identity.{table} BY NAME SELECT * FROM _{table}_out")
                 else:
                     conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS SELECT * FROM _{table}_out")
-            conn.execute("DELETE FROM identity.profile_registry")
-            conn.execute("INSERT INTO identity.profile_registry SELECT * FROM _registry_out")
+            conn.execute(REGISTRY_SQL)
             conn.execute("INSERT INTO identity.merge_log SELECT * FROM _log_out")
             changes.log(conn, PRODUCER, REGION_PROFILES_SQL if within_region else None)
             if built.rebased:
                 basis.keep(conn, run_id)
-            increment.keep(conn, state)
+            increment.keep(conn, state, whole=not within_region)
         except Exception:
             conn.rollback()
             raise
