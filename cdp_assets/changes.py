@@ -1,13 +1,13 @@
 """Change logs: the keys a build rewrote, so that a build reading its table follows them instead of rebuilding whole.
 
 A producer (a staging entity, the identity graph) logs, in the transaction that writes its rows, each key it rewrote
-with the reference ids its old row held (`before`, so a follower finds what the row hung from before it moved), all
-under one number from a sequence that never goes back. A whole rewrite logs one row with no key instead, which
-supersedes the producer's older rows. A follower (person profiles) keeps, in the transaction that writes its own
-rows, the number it has read through and a fingerprint of what built it: its next build follows the keys logged since,
-or is whole when a producer it reads rewrote whole since, when its fingerprint differs, or when it has no earlier
-build. Rows every follower has read are dropped. An erasure empties the log and the positions (privacy/erasure.py): a
-key it names goes, and every follower's next build is whole.
+with the ids its old row held (`before`: a staged row's key and `*_id` columns, so a follower finds what the row hung
+from before it moved), all under one number from a sequence that never goes back. A whole rewrite logs one row with
+no key instead, which supersedes the producer's older rows. A follower (identifiers, person profiles) keeps, in the
+transaction that writes its own rows, the number it has read through and a fingerprint of what built it: its next
+build follows the keys logged since, or is whole when a producer it reads rewrote whole since, when its fingerprint
+differs, or when it has no earlier build. Rows every follower has read are dropped. An erasure empties the log and
+the positions (privacy/erasure.py): a key it names goes, and every follower's next build is whole.
 """
 
 from __future__ import annotations

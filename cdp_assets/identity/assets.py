@@ -55,7 +55,7 @@ def build_identifiers_asset(staging_keys: list[AssetKey]) -> AssetsDefinition:
         started = time.monotonic()
         with context.resources.warehouse.get_connection() as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS identity")
-            counts = identifiers.build(conn, rules.load())
+            counts = identifiers.build(conn, rules.load(), follow=True)
         return MaterializeResult(metadata={**counts, "seconds": round(time.monotonic() - started, 3)})
 
     return identity_identifiers

@@ -8,6 +8,11 @@ a later run normalises only the values it has not met (the bulk of the layer's t
 otherwise); a change to either (or to email-validator's or phonenumbers' version) starts the memo
 afresh. It holds only values some current record carries, so it keeps no one a record
 no longer names; rejected values are not kept, and are judged again each run.
+
+The asset follows the change log (cdp_assets/changes.py): an hourly build reads only the records the staging builds
+rewrote since its last one (each as keyed now and as keyed before), replaces their rows, and forgets the memo's values
+only they carried; the first build, a whole rewrite of a staging table it reads, or changed rules or code read every
+record.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -23,12 +29,29 @@ import email_validator
 import pandas as pd
 import phonenumbers
 
+from cdp_assets import changes
 from cdp_assets.identity import normalise
 from cdp_assets.identity.rules import Rules
 from cdp_assets.warehouse_access import has_tables
+from resources import primary_key
 
 IDENTIFIERS_TABLE = "identity.identifiers"
+FOLLOWER = IDENTIFIERS_TABLE
 MEMO_TABLE = "identity.normalised_values"
+CHANGED = "_changed_records"  # TEMP (stream, record_id): the records a following build reads
+# A source's rows a following build reads: its records the staging builds rewrote, as keyed now and as keyed before.
+CHANGED_SQL = """
+SELECT $stream_{i} AS stream, s.{key}::VARCHAR AS record_id
+FROM {followed} f JOIN {table} s ON s.{primary_key}::VARCHAR = f.key WHERE f.producer = $entity_{i}
+UNION
+SELECT $stream_{i}, json_extract_string(f.before, $path_{i}) FROM {followed} f WHERE f.producer = $entity_{i}"""
+WITHIN_CHANGED = f"{{key}}::VARCHAR IN (SELECT record_id FROM {CHANGED} WHERE stream = $stream_{{i}})"
+# The values only the changed records carried before may be carried by no record now: the memo's rows to look for.
+FORGETTABLE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _forgettable AS
+SELECT DISTINCT raw_value FROM {IDENTIFIERS_TABLE} WHERE (stream, record_id) IN (FROM {CHANGED})
+"""
+CARRYING_FORGETTABLE = "{column}::VARCHAR IN (SELECT raw_value FROM _forgettable)"
 
 MEMO_SQL = f"""
 CREATE TABLE IF NOT EXISTS {MEMO_TABLE} (
@@ -50,6 +73,10 @@ SELECT NULL::VARCHAR AS stream, NULL::VARCHAR AS record_id, NULL::VARCHAR AS id_
 FORGET_UNOBSERVED_SQL = f"""
 DELETE FROM {MEMO_TABLE} m WHERE NOT EXISTS (SELECT 1 FROM _observations o WHERE {SAME_VALUE})
 """
+FORGET_NO_LONGER_CARRIED_SQL = f"""
+DELETE FROM {MEMO_TABLE} m WHERE raw_value IN (SELECT raw_value FROM _forgettable)
+  AND NOT EXISTS (SELECT 1 FROM _still_carried o WHERE {SAME_VALUE})
+"""
 
 
 def _fingerprint(rules: Rules) -> str:
@@ -62,8 +89,9 @@ def _fingerprint(rules: Rules) -> str:
     return hashlib.sha256(f"{stated}\n{libraries}\n{inspect.getsource(normalise)}".encode()).hexdigest()[:16]
 
 
-def _observations_sql(rules: Rules, params: dict[str, str]) -> str:
-    """One row per (record, identifier column) with its raw value, from the staging tables.
+def _observations_sql(rules: Rules, params: dict[str, str], where: str = "true") -> str:
+    """One row per (record, identifier column) with its raw value, from the staging tables, of the rows `where`
+    holds (a condition formatted with the source's `key`, the identifier's `column` and the source's number `i`).
 
     Table and column names come from the rules; stream and type names go in as parameters."""
     selects = []
@@ -75,13 +103,14 @@ def _observations_sql(rules: Rules, params: dict[str, str]) -> str:
                 f"SELECT $stream_{i} AS stream, {source.key}::VARCHAR AS record_id, $type_{i}_{j} AS id_type, "
                 f"{column}::VARCHAR AS raw_value, {region}::VARCHAR AS region, {source.observed_at} AS observed_at, "
                 f"source_updated_at AS last_seen_at "
-                f"FROM {source.table} WHERE {column} IS NOT NULL"
+                f"FROM {source.table} WHERE {column} IS NOT NULL AND {where.format(key=source.key, column=column, i=i)}"
             )
     return "\nUNION ALL\n".join(selects) or NO_OBSERVATIONS  # a person file may carry no identifier
 
 
-def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:
-    """Each record of a stream with a record type is itself an identifier (its source id)."""
+def _record_nodes_sql(rules: Rules, params: dict[str, str], where: str = "true") -> str:
+    """Each record of a stream with a record type is itself an identifier (its source id), of the rows `where` holds
+    (formatted with the source's `key` and number `i`)."""
     selects = []
     for i, source in enumerate(rules.sources):
         if source.record_type:
@@ -89,9 +118,37 @@ def _record_nodes_sql(rules: Rules, params: dict[str, str]) -> str:
             selects.append(
                 f"SELECT $stream_{i} AS stream, {source.key}::VARCHAR AS record_id, $record_type_{i} AS id_type, "
                 f"{source.key}::VARCHAR AS value, {source.key}::VARCHAR AS raw_value, "
-                f"{source.observed_at} AS observed_at, source_updated_at AS last_seen_at FROM {source.table}"
+                f"{source.observed_at} AS observed_at, source_updated_at AS last_seen_at FROM {source.table} "
+                f"WHERE {where.format(key=source.key, i=i)}"
             )
     return "\nUNION ALL\n".join(selects)
+
+
+def _producers(rules: Rules) -> list[str]:
+    """The staging entities (producers in the change log) of the rules' sources."""
+    return [source.table.removeprefix("staging.") for source in rules.sources]
+
+
+def _position(conn: duckdb.DuckDBPyConnection, rules: Rules) -> changes.Position:
+    """Where a following build stands (changes.follow); whole as well when a table it writes is missing."""
+    fingerprint = changes.code_fingerprint([Path(__file__)], _fingerprint(rules))
+    position = changes.follow(conn, FOLLOWER, _producers(rules), fingerprint)
+    if position.whole is None and not has_tables(conn, "identity", "identifiers", "normalised_values"):
+        return changes.Position(FOLLOWER, position.through, fingerprint, "no earlier build")
+    return position
+
+
+def _changed_records(conn: duckdb.DuckDBPyConnection, rules: Rules) -> int:
+    """TEMP CHANGED from the followed changes; returns how many records it holds."""
+    branches, params = [], {}
+    for i, source in enumerate(rules.sources):
+        entity = source.table.removeprefix("staging.")
+        params |= {f"stream_{i}": source.stream, f"entity_{i}": entity, f"path_{i}": f"$.{source.key}"}
+        branches.append(CHANGED_SQL.format(i=i, key=source.key, table=source.table, primary_key=primary_key(entity),
+                                           followed=changes.FOLLOWED))
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT * FROM (" + "\nUNION\n".join(branches)
+                 + ") WHERE record_id IS NOT NULL", params)
+    return conn.execute(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0]
 
 
 def value_forms(id_type: str, raw: str, region: str | None, rules: Rules) -> list[tuple[str, str]]:
@@ -143,35 +200,55 @@ def known_forms(conn: duckdb.DuckDBPyConnection, observed: str, rules: Rules) ->
     return pd.concat([known, normal_forms(unmet, rules)], ignore_index=True)
 
 
-def build(conn: duckdb.DuckDBPyConnection, rules: Rules) -> dict[str, int]:
-    """Write identity.identifiers; returns counts for the asset's metadata."""
+def build(conn: duckdb.DuckDBPyConnection, rules: Rules, follow: bool = False) -> dict[str, int]:
+    """Write identity.identifiers and the memo in one transaction: whole, or, when asked to `follow` the change log
+    (the asset, on rules.yaml's sources), the rows of the records changed since its last build where it can; returns
+    counts for the asset's metadata."""
+    position = _position(conn, rules) if follow else None
+    following = position is not None and position.whole is None
+    within = WITHIN_CHANGED if following else "true"
+    records_read = _changed_records(conn, rules) if following else None
     observation_params: dict[str, str] = {}
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _observations AS {_observations_sql(rules, observation_params)}",
+        f"CREATE OR REPLACE TEMP TABLE _observations AS {_observations_sql(rules, observation_params, within)}",
         observation_params,
     )
+    if following:
+        conn.execute(FORGETTABLE_SQL)
+        still_params: dict[str, str] = {}
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _still_carried AS "
+                     f"{_observations_sql(rules, still_params, CARRYING_FORGETTABLE)}", still_params)
     fingerprint = _fingerprint(rules)
-    conn.execute(MEMO_SQL, {"fingerprint": fingerprint})
-    unmet = conn.execute(UNMET_SQL).df()
-    conn.register("_normalised_view", normal_forms(unmet, rules))
-    conn.execute(f"INSERT INTO {MEMO_TABLE} SELECT $fingerprint, * FROM _normalised_view", {"fingerprint": fingerprint})
-    conn.unregister("_normalised_view")
-    conn.execute(FORGET_UNOBSERVED_SQL)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _normalised AS SELECT * EXCLUDE (fingerprint) FROM {MEMO_TABLE}")
-    node_params: dict[str, str] = {}
-    record_nodes = _record_nodes_sql(rules, node_params)
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS
-        SELECT DISTINCT o.stream, o.record_id, n.id_type, n.value, o.raw_value, o.observed_at, o.last_seen_at
-        FROM _observations o
-        JOIN _normalised n ON n.source_type = o.id_type AND n.raw_value = o.raw_value
-                          AND n.region IS NOT DISTINCT FROM o.region
-        UNION ALL
-        {record_nodes}
-        """,
-        node_params,
-    )
+    conn.begin()
+    try:
+        conn.execute(MEMO_SQL, {"fingerprint": fingerprint})
+        unmet = conn.execute(UNMET_SQL).df()
+        conn.register("_normalised_view", normal_forms(unmet, rules))
+        conn.execute(f"INSERT INTO {MEMO_TABLE} SELECT $fingerprint, * FROM _normalised_view",
+                     {"fingerprint": fingerprint})
+        conn.unregister("_normalised_view")
+        conn.execute(FORGET_NO_LONGER_CARRIED_SQL if following else FORGET_UNOBSERVED_SQL)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _normalised AS SELECT * EXCLUDE (fingerprint) FROM {MEMO_TABLE}")
+        node_params: dict[str, str] = {}
+        record_nodes = _record_nodes_sql(rules, node_params, within)
+        rows = f"""
+            SELECT DISTINCT o.stream, o.record_id, n.id_type, n.value, o.raw_value, o.observed_at, o.last_seen_at
+            FROM _observations o
+            JOIN _normalised n ON n.source_type = o.id_type AND n.raw_value = o.raw_value
+                              AND n.region IS NOT DISTINCT FROM o.region
+            UNION ALL
+            {record_nodes}"""
+        if following:
+            conn.execute(f"DELETE FROM {IDENTIFIERS_TABLE} WHERE (stream, record_id) IN (FROM {CHANGED})")
+            conn.execute(f"INSERT INTO {IDENTIFIERS_TABLE} {rows}", node_params)
+        else:
+            conn.execute(f"CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS {rows}", node_params)
+        if position is not None:
+            changes.keep(conn, position)
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()
     rejected = conn.execute(
         """
         SELECT count(*) FROM (SELECT DISTINCT id_type, raw_value, region FROM _observations) d
@@ -189,5 +266,7 @@ def build(conn: duckdb.DuckDBPyConnection, rules: Rules) -> dict[str, int]:
         ),
         "raw_values_normalised": len(unmet),
         "values_rejected": int(rejected),
+        "followed_changes": following,
+        **({"records_read": records_read} if records_read is not None else {}),
         **{f"distinct_{k}": int(v) for k, v in counts.items()},
     }

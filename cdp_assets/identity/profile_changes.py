@@ -17,7 +17,7 @@ import duckdb
 from cdp_assets import changes, glossary
 from cdp_assets.identity import resolution
 from cdp_assets.warehouse_access import has_tables
-from resources import SOURCES
+from resources import primary_key
 
 FOLLOWER = "identity.person_profiles"
 AFFECTED = "_affected_profiles"  # TEMP (profile_id): the profiles a following build makes again
@@ -45,21 +45,12 @@ JOIN identity.record_profiles rp ON rp.stream = $stream_{n} AND rp.record_id = o
 CODE = [Path(__file__).parent, glossary.MACROS, Path(glossary.__file__)]
 
 
-def _entity_table(entity: str) -> tuple[str, str]:
-    """The staging table of an entity and its primary key."""
-    for source, resource in SOURCES.items():
-        for stream in resource.streams.values():
-            if f"{source}__{stream.entity}" == entity:
-                return f"staging.{entity}", stream.primary_key
-    raise KeyError(entity)
-
-
 def affected_sql() -> tuple[str, dict[str, str]]:
     """The query filling AFFECTED from the followed changes, and its parameters."""
     branches = [f"SELECT key FROM {changes.FOLLOWED} WHERE producer = $graph"]
     params = {"graph": resolution.PRODUCER}
     for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
-        table, key = _entity_table(entity)
+        table, key = f"staging.{entity}", primary_key(entity)
         params |= {f"entity_{n}": entity, f"stream_{n}": stream, f"path_{n}": f"$.{column}"}
         branches.append(OWNER_SQL.format(column=column, table=table, key=key, followed=changes.FOLLOWED, n=n))
     return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
