@@ -1,19 +1,25 @@
 """Change logs: the keys a build rewrote, so that a build reading its table follows them instead of rebuilding whole.
 
 A producer (a staging entity, the identity graph) logs, in the transaction that writes its rows, each key it rewrote
-with the ids its old row held (`before`: a staged row's key and `*_id` columns, so a follower finds what the row hung
-from before it moved), all under one number from a sequence that never goes back. A whole rewrite logs one row with
-no key instead, which supersedes the producer's older rows. A follower (identifiers, person profiles) keeps, in the
-transaction that writes its own rows, the number it has read through and a fingerprint of what built it: its next
+with the ids its old row was linked by (`before`: a staged row's key and its stream's `linked_ids`, so a follower
+finds what the row hung from before it moved), all under one number from a sequence that never goes back. A whole
+rewrite logs one row with no key instead, which supersedes the producer's older rows. A follower (identifiers, person
+profiles) keeps, in the transaction that writes its own rows, the number it has read through, a fingerprint of what
+built it and the moment it judged the clock by (`as_of`, for what turns from future to past between builds): its next
 build follows the keys logged since, or is whole when a producer it reads rewrote whole since, when its fingerprint
 differs, or when it has no earlier build. Rows every follower has read are dropped. An erasure empties the log and
 the positions (privacy/erasure.py): a key it names goes, and every follower's next build is whole.
+
+Numbers are taken in the order producers commit because one run writes the warehouse at a time (DuckDB's one writer;
+`schedules/dagster.yaml` runs one run at a time, its steps one after another): a follower never reads past a number a
+producer still holds uncommitted.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -27,13 +33,14 @@ CREATE TABLE IF NOT EXISTS {LOG} (
     producer VARCHAR NOT NULL,  -- a staging entity ("hubspot__contacts") or "identity.graph"
     change BIGINT NOT NULL,     -- the build's number: later builds have higher ones
     key VARCHAR,                -- a rewritten row's key; NULL: the producer rewrote everything
-    before JSON                 -- the ids the row held before this build (NULL: it had no row)
+    before JSON                 -- the ids the row was linked by before this build (NULL: it had no row)
 );
 CREATE TABLE IF NOT EXISTS {POSITIONS} (
     follower VARCHAR PRIMARY KEY,
     change BIGINT NOT NULL,     -- the last change its last build read
     fingerprint VARCHAR NOT NULL
 );
+ALTER TABLE {POSITIONS} ADD COLUMN IF NOT EXISTS as_of TIMESTAMPTZ;  -- the moment its last build judged the clock by
 """
 FOLLOWED = "_followed"  # TEMP (producer, key, before): the changes a following build reads
 
@@ -45,57 +52,70 @@ def log(conn: duckdb.DuckDBPyConnection, producer: str, keys: str | None) -> Non
     if keys is None:
         conn.execute(f"DELETE FROM {LOG} WHERE producer = $producer", {"producer": producer})
         keys = "SELECT NULL AS key, NULL AS before"
-    conn.execute(
-        f"INSERT INTO {LOG} SELECT $producer, nextval('staging._change_numbers'), key, before FROM ({keys})",
-        {"producer": producer},
-    )
+    [(number,)] = conn.execute("SELECT nextval('staging._change_numbers')").fetchall()
+    conn.execute(f"INSERT INTO {LOG} SELECT $producer, $number, key, before FROM ({keys})",
+                 {"producer": producer, "number": number})
 
 
 @dataclass(frozen=True)
 class Position:
-    """Where a following build stands: the last change it reads, and why it is whole (None: it follows FOLLOWED)."""
+    """Where a following build stands: the last change it reads, the moment it judges the clock by, and why it is
+    whole (None: it follows FOLLOWED, and `since` is the moment its last build judged the clock by)."""
 
     follower: str
     through: int
     fingerprint: str
-    whole: str | None
+    as_of: datetime
+    whole: str | None = None
+    since: datetime | None = None
+
+    def rebuilt(self, why: str) -> Position:
+        """This position for a whole build, for the reason `why`."""
+        return replace(self, whole=why, since=None)
 
 
 def follow(conn: duckdb.DuckDBPyConnection, follower: str, producers: list[str], fingerprint: str) -> Position:
     """Where `follower`'s build stands; when it follows, TEMP FOLLOWED holds the changes since its last build."""
     conn.execute(SETUP_SQL)
-    [(through,)] = conn.execute(f"SELECT coalesce(max(change), 0) FROM {LOG}").fetchall()
-    kept = conn.execute(f"SELECT change, fingerprint FROM {POSITIONS} WHERE follower = $f", {"f": follower}).fetchall()
-    if not kept:
-        return Position(follower, through, fingerprint, "no earlier build")
+    [(through, as_of)] = conn.execute(f"SELECT coalesce(max(change), 0), now() FROM {LOG}").fetchall()
+    kept = conn.execute(f"SELECT change, fingerprint, as_of FROM {POSITIONS} WHERE follower = $f",
+                        {"f": follower}).fetchall()  # fmt: skip
+    position = Position(follower, max(through, kept[0][0] if kept else 0), fingerprint, as_of)
+    if not kept or kept[0][2] is None:
+        return position.rebuilt("no earlier build")
     if kept[0][1] != fingerprint:
-        return Position(follower, through, fingerprint, "its code or rules changed")
+        return position.rebuilt("its code or rules changed")
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {FOLLOWED} AS SELECT producer, key, before FROM {LOG}"
         " WHERE change > $since AND change <= $through AND list_contains($producers, producer)",
-        {"since": kept[0][0], "through": through, "producers": producers},
+        {"since": kept[0][0], "through": position.through, "producers": producers},
     )
     rewritten = conn.execute(f"SELECT DISTINCT producer FROM {FOLLOWED} WHERE key IS NULL ORDER BY 1").fetchall()
     if rewritten:
-        return Position(follower, through, fingerprint, "rewritten whole: " + ", ".join(p for (p,) in rewritten))
-    return Position(follower, through, fingerprint, None)
+        return position.rebuilt("rewritten whole: " + ", ".join(p for (p,) in rewritten))
+    return replace(position, since=kept[0][2])
 
 
 def keep(conn: duckdb.DuckDBPyConnection, position: Position) -> None:
     """The follower's position after its build, in the caller's transaction; the log's rows every follower has
     read go."""
     conn.execute(
-        f"INSERT OR REPLACE INTO {POSITIONS} VALUES ($follower, $change, $fingerprint)",
-        {"follower": position.follower, "change": position.through, "fingerprint": position.fingerprint},
+        f"INSERT OR REPLACE INTO {POSITIONS} (follower, change, fingerprint, as_of)"
+        " VALUES ($follower, $change, $fingerprint, $as_of)",
+        {"follower": position.follower, "change": position.through, "fingerprint": position.fingerprint,
+         "as_of": position.as_of},
     )
     conn.execute(f"DELETE FROM {LOG} WHERE change <= (SELECT min(change) FROM {POSITIONS})")
 
 
 def code_fingerprint(paths: list[Path], *facts: str) -> str:
-    """A fingerprint of code and rules: every file under `paths` (folders searched whole), and `facts` such as the
-    versions of the libraries that run it."""
+    """A fingerprint of code and rules: every file under `paths` (folders searched whole) by its path and contents,
+    and `facts` such as the versions of the libraries that run it. Taken once, as a module loads or a run starts, so
+    a file saved while a run works marks its next build whole instead of vouching for this one."""
     digest = hashlib.sha256("\0".join(facts).encode())
-    files = {f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file() and f.suffix != ".pyc"}
-    for path in sorted(files):
-        digest.update(path.name.encode() + path.read_bytes())
+    files = {(f.relative_to(p.parent).as_posix(), f) for p in paths
+             for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file() and f.suffix != ".pyc"}  # fmt: skip
+    for name, path in sorted(files):
+        content = path.read_bytes()
+        digest.update(f"\0{name}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()[:16]

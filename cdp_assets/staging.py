@@ -174,12 +174,12 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         SELECT c.record_id, c.is_deleted, f.failed_checks, $raw_table AS raw_table,
                c.landing_id AS raw_landing_id, $run_id AS run_id, now() AS quarantined_at
         FROM _candidates c JOIN _failed f USING (_row)"""
-    # The records this build recomputes, each with the ids its staged row held before (what it hung from).
-    ids = ", ".join(dict.fromkeys([stream.primary_key, *(c.name for c in MAPPINGS[entity] if c.name.endswith("_id"))]))
+    # The records this build recomputes and the staged rows it replaces, each with the ids its row was linked by.
+    ids = ", ".join(dict.fromkeys([stream.primary_key, *stream.linked_ids]))
     changed_keys = f"""
-        SELECT k.key, b.before
+        SELECT key, b.before
         FROM (SELECT DISTINCT record_id::VARCHAR AS key FROM _candidates WHERE record_id IS NOT NULL) k
-        LEFT JOIN (SELECT {stream.primary_key}::VARCHAR AS key, to_json(struct_pack({ids})) AS before FROM {target}
+        FULL JOIN (SELECT {stream.primary_key}::VARCHAR AS key, to_json(struct_pack({ids})) AS before FROM {target}
                    WHERE _landing_id IN (SELECT landing_id FROM _changed)) b USING (key)"""
 
     @asset(

@@ -113,11 +113,11 @@ class _Settings:
         )
 
 
-
 def primary_key(entity: str) -> str:
     """The key column of a staging entity ("<source>__<entity>")."""
     source, name = entity.split("__", 1)
     return next(stream.primary_key for stream in SOURCES[source].streams.values() if stream.entity == name)
+
 
 def pacing_variable(resource: str) -> str:
     """The variable setting the calls per window of a connector that paces itself (an account on a higher plan,

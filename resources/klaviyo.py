@@ -81,6 +81,7 @@ STREAMS: dict[str, StreamSpec] = {
         "event_id",
         "Klaviyo email events (received, opened, clicked, bounced).",
         tombstone_missing=False,
+        linked_ids=("profile_id",),
     ),
     "metrics": StreamSpec("metrics", "metrics", "metric_id", "Klaviyo metrics: the names of event types."),
 }

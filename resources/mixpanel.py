@@ -28,7 +28,8 @@ REREAD_DAYS = 1  # recent days read again on the next pull, for late events
 
 STREAMS: dict[str, StreamSpec] = {
     "events": StreamSpec(
-        "events", "events", "event_id", "Mixpanel product events (raw export).", tombstone_missing=False
+        "events", "events", "event_id", "Mixpanel product events (raw export).", tombstone_missing=False,
+        linked_ids=("insert_id",),
     ),
 }
 

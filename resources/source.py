@@ -186,6 +186,10 @@ class StreamSpec:
     # Payload paths the source moves on every change of a record (its change times): a version differing from the
     # one before only there, and in what a sync wrote, is the sync's write coming back (cdp_assets/echoes.py).
     change_times: tuple[str, ...] = ()
+    # Staging columns naming the records a row hangs from (an invoice's customer), or another key it is known by (an
+    # event's `$insert_id`): the change log keeps them of a row a build replaced, so what followed the row finds
+    # where it hung before (cdp_assets/changes.py). Ids only: the log keeps nothing else of the row.
+    linked_ids: tuple[str, ...] = ()
 
 
 class SourceResource(ServiceResource):

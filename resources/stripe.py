@@ -71,9 +71,12 @@ ENDPOINTS: dict[str, StripeEndpoint] = {
 STREAMS: dict[str, StreamSpec] = {
     "customers": StreamSpec("customers", "customers", "customer_id", "Stripe customers (billing accounts)."),
     "subscriptions": StreamSpec(
-        "subscriptions", "subscriptions", "subscription_id", "Stripe subscriptions, canceled ones included."
+        "subscriptions", "subscriptions", "subscription_id", "Stripe subscriptions, canceled ones included.",
+        linked_ids=("customer_id",),
     ),
-    "invoices": StreamSpec("invoices", "invoices", "invoice_id", "Stripe invoices with amounts in cents."),
+    "invoices": StreamSpec(
+        "invoices", "invoices", "invoice_id", "Stripe invoices with amounts in cents.", linked_ids=("customer_id",)
+    ),
 }
 
 

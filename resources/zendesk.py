@@ -32,7 +32,10 @@ STREAMS: dict[str, StreamSpec] = {
         "users", "users", "user_id", "Zendesk end users (requesters).", tombstone_missing=False,
         change_times=("updated_at",),
     ),
-    "tickets": StreamSpec("tickets", "tickets", "ticket_id", "Zendesk support tickets.", tombstone_missing=False),
+    "tickets": StreamSpec(
+        "tickets", "tickets", "ticket_id", "Zendesk support tickets.", tombstone_missing=False,
+        linked_ids=("requester_id",),
+    ),
 }
 
 

@@ -38,6 +38,7 @@ from resources import primary_key
 IDENTIFIERS_TABLE = "identity.identifiers"
 FOLLOWER = IDENTIFIERS_TABLE
 MEMO_TABLE = "identity.normalised_values"
+CODE = changes.code_fingerprint([Path(__file__)])  # this module as the process loaded it
 CHANGED = "_changed_records"  # TEMP (stream, record_id): the records a following build reads
 # A source's rows a following build reads: its records the staging builds rewrote, as keyed now and as keyed before.
 CHANGED_SQL = """
@@ -131,10 +132,9 @@ def _producers(rules: Rules) -> list[str]:
 
 def _position(conn: duckdb.DuckDBPyConnection, rules: Rules) -> changes.Position:
     """Where a following build stands (changes.follow); whole as well when a table it writes is missing."""
-    fingerprint = changes.code_fingerprint([Path(__file__)], _fingerprint(rules))
-    position = changes.follow(conn, FOLLOWER, _producers(rules), fingerprint)
+    position = changes.follow(conn, FOLLOWER, _producers(rules), f"{CODE} {_fingerprint(rules)}")
     if position.whole is None and not has_tables(conn, "identity", "identifiers", "normalised_values"):
-        return changes.Position(FOLLOWER, position.through, fingerprint, "no earlier build")
+        return position.rebuilt("no earlier build")
     return position
 
 

@@ -3,9 +3,11 @@
 A profile is made again when the graph rewrote it (it retired, gained or lost records) or when a staged row it reads
 changed: a person record of its own, or a row hanging from one (a subscription or invoice from its Stripe customer,
 a ticket from its requester, an email event from its Klaviyo profile), as the row hangs now and as it hung before
-the change. A changed row of an entity no profile hangs it from (Klaviyo's metrics, which name every event), a whole
-rewrite of any table it reads, a change to the code or rules that make profiles, or a first build makes them all
-again. The nightly run makes them all again too: it replays staging and resolves the graph whole.
+the change; and when a time its profile judges against the clock (CLOCKED: a record's creation or change, a product
+or email event) turned from future to past since the last build. A changed row of an entity no profile hangs it from
+(Klaviyo's metrics, which name every event), a whole rewrite of any table it reads, a change to the code or rules that
+make profiles, or a first build makes them all again. The nightly run makes them all again too: it replays staging
+and resolves the graph whole.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import duckdb
 
 from cdp_assets import changes, glossary
 from cdp_assets.identity import resolution
+from cdp_assets.staging import staging_table
 from cdp_assets.warehouse_access import has_tables
 from resources import primary_key
 
@@ -42,39 +45,55 @@ FROM (SELECT s.{column}::VARCHAR AS record_id FROM {followed} f JOIN {table} s O
       UNION
       SELECT json_extract_string(f.before, $path_{n}) FROM {followed} f WHERE f.producer = $entity_{n}) o
 JOIN identity.record_profiles rp ON rp.stream = $stream_{n} AND rp.record_id = o.record_id"""
-CODE = [Path(__file__).parent, glossary.MACROS, Path(glossary.__file__)]
+# The times the profiles compare with the moment they are built (`$as_of` in sql/person_records.sql's dates,
+# person_profiles.sql and email_events.sql): a future one counts once it has passed.
+CLOCKED = {
+    "stripe__customers": ("created_at",),
+    "hubspot__contacts": ("created_at", "updated_at"),
+    "zendesk__users": ("created_at", "updated_at"),
+    "klaviyo__profiles": ("created_at", "updated_at"),
+    "mixpanel__events": ("occurred_at",),
+    "klaviyo__events": ("occurred_at",),
+}
+CLOCKED_SQL = """
+SELECT rp.profile_id FROM {table} s
+JOIN identity.record_profiles rp ON rp.stream = $stream_{n} AND rp.record_id = s.{column}::VARCHAR
+WHERE s.{time} > $since AND s.{time} <= $as_of"""
+# What makes profiles, as this process loaded it.
+FINGERPRINT = changes.code_fingerprint([Path(__file__).parent, glossary.MACROS, Path(glossary.__file__)],
+                                       f"duckdb {duckdb.__version__}")
 
 
-def affected_sql() -> tuple[str, dict[str, str]]:
-    """The query filling AFFECTED from the followed changes, and its parameters."""
+def affected_sql(position: changes.Position) -> tuple[str, dict[str, object]]:
+    """The query filling AFFECTED from the followed changes and the clock's move since the last build (a following
+    `position`), and its parameters."""
     branches = [f"SELECT key FROM {changes.FOLLOWED} WHERE producer = $graph"]
-    params = {"graph": resolution.PRODUCER}
+    params: dict[str, object] = {"graph": resolution.PRODUCER, "since": position.since, "as_of": position.as_of}
     for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
-        table, key = f"staging.{entity}", primary_key(entity)
+        table, key = staging_table(*entity.split("__")), primary_key(entity)
         params |= {f"entity_{n}": entity, f"stream_{n}": stream, f"path_{n}": f"$.{column}"}
         branches.append(OWNER_SQL.format(column=column, table=table, key=key, followed=changes.FOLLOWED, n=n))
+        branches += [CLOCKED_SQL.format(table=table, column=column, time=time, n=n) for time in CLOCKED.get(entity, ())]
     return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
 
 
 def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Position:
     """TEMP SCOPE: every record, or, when the profiles follow their changes, the records of the AFFECTED
     profiles; `entities`, the staging entities they read. Returns the position to keep after the build."""
-    producers = [*entities, resolution.PRODUCER]
-    position = changes.follow(conn, FOLLOWER, producers, changes.code_fingerprint(CODE))
+    position = changes.follow(conn, FOLLOWER, [*entities, resolution.PRODUCER], FINGERPRINT)
     if position.whole is None and not has_tables(conn, *FOLLOWER.split(".")):
-        position = changes.Position(FOLLOWER, position.through, position.fingerprint, "no earlier build")
+        position = position.rebuilt("no earlier build")
     if position.whole is None:
         unowned = conn.execute(
             f"SELECT DISTINCT producer FROM {changes.FOLLOWED} WHERE NOT list_contains($owned, producer) ORDER BY 1",
             {"owned": [*OWNERS, resolution.PRODUCER]},
         ).fetchall()
         if unowned:
-            position = changes.Position(FOLLOWER, position.through, position.fingerprint,
-                                        "changed, hung from no profile: " + ", ".join(p for (p,) in unowned))
+            position = position.rebuilt("changed, hung from no profile: " + ", ".join(p for (p,) in unowned))
     if position.whole is not None:
         whole_scope(conn)
         return position
-    sql, params = affected_sql()
+    sql, params = affected_sql(position)
     conn.execute(sql, params)
     conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS SELECT * FROM identity.record_profiles"
                  f" WHERE profile_id IN (FROM {AFFECTED})")

@@ -9,6 +9,7 @@ and decided by `choose_survivors` (trust order, and the agreement rule of rules.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -234,18 +235,18 @@ def pivot_traits(conn: duckdb.DuckDBPyConnection, traits: dict[str, tuple[Candid
     conn.execute(PIVOT_SQL.format(columns=columns), {f"trait_{k}": name for k, name in enumerate(traits)})
 
 
-def prepare(conn: duckdb.DuckDBPyConnection) -> None:
+def prepare(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
     """The temp tables both person profiles and email addresses read, over the records of the build's scope
-    (profile_changes.SCOPE): records with liveness, email events."""
+    (profile_changes.SCOPE): records with liveness, email events (past or not at `as_of`)."""
     conn.execute((SQL / "person_records.sql").read_text())
-    conn.execute((SQL / "email_events.sql").read_text(), EMAIL_METRICS)
+    conn.execute((SQL / "email_events.sql").read_text(), {**EMAIL_METRICS, "as_of": as_of})
 
 
 def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     """Make the profiles the change log reaches again (profile_changes.py), or all of them; their rows replace the
     old ones, and the log's position is kept, in one transaction. Returns the build's position."""
     position = profile_changes.scope(conn, [f"{source}__{entity}" for source, entity in PERSON_STAGING])
-    prepare(conn)
+    prepare(conn, position.as_of)
     sql, params = traits_sql(TRAITS)
     conn.execute(sql, params)
     choose_survivors(conn, load_rules().agreement)
@@ -259,22 +260,28 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
             "ended_statuses": list(ENDED_STATUSES),
             "closed_ticket_statuses": list(CLOSED_TICKET_STATUSES),
             "lifecycle_funnel": list(LIFECYCLE_FUNNEL),
+            "as_of": position.as_of,
         },
     )
     conn.begin()
-    if position.whole is None:
-        conn.execute(f"DELETE FROM identity.person_profiles WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
-        conn.execute("INSERT INTO identity.person_profiles BY NAME FROM _person_profiles")
-    else:
-        conn.execute("CREATE OR REPLACE TABLE identity.person_profiles AS FROM _person_profiles ORDER BY profile_id")
-    changes.keep(conn, position)
+    try:
+        if position.whole is None:
+            conn.execute(f"DELETE FROM identity.person_profiles WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
+            conn.execute("INSERT INTO identity.person_profiles BY NAME FROM _person_profiles")
+        else:
+            conn.execute("CREATE OR REPLACE TABLE identity.person_profiles AS"
+                         " FROM _person_profiles ORDER BY profile_id")
+        changes.keep(conn, position)
+    except Exception:
+        conn.rollback()
+        raise
     conn.commit()
     return position
 
 
 def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> None:
     profile_changes.whole_scope(conn)
-    prepare(conn)
+    prepare(conn, datetime.now(UTC))
     conn.execute(
         (SQL / "email_addresses.sql").read_text(),
         {"free_mail_domains": list(FREE_MAIL_DOMAINS), "disposable_domains": list(DISPOSABLE_DOMAINS)},

@@ -128,8 +128,8 @@ EXEMPT: dict[str, str] = {
     "quarantine._known_fields": "the payload field names seen per entity",
     "staging._builds": "each entity's last build: a position in raw's landing order, a fingerprint and, after a "
     "replay, up to five ids of records that differed (the row goes with any erasure reaching the entity)",
-    changes.LOG: "the record and profile ids each build rewrote, and the ids their rows held before (emptied by "
-    "every erasure, so the builds that follow it are whole next time)",
+    changes.LOG: "the record and profile ids each build rewrote, with the ids of the records a replaced row hung "
+    "from (emptied by every erasure, so the builds that follow it are whole next time)",
     changes.POSITIONS: "how far each build that follows the change log has read it, and a fingerprint of its code",
     "quarantine.quality_history": "counts and rates per entity and run",
     "quarantine.quality_scorecard": "counts and rates per entity and run",

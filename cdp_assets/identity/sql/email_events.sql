@@ -5,7 +5,7 @@ CREATE OR REPLACE TEMP TABLE _email_events AS
 SELECT
     e.profile_id AS klaviyo_profile_id,
     e.occurred_at,
-    e.occurred_at <= now() AS is_past,  -- a future timestamp is a bad record: counted, never dated
+    e.occurred_at <= $as_of AS is_past,  -- a future timestamp is a bad record: counted, never dated
     list_contains($send_metrics, m.name) AS is_send,
     list_contains($open_metrics, m.name) AS is_open,
     list_contains($click_metrics, m.name) AS is_click,

@@ -1,5 +1,6 @@
 -- identity.person_profiles' rows: one golden record per profile_id of the build's scope (TEMP _scope_records).
--- Reads the temp tables _person_records, _profile_traits (survivorship winners) and _email_events (Klaviyo).
+-- Reads the temp tables _person_records, _profile_traits (survivorship winners) and _email_events (Klaviyo); a time
+-- after $as_of, the moment the build judges the clock by, is a bad record's.
 CREATE OR REPLACE TEMP TABLE _person_profiles AS
 WITH record_stats AS (
     SELECT
@@ -8,8 +9,8 @@ WITH record_stats AS (
         count(*) FILTER (WHERE stream <> 'mixpanel.events') AS records,
         count(*) FILTER (WHERE stream = 'mixpanel.events') AS product_events,
         list_sort(list_distinct(list(stream))) AS sources,
-        min(created_at) FILTER (WHERE created_at <= now()) AS first_seen_at,  -- future times are bad records
-        max(updated_at) FILTER (WHERE updated_at <= now()) AS last_seen_at
+        min(created_at) FILTER (WHERE created_at <= $as_of) AS first_seen_at,  -- future times are bad records
+        max(updated_at) FILTER (WHERE updated_at <= $as_of) AS last_seen_at
     FROM _person_records
     GROUP BY profile_id
 ),
@@ -87,7 +88,7 @@ first_touch AS (
         ) AS utm
     FROM _scope_records rp
     JOIN staging.mixpanel__events e ON e.insert_id = rp.record_id
-    WHERE rp.stream = 'mixpanel.events' AND NOT e.is_deleted AND e.occurred_at <= now()
+    WHERE rp.stream = 'mixpanel.events' AND NOT e.is_deleted AND e.occurred_at <= $as_of
       AND coalesce(e.utm_source, e.utm_medium, e.utm_campaign) IS NOT NULL
     GROUP BY rp.profile_id
 ),
