@@ -81,8 +81,10 @@ def follow(conn: duckdb.DuckDBPyConnection, follower: str, producers: list[str],
     kept = conn.execute(f"SELECT change, fingerprint, as_of FROM {POSITIONS} WHERE follower = $f",
                         {"f": follower}).fetchall()  # fmt: skip
     position = Position(follower, max(through, kept[0][0] if kept else 0), fingerprint, as_of)
-    if not kept or kept[0][2] is None:
+    if not kept:
         return position.rebuilt("no earlier build")
+    if kept[0][2] is None:
+        return position.rebuilt("no clock kept by its last build")
     if kept[0][1] != fingerprint:
         return position.rebuilt("its code or rules changed")
     conn.execute(

@@ -14,9 +14,11 @@ import duckdb
 from dagster import AssetKey, AssetSelection
 
 from cdp_assets import changes
-from cdp_assets.identity import identifiers
+from cdp_assets.identity import identifiers, profile_changes
 from cdp_assets.identity.profiles import build_person_profiles
 from cdp_assets.identity.rules import load as load_rules
+from cdp_assets.mappings import MAPPINGS
+from resources import SOURCES, primary_key
 from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
@@ -137,3 +139,23 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             assert identifiers.build(conn, load_rules(), follow=True)["followed_changes"] is False
             assert build_person_profiles(conn).whole == "no earlier build"
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
+
+
+def _logged_ids(entity: str) -> set[str]:
+    """The ids the change log keeps of a replaced row of `entity`: its key and its stream's linked_ids."""
+    source, name = entity.split("__", 1)
+    [stream] = [s for s in SOURCES[source].streams.values() if s.entity == name]
+    return {primary_key(entity), *stream.linked_ids}
+
+
+def test_the_log_keeps_every_id_a_follower_reads_of_a_replaced_row() -> None:
+    """A follower finds where a row hung before only through the ids the log kept: a column it reads that the
+    stream does not declare among its linked_ids would be NULL there, and the old owner never made again."""
+    read = {entity: {column} for entity, (_, column) in profile_changes.OWNERS.items()}
+    for source in load_rules().sources:
+        read.setdefault(source.table.removeprefix("staging."), set()).add(source.key)
+    for entity, columns in read.items():
+        assert columns <= _logged_ids(entity), (entity, columns - _logged_ids(entity))
+    for entity in {f"{s}__{st.entity}" for s, r in SOURCES.items() for st in r.streams.values()}:
+        mapped = {column.name for column in MAPPINGS[entity]}
+        assert _logged_ids(entity) - {primary_key(entity)} <= mapped, entity

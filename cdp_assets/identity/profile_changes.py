@@ -24,7 +24,7 @@ from resources import primary_key
 
 FOLLOWER = "identity.person_profiles"
 AFFECTED = "_affected_profiles"  # TEMP (profile_id): the profiles a following build makes again
-SCOPE = "_scope_records"  # TEMP (stream, record_id, profile_id): the records of the profiles a build makes
+SCOPE = "_scope_records"  # TEMP VIEW (stream, record_id, profile_id): the records of the profiles a build makes
 # Each staging entity the profiles read, as the stream of identity.record_profiles its rows hang from and the column
 # holding that stream's record id. Product events are keyed by `$insert_id` in the graph.
 OWNERS = {
@@ -95,11 +95,14 @@ def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Posit
         return position
     sql, params = affected_sql(position)
     conn.execute(sql, params)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM identity.record_profiles"
-                 f" WHERE profile_id IN (FROM {AFFECTED})")  # a table: each trait's candidates read it again
+    # The few records kept in a table, which each trait's candidates read again, rather than filtered from
+    # identity.record_profiles at every read.
+    conn.execute("CREATE OR REPLACE TEMP TABLE _scope_rows AS SELECT * FROM identity.record_profiles"
+                 f" WHERE profile_id IN (FROM {AFFECTED})")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS FROM _scope_rows")
     return position
 
 
 def whole_scope(conn: duckdb.DuckDBPyConnection) -> None:
     """TEMP SCOPE over every record: a whole build's, and that of the builds that do not follow changes."""
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM identity.record_profiles")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS SELECT * FROM identity.record_profiles")

@@ -130,7 +130,8 @@ EXEMPT: dict[str, str] = {
     "replay, up to five ids of records that differed (the row goes with any erasure reaching the entity)",
     changes.LOG: "the record and profile ids each build rewrote, with the ids of the records a replaced row hung "
     "from (emptied by every erasure, so the builds that follow it are whole next time)",
-    changes.POSITIONS: "how far each build that follows the change log has read it, and a fingerprint of its code",
+    changes.POSITIONS: "how far each build that follows the change log has read it, a fingerprint of its code and the "
+    "moment it judged the clock by",
     "quarantine.quality_history": "counts and rates per entity and run",
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
