@@ -43,6 +43,19 @@ CREATE TABLE IF NOT EXISTS {POSITIONS} (
 ALTER TABLE {POSITIONS} ADD COLUMN IF NOT EXISTS as_of TIMESTAMPTZ;  -- the moment its last build judged the clock by
 """
 FOLLOWED = "_followed"  # TEMP (producer, key, before): the changes a following build reads
+# The ids in one column of the followed rows of a staging entity, as the rows hold them now and held them before.
+LINKED_SQL = """
+SELECT s.{column}::VARCHAR AS record_id FROM {followed} f JOIN {table} s ON s.{key}::VARCHAR = f.key
+WHERE f.producer = $entity_{n}
+UNION
+SELECT json_extract_string(f.before, $path_{n}) FROM {followed} f WHERE f.producer = $entity_{n}"""
+
+
+def linked(table: str, key: str, entity: str, column: str, n: int) -> tuple[str, dict[str, str]]:
+    """A query of `record_id`: the ids in `column` of the followed rows of `entity` (staging `table`, keyed by `key`),
+    now and before their change; and its parameters, numbered `n` so that several can stand in one query."""
+    sql = LINKED_SQL.format(column=column, followed=FOLLOWED, table=table, key=key, n=n)
+    return sql, {f"entity_{n}": entity, f"path_{n}": f"$.{column}"}
 
 
 def log(conn: duckdb.DuckDBPyConnection, producer: str, keys: str | None) -> None:

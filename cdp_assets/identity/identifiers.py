@@ -40,12 +40,6 @@ FOLLOWER = IDENTIFIERS_TABLE
 MEMO_TABLE = "identity.normalised_values"
 CODE = changes.code_fingerprint([Path(__file__)])  # this module as the process loaded it
 CHANGED = "_changed_records"  # TEMP (stream, record_id): the records a following build reads
-# A source's rows a following build reads: its records the staging builds rewrote, as keyed now and as keyed before.
-CHANGED_SQL = """
-SELECT $stream_{i} AS stream, s.{key}::VARCHAR AS record_id
-FROM {followed} f JOIN {table} s ON s.{primary_key}::VARCHAR = f.key WHERE f.producer = $entity_{i}
-UNION
-SELECT $stream_{i}, json_extract_string(f.before, $path_{i}) FROM {followed} f WHERE f.producer = $entity_{i}"""
 WITHIN_CHANGED = f"{{key}}::VARCHAR IN (SELECT record_id FROM {CHANGED} WHERE stream = $stream_{{i}})"
 # The values only the changed records carried before may be carried by no record now: the memo's rows to look for.
 FORGETTABLE_SQL = f"""
@@ -141,11 +135,11 @@ def _position(conn: duckdb.DuckDBPyConnection, rules: Rules) -> changes.Position
 def _changed_records(conn: duckdb.DuckDBPyConnection, rules: Rules) -> int:
     """TEMP CHANGED from the followed changes; returns how many records it holds."""
     branches, params = [], {}
-    for i, source in enumerate(rules.sources):
+    for i, source in enumerate(rules.sources):  # its records the staging builds rewrote, as keyed now and before
         entity = source.table.removeprefix("staging.")
-        params |= {f"stream_{i}": source.stream, f"entity_{i}": entity, f"path_{i}": f"$.{source.key}"}
-        branches.append(CHANGED_SQL.format(i=i, key=source.key, table=source.table, primary_key=primary_key(entity),
-                                           followed=changes.FOLLOWED))
+        sql, linked_params = changes.linked(source.table, primary_key(entity), entity, source.key, i)
+        params |= {f"stream_{i}": source.stream, **linked_params}
+        branches.append(f"SELECT $stream_{i} AS stream, record_id FROM ({sql})")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT * FROM (" + "\nUNION\n".join(branches)
                  + ") WHERE record_id IS NOT NULL", params)
     return conn.execute(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0]

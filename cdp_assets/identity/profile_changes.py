@@ -39,11 +39,7 @@ OWNERS = {
     "mixpanel__events": ("mixpanel.events", "insert_id"),
 }
 OWNER_SQL = """
-SELECT rp.profile_id
-FROM (SELECT s.{column}::VARCHAR AS record_id FROM {followed} f JOIN {table} s ON s.{key}::VARCHAR = f.key
-      WHERE f.producer = $entity_{n}
-      UNION
-      SELECT json_extract_string(f.before, $path_{n}) FROM {followed} f WHERE f.producer = $entity_{n}) o
+SELECT rp.profile_id FROM ({linked}) o
 JOIN identity.record_profiles rp ON rp.stream = $stream_{n} AND rp.record_id = o.record_id"""
 # The times the profiles compare with the moment they are built (`$as_of` in sql/person_records.sql's dates,
 # person_profiles.sql and email_events.sql): a future one counts once it has passed.
@@ -71,8 +67,9 @@ def affected_sql(position: changes.Position) -> tuple[str, dict[str, object]]:
     params: dict[str, object] = {"graph": resolution.PRODUCER, "since": position.since, "as_of": position.as_of}
     for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
         table, key = staging_table(*entity.split("__")), primary_key(entity)
-        params |= {f"entity_{n}": entity, f"stream_{n}": stream, f"path_{n}": f"$.{column}"}
-        branches.append(OWNER_SQL.format(column=column, table=table, key=key, followed=changes.FOLLOWED, n=n))
+        linked, linked_params = changes.linked(table, key, entity, column, n)  # the row's owner, now and before
+        params |= {f"stream_{n}": stream, **linked_params}
+        branches.append(OWNER_SQL.format(linked=linked, n=n))
         branches += [CLOCKED_SQL.format(table=table, column=column, time=time, n=n) for time in CLOCKED.get(entity, ())]
     return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
 
