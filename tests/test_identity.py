@@ -362,7 +362,7 @@ def test_a_record_bridging_two_profiles_merges_them_into_the_older_id(start: Cal
 
 # The graph's tables as an incremental run and a whole one must leave them alike: every column but the run's own; and
 # the records' fingerprints the next run compares with (an incremental run writes only the changed ones).
-GRAPH_TABLES = (*resolution.GRAPH_TABLES, "profile_registry", "merge_log", "graph_inputs")
+GRAPH_TABLES = (*resolution.GRAPH_TABLES, "profile_registry", "merge_log", "graph_inputs", "match_records")
 RUN_COLUMNS = {"run_id", "created_at", "created_run", "retired_run", "logged_at"}
 # Changes to the graph's inputs, one round each: a record taking another profile's email (a merge), records losing
 # their identifiers (deletions, splits), person fields edited (contract fixes), and new records with old emails.

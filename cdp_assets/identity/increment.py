@@ -12,8 +12,10 @@ value is judged on all its holders, and its events go to the first), the other e
 pair (the union-find and the chain check weigh both ends together), and the profile of any record Splink scores at
 `review_at` or above with a record of the region, on the kept basis (basis.py) and with no value masked (a mask only
 lowers a score, so this finds every pair the region's own run could link or send to review), until nothing more
-joins. Resolved alone, the region so meets only what a whole rebuild would have it meet (tests/test_identity.py
-compares the two); the nightly run resolves the whole graph again.
+joins. That scoring reads the records a blocking rule pairs with the region's, in the normal form the graph keeps
+(identity.match_records: each person record as the matcher reads it, made again only for the changed records).
+Resolved alone, the region so meets only what a whole rebuild would have it meet (tests/test_identity.py compares
+the two); the nightly run resolves the whole graph again.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from pathlib import Path
 import duckdb
 
 from cdp_assets import changes
-from cdp_assets.identity import basis, matching
+from cdp_assets.identity import basis, comparisons, matching
 from cdp_assets.identity.rules import Rules
 from cdp_assets.warehouse_access import has_tables
 
 INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each record as the graph last read it
 STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
+NORMAL_FORM = "identity.match_records"  # each person record in the matcher's normal form, as the graph last read it
 REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
 RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
 IDENTITY_CODE = Path(__file__).parent
@@ -85,13 +88,35 @@ SELECT stream, record_id FROM identity.record_profiles WHERE profile_id IN (FROM
 UNION
 SELECT stream, record_id FROM _changed SEMI JOIN _graph_inputs USING (stream, record_id)
 """
-# Every person record for the matcher, the region's in one cluster and the rest in another: Splink's pairs across
-# the two are the region's records with every other.
-SIDES_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _record_clusters AS
-SELECT stream, record_id, CASE WHEN r.stream IS NULL THEN 1 ELSE 0 END AS cluster_id
-FROM (SELECT DISTINCT stream, record_id FROM identity.identifiers WHERE list_contains($streams, stream)) i
-LEFT JOIN {RECORDS} r USING (stream, record_id)
+# The person records this run read again in the matcher's normal form (every one in a whole run, the changed ones
+# otherwise; match_records.sql gives their ids only within `unique_id`), and every person record's as this run reads
+# it: the kept form, with the changed records' read again.
+READ_NORMAL_FORM_SQL = """
+CREATE OR REPLACE TEMP TABLE _normal_form_read AS
+SELECT split_part(unique_id, ':', 1) AS stream, substr(unique_id, strpos(unique_id, ':') + 1) AS record_id,
+       * EXCLUDE (cluster_id)
+FROM _match_records
+"""
+NORMAL_FORM_SQL = f"""
+CREATE OR REPLACE TEMP VIEW _normal_form AS
+SELECT * FROM {NORMAL_FORM} ANTI JOIN _changed USING (stream, record_id)
+UNION ALL BY NAME SELECT * FROM _normal_form_read
+"""
+# The matcher's records for the partners' scoring: the region's in one cluster, and in another every record a blocking
+# rule pairs with one of them (either way round), the only pairs across the two Splink can score.
+REGION_SIDE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _region_side AS
+SELECT * FROM _normal_form SEMI JOIN {RECORDS} USING (stream, record_id)
+"""
+BLOCKED_SQL = """
+SELECT r.unique_id FROM _region_side l JOIN _normal_form r ON {rule}
+UNION SELECT l.unique_id FROM _normal_form l JOIN _region_side r ON {rule}"""
+SIDES_SQL = """
+CREATE OR REPLACE TEMP TABLE _match_records AS
+SELECT * EXCLUDE (stream, record_id), 0 AS cluster_id FROM _region_side
+UNION ALL
+SELECT * EXCLUDE (stream, record_id), 1 FROM _normal_form
+WHERE unique_id IN ({blocked}) AND unique_id NOT IN (SELECT unique_id FROM _region_side)
 """
 PARTNERS_SQL = f"""
 INSERT INTO {REGION}
@@ -115,12 +140,14 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, stat
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
     resolved (`state`, this run's `fingerprint`, differs from the last run's)."""
-    if not has_tables(conn, "identity", STATE.split(".")[1], INPUTS.split(".")[1]) or not basis.load(conn, model_path):
+    tables = (STATE, INPUTS, NORMAL_FORM)
+    if not has_tables(conn, "identity", *(t.split(".")[1] for t in tables)) or not basis.load(conn, model_path):
         return None
     kept = conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall()
     if kept != [(state,)]:
         return None
     conn.execute(CHANGED_SQL)
+    _read_normal_form(conn, rules)
     conn.execute(SEED_SQL)
     if not _count(conn, "_changed"):
         conn.execute(REGION_RECORDS_SQL)
@@ -150,13 +177,16 @@ def close(conn: duckdb.DuckDBPyConnection) -> int:
 
 def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool) -> None:
     """This run's inputs and `fingerprint` (`state`) as the graph's last, in the caller's transaction: the inputs
-    rewritten `whole`, or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`)."""
+    rewritten `whole` (with every person record's normal form, TEMP `_normal_form_read` of `keep_normal_form`),
+    or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`)."""
     if whole:
         conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
+        conn.execute(f"CREATE OR REPLACE TABLE {NORMAL_FORM} AS SELECT * FROM _normal_form_read")
     else:
-        conn.execute(f"DELETE FROM {INPUTS} WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
-        conn.execute(f"INSERT INTO {INPUTS} SELECT * FROM _graph_inputs"
-                     " WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
+        for table, rows in ((INPUTS, "_graph_inputs"), (NORMAL_FORM, "_normal_form_read")):
+            conn.execute(f"DELETE FROM {table} WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows}"
+                         " WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
     conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint", {"fingerprint": state})
 
 
@@ -168,10 +198,32 @@ def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
     conn.execute(f"DROP TABLE {matching.SOURCE_TABLE}")
 
 
+def keep_normal_form(conn: duckdb.DuckDBPyConnection) -> None:
+    """Every person record's normal form, from the `_match_records` a whole graph starts from (before any value is
+    masked), for `keep` to write as the next runs' regions' partners."""
+    conn.execute(READ_NORMAL_FORM_SQL)
+
+
+def _read_normal_form(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
+    """TEMP `_normal_form_read`: the changed person records (TEMP `_changed`) that this run reads, in the matcher's
+    normal form; and `_normal_form`, every person record's."""
+    if _count(conn, "_changed"):
+        conn.execute("CREATE OR REPLACE TEMP TABLE _record_clusters AS SELECT stream, record_id, 0 AS cluster_id "
+                     "FROM _changed SEMI JOIN _graph_inputs USING (stream, record_id)")
+        matching.build_records(conn, rules)
+        conn.execute(READ_NORMAL_FORM_SQL)
+    else:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _normal_form_read AS FROM {NORMAL_FORM} LIMIT 0")
+    conn.execute(NORMAL_FORM_SQL)
+
+
 def _partners(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> None:
     """Add the profiles of the records Splink scores at `review_at` or above with a record of the region."""
-    conn.execute(SIDES_SQL, {"streams": rules.person_streams})
-    matching.build_records(conn, rules)
+    conn.execute(REGION_SIDE_SQL)
+    blocking = comparisons.build(conn, rules.matcher, "_normal_form").blocking
+    blocked = " UNION ".join(BLOCKED_SQL.format(rule=rule.get_blocking_rule("duckdb").blocking_rule_sql)
+                             for rule in blocking) or "SELECT NULL"
+    conn.execute(SIDES_SQL.format(blocked=blocked))
     conn.register("_partner_pairs", matching.score(conn, rules.review_at, model_path))
     try:
         conn.execute(PARTNERS_SQL)

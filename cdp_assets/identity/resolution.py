@@ -338,6 +338,8 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
     # Every person record's fields for the matcher, each in a cluster of its own until the graph says more; the
     # shared values are judged on them and link nothing by themselves (shared.py).
     _match_records(conn, rules, nodes, -1 - np.arange(len(nodes)))
+    if not within_region:
+        increment.keep_normal_form(conn)
     shared_values = shared.shared_nodes(conn, rules)
     type_names = nodes.type_names
     protection = graph.Protection(
