@@ -1,6 +1,7 @@
-"""Identifiers and person profiles follow the change log (cdp_assets/changes.py, identity/identifiers.py,
-identity/profile_changes.py): an hourly run reads only the records, and makes again only the profiles, its changes
-reach, and ends with the same rows as reading every record and making every profile again."""
+"""Identifiers, person profiles and email addresses follow the change log (cdp_assets/changes.py,
+identity/identifiers.py, identity/profile_changes.py): an hourly run reads only the records, and makes again only the
+profiles and addresses, its changes reach, and ends with the same rows as reading every record and making every
+profile and address again."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dagster import AssetKey, AssetSelection
 
 from cdp_assets import changes
 from cdp_assets.identity import identifiers, profile_changes
-from cdp_assets.identity.profiles import build_person_profiles
+from cdp_assets.identity.profiles import build_email_addresses, build_person_profiles
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
 from resources import SOURCES, primary_key
@@ -23,7 +24,8 @@ from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 
-PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"])).upstream()
+PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"]),
+                                AssetKey(["identity", "email_addresses"])).upstream()
 
 
 def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None]) -> None:
@@ -100,7 +102,9 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
 }
 
 
-FOLLOWING = ("identifiers", "normalised_values", "person_profiles")  # identity's tables that follow the log
+FOLLOWING = (  # identity's tables that follow the log
+    "identifiers", "normalised_values", "person_profiles", "email_addresses", "email_holders",
+)
 
 
 def _differing(made: Path, whole: Path) -> dict[str, tuple[int, int]]:
@@ -129,6 +133,9 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         profiles = outcome.metadata["identity/person_profiles"]
         assert profiles["followed_changes"] is True, change
         assert 0 < profiles["profiles_made"] < profiles["profiles"] / 2, (change, profiles)
+        addresses = outcome.metadata["identity/email_addresses"]
+        assert addresses["followed_changes"] is True, change
+        assert 0 < addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
         whole = tmp_path / "whole.duckdb"
         shutil.copy(env.pipeline.warehouse, whole)
         with duckdb.connect(str(whole)) as conn:
@@ -138,6 +145,7 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             conn.execute(f"DELETE FROM {changes.POSITIONS}")  # no position: every record read, every profile made
             assert identifiers.build(conn, load_rules(), follow=True)["followed_changes"] is False
             assert build_person_profiles(conn).whole == "no earlier build"
+            assert build_email_addresses(conn).whole == "no earlier build"
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
 
 

@@ -74,11 +74,12 @@ def affected_sql(position: changes.Position) -> tuple[str, dict[str, object]]:
     return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
 
 
-def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Position:
-    """TEMP SCOPE: every record, or, when the profiles follow their changes, the records of the AFFECTED
-    profiles; `entities`, the staging entities they read. Returns the position to keep after the build."""
-    position = changes.follow(conn, FOLLOWER, [*entities, resolution.PRODUCER], FINGERPRINT)
-    if position.whole is None and not has_tables(conn, *FOLLOWER.split(".")):
+def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str], tables: tuple[str, ...]
+             ) -> changes.Position:
+    """The position of `follower`'s build, which reads the staging `entities` and writes identity's `tables`; when
+    it follows its changes, TEMP AFFECTED holds the profiles they reach."""
+    position = changes.follow(conn, follower, [*entities, resolution.PRODUCER], FINGERPRINT)
+    if position.whole is None and not has_tables(conn, "identity", *tables):
         position = position.rebuilt("no earlier build")
     if position.whole is None:
         unowned = conn.execute(
@@ -87,17 +88,29 @@ def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Posit
         ).fetchall()
         if unowned:
             position = position.rebuilt("changed, hung from no profile: " + ", ".join(p for (p,) in unowned))
+    if position.whole is None:
+        sql, params = affected_sql(position)
+        conn.execute(sql, params)
+    return position
+
+
+def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Position:
+    """TEMP SCOPE: every record, or, when the profiles follow their changes, the records of the AFFECTED
+    profiles; `entities`, the staging entities they read. Returns the position to keep after the build."""
+    position = affected(conn, FOLLOWER, entities, (FOLLOWER.split(".")[1],))
     if position.whole is not None:
         whole_scope(conn)
         return position
-    sql, params = affected_sql(position)
-    conn.execute(sql, params)
     # The few records kept in a table, which each trait's candidates read again, rather than filtered from
     # identity.record_profiles at every read.
-    conn.execute("CREATE OR REPLACE TEMP TABLE _scope_rows AS SELECT * FROM identity.record_profiles"
-                 f" WHERE profile_id IN (FROM {AFFECTED})")
-    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS FROM _scope_rows")
+    records_scope(conn, f"SELECT * FROM identity.record_profiles WHERE profile_id IN (FROM {AFFECTED})")
     return position
+
+
+def records_scope(conn: duckdb.DuckDBPyConnection, records: str) -> None:
+    """TEMP SCOPE over the rows of identity.record_profiles that the query `records` selects, kept in a table."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _scope_rows AS {records}")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE} AS FROM _scope_rows")
 
 
 def whole_scope(conn: duckdb.DuckDBPyConnection) -> None:

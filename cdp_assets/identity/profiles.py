@@ -9,7 +9,7 @@ and decided by `choose_survivors` (trust order, and the agreement rule of rules.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -174,6 +174,20 @@ PERSON_STAGING = (
 )  # fmt: skip
 EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "metrics"))
 ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
+EMAIL_FOLLOWER = "identity.email_addresses"
+# The addresses a following build makes again: those a record of an affected profile holds now or held at the last
+# build (identity.email_holders), so an address a record dropped is made again too.
+AFFECTED_ADDRESSES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _affected_addresses AS
+SELECT email FROM identity.email_holders WHERE profile_id IN (FROM {profile_changes.AFFECTED})
+UNION
+SELECT i.value FROM identity.identifiers i JOIN identity.record_profiles rp USING (stream, record_id)
+WHERE i.id_type = 'email' AND rp.profile_id IN (FROM {profile_changes.AFFECTED})"""
+# Every record holding one of them, on whatever profile: an address's row is made from all its holders.
+ADDRESS_RECORDS_SQL = """
+SELECT * FROM identity.record_profiles WHERE (stream, record_id) IN (
+    SELECT stream, record_id FROM identity.identifiers
+    WHERE id_type = 'email' AND value IN (FROM _affected_addresses))"""
 
 
 def stream_table(stream: str) -> tuple[str, str]:
@@ -279,13 +293,37 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     return position
 
 
-def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> None:
-    profile_changes.whole_scope(conn)
-    prepare(conn, datetime.now(UTC))
+def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
+    """Make again the addresses the change log reaches (held now or at the last build by a record of a profile it
+    reaches: profile_changes.py), from every record holding them, or all addresses; their rows and holders replace
+    the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
+    position = profile_changes.affected(conn, EMAIL_FOLLOWER, [f"{source}__{entity}" for source, entity in
+                                                               PERSON_STAGING], ("email_addresses", "email_holders"))
+    if position.whole is None:
+        conn.execute(AFFECTED_ADDRESSES_SQL)
+        profile_changes.records_scope(conn, ADDRESS_RECORDS_SQL)
+    else:
+        profile_changes.whole_scope(conn)
+    prepare(conn, position.as_of)
     conn.execute(
         (SQL / "email_addresses.sql").read_text(),
         {"free_mail_domains": list(FREE_MAIL_DOMAINS), "disposable_domains": list(DISPOSABLE_DOMAINS)},
     )
+    conn.begin()
+    try:
+        for table in ("email_addresses", "email_holders"):
+            if position.whole is None:
+                conn.execute(f"DELETE FROM identity.{table} WHERE email IN (FROM _affected_addresses)")
+                conn.execute(f"INSERT INTO identity.{table} BY NAME FROM _{table} "
+                             "WHERE email IN (FROM _affected_addresses)")
+            else:
+                conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS FROM _{table} ORDER BY email")
+        changes.keep(conn, position)
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()
+    return position
 
 
 def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
@@ -383,7 +421,9 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
     )
     def email_addresses(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            build_email_addresses(conn)
+            position = build_email_addresses(conn)
+            made = conn.execute("SELECT count(*) FROM _affected_addresses").fetchall()[0][0] if (
+                position.whole is None) else None  # fmt: skip
             metadata = measures(
                 conn,
                 "SELECT count(*) AS addresses, avg(is_work::INT) AS work_share,"
@@ -393,7 +433,10 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
                 " count(*) FILTER (WHERE profiles > 1) AS in_several_profiles"
                 " FROM identity.email_addresses",
             )
-        return MaterializeResult(metadata=metadata)
+        if position.whole:
+            context.log.info(f"every email address made again: {position.whole}")
+        return MaterializeResult(metadata={**metadata, "followed_changes": position.whole is None,
+                                           "addresses_made": metadata["addresses"] if made is None else made})
 
     @identity_asset(
         "accounts",

@@ -99,6 +99,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
     Target("identity.person_lifecycle", PROFILE),
     Target("identity.account_people", PROFILE),
     Target("identity.email_addresses", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
+    Target("identity.email_holders", f"{PROFILE} OR {RECORD} OR {_typed(repr('email'), 'email')}"),
     Target("identity.match_review", _profiles("profile_l", "profile_r")),
     Target("identity.merge_log", _profiles("profile_id", "other_profile_id")),
     Target("identity.profile_registry", _profiles("profile_id", "merged_into")),

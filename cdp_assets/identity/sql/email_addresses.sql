@@ -1,16 +1,20 @@
--- identity.email_addresses: one row per normalised email address, with its owner and its Klaviyo engagement.
--- Reads the temp tables _person_records and _email_events. Free-mail and disposable domains are glob patterns
--- passed as parameters.
-CREATE OR REPLACE TABLE identity.email_addresses AS
+-- identity.email_addresses: one row per normalised email address, with its owner and its Klaviyo engagement, as
+-- TEMP _email_addresses; TEMP _email_holders: each record that holds an address (identity.email_holders, which a
+-- following build reads to find the addresses a changed record held). Reads the temp tables _person_records and
+-- _email_events. Free-mail and disposable domains are glob patterns passed as parameters.
+CREATE OR REPLACE TEMP TABLE _email_holders AS
+-- Each record that holds the address, once, with its profile, whether that record is live, and when it was seen.
+SELECT i.value AS email, i.stream, i.record_id, any_value(pr.profile_id) AS profile_id,
+       bool_or(NOT coalesce(pr.is_deleted, true)) AS is_live,
+       min(i.observed_at) AS first_at, max(i.observed_at) AS last_at
+FROM identity.identifiers i
+JOIN _person_records pr USING (stream, record_id)
+WHERE i.id_type = 'email'
+GROUP BY i.value, i.stream, i.record_id;
+
+CREATE OR REPLACE TEMP TABLE _email_addresses AS
 WITH observed AS (
-    -- Each record that holds the address, once, and whether that record is live.
-    SELECT i.value AS email, i.stream, i.record_id, any_value(pr.profile_id) AS profile_id,
-           bool_or(NOT coalesce(pr.is_deleted, true)) AS is_live,
-           min(i.observed_at) AS first_at, max(i.observed_at) AS last_at
-    FROM identity.identifiers i
-    JOIN _person_records pr USING (stream, record_id)
-    WHERE i.id_type = 'email'
-    GROUP BY i.value, i.stream, i.record_id
+    FROM _email_holders
 ),
 owners AS (
     -- An address the graph put in several profiles belongs to the one holding it on most records, then most recently.
@@ -114,4 +118,3 @@ JOIN seen s USING (email)
 LEFT JOIN engagement g USING (email)
 LEFT JOIN consent k USING (email)
 LEFT JOIN best_hour h USING (email)
-ORDER BY a.email
