@@ -6,11 +6,10 @@ from collections.abc import Set
 
 from dagster import AssetKey, Definitions, RunConfig, in_process_executor
 
-from cdp_assets.identity.assets import GRAPH_KEY, build_graph_asset, build_identifiers_asset
+from cdp_assets.identity.assets import GRAPH_KEY, REBUILD_CHECK, build_graph_asset, build_identifiers_asset
 from cdp_assets.identity.lifecycle import build_lifecycle_asset
 from cdp_assets.identity.never_link import never_link
 from cdp_assets.identity.profiles import build_profile_assets
-from cdp_assets.identity.rebuild import build_rebuild_check
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
@@ -50,7 +49,6 @@ identity_assets = [
 ]
 consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
 view_assets, view_checks = build_views()
-rebuild_check = build_rebuild_check()
 replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_assets})
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
@@ -62,14 +60,14 @@ nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.sche
 jobs = build_jobs(
     RunConfig(ops=refresh_ops(True)),
     [scorecard.key, *nightly_views, *nightly_syncs],
-    [*rebuild_check.check_keys, *(key for check in replay_checks for key in check.check_keys)],
+    [REBUILD_CHECK, *(key for check in replay_checks for key in check.check_keys)],
 )
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
-    asset_checks=[*view_checks, rebuild_check, *replay_checks],
+    asset_checks=[*view_checks, *replay_checks],
     resources=build_resources(),
     jobs=[*jobs, privacy_requests, never_link],
     schedules=build_schedules(jobs),

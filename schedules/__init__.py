@@ -45,8 +45,8 @@ def build_jobs(
             selection=AssetSelection.all(),
             config=nightly_config,
             description="Full re-pull of every source (repairs drift, catches deletions), staging replayed, the "
-            "identity matcher rebased and the graph compared with a rebuild from scratch, everything downstream, the "
-            "quality scorecard and the executive views.",
+            "graph the hourly runs kept compared with a rebuild from scratch, the identity matcher rebased, "
+            "everything downstream, the quality scorecard and the executive views.",
         ),
     ]
 

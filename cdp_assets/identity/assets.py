@@ -1,25 +1,30 @@
 """The `identity` layer's graph assets: normalised identifiers, then the resolved identity graph."""
 
 import time
+from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Config,
     MaterializeResult,
     asset,
+    multi_asset,
 )
 from pydantic import Field
 
-from cdp_assets.identity import identifiers, resolution, rules
+from cdp_assets.identity import identifiers, rebuild, resolution, rules
 from cdp_assets.raw import OWNER
 
 IDENTIFIERS_KEY = AssetKey(["identity", "identifiers"])
 GRAPH_KEY = AssetKey(["identity", "identity_graph"])
+REBUILD_CHECK = AssetCheckKey(GRAPH_KEY, rebuild.CHECK_NAME)  # the nightly comparison, which the hourly job leaves out
 LARGEST_PROFILE_RECORDS = 200  # a profile this big is a blob of people, not one person
 SAMPLE_PROFILES = 5  # profiles over a limit named in the check's metadata
 UNDO = (
@@ -71,35 +76,64 @@ class GraphConfig(Config):
 
 
 def build_graph_asset() -> AssetsDefinition:
-    @asset(
-        key=GRAPH_KEY,
-        group_name="identity",
-        kinds={"duckdb", "scipy", "splink"},
-        owners=[OWNER],
-        deps=[IDENTIFIERS_KEY],
-        description=(
-            "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
-            "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "
-            "threshold; between nightly runs, only where the run's changes reach (`profiles_resolved`). Writes "
-            "`identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
-            "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
-            "`identity.match_review` (probable matches for a person to decide), `identity.shared_values` (values "
-            "several people use, which link no one) and appends merges and splits to `identity.merge_log`. "
-            "`cdp profile explain` reads these tables."
-        ),
+    # A multi-asset so that a job can leave the nightly comparison out of the hourly path (a subset of its checks).
+    @multi_asset(
+        name="identity__identity_graph",
+        specs=[AssetSpec(
+            GRAPH_KEY, group_name="identity", kinds={"duckdb", "scipy", "splink"}, owners=[OWNER],
+            deps=[IDENTIFIERS_KEY],
+            description=(
+                "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
+                "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "
+                "threshold; between nightly runs, only where the run's changes reach (`profiles_resolved`). Writes "
+                "`identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
+                "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
+                "`identity.match_review` (probable matches for a person to decide), `identity.shared_values` (values "
+                "several people use, which link no one) and appends merges and splits to `identity.merge_log`. "
+                "`cdp profile explain` reads these tables."
+            ),
+        )],
+        can_subset=True,
         required_resource_keys={"warehouse"},
         check_specs=[
             AssetCheckSpec("profiles_within_limits", asset=GRAPH_KEY, blocking=True, description=WITHIN_LIMITS),
             AssetCheckSpec("no_giant_profile", asset=GRAPH_KEY, blocking=True, description=NO_GIANT),
+            AssetCheckSpec(rebuild.CHECK_NAME, asset=GRAPH_KEY, description=rebuild.DESCRIPTION),
         ],
     )
-    def identity_graph(context: AssetExecutionContext, config: GraphConfig) -> MaterializeResult:
+    def identity_graph(context: AssetExecutionContext, config: GraphConfig) -> Iterator[MaterializeResult |
+                                                                                       AssetCheckResult]:
         started = time.monotonic()
         identity_rules = rules.load()
+        resolving = GRAPH_KEY in context.selected_asset_keys
         with context.resources.warehouse.get_connection() as conn:
-            outcome = resolution.resolve(conn, identity_rules, context.run.run_id, rebase=config.full_refresh)
+            # The comparison judges the graph the hourly runs built: brought up to date where this run's changes
+            # reach, as an hourly run does, and compared before the rebase resolves it whole.
+            if resolving and (REBUILD_CHECK in context.selected_asset_check_keys or not config.full_refresh):
+                outcome = resolution.resolve(conn, identity_rules, context.run.run_id)
+            if REBUILD_CHECK in context.selected_asset_check_keys:
+                found = rebuild.compare(conn, identity_rules)
+                yield AssetCheckResult(check_name=rebuild.CHECK_NAME, passed=found["drift"] == 0,
+                                       severity=AssetCheckSeverity.WARN, metadata=found)
+            if not resolving:
+                return
+            if config.full_refresh:
+                outcome = resolution.resolve(conn, identity_rules, context.run.run_id, rebase=True)
             over_profiles = sorted({profile for profile, _, _ in resolution.over_limit(conn, identity_rules)})
-        return MaterializeResult(
+        checks = [
+            AssetCheckResult(
+                check_name="profiles_within_limits", passed=not over_profiles, severity=AssetCheckSeverity.ERROR,
+                metadata={"profiles_over_limit": len(over_profiles),
+                          "sample_profiles": ", ".join(over_profiles[:SAMPLE_PROFILES])},
+            ),
+            AssetCheckResult(
+                check_name="no_giant_profile", passed=outcome.largest_profile_records <= LARGEST_PROFILE_RECORDS,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"largest_profile_records": outcome.largest_profile_records},
+            ),
+        ]
+        yield MaterializeResult(
+            asset_key=GRAPH_KEY,
             metadata={
                 "profiles": outcome.profiles,
                 "profiles_resolved": outcome.resolved,
@@ -112,21 +146,8 @@ def build_graph_asset() -> AssetsDefinition:
                 "largest_profile_records": outcome.largest_profile_records,
                 "seconds": round(time.monotonic() - started, 3),
             },
-            check_results=[
-                AssetCheckResult(
-                    check_name="profiles_within_limits", passed=not over_profiles,
-                    severity=AssetCheckSeverity.ERROR,
-                    metadata={
-                        "profiles_over_limit": len(over_profiles),
-                        "sample_profiles": ", ".join(over_profiles[:SAMPLE_PROFILES]),
-                    },
-                ),
-                AssetCheckResult(
-                    check_name="no_giant_profile", passed=outcome.largest_profile_records <= LARGEST_PROFILE_RECORDS,
-                    severity=AssetCheckSeverity.ERROR,
-                    metadata={"largest_profile_records": outcome.largest_profile_records},
-                ),
-            ],
+            check_results=[c for c in checks if AssetCheckKey(GRAPH_KEY, c.check_name) in
+                           context.selected_asset_check_keys],
         )
 
     return identity_graph

@@ -1,9 +1,12 @@
-"""The nightly comparison: the identity graph rebuilt from scratch against the one kept up run by run.
+"""The nightly comparison: the identity graph as the runs kept it, against one rebuilt from scratch.
 
-Each run resolves profiles from the identifiers it has, keeping the ids of the run before; the partition
-itself must not depend on that history. Nightly, the components are computed again with no earlier state (on the
-matcher's basis the graph was scored on, basis.py) and compared pair by pair with the kept graph: any pair
-together in one and apart in the other is drift (a stable-id bug, a never-link rule applied differently).
+Between nightly runs the graph is resolved only where each run's changes reach (increment.py), keeping the ids of
+the run before; the partition itself must not depend on that history. Nightly, before the rebase, the graph is
+brought up to date where that run's changes reach, as an hourly run would, then computed again with no earlier
+state (on the matcher's basis the kept graph was scored on, basis.py) and compared pair by pair with the kept graph:
+any pair together in one and apart in the other is drift (a region that left out what a whole run would weigh, a
+stable-id bug, a never-link rule applied differently). The rebase then resolves the whole graph on a basis counted
+again.
 
 Both sides are the graph's nodes: every identifier value, a person record's own id among them. The kept
 profile of a person record is read from `identity.record_profiles`, which the later layers read, and that of
@@ -17,17 +20,18 @@ at a million people) and show nothing more about grouping.
 import duckdb
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
 from cdp_assets.identity import resolution, rules
-from cdp_assets.identity.assets import GRAPH_KEY
 
 CHECK_NAME = "matches_rebuild_from_scratch"
 DESCRIPTION = (
-    "Nightly: the identity graph partitioned again from scratch, with no earlier run's ids, against the kept one, "
-    "over every identifier (a person record's own id among them; events follow their identifiers). Passes when "
+    "Nightly, before the rebase: the identity graph as the hourly runs kept it (resolved where their changes reached, "
+    "and where this run's reach), against one partitioned again from scratch on the same basis, with no earlier "
+    "run's ids, over every identifier (a person record's own id among them; events follow their identifiers). "
+    "Passes when "
     "both group every identifier alike. Warns (never blocks; profiles stay usable) when a pair is together in one "
-    "and apart in the other, or an identifier is in one only: a stable-id or never-link bug. Never fails. Do: "
+    "and apart in the other, or an identifier is in one only: an hourly region that missed what a whole run "
+    "weighs, a stable-id or never-link bug. Never fails. Do: "
     "`cdp profile explain --profile-id` on the profiles the metadata names, then report it with the run id."
 )
 SAMPLE_PROFILES = 5  # kept profiles named in the metadata when the groupings differ
@@ -88,18 +92,3 @@ def compare(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules) -> dic
     kept = row["kept_profiles"]
     row["identical_share"] = (kept - row["drifted_profiles"]) / kept if kept else 1.0
     return {name: value if isinstance(value, str | float) else int(value) for name, value in row.items()}
-
-
-def build_rebuild_check() -> AssetChecksDefinition:
-    @asset_check(
-        asset=GRAPH_KEY,
-        name=CHECK_NAME,
-        required_resource_keys={"warehouse"},
-        description=DESCRIPTION,
-    )
-    def matches_rebuild_from_scratch(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        with context.resources.warehouse.get_connection() as conn:
-            found = compare(conn, rules.load())
-        return AssetCheckResult(passed=found["drift"] == 0, severity=AssetCheckSeverity.WARN, metadata=found)
-
-    return matches_rebuild_from_scratch
