@@ -1,7 +1,7 @@
-"""Identifiers, person profiles and email addresses follow the change log (cdp_assets/changes.py,
-identity/identifiers.py, identity/profile_changes.py): an hourly run reads only the records, and makes again only the
-profiles and addresses, its changes reach, and ends with the same rows as reading every record and making every
-profile and address again."""
+"""Identifiers, person profiles, email addresses and customer timelines follow the change log
+(cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py): an hourly run reads
+only the records, and makes again only the profiles, addresses and timelines, its changes reach, and ends with the
+same rows as reading every record and making every one of them again."""
 
 from __future__ import annotations
 
@@ -19,17 +19,20 @@ from cdp_assets.identity import identifiers, profile_changes
 from cdp_assets.identity.profiles import build_email_addresses, build_person_profiles
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
+from cdp_assets.views import timeline
 from resources import SOURCES, primary_key
 from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 
-PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"]),
-                                AssetKey(["identity", "email_addresses"])).upstream()
+PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"]), AssetKey(["identity", "email_addresses"]),
+                                AssetKey(["views", "customer_timeline"])).upstream()
 
 
-def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None]) -> None:
-    """Change a Zendesk record in the world after the last pull read it, as Zendesk stamps a change."""
+def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None],
+           stamped: int | None = None) -> None:
+    """Change a Zendesk record in the world after the last pull read it, as Zendesk stamps a change (its payload's
+    `updated_at` the moment of the change, or `stamped`)."""
     [(last_read,)] = env.pipeline.query(f"SELECT max(extracted_at) FROM raw.{stream.replace('.', '_')}")
     changed = max(int(time.time()), int(last_read.timestamp()) + 1)
     while time.time() < changed:  # Zendesk's cursor counts whole seconds
@@ -39,7 +42,7 @@ def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, An
     assert record is not None
     payload = dict(record.payload)
     change(payload)
-    payload["updated_at"] = zendesk_time(changed)
+    payload["updated_at"] = zendesk_time(stamped or changed)
     store.upsert([Record(stream, record_id, record.created, changed * 1000, payload)])
 
 
@@ -74,15 +77,22 @@ def _quarantine(env: Env) -> None:
 
 AHEAD_SECONDS = 40  # longer than a run takes: the build of the round that dates it still sees it in the future
 due: list[float] = []
+dated: list[str] = []  # the ticket dated ahead
 
 
 def _date_ahead(env: Env) -> None:
-    """A support user, alone on its profile, says it was created a little in the future: counted once it is past."""
+    """A support user, alone on its profile, says it was created a little in the future, and so does a ticket: each
+    counted, and the ticket on its requester's timeline, once it is past."""
     [(user_id,)] = env.pipeline.query("""
         SELECT min(record_id) FROM identity.record_profiles WHERE stream = 'zendesk.users' AND profile_id IN (
             SELECT profile_id FROM identity.record_profiles GROUP BY profile_id HAVING count(*) = 1)""")
+    [(ticket_id,)] = env.pipeline.query("SELECT min(ticket_id) FROM staging.zendesk__tickets WHERE NOT is_deleted")
     due.append(time.time() + AHEAD_SECONDS)
-    _touch(env, "zendesk.users", user_id, lambda payload: payload.update(created_at=zendesk_time(int(due[-1]))))
+    ahead = int(due[-1])
+    _touch(env, "zendesk.users", user_id, lambda payload: payload.update(created_at=zendesk_time(ahead)))
+    # A ticket is updated no earlier than it is created (its contract), so it says both at once.
+    _touch(env, "zendesk.tickets", ticket_id, lambda payload: payload.update(created_at=zendesk_time(ahead)), ahead)
+    dated.append(ticket_id)
 
 
 def _time_passing(env: Env) -> None:
@@ -102,8 +112,9 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
 }
 
 
-FOLLOWING = (  # identity's tables that follow the log
-    "identifiers", "normalised_values", "person_profiles", "email_addresses", "email_holders",
+FOLLOWING = (  # the tables that follow the log
+    "identity.identifiers", "identity.normalised_values", "identity.person_profiles", "identity.email_addresses",
+    "identity.email_holders", "views.customer_timeline",
 )
 
 
@@ -112,8 +123,7 @@ def _differing(made: Path, whole: Path) -> dict[str, tuple[int, int]]:
     with duckdb.connect() as conn:
         conn.execute(f"ATTACH '{made}' AS made (READ_ONLY); ATTACH '{whole}' AS whole (READ_ONLY)")
         return {table: tuple(
-            conn.execute(f"SELECT count(*) FROM (FROM {x}.identity.{table} EXCEPT ALL "
-                         f"FROM {y}.identity.{table})").fetchall()[0][0]
+            conn.execute(f"SELECT count(*) FROM (FROM {x}.{table} EXCEPT ALL FROM {y}.{table})").fetchall()[0][0]
             for x, y in (("made", "whole"), ("whole", "made"))
         ) for table in FOLLOWING}  # type: ignore[misc]
 
@@ -136,6 +146,13 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         addresses = outcome.metadata["identity/email_addresses"]
         assert addresses["followed_changes"] is True, change
         assert 0 < addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
+        timelines = outcome.metadata["views/customer_timeline"]
+        assert timelines["followed_changes"] is True, change
+        assert timelines["profiles_made"] < profiles["profiles"] / 2, (change, timelines)
+        if change in ("a record dated ahead", "its time passing"):  # on its requester's timeline once it is past
+            [(shown,)] = env.pipeline.query("SELECT count(*) FROM views.customer_timeline WHERE stream = "
+                                            "'zendesk.tickets' AND record_id = $id", {"id": dated[-1]})
+            assert shown == (change == "its time passing"), change
         whole = tmp_path / "whole.duckdb"
         shutil.copy(env.pipeline.warehouse, whole)
         with duckdb.connect(str(whole)) as conn:
@@ -146,6 +163,7 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             assert identifiers.build(conn, load_rules(), follow=True)["followed_changes"] is False
             assert build_person_profiles(conn).whole == "no earlier build"
             assert build_email_addresses(conn).whole == "no earlier build"
+            assert timeline.build(conn)["followed_changes"] is False  # as of the same moment, the lifecycle's
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
 
 

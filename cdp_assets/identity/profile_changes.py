@@ -12,6 +12,8 @@ and resolves the graph whole.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -60,26 +62,35 @@ FINGERPRINT = changes.code_fingerprint([Path(__file__).parent, glossary.MACROS, 
                                        f"duckdb {duckdb.__version__}")
 
 
-def affected_sql(position: changes.Position) -> tuple[str, dict[str, object]]:
-    """The query filling AFFECTED from the followed changes and the clock's move since the last build (a following
-    `position`), and its parameters."""
+def affected_sql(position: changes.Position, entities: list[str], clocked: dict[str, tuple[str, ...]]
+                 ) -> tuple[str, dict[str, object]]:
+    """The query filling AFFECTED from the followed changes of the staging `entities` and the graph, and from the
+    `clocked` times that passed since the last build (a following `position`), and its parameters."""
     branches = [f"SELECT key FROM {changes.FOLLOWED} WHERE producer = $graph"]
-    params: dict[str, object] = {"graph": resolution.PRODUCER, "since": position.since, "as_of": position.as_of}
+    params: dict[str, object] = {"graph": resolution.PRODUCER}
     for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
+        if entity not in entities:
+            continue
         table, key = staging_table(*entity.split("__")), primary_key(entity)
         linked, linked_params = changes.linked(table, key, entity, column, n)  # the row's owner, now and before
         params |= {f"stream_{n}": stream, **linked_params}
         branches.append(OWNER_SQL.format(linked=linked, n=n))
-        branches += [CLOCKED_SQL.format(table=table, column=column, time=time, n=n) for time in CLOCKED.get(entity, ())]
+        for time in clocked.get(entity, ()):
+            branches.append(CLOCKED_SQL.format(table=table, column=column, time=time, n=n))
+            params |= {"since": position.since, "as_of": position.as_of}
     return f"CREATE OR REPLACE TEMP TABLE {AFFECTED} AS " + "\nUNION\n".join(branches), params
 
 
-def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str], tables: tuple[str, ...]
-             ) -> changes.Position:
-    """The position of `follower`'s build, which reads the staging `entities` and writes identity's `tables`; when
-    it follows its changes, TEMP AFFECTED holds the profiles they reach."""
-    position = changes.follow(conn, follower, [*entities, resolution.PRODUCER], FINGERPRINT)
-    if position.whole is None and not has_tables(conn, "identity", *tables):
+def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str], tables: tuple[str, ...],
+             clocked: dict[str, tuple[str, ...]] = CLOCKED, fingerprint: str = FINGERPRINT,
+             as_of: datetime | None = None) -> changes.Position:
+    """The position of `follower`'s build, which reads the staging `entities`, compares their `clocked` times with
+    its moment (`as_of`, by default the moment it starts) and writes `tables` ("schema.table"); `fingerprint`, of
+    the code and rules that build it. When it follows its changes, TEMP AFFECTED holds the profiles they reach."""
+    position = changes.follow(conn, follower, [*entities, resolution.PRODUCER], fingerprint)
+    if as_of is not None:
+        position = replace(position, as_of=as_of)
+    if position.whole is None and not all(has_tables(conn, *table.split(".")) for table in tables):
         position = position.rebuilt("no earlier build")
     if position.whole is None:
         unowned = conn.execute(
@@ -89,7 +100,7 @@ def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str]
         if unowned:
             position = position.rebuilt("changed, hung from no profile: " + ", ".join(p for (p,) in unowned))
     if position.whole is None:
-        sql, params = affected_sql(position)
+        sql, params = affected_sql(position, entities, clocked)
         conn.execute(sql, params)
     return position
 
@@ -97,7 +108,7 @@ def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str]
 def scope(conn: duckdb.DuckDBPyConnection, entities: list[str]) -> changes.Position:
     """TEMP SCOPE: every record, or, when the profiles follow their changes, the records of the AFFECTED
     profiles; `entities`, the staging entities they read. Returns the position to keep after the build."""
-    position = affected(conn, FOLLOWER, entities, (FOLLOWER.split(".")[1],))
+    position = affected(conn, FOLLOWER, entities, (FOLLOWER,))
     if position.whole is not None:
         whole_scope(conn)
         return position

@@ -175,11 +175,12 @@ PERSON_STAGING = (
 EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "metrics"))
 ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
 EMAIL_FOLLOWER = "identity.email_addresses"
+HOLDERS = "identity.email_holders"  # each record holding an address, as the last build read it
 # The addresses a following build makes again: those a record of an affected profile holds now or held at the last
 # build (identity.email_holders), so an address a record dropped is made again too.
 AFFECTED_ADDRESSES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _affected_addresses AS
-SELECT email FROM identity.email_holders WHERE profile_id IN (FROM {profile_changes.AFFECTED})
+SELECT email FROM {HOLDERS} WHERE profile_id IN (FROM {profile_changes.AFFECTED})
 UNION
 SELECT i.value FROM identity.identifiers i JOIN identity.record_profiles rp USING (stream, record_id)
 WHERE i.id_type = 'email' AND rp.profile_id IN (FROM {profile_changes.AFFECTED})"""
@@ -298,7 +299,7 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     reaches: profile_changes.py), from every record holding them, or all addresses; their rows and holders replace
     the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
     position = profile_changes.affected(conn, EMAIL_FOLLOWER, [f"{source}__{entity}" for source, entity in
-                                                               PERSON_STAGING], ("email_addresses", "email_holders"))
+                                                               PERSON_STAGING], (EMAIL_FOLLOWER, HOLDERS))
     if position.whole is None:
         conn.execute(AFFECTED_ADDRESSES_SQL)
         profile_changes.records_scope(conn, ADDRESS_RECORDS_SQL)

@@ -10,7 +10,7 @@ import duckdb
 
 from cdp_assets import glossary
 from cdp_assets.privacy import consent
-from cdp_assets.views import audiences
+from cdp_assets.views import audiences, timeline
 from cdp_assets.views.policy import Policy
 
 SQL = Path(__file__).parent / "sql"
@@ -133,6 +133,8 @@ def build(conn: duckdb.DuckDBPyConnection, policy: Policy, name: str) -> dict[st
         PREPARE[step](conn, policy)
     if name == "marketing_audiences":
         return build_audiences(conn)
+    if name == timeline.FOLLOWER.split(".")[1]:
+        return timeline.build(conn)
     run_sql(conn, name, params(policy))
     return {}
 
