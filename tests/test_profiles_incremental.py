@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import duckdb
 from dagster import AssetKey, AssetSelection
 
 from cdp_assets import changes
-from cdp_assets.identity import identifiers, profile_changes
+from cdp_assets.identity import identifiers, lifecycle, profile_changes
 from cdp_assets.identity.profiles import build_email_addresses, build_person_profiles
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
@@ -114,7 +115,7 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
 
 FOLLOWING = (  # the tables that follow the log
     "identity.identifiers", "identity.normalised_values", "identity.person_profiles", "identity.email_addresses",
-    "identity.email_holders", "views.customer_timeline",
+    "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline",
 )
 
 
@@ -146,6 +147,9 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         addresses = outcome.metadata["identity/email_addresses"]
         assert addresses["followed_changes"] is True, change
         assert 0 < addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
+        lifecycles = outcome.metadata["identity/person_lifecycle"]
+        assert lifecycles["followed_changes"] is True, change
+        assert lifecycles["profiles_made"] < profiles["profiles"] / 2, (change, lifecycles)
         timelines = outcome.metadata["views/customer_timeline"]
         assert timelines["followed_changes"] is True, change
         assert timelines["profiles_made"] < profiles["profiles"] / 2, (change, timelines)
@@ -163,6 +167,8 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             assert identifiers.build(conn, load_rules(), follow=True)["followed_changes"] is False
             assert build_person_profiles(conn).whole == "no earlier build"
             assert build_email_addresses(conn).whole == "no earlier build"
+            [(as_of,)] = conn.execute("SELECT any_value(as_of) FROM identity.person_lifecycle").fetchall()
+            assert lifecycle.build(conn, as_of).whole == "no earlier build"  # as of the same moment
             assert timeline.build(conn)["followed_changes"] is False  # as of the same moment, the lifecycle's
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
 
@@ -185,3 +191,30 @@ def test_the_log_keeps_every_id_a_follower_reads_of_a_replaced_row() -> None:
     for entity in {f"{s}__{st.entity}" for s, r in SOURCES.items() for st in r.streams.values()}:
         mapped = {column.name for column in MAPPINGS[entity]}
         assert _logged_ids(entity) - {primary_key(entity)} <= mapped, entity
+
+
+def test_lifecycles_follow_the_clock_out_of_their_windows(start: Callable[..., Env], tmp_path: Path) -> None:
+    """With nothing staged changed, a following build a week and then a month later makes again the lifecycles whose
+    product events or bad ratings left a window in between, and ends with the rows of a whole build at that moment."""
+    env = start(syncs=False)
+    followed, whole = tmp_path / "followed.duckdb", tmp_path / "whole.duckdb"
+    shutil.copy(env.pipeline.warehouse, followed)
+    with duckdb.connect(str(followed)) as conn:
+        [(as_of,)] = conn.execute("SELECT any_value(as_of) FROM identity.person_lifecycle").fetchall()
+    for days in (8, 31):
+        later = as_of + timedelta(days=days)
+        with duckdb.connect(str(followed)) as conn:
+            position = lifecycle.build(conn, later)
+            [(made,)] = conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()
+            [(profiles,)] = conn.execute("SELECT count(*) FROM identity.person_lifecycle").fetchall()
+        assert position.whole is None and 0 < made < profiles, (days, made, profiles)
+        shutil.copy(followed, whole)
+        with duckdb.connect(str(whole)) as conn:
+            conn.execute(f"DELETE FROM {changes.POSITIONS}")
+            assert lifecycle.build(conn, later).whole == "no earlier build"
+        with duckdb.connect() as conn:
+            conn.execute(f"ATTACH '{followed}' AS followed (READ_ONLY); ATTACH '{whole}' AS whole (READ_ONLY)")
+            differing = [conn.execute(f"SELECT count(*) FROM (FROM {x}.identity.person_lifecycle EXCEPT ALL "
+                                      f"FROM {y}.identity.person_lifecycle)").fetchall()[0][0]
+                         for x, y in (("followed", "whole"), ("whole", "followed"))]
+        assert differing == [0, 0], days

@@ -1,11 +1,15 @@
 """Where each person is in the customer lifecycle: the shared facts every team's view is built on."""
 
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from cdp_assets import glossary
+from cdp_assets import changes, glossary
 from cdp_assets.glossary import RUNNING_STATUSES
+from cdp_assets.identity import profile_changes
 from cdp_assets.identity.profiles import measures
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key
@@ -21,6 +25,57 @@ READS = (
     ("mixpanel", "events"), ("stripe", "customers"), ("stripe", "subscriptions"), ("stripe", "invoices"),
     ("zendesk", "tickets"),
 )  # fmt: skip
+FOLLOWER = "identity.person_lifecycle"
+# When a staged time changes a person's standing as the clock moves (sql/person_lifecycle.sql): a product event counts
+# once it has happened and leaves the 7- and 30-day windows after them; a bad rating leaves its 90-day window.
+CLOCKED = {
+    "mixpanel__events": ("occurred_at", "occurred_at + INTERVAL 7 DAY", "occurred_at + INTERVAL 30 DAY"),
+    "zendesk__tickets": ("updated_at + INTERVAL 90 DAY",),
+}
+FINGERPRINT = changes.code_fingerprint([SQL, Path(__file__), glossary.MACROS, Path(glossary.__file__)],
+                                       f"duckdb {duckdb.__version__}")
+
+
+def params(as_of: datetime) -> dict[str, Any]:
+    return {
+        "signup_event": SIGNUP_EVENT,
+        "activation_events": list(ACTIVATION_EVENTS),
+        "not_activity": list(NOT_ACTIVITY),
+        "running_statuses": list(RUNNING_STATUSES),
+        "payment_issue_statuses": list(PAYMENT_ISSUE_STATUSES),
+        "as_of": as_of,
+    }
+
+
+def build(conn: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> changes.Position:
+    """Make again the lifecycles the change log reaches (identity/profile_changes.py: the profiles the graph
+    rewrote, those a changed event, customer, subscription, invoice or ticket hangs from, now and before, and those
+    whose CLOCKED times the clock passed since the last build), or all of them, as of `as_of` (default: now); their
+    rows replace the old ones and every row takes the new moment, with the log's position, in one transaction."""
+    entities = [f"{source}__{entity}" for source, entity in READS]
+    position = profile_changes.affected(conn, FOLLOWER, entities, (FOLLOWER,), CLOCKED, FINGERPRINT, as_of)
+    if position.whole is None:
+        profile_changes.records_scope(
+            conn, f"SELECT * FROM identity.record_profiles WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
+    else:
+        profile_changes.whole_scope(conn)
+    glossary.install(conn)
+    conn.execute(SQL.read_text(), params(position.as_of))
+    conn.begin()
+    try:
+        if position.whole is None:
+            conn.execute(f"DELETE FROM {FOLLOWER} WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
+            conn.execute(f"INSERT INTO {FOLLOWER} BY NAME FROM _person_lifecycle")
+            # Every view of the run reads one moment; the rows not made again are as they would be at it.
+            conn.execute(f"UPDATE {FOLLOWER} SET as_of = $as_of", {"as_of": position.as_of})
+        else:
+            conn.execute(f"CREATE OR REPLACE TABLE {FOLLOWER} AS FROM _person_lifecycle ORDER BY profile_id")
+        changes.keep(conn, position)
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()
+    return position
 
 
 def build_lifecycle_asset(profiles_key: AssetKey) -> AssetsDefinition:
@@ -40,23 +95,17 @@ def build_lifecycle_asset(profiles_key: AssetKey) -> AssetsDefinition:
     )
     def person_lifecycle(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            glossary.install(conn)
-            conn.execute(
-                SQL.read_text(),
-                {
-                    "signup_event": SIGNUP_EVENT,
-                    "activation_events": list(ACTIVATION_EVENTS),
-                    "not_activity": list(NOT_ACTIVITY),
-                    "running_statuses": list(RUNNING_STATUSES),
-                    "payment_issue_statuses": list(PAYMENT_ISSUE_STATUSES),
-                },
-            )
+            position = build(conn)
+            made = conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()[0][0] if (
+                position.whole is None) else None  # fmt: skip
             metadata = measures(
                 conn,
                 "SELECT count(*) AS profiles, count(signed_up_at) AS signed_up, count(activated_at) AS activated,"
                 " count(first_paid_at) AS paid, count(*) FILTER (WHERE is_churned) AS churned,"
                 " count(*) FILTER (WHERE active_days_30 > 0) AS active_30 FROM identity.person_lifecycle",
             )
+        metadata |= {"followed_changes": position.whole is None,
+                     "profiles_made": metadata["profiles"] if made is None else made}
         return MaterializeResult(metadata={"dagster/row_count": metadata["profiles"], **metadata})
 
     return person_lifecycle

@@ -1,12 +1,14 @@
--- identity.person_lifecycle: where each person is in the customer lifecycle, as of one moment (`as_of`) shared by
+-- identity.person_lifecycle: where each person is in the customer lifecycle, as of one moment (`$as_of`) shared by
 -- every view built on it: signup, activation, product activity windows, first payment, churn, abandoned checkout.
-CREATE OR REPLACE TABLE identity.person_lifecycle AS
+-- As TEMP _person_lifecycle, for the profiles of the build's scope (TEMP _scope_records: every record, or those of
+-- the profiles a following build makes again; identity/lifecycle.py).
+CREATE OR REPLACE TEMP TABLE _person_lifecycle AS
 WITH clock AS (
-    SELECT now() AS as_of
+    SELECT $as_of::TIMESTAMPTZ AS as_of
 ),
 product AS (
     SELECT rp.profile_id, e.event_name, e.occurred_at, e.properties ->> '$.feature' AS feature, c.as_of
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.mixpanel__events e ON e.insert_id = rp.record_id
     CROSS JOIN clock c
     WHERE rp.stream = 'mixpanel.events' AND NOT e.is_deleted AND e.occurred_at <= c.as_of
@@ -28,7 +30,7 @@ product_stats AS (
 ),
 customers AS (
     SELECT rp.profile_id, c.customer_id, c.created_at, c.is_deleted
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.stripe__customers c ON c.customer_id = rp.record_id
     WHERE rp.stream = 'stripe.customers'
 ),
@@ -69,7 +71,7 @@ ratings AS (
             AS bad_ratings_90,
         arg_max(t.satisfaction_score, t.updated_at) FILTER (WHERE t.satisfaction_score IN ('good', 'bad'))
             AS last_rating
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.zendesk__tickets t ON t.requester_id = rp.record_id
     CROSS JOIN clock c
     WHERE rp.stream = 'zendesk.users' AND NOT t.is_deleted
@@ -107,4 +109,4 @@ LEFT JOIN payments pay USING (profile_id)
 LEFT JOIN subscriptions s USING (profile_id)
 LEFT JOIN checkouts ch USING (profile_id)
 LEFT JOIN ratings r USING (profile_id)
-ORDER BY p.profile_id
+WHERE p.profile_id IN (SELECT profile_id FROM _scope_records)
