@@ -3,6 +3,7 @@
 import time
 from collections.abc import Iterator
 
+import duckdb
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -19,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from cdp_assets.identity import identifiers, rebuild, resolution, rules
+from cdp_assets.identity import identifiers, increment, matching, rebuild, resolution, rules
 from cdp_assets.raw import OWNER
 
 IDENTIFIERS_KEY = AssetKey(["identity", "identifiers"])
@@ -106,19 +107,25 @@ def build_graph_asset() -> AssetsDefinition:
         started = time.monotonic()
         identity_rules = rules.load()
         resolving = GRAPH_KEY in context.selected_asset_keys
+        compared = REBUILD_CHECK in context.selected_asset_check_keys
         with context.resources.warehouse.get_connection() as conn:
             # The comparison judges the graph the hourly runs built: brought up to date where this run's changes
-            # reach, as an hourly run does, and compared before the rebase resolves it whole.
-            if resolving and (REBUILD_CHECK in context.selected_asset_check_keys or not config.full_refresh):
+            # reach, as an hourly run does, and compared before the rebase resolves it whole. With no such graph
+            # (a first build, or new identity code, rules or model) the rebuilt graph is compared after the rebase,
+            # which resolves it whole once rather than twice.
+            resolution.ensure_tables(conn)
+            before = compared and (not config.full_refresh or increment.follows(
+                conn, matching.MODEL_PATH, increment.fingerprint(conn, matching.MODEL_PATH)))
+            if resolving and (before or not config.full_refresh):
                 outcome = resolution.resolve(conn, identity_rules, context.run.run_id)
-            if REBUILD_CHECK in context.selected_asset_check_keys:
-                found = rebuild.compare(conn, identity_rules)
-                yield AssetCheckResult(check_name=rebuild.CHECK_NAME, passed=found["drift"] == 0,
-                                       severity=AssetCheckSeverity.WARN, metadata=found)
+            if before:
+                yield _compared(conn, identity_rules)
+            if resolving and config.full_refresh:
+                outcome = resolution.resolve(conn, identity_rules, context.run.run_id, rebase=True)
+            if compared and not before:
+                yield _compared(conn, identity_rules)
             if not resolving:
                 return
-            if config.full_refresh:
-                outcome = resolution.resolve(conn, identity_rules, context.run.run_id, rebase=True)
             over_profiles = sorted({profile for profile, _, _ in resolution.over_limit(conn, identity_rules)})
         checks = [
             AssetCheckResult(
@@ -151,3 +158,9 @@ def build_graph_asset() -> AssetsDefinition:
         )
 
     return identity_graph
+
+
+def _compared(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules) -> AssetCheckResult:
+    found = rebuild.compare(conn, identity_rules)
+    return AssetCheckResult(check_name=rebuild.CHECK_NAME, passed=found["drift"] == 0,
+                            severity=AssetCheckSeverity.WARN, metadata=found)

@@ -140,11 +140,7 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, stat
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
     resolved (`state`, this run's `fingerprint`, differs from the last run's)."""
-    tables = (STATE, INPUTS, NORMAL_FORM)
-    if not has_tables(conn, "identity", *(t.split(".")[1] for t in tables)) or not basis.load(conn, model_path):
-        return None
-    kept = conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall()
-    if kept != [(state,)]:
+    if not follows(conn, model_path, state):
         return None
     conn.execute(CHANGED_SQL)
     _read_normal_form(conn, rules)
@@ -159,6 +155,15 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, stat
         _partners(conn, rules, model_path)
         if _count(conn, REGION) == before:
             return before
+
+
+def follows(conn: duckdb.DuckDBPyConnection, model_path: Path, state: str) -> bool:
+    """Whether a run can resolve only where its changes reach: a graph was kept, with its inputs, normal form and
+    basis, by the code, rules and model of this run's `state` (its `fingerprint`)."""
+    tables = (STATE, INPUTS, NORMAL_FORM)
+    if not has_tables(conn, "identity", *(t.split(".")[1] for t in tables)) or not basis.load(conn, model_path):
+        return False
+    return conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall() == [(state,)]
 
 
 def close(conn: duckdb.DuckDBPyConnection) -> int:

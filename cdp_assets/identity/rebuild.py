@@ -6,7 +6,8 @@ brought up to date where that run's changes reach, as an hourly run would, then 
 state (on the matcher's basis the kept graph was scored on, basis.py) and compared pair by pair with the kept graph:
 any pair together in one and apart in the other is drift (a region that left out what a whole run would weigh, a
 stable-id bug, a never-link rule applied differently). The rebase then resolves the whole graph on a basis counted
-again.
+again. With no graph the hourly runs kept (a first build; new identity code, rules or model), the rebased graph is
+compared instead.
 
 Both sides are the graph's nodes: every identifier value, a person record's own id among them. The kept
 profile of a person record is read from `identity.record_profiles`, which the later layers read, and that of
