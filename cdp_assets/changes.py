@@ -18,6 +18,8 @@ producer still holds uncommitted.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -121,6 +123,30 @@ def keep(conn: duckdb.DuckDBPyConnection, position: Position) -> None:
          "as_of": position.as_of},
     )
     conn.execute(f"DELETE FROM {LOG} WHERE change <= (SELECT min(change) FROM {POSITIONS})")
+
+
+@contextmanager
+def keeping(conn: duckdb.DuckDBPyConnection, position: Position) -> Iterator[None]:
+    """A follower's writes and its position after them, in one transaction: both or neither."""
+    conn.begin()
+    try:
+        yield
+        keep(conn, position)
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def replace_rows(conn: duckdb.DuckDBPyConnection, position: Position, table: str, rows: str, key: str, keys: str,
+                 order: str) -> None:
+    """`table` from TEMP `rows`: a following build (`position`) replaces only the rows whose `key` the query `keys`
+    selects; a whole one replaces the table, in `order`."""
+    if position.whole is None:
+        conn.execute(f"DELETE FROM {table} WHERE {key} IN ({keys})")
+        conn.execute(f"INSERT INTO {table} BY NAME FROM {rows} WHERE {key} IN ({keys})")
+    else:
+        conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
 
 
 def code_fingerprint(paths: list[Path], *facts: str) -> str:

@@ -61,20 +61,12 @@ def build(conn: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> cha
         profile_changes.whole_scope(conn)
     glossary.install(conn)
     conn.execute(SQL.read_text(), params(position.as_of))
-    conn.begin()
-    try:
+    with changes.keeping(conn, position):
+        changes.replace_rows(conn, position, FOLLOWER, "_person_lifecycle", "profile_id",
+                             f"FROM {profile_changes.AFFECTED}", "profile_id")
         if position.whole is None:
-            conn.execute(f"DELETE FROM {FOLLOWER} WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
-            conn.execute(f"INSERT INTO {FOLLOWER} BY NAME FROM _person_lifecycle")
             # Every view of the run reads one moment; the rows not made again are as they would be at it.
             conn.execute(f"UPDATE {FOLLOWER} SET as_of = $as_of", {"as_of": position.as_of})
-        else:
-            conn.execute(f"CREATE OR REPLACE TABLE {FOLLOWER} AS FROM _person_lifecycle ORDER BY profile_id")
-        changes.keep(conn, position)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
     return position
 
 

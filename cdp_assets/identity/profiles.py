@@ -278,19 +278,9 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
             "as_of": position.as_of,
         },
     )
-    conn.begin()
-    try:
-        if position.whole is None:
-            conn.execute(f"DELETE FROM identity.person_profiles WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
-            conn.execute("INSERT INTO identity.person_profiles BY NAME FROM _person_profiles")
-        else:
-            conn.execute("CREATE OR REPLACE TABLE identity.person_profiles AS"
-                         " FROM _person_profiles ORDER BY profile_id")
-        changes.keep(conn, position)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
+    with changes.keeping(conn, position):
+        changes.replace_rows(conn, position, "identity.person_profiles", "_person_profiles", "profile_id",
+                             f"FROM {profile_changes.AFFECTED}", "profile_id")
     return position
 
 
@@ -310,20 +300,10 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
         (SQL / "email_addresses.sql").read_text(),
         {"free_mail_domains": list(FREE_MAIL_DOMAINS), "disposable_domains": list(DISPOSABLE_DOMAINS)},
     )
-    conn.begin()
-    try:
-        for table in ("email_addresses", "email_holders"):
-            if position.whole is None:
-                conn.execute(f"DELETE FROM identity.{table} WHERE email IN (FROM _affected_addresses)")
-                conn.execute(f"INSERT INTO identity.{table} BY NAME FROM _{table} "
-                             "WHERE email IN (FROM _affected_addresses)")
-            else:
-                conn.execute(f"CREATE OR REPLACE TABLE identity.{table} AS FROM _{table} ORDER BY email")
-        changes.keep(conn, position)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
+    with changes.keeping(conn, position):
+        for table in (EMAIL_FOLLOWER, HOLDERS):
+            changes.replace_rows(conn, position, table, f"_{table.split('.')[1]}", "email",
+                                 "FROM _affected_addresses", "email")
     return position
 
 

@@ -43,17 +43,10 @@ def build(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     else:
         profile_changes.whole_scope(conn)
     conn.execute(SQL.read_text(), {"as_of": as_of})
-    conn.begin()
-    try:
-        if position.whole is None:
-            conn.execute(f"DELETE FROM {FOLLOWER} WHERE profile_id IN (FROM {profile_changes.AFFECTED})")
-            conn.execute(f"INSERT INTO {FOLLOWER} BY NAME FROM _customer_timeline")
-        else:
-            conn.execute(f"CREATE OR REPLACE TABLE {FOLLOWER} AS FROM _customer_timeline ORDER BY profile_id, seq")
-        changes.keep(conn, position)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
-    made = None if position.whole else conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()
-    return {"followed_changes": position.whole is None, **({"profiles_made": made[0][0]} if made else {})}
+    with changes.keeping(conn, position):
+        changes.replace_rows(conn, position, FOLLOWER, "_customer_timeline", "profile_id",
+                             f"FROM {profile_changes.AFFECTED}", "profile_id, seq")
+    if position.whole is not None:
+        return {"followed_changes": False}
+    [(made,)] = conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()
+    return {"followed_changes": True, "profiles_made": made}
