@@ -2,9 +2,11 @@
 
 `privacy.consent_ledger` keeps every statement with its time, source, subject and the addresses it binds, on the
 person it can be attributed to (never through a shared login or device), refusals read from quarantined records
-included; `privacy.consent` decides one state per profile and purpose from the current ones (failing closed), and
-`privacy.address_consent` which of the person's addresses each purpose may use. Views read them to say, per row,
-which purposes the row may be used for and which address it carries.
+included; `privacy.consent` decides one state per profile and purpose from the current ones (failing closed),
+`privacy.address_consent` which of the person's addresses each purpose may use, `privacy.purposes` the purposes each
+person allows and `privacy.consented_addresses` the one address a destination receives per person and purpose. Views
+read them to say, per row, which purposes the row may be used for and which address it carries; built once a run
+here rather than by each view.
 """
 
 from dataclasses import dataclass
@@ -105,6 +107,7 @@ def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> None:
         {"purposes": list(rules.purposes), "bases": list(rules.purposes.values())},
     )
     conn.execute((SQL / "address_consent.sql").read_text())
+    conn.execute((SQL / "purposes.sql").read_text())
 
 
 def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[AssetsDefinition]:
@@ -147,7 +150,9 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
             "whether the purpose is allowed, and the statement that decided it. The most restrictive current "
             "choice wins and disagreeing records are marked `is_conflict`. Also `privacy.address_consent`: per "
             "email address of the person and purpose, whether it may be used (an opt-in purpose only on an address "
-            "a grant binds). Purposes and bases: `cdp_assets/privacy/consent.yaml`."
+            "a grant binds); `privacy.purposes`, the purposes each person allows; `privacy.consented_addresses`, "
+            "the one address per person and purpose a destination receives. Purposes and bases: "
+            "`cdp_assets/privacy/consent.yaml`."
         ),
         required_resource_keys={"warehouse"},
     )

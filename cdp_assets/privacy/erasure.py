@@ -118,6 +118,8 @@ OTHER_TARGETS = (
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
     Target("privacy.address_consent", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
+    Target("privacy.purposes", PROFILE),
+    Target("privacy.consented_addresses", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
     Target("sync.state", KEYS),
     Target("sync.deliveries", KEYS),
     Target("sync.intents", KEYS),

@@ -66,15 +66,10 @@ def prepare_billing(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     )
 
 
-def prepare_purposes(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
-    run_sql(conn, "_purposes", {})
-
-
 PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
     "fx": prepare_fx,
     "billing": prepare_billing,
     "money": prepare_money,
-    "purposes": prepare_purposes,
     "territories": prepare_territories,
 }
 
@@ -92,23 +87,22 @@ TIMELINE_READS = (
 )  # fmt: skip
 BILLING_READS = ("identity/identity_graph", "staging/stripe__subscriptions", "staging/stripe__invoices")
 BUILDS: dict[str, ViewBuild] = {
-    "marketing_audiences": ViewBuild(("money", "purposes"), (*PEOPLE, "privacy/consent")),
+    "marketing_audiences": ViewBuild(("money",), (*PEOPLE, "privacy/consent")),
     "marketing_channel_performance": ViewBuild(("money",), PEOPLE),
     "marketing_email_addresses": ViewBuild(
-        ("purposes",), ("identity/email_addresses", "identity/person_lifecycle", "privacy/consent")
+        (), ("identity/email_addresses", "identity/person_lifecycle", "privacy/consent")
     ),
     "marketing_contacts": ViewBuild(
-        ("purposes",), ("views/marketing_email_addresses", "views/marketing_audiences", *PEOPLE, "privacy/consent")
+        (), ("views/marketing_email_addresses", "views/marketing_audiences", *PEOPLE, "privacy/consent")
     ),
     "customer_360": ViewBuild(
-        ("purposes",),
-        (*PEOPLE, "privacy/consent", "identity/accounts", "staging/hubspot__contacts", "staging/zendesk__users"),
+        (), (*PEOPLE, "privacy/consent", "identity/accounts", "staging/hubspot__contacts", "staging/zendesk__users")
     ),
     "customer_timeline": ViewBuild((), TIMELINE_READS),
     "account_360": ViewBuild(
-        ("fx", "billing", "purposes", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts", *BILLING_READS)
+        ("fx", "billing", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts", *BILLING_READS)
     ),
-    "product_usage_people": ViewBuild(("purposes",), (*PEOPLE, "privacy/consent", "identity/accounts")),
+    "product_usage_people": ViewBuild((), (*PEOPLE, "privacy/consent", "identity/accounts")),
     "product_usage_accounts": ViewBuild((), ("views/product_usage_people", "identity/accounts")),
     "product_funnel": ViewBuild((), ("views/product_usage_people",)),
     "executive_cohorts": ViewBuild(("fx", "billing"), (*PEOPLE, *BILLING_READS)),

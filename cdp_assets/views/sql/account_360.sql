@@ -11,7 +11,7 @@ WITH members AS (
     FROM identity.account_people ap
     JOIN identity.person_profiles p USING (profile_id)
     JOIN identity.person_lifecycle l USING (profile_id)
-    LEFT JOIN _purposes pr USING (profile_id)
+    LEFT JOIN privacy.purposes pr USING (profile_id)
     WHERE ap.is_primary
 ),
 engagement AS (

@@ -8,5 +8,5 @@ SELECT
 FROM identity.person_profiles p
 JOIN identity.person_lifecycle l USING (profile_id)
 JOIN _person_money m USING (profile_id)
-LEFT JOIN _purposes pr USING (profile_id)
+LEFT JOIN privacy.purposes pr USING (profile_id)
 WHERE p.is_active

@@ -29,7 +29,7 @@ SELECT
     l.as_of
 FROM identity.person_profiles p
 JOIN identity.person_lifecycle l USING (profile_id)
-LEFT JOIN _purposes pr USING (profile_id)
+LEFT JOIN privacy.purposes pr USING (profile_id)
 LEFT JOIN identity.account_people ap ON ap.profile_id = p.profile_id AND ap.is_primary
 LEFT JOIN identity.accounts a ON a.account_id = ap.account_id
 LEFT JOIN staging.hubspot__contacts c

@@ -1,7 +1,7 @@
 -- views.marketing_audiences: one row per person and audience they belong to now, with the purpose the audience
 -- serves, every purpose the person allows, contact fields for activation, and since when they are a member.
--- `email` is the address the audience's purpose may use (`_consented_addresses`: for an opt-in purpose, one that
--- consented); a person with none is no member of an audience whose purpose is opt-in.
+-- `email` is the address the audience's purpose may use (`privacy.consented_addresses`: for an opt-in purpose, one
+-- that consented); a person with none is no member of an audience whose purpose is opt-in.
 -- Reads _audience_members (from audiences.yaml) and _previous_members (last build's).
 CREATE OR REPLACE TABLE views.marketing_audiences AS
 SELECT
@@ -12,7 +12,7 @@ SELECT
 FROM _audience_members m
 JOIN _audience_facts f USING (profile_id)
 JOIN privacy.consent c USING (profile_id, purpose)
-LEFT JOIN _consented_addresses ca USING (profile_id, purpose)
+LEFT JOIN privacy.consented_addresses ca USING (profile_id, purpose)
 LEFT JOIN _previous_members pm USING (profile_id, audience)
 WHERE list_contains(f.purposes, m.purpose) AND (ca.email IS NOT NULL OR c.basis = 'opt_out')
 ORDER BY m.audience, m.profile_id

@@ -1,11 +1,11 @@
 -- views.marketing_contacts: one row per person who may be sent marketing email, with the address to send to (the
--- one their email audience rows carry, `_consented_addresses`: an address that consented, their golden one first,
--- else their most engaged), what an engagement platform personalises on, and the email audiences they are in.
+-- one their email audience rows carry, `privacy.consented_addresses`: an address that consented, their golden one
+-- first, else their most engaged), what an engagement platform personalises on, and the email audiences they are in.
 -- Synced to Braze.
 CREATE OR REPLACE TABLE views.marketing_contacts AS
 WITH mailable AS (
     SELECT c.profile_id, c.email, a.best_send_hour
-    FROM _consented_addresses c
+    FROM privacy.consented_addresses c
     JOIN views.marketing_email_addresses a USING (profile_id, email)
     WHERE c.purpose = $email_purpose AND a.is_mailable
 ),
@@ -22,5 +22,5 @@ FROM mailable m
 JOIN identity.person_profiles p USING (profile_id)
 JOIN identity.person_lifecycle l USING (profile_id)
 LEFT JOIN memberships ms USING (profile_id)
-LEFT JOIN _purposes pr USING (profile_id)
+LEFT JOIN privacy.purposes pr USING (profile_id)
 ORDER BY m.profile_id

@@ -22,7 +22,7 @@ SELECT
     l.as_of
 FROM identity.person_lifecycle l
 JOIN identity.person_profiles p USING (profile_id)
-JOIN _purposes pr USING (profile_id)
+JOIN privacy.purposes pr USING (profile_id)
 LEFT JOIN identity.account_people ap ON ap.profile_id = l.profile_id AND ap.is_primary
 WHERE l.last_product_at IS NOT NULL AND list_contains(pr.purposes, $analytics_purpose)
 ORDER BY l.profile_id
