@@ -1,6 +1,7 @@
 """Change logs: the keys a build rewrote, so that a build reading its table follows them instead of rebuilding whole.
 
-A producer (a staging entity, the identity graph) logs, in the transaction that writes its rows, each key it rewrote
+A producer (a staging entity, the identity graph; person profiles, email addresses and the consent ledger, by the
+profiles they rewrote, for consent) logs, in the transaction that writes its rows, each key it rewrote
 with the ids its old row was linked by (`before`: a staged row's key and its stream's `linked_ids`, so a follower
 finds what the row hung from before it moved), all under one number from a sequence that never goes back. A whole
 rewrite logs one row with no key instead, which supersedes the producer's older rows. A follower (identifiers, person
@@ -126,11 +127,16 @@ def keep(conn: duckdb.DuckDBPyConnection, position: Position) -> None:
 
 
 @contextmanager
-def keeping(conn: duckdb.DuckDBPyConnection, position: Position) -> Iterator[None]:
-    """A follower's writes and its position after them, in one transaction: both or neither."""
+def keeping(conn: duckdb.DuckDBPyConnection, position: Position, rewritten: str | None = None) -> Iterator[None]:
+    """A follower's writes and its position after them, in one transaction: both or neither. With `rewritten` (a
+    query of `key`: what a following build rewrote), the follower is a producer too: its build is logged for the
+    builds that follow it, as those keys or, when it was whole, as a rewrite of everything."""
     conn.begin()
     try:
         yield
+        if rewritten is not None:
+            log(conn, position.follower, None if position.whole is not None else
+                f"SELECT DISTINCT key, NULL::JSON AS before FROM ({rewritten}) WHERE key IS NOT NULL")
         keep(conn, position)
     except Exception:
         conn.rollback()

@@ -1,7 +1,7 @@
-"""Identifiers, person profiles, email addresses and customer timelines follow the change log
-(cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py): an hourly run reads
-only the records, and makes again only the profiles, addresses and timelines, its changes reach, and ends with the
-same rows as reading every record and making every one of them again."""
+"""Identifiers, person profiles, email addresses, lifecycles, customer timelines and consent follow the change log
+(cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py, privacy/consent.py):
+an hourly run reads only the records, and makes again only the profiles, addresses, timelines and consent, its
+changes reach, and ends with the same rows as reading every record and making every one of them again."""
 
 from __future__ import annotations
 
@@ -20,30 +20,45 @@ from cdp_assets.identity import identifiers, lifecycle, profile_changes
 from cdp_assets.identity.profiles import build_email_addresses, build_person_profiles
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
+from cdp_assets.privacy import consent
 from cdp_assets.views import timeline
 from resources import SOURCES, primary_key
-from sandbox.clock import zendesk_time
+from sandbox.clock import hubspot_time, zendesk_time
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 
 PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"]), AssetKey(["identity", "email_addresses"]),
-                                AssetKey(["views", "customer_timeline"])).upstream()
+                                AssetKey(["views", "customer_timeline"]), consent.CONSENT_KEY).upstream()
 
 
-def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None],
-           stamped: int | None = None) -> None:
-    """Change a Zendesk record in the world after the last pull read it, as Zendesk stamps a change (its payload's
-    `updated_at` the moment of the change, or `stamped`)."""
+def _zendesk_stamp(payload: dict[str, Any], seconds: int) -> None:
+    payload["updated_at"] = zendesk_time(seconds)
+
+
+def _hubspot_stamp(payload: dict[str, Any], seconds: int) -> None:
+    payload["updatedAt"] = payload["properties"]["lastmodifieddate"] = hubspot_time(seconds * 1000)
+
+
+def _after_last_pull(env: Env, stream: str) -> int:
+    """A second after the last pull of `stream` read it, once that second has come: a change stamped then is new."""
     [(last_read,)] = env.pipeline.query(f"SELECT max(extracted_at) FROM raw.{stream.replace('.', '_')}")
     changed = max(int(time.time()), int(last_read.timestamp()) + 1)
     while time.time() < changed:  # Zendesk's cursor counts whole seconds
         time.sleep(0.05)
+    return changed
+
+
+def _touch(env: Env, stream: str, record_id: str, change: Callable[[dict[str, Any]], None],
+           stamped: int | None = None, stamp: Callable[[dict[str, Any], int], None] = _zendesk_stamp) -> None:
+    """Change a record in the world after the last pull read it, as its source stamps a change (Zendesk's by
+    default: its payload's `updated_at` the moment of the change, or `stamped`)."""
+    changed = _after_last_pull(env, stream)
     store = WorldStore(env.world)
     record = store.get(stream, record_id)
     assert record is not None
     payload = dict(record.payload)
     change(payload)
-    payload["updated_at"] = zendesk_time(stamped or changed)
+    stamp(payload, stamped or changed)
     store.upsert([Record(stream, record_id, record.created, changed * 1000, payload)])
 
 
@@ -74,6 +89,65 @@ def _quarantine(env: Env) -> None:
         SELECT user_id FROM staging.zendesk__users WHERE NOT is_deleted AND email IS NOT NULL
         ORDER BY hash(user_id) LIMIT 1""")
     _touch(env, "zendesk.users", user_id, lambda payload: payload.update(role="wizard"))
+
+
+def _newcomer(env: Env) -> None:
+    """A support user nobody else knows signs up with neither address nor phone: a profile of its own, with consent
+    decided by the purposes' bases alone."""
+    [(user_id, newest)] = env.pipeline.query("SELECT max(user_id::BIGINT), max(user_id::BIGINT) + 1"
+                                             " FROM staging.zendesk__users")
+    store = WorldStore(env.world)
+    record = store.get("zendesk.users", str(user_id))
+    assert record is not None
+    now = _after_last_pull(env, "zendesk.users")
+    payload = {**record.payload, "id": newest, "name": "Ottoline Vasquez-Brindle", "email": None, "phone": None,
+               "external_id": None, "organization_id": None, "created_at": zendesk_time(now),
+               "updated_at": zendesk_time(now), "url": record.payload["url"].replace(str(user_id), str(newest))}
+    store.upsert([Record("zendesk.users", str(newest), now, now * 1000, payload)])
+    newcomers.append(str(newest))
+
+
+newcomers: list[str] = []
+
+
+moved: list[tuple[str, str]] = []  # an address and the support user it moved to
+
+
+def _shared_address_changing_hands(env: Env) -> None:
+    """A support user, alone on its profile, takes a team mailbox another profile holds once (identity links no one
+    through it): the address's row moves to the newer holder's profile, and leaves the old one."""
+    [(email, user_id)] = env.pipeline.query("""
+        WITH holdings AS (SELECT email, profile_id, count(*) AS n FROM identity.email_holders GROUP BY ALL),
+        address AS (
+            SELECT a.email, a.profile_id FROM identity.email_addresses a
+            WHERE list_contains($roles, split_part(a.email, '@', 1))
+              AND (SELECT max(n) FROM holdings h WHERE h.email = a.email) = 1
+            ORDER BY hash(a.email) LIMIT 1)
+        SELECT a.email, min(rp.record_id) FROM address a
+        JOIN identity.record_profiles rp ON rp.stream = 'zendesk.users' AND rp.profile_id <> a.profile_id
+        JOIN staging.zendesk__users z ON z.user_id = rp.record_id AND NOT z.is_deleted
+        WHERE rp.profile_id IN (SELECT profile_id FROM identity.record_profiles GROUP BY profile_id
+                                HAVING count(*) = 1)
+        GROUP BY a.email""", {"roles": list(load_rules().shared.role_mailboxes)})
+    _touch(env, "zendesk.users", user_id, lambda payload: payload.update(email=email))
+    moved.append((email, user_id))
+
+
+refused: list[tuple[str, str]] = []  # the address refused and the profile its row is on
+
+
+def _refuse_an_address_another_profile_holds(env: Env) -> None:
+    """A HubSpot contact opts out of email with an address whose row is on another profile (identity keeps the two
+    apart): the refusal denies the address on that profile too."""
+    [(contact_id, email, owner)] = env.pipeline.query("""
+        SELECT h.contact_id, a.email, a.profile_id FROM staging.hubspot__contacts h
+        JOIN identity.record_profiles rp ON rp.stream = 'hubspot.contacts' AND rp.record_id = h.contact_id
+        JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = 'email'
+        JOIN identity.email_addresses a ON a.email = i.value AND a.profile_id <> rp.profile_id
+        WHERE NOT h.is_deleted AND NOT h.email_opt_out ORDER BY hash(h.contact_id) LIMIT 1""")
+    _touch(env, "hubspot.contacts", contact_id, lambda payload: payload["properties"].update(hs_email_optout="true"),
+           stamp=_hubspot_stamp)
+    refused.append((email, owner))
 
 
 AHEAD_SECONDS = 40  # longer than a run takes: the build of the round that dates it still sees it in the future
@@ -107,6 +181,9 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
     "a merge": _merge,
     "a ticket changing hands": _move_ticket,
     "a record quarantined": _quarantine,
+    "an address refused on another profile": _refuse_an_address_another_profile_holds,
+    "a newcomer with no address": _newcomer,
+    "a shared address changing hands": _shared_address_changing_hands,
     "a record dated ahead": _date_ahead,
     "its time passing": _time_passing,
     "another tick": lambda env: env.sandbox.control("tick", "POST", changes=30),
@@ -115,7 +192,8 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
 
 FOLLOWING = (  # the tables that follow the log
     "identity.identifiers", "identity.normalised_values", "identity.person_profiles", "identity.email_addresses",
-    "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline",
+    "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline", consent.LEDGER,
+    *consent.TABLES,
 )
 
 
@@ -146,17 +224,40 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         assert 0 < profiles["profiles_made"] < profiles["profiles"] / 2, (change, profiles)
         addresses = outcome.metadata["identity/email_addresses"]
         assert addresses["followed_changes"] is True, change
-        assert 0 < addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
+        assert addresses["addresses_made"] > 0 or change == "a newcomer with no address", (change, addresses)
+        assert addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
         lifecycles = outcome.metadata["identity/person_lifecycle"]
         assert lifecycles["followed_changes"] is True, change
         assert lifecycles["profiles_made"] < profiles["profiles"] / 2, (change, lifecycles)
         timelines = outcome.metadata["views/customer_timeline"]
         assert timelines["followed_changes"] is True, change
         assert timelines["profiles_made"] < profiles["profiles"] / 2, (change, timelines)
+        decided = outcome.metadata["privacy/consent"]
+        assert decided["followed_changes"] is True, change
+        assert decided["profiles_decided"] < profiles["profiles"] / 2, (change, decided)
         if change in ("a record dated ahead", "its time passing"):  # on its requester's timeline once it is past
             [(shown,)] = env.pipeline.query("SELECT count(*) FROM views.customer_timeline WHERE stream = "
                                             "'zendesk.tickets' AND record_id = $id", {"id": dated[-1]})
             assert shown == (change == "its time passing"), change
+        if change == "an address refused on another profile":
+            [(state,)] = env.pipeline.query("SELECT state FROM privacy.address_consent WHERE email = $email AND"
+                                            " profile_id = $owner AND purpose = 'email_marketing'",
+                                            dict(zip(("email", "owner"), refused[-1], strict=True)))
+            assert state == "denied", change
+        if change == "a shared address changing hands":  # on the user's profile now, and on that one alone
+            [(owners, holder)] = env.pipeline.query("""
+                SELECT (SELECT list(DISTINCT profile_id) FROM privacy.address_consent WHERE email = $email),
+                       (SELECT [profile_id] FROM identity.record_profiles WHERE stream = 'zendesk.users'
+                                                                           AND record_id = $user)""",
+                dict(zip(("email", "user"), moved[-1], strict=True)))
+            assert owners == holder, change
+        if change == "a newcomer with no address":  # a row per purpose, on a profile of its own
+            [(purposes, records)] = env.pipeline.query("""
+                SELECT count(DISTINCT c.purpose), count(DISTINCT (o.stream, o.record_id))
+                FROM identity.record_profiles rp JOIN identity.record_profiles o USING (profile_id)
+                LEFT JOIN privacy.consent c USING (profile_id)
+                WHERE rp.stream = 'zendesk.users' AND rp.record_id = $id""", {"id": newcomers[-1]})
+            assert (purposes, records) == (len(consent.load().purposes), 1), change
         whole = tmp_path / "whole.duckdb"
         shutil.copy(env.pipeline.warehouse, whole)
         with duckdb.connect(str(whole)) as conn:
@@ -170,6 +271,9 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             [(as_of,)] = conn.execute("SELECT any_value(as_of) FROM identity.person_lifecycle").fetchall()
             assert lifecycle.build(conn, as_of).whole == "no earlier build"  # as of the same moment
             assert timeline.build(conn)["followed_changes"] is False  # as of the same moment, the lifecycle's
+            conn.execute(f"DROP TABLE {consent.LEDGER}")
+            assert consent.build_ledger(conn, consent.load()) is None  # every statement made and written
+            assert consent.build_consent(conn, consent.load()).whole == "no earlier build"
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
 
 

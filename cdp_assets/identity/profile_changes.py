@@ -66,7 +66,7 @@ def affected_sql(position: changes.Position, entities: list[str], clocked: dict[
                  ) -> tuple[str, dict[str, object]]:
     """The query filling AFFECTED from the followed changes of the staging `entities` and the graph, and from the
     `clocked` times that passed since the last build (a following `position`), and its parameters."""
-    branches = [f"SELECT key FROM {changes.FOLLOWED} WHERE producer = $graph"]
+    branches = [f"SELECT key AS profile_id FROM {changes.FOLLOWED} WHERE producer = $graph"]
     params: dict[str, object] = {"graph": resolution.PRODUCER}
     for n, (entity, (stream, column)) in enumerate(OWNERS.items()):
         if entity not in entities:

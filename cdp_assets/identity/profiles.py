@@ -278,7 +278,7 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
             "as_of": position.as_of,
         },
     )
-    with changes.keeping(conn, position):
+    with changes.keeping(conn, position, f"SELECT profile_id AS key FROM {profile_changes.AFFECTED}"):
         changes.replace_rows(conn, position, "identity.person_profiles", "_person_profiles", "profile_id",
                              f"FROM {profile_changes.AFFECTED}", "profile_id")
     return position
@@ -300,7 +300,11 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
         (SQL / "email_addresses.sql").read_text(),
         {"free_mail_domains": list(FREE_MAIL_DOMAINS), "disposable_domains": list(DISPOSABLE_DOMAINS)},
     )
-    with changes.keeping(conn, position):
+    if position.whole is None:  # the profiles of the addresses made again, before and after (logged for consent)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _address_profiles AS SELECT profile_id FROM {EMAIL_FOLLOWER}"
+                     " WHERE email IN (FROM _affected_addresses) UNION SELECT profile_id FROM _email_addresses"
+                     " WHERE email IN (FROM _affected_addresses)")
+    with changes.keeping(conn, position, "SELECT profile_id AS key FROM _address_profiles"):
         for table in (EMAIL_FOLLOWER, HOLDERS):
             changes.replace_rows(conn, position, table, f"_{table.split('.')[1]}", "email",
                                  "FROM _affected_addresses", "email")

@@ -6,7 +6,9 @@ included; `privacy.consent` decides one state per profile and purpose from the c
 `privacy.address_consent` which of the person's addresses each purpose may use, `privacy.purposes` the purposes each
 person allows and `privacy.consented_addresses` the one address a destination receives per person and purpose. Views
 read them to say, per row, which purposes the row may be used for and which address it carries; built once a run
-here rather than by each view.
+here rather than by each view. The ledger is made whole and written by difference; consent follows the change log
+(cdp_assets/changes.py): the profiles whose statements changed, those person profiles and email addresses made
+again, and those holding an address a changed refusal binds.
 """
 
 from dataclasses import dataclass
@@ -18,14 +20,53 @@ import duckdb
 import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
+from cdp_assets import changes
 from cdp_assets.identity import rules as identity_rules
 from cdp_assets.identity.profiles import measures
 from cdp_assets.privacy import paths, subject
 from cdp_assets.raw import OWNER, raw_table
 from cdp_assets.staging import candidates_sql, staging_key
+from cdp_assets.warehouse_access import has_tables
 from resources import SOURCES
 
 SQL = Path(__file__).parent / "sql"
+LEDGER = "privacy.consent_ledger"
+FOLLOWER = "privacy.consent"
+PROFILES, ADDRESSES = "identity.person_profiles", "identity.email_addresses"  # producers that log profile ids
+# The tables the consent step writes, each by profile, with the order a whole build writes it in.
+TABLES = {
+    FOLLOWER: "profile_id, purpose",
+    "privacy.address_consent": "profile_id, email, purpose",
+    "privacy.purposes": "profile_id",
+    "privacy.consented_addresses": "profile_id, purpose",
+}
+FINGERPRINT = changes.code_fingerprint(
+    [SQL / "consent.sql", SQL / "address_consent.sql", SQL / "purposes.sql", Path(__file__).with_name("consent.yaml"),
+     Path(__file__)], f"duckdb {duckdb.__version__}")  # fmt: skip
+# The profiles whose statements changed (by a 64-bit hash of each row, as staging's replay compares rows), and in
+# the log the addresses their refusals bind, before and after: a refusal denies its address on every profile.
+LEDGER_CHANGES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _ledger_changes AS
+WITH kept AS (SELECT profile_id, hash(l) AS h FROM {LEDGER} l),
+     made AS (SELECT profile_id, hash(l) AS h FROM _consent_ledger l)
+SELECT DISTINCT profile_id FROM ((FROM kept EXCEPT ALL FROM made) UNION ALL (FROM made EXCEPT ALL FROM kept))"""
+LEDGER_LOG_SQL = f"""
+SELECT c.profile_id AS key,
+       to_json({{'refused': coalesce(list(DISTINCT r.email) FILTER (WHERE r.email IS NOT NULL), [])}}) AS before
+FROM _ledger_changes c
+LEFT JOIN (SELECT profile_id, unnest(addresses) AS email FROM {LEDGER} WHERE choice = 'denied'
+           UNION ALL
+           SELECT profile_id, unnest(addresses) FROM _consent_ledger WHERE choice = 'denied') r USING (profile_id)
+GROUP BY c.profile_id"""
+# The profiles a following consent build decides again: those the ledger, person profiles or email addresses logged,
+# and those holding an address a changed refusal binds.
+SCOPE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _consent_scope AS
+SELECT key AS profile_id FROM {changes.FOLLOWED}
+UNION
+SELECT profile_id FROM identity.email_addresses WHERE email IN (
+    SELECT unnest(json_extract_string(before, '$.refused[*]')) FROM {changes.FOLLOWED} WHERE producer = $ledger)"""
+WHOLE_SCOPE_SQL = "CREATE OR REPLACE TEMP TABLE _consent_scope AS SELECT profile_id FROM identity.person_profiles"
 LEDGER_KEY = AssetKey(["privacy", "consent_ledger"])
 CONSENT_KEY = AssetKey(["privacy", "consent"])
 ADDRESSES_KEY = AssetKey(["identity", "email_addresses"])
@@ -95,19 +136,54 @@ def read_quarantined(conn: duckdb.DuckDBPyConnection) -> None:
         paths.identify(conn, f"_held_raw__{held}", f"{source}.{stream.name}", rules)
 
 
-def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> None:
+def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | None:
+    """Make every statement again (consent_ledger.sql); write only the profiles whose statements changed, logged for
+    consent, or the whole ledger on its first build. Returns how many profiles changed (None: written whole)."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
     read_quarantined(conn)
     conn.execute((SQL / "consent_ledger.sql").read_text(), rules.ledger_params())
+    kept = has_tables(conn, *LEDGER.split("."))
+    conn.begin()
+    try:
+        if kept:
+            conn.execute(LEDGER_CHANGES_SQL)
+            changes.log(conn, LEDGER, LEDGER_LOG_SQL)
+            conn.execute(f"DELETE FROM {LEDGER} WHERE profile_id IN (FROM _ledger_changes)")
+            conn.execute(f"INSERT INTO {LEDGER} BY NAME FROM _consent_ledger"
+                         " WHERE profile_id IN (FROM _ledger_changes)")
+        else:
+            changes.log(conn, LEDGER, None)
+            conn.execute(f"CREATE OR REPLACE TABLE {LEDGER} AS FROM _consent_ledger"
+                         " ORDER BY profile_id, purpose, stated_at")
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()
+    return conn.execute("SELECT count(*) FROM _ledger_changes").fetchall()[0][0] if kept else None
 
 
-def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> None:
+def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> changes.Position:
+    """Decide consent again for the profiles the log reaches (those whose statements, golden record or addresses
+    changed, and those holding an address a changed refusal binds), or for all; their rows in the four tables
+    replace the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
+    position = changes.follow(conn, FOLLOWER, [LEDGER, PROFILES, ADDRESSES], FINGERPRINT)
+    if position.whole is None and not all(has_tables(conn, *table.split(".")) for table in TABLES):
+        position = position.rebuilt("no earlier build")
+    if position.whole is None:
+        conn.execute(SCOPE_SQL, {"ledger": LEDGER})
+    else:
+        conn.execute(WHOLE_SCOPE_SQL)
     conn.execute(
         (SQL / "consent.sql").read_text(),
         {"purposes": list(rules.purposes), "bases": list(rules.purposes.values())},
     )
     conn.execute((SQL / "address_consent.sql").read_text())
     conn.execute((SQL / "purposes.sql").read_text())
+    with changes.keeping(conn, position):
+        for table, order in TABLES.items():
+            changes.replace_rows(conn, position, table, f"_{table.split('.')[1]}", "profile_id",
+                                 "FROM _consent_scope", order)
+    return position
 
 
 def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[AssetsDefinition]:
@@ -122,13 +198,14 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
             "subscriptions, HubSpot email opt-outs, product consent events), with its purpose, choice, time, "
             "source record, subject (the address or login it is about) and the addresses it binds, on the profile "
             "of the person it can be attributed to (never through a shared login or device). Refusals read from "
-            "quarantined records are marked `quarantined`; `is_current` marks the statements that still hold."
+            "quarantined records are marked `quarantined`; `is_current` marks the statements that still hold. "
+            "Made whole each run; only the profiles whose statements changed are written, and logged for consent."
         ),
         required_resource_keys={"warehouse"},
     )
     def consent_ledger(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            build_ledger(conn, load())
+            changed = build_ledger(conn, load())
             metadata = measures(
                 conn,
                 "SELECT count(*) AS statements, count(*) FILTER (WHERE is_current) AS current_statements,"
@@ -136,7 +213,8 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
                 " count(*) FILTER (WHERE quarantined) AS refusals_from_quarantine,"
                 " count(DISTINCT profile_id) AS profiles FROM privacy.consent_ledger",
             )
-        return MaterializeResult(metadata={"dagster/row_count": metadata["statements"], **metadata})
+        written = {"written_whole": True} if changed is None else {"written_whole": False, "profiles_changed": changed}
+        return MaterializeResult(metadata={"dagster/row_count": metadata["statements"], **metadata, **written})
 
     @asset(
         key=CONSENT_KEY,
@@ -152,14 +230,16 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
             "email address of the person and purpose, whether it may be used (an opt-in purpose only on an address "
             "a grant binds); `privacy.purposes`, the purposes each person allows; `privacy.consented_addresses`, "
             "the one address per person and purpose a destination receives. Purposes and bases: "
-            "`cdp_assets/privacy/consent.yaml`."
+            "`cdp_assets/privacy/consent.yaml`. An hourly run decides again only the profiles whose statements, "
+            "golden record or addresses changed, and those holding an address a changed refusal binds."
         ),
         required_resource_keys={"warehouse"},
     )
     def consent(context: AssetExecutionContext) -> MaterializeResult:
         rules = load()
         with context.resources.warehouse.get_connection() as conn:
-            build_consent(conn, rules)
+            position = build_consent(conn, rules)
+            [(decided,)] = conn.execute("SELECT count(*) FROM _consent_scope").fetchall()
             totals = measures(conn, "SELECT count(*) AS row_count, count(*) FILTER (WHERE is_conflict) AS conflicts"
                                     " FROM privacy.consent")
             shares = conn.execute(
@@ -169,6 +249,8 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
             metadata={
                 "dagster/row_count": totals["row_count"],
                 "conflicts": totals["conflicts"],
+                "followed_changes": position.whole is None,
+                "profiles_decided": decided,
                 **{f"allowed_share.{purpose}": round(share, 6) for purpose, share in shares},
             }
         )

@@ -1,6 +1,7 @@
--- privacy.consent: one row per profile and purpose. The most restrictive current statement wins; current
--- statements that disagree make a conflict; with no statement, the purpose's basis decides (opt_out: allowed).
-CREATE OR REPLACE TABLE privacy.consent AS
+-- privacy.consent (as TEMP _consent, for the profiles of `_consent_scope`: consent.py): one row per profile and
+-- purpose. The most restrictive current statement wins; current statements that disagree make a conflict; with no
+-- statement, the purpose's basis decides (opt_out: allowed).
+CREATE OR REPLACE TEMP TABLE _consent AS
 WITH purposes AS (
     SELECT unnest($purposes) AS purpose, unnest($bases) AS basis
 ),
@@ -13,7 +14,7 @@ decided AS (
         arg_max({'source': source, 'record_id': record_id, 'at': stated_at},
                 (choice = 'denied', stated_at, record_id)) AS decider
     FROM privacy.consent_ledger
-    WHERE is_current
+    WHERE is_current AND profile_id IN (FROM _consent_scope)
     GROUP BY ALL
 )
 SELECT
@@ -30,4 +31,4 @@ SELECT
 FROM identity.person_profiles p
 CROSS JOIN purposes u
 LEFT JOIN decided d USING (profile_id, purpose)
-ORDER BY p.profile_id, u.purpose
+WHERE p.profile_id IN (FROM _consent_scope)

@@ -1,4 +1,5 @@
--- privacy.consent_ledger: every consent statement a source holds, on the profile of the person it binds.
+-- privacy.consent_ledger (made whole here as TEMP _consent_ledger; consent.py writes the profiles whose statements
+-- changed): every consent statement a source holds, on the profile of the person it binds.
 -- `subject` is what the choice is about: an email address for list subscriptions and CRM opt-outs, the product
 -- login (or device) for product consent events. `addresses` are the email addresses it binds: the one it names, or
 -- for a product event naming none, those the records carrying its login hold on the person's profile; none for a
@@ -15,7 +16,7 @@
 -- A later statement by the same source on the same subject supersedes an earlier one, and one whose time cannot be
 -- read counts as the latest: a refusal of unknown time denies the purpose until it can be read. A refusal stays
 -- current after its record is deleted (deleting a record withdraws nothing); a grant on a deleted record does not.
-CREATE OR REPLACE TABLE privacy.consent_ledger AS
+CREATE OR REPLACE TEMP TABLE _consent_ledger AS
 WITH product_purposes AS (
     SELECT unnest($product_properties) AS property, unnest($product_purposes) AS purpose
 ),
@@ -160,4 +161,3 @@ SELECT
     is_deleted AS record_deleted, quarantined,
     can_be_current AND recency = 1 AS is_current
 FROM ranked
-ORDER BY profile_id, purpose, stated_at
