@@ -133,7 +133,8 @@ EXEMPT: dict[str, str] = {
     "staging._builds": "each entity's last build: a position in raw's landing order, a fingerprint and, after a "
     "replay, up to five ids of records that differed (the row goes with any erasure reaching the entity)",
     changes.LOG: "the record and profile ids each build rewrote, with the ids of the records a replaced row hung "
-    "from (emptied by every erasure, so the builds that follow it are whole next time)",
+    "from and the addresses a changed profile's refusals bind (emptied by every erasure, so the builds that follow "
+    "it are whole next time)",
     changes.POSITIONS: "how far each build that follows the change log has read it, a fingerprint of its code and the "
     "moment it judged the clock by",
     "quarantine.quality_history": "counts and rates per entity and run",
