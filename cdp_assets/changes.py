@@ -34,10 +34,12 @@ SETUP_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS staging;
 CREATE SEQUENCE IF NOT EXISTS staging._change_numbers;
 CREATE TABLE IF NOT EXISTS {LOG} (
-    producer VARCHAR NOT NULL,  -- a staging entity ("hubspot__contacts") or "identity.graph"
+    producer VARCHAR NOT NULL,  -- a staging entity ("hubspot__contacts"), "identity.graph" or a table a follower
+                                -- writes ("identity.person_profiles", "privacy.consent_ledger")
     change BIGINT NOT NULL,     -- the build's number: later builds have higher ones
     key VARCHAR,                -- a rewritten row's key; NULL: the producer rewrote everything
-    before JSON                 -- the ids the row was linked by before this build (NULL: it had no row)
+    before JSON                 -- what a follower needs of the old row: a staged row's linked ids (NULL: it had no
+                                -- row), the addresses a profile's refusals bind for the ledger; NULL for the others
 );
 CREATE TABLE IF NOT EXISTS {POSITIONS} (
     follower VARCHAR PRIMARY KEY,

@@ -21,8 +21,9 @@ import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
 from cdp_assets import changes
+from cdp_assets.identity import profile_changes
 from cdp_assets.identity import rules as identity_rules
-from cdp_assets.identity.profiles import measures
+from cdp_assets.identity.profiles import EMAIL_FOLLOWER, measures
 from cdp_assets.privacy import paths, subject
 from cdp_assets.raw import OWNER, raw_table
 from cdp_assets.staging import candidates_sql, staging_key
@@ -32,7 +33,6 @@ from resources import SOURCES
 SQL = Path(__file__).parent / "sql"
 LEDGER = "privacy.consent_ledger"
 FOLLOWER = "privacy.consent"
-PROFILES, ADDRESSES = "identity.person_profiles", "identity.email_addresses"  # producers that log profile ids
 # The tables the consent step writes, each by profile, with the order a whole build writes it in.
 TABLES = {
     FOLLOWER: "profile_id, purpose",
@@ -142,7 +142,8 @@ def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | 
     conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
     read_quarantined(conn)
     conn.execute((SQL / "consent_ledger.sql").read_text(), rules.ledger_params())
-    kept = has_tables(conn, *LEDGER.split("."))
+    # Written by difference onto a ledger of the same columns; whole when there is none (or its columns changed).
+    kept = has_tables(conn, *LEDGER.split(".")) and _columns(conn, LEDGER) == _columns(conn, "_consent_ledger")
     conn.begin()
     try:
         if kept:
@@ -162,11 +163,15 @@ def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | 
     return conn.execute("SELECT count(*) FROM _ledger_changes").fetchall()[0][0] if kept else None
 
 
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
+
+
 def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> changes.Position:
     """Decide consent again for the profiles the log reaches (those whose statements, golden record or addresses
     changed, and those holding an address a changed refusal binds), or for all; their rows in the four tables
     replace the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
-    position = changes.follow(conn, FOLLOWER, [LEDGER, PROFILES, ADDRESSES], FINGERPRINT)
+    position = changes.follow(conn, FOLLOWER, [LEDGER, profile_changes.FOLLOWER, EMAIL_FOLLOWER], FINGERPRINT)
     if position.whole is None and not all(has_tables(conn, *table.split(".")) for table in TABLES):
         position = position.rebuilt("no earlier build")
     if position.whole is None:
@@ -239,7 +244,7 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
         rules = load()
         with context.resources.warehouse.get_connection() as conn:
             position = build_consent(conn, rules)
-            [(decided,)] = conn.execute("SELECT count(*) FROM _consent_scope").fetchall()
+            [(decided,)] = conn.execute("SELECT count(DISTINCT profile_id) FROM _consent").fetchall()
             totals = measures(conn, "SELECT count(*) AS row_count, count(*) FILTER (WHERE is_conflict) AS conflicts"
                                     " FROM privacy.consent")
             shares = conn.execute(
