@@ -20,13 +20,15 @@ producer still holds uncommitted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+
+from cdp_assets.warehouse_access import has_tables
 
 LOG = "staging._changes"
 POSITIONS = "staging._followers"
@@ -93,14 +95,16 @@ class Position:
         return replace(self, whole=why, since=None)
 
 
-def follow(conn: duckdb.DuckDBPyConnection, follower: str, producers: list[str], fingerprint: str) -> Position:
-    """Where `follower`'s build stands; when it follows, TEMP FOLLOWED holds the changes since its last build."""
+def follow(conn: duckdb.DuckDBPyConnection, follower: str, producers: list[str], fingerprint: str,
+           tables: Iterable[str] = ()) -> Position:
+    """Where `follower`'s build stands, which writes `tables` ("schema.table": whole when one is missing); when it
+    follows, TEMP FOLLOWED holds the changes since its last build."""
     conn.execute(SETUP_SQL)
     [(through, as_of)] = conn.execute(f"SELECT coalesce(max(change), 0), now() FROM {LOG}").fetchall()
     kept = conn.execute(f"SELECT change, fingerprint, as_of FROM {POSITIONS} WHERE follower = $f",
                         {"f": follower}).fetchall()  # fmt: skip
     position = Position(follower, max(through, kept[0][0] if kept else 0), fingerprint, as_of)
-    if not kept:
+    if not kept or not all(has_tables(conn, *table.split(".")) for table in tables):
         return position.rebuilt("no earlier build")
     if kept[0][2] is None:
         return position.rebuilt("no clock kept by its last build")

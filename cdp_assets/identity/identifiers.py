@@ -126,10 +126,8 @@ def _producers(rules: Rules) -> list[str]:
 
 def _position(conn: duckdb.DuckDBPyConnection, rules: Rules) -> changes.Position:
     """Where a following build stands (changes.follow); whole as well when a table it writes is missing."""
-    position = changes.follow(conn, FOLLOWER, _producers(rules), f"{CODE} {_fingerprint(rules)}")
-    if position.whole is None and not has_tables(conn, "identity", "identifiers", "normalised_values"):
-        return position.rebuilt("no earlier build")
-    return position
+    return changes.follow(conn, FOLLOWER, _producers(rules), f"{CODE} {_fingerprint(rules)}",
+                          ("identity.identifiers", "identity.normalised_values"))
 
 
 def _changed_records(conn: duckdb.DuckDBPyConnection, rules: Rules) -> int:

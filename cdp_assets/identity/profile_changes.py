@@ -21,7 +21,6 @@ import duckdb
 from cdp_assets import changes, glossary
 from cdp_assets.identity import resolution
 from cdp_assets.staging import staging_table
-from cdp_assets.warehouse_access import has_tables
 from resources import primary_key
 
 FOLLOWER = "identity.person_profiles"
@@ -87,11 +86,9 @@ def affected(conn: duckdb.DuckDBPyConnection, follower: str, entities: list[str]
     """The position of `follower`'s build, which reads the staging `entities`, compares their `clocked` times with
     its moment (`as_of`, by default the moment it starts) and writes `tables` ("schema.table"); `fingerprint`, of
     the code and rules that build it. When it follows its changes, TEMP AFFECTED holds the profiles they reach."""
-    position = changes.follow(conn, follower, [*entities, resolution.PRODUCER], fingerprint)
+    position = changes.follow(conn, follower, [*entities, resolution.PRODUCER], fingerprint, tables)
     if as_of is not None:
         position = replace(position, as_of=as_of)
-    if position.whole is None and not all(has_tables(conn, *table.split(".")) for table in tables):
-        position = position.rebuilt("no earlier build")
     if position.whole is None:
         unowned = conn.execute(
             f"SELECT DISTINCT producer FROM {changes.FOLLOWED} WHERE NOT list_contains($owned, producer) ORDER BY 1",

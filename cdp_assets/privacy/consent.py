@@ -171,9 +171,8 @@ def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> chang
     """Decide consent again for the profiles the log reaches (those whose statements, golden record or addresses
     changed, and those holding an address a changed refusal binds), or for all; their rows in the four tables
     replace the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
-    position = changes.follow(conn, FOLLOWER, [LEDGER, profile_changes.FOLLOWER, EMAIL_FOLLOWER], FINGERPRINT)
-    if position.whole is None and not all(has_tables(conn, *table.split(".")) for table in TABLES):
-        position = position.rebuilt("no earlier build")
+    position = changes.follow(conn, FOLLOWER, [LEDGER, profile_changes.FOLLOWER, EMAIL_FOLLOWER], FINGERPRINT,
+                              TABLES)
     if position.whole is None:
         conn.execute(SCOPE_SQL, {"ledger": LEDGER})
     else:
