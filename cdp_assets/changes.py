@@ -1,15 +1,16 @@
 """Change logs: the keys a build rewrote, so that a build reading its table follows them instead of rebuilding whole.
 
-A producer (a staging entity, the identity graph; person profiles, email addresses and the consent ledger, by the
-profiles they rewrote) logs, in the transaction that writes its rows, each key it rewrote with what a follower needs
-of its old row (`before`: a staged row's key and its stream's `linked_ids`, so a follower finds what the row hung
-from before it moved; the addresses a profile's refusals bind, for the ledger), all under one number from a sequence
-that never goes back. A whole rewrite logs one row with no key instead, which supersedes the producer's older rows.
-A follower (identifiers, person profiles, consent) keeps, in the transaction that writes its own rows, the number it
-has read through, a fingerprint of what built it and the moment it judged the clock by (`as_of`, for what turns from
+A producer (a staging entity, the identity graph; person profiles, email addresses, lifecycles, the consent ledger,
+consent and accounts, by the profiles they rewrote or whose rows changed) logs, in the transaction that writes its
+rows, each key it rewrote with what a follower needs of its old row (`before`: a staged row's key and its stream's
+`linked_ids`, so a follower finds what the row hung from before it moved; the addresses a profile's refusals bind,
+for the ledger), all under one number from a sequence that never goes back. A whole rewrite logs one row with no key
+instead, which supersedes the producer's older rows. A follower (identifiers, person profiles, email addresses,
+lifecycles, consent, the views by profile) keeps, in the transaction that writes its own rows, the number it has
+read through, a fingerprint of what built it and the moment it judged the clock by (`as_of`, for what turns from
 future to past between builds): its next build follows the keys logged since, or is whole when a producer it reads
-rewrote whole since, when its fingerprint differs, or when it has no earlier build. Rows every follower has read
-are dropped. An erasure empties the log and the positions (privacy/erasure.py): a key it names goes, and every
+rewrote whole since, when its fingerprint differs, or when it has no earlier build. Rows every follower has read are
+dropped. An erasure empties the log and the positions (privacy/erasure.py): a key it names goes, and every
 follower's next build is whole.
 
 Numbers are taken in the order producers commit because one run writes the warehouse at a time (DuckDB's one writer;
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.warehouse_access import has_tables
+from cdp_assets.warehouse_access import has_tables, transaction
 
 LOG = "staging._changes"
 POSITIONS = "staging._followers"
@@ -36,8 +37,8 @@ SETUP_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS staging;
 CREATE SEQUENCE IF NOT EXISTS staging._change_numbers;
 CREATE TABLE IF NOT EXISTS {LOG} (
-    producer VARCHAR NOT NULL,  -- a staging entity ("hubspot__contacts"), "identity.graph" or a table a follower
-                                -- writes ("identity.person_profiles", "privacy.consent_ledger")
+    producer VARCHAR NOT NULL,  -- a staging entity ("hubspot__contacts"), "identity.graph" or a table a build
+                                -- writes ("identity.person_profiles", "identity.account_people")
     change BIGINT NOT NULL,     -- the build's number: later builds have higher ones
     key VARCHAR,                -- a rewritten row's key; NULL: the producer rewrote everything
     before JSON                 -- what a follower needs of the old row: a staged row's linked ids (NULL: it had no
@@ -138,17 +139,12 @@ def keeping(conn: duckdb.DuckDBPyConnection, position: Position, rewritten: str 
     """A follower's writes and its position after them, in one transaction: both or neither. With `rewritten` (a
     query of `key`: what a following build rewrote), the follower is a producer too: its build is logged for the
     builds that follow it, as those keys or, when it was whole, as a rewrite of everything."""
-    conn.begin()
-    try:
+    with transaction(conn):
         yield
         if rewritten is not None:
             log(conn, position.follower, None if position.whole is not None else
                 f"SELECT DISTINCT key, NULL::JSON AS before FROM ({rewritten}) WHERE key IS NOT NULL")
         keep(conn, position)
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
 
 
 def replace_rows(conn: duckdb.DuckDBPyConnection, position: Position, table: str, rows: str, key: str, keys: str,

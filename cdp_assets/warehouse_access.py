@@ -134,3 +134,21 @@ def has_tables(conn: duckdb.DuckDBPyConnection, schema: str, *names: str) -> boo
         {"schema": schema, "names": list(names)},
     ).fetchall()
     return found == len(names)
+
+
+def columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """A table's columns and their types, in order: a table kept from an earlier build is compared with what the
+    build's SQL makes now before rows are written into it by difference."""
+    return conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The statements of the block in one transaction: all of them or none."""
+    conn.begin()
+    try:
+        yield
+    except Exception:
+        conn.rollback()
+        raise
+    conn.commit()

@@ -1,7 +1,8 @@
-"""Identifiers, person profiles, email addresses, lifecycles, customer timelines and consent follow the change log
-(cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py, privacy/consent.py):
-an hourly run reads only the records, and makes again only the profiles, addresses, timelines and consent, its
-changes reach, and ends with the same rows as reading every record and making every one of them again."""
+"""Identifiers, person profiles, email addresses, lifecycles, customer timelines, consent and the views of people
+follow the change log (cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py,
+privacy/consent.py, views/following.py): an hourly run reads only the records, and makes again only the profiles,
+addresses, timelines, consent and view rows, its changes reach, and ends with the same rows as reading every record
+and making every one of them again."""
 
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ from cdp_assets.identity.profiles import build_email_addresses, build_person_pro
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
 from cdp_assets.privacy import consent
-from cdp_assets.views import timeline
+from cdp_assets.views import build, following, policy, timeline
 from resources import SOURCES, primary_key
 from sandbox.clock import hubspot_time, zendesk_time
+from sandbox.render_hubspot import touch
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 
 PROFILES = AssetSelection.assets(AssetKey(["identity", "person_profiles"]), AssetKey(["identity", "email_addresses"]),
-                                AssetKey(["views", "customer_timeline"]), consent.CONSENT_KEY).upstream()
+                                AssetKey(["views", "customer_timeline"]), consent.CONSENT_KEY,
+                                *(AssetKey(["views", name]) for name in following.FOLLOWING)).upstream()
 
 
 def _zendesk_stamp(payload: dict[str, Any], seconds: int) -> None:
@@ -36,7 +39,7 @@ def _zendesk_stamp(payload: dict[str, Any], seconds: int) -> None:
 
 
 def _hubspot_stamp(payload: dict[str, Any], seconds: int) -> None:
-    payload["updatedAt"] = payload["properties"]["lastmodifieddate"] = hubspot_time(seconds * 1000)
+    touch(payload, seconds * 1000)
 
 
 def _after_last_pull(env: Env, stream: str) -> int:
@@ -150,6 +153,51 @@ def _refuse_an_address_another_profile_holds(env: Env) -> None:
     refused.append((email, owner))
 
 
+ledger_only: list[str] = []  # the profile a quarantined contact's refusal binds
+
+
+def _refusal_only_the_ledger_reads(env: Env) -> None:
+    """A new HubSpot contact breaking its contract (a lifecycle stage HubSpot has not) opts out of email with the
+    address of a person who allows email marketing: it goes to quarantine, so identity never places it and no profile
+    or address is made again for it; only the consent ledger reads its refusal, which binds that person's profile."""
+    [(profile_id, email)] = env.pipeline.query("""
+        WITH own AS (
+            SELECT i.value FROM identity.identifiers i JOIN identity.record_profiles rp USING (stream, record_id)
+            WHERE i.id_type IN ('email', 'email_canonical') GROUP BY i.value HAVING count(DISTINCT rp.profile_id) = 1)
+        SELECT c.profile_id, a.email FROM privacy.consent c JOIN identity.email_addresses a USING (profile_id)
+        WHERE c.purpose = 'email_marketing' AND c.allowed AND a.email IN (FROM own) AND NOT EXISTS (
+            SELECT 1 FROM identity.identifiers e JOIN identity.identifiers k USING (stream, record_id)
+            WHERE e.id_type = 'email' AND e.value = a.email AND k.id_type = 'email_canonical'
+              AND k.value NOT IN (FROM own))
+        ORDER BY hash(a.email) LIMIT 1""")
+    store = WorldStore(env.world)
+    contacts = list(store.scan("hubspot.contacts"))
+    newest = str(max(int(record.id) for record in contacts) + 1)
+    now = _after_last_pull(env, "hubspot.contacts")
+    properties = {**contacts[0].payload["properties"], "email": email, "phone": None, "hs_object_id": newest,
+                  "hs_email_optout": "true", "lifecyclestage": "wizard",
+                  "createdate": hubspot_time(now * 1000), "lastmodifieddate": hubspot_time(now * 1000)}
+    payload = {**contacts[0].payload, "id": newest, "properties": properties,
+               "createdAt": hubspot_time(now * 1000), "updatedAt": hubspot_time(now * 1000)}
+    store.upsert([Record("hubspot.contacts", newest, now, now * 1000, payload)])
+    ledger_only.append(profile_id)
+
+
+renamed: list[tuple[str, str]] = []  # a profile at the renamed company and the company's new name
+
+
+def _company_renamed(env: Env) -> None:
+    """A HubSpot company is renamed: its people's views show the new name, though no person record changed."""
+    [(company_id, profile_id)] = env.pipeline.query("""
+        SELECT a.hubspot_company_ids[1], v.profile_id FROM views.customer_360 v
+        JOIN identity.accounts a USING (account_id) WHERE len(a.hubspot_company_ids) = 1
+        ORDER BY hash(v.profile_id) LIMIT 1""")
+    name = f"Renamed Holdings {company_id}"
+    _touch(env, "hubspot.companies", company_id, lambda payload: payload["properties"].update(name=name),
+           stamp=_hubspot_stamp)
+    renamed.append((profile_id, name))
+
+
 AHEAD_SECONDS = 40  # longer than a run takes: the build of the round that dates it still sees it in the future
 due: list[float] = []
 dated: list[str] = []  # the ticket dated ahead
@@ -183,6 +231,8 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
     "a record quarantined": _quarantine,
     "an address refused on another profile": _refuse_an_address_another_profile_holds,
     "a newcomer with no address": _newcomer,
+    "a refusal only the consent ledger reads": _refusal_only_the_ledger_reads,
+    "a company renamed": _company_renamed,
     "a shared address changing hands": _shared_address_changing_hands,
     "a record dated ahead": _date_ahead,
     "its time passing": _time_passing,
@@ -193,7 +243,7 @@ ROUNDS: dict[str, Callable[[Env], None]] = {
 FOLLOWING = (  # the tables that follow the log
     "identity.identifiers", "identity.normalised_values", "identity.person_profiles", "identity.email_addresses",
     "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline", consent.LEDGER,
-    *consent.TABLES,
+    *consent.TABLES, *(f"views.{name}" for name in following.FOLLOWING),
 )
 
 
@@ -217,14 +267,19 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         assert outcome.success, change
         read = outcome.metadata["identity/identifiers"]
         assert read["followed_changes"] is True, change
-        # Tickets carry no identifier; the clock passing changes no record.
-        assert read["records_read"] > 0 or change in ("a ticket changing hands", "its time passing"), (change, read)
+        # Tickets carry no identifier; the clock passing changes no record; a quarantined record and a company are
+        # on no profile.
+        no_person = change in ("a refusal only the consent ledger reads", "a company renamed")
+        assert read["records_read"] > 0 or no_person or change in ("a ticket changing hands", "its time passing"), (
+            change, read)
         profiles = outcome.metadata["identity/person_profiles"]
         assert profiles["followed_changes"] is True, change
-        assert 0 < profiles["profiles_made"] < profiles["profiles"] / 2, (change, profiles)
+        assert profiles["profiles_made"] > 0 or no_person, (change, profiles)
+        assert profiles["profiles_made"] < profiles["profiles"] / 2, (change, profiles)
         addresses = outcome.metadata["identity/email_addresses"]
         assert addresses["followed_changes"] is True, change
-        assert addresses["addresses_made"] > 0 or change == "a newcomer with no address", (change, addresses)
+        assert addresses["addresses_made"] > 0 or no_person or change == "a newcomer with no address", (
+            change, addresses)
         assert addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
         lifecycles = outcome.metadata["identity/person_lifecycle"]
         assert lifecycles["followed_changes"] is True, change
@@ -234,7 +289,15 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         assert timelines["profiles_made"] < profiles["profiles"] / 2, (change, timelines)
         decided = outcome.metadata["privacy/consent"]
         assert decided["followed_changes"] is True, change
-        assert 0 < decided["profiles_decided"] < profiles["profiles"] / 2, (change, decided)
+        assert decided["profiles_decided"] > 0 or change == "a company renamed", (change, decided)
+        assert decided["profiles_decided"] < profiles["profiles"] / 2, (change, decided)
+        for name in following.FOLLOWING:
+            made = outcome.metadata[f"views/{name}"]
+            assert made["followed_changes"] is True, (change, name)
+            # Addresses do not read accounts.
+            assert made["profiles_made"] > 0 or (change, name) == ("a company renamed", "marketing_email_addresses"), (
+                change, name, made)
+            assert made["profiles_made"] < profiles["profiles"] / 2, (change, name, made)
         if change in ("a record dated ahead", "its time passing"):  # on its requester's timeline once it is past
             [(shown,)] = env.pipeline.query("SELECT count(*) FROM views.customer_timeline WHERE stream = "
                                             "'zendesk.tickets' AND record_id = $id", {"id": dated[-1]})
@@ -244,6 +307,15 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
                                             " profile_id = $owner AND purpose = 'email_marketing'",
                                             dict(zip(("email", "owner"), refused[-1], strict=True)))
             assert state == "denied", change
+        if change == "a refusal only the consent ledger reads":  # denied in consent and the view, no profile made
+            [(allowed, purposes)] = env.pipeline.query(
+                "SELECT c.allowed, v.purposes FROM privacy.consent c JOIN views.customer_360 v USING (profile_id)"
+                " WHERE c.profile_id = $id AND c.purpose = 'email_marketing'", {"id": ledger_only[-1]})
+            assert not allowed and "email_marketing" not in purposes, change
+        if change == "a company renamed":
+            [(name,)] = env.pipeline.query("SELECT account_name FROM views.customer_360 WHERE profile_id = $id",
+                                           {"id": renamed[-1][0]})
+            assert name == renamed[-1][1], change
         if change == "a shared address changing hands":  # on the user's profile now, and on that one alone
             [(owners, holder)] = env.pipeline.query("""
                 SELECT (SELECT list(DISTINCT profile_id) FROM privacy.address_consent WHERE email = $email),
@@ -275,6 +347,8 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             conn.execute(f"ALTER TABLE {consent.LEDGER} ADD COLUMN retired INTEGER")
             assert consent.build_ledger(conn, consent.load()) is None
             assert consent.build_consent(conn, consent.load()).whole == "no earlier build"
+            for name in following.FOLLOWING:
+                assert build.build(conn, policy.load(), name)["followed_changes"] is False, name
         assert _differing(env.pipeline.warehouse, whole) == dict.fromkeys(FOLLOWING, (0, 0)), change
 
 
@@ -300,7 +374,9 @@ def test_the_log_keeps_every_id_a_follower_reads_of_a_replaced_row() -> None:
 
 def test_lifecycles_follow_the_clock_out_of_their_windows(start: Callable[..., Env], tmp_path: Path) -> None:
     """With nothing staged changed, a following build a week and then a month later makes again the lifecycles whose
-    product events or bad ratings left a window in between, and ends with the rows of a whole build at that moment."""
+    product events or bad ratings left a window in between, and the views of people follow them: each ends with the
+    rows of a whole build at that moment."""
+    tables = ("identity.person_lifecycle", *(f"views.{name}" for name in following.FOLLOWING))
     env = start(syncs=False)
     followed, whole = tmp_path / "followed.duckdb", tmp_path / "whole.duckdb"
     shutil.copy(env.pipeline.warehouse, followed)
@@ -312,14 +388,18 @@ def test_lifecycles_follow_the_clock_out_of_their_windows(start: Callable[..., E
             position = lifecycle.build(conn, later)
             [(made,)] = conn.execute(f"SELECT count(*) FROM {profile_changes.AFFECTED}").fetchall()
             [(profiles,)] = conn.execute("SELECT count(*) FROM identity.person_lifecycle").fetchall()
+            for name in following.FOLLOWING:
+                assert build.build(conn, policy.load(), name)["followed_changes"] is True, (days, name)
         assert position.whole is None and 0 < made < profiles, (days, made, profiles)
         shutil.copy(followed, whole)
         with duckdb.connect(str(whole)) as conn:
             conn.execute(f"DELETE FROM {changes.POSITIONS}")
             assert lifecycle.build(conn, later).whole == "no earlier build"
+            for name in following.FOLLOWING:
+                assert build.build(conn, policy.load(), name)["followed_changes"] is False, (days, name)
         with duckdb.connect() as conn:
             conn.execute(f"ATTACH '{followed}' AS followed (READ_ONLY); ATTACH '{whole}' AS whole (READ_ONLY)")
-            differing = [conn.execute(f"SELECT count(*) FROM (FROM {x}.identity.person_lifecycle EXCEPT ALL "
-                                      f"FROM {y}.identity.person_lifecycle)").fetchall()[0][0]
-                         for x, y in (("followed", "whole"), ("whole", "followed"))]
-        assert differing == [0, 0], days
+            differing = {table: tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{table} EXCEPT ALL "
+                                              f"FROM {y}.{table})").fetchall()[0][0]
+                                 for x, y in (("followed", "whole"), ("whole", "followed"))) for table in tables}
+        assert differing == dict.fromkeys(tables, (0, 0)), days

@@ -51,7 +51,8 @@ def build(conn: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> cha
     """Make again the lifecycles the change log reaches (identity/profile_changes.py: the profiles the graph
     rewrote, those a changed event, customer, subscription, invoice or ticket hangs from, now and before, and those
     whose CLOCKED times the clock passed since the last build), or all of them, as of `as_of` (default: now); their
-    rows replace the old ones and every row takes the new moment, with the log's position, in one transaction."""
+    rows replace the old ones and every row takes the new moment, with the log's position, in one transaction. The
+    profiles made again are logged for the views that follow them."""
     entities = [f"{source}__{entity}" for source, entity in READS]
     position = profile_changes.affected(conn, FOLLOWER, entities, (FOLLOWER,), CLOCKED, FINGERPRINT, as_of)
     if position.whole is None:
@@ -61,7 +62,7 @@ def build(conn: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> cha
         profile_changes.whole_scope(conn)
     glossary.install(conn)
     conn.execute(SQL.read_text(), params(position.as_of))
-    with changes.keeping(conn, position):
+    with changes.keeping(conn, position, f"SELECT profile_id AS key FROM {profile_changes.AFFECTED}"):
         changes.replace_rows(conn, position, FOLLOWER, "_person_lifecycle", "profile_id",
                              f"FROM {profile_changes.AFFECTED}", "profile_id")
         if position.whole is None:

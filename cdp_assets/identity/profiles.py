@@ -22,6 +22,7 @@ from cdp_assets.identity.rules import AgreementRule
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key, staging_table
+from cdp_assets.warehouse_access import columns, has_tables, transaction
 from resources import SOURCES
 
 
@@ -175,6 +176,31 @@ PERSON_STAGING = (
 EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "metrics"))
 ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
 EMAIL_FOLLOWER = "identity.email_addresses"
+ACCOUNTS, ACCOUNT_PEOPLE = "identity.accounts", "identity.account_people"
+# The profiles whose accounts an accounts build changed (a 64-bit hash of each row, as staging's replay compares rows),
+# logged as ACCOUNT_PEOPLE: those whose links to accounts changed, and those linked, before or after, to an account
+# whose own fields changed ({fields}: the columns of TEMP _accounts, what the CRM and domains say of it). An account's
+# sums over its people (people, MRR, tickets) change with any of them and are not logged: a view reading them is
+# made whole every run.
+ACCOUNT_CHANGES_SQL = f"""
+WITH linked AS (
+    (SELECT profile_id, hash(p) FROM {ACCOUNT_PEOPLE} p EXCEPT ALL SELECT profile_id, hash(p) FROM _account_people p)
+    UNION ALL
+    (SELECT profile_id, hash(p) FROM _account_people p EXCEPT ALL SELECT profile_id, hash(p) FROM {ACCOUNT_PEOPLE} p)
+),
+changed_accounts AS (
+    (SELECT account_id, hash({{fields}}) FROM {ACCOUNTS}
+     EXCEPT ALL SELECT account_id, hash({{fields}}) FROM _account_rows)
+    UNION ALL
+    (SELECT account_id, hash({{fields}}) FROM _account_rows
+     EXCEPT ALL SELECT account_id, hash({{fields}}) FROM {ACCOUNTS})
+)
+SELECT DISTINCT profile_id AS key, NULL::JSON AS before FROM (
+    SELECT profile_id FROM linked
+    UNION ALL
+    SELECT profile_id FROM {ACCOUNT_PEOPLE} WHERE account_id IN (SELECT account_id FROM changed_accounts)
+    UNION ALL
+    SELECT profile_id FROM _account_people WHERE account_id IN (SELECT account_id FROM changed_accounts))"""
 HOLDERS = "identity.email_holders"  # each record holding an address, as the last build read it
 # The addresses a following build makes again: those a record of an affected profile holds now or held at the last
 # build (identity.email_holders), so an address a record dropped is made again too.
@@ -312,8 +338,10 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
 
 
 def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
-    """Accounts and their people replace the old ones together or not at all. Company domains are normalised in
-    Python, each distinct one once, by the normaliser that gave addresses their domains."""
+    """Accounts and their people replace the old ones together or not at all, with the profiles whose accounts
+    changed logged for the views that follow them (ACCOUNT_CHANGES_SQL; everything, on a first build or when the
+    tables' columns changed). Company domains are normalised in Python, each distinct one once, by the normaliser
+    that gave addresses their domains."""
     domains = [d for (d,) in conn.execute("SELECT DISTINCT domain FROM staging.hubspot__companies").fetchall() if d]
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE _company_domains AS"
@@ -323,10 +351,16 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute((SQL / "accounts_base.sql").read_text())
     profile_changes.whole_scope(conn)
     conn.execute((SQL / "person_records.sql").read_text())  # which profile's live records hold each work address
-    conn.begin()
     conn.execute((SQL / "account_people.sql").read_text())
     conn.execute((SQL / "accounts.sql").read_text())
-    conn.commit()
+    made = {ACCOUNT_PEOPLE: ("_account_people", "account_id, profile_id"), ACCOUNTS: ("_account_rows", "account_id")}
+    kept = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
+               for table, (rows, _) in made.items())  # fmt: skip
+    with transaction(conn):
+        own = [name for name, _ in columns(conn, "_accounts") if name in dict(columns(conn, "_account_rows"))]
+        changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if kept else None)
+        for table, (rows, order) in made.items():
+            conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
 
 
 def measures(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, float | int]:

@@ -27,7 +27,7 @@ from cdp_assets.identity.profiles import EMAIL_FOLLOWER, measures
 from cdp_assets.privacy import paths, subject
 from cdp_assets.raw import OWNER, raw_table
 from cdp_assets.staging import candidates_sql, staging_key
-from cdp_assets.warehouse_access import has_tables
+from cdp_assets.warehouse_access import columns, has_tables, transaction
 from resources import SOURCES
 
 SQL = Path(__file__).parent / "sql"
@@ -143,9 +143,8 @@ def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | 
     read_quarantined(conn)
     conn.execute((SQL / "consent_ledger.sql").read_text(), rules.ledger_params())
     # Written by difference onto a ledger of the same columns; whole when there is none (or its columns changed).
-    kept = has_tables(conn, *LEDGER.split(".")) and _columns(conn, LEDGER) == _columns(conn, "_consent_ledger")
-    conn.begin()
-    try:
+    kept = has_tables(conn, *LEDGER.split(".")) and columns(conn, LEDGER) == columns(conn, "_consent_ledger")
+    with transaction(conn):
         if kept:
             conn.execute(LEDGER_CHANGES_SQL)
             changes.log(conn, LEDGER, LEDGER_LOG_SQL)
@@ -156,15 +155,7 @@ def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | 
             changes.log(conn, LEDGER, None)
             conn.execute(f"CREATE OR REPLACE TABLE {LEDGER} AS FROM _consent_ledger"
                          " ORDER BY profile_id, purpose, stated_at")
-    except Exception:
-        conn.rollback()
-        raise
-    conn.commit()
     return conn.execute("SELECT count(*) FROM _ledger_changes").fetchall()[0][0] if kept else None
-
-
-def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    return conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
 
 
 def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> changes.Position:
@@ -183,7 +174,7 @@ def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> chang
     )
     conn.execute((SQL / "address_consent.sql").read_text())
     conn.execute((SQL / "purposes.sql").read_text())
-    with changes.keeping(conn, position):
+    with changes.keeping(conn, position, "SELECT profile_id AS key FROM _consent_scope"):
         for table, order in TABLES.items():
             changes.replace_rows(conn, position, table, f"_{table.split('.')[1]}", "profile_id",
                                  "FROM _consent_scope", order)

@@ -10,7 +10,7 @@ import duckdb
 
 from cdp_assets import glossary
 from cdp_assets.privacy import consent
-from cdp_assets.views import audiences, timeline
+from cdp_assets.views import audiences, following, timeline
 from cdp_assets.views.policy import Policy
 
 SQL = Path(__file__).parent / "sql"
@@ -129,6 +129,10 @@ def build(conn: duckdb.DuckDBPyConnection, policy: Policy, name: str) -> dict[st
         return build_audiences(conn)
     if name == timeline.FOLLOWER.split(".")[1]:
         return timeline.build(conn)
+    if name in following.FOLLOWING:
+        position = following.scope(conn, name)
+        run_sql(conn, name, params(policy))
+        return following.write(conn, name, position)
     run_sql(conn, name, params(policy))
     return {}
 

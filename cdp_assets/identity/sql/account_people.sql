@@ -1,4 +1,5 @@
--- identity.account_people: who works at which account, one row per account and profile.
+-- identity.account_people (made here as TEMP _account_people; profiles.py writes it): who works at which account,
+-- one row per account and profile.
 -- Evidence: a live HubSpot contact of the profile associated with one of the account's companies, or a work
 -- address at the account's domain that a live record of the profile holds and that never hard-bounced. Read from
 -- the records (TEMP _person_records), not from the address's one owner in identity.email_addresses: an address
@@ -7,7 +8,7 @@
 -- A profile's primary account is where its freshest CRM association points, else its freshest work address.
 -- Both sides are unnested to one row per company, so the association is an equi-join (a join on
 -- list_contains compares every contact with every company: quadratic in the data).
-CREATE OR REPLACE TABLE identity.account_people AS
+CREATE OR REPLACE TEMP TABLE _account_people AS
 WITH company_accounts AS (
     SELECT account_id, unnest(hubspot_company_ids) AS company_id FROM _accounts
 ),

@@ -1,14 +1,15 @@
--- identity.accounts: one row per B2B account, with the people linked to it and what they bring.
--- Money and tickets count each person once, at their primary account; currencies are never added up.
-CREATE OR REPLACE TABLE identity.accounts AS
+-- identity.accounts (made here as TEMP _account_rows; profiles.py writes it): one row per B2B account, with the
+-- people linked to it and what they bring. Money and tickets count each person once, at their primary account;
+-- currencies are never added up.
+CREATE OR REPLACE TEMP TABLE _account_rows AS
 WITH people AS (
     SELECT account_id, count(*) AS people, count(*) FILTER (WHERE is_primary) AS current_people
-    FROM identity.account_people
+    FROM _account_people
     GROUP BY account_id
 ),
 current_people AS (
     SELECT ap.account_id, p.*
-    FROM identity.account_people ap
+    FROM _account_people ap
     JOIN identity.person_profiles p USING (profile_id)
     WHERE ap.is_primary
 ),

@@ -1,0 +1,78 @@
+"""Team views that follow the change log (cdp_assets/changes.py) by profile: an hourly build makes again only the rows
+of the profiles a table it reads logged as made again or changed (person profiles, lifecycles, consent, accounts,
+email addresses), and moves every other row to the run's moment (`as_of`, the lifecycle's), as the lifecycle does.
+
+Only views whose rows depend on nothing but those tables' rows of the same profile follow: one that judges times
+against the moment itself (an audience's window, an account's engaged contacts) or sums over people is made whole
+every run. A whole rewrite of a table a view reads, a change to its SQL, to this module, to how views are built or to
+their policy, or a first build makes the whole view again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cdp_assets import changes, glossary
+from cdp_assets.identity import lifecycle, profile_changes
+from cdp_assets.identity.profiles import ACCOUNT_PEOPLE, EMAIL_FOLLOWER
+from cdp_assets.privacy import consent
+
+SCOPE = "_view_profiles"  # TEMP (profile_id): the profiles whose rows a build makes
+PEOPLE_PRODUCERS = (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER, ACCOUNT_PEOPLE)
+
+
+@dataclass(frozen=True)
+class Following:
+    producers: tuple[str, ...]  # the tables read whose logged keys are the profiles whose rows to make again
+    rows_of: str  # the table whose profiles a whole build makes rows for
+    order: str  # the order a whole build writes its rows in
+
+
+# Each following view by name; its SQL (`sql/<name>.sql`) makes TEMP `_<name>` for the profiles of SCOPE.
+FOLLOWING = {
+    "customer_360": Following(PEOPLE_PRODUCERS, "identity.person_profiles", "profile_id"),
+    "product_usage_people": Following(PEOPLE_PRODUCERS, "identity.person_lifecycle", "profile_id"),
+    "marketing_email_addresses": Following((EMAIL_FOLLOWER, consent.FOLLOWER), "identity.email_addresses", "email"),
+}
+FOLDER = Path(__file__).parent
+
+
+def fingerprint(name: str) -> str:
+    """What makes the view `name`: its SQL, how views are built and their parameters, and the glossary."""
+    return changes.code_fingerprint(
+        [FOLDER / "sql" / f"{name}.sql", Path(__file__), FOLDER / "build.py", FOLDER / "policy.yaml",
+         glossary.MACROS, Path(glossary.__file__)], f"duckdb {duckdb.__version__}")  # fmt: skip
+
+
+FINGERPRINTS = {name: fingerprint(name) for name in FOLLOWING}
+
+
+def scope(conn: duckdb.DuckDBPyConnection, name: str) -> changes.Position:
+    """TEMP SCOPE for the view `name`: the profiles its producers logged since its last build, or all of them.
+    Returns the position to keep after the build."""
+    following, table = FOLLOWING[name], f"views.{name}"
+    position = changes.follow(conn, table, list(following.producers), FINGERPRINTS[name], (table,))
+    if position.whole is None:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT key AS profile_id"
+                     f" FROM {changes.FOLLOWED}")  # fmt: skip
+    else:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT profile_id FROM {following.rows_of}")
+    return position
+
+
+def write(conn: duckdb.DuckDBPyConnection, name: str, position: changes.Position) -> dict[str, Any]:
+    """The rows of TEMP `_<name>` replace those of the SCOPE's profiles (or the whole view), every other row takes
+    the run's moment, and the log's position is kept, in one transaction. Returns the build's metadata."""
+    table = f"views.{name}"
+    with changes.keeping(conn, position):
+        changes.replace_rows(conn, position, table, f"_{name}", "profile_id", f"FROM {SCOPE}", FOLLOWING[name].order)
+        if position.whole is None:
+            conn.execute(f"UPDATE {table} SET as_of = (SELECT any_value(as_of) FROM {lifecycle.FOLLOWER})")
+    if position.whole is not None:
+        return {"followed_changes": False}
+    [(made,)] = conn.execute(f"SELECT count(*) FROM {SCOPE}").fetchall()
+    return {"followed_changes": True, "profiles_made": made}
