@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import email_validator
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
 from cdp_assets import changes, freshness, glossary
@@ -149,7 +150,7 @@ CANDIDATE_SQL = (
     " WHERE rp.stream = $stream_{n}"
 )
 IDENTIFIERS_JOIN = (
-    " JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
+    " JOIN {identifiers} i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = $id_type_{n}"
 )
 # A value is the profile's own when identity placed it in the profile and did not judge it shared
 # (identity.identifier_profiles). One it shares (a team's mailbox, a household's phone) reaches others too, and one
@@ -157,9 +158,17 @@ IDENTIFIERS_JOIN = (
 # when the profile has no value of its own for the trait (a sync with a key_type then leaves such a row out when the
 # key is shared, or another profile's row carries it: sync/plan.py).
 NOT_OWN = (
-    "NOT EXISTS (SELECT 1 FROM identity.identifier_profiles o WHERE o.id_type = i.id_type AND o.value = i.value"
+    "NOT EXISTS (SELECT 1 FROM {identifier_profiles} o WHERE o.id_type = i.id_type AND o.value = i.value"
     " AND o.profile_id = rp.profile_id AND NOT o.shared)"
 )
+IDENTIFIERS, IDENTIFIER_PROFILES = "identity.identifiers", "identity.identifier_profiles"
+# What a following build's candidates read instead of each table: its rows for the build's records (profiles), taken
+# once, rather than found again by a join over the whole table in each of the dozens of candidates.
+SCOPED_SQL = {
+    IDENTIFIERS: f"SELECT i.* FROM {IDENTIFIERS} i SEMI JOIN {{scope}} s USING (stream, record_id)",
+    IDENTIFIER_PROFILES: f"SELECT * FROM {IDENTIFIER_PROFILES} WHERE profile_id IN (SELECT profile_id FROM {{scope}})",
+}
+STAGED_SQL = "SELECT * FROM {table} WHERE {key} IN (SELECT record_id FROM {scope} WHERE stream = $stream)"
 # Per trait: its value, and where it came from, when that changed and which survivorship rule chose it.
 PROVENANCE = {"value": "", "stream": "_source", "record_id": "_record_id", "changed_at": "_at", "rule": "_rule"}
 PIVOT_SQL = (
@@ -177,6 +186,16 @@ EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "me
 ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
 EMAIL_FOLLOWER = "identity.email_addresses"
 ACCOUNTS, ACCOUNT_PEOPLE = "identity.accounts", "identity.account_people"
+DOMAINS, DOMAINS_SOURCE = "identity.company_domains", "staging.hubspot__companies"
+# Each company domain an accounts build met, in the form an address at it takes, under a fingerprint of the normaliser
+# that made it: a build normalises only the domains it has not met (one call per domain is most of a build's time).
+DOMAINS_FINGERPRINT = changes.code_fingerprint([Path(normalise.__file__)],
+                                               f"email_validator {email_validator.__version__}")
+DOMAINS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {DOMAINS} (fingerprint VARCHAR NOT NULL, domain VARCHAR NOT NULL, clean_domain VARCHAR);
+CREATE OR REPLACE TEMP TABLE _company_domains AS
+SELECT domain, clean_domain FROM {DOMAINS}
+WHERE fingerprint = $fingerprint AND domain IN (SELECT domain FROM {DOMAINS_SOURCE})"""
 # The profiles whose accounts an accounts build changed (a 64-bit hash of each row, as staging's replay compares rows),
 # logged as ACCOUNT_PEOPLE: those whose links to accounts changed, and those linked, before or after, to an account
 # whose own fields changed ({fields}: the columns of TEMP _accounts, what the CRM and domains say of it). An account's
@@ -224,9 +243,24 @@ def stream_table(stream: str) -> tuple[str, str]:
     return staging_table(source, spec.entity), RECORD_ID_COLUMNS.get(stream, spec.primary_key)
 
 
-def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str, str]]:
-    """The query gathering every trait candidate of the rules, and its parameters (traits, streams, identifier
-    types)."""
+def scoped_tables(conn: duckdb.DuckDBPyConnection, traits: dict[str, tuple[Candidate, ...]]) -> dict[str, str]:
+    """For a following build: TEMP copies of the rows of the build's records (profile_changes.SCOPE) in each table
+    the candidates of `traits` read; returns the copy's name by the table's."""
+    tables = {}
+    for table, sql in SCOPED_SQL.items():
+        tables[table] = f"_scoped_{table.split('.')[1]}"
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {tables[table]} AS {sql.format(scope=profile_changes.SCOPE)}")
+    for stream in sorted({candidate.stream for candidates in traits.values() for candidate in candidates}):
+        table, key = stream_table(stream)
+        tables[table] = f"_scoped_{table.split('.')[1]}"
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {tables[table]} AS "
+                     + STAGED_SQL.format(table=table, key=key, scope=profile_changes.SCOPE), {"stream": stream})
+    return tables
+
+
+def traits_sql(traits: dict[str, tuple[Candidate, ...]], tables: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The query gathering every trait candidate of the rules, reading each table as `tables` names it (its scoped
+    copy) or itself, and its parameters (traits, streams, identifier types)."""
     branches, params, n = [], {}, 0
     for trait, candidates in traits.items():
         for trust, candidate in enumerate(candidates):
@@ -235,14 +269,15 @@ def traits_sql(traits: dict[str, tuple[Candidate, ...]]) -> tuple[str, dict[str,
             joins = ""
             if candidate.id_type:
                 params[f"id_type_{n}"] = candidate.id_type
-                joins = IDENTIFIERS_JOIN.format(n=n)
+                joins = IDENTIFIERS_JOIN.format(n=n, identifiers=tables.get(IDENTIFIERS, IDENTIFIERS))
+            shared = NOT_OWN.format(identifier_profiles=tables.get(IDENTIFIER_PROFILES, IDENTIFIER_PROFILES))
             branches.append(
                 CANDIDATE_SQL.format(
                     trust=trust,
                     witness=candidate.witness,
-                    shared=NOT_OWN if candidate.id_type else "false",
+                    shared=shared if candidate.id_type else "false",
                     expr=candidate.expr,
-                    table=table,
+                    table=tables.get(table, table),
                     key=key,
                     identifiers=joins,
                     n=n,
@@ -288,7 +323,7 @@ def build_person_profiles(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     old ones, and the log's position is kept, in one transaction. Returns the build's position."""
     position = profile_changes.scope(conn, [f"{source}__{entity}" for source, entity in PERSON_STAGING])
     prepare(conn, position.as_of)
-    sql, params = traits_sql(TRAITS)
+    sql, params = traits_sql(TRAITS, scoped_tables(conn, TRAITS) if position.whole is None else {})
     conn.execute(sql, params)
     choose_survivors(conn, load_rules().agreement)
     pivot_traits(conn, TRAITS)
@@ -340,14 +375,13 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
 def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
     """Accounts and their people replace the old ones together or not at all, with the profiles whose accounts
     changed logged for the views that follow them (ACCOUNT_CHANGES_SQL; everything, on a first build or when the
-    tables' columns changed). Company domains are normalised in Python, each distinct one once, by the normaliser
-    that gave addresses their domains."""
-    domains = [d for (d,) in conn.execute("SELECT DISTINCT domain FROM staging.hubspot__companies").fetchall() if d]
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE _company_domains AS"
-        " SELECT unnest($domains::VARCHAR[]) AS domain, unnest($clean::VARCHAR[]) AS clean_domain",
-        {"domains": domains, "clean": [normalise.domain(d) for d in domains]},
-    )
+    tables' columns changed). Company domains are normalised in Python by the normaliser that gave addresses their
+    domains, each distinct one once: those an earlier build met are read from DOMAINS."""
+    conn.execute(DOMAINS_SQL, {"fingerprint": DOMAINS_FINGERPRINT})
+    met = [d for (d,) in conn.execute(f"SELECT DISTINCT domain FROM {DOMAINS_SOURCE} WHERE domain <> ''"
+                                      " AND domain NOT IN (SELECT domain FROM _company_domains)").fetchall()]
+    conn.execute("INSERT INTO _company_domains SELECT unnest($domains::VARCHAR[]), unnest($clean::VARCHAR[])",
+                 {"domains": met, "clean": [normalise.domain(d) for d in met]})
     conn.execute((SQL / "accounts_base.sql").read_text())
     profile_changes.whole_scope(conn)
     conn.execute((SQL / "person_records.sql").read_text())  # which profile's live records hold each work address
@@ -361,6 +395,8 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
         changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if kept else None)
         for table, (rows, order) in made.items():
             conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
+        conn.execute(f"CREATE OR REPLACE TABLE {DOMAINS} AS SELECT $fingerprint AS fingerprint, * FROM _company_domains"
+                     " ORDER BY domain", {"fingerprint": DOMAINS_FINGERPRINT})
 
 
 def measures(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, float | int]:

@@ -18,6 +18,7 @@ import phonenumbers
 
 from cdp_assets import changes
 from cdp_assets.identity import basis
+from cdp_assets.identity.profiles import DOMAINS
 from cdp_assets.raw import raw_table
 from cdp_assets.staging import staging_table
 from cdp_assets.views import policy
@@ -141,6 +142,7 @@ EXEMPT: dict[str, str] = {
     "quarantine.quality_scorecard": "counts and rates per entity and run",
     "quarantine.quality_identity_history": "identity health rates per run",
     "identity.accounts": "companies, with counts of their people",
+    DOMAINS: "companies' domains, each in the form an address at it takes",
     "identity.match_basis": "the matcher's record count and model fingerprint (dropped by every erasure, with the "
     "frequencies, so the next identity run counts them again without the subject)",
     "identity.graph_state": "a fingerprint of the identity code, rules, model and never-link table",
