@@ -1,7 +1,7 @@
 """Golden records on the identity graph: person profiles, B2B accounts and email addresses.
 
-Everything here reads only the graph's contract tables (`identity.record_profiles`,
-`identity.identifiers`) and staging, so the graph may change how it links records freely.
+Everything here reads only the graph's contract tables (`identity.record_profiles`, `identity.identifiers`,
+`identity.identifier_profiles`), staging and its own tables, so the graph may change how it links records freely.
 Which source wins each person trait is declared in TRAITS, gathered into candidates by `traits_sql`
 and decided by `choose_survivors` (trust order, and the agreement rule of rules.yaml); the other rules
 (statuses, metric names, mail domains) are constants passed to the SQL in `sql/` as parameters.
@@ -252,6 +252,8 @@ def scoped_tables(conn: duckdb.DuckDBPyConnection, traits: dict[str, tuple[Candi
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {tables[table]} AS {sql.format(scope=profile_changes.SCOPE)}")
     for stream in sorted({candidate.stream for candidates in traits.values() for candidate in candidates}):
         table, key = stream_table(stream)
+        if table in tables:  # one copy holds one stream's records
+            raise ValueError(f"two trait streams read {table}: its scoped copy would hold one stream's records")
         tables[table] = f"_scoped_{table.split('.')[1]}"
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {tables[table]} AS "
                      + STAGED_SQL.format(table=table, key=key, scope=profile_changes.SCOPE), {"stream": stream})
@@ -391,7 +393,7 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
     kept = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
                for table, (rows, _) in made.items())  # fmt: skip
     with transaction(conn):
-        own = [name for name, _ in columns(conn, "_accounts") if name in dict(columns(conn, "_account_rows"))]
+        own = [f'"{name}"' for name, _ in columns(conn, "_accounts") if name in dict(columns(conn, "_account_rows"))]
         changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if kept else None)
         for table, (rows, order) in made.items():
             conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")

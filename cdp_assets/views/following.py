@@ -2,10 +2,13 @@
 of the profiles a table it reads logged as made again or changed (person profiles, lifecycles, consent, accounts,
 email addresses), and moves every other row to the run's moment (`as_of`, the lifecycle's), as the lifecycle does.
 
-Only views whose rows depend on nothing but those tables' rows of the same profile follow: one that judges times
-against the moment itself (an audience's window, an account's engaged contacts) or sums over people is made whole
-every run. A whole rewrite of a table a view reads, a change to its SQL, to this module, to how views are built or to
-their policy, or a first build makes the whole view again.
+Only views whose rows depend on nothing but those tables' rows of the same profile follow, and on other tables only
+where a change to them for a profile's own records makes person profiles log that profile (the graph's records and
+identifiers, the person streams' staged rows: identity/profile_changes.py); a join to a table none of the producers
+reads would need its producer among those the view follows. One that judges times against the moment itself (an
+audience's window, an account's engaged contacts) or sums over people is made whole every run. A whole rewrite of a
+table a view reads, a change to its SQL, to this module, to how views are built or to their policy, or a first build
+makes the whole view again.
 """
 
 from __future__ import annotations
