@@ -392,8 +392,9 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
     made = {ACCOUNT_PEOPLE: ("_account_people", "account_id, profile_id"), ACCOUNTS: ("_account_rows", "account_id")}
     kept = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
                for table, (rows, _) in made.items())  # fmt: skip
+    account_columns = dict(columns(conn, "_account_rows"))
+    own = [f'"{name}"' for name, _ in columns(conn, "_accounts") if name in account_columns]
     with transaction(conn):
-        own = [f'"{name}"' for name, _ in columns(conn, "_accounts") if name in dict(columns(conn, "_account_rows"))]
         changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if kept else None)
         for table, (rows, order) in made.items():
             conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
