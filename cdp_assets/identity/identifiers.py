@@ -235,6 +235,10 @@ def build(conn: duckdb.DuckDBPyConnection, rules: Rules, follow: bool = False) -
             conn.execute(f"INSERT INTO {IDENTIFIERS_TABLE} {rows}", node_params)
         else:
             conn.execute(f"CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS {rows}", node_params)
+        # For the graph (increment.py), which fingerprints only these records again: the ones rewritten, keyed
+        # `stream:record_id` as the matcher keys a record, or, when every record was read, a rewrite of all.
+        changes.log(conn, FOLLOWER, f"SELECT DISTINCT stream || ':' || record_id AS key, NULL::JSON AS before "
+                                    f"FROM {CHANGED}" if following else None)
         if position is not None:
             changes.keep(conn, position)
     except Exception:

@@ -2,9 +2,11 @@
 and its rows written in place of the region's old ones (resolution.resolve); every other profile keeps its rows.
 
 What changed: each record's fingerprint (its identifiers with their times, and a person record's mapped person
-fields) against the one the graph last read (identity.graph_inputs). A run with no graph before it, or whose
-identity code, rules, matching model or never-link table differ from the last run's (identity.graph_state), resolves
-the whole graph instead, as does the nightly rebase.
+fields) against the one the graph last read (identity.graph_inputs), taken again only for the records
+identity.identifiers logged as rewritten since (the change log, cdp_assets/changes.py), or for every record when the
+log cannot say (a whole rewrite of the identifiers, an erasure, a first or whole run). A run with no graph before it,
+or whose identity code, rules, matching model or never-link table differ from the last run's (identity.graph_state),
+resolves the whole graph instead, as does the nightly rebase.
 
 The region: the profiles holding a changed record, closed over what is judged together (CLOSURE): every profile
 holding a value a record of the region (or a changed one) carries now, or a shared value the region held (a shared
@@ -20,39 +22,51 @@ the two); the nightly run resolves the whole graph again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
 
 from cdp_assets import changes
-from cdp_assets.identity import basis, comparisons, matching
+from cdp_assets.identity import basis, comparisons, identifiers, matching
 from cdp_assets.identity.rules import Rules
 from cdp_assets.warehouse_access import has_tables
 
 INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each record as the graph last read it
+FOLLOWER = INPUTS  # its position in the change log: the identifiers' changes its fingerprints have taken in
 STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
 NORMAL_FORM = "identity.match_records"  # each person record in the matcher's normal form, as the graph last read it
 REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
 RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
 IDENTITY_CODE = Path(__file__).parent
 
+CANDIDATES = "_input_candidates"  # TEMP (stream, record_id): the records whose fingerprints this run takes again
+# As a follower of the change log (cdp_assets/changes.py): only a record identity.identifiers rewrote since the graph
+# last read it can have another fingerprint, as the identifiers follow every staging rewrite of the streams that
+# carry them, person streams included.
+CANDIDATES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {CANDIDATES} AS
+SELECT DISTINCT split_part(key, ':', 1) AS stream, substr(key, strpos(key, ':') + 1) AS record_id
+FROM {changes.FOLLOWED} WHERE producer = $producer
+"""
 # Each record's fingerprint: its identifiers with their first times, and a person record's mapped fields; a sum of
-# row hashes, which no order of the rows changes.
+# row hashes, which no order of the rows changes. Of every record, or of the candidates (`{within}`).
 INPUTS_SQL = """
 CREATE OR REPLACE TEMP TABLE _graph_inputs AS
 WITH identifiers AS (
     SELECT stream, record_id, sum(hash(id_type, value, observed_at)::HUGEINT) AS h
-    FROM identity.identifiers GROUP BY stream, record_id
+    FROM identity.identifiers {within} GROUP BY stream, record_id
 ), person AS (
     SELECT stream, record_id, sum(hash(s)::HUGEINT) AS h FROM _person_source s GROUP BY stream, record_id
 )
 SELECT stream, record_id, hash(i.h, p.h) AS fingerprint FROM identifiers i LEFT JOIN person p USING (stream, record_id)
 """
+WITHIN_CANDIDATES = f"SEMI JOIN {CANDIDATES} USING (stream, record_id)"
 CHANGED_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _changed AS
 SELECT coalesce(n.stream, o.stream) AS stream, coalesce(n.record_id, o.record_id) AS record_id
-FROM _graph_inputs n FULL JOIN {INPUTS} o USING (stream, record_id)
+FROM _graph_inputs n FULL JOIN (FROM {INPUTS} {{within}}) o USING (stream, record_id)
 WHERE n.fingerprint IS DISTINCT FROM o.fingerprint
 """
 # The profiles holding a changed record, as last run placed it.
@@ -136,13 +150,14 @@ def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
                                     f"duckdb {duckdb.__version__}", never_link)
 
 
-def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str) -> int | None:
+def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str, inputs: Inputs
+           ) -> int | None:
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
     resolved (`state`, this run's `fingerprint`, differs from the last run's)."""
     if not follows(conn, model_path, state):
         return None
-    conn.execute(CHANGED_SQL)
+    conn.execute(CHANGED_SQL.format(within=WITHIN_CANDIDATES if inputs.candidates else ""))
     _read_normal_form(conn, rules)
     conn.execute(SEED_SQL)
     if not _count(conn, "_changed"):
@@ -180,10 +195,11 @@ def close(conn: duckdb.DuckDBPyConnection) -> int:
             return rounds
 
 
-def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool) -> None:
+def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool, inputs: Inputs) -> None:
     """This run's inputs and `fingerprint` (`state`) as the graph's last, in the caller's transaction: the inputs
     rewritten `whole` (with every person record's normal form, TEMP `_normal_form_read` of `keep_normal_form`),
-    or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`)."""
+    or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`); and the change log's
+    position they were taken at."""
     if whole:
         conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
         conn.execute(f"CREATE OR REPLACE TABLE {NORMAL_FORM} AS SELECT * FROM _normal_form_read")
@@ -193,14 +209,29 @@ def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool) -> None:
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows}"
                          " WHERE (stream, record_id) IN (SELECT stream, record_id FROM _changed)")
     conn.execute(f"CREATE OR REPLACE TABLE {STATE} AS SELECT $fingerprint AS fingerprint", {"fingerprint": state})
+    changes.keep(conn, inputs.position)
 
 
-def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
-    """TEMP `_graph_inputs`: each record's fingerprint as this run reads it."""
-    source_sql, params = matching.person_source_sql(rules)
+@dataclass(frozen=True)
+class Inputs:
+    """Where this run's fingerprints stand in the change log, and whether they are the candidates' alone."""
+
+    position: changes.Position
+    candidates: bool
+
+
+def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str, whole: bool) -> Inputs:
+    """TEMP `_graph_inputs`: the fingerprint of each record as this run reads it: of every record when the graph is
+    to be resolved `whole` or the log cannot say which records changed, else of the candidates alone."""
+    position = changes.follow(conn, FOLLOWER, [identifiers.FOLLOWER], state, (INPUTS,))
+    candidates = not whole and position.whole is None and follows(conn, model_path, state)
+    if candidates:
+        conn.execute(CANDIDATES_SQL, {"producer": identifiers.FOLLOWER})
+    source_sql, params = matching.person_source_sql(rules, CANDIDATES if candidates else None)
     conn.execute(source_sql, params)
-    conn.execute(INPUTS_SQL)
+    conn.execute(INPUTS_SQL.format(within=WITHIN_CANDIDATES if candidates else ""))
     conn.execute(f"DROP TABLE {matching.SOURCE_TABLE}")
+    return Inputs(position, candidates)
 
 
 def keep_normal_form(conn: duckdb.DuckDBPyConnection) -> None:

@@ -68,16 +68,18 @@ SEED = 42
 SIGNIFICANT_DIGITS = 6  # of the saved probabilities
 
 
-def person_source_sql(identity_rules: rules.Rules) -> tuple[str, dict[str, str]]:
-    """TEMP `_person_source`: each person source's mapped fields (NULL where it maps none), as text."""
+def person_source_sql(identity_rules: rules.Rules, within: str | None = None) -> tuple[str, dict[str, str]]:
+    """TEMP `_person_source`: each person source's mapped fields (NULL where it maps none), as text; of the records
+    in the relation `within` (stream, record_id) alone, when given."""
     selects, params = [], {}
     for i, source in enumerate(s for s in identity_rules.sources if s.person):
         if unknown := set(source.person) - set(PERSON_FIELDS):
             raise ValueError(f"{source.stream}: unknown person fields {sorted(unknown)}; known: {PERSON_FIELDS}")
         params[f"stream_{i}"] = source.stream
         fields = ", ".join(f"CAST(({source.person.get(name, 'NULL')}) AS VARCHAR) AS {name}" for name in PERSON_FIELDS)
+        where = f" WHERE CAST({source.key} AS VARCHAR) IN (SELECT record_id FROM {within} WHERE stream = $stream_{i})"
         selects.append(f"SELECT $stream_{i} AS stream, CAST({source.key} AS VARCHAR) AS record_id, {fields} "
-                       f"FROM {source.table}")
+                       f"FROM {source.table}" + (where if within else ""))
     return f"CREATE OR REPLACE TEMP TABLE {SOURCE_TABLE} AS\n" + "\nUNION ALL\n".join(selects), params
 
 
@@ -100,7 +102,7 @@ def build_records(conn: duckdb.DuckDBPyConnection, identity_rules: rules.Rules |
     `identity_rules` (default: rules.yaml's; a person file is one such source) and the identifiers the matcher
     compares (email, phone and `compared_identifiers`); returns its row count."""
     identity_rules = identity_rules or rules.load()
-    source_sql, params = person_source_sql(identity_rules)
+    source_sql, params = person_source_sql(identity_rules, "_record_clusters")
     conn.execute(source_sql, params)
     hints = conn.execute(f"SELECT DISTINCT trim(country) FROM {SOURCE_TABLE}").fetchall()
     codes = {hint: code for (hint,) in hints if hint and (code := normalise.region_hint(hint))}
@@ -258,7 +260,9 @@ def score(conn: duckdb.DuckDBPyConnection, review_at: float, model_path: Path = 
         return pd.DataFrame(columns=["unique_id_l", "unique_id_r", "probability", "match_weight"])
     with scratch(conn):
         api = DuckDBAPI(connection=conn)
-        linker = Linker(api.register(RECORDS_TABLE), model, log_level=logging.WARNING)
+        # The settings are the saved model, less the comparisons over missing columns (saved_model): checking them
+        # again on every call (Splink parses each SQL condition) was a fixed cost of each scoring, not a check.
+        linker = Linker(api.register(RECORDS_TABLE), model, log_level=logging.WARNING, validate_settings=False)
         for column in {level["tf_adjustment_column"] for c in model["comparisons"] for level in c["comparison_levels"]
                        if "tf_adjustment_column" in level}:
             lookup = api.register(basis.frequencies(conn, column))

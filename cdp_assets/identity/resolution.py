@@ -413,13 +413,14 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
     `rebase`, the whole graph on a basis counted now, which it keeps (basis.py)."""
     ensure_tables(conn)
     state = increment.fingerprint(conn, matching.MODEL_PATH)
-    increment.inputs(conn, rules)
-    region = increment.region(conn, rules, matching.MODEL_PATH, state) if incremental and not rebase else None
+    whole = rebase or not incremental
+    inputs = increment.inputs(conn, rules, matching.MODEL_PATH, state, whole)
+    region = None if whole else increment.region(conn, rules, matching.MODEL_PATH, state, inputs)
     if region is not None and not conn.execute(f"SELECT count(*) FROM {increment.RECORDS}").fetchall()[0][0]:
         # No record to resolve (none changed, or only records that are gone and were on no profile): the inputs
         # are kept all the same, so the next run does not take the same changes again.
         conn.begin()
-        increment.keep(conn, state, whole=False)
+        increment.keep(conn, state, whole=False, inputs=inputs)
         conn.commit()
         return _outcome(conn, rules, 0, None)
     built = partition(conn, rules, rebase=rebase, within_region=region is not None)
@@ -438,7 +439,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
         conn.execute(f"SELECT {', '.join(profile_ids.REGISTRY_COLUMNS)} FROM identity.profile_registry").df(),
         causes, run_id, pd.Timestamp.now(tz="UTC"),
     )
-    _write(conn, built, assignment, run_id, state, within_region=region is not None)
+    _write(conn, built, assignment, run_id, state, inputs, within_region=region is not None)
     return _outcome(conn, rules, len(previous_ids) if region is None else region, assignment.log)
 
 
@@ -510,7 +511,7 @@ UNION SELECT id_type, value FROM _nodes"""
 
 
 def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profile_ids.Assignment, run_id: str,
-           state: str, within_region: bool) -> None:
+           state: str, inputs: increment.Inputs, within_region: bool) -> None:
     """Write the graph's tables in one transaction: replaced whole, or the region's rows alone (`within_region`)."""
     deterministic = len(built.edges) - len(built.links)
     refused = [(position, rule) for position, rule in enumerate(built.refused) if rule is not None]
@@ -547,7 +548,7 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
             changes.log(conn, PRODUCER, REGION_PROFILES_SQL if within_region else None)
             if built.rebased:
                 basis.keep(conn, run_id)
-            increment.keep(conn, state, whole=not within_region)
+            increment.keep(conn, state, whole=not within_region, inputs=inputs)
         except Exception:
             conn.rollback()
             raise
