@@ -331,8 +331,13 @@ def partition(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path = 
     scoring pairs (another than the shipped one for `cdp identity link`). Pairs are scored on the kept basis unless
     `rebase` (or there is none for the model), then on one counted now."""
     ensure_tables(conn)
-    conn.execute("CREATE OR REPLACE TEMP VIEW _graph_identifiers AS SELECT * FROM identity.identifiers"
-                 + (f" i SEMI JOIN {increment.RECORDS} USING (stream, record_id)" if within_region else ""))
+    # A region's identifiers are copied once (the edges and shared values read them five times); the whole
+    # graph's are read where they are.
+    if within_region:
+        conn.execute("CREATE OR REPLACE TEMP TABLE _region_identifiers AS SELECT * FROM identity.identifiers"
+                     f" SEMI JOIN {increment.RECORDS} USING (stream, record_id)")
+    conn.execute("CREATE OR REPLACE TEMP VIEW _graph_identifiers AS SELECT * FROM "
+                 + ("_region_identifiers" if within_region else "identity.identifiers"))
     nodes, edges = _load_graph(conn, rules)
     never, isolated = _never_pairs(conn, rules)
     # Every person record's fields for the matcher, each in a cluster of its own until the graph says more; the

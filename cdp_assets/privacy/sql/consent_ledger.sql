@@ -99,15 +99,18 @@ placed AS (
     WHERE r.landing_id IS NULL
       AND NOT EXISTS (SELECT 1 FROM through_shared t WHERE t.stream = r.stream AND t.record_id = r.record_id)
 ),
+unplaced_values AS (  -- taken apart first: joined to every record carrying them, the placed ones' values are most
+    SELECT v.* FROM person_values v
+    WHERE NOT EXISTS (SELECT 1 FROM shared s WHERE s.id_type = v.id_type AND s.value = v.value)
+      AND NOT EXISTS (SELECT 1 FROM placed p WHERE p.stream = v.stream AND p.record_id = v.record_id
+                                               AND p.landing_id IS NOT DISTINCT FROM v.landing_id)
+),
 led AS (  -- the profiles other records carrying each unplaced statement's values are on
     SELECT v.stream, v.record_id, v.landing_id, rp.profile_id
-    FROM person_values v
+    FROM unplaced_values v
     JOIN identity.identifiers i ON i.id_type = v.id_type AND i.value = v.value
     JOIN identity.record_profiles rp ON rp.stream = i.stream AND rp.record_id = i.record_id
     WHERE NOT (i.stream = v.stream AND i.record_id = v.record_id)
-      AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.id_type = v.id_type AND s.value = v.value)
-      AND NOT EXISTS (SELECT 1 FROM placed p WHERE p.stream = v.stream AND p.record_id = v.record_id
-                                               AND p.landing_id IS NOT DISTINCT FROM v.landing_id)
 ),
 attributed AS (
     SELECT stream, record_id, landing_id, profile_id FROM placed
@@ -122,12 +125,12 @@ named AS (
     WHERE id_type = 'email'
     GROUP BY ALL
 ),
-login_addresses AS (  -- the addresses records carrying a login hold, per profile
+login_addresses AS (  -- the addresses records carrying a statement's login hold, per profile
     SELECT rp.profile_id, l.value AS login, list(DISTINCT e.value ORDER BY e.value) AS addresses
     FROM identity.identifiers l
     JOIN identity.identifiers e ON e.stream = l.stream AND e.record_id = l.record_id AND e.id_type = 'email'
     JOIN identity.record_profiles rp ON rp.stream = l.stream AND rp.record_id = l.record_id
-    WHERE l.id_type = 'user_id'
+    WHERE l.id_type = 'user_id' AND l.value IN (SELECT login FROM statements)
     GROUP BY ALL
 ),
 bound AS (
