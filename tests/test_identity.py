@@ -17,6 +17,7 @@ from cdp_assets import changes
 from cdp_assets.bench import reach
 from cdp_assets.identity import identifiers, increment, resolution
 from cdp_assets.identity.rules import load as load_rules
+from resources import primary_key
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env, Pipeline
 
@@ -392,6 +393,12 @@ CHANGES = {
         FROM (SELECT contact_id, lead(COLUMNS(* EXCLUDE (contact_id))) OVER (ORDER BY hash(contact_id), contact_id)
               FROM staging.hubspot__contacts) o
         WHERE h.contact_id = o.contact_id AND o.last_name IS NOT NULL AND hash(h.contact_id || 'alike') % 20 = 0""",
+    # A HubSpot company takes a Stripe customer's name, which makes it a company's name: only the customer's person
+    # fields change, and not in its own table (rules.yaml reads staging.hubspot__companies for it).
+    "a company named as a customer": """
+        UPDATE staging.hubspot__companies SET name = (
+            SELECT min(name) FROM staging.stripe__customers WHERE name LIKE '% %' AND NOT regexp_matches(name, '[&,]'))
+        WHERE company_id = (SELECT min(company_id) FROM staging.hubspot__companies)""",
     "new records": """
         INSERT INTO identity.identifiers
         SELECT stream, record_id || '-new', id_type, value, raw_value, observed_at + INTERVAL 1 DAY, last_seen_at
@@ -400,18 +407,24 @@ CHANGES = {
 
 
 def _change_as_the_pipeline_would(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Run `sql` and log, as identity.identifiers' build logs them, the records whose identifiers or person staging
-    rows it changed (found by comparing the rows before and after, not by the graph's fingerprints)."""
-    tables = {"identity.identifiers": "stream || ':' || record_id", **{
-        source.table: f"'{source.stream}:' || {source.key}" for source in load_rules().sources if source.person}}
+    """Run `sql` and log what changed as the pipeline would (found by comparing the rows before and after, not by
+    the graph's fingerprints): the records whose identifiers or person staging rows changed, as identity.identifiers'
+    build logs them, and the rows of other staging tables person fields read, as their staging builds log them."""
+    rules = load_rules()
+    tables = {  # table -> (producer, key)
+        "identity.identifiers": (identifiers.PRODUCER, "stream || ':' || record_id"),
+        **{source.table: (identifiers.PRODUCER, f"'{source.stream}:' || {source.key}")
+           for source in rules.sources if source.person},
+        **{table: (table.removeprefix("staging."), f"{primary_key(table.removeprefix('staging.'))}::VARCHAR")
+           for source in rules.sources for table in source.person_reads},
+    }
     for n, table in enumerate(tables):
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _before_{n} AS FROM {table}")
     conn.execute(sql)
-    changed = " UNION ".join(f"SELECT {key} AS key FROM ((FROM _before_{n} EXCEPT FROM {table}) UNION ALL "
-                             f"(FROM {table} EXCEPT FROM _before_{n}))"
-                             for n, (table, key) in enumerate(tables.items()))
     conn.begin()
-    changes.log(conn, identifiers.FOLLOWER, f"SELECT key, NULL::JSON AS before FROM ({changed})")
+    for n, (table, (producer, key)) in enumerate(tables.items()):
+        differing = f"(FROM _before_{n} EXCEPT FROM {table}) UNION ALL (FROM {table} EXCEPT FROM _before_{n})"
+        changes.log(conn, producer, f"SELECT DISTINCT {key} AS key, NULL::JSON AS before FROM ({differing})")
     conn.commit()
 
 

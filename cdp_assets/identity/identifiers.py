@@ -12,7 +12,8 @@ no longer names; rejected values are not kept, and are judged again each run.
 The asset follows the change log (cdp_assets/changes.py): an hourly build reads only the records the staging builds
 rewrote since its last one (each as keyed now and as keyed before), replaces their rows, and forgets the memo's values
 only they carried; the first build, a whole rewrite of a staging table it reads, or changed rules or code read every
-record.
+record. Each build logs in turn the records it read (or, read whole, a rewrite of all), for the identity graph,
+which takes again only their fingerprints (increment.py).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from resources import primary_key
 
 IDENTIFIERS_TABLE = "identity.identifiers"
 FOLLOWER = IDENTIFIERS_TABLE
+PRODUCER = IDENTIFIERS_TABLE  # in the change log: the records a build rewrote, keyed `stream:record_id`
 MEMO_TABLE = "identity.normalised_values"
 CODE = changes.code_fingerprint([Path(__file__)])  # this module as the process loaded it
 CHANGED = "_changed_records"  # TEMP (stream, record_id): the records a following build reads
+REWRITTEN_SQL = f"SELECT DISTINCT stream || ':' || record_id AS key, NULL::JSON AS before FROM {CHANGED}"
 WITHIN_CHANGED = f"{{key}}::VARCHAR IN (SELECT record_id FROM {CHANGED} WHERE stream = $stream_{{i}})"
 # The values only the changed records carried before may be carried by no record now: the memo's rows to look for.
 FORGETTABLE_SQL = f"""
@@ -235,10 +238,9 @@ def build(conn: duckdb.DuckDBPyConnection, rules: Rules, follow: bool = False) -
             conn.execute(f"INSERT INTO {IDENTIFIERS_TABLE} {rows}", node_params)
         else:
             conn.execute(f"CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS {rows}", node_params)
-        # For the graph (increment.py), which fingerprints only these records again: the ones rewritten, keyed
-        # `stream:record_id` as the matcher keys a record, or, when every record was read, a rewrite of all.
-        changes.log(conn, FOLLOWER, f"SELECT DISTINCT stream || ':' || record_id AS key, NULL::JSON AS before "
-                                    f"FROM {CHANGED}" if following else None)
+        # Logged whichever way it was called: a whole build the log did not hear of would leave the graph
+        # fingerprinting only what an earlier build logged.
+        changes.log(conn, PRODUCER, REWRITTEN_SQL if following else None)
         if position is not None:
             changes.keep(conn, position)
     except Exception:

@@ -34,21 +34,36 @@ from cdp_assets.identity.rules import Rules
 from cdp_assets.warehouse_access import has_tables
 
 INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each record as the graph last read it
-FOLLOWER = INPUTS  # its position in the change log: the identifiers' changes its fingerprints have taken in
+FOLLOWER = INPUTS  # its position in the change log: the changes of identifiers (and `person_reads`) taken in
 STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
 NORMAL_FORM = "identity.match_records"  # each person record in the matcher's normal form, as the graph last read it
 REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
 RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
 IDENTITY_CODE = Path(__file__).parent
 
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where this run's fingerprints stand in the change log; whether the graph kept was resolved by this run's code,
+    rules and model (`follows`), so that a region can be resolved; and whether the fingerprints are the candidates'
+    alone."""
+
+    position: changes.Position
+    follows: bool
+    candidates: bool
+
+
 CANDIDATES = "_input_candidates"  # TEMP (stream, record_id): the records whose fingerprints this run takes again
-# As a follower of the change log (cdp_assets/changes.py): only a record identity.identifiers rewrote since the graph
-# last read it can have another fingerprint, as the identifiers follow every staging rewrite of the streams that
-# carry them, person streams included.
+# As a follower of the change log (cdp_assets/changes.py), a record can have another fingerprint only when
+# identity.identifiers rewrote it (it follows every staging rewrite of the streams carrying identifiers, person streams
+# included) or when a staging table its person fields read besides its own changed (`person_reads`: then every
+# record of its stream is taken again).
 CANDIDATES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {CANDIDATES} AS
-SELECT DISTINCT split_part(key, ':', 1) AS stream, substr(key, strpos(key, ':') + 1) AS record_id
+SELECT split_part(key, ':', 1) AS stream, substr(key, strpos(key, ':') + 1) AS record_id
 FROM {changes.FOLLOWED} WHERE producer = $producer
+UNION
+SELECT stream, record_id FROM {INPUTS} WHERE list_contains($streams::VARCHAR[], stream)
 """
 # Each record's fingerprint: its identifiers with their first times, and a person record's mapped fields; a sum of
 # row hashes, which no order of the rows changes. Of every record, or of the candidates (`{within}`).
@@ -150,12 +165,11 @@ def fingerprint(conn: duckdb.DuckDBPyConnection, model_path: Path) -> str:
                                     f"duckdb {duckdb.__version__}", never_link)
 
 
-def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str, inputs: Inputs
-           ) -> int | None:
+def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, inputs: Inputs) -> int | None:
     """The region of this run's changes (against TEMP `_graph_inputs`, `inputs`): TEMP `_region_profiles` and
     `_region_records`; returns the number of last run's profiles in it, or None when the whole graph is to be
-    resolved (`state`, this run's `fingerprint`, differs from the last run's)."""
-    if not follows(conn, model_path, state):
+    resolved (the graph kept was not resolved by this run's code, rules and model: `Inputs.follows`)."""
+    if not inputs.follows:
         return None
     conn.execute(CHANGED_SQL.format(within=WITHIN_CANDIDATES if inputs.candidates else ""))
     _read_normal_form(conn, rules)
@@ -200,6 +214,7 @@ def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool, inputs: Input
     rewritten `whole` (with every person record's normal form, TEMP `_normal_form_read` of `keep_normal_form`),
     or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`); and the change log's
     position they were taken at."""
+    assert not (whole and inputs.candidates), "a whole graph keeps every record's fingerprint"
     if whole:
         conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
         conn.execute(f"CREATE OR REPLACE TABLE {NORMAL_FORM} AS SELECT * FROM _normal_form_read")
@@ -212,26 +227,26 @@ def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool, inputs: Input
     changes.keep(conn, inputs.position)
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """Where this run's fingerprints stand in the change log, and whether they are the candidates' alone."""
-
-    position: changes.Position
-    candidates: bool
-
-
 def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str, whole: bool) -> Inputs:
     """TEMP `_graph_inputs`: the fingerprint of each record as this run reads it: of every record when the graph is
     to be resolved `whole` or the log cannot say which records changed, else of the candidates alone."""
-    position = changes.follow(conn, FOLLOWER, [identifiers.FOLLOWER], state, (INPUTS,))
-    candidates = not whole and position.whole is None and follows(conn, model_path, state)
+    read_by: dict[str, list[str]] = {}  # staging entity -> the streams whose person fields read it
+    for source in rules.sources:
+        for table in sorted(source.person_reads):
+            read_by.setdefault(table.removeprefix("staging."), []).append(source.stream)
+    position = changes.follow(conn, FOLLOWER, [identifiers.PRODUCER, *read_by], state, (INPUTS,))
+    kept = follows(conn, model_path, state)
+    candidates = not whole and kept and position.whole is None
     if candidates:
-        conn.execute(CANDIDATES_SQL, {"producer": identifiers.FOLLOWER})
+        changed = conn.execute(f"SELECT DISTINCT producer FROM {changes.FOLLOWED} "
+                               "WHERE list_contains($read::VARCHAR[], producer)", {"read": list(read_by)}).fetchall()
+        conn.execute(CANDIDATES_SQL, {"producer": identifiers.PRODUCER,
+                                      "streams": sorted({s for (entity,) in changed for s in read_by[entity]})})
     source_sql, params = matching.person_source_sql(rules, CANDIDATES if candidates else None)
     conn.execute(source_sql, params)
     conn.execute(INPUTS_SQL.format(within=WITHIN_CANDIDATES if candidates else ""))
     conn.execute(f"DROP TABLE {matching.SOURCE_TABLE}")
-    return Inputs(position, candidates)
+    return Inputs(position, kept, candidates)
 
 
 def keep_normal_form(conn: duckdb.DuckDBPyConnection) -> None:

@@ -420,7 +420,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, rules: Rules, run_id: str, rebase: 
     state = increment.fingerprint(conn, matching.MODEL_PATH)
     whole = rebase or not incremental
     inputs = increment.inputs(conn, rules, matching.MODEL_PATH, state, whole)
-    region = None if whole else increment.region(conn, rules, matching.MODEL_PATH, state, inputs)
+    region = None if whole else increment.region(conn, rules, matching.MODEL_PATH, inputs)
     if region is not None and not conn.execute(f"SELECT count(*) FROM {increment.RECORDS}").fetchall()[0][0]:
         # No record to resolve (none changed, or only records that are gone and were on no profile): the inputs
         # are kept all the same, so the next run does not take the same changes again.

@@ -8,7 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import sqlglot
 import yaml
+from sqlglot import exp
 
 RULES_FILE = Path(__file__).with_name("rules.yaml")
 
@@ -33,6 +35,18 @@ class IdentifierSource:
     record_type: str | None = None
     phone_region: str | None = None  # column with an ISO country code or a locale
     person: dict[str, str] = field(default_factory=dict)  # person field -> column or SQL expression
+    # The staging tables its person expressions read besides its own (a Stripe customer's name is a company's when
+    # it names a HubSpot company), found in the SQL rather than listed beside it: the graph follows their changes.
+    person_reads: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        reads = frozenset(
+            f"{table.db}.{table.name}" for expression in self.person.values()
+            for table in sqlglot.parse_one(f"SELECT {expression}", dialect="duckdb").find_all(exp.Table)
+        ) - {self.table}
+        if outside := sorted(table for table in reads if not table.startswith("staging.")):
+            raise ValueError(f"{self.stream}: person fields may read staging tables only, not {outside}")
+        object.__setattr__(self, "person_reads", reads)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ placed AS (
     WHERE r.landing_id IS NULL
       AND NOT EXISTS (SELECT 1 FROM through_shared t WHERE t.stream = r.stream AND t.record_id = r.record_id)
 ),
-unplaced_values AS (  -- taken apart first: joined to every record carrying them, the placed ones' values are most
+unplaced_values AS (  -- filtered before the join: most carried values are placed statements', which led would drop
     SELECT v.* FROM person_values v
     WHERE NOT EXISTS (SELECT 1 FROM shared s WHERE s.id_type = v.id_type AND s.value = v.value)
       AND NOT EXISTS (SELECT 1 FROM placed p WHERE p.stream = v.stream AND p.record_id = v.record_id
