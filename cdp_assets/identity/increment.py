@@ -3,9 +3,10 @@ and its rows written in place of the region's old ones (resolution.resolve); eve
 
 What changed: each record's fingerprint (its identifiers with their times, and a person record's mapped person
 fields) against the one the graph last read (identity.graph_inputs), taken again only for the records
-identity.identifiers logged as rewritten since (the change log, cdp_assets/changes.py), or for every record when the
-log cannot say (a whole rewrite of the identifiers, an erasure, a first or whole run). A run with no graph before it,
-or whose identity code, rules, matching model or never-link table differ from the last run's (identity.graph_state),
+identity.identifiers logged as rewritten since (the change log, cdp_assets/changes.py) and for every record of a
+stream whose person fields read a staging table that changed (CANDIDATES_SQL), or for every record when the log
+cannot say (a whole rewrite of the identifiers, an erasure, a first or whole run). A run with no graph before it, or
+whose identity code, rules, matching model or never-link table differ from the last run's (identity.graph_state),
 resolves the whole graph instead, as does the nightly rebase.
 
 The region: the profiles holding a changed record, closed over what is judged together (CLOSURE): every profile
