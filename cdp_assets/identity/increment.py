@@ -215,7 +215,8 @@ def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool, inputs: Input
     rewritten `whole` (with every person record's normal form, TEMP `_normal_form_read` of `keep_normal_form`),
     or only the rows of the records whose fingerprint changed (TEMP `_changed`, `region`); and the change log's
     position they were taken at."""
-    assert not (whole and inputs.candidates), "a whole graph keeps every record's fingerprint"
+    if whole and inputs.candidates:
+        raise RuntimeError("a whole graph keeps every record's fingerprint, not the candidates' alone")
     if whole:
         conn.execute(f"CREATE OR REPLACE TABLE {INPUTS} AS SELECT * FROM _graph_inputs")
         conn.execute(f"CREATE OR REPLACE TABLE {NORMAL_FORM} AS SELECT * FROM _normal_form_read")

@@ -40,13 +40,17 @@ class IdentifierSource:
     person_reads: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        reads = frozenset(
-            f"{table.db}.{table.name}" for expression in self.person.values()
-            for table in sqlglot.parse_one(f"SELECT {expression}", dialect="duckdb").find_all(exp.Table)
-        ) - {self.table}
+        reads: set[str] = set()
+        for name, expression in self.person.items():
+            try:
+                parsed = sqlglot.parse_one(f"SELECT {expression}", dialect="duckdb")
+            except sqlglot.errors.ParseError as error:
+                raise ValueError(f"{self.stream}: person field {name} cannot be read: {error}") from error
+            reads |= {f"{table.db}.{table.name}".lower() for table in parsed.find_all(exp.Table)}
+        reads -= {self.table}
         if outside := sorted(table for table in reads if not table.startswith("staging.")):
             raise ValueError(f"{self.stream}: person fields may read staging tables only, not {outside}")
-        object.__setattr__(self, "person_reads", reads)
+        object.__setattr__(self, "person_reads", frozenset(reads))
 
 
 @dataclass(frozen=True)
