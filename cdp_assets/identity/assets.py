@@ -83,8 +83,7 @@ def build_graph_asset() -> AssetsDefinition:
         specs=[AssetSpec(
             GRAPH_KEY, group_name="identity", kinds={"duckdb", "scipy", "splink"}, owners=[OWNER],
             # The staging tables person fields read besides their own are read by the graph alone (increment.py).
-            deps=[IDENTIFIERS_KEY, *(AssetKey(["staging", table.removeprefix("staging.")])
-                                     for table in sorted({t for s in rules.load().sources for t in s.person_reads}))],
+            deps=[IDENTIFIERS_KEY, *(AssetKey(["staging", entity]) for entity in rules.load().person_read_entities)],
             description=(
                 "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
                 "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "

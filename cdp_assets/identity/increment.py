@@ -232,10 +232,7 @@ def keep(conn: duckdb.DuckDBPyConnection, state: str, whole: bool, inputs: Input
 def inputs(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, state: str, whole: bool) -> Inputs:
     """TEMP `_graph_inputs`: the fingerprint of each record as this run reads it: of every record when the graph is
     to be resolved `whole` or the log cannot say which records changed, else of the candidates alone."""
-    read_by: dict[str, list[str]] = {}  # staging entity -> the streams whose person fields read it
-    for source in rules.sources:
-        for table in sorted(source.person_reads):
-            read_by.setdefault(table.removeprefix("staging."), []).append(source.stream)
+    read_by = rules.person_read_entities
     position = changes.follow(conn, FOLLOWER, [identifiers.PRODUCER, *read_by], state, (INPUTS,))
     kept = follows(conn, model_path, state)
     candidates = not whole and kept and position.whole is None

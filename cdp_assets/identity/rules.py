@@ -126,6 +126,16 @@ class Rules:
         """Streams whose records describe a person (they have a record type)."""
         return [s.stream for s in self.sources if s.record_type]
 
+    @property
+    def person_read_entities(self) -> dict[str, list[str]]:
+        """Per staging entity its person fields read besides their own table (`IdentifierSource.person_reads`),
+        the streams reading it: the graph follows their changes and declares them as its dependencies."""
+        read_by: dict[str, list[str]] = {}
+        for source in self.sources:
+            for table in sorted(source.person_reads):
+                read_by.setdefault(table.removeprefix("staging."), []).append(source.stream)
+        return read_by
+
     def record_type(self, stream: str) -> str | None:
         return next((s.record_type for s in self.sources if s.stream == stream), None)
 
