@@ -57,11 +57,9 @@ sync_assets = build_sync_assets(upstream, view_checks)
 # graph's comparison with a rebuild from scratch and the staging replays' with the incremental builds.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
 nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
-jobs = build_jobs(
-    RunConfig(ops=refresh_ops(True)),
-    [scorecard.key, *nightly_views, *nightly_syncs],
-    [REBUILD_CHECK, *(key for check in replay_checks for key in check.check_keys)],
-)
+# The comparisons of what the hourly runs kept with a rebuild from scratch: nightly checks, each a whole rebuild.
+NIGHTLY_CHECKS = [REBUILD_CHECK, *(key for check in replay_checks for key in check.check_keys)]
+jobs = build_jobs(RunConfig(ops=refresh_ops(True)), [scorecard.key, *nightly_views, *nightly_syncs], NIGHTLY_CHECKS)
 
 # Steps run in one process: DuckDB allows a single writer, and runs are queued one at a
 # time by the instance (schedules/dagster.yaml).

@@ -141,16 +141,19 @@ class Pipeline:
         config: dict[str, dict[str, Any]] | None = None,
     ) -> RunOutcome:
         """Materialise every asset (syncs only if this pipeline has them), or a selection (assets named like
-        "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say)."""
+        "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say). As in the
+        hourly job, a run that is not `full` leaves out the nightly comparisons with a rebuild from scratch."""
         os.environ["CDP_SANDBOX_URL"] = self.sandbox_url
         os.environ["CDP_WAREHOUSE"] = str(self.warehouse)
-        from cdp_assets.definitions import defs, refresh_ops
+        from cdp_assets.definitions import NIGHTLY_CHECKS, defs, refresh_ops
         from resources import build_resources
 
         if isinstance(selection, list):
             selection = AssetSelection.assets(*(AssetKey.from_user_string(k) for k in selection))
-        elif selection is None and not self.syncs:
-            selection = AssetSelection.all() - AssetSelection.groups("sync")
+        elif selection is None:
+            selection = AssetSelection.all() if self.syncs else AssetSelection.all() - AssetSelection.groups("sync")
+        if not full:
+            selection = selection - AssetSelection.checks(*NIGHTLY_CHECKS)
         assets = [*(defs.assets or []), *(defs.asset_checks or [])]
         chosen = selection.resolve(defs.resolve_asset_graph()) if selection else None
         ops = refresh_ops(full, chosen)
