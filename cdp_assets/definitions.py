@@ -48,11 +48,11 @@ identity_assets = [
     build_lifecycle_asset(PROFILES_KEY),
 ]
 consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
-view_assets, view_checks = build_views()
+view_assets = build_views()
 replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_assets})
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
-sync_assets = build_sync_assets(upstream, view_checks)
+sync_assets = build_sync_assets(upstream)
 # What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, the identity
 # graph's comparison with a rebuild from scratch and the staging replays' with the incremental builds.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
@@ -65,7 +65,7 @@ jobs = build_jobs(RunConfig(ops=refresh_ops(True)), [scorecard.key, *nightly_vie
 # time by the instance (schedules/dagster.yaml).
 defs = Definitions(
     assets=[*raw_assets, *staging_assets, scorecard, *identity_assets, *consent_assets, *view_assets, *sync_assets],
-    asset_checks=[*view_checks, *replay_checks],
+    asset_checks=replay_checks,
     resources=build_resources(),
     jobs=[*jobs, privacy_requests, never_link],
     schedules=build_schedules(jobs),

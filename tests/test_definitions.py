@@ -80,7 +80,7 @@ def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:
 def test_every_view_has_blocking_governance_checks() -> None:
     graph = defs.resolve_asset_graph()
     views = [key for key in graph.get_all_asset_keys() if key.path[0] == "views"]
-    checks = {(spec.asset_key, spec.name): spec for c in defs.asset_checks or [] for spec in c.check_specs}
+    checks = {(spec.asset_key, spec.name): spec for a in defs.assets or [] for spec in a.check_specs}
     for key in views:
         assert checks[(key, "policy_columns")].blocking, key
     consented = {key.path[1] for key, name in checks if name == "consent"}

@@ -1,21 +1,23 @@
-"""The `views` layer: one asset per team view, grouped by the team that owns it, each with governance checks."""
+"""The `views` layer: one asset per team view, grouped by the team that owns it, each with governance checks run in
+the view's own step."""
 
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import duckdb
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     MaterializeResult,
     TableColumn,
     TableSchema,
-    asset,
-    asset_check,
+    multi_asset,
 )
 
 from cdp_assets import freshness
@@ -38,88 +40,95 @@ def table_schema(conn: duckdb.DuckDBPyConnection, view: ViewPolicy) -> TableSche
     )
 
 
+@dataclass(frozen=True)
+class ViewCheck:
+    """A governance check of a view: its spec, and its evaluation on the view step's connection."""
+
+    spec: AssetCheckSpec
+    evaluate: Callable[[duckdb.DuckDBPyConnection], AssetCheckResult]
+
+
 def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
-    @asset(
-        key=view_key(view.name),
-        group_name=view.team.group,
-        kinds={"duckdb"},
-        owners=[view.team.owner],
-        deps=[AssetKey.from_user_string(key) for key in build.BUILDS[view.name].reads],
-        description=view.description(rules.freshness[view.team.refresh]),
+    """The view and its checks in one step, on one connection (a step of its own per check opened the warehouse
+    again for a query); a check selected alone runs alone, as the circuit breaker's tests and the UI ask."""
+    key = view_key(view.name)
+    checks = view_checks(view)
+
+    @multi_asset(
+        name=f"views__{view.name}",
+        specs=[AssetSpec(
+            key, group_name=view.team.group, kinds={"duckdb"}, owners=[view.team.owner],
+            deps=[AssetKey.from_user_string(read) for read in build.BUILDS[view.name].reads],
+            description=view.description(rules.freshness[view.team.refresh]),
+            freshness_policy=freshness.NIGHTLY if view.team.refresh == "nightly" else freshness.HOURLY,
+        )],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
         required_resource_keys={"warehouse"},
-        freshness_policy=freshness.NIGHTLY if view.team.refresh == "nightly" else freshness.HOURLY,
     )
-    def team_view(context: AssetExecutionContext) -> MaterializeResult:
+    def team_view(context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetCheckResult]:
         started = time.monotonic()
         with context.resources.warehouse.get_connection() as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS views")
-            extra = build.build(conn, rules, view.name)
-            rows = conn.execute(f"SELECT count(*) FROM {view.table}").fetchall()[0][0]
-            schema = table_schema(conn, view)
-            rows_sample = sample.sample(conn, view, schema)
-        return MaterializeResult(
-            metadata={
-                "dagster/row_count": rows,
-                "dagster/column_schema": schema,
-                "grain": view.grain,
-                "sample": rows_sample,
-                **extra,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+            if key in context.selected_asset_keys:
+                conn.execute("CREATE SCHEMA IF NOT EXISTS views")
+                extra = build.build(conn, rules, view.name)
+                rows = conn.execute(f"SELECT count(*) FROM {view.table}").fetchall()[0][0]
+                schema = table_schema(conn, view)
+                yield MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        "dagster/row_count": rows,
+                        "dagster/column_schema": schema,
+                        "grain": view.grain,
+                        "sample": sample.sample(conn, view, schema),
+                        **extra,
+                        "seconds": round(time.monotonic() - started, 3),
+                    },
+                )
+            for check in checks:
+                if check.spec.key in context.selected_asset_check_keys:
+                    yield check.evaluate(conn)
 
     return team_view
 
 
-def build_view_checks(view: ViewPolicy) -> list[AssetChecksDefinition]:
+def view_checks(view: ViewPolicy) -> list[ViewCheck]:
     """Blocking checks: the table exposes only what its policy allows, and only for consented purposes."""
+    key = view_key(view.name)
 
-    @asset_check(
-        asset=view_key(view.name),
-        name="policy_columns",
-        blocking=True,
-        required_resource_keys={"warehouse"},
-        description=f"Passes when every column of {view.table} is in its policy, with a personal-data class the view "
-        f"allows ({', '.join(view.allows)}). Fails (blocking: the view's syncs hold) otherwise. Never warns. Do: add "
-        "the column with its class to `cdp_assets/views/policy.yaml`, or take it out of the view's SQL.",
-    )
-    def policy_columns(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        with context.resources.warehouse.get_connection() as conn:
-            disallowed = policy.disallowed_columns(conn, view)
+    def policy_columns(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+        disallowed = policy.disallowed_columns(conn, view)
         return AssetCheckResult(
-            passed=not disallowed,
-            severity=AssetCheckSeverity.ERROR,
+            asset_key=key, check_name="policy_columns", passed=not disallowed, severity=AssetCheckSeverity.ERROR,
             metadata={"disallowed_columns": ", ".join(disallowed) or "none", "disallowed": len(disallowed)},
         )
 
-    checks = [policy_columns]
+    checks = [ViewCheck(AssetCheckSpec(
+        "policy_columns", asset=key, blocking=True,
+        description=f"Passes when every column of {view.table} is in its policy, with a personal-data class the view "
+        f"allows ({', '.join(view.allows)}). Fails (blocking: the view's syncs hold) otherwise. Never warns. Do: add "
+        "the column with its class to `cdp_assets/views/policy.yaml`, or take it out of the view's SQL.",
+    ), policy_columns)]
     if view.name == reconcile.VIEW:
-        checks.append(reconcile.billing_check(view_key(view.name)))
+        checks.append(ViewCheck(reconcile.billing_check_spec(key), reconcile.billing_check(key)))
     if view.requires or view.purpose_column or view.purposes_column:
 
-        @asset_check(
-            asset=view_key(view.name),
-            name="consent",
-            blocking=True,
-            required_resource_keys={"warehouse"},
+        def consent(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+            violations, profiles = policy.consent_violations(conn, view)
+            return AssetCheckResult(
+                asset_key=key, check_name="consent", passed=violations == 0, severity=AssetCheckSeverity.ERROR,
+                metadata={"rows_without_consent": violations, "profiles": ", ".join(profiles) or "none"},
+            )
+
+        checks.append(ViewCheck(AssetCheckSpec(
+            "consent", asset=key, blocking=True,
             description=f"Passes when no row of {view.table} is used for a purpose its person has not allowed or has "
             "withdrawn (per privacy.consent). Fails (blocking: nothing downstream runs, so nothing is sent) otherwise. "
             "Never warns. Do: fix the view's SQL; the metadata names the profiles.",
-        )
-        def consent(context: AssetCheckExecutionContext) -> AssetCheckResult:
-            with context.resources.warehouse.get_connection() as conn:
-                violations, sample = policy.consent_violations(conn, view)
-            return AssetCheckResult(
-                passed=violations == 0,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"rows_without_consent": violations, "profiles": ", ".join(sample) or "none"},
-            )
-
-        checks.append(consent)
+        ), consent))
     return checks
 
 
-def build_views() -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+def build_views() -> list[AssetsDefinition]:
     rules = policy.load()
-    views = rules.views.values()
-    return [build_view_asset(rules, v) for v in views], [c for v in views for c in build_view_checks(v)]
+    return [build_view_asset(rules, v) for v in rules.views.values()]

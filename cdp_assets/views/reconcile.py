@@ -2,15 +2,10 @@
 tables to the cent, per currency, so a customer the view cannot place shows in its `unattributed` row instead of
 vanishing from the board's MRR."""
 
+from collections.abc import Callable
+
 import duckdb
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    AssetKey,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from cdp_assets import glossary
 from cdp_assets.views import build
@@ -31,12 +26,11 @@ def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int]
     return totals, differences
 
 
-def billing_check(key: AssetKey) -> AssetChecksDefinition:
-    @asset_check(
+def billing_check_spec(key: AssetKey) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        "reconciles_with_billing",
         asset=key,
-        name="reconciles_with_billing",
         blocking=True,
-        required_resource_keys={"warehouse"},
         description=f"Passes when the column totals of views.{VIEW} equal the same totals computed straight from "
         "Stripe's staging tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: "
         "MRR and revenue to the cent in each currency, and paying, converted-to-paid and churned customers. Fails "
@@ -46,11 +40,15 @@ def billing_check(key: AssetKey) -> AssetChecksDefinition:
         "`unattributed` row (cohort month empty) rather than leave it out; an excess means it counted a customer "
         "twice. Then materialise the view again.",
     )
-    def reconciles_with_billing(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        with context.resources.warehouse.get_connection() as conn:
-            totals, differences = billing_differences(conn)
+
+
+def billing_check(key: AssetKey) -> Callable[[duckdb.DuckDBPyConnection], AssetCheckResult]:
+    """The check's evaluation, on the view step's connection."""
+
+    def reconciles_with_billing(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+        totals, differences = billing_differences(conn)
         return AssetCheckResult(
-            passed=not differences,
+            asset_key=key, check_name="reconciles_with_billing", passed=not differences,
             severity=AssetCheckSeverity.ERROR,
             metadata={"differences": "; ".join(differences) or "none", "differing": len(differences), **totals},
         )
