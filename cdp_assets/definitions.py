@@ -52,12 +52,13 @@ view_assets = build_views()
 replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_assets})
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
-sync_assets = build_sync_assets(upstream)
+sync_assets = build_sync_assets(upstream, replay_checks)
 # What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, the identity
 # graph's comparison with a rebuild from scratch and the staging replays' with the incremental builds.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]
 nightly_syncs = [sync_key(s.name) for s in load_syncs().syncs.values() if s.schedule == "nightly"]
-# The comparisons of what the hourly runs kept with a rebuild from scratch: nightly checks, each a whole rebuild.
+# The nightly run's comparisons of what the hourly runs kept: the graph with one rebuilt from scratch, staging with
+# its replay of raw.
 NIGHTLY_CHECKS = [REBUILD_CHECK, *(key for check in replay_checks for key in check.check_keys)]
 jobs = build_jobs(RunConfig(ops=refresh_ops(True)), [scorecard.key, *nightly_views, *nightly_syncs], NIGHTLY_CHECKS)
 

@@ -139,10 +139,12 @@ class Pipeline:
         selection: list[str] | AssetSelection | None = None,
         raise_on_error: bool = True,
         config: dict[str, dict[str, Any]] | None = None,
+        nightly_checks: bool | None = None,
     ) -> RunOutcome:
         """Materialise every asset (syncs only if this pipeline has them), or a selection (assets named like
         "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say). As in the
-        hourly job, a run that is not `full` leaves out the nightly comparisons with a rebuild from scratch."""
+        hourly job, a run that is not `full` leaves out the nightly comparisons of what the hourly runs kept
+        (definitions.NIGHTLY_CHECKS), unless `nightly_checks` asks for them."""
         os.environ["CDP_SANDBOX_URL"] = self.sandbox_url
         os.environ["CDP_WAREHOUSE"] = str(self.warehouse)
         from cdp_assets.definitions import NIGHTLY_CHECKS, defs, refresh_ops
@@ -152,11 +154,10 @@ class Pipeline:
             selection = AssetSelection.assets(*(AssetKey.from_user_string(k) for k in selection))
         elif selection is None:
             selection = AssetSelection.all() if self.syncs else AssetSelection.all() - AssetSelection.groups("sync")
-        if not full:
+        if not (full if nightly_checks is None else nightly_checks):
             selection = selection - AssetSelection.checks(*NIGHTLY_CHECKS)
         assets = [*(defs.assets or []), *(defs.asset_checks or [])]
-        chosen = selection.resolve(defs.resolve_asset_graph()) if selection else None
-        ops = refresh_ops(full, chosen)
+        ops = refresh_ops(full, selection.resolve(defs.resolve_asset_graph()))
         ops.update({name: {"config": values} for name, values in (config or {}).items()})
         resources = build_resources()
         for key, fields in self.resource_fields.items():

@@ -12,6 +12,7 @@ import duckdb
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -232,12 +233,13 @@ def _metadata(run: ledger.RunRecord) -> dict[str, object]:
     }
 
 
-def upstream_blocking_checks(key: AssetKey, assets: Iterable[AssetsDefinition]) -> list[AssetCheckKey]:
-    """Blocking checks on `key` and every asset upstream of it (each asset's own check specs), for the circuit
-    breaker."""
+def upstream_blocking_checks(
+    key: AssetKey, assets: Iterable[AssetsDefinition], checks: Iterable[AssetChecksDefinition]
+) -> list[AssetCheckKey]:
+    """Blocking checks on `key` and every asset upstream of it, for the circuit breaker."""
     assets = list(assets)
     parents = {k: set(a.asset_deps.get(k, ())) for a in assets for k in a.keys}
-    specs = [spec for a in assets for spec in a.check_specs]
+    specs = [spec for a in assets for spec in a.check_specs] + [spec for c in checks for spec in c.check_specs]
     seen, todo = set(), [key]
     while todo:
         current = todo.pop()
@@ -247,9 +249,11 @@ def upstream_blocking_checks(key: AssetKey, assets: Iterable[AssetsDefinition]) 
     return sorted((spec.key for spec in specs if spec.blocking and spec.asset_key in seen), key=str)
 
 
-def build_sync_assets(assets: Sequence[AssetsDefinition]) -> list[AssetsDefinition]:
+def build_sync_assets(
+    assets: Sequence[AssetsDefinition], checks: Sequence[AssetChecksDefinition]
+) -> list[AssetsDefinition]:
     rules = load_syncs()
     return [
-        build_sync_asset(rules, spec, upstream_blocking_checks(view_key(spec.view), assets))
+        build_sync_asset(rules, spec, upstream_blocking_checks(view_key(spec.view), assets, checks))
         for spec in rules.syncs.values()
     ]

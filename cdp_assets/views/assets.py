@@ -4,9 +4,11 @@ the view's own step."""
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -42,10 +44,20 @@ def table_schema(conn: duckdb.DuckDBPyConnection, view: ViewPolicy) -> TableSche
 
 @dataclass(frozen=True)
 class ViewCheck:
-    """A governance check of a view: its spec, and its evaluation on the view step's connection."""
+    """A blocking governance check of a view: its name and description, and what it finds on the view step's
+    connection (whether it passed, and the metadata saying why)."""
 
-    spec: AssetCheckSpec
-    evaluate: Callable[[duckdb.DuckDBPyConnection], AssetCheckResult]
+    name: str
+    description: str
+    finds: Callable[[duckdb.DuckDBPyConnection], tuple[bool, dict[str, Any]]]
+
+    def spec(self, key: AssetKey) -> AssetCheckSpec:
+        return AssetCheckSpec(self.name, asset=key, blocking=True, description=self.description)
+
+    def evaluate(self, key: AssetKey, conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+        passed, metadata = self.finds(conn)
+        return AssetCheckResult(asset_key=key, check_name=self.name, passed=passed, severity=AssetCheckSeverity.ERROR,
+                                metadata=metadata)
 
 
 def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
@@ -62,7 +74,7 @@ def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
             description=view.description(rules.freshness[view.team.refresh]),
             freshness_policy=freshness.NIGHTLY if view.team.refresh == "nightly" else freshness.HOURLY,
         )],
-        check_specs=[check.spec for check in checks],
+        check_specs=[check.spec(key) for check in checks],
         can_subset=True,
         required_resource_keys={"warehouse"},
     )
@@ -86,46 +98,40 @@ def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
                     },
                 )
             for check in checks:
-                if check.spec.key in context.selected_asset_check_keys:
-                    yield check.evaluate(conn)
+                if AssetCheckKey(key, check.name) in context.selected_asset_check_keys:
+                    yield check.evaluate(key, conn)
 
     return team_view
 
 
 def view_checks(view: ViewPolicy) -> list[ViewCheck]:
     """Blocking checks: the table exposes only what its policy allows, and only for consented purposes."""
-    key = view_key(view.name)
 
-    def policy_columns(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
+    def policy_columns(conn: duckdb.DuckDBPyConnection) -> tuple[bool, dict[str, Any]]:
         disallowed = policy.disallowed_columns(conn, view)
-        return AssetCheckResult(
-            asset_key=key, check_name="policy_columns", passed=not disallowed, severity=AssetCheckSeverity.ERROR,
-            metadata={"disallowed_columns": ", ".join(disallowed) or "none", "disallowed": len(disallowed)},
-        )
+        return not disallowed, {"disallowed_columns": ", ".join(disallowed) or "none", "disallowed": len(disallowed)}
 
-    checks = [ViewCheck(AssetCheckSpec(
-        "policy_columns", asset=key, blocking=True,
-        description=f"Passes when every column of {view.table} is in its policy, with a personal-data class the view "
-        f"allows ({', '.join(view.allows)}). Fails (blocking: the view's syncs hold) otherwise. Never warns. Do: add "
-        "the column with its class to `cdp_assets/views/policy.yaml`, or take it out of the view's SQL.",
-    ), policy_columns)]
+    def consent(conn: duckdb.DuckDBPyConnection) -> tuple[bool, dict[str, Any]]:
+        violations, profiles = policy.consent_violations(conn, view)
+        return violations == 0, {"rows_without_consent": violations, "profiles": ", ".join(profiles) or "none"}
+
+    checks = [ViewCheck(
+        "policy_columns",
+        f"Passes when every column of {view.table} is in its policy, with a personal-data class the view allows "
+        f"({', '.join(view.allows)}). Fails (blocking: the view's syncs hold) otherwise. Never warns. Do: add the "
+        "column with its class to `cdp_assets/views/policy.yaml`, or take it out of the view's SQL.",
+        policy_columns,
+    )]
     if view.name == reconcile.VIEW:
-        checks.append(ViewCheck(reconcile.billing_check_spec(key), reconcile.billing_check(key)))
+        checks.append(ViewCheck(reconcile.CHECK, reconcile.DESCRIPTION, reconcile.billing_findings))
     if view.requires or view.purpose_column or view.purposes_column:
-
-        def consent(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
-            violations, profiles = policy.consent_violations(conn, view)
-            return AssetCheckResult(
-                asset_key=key, check_name="consent", passed=violations == 0, severity=AssetCheckSeverity.ERROR,
-                metadata={"rows_without_consent": violations, "profiles": ", ".join(profiles) or "none"},
-            )
-
-        checks.append(ViewCheck(AssetCheckSpec(
-            "consent", asset=key, blocking=True,
-            description=f"Passes when no row of {view.table} is used for a purpose its person has not allowed or has "
-            "withdrawn (per privacy.consent). Fails (blocking: nothing downstream runs, so nothing is sent) otherwise. "
-            "Never warns. Do: fix the view's SQL; the metadata names the profiles.",
-        ), consent))
+        checks.append(ViewCheck(
+            "consent",
+            f"Passes when no row of {view.table} is used for a purpose its person has not allowed or has withdrawn "
+            "(per privacy.consent). Fails (blocking: nothing downstream runs, so nothing is sent) otherwise. Never "
+            "warns. Do: fix the view's SQL; the metadata names the profiles.",
+            consent,
+        ))
     return checks
 
 

@@ -2,15 +2,24 @@
 tables to the cent, per currency, so a customer the view cannot place shows in its `unattributed` row instead of
 vanishing from the board's MRR."""
 
-from collections.abc import Callable
+from typing import Any
 
 import duckdb
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from cdp_assets import glossary
 from cdp_assets.views import build
 
 VIEW = "executive_cohorts"  # the view whose column totals must equal the billing totals (reconcile_billing.sql)
+CHECK = "reconciles_with_billing"
+DESCRIPTION = (
+    f"Passes when the column totals of views.{VIEW} equal the same totals computed straight from Stripe's staging "
+    "tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: MRR and revenue to "
+    "the cent in each currency, and paying, converted-to-paid and churned customers. Fails (blocking: the view's "
+    "syncs hold) otherwise; never warns. `differences` names each total that differs and by how much. Do: a "
+    "shortfall means the view's SQL dropped billing it could not place in a cohort: put it in the `unattributed` row "
+    "(cohort month empty) rather than leave it out; an excess means it counted a customer twice. Then materialise "
+    "the view again."
+)
 
 
 def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], list[str]]:
@@ -26,31 +35,7 @@ def billing_differences(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, int]
     return totals, differences
 
 
-def billing_check_spec(key: AssetKey) -> AssetCheckSpec:
-    return AssetCheckSpec(
-        "reconciles_with_billing",
-        asset=key,
-        blocking=True,
-        description=f"Passes when the column totals of views.{VIEW} equal the same totals computed straight from "
-        "Stripe's staging tables (stripe__subscriptions, stripe__invoices), in the glossary's terms of docs/views.md: "
-        "MRR and revenue to the cent in each currency, and paying, converted-to-paid and churned customers. Fails "
-        "(blocking: "
-        "the view's syncs hold) otherwise; never warns. `differences` names each total that differs and by how much. "
-        "Do: a shortfall means the view's SQL dropped billing it could not place in a cohort: put it in the "
-        "`unattributed` row (cohort month empty) rather than leave it out; an excess means it counted a customer "
-        "twice. Then materialise the view again.",
-    )
-
-
-def billing_check(key: AssetKey) -> Callable[[duckdb.DuckDBPyConnection], AssetCheckResult]:
-    """The check's evaluation, on the view step's connection."""
-
-    def reconciles_with_billing(conn: duckdb.DuckDBPyConnection) -> AssetCheckResult:
-        totals, differences = billing_differences(conn)
-        return AssetCheckResult(
-            asset_key=key, check_name="reconciles_with_billing", passed=not differences,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"differences": "; ".join(differences) or "none", "differing": len(differences), **totals},
-        )
-
-    return reconciles_with_billing
+def billing_findings(conn: duckdb.DuckDBPyConnection) -> tuple[bool, dict[str, Any]]:
+    """The check's finding: whether no total differs, with every total and the differences as metadata."""
+    totals, differences = billing_differences(conn)
+    return not differences, {"differences": "; ".join(differences) or "none", "differing": len(differences), **totals}
