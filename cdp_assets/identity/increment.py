@@ -134,19 +134,22 @@ UNION ALL BY NAME SELECT * FROM _normal_form_read
 """
 # The matcher's records for the partners' scoring: the region's in one cluster, and in another every record a blocking
 # rule pairs with one of them (either way round), the only pairs across the two Splink can score.
+# Each round scores only the region's records new since the last: a record's partners do not change within a run
+# (the scoring is unmasked and on fixed normal forms), and those of the records scored before are in the region.
+PARTNERED = "_partnered"  # TEMP (stream, record_id): the region's records whose partners this run scored
 REGION_SIDE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _region_side AS
-SELECT * FROM _normal_form SEMI JOIN {RECORDS} USING (stream, record_id)
+SELECT * FROM _normal_form SEMI JOIN {RECORDS} USING (stream, record_id) ANTI JOIN {PARTNERED} USING (stream, record_id)
 """
 BLOCKED_SQL = """
 SELECT r.unique_id FROM _region_side l JOIN _normal_form r ON {rule}
 UNION SELECT l.unique_id FROM _normal_form l JOIN _region_side r ON {rule}"""
-SIDES_SQL = """
+SIDES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _match_records AS
 SELECT * EXCLUDE (stream, record_id), 0 AS cluster_id FROM _region_side
 UNION ALL
 SELECT * EXCLUDE (stream, record_id), 1 FROM _normal_form
-WHERE unique_id IN ({blocked}) AND unique_id NOT IN (SELECT unique_id FROM _region_side)
+WHERE unique_id IN ({{blocked}}) AND (stream, record_id) NOT IN (SELECT stream, record_id FROM {RECORDS})
 """
 PARTNERS_SQL = f"""
 INSERT INTO {REGION}
@@ -175,6 +178,7 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, inpu
     conn.execute(CHANGED_SQL.format(within=WITHIN_CANDIDATES if inputs.candidates else ""))
     _read_normal_form(conn, rules)
     conn.execute(SEED_SQL)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {PARTNERED} (stream VARCHAR, record_id VARCHAR)")
     if not _count(conn, "_changed"):
         conn.execute(REGION_RECORDS_SQL)
         return 0
@@ -268,8 +272,12 @@ def _read_normal_form(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
 
 
 def _partners(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> None:
-    """Add the profiles of the records Splink scores at `review_at` or above with a record of the region."""
+    """Add the profiles of the records Splink scores at `review_at` or above with a record of the region (those new
+    to it since the last round)."""
     conn.execute(REGION_SIDE_SQL)
+    if not _count(conn, "_region_side"):
+        return
+    conn.execute(f"INSERT INTO {PARTNERED} SELECT stream, record_id FROM _region_side")
     blocking = comparisons.build(conn, rules.matcher, "_normal_form").blocking
     blocked = " UNION ".join(BLOCKED_SQL.format(rule=rule.get_blocking_rule("duckdb").blocking_rule_sql)
                              for rule in blocking) or "SELECT NULL"
