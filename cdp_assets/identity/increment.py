@@ -13,10 +13,12 @@ The region: the profiles holding a changed record, closed over what is judged to
 holding a value a record of the region (or a changed one) carries now, or a shared value the region held (a shared
 value is judged on all its holders, and its events go to the first), the other end of a refused link or a review
 pair (the union-find and the chain check weigh both ends together), and the profile of any record Splink scores at
-`review_at` or above with a record of the region, on the kept basis (basis.py) and with no value masked (a mask only
-lowers a score, so this finds every pair the region's own run could link or send to review), until nothing more
-joins. That scoring reads the records a blocking rule pairs with the region's, in the normal form the graph keeps
-(identity.match_records: each person record as the matcher reads it, made again only for the changed records).
+`review_at` or above with a record of the region read again or masked at its last resolution (identity.masked_records),
+on the kept basis (basis.py) and with no value masked (a mask only lowers a score, so this finds every pair the
+region's own run could link or send to review; any other record of the region scores as it did then, and the graph
+kept that outcome: REGION_SIDE_SQL), until nothing more joins. That scoring reads the records a blocking rule pairs
+with the region's, in the normal form the graph keeps (identity.match_records: each person record as the matcher
+reads it, made again only for the changed records).
 Resolved alone, the region so meets only what a whole rebuild would have it meet (tests/test_identity.py compares
 the two); the nightly run resolves the whole graph again.
 """
@@ -38,6 +40,7 @@ INPUTS = "identity.graph_inputs"  # (stream, record_id, fingerprint): each recor
 FOLLOWER = INPUTS  # its position in the change log: the changes of identifiers (and `person_reads`) taken in
 STATE = "identity.graph_state"  # one row: the fingerprint of what resolved the graph last
 NORMAL_FORM = "identity.match_records"  # each person record in the matcher's normal form, as the graph last read it
+MASKED = "identity.masked_records"  # (stream, record_id): the person records whose last resolution masked a value
 REGION = "_region_profiles"  # TEMP (profile_id): last run's profiles the region holds
 RECORDS = "_region_records"  # TEMP (stream, record_id): the records the region resolves
 IDENTITY_CODE = Path(__file__).parent
@@ -134,12 +137,21 @@ UNION ALL BY NAME SELECT * FROM _normal_form_read
 """
 # The matcher's records for the partners' scoring: the region's in one cluster, and in another every record a blocking
 # rule pairs with one of them (either way round), the only pairs across the two Splink can score.
+# Of the region's records, only those read again (changed or new) and those the last resolution masked are scored. Any
+# other scores with a record outside the region as it did at its last resolution, on the same normal forms, basis
+# and prior, with no value masked then; and no more now, as the outside record's masks are those it had (a value's
+# verdict changes only with a holder in the region, and then every holder is) and a mask only lowers a score. So a
+# pair of theirs at `review_at` or above was one then, and the graph kept its outcome: one profile, a review pair
+# or a refused link, which the closure has already followed.
 # Each round scores only the region's records new since the last: a record's partners do not change within a run
 # (the scoring is unmasked and on fixed normal forms), and those of the records scored before are in the region.
 PARTNERED = "_partnered"  # TEMP (stream, record_id): the region's records whose partners this run scored
 REGION_SIDE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _region_side AS
-SELECT * FROM _normal_form SEMI JOIN {RECORDS} USING (stream, record_id) ANTI JOIN {PARTNERED} USING (stream, record_id)
+SELECT * FROM _normal_form SEMI JOIN {RECORDS} USING (stream, record_id)
+SEMI JOIN (SELECT stream, record_id FROM _normal_form_read UNION ALL SELECT stream, record_id FROM {MASKED}) s
+    USING (stream, record_id)
+ANTI JOIN {PARTNERED} USING (stream, record_id)
 """
 BLOCKED_SQL = """
 SELECT r.unique_id FROM _region_side l JOIN _normal_form r ON {rule}
@@ -194,7 +206,7 @@ def region(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path, inpu
 def follows(conn: duckdb.DuckDBPyConnection, model_path: Path, state: str) -> bool:
     """Whether a run can resolve only where its changes reach: a graph was kept, with its inputs, normal form and
     basis, by the code, rules and model of this run's `state` (its `fingerprint`)."""
-    tables = (STATE, INPUTS, NORMAL_FORM)
+    tables = (STATE, INPUTS, NORMAL_FORM, MASKED)
     if not has_tables(conn, "identity", *(t.split(".")[1] for t in tables)) or not basis.load(conn, model_path):
         return False
     return conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall() == [(state,)]

@@ -498,6 +498,7 @@ GRAPH_TABLES = {
     "refused_links": (_REGION_VALUE.format(type="type_a", value="value_a"),
                       _REGION_VALUE.format(type="type_b", value="value_b")),
     "match_review": (f"profile_l IN (FROM {increment.REGION})", f"profile_r IN (FROM {increment.REGION})"),
+    "masked_records": (f"(stream, record_id) IN (SELECT stream, record_id FROM {increment.RECORDS})",),
 }
 # The graph as a producer of the change log (changes.py): the profiles a region write retired or wrote.
 PRODUCER = "identity.graph"
@@ -537,6 +538,7 @@ def _write(conn: duckdb.DuckDBPyConnection, built: Partition, assignment: profil
         for statement in WRITE_SQL.split(";\n"):
             if statement.strip():
                 conn.execute(statement, {"run_id": run_id} if "$run_id" in statement else None)
+        shared.masked_records(conn)
         if within_region:
             conn.execute(REGION_VALUES_SQL)
         conn.begin()

@@ -40,6 +40,8 @@ WHERE list_contains($device_types, d.id_type)
 # team address gain nothing from it), while a record still disagrees with another carrying a different address or
 # number, as it did before (left empty, it would drop that evidence too and let a common name and city decide).
 MASKS = {"email": ("email", ["email", "email_local"]), "phone": ("phone", ["phone"])}
+MASK_PREFIX = "shared:"  # a masked value: no address or number read from a source begins so
+MASKED_OUT = "_masked_records_out"  # TEMP (stream, record_id): the person records a resolution masked
 
 
 def judge(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
@@ -68,9 +70,20 @@ def mask(conn: duckdb.DuckDBPyConnection, values: str) -> None:
     columns = {row[0] for row in conn.execute("DESCRIBE _match_records").fetchall()}
     for id_type, (column, masked) in MASKS.items():
         if column in columns:
-            own = ", ".join(f"{name} = 'shared:' || md5(unique_id)" for name in masked if name in columns)
+            own = ", ".join(f"{name} = $prefix || md5(unique_id)" for name in masked if name in columns)
             conn.execute(f"UPDATE _match_records SET {own} WHERE {column} IN (SELECT value FROM {values} "
-                         "WHERE id_type = $type)", {"type": id_type})  # fmt: skip
+                         "WHERE id_type = $type)", {"type": id_type, "prefix": MASK_PREFIX})  # fmt: skip
+
+
+def masked_records(conn: duckdb.DuckDBPyConnection) -> None:
+    """TEMP MASKED_OUT: the records of `_match_records` with a value masked (by `mask`), as the graph keeps them for
+    the next run's region (increment.py: these alone score otherwise than their normal form)."""
+    columns = {row[0] for row in conn.execute("DESCRIBE _match_records").fetchall()}
+    masked = " OR ".join(f"starts_with({name}, $prefix)" for _, names in MASKS.values() for name in names
+                         if name in columns) or "false"
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {MASKED_OUT} AS SELECT split_part(unique_id, ':', 1) AS stream,"
+                 f" substr(unique_id, strpos(unique_id, ':') + 1) AS record_id FROM _match_records WHERE {masked}",
+                 {"prefix": MASK_PREFIX})
 
 
 def refusal(reasons: pd.Series) -> pd.Series:

@@ -92,6 +92,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
     Target("identity.record_profiles", RECORD),
     Target("identity.graph_inputs", RECORD),  # each record's fingerprint as the graph last read it (increment.py)
     Target("identity.match_records", RECORD),  # each person record in the matcher's normal form (increment.py)
+    Target("identity.masked_records", RECORD),  # the person records whose last resolution masked a value
     Target("identity.identifier_profiles", f"{PROFILE} OR {_typed('id_type', 'value')}"),
     # Any value the subject held, shared with others or not: the next identity run judges again what others hold.
     Target("identity.shared_values", _typed("id_type", "value")),
