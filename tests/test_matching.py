@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp_assets.identity import basis, comparisons, matching, rules
+from cdp_assets.identity import basis, comparisons, matching, rules, shared
 
 FIRST = ["william", "robert", "elizabeth", "margaret", "james", "mary", "john", "susan", "thomas", "katherine",
          "anna", "peter", "laura", "michael", "olga", "pablo", "chen", "amir", "sofia", "lucas"]
@@ -132,6 +132,23 @@ def test_training_on_no_pair_does_not_fail(tmp_path: Path, people: int) -> None:
     assert json.loads(model.read_text())[matching.TRAINED_ON]["records"] == people
     basis.count(conn, model)
     assert matching.score(conn, 0.5, model).empty
+
+
+def test_a_masked_value_lowers_a_score_and_never_raises_it() -> None:
+    """A masked email or phone (shared.py: a hash of its record) agrees with nothing and lands on its comparison's
+    last level, ELSE. A region's partners (identity/increment.py) are scored with no value masked, as an upper bound
+    of any score its records can reach masked: that holds while ELSE weighs least of the levels a value can reach."""
+    model = json.loads(matching.MODEL_PATH.read_text())
+    masked = {name for _, names in shared.MASKS.values() for name in names}
+    reading = [c for c in model["comparisons"]
+               if any(f"{name}_l" in level["sql_condition"] for level in c["comparison_levels"] for name in masked)]
+    assert {c["output_column_name"] for c in reading} == {"email", "phone"}
+    for comparison in reading:
+        levels = [level for level in comparison["comparison_levels"] if not level.get("is_null_level")]
+        weights = [level["m_probability"] / level["u_probability"] for level in levels
+                   if level.get("m_probability") and level.get("u_probability")]
+        assert levels[-1]["sql_condition"] == "ELSE"
+        assert levels[-1]["m_probability"] / levels[-1]["u_probability"] == min(weights), comparison
 
 
 def test_hard_pairs_score_above_a_random_pair(trained, tmp_path: Path) -> None:
