@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-from dagster import EnvVar
+from dagster import EnvVar, InitResourceContext
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from resources.destinations import DestinationResource
 from resources.destinations.braze import BrazeUsersDestination
@@ -52,14 +52,30 @@ DESTINATIONS: dict[str, type[DestinationResource]] = {
 }
 
 
+# A run with this tag set to COMPACTION_DEFERRED leaves the compaction of thinned tables to a later run.
+COMPACTION_TAG, COMPACTION_DEFERRED = "cdp/compaction", "deferred"
+
+
 class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse file; its folder is created on first use."""
+    """The DuckDB warehouse file; its folder is created on first use.
+
+    A write that deletes rows scattered through a table (a following build replacing the rows of the profiles it
+    made again) leaves its row groups thinned, and DuckDB's checkpoint, as a step's connection closes, compacts them
+    by writing the table again: seconds for a table of a hundred thousand profiles, whatever share of it changed. A
+    run tagged COMPACTION_TAG = COMPACTION_DEFERRED (the hourly job's) checkpoints without compacting
+    (`max_vacuum_tasks` 0), so its cost follows its change; every other run compacts, the nightly one included,
+    which writes its tables again anyway."""
 
     memory_limit: str = Field(
         default="3GB",
         pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
         description="DuckDB's memory for the run (it spills to disk past it), so memory does not grow with data.",
     )
+    _compact: bool = PrivateAttr(default=True)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        run = context.dagster_run
+        self._compact = run is None or run.tags.get(COMPACTION_TAG) != COMPACTION_DEFERRED
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -67,6 +83,8 @@ class WarehouseResource(DuckDBResource):
         with super().get_connection() as conn:
             try:
                 conn.execute(f"SET memory_limit = '{self.memory_limit}'")  # checked by the field's pattern
+                if not self._compact:
+                    conn.execute("SET max_vacuum_tasks = 0")
                 yield conn
             finally:
                 conn.close()  # DuckDBResource leaves it open when the body raises, and the file with it

@@ -16,6 +16,8 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from resources import COMPACTION_DEFERRED, COMPACTION_TAG
+
 HOURLY_CRON = "5 * * * *"
 NIGHTLY_CRON = "30 2 * * *"
 TIMEZONE = "UTC"
@@ -37,6 +39,7 @@ def build_jobs(
         define_asset_job(
             "hourly_pipeline",
             selection=hourly,
+            tags={COMPACTION_TAG: COMPACTION_DEFERRED},  # the nightly run compacts what hourly runs thinned
             description="Incremental pulls from every source, contracts on the records that changed, identity and "
             "profiles, the team views and the syncs.",
         ),

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, asset, materialize_to_memory
 
 from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets
 from cdp_assets.sync.specs import load as load_syncs
+from resources import COMPACTION_DEFERRED, COMPACTION_TAG, WarehouseResource
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +97,20 @@ def test_syncs_run_hourly_and_each_needs_its_destination() -> None:
     for spec in load_syncs().syncs.values():
         node = defs.resolve_assets_def(AssetKey(["sync", spec.name]))
         assert f"destination_{spec.destination}" in node.required_resource_keys
+
+
+def test_hourly_runs_leave_the_compaction_of_thinned_tables_to_the_nightly_one(tmp_path: Path) -> None:
+    """The hourly job's runs checkpoint without compacting (WarehouseResource); the nightly job's and any other
+    run's compact."""
+
+    @asset
+    def vacuum_tasks(warehouse: WarehouseResource) -> int:
+        with warehouse.get_connection() as conn:
+            return conn.execute("SELECT current_setting('max_vacuum_tasks')").fetchall()[0][0]
+
+    runs = {name: defs.resolve_job_def(name).tags for name in ("hourly_pipeline", "nightly_pipeline")}
+    tasks = {run: materialize_to_memory(
+        [vacuum_tasks], resources={"warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"))}, tags=tags,
+    ).output_for_node("vacuum_tasks") for run, tags in {**runs, "on demand": {}}.items()}
+    assert runs["hourly_pipeline"].get(COMPACTION_TAG) == COMPACTION_DEFERRED
+    assert tasks["hourly_pipeline"] == 0 and tasks["nightly_pipeline"] > 0 and tasks["on demand"] > 0
