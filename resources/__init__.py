@@ -83,8 +83,9 @@ class WarehouseResource(DuckDBResource):
         with super().get_connection() as conn:
             try:
                 conn.execute(f"SET memory_limit = '{self.memory_limit}'")  # checked by the field's pattern
-                if not self._compact:
-                    conn.execute("SET max_vacuum_tasks = 0")
+                # Set either way: the setting is the database's, and outlives this connection while another holds
+                # the file open.
+                conn.execute("RESET max_vacuum_tasks" if self._compact else "SET max_vacuum_tasks = 0")
                 yield conn
             finally:
                 conn.close()  # DuckDBResource leaves it open when the body raises, and the file with it

@@ -148,6 +148,9 @@ def test_a_masked_value_lowers_a_score_and_never_raises_it() -> None:
         weights = [level["m_probability"] / level["u_probability"] for level in levels
                    if level.get("m_probability") and level.get("u_probability")]
         assert levels[-1]["sql_condition"] == "ELSE"
+        for level in levels[:-1]:  # each compares a masked column of both records: a hash of one meets none
+            assert any(f"{name}_l" in level["sql_condition"] and f"{name}_r" in level["sql_condition"]
+                       for name in masked), level
         assert levels[-1]["m_probability"] / levels[-1]["u_probability"] == min(weights), comparison
 
 

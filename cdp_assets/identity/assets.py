@@ -91,7 +91,9 @@ def build_graph_asset() -> AssetsDefinition:
                 "`identity.record_profiles` (each record's profile), `identity.identifier_profiles`, "
                 "`identity.profile_edges` (why a profile holds what it holds), `identity.refused_links`, "
                 "`identity.match_review` (probable matches for a person to decide), `identity.shared_values` (values "
-                "several people use, which link no one) and appends merges and splits to `identity.merge_log`. "
+                "several people use, which link no one) and appends merges and splits to `identity.merge_log`; "
+                "keeps what the next run resolves from (`identity.graph_inputs`, `identity.match_records`, "
+                "`identity.masked_records`). "
                 "`cdp profile explain` reads these tables."
             ),
         )],

@@ -135,8 +135,8 @@ CREATE OR REPLACE TEMP VIEW _normal_form AS
 SELECT * FROM {NORMAL_FORM} ANTI JOIN _changed USING (stream, record_id)
 UNION ALL BY NAME SELECT * FROM _normal_form_read
 """
-# The matcher's records for the partners' scoring: the region's in one cluster, and in another every record a blocking
-# rule pairs with one of them (either way round), the only pairs across the two Splink can score.
+# The matcher's records for the partners' scoring: the region's it scores in one cluster, and in another every record a
+# blocking rule pairs with one of them (either way round), the only pairs across the two Splink can score.
 # Of the region's records, only those read again (changed or new) and those the last resolution masked are scored. Any
 # other scores with a record outside the region as it did at its last resolution, on the same normal forms, basis
 # and prior, with no value masked then; and no more now, as the outside record's masks are those it had (a value's
@@ -284,8 +284,8 @@ def _read_normal_form(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
 
 
 def _partners(conn: duckdb.DuckDBPyConnection, rules: Rules, model_path: Path) -> None:
-    """Add the profiles of the records Splink scores at `review_at` or above with a record of the region (those new
-    to it since the last round)."""
+    """Add the profiles of the records Splink scores at `review_at` or above with a record of the region read again
+    or masked at its last resolution (those new to it since the last round): REGION_SIDE_SQL."""
     conn.execute(REGION_SIDE_SQL)
     if not _count(conn, "_region_side"):
         return
