@@ -370,8 +370,9 @@ RUN_COLUMNS = {"run_id", "created_at", "created_run", "retired_run", "logged_at"
 SHARED_ADDRESS = """
     SELECT value FROM identity.shared_values WHERE id_type = 'email' AND reason = 'names differ'
     ORDER BY value LIMIT 1"""
-# Changes to the graph's inputs, one round each: a record taking another profile's email (a merge), records losing
-# their identifiers (deletions, splits), person fields edited (contract fixes), and new records with old emails.
+# Changes to the graph's inputs, one round each: an address shared and a mask on it lifted (the region's partners),
+# a record taking another profile's email (a merge), records losing their identifiers (deletions, splits), person
+# fields edited (contract fixes), and new records with old emails.
 CHANGES = {
     # A support user takes the address of a HubSpot contact of another name: shared, masked on both (shared.py).
     "an address two people share": """
