@@ -10,14 +10,15 @@ delete anyway).
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandbox import chunks
 from sandbox.chunks import CHUNK_PEOPLE, ChunkRows, build_chunk, chunk_sizes
 from sandbox.hardness import Hardness
 from sandbox.store import ANOMALIES_FILE, CASES_FILE, DB_FILE, TRUTH_FILE
@@ -69,18 +70,18 @@ def load_chunks(
         finally:
             conn.close()
         return
-    # fork: workers inherit the pools and never re-import the caller's __main__; spawn where fork is missing.
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    turnstile = Turnstile(context)
-    with context.Pool(workers, _start_worker, (folder, seed, anchor, pools, hardness, turnstile)) as pool:
-        done = pool.imap(_load_in_worker, sizes)
-        for _ in sizes:
-            yield done.next(TURN_TIMEOUT * 2)
-        # Told to stop, workers leave by themselves. The pool's exit would end them with SIGTERM, which a worker
-        # forked from a process that ran Dagster takes as an interrupt (Dagster maps SIGTERM to SIGINT), raised
-        # wherever it is: inside a queue's lock, which then stays held and hangs the pool's own exit.
-        pool.close()
-        pool.join()
+    # Spawned, not forked: the caller may hold threads (DuckDB's, Dagster's) whose state a forked child inherits
+    # half-copied, and the child's garbage collection can then crash on it. A caller's script needs the usual
+    # `if __name__ == "__main__":` guard, as for any spawned process.
+    context = multiprocessing.get_context("spawn")
+    start = (folder, seed, anchor, pools, hardness, Turnstile(context), chunks.CHUNK_PEOPLE)
+    # An executor, not a multiprocessing.Pool: a worker that dies breaks it (BrokenProcessPool) instead of hanging it.
+    with ProcessPoolExecutor(workers, context, _start_worker, start) as pool:
+        try:
+            yield from pool.map(_load_in_worker, sizes)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 class Turnstile:
@@ -105,9 +106,10 @@ _WORKER: dict[str, Any] = {}  # a worker's world and connection, set once when t
 
 
 def _start_worker(
-    folder: Path, seed: int, anchor: int, pools: dict[str, Any], hardness: Hardness, turnstile: Turnstile
+    folder: Path, seed: int, anchor: int, pools: dict[str, Any], hardness: Hardness, turnstile: Turnstile,
+    chunk_people: int,
 ) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker stopped on a failure ends at once, holding no lock
+    chunks.CHUNK_PEOPLE = chunk_people  # a fresh process imported the module's own (a test makes chunks small)
     _WORKER.update(folder=folder, seed=seed, anchor=anchor, pools=pools, hardness=hardness, turnstile=turnstile,
                    conn=bulk_connection(folder))
 

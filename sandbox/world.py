@@ -128,4 +128,4 @@ def _prepare(store: WorldStore) -> None:
     with conn:
         for name in TIME_INDEXES.values():
             conn.execute(f'DROP INDEX IF EXISTS "{name}"')
-    conn.close()  # no connection may stay open across the fork of the workers
+    conn.close()  # the workers open the file themselves; no connection of ours may write beside them

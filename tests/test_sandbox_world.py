@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import random
 import re
@@ -409,15 +410,17 @@ def test_chunked_world_is_the_same_in_one_or_two_processes(tmp_path: Path, small
 
 
 def test_a_world_builds_cleanly_in_a_process_that_ran_dagster(tmp_path: Path, small_chunks: int,
-                                                             capfd: pytest.CaptureFixture[str]) -> None:
-    """Dagster maps SIGTERM to SIGINT once it has run a job in a process, as in a test worker; the world's workers,
-    forked from it, must leave by themselves, not be stopped by a signal they would take as an interrupt anywhere,
-    even in a lock. A worker that leaves says so in multiprocessing's log; one ended by a signal does not."""
+                                                             capfd: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster maps SIGTERM to SIGINT once it has run a job in a process, as in a test worker, whose threads
+    (DuckDB's, Dagster's) a forked child would inherit half-copied. The world's workers start from a clean process
+    and leave by themselves, not stopped by a signal: a worker that leaves says so in multiprocessing's log (which
+    reaches workers started from a clean process only through log_to_stderr); one ended by a signal does not."""
     previous = signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # dagster._utils.interrupts does this
-    log, handler = multiprocessing.get_logger(), logging.StreamHandler(sys.stderr)
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    monkeypatch.setattr(multiprocessing.util, "_log_to_stderr", multiprocessing.util._log_to_stderr)  # undone after
+    level = multiprocessing.get_logger().level
+    log = multiprocessing.log_to_stderr(logging.INFO)
+    handler = log.handlers[-1]
     try:
         for build in range(6):
             build_world(tmp_path / str(build), people=3 * small_chunks + 10, seed=5, anchor=ANCHOR, workers=2)
