@@ -54,6 +54,7 @@ DESTINATIONS: dict[str, type[DestinationResource]] = {
 
 # A run with this tag set to COMPACTION_DEFERRED leaves the compaction of thinned tables to a later run.
 COMPACTION_TAG, COMPACTION_DEFERRED = "cdp/compaction", "deferred"
+LOOKBACK_VARIABLE = "CDP_LOOKBACK_SECONDS"
 
 
 class WarehouseResource(DuckDBResource):
@@ -144,6 +145,12 @@ def pacing_variable(resource: str) -> str:
     return f"{resource.upper()}_REQUESTS_PER_WINDOW"
 
 
+def lookback_seconds() -> int:
+    """The overlap the incremental pulls read again before their last high-water mark: CDP_LOOKBACK_SECONDS, or the
+    connectors' default."""
+    return int(os.getenv(LOOKBACK_VARIABLE) or SourceResource.model_fields["lookback_seconds"].default)
+
+
 def _pacing(resource: str) -> dict[str, int]:
     value = os.getenv(pacing_variable(resource))
     return {"requests_per_window": int(value)} if value else {}
@@ -170,17 +177,18 @@ def build_resources() -> dict[str, object]:
     resources = {
         "stripe": StripeResource(
             base_url=env.base_url("STRIPE_BASE_URL", "stripe"), api_key=env.secret("STRIPE_API_KEY"),
-            **_pacing("stripe"),
+            lookback_seconds=lookback_seconds(), **_pacing("stripe"),
         ),
         "hubspot": HubSpotResource(
-            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("hubspot")
+            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), lookback_seconds=lookback_seconds(),
+            **_pacing("hubspot"),
         ),
         "zendesk": ZendeskResource(
             base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN")
         ),
         "klaviyo": KlaviyoResource(
             base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY"),
-            **_pacing("klaviyo"),
+            lookback_seconds=lookback_seconds(), **_pacing("klaviyo"),
         ),
         "mixpanel": MixpanelResource(
             base_url=env.base_url("MIXPANEL_BASE_URL", "mixpanel"),

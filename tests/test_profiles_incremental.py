@@ -217,9 +217,9 @@ def _date_ahead(env: Env) -> None:
         SELECT min(record_id) FROM identity.record_profiles WHERE stream = 'zendesk.users' AND profile_id IN (
             SELECT profile_id FROM identity.record_profiles GROUP BY profile_id HAVING count(*) = 1)""")
     [(ticket_id,)] = env.pipeline.query("SELECT min(ticket_id) FROM staging.zendesk__tickets WHERE NOT is_deleted")
-    # Three times the longest run so far ahead: the build of the round that dates it still sees it in the future,
-    # and the next round waits for it no longer than it must, on a fast host or a slow one.
-    due.append(time.time() + 3 * max(runs))
+    # Twice the longest run so far ahead: the build of the round that dates it, lighter than the longest, still sees
+    # it in the future, and the next round waits for it no longer than it must, on a fast host or a slow one.
+    due.append(time.time() + 2 * max(runs))
     ahead = int(due[-1])
     _touch(env, "zendesk.users", user_id, lambda payload: payload.update(created_at=zendesk_time(ahead)))
     # A ticket is updated no earlier than it is created (its contract), so it says both at once.

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cdp_assets import stack
-from resources import DESTINATIONS, SOURCES, pacing_variable
-from resources.source import SourceResource
+from resources import DESTINATIONS, SOURCES, lookback_seconds, pacing_variable
 from sandbox.config import SandboxConfig
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
@@ -34,7 +33,6 @@ SERVED_STAGES = (
     "full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_unchanged", "hourly_after_sync", "hourly",
 )
 CHANGED_SHARE = 0.01  # of the world's people, changed before the hourly run
-LOOKBACK_SECONDS = SourceResource.model_fields["lookback_seconds"].default
 
 
 def run(
@@ -68,7 +66,7 @@ def run(
         synced_at = time.monotonic()  # when the first sync ended, once it has run
         for stage in SERVED_STAGES[: SERVED_STAGES.index(until) + 1]:
             if stage == "hourly_after_sync":  # the unchanged sync in between sends nothing
-                time.sleep(max(0.0, synced_at + LOOKBACK_SECONDS - time.monotonic()))
+                time.sleep(max(0.0, synced_at + lookback_seconds() - time.monotonic()))
             if stage == "hourly":
                 results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
             sandbox.control("stats", "DELETE")
