@@ -74,18 +74,22 @@ def load_chunks(
     # half-copied, and the child's garbage collection can then crash on it. A caller's script needs the usual
     # `if __name__ == "__main__":` guard, as for any spawned process.
     context = multiprocessing.get_context("spawn")
-    start = (folder, seed, anchor, pools, hardness, Turnstile(context), chunks.CHUNK_PEOPLE)
+    turnstile = Turnstile(context)
+    start = (folder, seed, anchor, pools, hardness, turnstile, chunks.CHUNK_PEOPLE)
     # An executor, not a multiprocessing.Pool: a worker that dies breaks it (BrokenProcessPool) instead of hanging it.
     with ProcessPoolExecutor(workers, context, _start_worker, start) as pool:
         try:
             yield from pool.map(_load_in_worker, sizes)
         except BaseException:
+            turnstile.close()  # workers waiting for a turn that will not come stop, so the pool's exit can join them
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 
 class Turnstile:
-    """Lets chunk writers through one at a time, in chunk order, across processes."""
+    """Lets chunk writers through one at a time, in chunk order, across processes, until it is closed."""
+
+    CLOSED = -1
 
     def __init__(self, context: Any) -> None:
         self._next = context.Value("q", 0, lock=False)  # guarded by the condition's lock
@@ -93,12 +97,20 @@ class Turnstile:
 
     def wait(self, chunk: int) -> None:
         with self._turn:
-            if not self._turn.wait_for(lambda: self._next.value == chunk, TURN_TIMEOUT):
+            if not self._turn.wait_for(lambda: self._next.value in (chunk, self.CLOSED), TURN_TIMEOUT):
                 raise TimeoutError(f"chunk {chunk} waited {TURN_TIMEOUT} s for chunk {self._next.value} to be written")
+            if self._next.value == self.CLOSED:
+                raise RuntimeError(f"chunk {chunk} not written: the build stopped")
 
     def done(self, chunk: int) -> None:
+        self._set(chunk + 1)
+
+    def close(self) -> None:
+        self._set(self.CLOSED)
+
+    def _set(self, value: int) -> None:
         with self._turn:
-            self._next.value = chunk + 1
+            self._next.value = value
             self._turn.notify_all()
 
 
@@ -120,5 +132,5 @@ def _load_in_worker(chunk_and_size: tuple[int, int]) -> ChunkDone:
     rows = build_chunk(w["seed"], w["anchor"], w["pools"], chunk, size, w["hardness"])
     w["turnstile"].wait(chunk)
     written = write_chunk(w["conn"], w["folder"], rows)
-    w["turnstile"].done(chunk)  # not after a failure: the parent stops the pool when it sees it
+    w["turnstile"].done(chunk)  # not after a failure: the parent, seeing it, closes the turnstile
     return written

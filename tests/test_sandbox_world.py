@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -430,6 +431,25 @@ def test_a_world_builds_cleanly_in_a_process_that_ran_dagster(tmp_path: Path, sm
         log.setLevel(level)
     said = capfd.readouterr().err
     assert "KeyboardInterrupt" not in said and said.count("process exiting with exitcode 0") == 6 * 2
+
+
+def test_a_closed_turnstile_stops_the_writers_waiting_for_their_turn() -> None:
+    """A chunk that fails is never written; once the build sees the failure it closes the turnstile, and a writer
+    waiting for that chunk's turn stops at once instead of holding the pool's exit for TURN_TIMEOUT."""
+    turnstile = loader.Turnstile(multiprocessing.get_context("spawn"))
+    stopped: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            turnstile.wait(1)  # chunk 0 never says it is done
+        except RuntimeError as error:
+            stopped.append(error)
+
+    waiting = threading.Thread(target=writer, daemon=True)
+    waiting.start()
+    turnstile.close()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and "the build stopped" in str(stopped[0])
 
 
 def test_ids_draw_only_numbers_in_use() -> None:
