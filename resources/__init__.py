@@ -148,7 +148,10 @@ def pacing_variable(resource: str) -> str:
 def lookback_seconds() -> int:
     """The overlap the incremental pulls read again before their last high-water mark: CDP_LOOKBACK_SECONDS, or the
     connectors' default."""
-    return int(os.getenv(LOOKBACK_VARIABLE) or SourceResource.model_fields["lookback_seconds"].default)
+    value = os.getenv(LOOKBACK_VARIABLE) or str(SourceResource.model_fields["lookback_seconds"].default)
+    if not value.isdigit():
+        raise ValueError(f"{LOOKBACK_VARIABLE} is a whole number of seconds, not {value!r}")
+    return int(value)
 
 
 def _pacing(resource: str) -> dict[str, int]:

@@ -7,11 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, asset, materialize_to_memory
 
 from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets
 from cdp_assets.sync.specs import load as load_syncs
-from resources import COMPACTION_DEFERRED, COMPACTION_TAG, WarehouseResource
+from resources import (
+    COMPACTION_DEFERRED,
+    COMPACTION_TAG,
+    LOOKBACK_VARIABLE,
+    WarehouseResource,
+    build_resources,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,3 +121,17 @@ def test_hourly_runs_leave_the_compaction_of_thinned_tables_to_the_nightly_one(t
     ).output_for_node("vacuum_tasks") for run, tags in {**runs, "on demand": {}}.items()}
     assert runs["hourly_pipeline"].get(COMPACTION_TAG) == COMPACTION_DEFERRED
     assert tasks["hourly_pipeline"] == 0 and tasks["nightly_pipeline"] > 0 and tasks["on demand"] > 0
+
+
+def test_the_look_back_of_incremental_pulls_is_set_once_for_the_sources_that_read_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stripe's events, HubSpot's search and Klaviyo's filter read again before their mark; Zendesk's cursor and
+    Mixpanel's day windows need no look-back."""
+    monkeypatch.setenv(LOOKBACK_VARIABLE, "5")
+    resources = build_resources()
+    assert {name: resources[name].lookback_seconds for name in ("stripe", "hubspot", "klaviyo")} == dict.fromkeys(
+        ("stripe", "hubspot", "klaviyo"), 5)
+    monkeypatch.setenv(LOOKBACK_VARIABLE, "1m")
+    with pytest.raises(ValueError, match=f"{LOOKBACK_VARIABLE} is a whole number of seconds, not '1m'"):
+        build_resources()
