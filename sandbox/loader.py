@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -87,31 +88,32 @@ def load_chunks(
 
 
 class Turnstile:
-    """Lets chunk writers through one at a time, in chunk order, across processes, until it is closed."""
+    """Lets chunk writers through one at a time, in chunk order, across processes, until the build closes it.
 
-    CLOSED = -1
+    Two numbers in shared memory, polled: no lock or condition that a worker killed inside it would leave held, or
+    that a notify would wait on for ever (multiprocessing's notify waits for every sleeper to wake, and a killed one
+    never does). Each number has one writer at a time: the worker whose turn it is, and the build."""
+
+    POLL_SECONDS = 0.005  # a chunk takes far longer to write
 
     def __init__(self, context: Any) -> None:
-        self._next = context.Value("q", 0, lock=False)  # guarded by the condition's lock
-        self._turn = context.Condition()
+        self._next = context.Value("q", 0, lock=False)
+        self._closed = context.Value("b", 0, lock=False)
 
     def wait(self, chunk: int) -> None:
-        with self._turn:
-            if not self._turn.wait_for(lambda: self._next.value in (chunk, self.CLOSED), TURN_TIMEOUT):
+        deadline = time.monotonic() + TURN_TIMEOUT
+        while not self._closed.value and self._next.value != chunk:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"chunk {chunk} waited {TURN_TIMEOUT} s for chunk {self._next.value} to be written")
-            if self._next.value == self.CLOSED:
-                raise RuntimeError(f"chunk {chunk} not written: the build stopped")
+            time.sleep(self.POLL_SECONDS)
+        if self._closed.value:
+            raise RuntimeError(f"chunk {chunk} not written: the build stopped")
 
     def done(self, chunk: int) -> None:
-        self._set(chunk + 1)
+        self._next.value = chunk + 1
 
     def close(self) -> None:
-        self._set(self.CLOSED)
-
-    def _set(self, value: int) -> None:
-        with self._turn:
-            self._next.value = value
-            self._turn.notify_all()
+        self._closed.value = 1
 
 
 _WORKER: dict[str, Any] = {}  # a worker's world and connection, set once when the pool starts it

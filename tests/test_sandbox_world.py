@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -433,23 +434,37 @@ def test_a_world_builds_cleanly_in_a_process_that_ran_dagster(tmp_path: Path, sm
     assert "KeyboardInterrupt" not in said and said.count("process exiting with exitcode 0") == 6 * 2
 
 
-def test_a_closed_turnstile_stops_the_writers_waiting_for_their_turn() -> None:
+def test_a_closed_turnstile_stops_the_writers_waiting_for_their_turn_even_after_one_was_killed() -> None:
     """A chunk that fails is never written; once the build sees the failure it closes the turnstile, and a writer
-    waiting for that chunk's turn stops at once instead of holding the pool's exit for TURN_TIMEOUT."""
-    turnstile = loader.Turnstile(multiprocessing.get_context("spawn"))
+    waiting for that chunk's turn stops at once instead of holding the pool's exit for TURN_TIMEOUT. A writer killed
+    while it waited (a worker that crashed) must not make the close wait for it, and a writer finishing its chunk
+    after the close does not open the turnstile again."""
+    context = multiprocessing.get_context("spawn")
+    turnstile = loader.Turnstile(context)
+    killed = context.Process(target=turnstile.wait, args=(1,), daemon=True)  # chunk 0 never says it is done
+    killed.start()
+    time.sleep(3)  # it has started and waits
+    assert killed.is_alive()
+    killed.kill()
+    killed.join()
     stopped: list[BaseException] = []
 
     def writer() -> None:
         try:
-            turnstile.wait(1)  # chunk 0 never says it is done
+            turnstile.wait(1)
         except RuntimeError as error:
             stopped.append(error)
 
     waiting = threading.Thread(target=writer, daemon=True)
     waiting.start()
-    turnstile.close()
+    closing = threading.Thread(target=turnstile.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
     waiting.join(timeout=30)
-    assert not waiting.is_alive() and "the build stopped" in str(stopped[0])
+    assert not closing.is_alive() and not waiting.is_alive() and "the build stopped" in str(stopped[0])
+    turnstile.done(0)  # chunk 0's writer finishes after the close
+    with pytest.raises(RuntimeError, match="the build stopped"):
+        turnstile.wait(1)
 
 
 def test_ids_draw_only_numbers_in_use() -> None:
