@@ -177,13 +177,14 @@ def build_resources() -> dict[str, object]:
     env = _Settings()
     hubspot_url, zendesk_url = env.base_url("HUBSPOT_BASE_URL", "hubspot"), env.base_url("ZENDESK_BASE_URL", "zendesk")
     inbox, exports = privacy_folders()
+    lookback = lookback_seconds()
     resources = {
         "stripe": StripeResource(
             base_url=env.base_url("STRIPE_BASE_URL", "stripe"), api_key=env.secret("STRIPE_API_KEY"),
-            lookback_seconds=lookback_seconds(), **_pacing("stripe"),
+            lookback_seconds=lookback, **_pacing("stripe"),
         ),
         "hubspot": HubSpotResource(
-            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), lookback_seconds=lookback_seconds(),
+            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), lookback_seconds=lookback,
             **_pacing("hubspot"),
         ),
         "zendesk": ZendeskResource(
@@ -191,7 +192,7 @@ def build_resources() -> dict[str, object]:
         ),
         "klaviyo": KlaviyoResource(
             base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY"),
-            lookback_seconds=lookback_seconds(), **_pacing("klaviyo"),
+            lookback_seconds=lookback, **_pacing("klaviyo"),
         ),
         "mixpanel": MixpanelResource(
             base_url=env.base_url("MIXPANEL_BASE_URL", "mixpanel"),
