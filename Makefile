@@ -9,6 +9,7 @@ SANDBOX_PORT ?= 8765
 SIZE ?= 10000
 LIMIT_SCALE ?= 1
 UNTIL ?= hourly
+FROM ?=
 
 .PHONY: install run shell test soak bench pipeline eval lint validate clean
 
@@ -42,9 +43,10 @@ soak: install
 	$(BIN)/python -m pytest -m soak -n0 tests/test_soak.py
 
 ## The benchmark at SIZE people (10000, 100000 or 1000000): every stage timed, the targets judged, docs/benchmarks.md.
-## LIMIT_SCALE multiplies every rate limit (sandbox and connectors alike); UNTIL is the last stage to run.
+## LIMIT_SCALE multiplies every rate limit (sandbox and connectors alike); UNTIL is the last stage to run; FROM
+## resumes a stopped run at that stage, on the world and warehouse it left.
 bench: install
-	$(BIN)/cdp bench --people $(SIZE) --limit-scale $(LIMIT_SCALE) --until $(UNTIL) --markdown docs/benchmarks.md
+	$(BIN)/cdp bench --people $(SIZE) --limit-scale $(LIMIT_SCALE) --until $(UNTIL) $(if $(FROM),--from $(FROM)) --markdown docs/benchmarks.md
 
 ## One headless run of every asset against a freshly started sandbox, with a summary.
 pipeline: install

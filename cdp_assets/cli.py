@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
                        help="serve and pace every rate limit at this many times the documented one")
     bench.add_argument("--until", choices=SERVED_STAGES, default=SERVED_STAGES[-1],
                        help="stop after this stage (the ones before it run too)")
+    bench.add_argument("--from", dest="start", choices=SERVED_STAGES,
+                       help="resume a stopped run from this stage, on the world and warehouse it left in --data")
 
     identity_cli.add_parsers(commands, DATA / "warehouse.duckdb")
     sync_cli.add_parsers(commands, DATA / "warehouse.duckdb")
@@ -284,7 +286,8 @@ def run_bench(args: argparse.Namespace) -> None:
             report.write(args.markdown, results, smaller)
 
     data = args.data or DATA / "bench" / str(args.people)
-    results = harness.run(args.people, data, config, args.profile, args.limit_scale, args.until, publish)
+    results = harness.run(args.people, data, config, args.profile, args.limit_scale, args.until, publish,
+                          args.start)
     print(f"\n{report.markdown(results, smaller)}")
     if args.markdown:
         print(f"\nwritten to {args.markdown} and {figures}")

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cdp_assets.bench import report
+import pytest
+
+from cdp_assets.bench import harness, report
 from cdp_assets.bench.report import STAGE_NAMES
 from resources import LOOKBACK_VARIABLE
 from tests.conftest import TEST_SANDBOX_CONFIG
@@ -30,11 +32,13 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     markdown = tmp_path / "docs" / "benchmarks.md"
     markdown.parent.mkdir()
     markdown.write_text("# Benchmarks\n\nText kept around the figures.\n")
-    subprocess.run(
-        [sys.executable, "-m", "cdp_assets.cli", "bench", "--people", str(PEOPLE), "--data", str(tmp_path / "data"),
-         "--markdown", str(markdown), "--sandbox-config", str(config), "--limit-scale", "2"],
-        check=True, timeout=900, env={**os.environ, LOOKBACK_VARIABLE: "5"},  # the sync's writes a look-back old sooner
-    )
+    bench = [sys.executable, "-m", "cdp_assets.cli", "bench", "--people", str(PEOPLE), "--data", str(tmp_path / "data"),
+             "--markdown", str(markdown), "--sandbox-config", str(config), "--limit-scale", "2"]
+    env = {**os.environ, LOOKBACK_VARIABLE: "5"}  # the sync's writes a look-back old sooner
+    subprocess.run([*bench, "--until", "sync"], check=True, timeout=900, env=env)
+    # Resumed in a process of its own on the world and warehouse the first left: the unchanged sync sends nothing and
+    # the run after it reads back what the first sync wrote, neither of which a fresh world or warehouse would give.
+    subprocess.run([*bench, "--from", "sync_unchanged"], check=True, timeout=900, env=env)
 
     results = json.loads((tmp_path / "docs" / "benchmarks" / f"{PEOPLE}.json").read_text())
     assert results["people"] == PEOPLE
@@ -42,9 +46,12 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     assert results["limit_scale"] == 2 and results["limits"]["stripe"]["requests"] == {"max": 50, "seconds": 1.0}
     assert results["limits"]["zendesk"]["export"] == TEST_SANDBOX_CONFIG["limits"]["zendesk"]["export"]
     assert set(results["stages"]) == set(STAGE_NAMES)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parents[1],
+                            capture_output=True, text=True, check=True).stdout.strip()
     for stage, figures in results["stages"].items():
         assert figures["wall_seconds"] > 0 and figures["peak_rss_mb"] > 0, stage
         assert figures["rows"] > 0, stage
+        assert figures["commit"].split("+")[0] == commit, stage  # which code measured it, resumed or not
     assert results["stages"]["sync"]["sent"] > 0
     assert results["stages"]["sync_unchanged"]["sent"] == 0  # what the views hold was acknowledged by the first
     assert results["change"]["records_changed"] > 0 and results["stages"]["hourly"]["rows"] > 0
@@ -64,6 +71,24 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     for target in TARGETS:
         line = next(line for line in section.splitlines() if line.startswith(f"| {target}"))
         assert line.endswith("| met |") or line.endswith("| **not met** |"), line
+
+
+def test_a_run_is_resumed_only_on_what_a_stopped_run_of_its_size_left(tmp_path: Path) -> None:
+    """Refused before any stage runs: nothing to resume, a run of another size or scale, a stage before the one
+    to resume from not measured, a world or warehouse gone, stages in the wrong order."""
+    with pytest.raises(SystemExit, match="no stopped run"):
+        harness.run(PEOPLE, tmp_path, {}, start="nightly_rebuild")
+    (tmp_path / "results.json").write_text(json.dumps({"people": PEOPLE, "limit_scale": 1, "stages": {}}))
+    with pytest.raises(SystemExit, match="had 200 people at 1 times the limits, not 300 at 1"):
+        harness.run(300, tmp_path, {}, start="nightly_rebuild")
+    with pytest.raises(SystemExit, match="did not measure full_pull, nightly_rebuild; resume from full_pull"):
+        harness.run(PEOPLE, tmp_path, {}, start="splink_alone")
+    (tmp_path / "results.json").write_text(json.dumps({"people": PEOPLE, "limit_scale": 1,
+                                                       "stages": {"full_pull": {"rows": 1}}}))
+    with pytest.raises(SystemExit, match="left no world of 200 people or no warehouse"):
+        harness.run(PEOPLE, tmp_path, {}, start="nightly_rebuild")
+    with pytest.raises(SystemExit, match="--until full_pull comes before --from nightly_rebuild"):
+        harness.run(PEOPLE, tmp_path, {}, until="full_pull", start="nightly_rebuild")
 
 
 def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:

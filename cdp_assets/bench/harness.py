@@ -9,6 +9,10 @@ the look-back before the last pull began, which an hour between runs leaves empt
 the first sync starts a look-back after the sync's last write, so the last run does not read the sync twice.
 Each stage runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest of the
 child and anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
+
+A run stopped after a stage (`until`, or because the host was needed: at a million people the stages take hours) is
+resumed from the next (`start`) on the world and warehouse it left, with the figures it kept in `data/results.json`;
+each stage records the commit it ran on, so a resumed run shows which code measured what.
 """
 
 from __future__ import annotations
@@ -39,44 +43,76 @@ def run(
     people: int, data: Path, sandbox_config: dict[str, Any], profile: bool = False, limit_scale: int = 1,
     until: str = SERVED_STAGES[-1],
     publish: Callable[[dict[str, Any]], None] | None = None,
+    start: str | None = None,
 ) -> dict[str, Any]:
-    """The stages at `people` up to `until`; returns the figures the report is made from (also data/results.json).
+    """The stages at `people` up to `until`, or from `start` on a stopped run's world and warehouse; returns the
+    figures the report is made from (also data/results.json, written after every stage).
 
     `limit_scale` multiplies every documented rate limit, in the sandbox and in each connector's own pace alike
     (an account on a higher plan): at a million people the documented limits alone hold the full pull to hours.
     `publish` is handed the figures so far after every stage.
     With `profile`, each stage runs under pyinstrument, which writes its call tree to data/profiles/STAGE.txt."""
     data.mkdir(parents=True, exist_ok=True)
-    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy"):
-        path = data / stale
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     env = {**os.environ, **stack.launcher_environment(data),
            "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}  # fmt: skip
     env.update(_paces(limit_scale))
     sandbox_config = {**sandbox_config, "limits": _limits(limit_scale, sandbox_config.get("limits", {}))}
+    stages = SERVED_STAGES[SERVED_STAGES.index(start or SERVED_STAGES[0]): SERVED_STAGES.index(until) + 1]
+    if not stages:
+        raise SystemExit(f"bench: --until {until} comes before --from {start}")
+    results = _resumed(data, people, limit_scale, start) if start else _fresh(data, people, limit_scale, env, profile)
+    with SandboxServer(data / "world", sandbox_config, startup_timeout=600) as sandbox:
+        env["CDP_SANDBOX_URL"] = sandbox.url
+        results["limits"] = sandbox.control("config")["limits"]
+        for stage in stages:
+            if stage == "hourly_after_sync":  # the unchanged sync in between sends nothing
+                synced_at = results["stages"]["sync"].get("ended_at", 0.0)  # none kept by runs before resuming
+                time.sleep(max(0.0, synced_at + lookback_seconds() - time.time()))
+            if stage == "hourly":
+                results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
+            sandbox.control("stats", "DELETE")
+            results["stages"][stage] = _stage(stage, data, people, env, profile)
+            results["stages"][stage]["requests"] = sandbox.control("stats")
+            (data / "results.json").write_text(json.dumps(results, indent=1))
+            if publish is not None:
+                publish(results)
+    return results
+
+
+def _fresh(data: Path, people: int, limit_scale: int, env: dict[str, str], profile: bool) -> dict[str, Any]:
+    """A new run's start: no warehouse, a fresh copy of the world template (built first if it is not of `people`)."""
+    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy", "results.json"):
+        path = data / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     results: dict[str, Any] = {"people": people, "limit_scale": limit_scale, "stages": {}}
     if _world_people(data / "world-template") != people:
         shutil.rmtree(data / "world-template", ignore_errors=True)
         results["stages"]["world"] = _stage("world", data, people, env, profile)
     shutil.rmtree(data / "world", ignore_errors=True)
     shutil.copytree(data / "world-template", data / "world")
-    with SandboxServer(data / "world", sandbox_config, startup_timeout=600) as sandbox:
-        env["CDP_SANDBOX_URL"] = sandbox.url
-        results["limits"] = sandbox.control("config")["limits"]
-        synced_at = time.monotonic()  # when the first sync ended, once it has run
-        for stage in SERVED_STAGES[: SERVED_STAGES.index(until) + 1]:
-            if stage == "hourly_after_sync":  # the unchanged sync in between sends nothing
-                time.sleep(max(0.0, synced_at + lookback_seconds() - time.monotonic()))
-            if stage == "hourly":
-                results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
-            sandbox.control("stats", "DELETE")
-            results["stages"][stage] = _stage(stage, data, people, env, profile)
-            results["stages"][stage]["requests"] = sandbox.control("stats")
-            if stage == "sync":
-                synced_at = time.monotonic()
-            if publish is not None:
-                publish(results)
-    (data / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _resumed(data: Path, people: int, limit_scale: int, start: str) -> dict[str, Any]:
+    """A stopped run's figures, to go on from `start` on the world and warehouse it left; its figures from `start`
+    on are dropped, to be measured again. Refused when there is no such run to go on with."""
+    kept = data / "results.json"
+    if not kept.exists():
+        raise SystemExit(f"bench: no stopped run in {data} to resume (no results.json)")
+    results = json.loads(kept.read_text())
+    if (results["people"], results["limit_scale"]) != (people, limit_scale):
+        raise SystemExit(f"bench: the run in {data} had {results['people']} people at {results['limit_scale']} "
+                         f"times the limits, not {people} at {limit_scale}")
+    before = SERVED_STAGES[: SERVED_STAGES.index(start)]
+    missing = [stage for stage in before if stage not in results["stages"]]
+    if missing:
+        raise SystemExit(f"bench: the run in {data} did not measure {', '.join(missing)}; resume from {missing[0]}")
+    if _world_people(data / "world") != people or not (data / "warehouse.duckdb").exists():
+        raise SystemExit(f"bench: the run in {data} left no world of {people} people or no warehouse to resume on")
+    results["stages"] = {stage: figures for stage, figures in results["stages"].items()
+                         if stage == "world" or stage in before}
+    if "hourly" not in before:
+        results.pop("change", None)  # the world's change before the last stage, made again with it
     return results
 
 
@@ -95,7 +131,21 @@ def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bo
         raise SystemExit(f"bench stage {stage} failed with exit code {process.returncode}")
     figures = json.loads((data / f"{stage}.json").read_text())
     print(f"bench: {stage} took {wall:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB", flush=True)
-    return {**figures, "wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {**figures, "wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "ended_at": round(time.time(), 3), "commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The checkout's commit, with a mark when its files differ from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
 
 
 def _limits(scale: int, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -150,6 +150,11 @@ def _markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> Iterat
     yield f"### {results['people']:,} people"
     yield ""
     yield f"Machine: {results.get('machine') or machine()}. Measured {results.get('measured_at', '')}."
+    commits = {stage: figures["commit"] for stage, figures in stages.items() if figures.get("commit")}
+    if len(set(commits.values())) == 1:
+        yield f"Commit: {next(iter(commits.values()))}."
+    elif commits:  # a run resumed on other code
+        yield "Commits: " + "; ".join(f"{STAGE_NAMES[stage]} {commit}" for stage, commit in commits.items()) + "."
     scale = results.get("limit_scale", 1)
     if scale != 1:
         yield ""
