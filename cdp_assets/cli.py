@@ -287,7 +287,7 @@ def run_bench(args: argparse.Namespace) -> None:
 
     data = args.data or DATA / "bench" / str(args.people)
     results = harness.run(args.people, data, config, args.profile, args.limit_scale, args.until, publish,
-                          args.start)
+                          start=args.start)
     print(f"\n{report.markdown(results, smaller)}")
     if args.markdown:
         print(f"\nwritten to {args.markdown} and {figures}")

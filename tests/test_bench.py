@@ -15,7 +15,8 @@ import pytest
 
 from cdp_assets.bench import harness, report
 from cdp_assets.bench.report import STAGE_NAMES
-from resources import LOOKBACK_VARIABLE
+from resources import LOOKBACK_VARIABLE, lookback_seconds
+from sandbox.store import WorldStore
 from tests.conftest import TEST_SANDBOX_CONFIG
 
 PEOPLE = 200
@@ -36,8 +37,8 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
              "--markdown", str(markdown), "--sandbox-config", str(config), "--limit-scale", "2"]
     env = {**os.environ, LOOKBACK_VARIABLE: "5"}  # the sync's writes a look-back old sooner
     subprocess.run([*bench, "--until", "sync"], check=True, timeout=900, env=env)
-    # Resumed in a process of its own on the world and warehouse the first left: the unchanged sync sends nothing and
-    # the run after it reads back what the first sync wrote, neither of which a fresh world or warehouse would give.
+    # Resumed in a process of its own on what the first part left: the run after the unchanged sync reads back what
+    # the first sync wrote only on that world (a fresh copy of the template holds none of it).
     subprocess.run([*bench, "--from", "sync_unchanged"], check=True, timeout=900, env=env)
 
     results = json.loads((tmp_path / "docs" / "benchmarks" / f"{PEOPLE}.json").read_text())
@@ -66,6 +67,9 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     text = markdown.read_text()
     assert text.startswith("# Benchmarks\n\nText kept around the figures.\n")
     section = text.split(f"<!-- bench:{PEOPLE}:start -->")[1].split(f"<!-- bench:{PEOPLE}:end -->")[0]
+    # One commit for both parts (marked when the code differs from it), not each stage's: the figures the first part
+    # wrote into the docs are no change of code.
+    assert f"\nCommit: {results['stages']['full_pull']['commit']}.\n" in section and "Commits:" not in section
     for name in STAGE_NAMES.values():
         assert f"| {name} |" in section
     for target in TARGETS:
@@ -73,22 +77,40 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
         assert line.endswith("| met |") or line.endswith("| **not met** |"), line
 
 
-def test_a_run_is_resumed_only_on_what_a_stopped_run_of_its_size_left(tmp_path: Path) -> None:
-    """Refused before any stage runs: nothing to resume, a run of another size or scale, a stage before the one
-    to resume from not measured, a world or warehouse gone, stages in the wrong order."""
+def test_a_run_is_resumed_only_on_what_a_stopped_run_left_and_at_its_next_stage(tmp_path: Path) -> None:
+    """Refused before any stage runs: nothing to resume, a run served otherwise, a stage other than the first not
+    measured, a stop during a stage that would not do its work again, a world or warehouse gone."""
+    measured = {stage: {"rows": 1} for stage in ("full_pull", "nightly_rebuild", "splink_alone")}
+
+    def stopped(**kept: object) -> None:
+        served = {"people": PEOPLE, "limit_scale": 1, "sandbox_config": {"limits": harness._limits(1, {})},
+                  "lookback_seconds": lookback_seconds(), "stages": measured}
+        (tmp_path / harness.RESULTS).write_text(json.dumps({**served, **kept}))
+
     with pytest.raises(SystemExit, match="no stopped run"):
-        harness.run(PEOPLE, tmp_path, {}, start="nightly_rebuild")
-    (tmp_path / "results.json").write_text(json.dumps({"people": PEOPLE, "limit_scale": 1, "stages": {}}))
-    with pytest.raises(SystemExit, match="had 200 people at 1 times the limits, not 300 at 1"):
-        harness.run(300, tmp_path, {}, start="nightly_rebuild")
-    with pytest.raises(SystemExit, match="did not measure full_pull, nightly_rebuild; resume from full_pull"):
-        harness.run(PEOPLE, tmp_path, {}, start="splink_alone")
-    (tmp_path / "results.json").write_text(json.dumps({"people": PEOPLE, "limit_scale": 1,
-                                                       "stages": {"full_pull": {"rows": 1}}}))
-    with pytest.raises(SystemExit, match="left no world of 200 people or no warehouse"):
-        harness.run(PEOPLE, tmp_path, {}, start="nightly_rebuild")
-    with pytest.raises(SystemExit, match="--until full_pull comes before --from nightly_rebuild"):
-        harness.run(PEOPLE, tmp_path, {}, until="full_pull", start="nightly_rebuild")
+        harness.run(PEOPLE, tmp_path, {}, start="sync")
+    stopped()
+    with pytest.raises(SystemExit, match=r"\(people, limit_scale, sandbox_config\): people 200, limit_scale 1"):
+        harness.run(300, tmp_path, {}, limit_scale=2, start="sync")
+    with pytest.raises(SystemExit, match=r"served otherwise \(sandbox_config\)"):
+        harness.run(PEOPLE, tmp_path, {"limits": {"stripe": {"requests": {"max": 1, "seconds": 1.0}}}}, start="sync")
+    with pytest.raises(SystemExit, match="goes on from sync, not nightly_rebuild"):
+        harness.run(PEOPLE, tmp_path, {}, start="nightly_rebuild")  # measured already, on a warehouse past it
+    with pytest.raises(SystemExit, match="goes on from sync, not hourly"):
+        harness.run(PEOPLE, tmp_path, {}, start="hourly")
+    stopped(running="sync")
+    with pytest.raises(SystemExit, match="stopped during sync, which would not do again what it had done"):
+        harness.run(PEOPLE, tmp_path, {}, start="sync")
+    stopped()
+    with pytest.raises(SystemExit, match="left no world of 200 people"):
+        harness.run(PEOPLE, tmp_path, {}, start="sync")
+    world = WorldStore(tmp_path / "world")
+    world.set_meta("people", PEOPLE)
+    world.set_meta("seed", 1)
+    with pytest.raises(SystemExit, match="left no warehouse"):
+        harness.run(PEOPLE, tmp_path, {}, start="sync")
+    with pytest.raises(SystemExit, match="--until full_pull comes before --from sync"):
+        harness.run(PEOPLE, tmp_path, {}, until="full_pull", start="sync")
 
 
 def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:

@@ -12,7 +12,8 @@ child and anything it waited for). The sandbox's request counts per stage come f
 
 A run stopped after a stage (`until`, or because the host was needed: at a million people the stages take hours) is
 resumed from the next (`start`) on the world and warehouse it left, with the figures it kept in `data/results.json`;
-each stage records the commit it ran on, so a resumed run shows which code measured what.
+each stage records the commit and machine it ran on (cdp_assets/bench/stages.py), so a resumed run shows which code
+and host measured what.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ SERVED_STAGES = (
     "full_pull", "nightly_rebuild", "splink_alone", "sync", "sync_unchanged", "hourly_after_sync", "hourly",
 )
 CHANGED_SHARE = 0.01  # of the world's people, changed before the hourly run
+RESULTS = "results.json"  # in the run's folder: its figures so far, what a resumed run goes on from
+# The stages that do all their work again when run a second time (pulls from the start, rebuilds whole, a sync of
+# what was acknowledged): a run stopped during one of them can resume from it.
+REPEATED = ("full_pull", "nightly_rebuild", "splink_alone", "sync_unchanged")
 
 
 def run(
@@ -46,7 +51,7 @@ def run(
     start: str | None = None,
 ) -> dict[str, Any]:
     """The stages at `people` up to `until`, or from `start` on a stopped run's world and warehouse; returns the
-    figures the report is made from (also data/results.json, written after every stage).
+    figures the report is made from (also data/results.json, written before and after every stage).
 
     `limit_scale` multiplies every documented rate limit, in the sandbox and in each connector's own pace alike
     (an account on a higher plan): at a million people the documented limits alone hold the full pull to hours.
@@ -57,63 +62,78 @@ def run(
            "CDP_WAREHOUSE": str((data / "warehouse.duckdb").resolve())}  # fmt: skip
     env.update(_paces(limit_scale))
     sandbox_config = {**sandbox_config, "limits": _limits(limit_scale, sandbox_config.get("limits", {}))}
+    served = {"people": people, "limit_scale": limit_scale, "sandbox_config": json.loads(json.dumps(sandbox_config)),
+              "lookback_seconds": lookback_seconds()}
     stages = SERVED_STAGES[SERVED_STAGES.index(start or SERVED_STAGES[0]): SERVED_STAGES.index(until) + 1]
     if not stages:
         raise SystemExit(f"bench: --until {until} comes before --from {start}")
-    results = _resumed(data, people, limit_scale, start) if start else _fresh(data, people, limit_scale, env, profile)
+    results = _resumed(data, served, start) if start else _fresh(data, served, env, profile)
     with SandboxServer(data / "world", sandbox_config, startup_timeout=600) as sandbox:
         env["CDP_SANDBOX_URL"] = sandbox.url
         results["limits"] = sandbox.control("config")["limits"]
         for stage in stages:
             if stage == "hourly_after_sync":  # the unchanged sync in between sends nothing
-                synced_at = results["stages"]["sync"].get("ended_at", 0.0)  # none kept by runs before resuming
-                time.sleep(max(0.0, synced_at + lookback_seconds() - time.time()))
+                time.sleep(max(0.0, results["stages"]["sync"]["ended_at"] + lookback_seconds() - time.time()))
+            results["running"] = stage  # kept until it ends: a run stopped during it is resumed only if it repeats
+            _keep(data, results)
             if stage == "hourly":
                 results["change"] = sandbox.control("tick", "POST", changes=max(1, round(people * CHANGED_SHARE)))
             sandbox.control("stats", "DELETE")
             results["stages"][stage] = _stage(stage, data, people, env, profile)
             results["stages"][stage]["requests"] = sandbox.control("stats")
-            (data / "results.json").write_text(json.dumps(results, indent=1))
+            del results["running"]
+            _keep(data, results)
             if publish is not None:
                 publish(results)
     return results
 
 
-def _fresh(data: Path, people: int, limit_scale: int, env: dict[str, str], profile: bool) -> dict[str, Any]:
-    """A new run's start: no warehouse, a fresh copy of the world template (built first if it is not of `people`)."""
-    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy", "results.json"):
+def _fresh(data: Path, served: dict[str, Any], env: dict[str, str], profile: bool) -> dict[str, Any]:
+    """A new run's start: no warehouse, a fresh copy of the world template (built first if it is not of the size),
+    and no figures of an earlier run, which a later resume would otherwise take on with this run's warehouse."""
+    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "alerts.duckdb", "privacy", RESULTS):
         path = data / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    results: dict[str, Any] = {"people": people, "limit_scale": limit_scale, "stages": {}}
-    if _world_people(data / "world-template") != people:
+    results: dict[str, Any] = {**served, "stages": {}}
+    if _world_people(data / "world-template") != served["people"]:
         shutil.rmtree(data / "world-template", ignore_errors=True)
-        results["stages"]["world"] = _stage("world", data, people, env, profile)
+        results["stages"]["world"] = _stage("world", data, served["people"], env, profile)
     shutil.rmtree(data / "world", ignore_errors=True)
     shutil.copytree(data / "world-template", data / "world")
     return results
 
 
-def _resumed(data: Path, people: int, limit_scale: int, start: str) -> dict[str, Any]:
-    """A stopped run's figures, to go on from `start` on the world and warehouse it left; its figures from `start`
-    on are dropped, to be measured again. Refused when there is no such run to go on with."""
-    kept = data / "results.json"
+def _resumed(data: Path, served: dict[str, Any], start: str) -> dict[str, Any]:
+    """A stopped run's figures, to go on from `start`, the first stage it did not measure, on the world and warehouse
+    it left, served alike. Refused when there is no such run, when `start` is not that stage (a stage measured again
+    on a warehouse already past it would measure something else), or when the run stopped during `start` and `start`
+    would not do again what it had done (a sync, an hourly run: its figures would be of the rest)."""
+    kept = data / RESULTS
     if not kept.exists():
-        raise SystemExit(f"bench: no stopped run in {data} to resume (no results.json)")
+        raise SystemExit(f"bench: no stopped run in {data} to resume (no {RESULTS})")
     results = json.loads(kept.read_text())
-    if (results["people"], results["limit_scale"]) != (people, limit_scale):
-        raise SystemExit(f"bench: the run in {data} had {results['people']} people at {results['limit_scale']} "
-                         f"times the limits, not {people} at {limit_scale}")
-    before = SERVED_STAGES[: SERVED_STAGES.index(start)]
-    missing = [stage for stage in before if stage not in results["stages"]]
-    if missing:
-        raise SystemExit(f"bench: the run in {data} did not measure {', '.join(missing)}; resume from {missing[0]}")
-    if _world_people(data / "world") != people or not (data / "warehouse.duckdb").exists():
-        raise SystemExit(f"bench: the run in {data} left no world of {people} people or no warehouse to resume on")
-    results["stages"] = {stage: figures for stage, figures in results["stages"].items()
-                         if stage == "world" or stage in before}
-    if "hourly" not in before:
-        results.pop("change", None)  # the world's change before the last stage, made again with it
+    differing = [name for name, value in served.items() if results.get(name) != value]
+    if differing:
+        raise SystemExit(f"bench: the run in {data} was served otherwise ({', '.join(differing)}): "
+                         f"{', '.join(f'{n} {results.get(n)!r}' for n in differing)}")
+    following = next((stage for stage in SERVED_STAGES if stage not in results["stages"]), None)
+    if start != following:
+        raise SystemExit(f"bench: the run in {data} goes on from {following or 'nowhere (it measured every stage)'}, "
+                         f"not {start}")
+    if results.get("running") == start and start not in REPEATED:
+        raise SystemExit(f"bench: the run in {data} stopped during {start}, which would not do again what it had "
+                         "done; run the benchmark from the start")
+    if _world_people(data / "world") != served["people"]:
+        raise SystemExit(f"bench: the run in {data} left no world of {served['people']} people to resume on")
+    if not (data / "warehouse.duckdb").exists():
+        raise SystemExit(f"bench: the run in {data} left no warehouse to resume on")
     return results
+
+
+def _keep(data: Path, results: dict[str, Any]) -> None:
+    """results.json replaced whole, so a run stopped while writing it leaves the last one to resume from."""
+    (data / f"{RESULTS}.tmp").write_text(json.dumps(results, indent=1))
+    os.replace(data / f"{RESULTS}.tmp", data / RESULTS)
 
 
 def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bool) -> dict[str, Any]:
@@ -132,20 +152,7 @@ def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bo
     figures = json.loads((data / f"{stage}.json").read_text())
     print(f"bench: {stage} took {wall:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB", flush=True)
     return {**figures, "wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "ended_at": round(time.time(), 3), "commit": _commit()}
-
-
-def _commit() -> str | None:
-    """The checkout's commit, with a mark when its files differ from it; None outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return f"{head}+changes" if dirty else head
+            "ended_at": round(time.time(), 3)}
 
 
 def _limits(scale: int, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

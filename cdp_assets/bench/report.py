@@ -141,6 +141,23 @@ def machine() -> str:
            f"Python {platform.python_version()}"
 
 
+def _ran_on(results: dict[str, Any]) -> Iterator[str]:
+    """The machine and commit the stages ran on: one of each, or each stage's when a resumed run spans several."""
+    stages = results["stages"]
+    machines = {stage: figures.get("machine") or "unrecorded" for stage, figures in stages.items()}
+    if len(set(machines.values())) > 1:
+        ran_on = "Machines: " + "; ".join(f"{STAGE_NAMES[s]}: {m}" for s, m in machines.items()) + "."
+    else:
+        recorded = next(iter(machines.values()), "unrecorded")
+        ran_on = f"Machine: {recorded if recorded != 'unrecorded' else results.get('machine') or machine()}."
+    yield f"{ran_on} Measured {results.get('measured_at', '')}."
+    commits = {stage: figures.get("commit") or "unrecorded" for stage, figures in stages.items()}
+    if len(set(commits.values())) > 1:
+        yield "Commits: " + "; ".join(f"{STAGE_NAMES[s]} {c}" for s, c in commits.items()) + "."
+    elif set(commits.values()) not in ({"unrecorded"}, set()):  # figures from before stages recorded it say nothing
+        yield f"Commit: {next(iter(commits.values()))}."
+
+
 def markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> str:
     return "\n".join(_markdown(results, smaller))
 
@@ -149,12 +166,7 @@ def _markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> Iterat
     stages = results["stages"]
     yield f"### {results['people']:,} people"
     yield ""
-    yield f"Machine: {results.get('machine') or machine()}. Measured {results.get('measured_at', '')}."
-    commits = {stage: figures["commit"] for stage, figures in stages.items() if figures.get("commit")}
-    if len(set(commits.values())) == 1:
-        yield f"Commit: {next(iter(commits.values()))}."
-    elif commits:  # a run resumed on other code
-        yield "Commits: " + "; ".join(f"{STAGE_NAMES[stage]} {commit}" for stage, commit in commits.items()) + "."
+    yield from _ran_on(results)
     scale = results.get("limit_scale", 1)
     if scale != 1:
         yield ""

@@ -1,7 +1,8 @@
 """One benchmark stage, run in a process of its own: `python -m cdp_assets.bench.stages STAGE --data DIR`.
 
-Each stage writes `DIR/STAGE.json`: its rows, seconds per step (from the run's step events) and figures of
-its own. The harness measures wall time and peak memory from outside.
+Each stage writes `DIR/STAGE.json`: its rows, seconds per step (from the run's step events), figures of its own,
+and the commit and machine it ran on, taken as it starts from the code this process runs. The harness measures wall
+time and peak memory from outside.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,14 +142,37 @@ def _step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
     return steps
 
 
+# What a stage runs, for the commit's mark: the figures a benchmark writes into docs/ as it goes change no code.
+CODE = ("cdp_assets", "resources", "sandbox", "schedules", "pyproject.toml", "workspace.yaml")
+
+
+def commit() -> str | None:
+    """The commit of the code this process runs, marked `+changes` when that code differs from it; None outside a
+    git checkout of its own."""
+    root = Path(__file__).resolve().parents[2]
+    git = ["git", "--no-optional-locks", "-C", str(root)]  # no index lock taken from a user's own git commands
+    try:
+        top, head, changed = (subprocess.run([*git, *command], capture_output=True, check=True, timeout=30).stdout
+                              for command in (["rev-parse", "--show-toplevel"], ["rev-parse", "--short", "HEAD"],
+                                              ["status", "--porcelain", "--untracked-files=no", "--", *CODE]))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if Path(top.decode().strip()).resolve() != root:  # a copy inside some other repository
+        return None
+    return head.decode().strip() + ("+changes" if changed.strip() else "")
+
+
 def main() -> None:
+    from cdp_assets.bench.report import machine
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--people", type=int, required=True)
     args = parser.parse_args()
+    ran_on = {"commit": commit(), "machine": machine()}
     figures = STAGES[args.stage](args.data, args.people)
-    (args.data / f"{args.stage}.json").write_text(json.dumps(figures, indent=1, default=str))
+    (args.data / f"{args.stage}.json").write_text(json.dumps({**figures, **ran_on}, indent=1, default=str))
 
 
 if __name__ == "__main__":
