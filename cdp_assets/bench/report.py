@@ -108,7 +108,7 @@ def targets(results: dict[str, Any], smaller: dict[str, Any] | None) -> list[Tar
     lowest = min(bound, key=lambda row: row["share"], default=None)
     judged = "no API limit-bound"
     if lowest is not None:
-        judged = f"lowest {lowest['share']:.0%} ({lowest['service']}) of {', '.join(r['service'] for r in bound)}"
+        judged = f"lowest {lowest['share']:.1%} ({lowest['service']}) of {', '.join(r['service'] for r in bound)}"
     found.append(Target(TARGET_NAMES[5], judged, lowest is not None and lowest["share"] >= 0.9))
     unchanged = stages.get("sync_unchanged")
     found.append(Target(TARGET_NAMES[6], f"{unchanged['wall_seconds']:.1f} s, {unchanged['sent']} sent",
@@ -218,7 +218,7 @@ def _pull_table(results: dict[str, Any]) -> Iterator[str]:
     yield "| source | requests | seconds | rows | limit | share of limit | retries | non-2xx answers |"
     yield "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
     for row in rows:
-        share = "not limit-bound" if row["share"] is None else f"{row['share']:.0%}"
+        share = "not limit-bound" if row["share"] is None else f"{row['share']:.1%}"
         yield (f"| {row['service']} | {row['requests']:,} | {row['seconds']:,.1f} | {row['rows']:,} | {row['limit']} "
                f"| {share} | {row['retries']:,} | {row['refused']:,} |")
     yield ""
