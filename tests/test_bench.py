@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,26 @@ def test_a_run_is_resumed_only_on_what_a_stopped_run_left_and_at_its_next_stage(
         harness.run(PEOPLE, tmp_path, {}, start="sync")
     with pytest.raises(SystemExit, match="--until full_pull comes before --from sync"):
         harness.run(PEOPLE, tmp_path, {}, until="full_pull", start="sync")
+
+
+def test_a_run_serves_a_copy_of_the_world_template_or_the_template_when_the_disk_is_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy needs the template's size free and as much again for the warehouse; short of it the template itself
+    is served (and built again by the next run), rather than a copy filling the disk part way through the run."""
+    template = WorldStore(tmp_path / "world-template")
+    template.set_meta("people", PEOPLE)
+    template.set_meta("seed", 1)
+    size = sum(f.stat().st_size for f in (tmp_path / "world-template").rglob("*") if f.is_file())
+    served = {"people": PEOPLE, "limit_scale": 1}
+
+    harness._fresh(tmp_path, served, {}, profile=False)
+    assert (tmp_path / "world" / "world.db").exists() and (tmp_path / "world-template" / "world.db").exists()
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2 * size - 1))
+    harness._fresh(tmp_path, served, {}, profile=False)
+    assert (tmp_path / "world" / "world.db").exists() and not (tmp_path / "world-template").exists()
 
 
 def test_a_report_of_the_first_stages_alone_says_what_was_not_run() -> None:

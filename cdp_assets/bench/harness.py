@@ -1,14 +1,15 @@
 """The benchmark run: a world of N people, served by the sandbox, taken through the pipeline stage by stage.
 
-Order: build the world (kept as a template between runs of one size, since it takes minutes at a million;
-each run serves a fresh copy, as the run changes its world), a full pull, the nightly rebuild, Splink alone on
-the same records, a first sync, a sync of unchanged views, an hourly run that reads again what the first sync
-wrote into HubSpot and Zendesk (as any first hourly run after a sync of every profile does), then 1% of the world
-changes and the hourly job runs again, from that steady state. An incremental pull reads again what changed in
-the look-back before the last pull began, which an hour between runs leaves empty; back to back, the run after
-the first sync starts a look-back after the sync's last write, so the last run does not read the sync twice.
-Each stage runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest of the
-child and anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
+Order: build the world (kept as a template between runs of one size, since it takes minutes at a million; each run
+serves a fresh copy, as the run changes its world, or the template itself when the disk has not room for a copy and
+as much again for the warehouse: the world of 100,000 people takes 1.9 GB), a full pull, the nightly rebuild, Splink
+alone on the same records, a first sync, a sync of unchanged views, an hourly run that reads again what the first
+sync wrote into HubSpot and Zendesk (as any first hourly run after a sync of every profile does), then 1% of the
+world changes and the hourly job runs again, from that steady state. An incremental pull reads again what changed in
+the look-back before the last pull began, which an hour between runs leaves empty; back to back, the run after the
+first sync starts a look-back after the sync's last write, so the last run does not read the sync twice. Each stage
+runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest of the child and
+anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
 
 A run stopped after a stage (`until`, or because the host was needed: at a million people the stages take hours) is
 resumed from the next (`start`) on the world and warehouse it left, with the figures it kept in `data/results.json`;
@@ -99,7 +100,14 @@ def _fresh(data: Path, served: dict[str, Any], env: dict[str, str], profile: boo
         shutil.rmtree(data / "world-template", ignore_errors=True)
         results["stages"]["world"] = _stage("world", data, served["people"], env, profile)
     shutil.rmtree(data / "world", ignore_errors=True)
-    shutil.copytree(data / "world-template", data / "world")
+    template = data / "world-template"
+    size = sum(f.stat().st_size for f in template.rglob("*") if f.is_file())
+    if shutil.disk_usage(data).free >= 2 * size:
+        shutil.copytree(template, data / "world")
+    else:  # no room for a copy and as much again for the warehouse: the template is served, and built again next run
+        print(f"bench: {size / 1e9:.1f} GB of world and too little disk for a copy; serving the template itself",
+              flush=True)
+        template.rename(data / "world")
     return results
 
 
