@@ -68,8 +68,7 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     text = markdown.read_text()
     assert text.startswith("# Benchmarks\n\nText kept around the figures.\n")
     section = text.split(f"<!-- bench:{PEOPLE}:start -->")[1].split(f"<!-- bench:{PEOPLE}:end -->")[0]
-    # One commit for both parts (marked when the code differs from it), not each stage's: the figures the first part
-    # wrote into the docs are no change of code.
+    # One commit for both parts (marked when the code differs from it), named once rather than stage by stage.
     assert f"\nCommit: {results['stages']['full_pull']['commit']}.\n" in section and "Commits:" not in section
     for name in STAGE_NAMES.values():
         assert f"| {name} |" in section
