@@ -2,14 +2,14 @@
 
 Order: build the world (kept as a template between runs of one size, since it takes minutes at a million; each run
 serves a fresh copy, as the run changes its world, or the template itself when the disk has not room for a copy and
-as much again for the warehouse: the world of 100,000 people takes 1.9 GB), a full pull, the nightly rebuild, Splink
-alone on the same records, a first sync, a sync of unchanged views, an hourly run that reads again what the first
-sync wrote into HubSpot and Zendesk (as any first hourly run after a sync of every profile does), then 1% of the
-world changes and the hourly job runs again, from that steady state. An incremental pull reads again what changed in
-the look-back before the last pull began, which an hour between runs leaves empty; back to back, the run after the
-first sync starts a look-back after the sync's last write, so the last run does not read the sync twice. Each stage
-runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest of the child and
-anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
+as much again for the warehouse: the world of 100,000 people takes 1.9 GB, of a million 19 GB), a full pull, the
+nightly rebuild, Splink alone on the same records, a first sync, a sync of unchanged views, an hourly run that reads
+again what the first sync wrote into HubSpot and Zendesk (as any first hourly run after a sync of every profile
+does), then 1% of the world changes and the hourly job runs again, from that steady state. An incremental pull reads
+again what changed in the look-back before the last pull began, which an hour between runs leaves empty; back to
+back, the run after the first sync starts a look-back after the sync's last write, so the last run does not read the
+sync twice. Each stage runs in a child process; `os.wait4` gives its wall time and peak resident memory (the largest
+of the child and anything it waited for). The sandbox's request counts per stage come from its `/_sandbox/stats`.
 
 A run stopped after a stage (`until`, or because the host was needed: at a million people the stages take hours) is
 resumed from the next (`start`) on the world and warehouse it left, with the figures it kept in `data/results.json`;
