@@ -143,19 +143,25 @@ def machine() -> str:
 
 def _ran_on(results: dict[str, Any]) -> Iterator[str]:
     """The machine and commit the stages ran on: one of each, or each stage's when a resumed run spans several."""
-    stages = results["stages"]
-    machines = {stage: figures.get("machine") or "unrecorded" for stage, figures in stages.items()}
+    machines, commits = (_per_stage(results["stages"], field) for field in ("machine", "commit"))
     if len(set(machines.values())) > 1:
-        ran_on = "Machines: " + "; ".join(f"{STAGE_NAMES[s]}: {m}" for s, m in machines.items()) + "."
+        ran_on = _listed("Machines", machines)
     else:
         recorded = next(iter(machines.values()), "unrecorded")
         ran_on = f"Machine: {recorded if recorded != 'unrecorded' else results.get('machine') or machine()}."
     yield f"{ran_on} Measured {results.get('measured_at', '')}."
-    commits = {stage: figures.get("commit") or "unrecorded" for stage, figures in stages.items()}
     if len(set(commits.values())) > 1:
-        yield "Commits: " + "; ".join(f"{STAGE_NAMES[s]} {c}" for s, c in commits.items()) + "."
+        yield _listed("Commits", commits)
     elif set(commits.values()) not in ({"unrecorded"}, set()):  # figures from before stages recorded it say nothing
         yield f"Commit: {next(iter(commits.values()))}."
+
+
+def _per_stage(stages: dict[str, Any], field: str) -> dict[str, str]:
+    return {stage: figures.get(field) or "unrecorded" for stage, figures in stages.items()}
+
+
+def _listed(label: str, values: dict[str, str]) -> str:
+    return f"{label}: " + "; ".join(f"{STAGE_NAMES[stage]}: {value}" for stage, value in values.items()) + "."
 
 
 def markdown(results: dict[str, Any], smaller: dict[str, Any] | None) -> str:
