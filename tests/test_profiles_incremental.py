@@ -415,12 +415,41 @@ def test_the_log_keeps_every_id_a_follower_reads_of_a_replaced_row() -> None:
         assert _logged_ids(entity) - {primary_key(entity)} <= mapped, entity
 
 
+def _abandon_a_checkout(env: Env) -> str:
+    """A person with no subscription, whose address may be emailed, starts a checkout now (a new Stripe customer with
+    their address, and its creation event) and leaves: returns their profile, which the next run puts in the
+    abandoned_checkout audience until its window closes. One with no product event or ticket, whose lifecycle the
+    clock never makes again."""
+    [(profile_id, email, first, last)] = env.pipeline.query("""
+        SELECT p.profile_id, ca.email, p.first_name, p.last_name FROM identity.person_profiles p
+        JOIN identity.person_lifecycle l USING (profile_id) JOIN privacy.consented_addresses ca USING (profile_id)
+        WHERE p.is_active AND l.subscriptions = 0 AND l.last_product_at IS NULL AND p.tickets = 0
+          AND ca.purpose = 'email_marketing'
+        ORDER BY hash(p.profile_id) LIMIT 1""")
+    store = WorldStore(env.world)
+    template = next(iter(store.scan("stripe.customers")))
+    now = _after_last_pull(env, "stripe.customers")
+    payload = {**template.payload, "id": "cus_Abandoned0001", "created": now, "email": email,
+               "name": f"{first} {last}", "phone": None, "metadata": {}}
+    event = {"id": "evt_Abandoned0001", "object": "event", "type": "customer.created", "created": now,
+             "api_version": "2024-06-20", "data": {"object": payload}}
+    store.upsert([Record("stripe.customers", payload["id"], now, now * 1000, payload),
+                  Record("stripe.events", event["id"], now, now * 1000, event)])
+    return profile_id
+
+
 def test_lifecycles_follow_the_clock_out_of_their_windows(start: Callable[..., Env], tmp_path: Path) -> None:
     """With nothing staged changed, a following build a week and then a month later makes again the lifecycles whose
-    product events or bad ratings left a window in between, and the views of people follow them: each ends with the
-    rows of a whole build at that moment."""
+    product events or bad ratings left a window in between, and the views of people follow them, the audiences by
+    their clocks too (a checkout abandoned a month ago is no longer recent): each ends with the rows of a whole build
+    at that moment."""
     tables = ("identity.person_lifecycle", *(f"views.{name}" for name in following.FOLLOWING))
     env = start(syncs=False)
+    abandoned = _abandon_a_checkout(env)
+    assert env.pipeline.run(selection=PROFILES).success
+    member = ("SELECT count(*) FROM views.marketing_audiences WHERE profile_id = $id"
+              " AND audience = 'abandoned_checkout'")  # fmt: skip
+    assert env.pipeline.query(member, {"id": abandoned}) == [(1,)]
     followed, whole = tmp_path / "followed.duckdb", tmp_path / "whole.duckdb"
     shutil.copy(env.pipeline.warehouse, followed)
     with duckdb.connect(str(followed)) as conn:
@@ -433,6 +462,8 @@ def test_lifecycles_follow_the_clock_out_of_their_windows(start: Callable[..., E
             [(profiles,)] = conn.execute("SELECT count(*) FROM identity.person_lifecycle").fetchall()
             for name in following.FOLLOWING:
                 assert build.build(conn, policy.load(), name)["followed_changes"] is True, (days, name)
+            # Nothing of theirs changed: only the audience's clock makes them again, a month on.
+            assert conn.execute(member, {"id": abandoned}).fetchall() == [(int(days < 30),)], days
         assert position.whole is None and 0 < made < profiles, (days, made, profiles)
         shutil.copy(followed, whole)
         with duckdb.connect(str(whole)) as conn:

@@ -118,7 +118,7 @@ class Stack:
             status = next((r["status"] for r in self.runs() if r["runId"] == run_id), None)
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 return status
-            time.sleep(2)
+            time.sleep(0.5)
         raise TimeoutError(f"run {run_id} still going after {timeout}s")
 
 
@@ -150,7 +150,7 @@ def test_the_first_run_builds_everything_and_an_hourly_run_launched_by_hand_keep
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not (runs and runs[-1]["status"] in ("SUCCESS", "FAILURE")):
         runs = running.runs()
-        time.sleep(2)
+        time.sleep(0.5)
     assert [(r["jobName"], r["status"]) for r in runs] == [("nightly_pipeline", "SUCCESS")]
 
     selector = {"repositoryLocationName": running.location, "repositoryName": running.repository}
@@ -205,7 +205,7 @@ def test_a_source_refusing_its_key_reaches_the_webhook_and_the_alerts_table(runn
         while time.monotonic() < deadline and not messages:
             received = running.control("GET", "webhook").json()
             messages = [m for m in received if run_id in m["text"]]
-            time.sleep(2)
+            time.sleep(0.5)
     finally:
         running.control("PATCH", "config", json={"credentials": {"stripe": {"api_key": "sk_test_sandbox"}}})
     [message] = messages

@@ -366,6 +366,25 @@ def test_audience_members_keep_their_start_across_runs(profiled: Profiled) -> No
     assert meta["left_out_for_consent"] > 0
 
 
+def test_an_audience_judged_by_the_moment_without_a_clock_fails_to_load(tmp_path: Path) -> None:
+    """An hourly build follows the audiences' changes: one whose condition compares with `as_of` must say when time
+    alone changes its verdict, or the people it passes would keep their old rows; one reading the wall clock would
+    judge by no moment the views share."""
+    from cdp_assets.views import audiences
+
+    data = yaml.safe_load((Path(audiences.__file__).parent / "audiences.yaml").read_text())
+    assert "clock" in data["audiences"]["abandoned_checkout"]
+    del data["audiences"]["abandoned_checkout"]["clock"]
+    path = tmp_path / "audiences.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="abandoned_checkout compares with as_of, so it needs a `clock`"):
+        audiences.load(path)
+    data["audiences"]["abandoned_checkout"]["when"] = "checkout_started_at > now() - INTERVAL 30 DAY"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="abandoned_checkout reads the wall clock; compare with as_of"):
+        audiences.load(path)
+
+
 def test_a_policy_that_contradicts_itself_fails_to_load() -> None:
     from cdp_assets.views import policy
 

@@ -30,7 +30,6 @@ from functools import cache
 
 import phonenumbers
 from email_validator import EmailNotValidError, ValidatedEmail, validate_email
-from phonenumbers import geocoder
 
 from cdp_assets.identity.rules import Rules
 
@@ -96,6 +95,10 @@ def canonical_email(value: str, rules: Rules) -> str | None:
 @cache
 def _regions_by_name() -> dict[str, str]:
     """English country names (as phonenumbers' geocoder writes them) to ISO codes."""
+    # Imported here: the geocoder loads every region's descriptions (0.8 s), which only a country written out needs,
+    # and every process loading the definitions (a code server, each run's) would pay for it.
+    from phonenumbers import geocoder
+
     names = {}
     for region in phonenumbers.SUPPORTED_REGIONS:
         example = phonenumbers.example_number(region)

@@ -12,6 +12,7 @@ from cdp_assets import glossary
 from cdp_assets.privacy import consent
 from cdp_assets.views import audiences, following, timeline
 from cdp_assets.views.policy import Policy
+from cdp_assets.warehouse_access import has_tables
 
 SQL = Path(__file__).parent / "sql"
 PARAMETER = re.compile(r"\$([a-z_][a-z0-9_]*)")
@@ -20,8 +21,12 @@ ANALYTICS_PURPOSE = "analytics"  # the purpose product usage needs
 
 
 def run_sql(conn: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-    """Run `sql/<name>.sql` with the parameters it names (DuckDB refuses unused ones); fetch from the result."""
-    sql = (SQL / f"{name}.sql").read_text()
+    """Run `sql/<name>.sql` with the parameters it names; fetch from the result."""
+    return execute(conn, (SQL / f"{name}.sql").read_text(), params)
+
+
+def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """Run `sql` with those of `params` it names (DuckDB refuses unused ones)."""
     return conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
 
 
@@ -138,31 +143,46 @@ def build(conn: duckdb.DuckDBPyConnection, policy: Policy, name: str) -> dict[st
 
 
 def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Memberships from audiences.yaml; a member keeps `member_since` while they stay in the audience."""
+    """Memberships from audiences.yaml for the profiles the change log reaches and those whose clock passed since the
+    last build (or for every profile); a member keeps `member_since` while they stay in the audience."""
+    name = "marketing_audiences"
+    position = following.scope(conn, name)
+    rules = audiences.load()
+    clocked = audiences.clocked_sql(rules)
+    if clocked is not None:  # run by a whole build too (reading nothing), so a clock that cannot run fails every build
+        sql, clock_params = clocked
+        execute(conn, f"INSERT INTO {following.SCOPE} SELECT profile_id FROM ({sql}) WHERE $following"
+                      f" EXCEPT FROM {following.SCOPE}",
+                {**clock_params, "since": position.since, "as_of": position.as_of,
+                 "following": position.whole is None})  # fmt: skip
     run_sql(conn, "audience_facts", {})
-    sql, members_params = audiences.members_sql(audiences.load(), set(consent.load().purposes))
+    sql, members_params = audiences.members_sql(rules, set(consent.load().purposes))
     conn.execute(sql, members_params)
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'views'"
-        " AND table_name = 'marketing_audiences'"
-    ).fetchall()[0][0]
-    previous = "SELECT profile_id, audience, member_since FROM views.marketing_audiences" if exists else (
-        "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS audience, NULL::TIMESTAMPTZ AS member_since LIMIT 0"
-    )
+    # The rows the build replaces: those of the profiles it makes, or every row (a retired profile's too).
+    previous = f"SELECT profile_id, audience, member_since FROM views.{name}"
+    if not has_tables(conn, "views", name):
+        previous = "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS audience, NULL::TIMESTAMPTZ AS member_since" \
+                   " LIMIT 0"  # fmt: skip
+    elif position.whole is None:
+        previous += f" WHERE profile_id IN (FROM {following.SCOPE})"
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _previous_members AS {previous}")
-    run_sql(conn, "marketing_audiences", {})
+    run_sql(conn, name, {})
+    made = following.write(conn, name, position)
+    # Who entered and left, over the profiles made (every one in a whole build): no other row changed.
     entered, left, refused = conn.execute(
         "SELECT"
-        " (SELECT count(*) FROM views.marketing_audiences ANTI JOIN _previous_members USING (profile_id, audience)),"
-        " (SELECT count(*) FROM _previous_members ANTI JOIN views.marketing_audiences USING (profile_id, audience)),"
-        " (SELECT count(*) FROM _audience_members ANTI JOIN views.marketing_audiences USING (profile_id, audience))"
+        " (SELECT count(*) FROM _marketing_audiences ANTI JOIN _previous_members USING (profile_id, audience)),"
+        " (SELECT count(*) FROM _previous_members ANTI JOIN _marketing_audiences USING (profile_id, audience)),"
+        " (SELECT count(*) FROM _audience_members ANTI JOIN _marketing_audiences USING (profile_id, audience))"
     ).fetchall()[0]
     sizes = conn.execute(
-        "SELECT split_part(audience, ':', 1), count(*) FROM views.marketing_audiences GROUP BY 1 ORDER BY 1"
+        f"SELECT split_part(audience, ':', 1), count(*) FROM views.{name} GROUP BY 1 ORDER BY 1"
     ).fetchall()
+    # Who consent leaves out is a level over every person: a whole build counts it, a following one cannot.
     return {
+        **made,
         "entered": entered,
         "left": left,
-        "left_out_for_consent": refused,
+        **({"left_out_for_consent": refused} if position.whole is not None else {}),
         **{f"members.{audience}": count for audience, count in sizes},
     }

@@ -5,15 +5,16 @@ email addresses), and moves every other row to the run's moment (`as_of`, the li
 Only views whose rows depend on nothing but those tables' rows of the same profile follow, and on other tables only
 where a change to them for a profile's own records makes person profiles log that profile (the graph's records and
 identifiers, the person streams' staged rows: identity/profile_changes.py); a join to a table none of the producers
-reads would need its producer among those the view follows. One that judges times against the moment itself (an
-audience's window, an account's engaged contacts) or sums over people is made whole every run. A whole rewrite of a
-table a view reads, a change to its SQL, to this module, to how views are built or to their policy, or a first build
-makes the whole view again.
+reads would need its producer among those the view follows. A view judging times against the moment itself follows
+only when it says when time passing changes a row (the audiences' clocks, audiences.yaml): those profiles are made
+again too. One that sums over people (an account's engaged contacts, the funnel) is made whole every run. A whole
+rewrite of a table a view reads, a change to its SQL, to this module, to how views are built or to their policy, or
+a first build makes the whole view again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class Following:
     producers: tuple[str, ...]  # the tables read whose logged keys are the profiles whose rows to make again
     rows_of: str  # the table whose profiles a whole build makes rows for
     order: str  # the order a whole build writes its rows in
+    code: tuple[str, ...] = ()  # files of this folder that make it besides its SQL (`sql/<name>.sql`)
 
 
 # Each following view by name; its SQL (`sql/<name>.sql`) makes TEMP `_<name>` for the profiles of SCOPE.
@@ -40,15 +42,21 @@ FOLLOWING = {
     "customer_360": Following(PEOPLE_PRODUCERS, "identity.person_profiles", "profile_id"),
     "product_usage_people": Following(PEOPLE_PRODUCERS, "identity.person_lifecycle", "profile_id"),
     "marketing_email_addresses": Following((EMAIL_FOLLOWER, consent.FOLLOWER), "identity.email_addresses", "email"),
+    "marketing_audiences": Following(
+        (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER), "identity.person_profiles",
+        "audience, profile_id", ("audiences.py", "audiences.yaml", "sql/audience_facts.sql", "sql/_money.sql"),
+    ),
 }
 FOLDER = Path(__file__).parent
 
 
 def fingerprint(name: str) -> str:
-    """What makes the view `name`: its SQL, how views are built and their parameters, and the glossary."""
+    """What makes the view `name`: its SQL and code, how views are built and their parameters, and the glossary."""
     return changes.code_fingerprint(
-        [FOLDER / "sql" / f"{name}.sql", Path(__file__), FOLDER / "build.py", FOLDER / "policy.yaml",
-         glossary.MACROS, Path(glossary.__file__)], f"duckdb {duckdb.__version__}")  # fmt: skip
+        [FOLDER / "sql" / f"{name}.sql", *(FOLDER / path for path in FOLLOWING[name].code), Path(__file__),
+         FOLDER / "build.py", FOLDER / "policy.yaml", glossary.MACROS, Path(glossary.__file__)],
+        f"duckdb {duckdb.__version__}",
+    )
 
 
 FINGERPRINTS = {name: fingerprint(name) for name in FOLLOWING}
@@ -56,9 +64,12 @@ FINGERPRINTS = {name: fingerprint(name) for name in FOLLOWING}
 
 def scope(conn: duckdb.DuckDBPyConnection, name: str) -> changes.Position:
     """TEMP SCOPE for the view `name`: the profiles its producers logged since its last build, or all of them.
-    Returns the position to keep after the build."""
+    Returns the position to keep after the build, at the lifecycle's moment, which the view's rows are judged by
+    (its `since` the moment of the last build, for a view whose rows the clock changes)."""
     following, table = FOLLOWING[name], f"views.{name}"
     position = changes.follow(conn, table, list(following.producers), FINGERPRINTS[name], (table,))
+    [(moment,)] = conn.execute(f"SELECT any_value(as_of) FROM {lifecycle.FOLLOWER}").fetchall()
+    position = replace(position, as_of=moment or position.as_of)  # no lifecycle yet: no row is judged by one
     if position.whole is None:
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT key AS profile_id"
                      f" FROM {changes.FOLLOWED}")  # fmt: skip
@@ -74,7 +85,7 @@ def write(conn: duckdb.DuckDBPyConnection, name: str, position: changes.Position
     with changes.keeping(conn, position):
         changes.replace_rows(conn, position, table, f"_{name}", "profile_id", f"FROM {SCOPE}", FOLLOWING[name].order)
         if position.whole is None:
-            conn.execute(f"UPDATE {table} SET as_of = (SELECT any_value(as_of) FROM {lifecycle.FOLLOWER})")
+            conn.execute(f"UPDATE {table} SET as_of = $as_of", {"as_of": position.as_of})
     if position.whole is not None:
         return {"followed_changes": False}
     [(made,)] = conn.execute(f"SELECT count(*) FROM {SCOPE}").fetchall()
