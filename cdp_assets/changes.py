@@ -6,9 +6,9 @@ that writes its rows, each key it rewrote with what a follower needs of its old 
 its stream's `linked_ids`, so a follower finds what the row hung from before it moved; the addresses a profile's
 refusals bind, for the ledger), all under one number from a sequence that never goes back. A whole rewrite logs one
 row with no key instead, which supersedes the producer's older rows. A follower (identifiers, the graph's inputs,
-person profiles, email addresses, lifecycles, consent, the views by profile) keeps, in the transaction that writes
-its own rows, the number it has read through, a fingerprint of what built it and the moment it judged the clock by
-(`as_of`, for what turns from future to past between builds): its next build follows the keys logged since, or is
+person profiles, email addresses, accounts, lifecycles, consent, the views by profile) keeps, in the transaction that
+writes its own rows, the number it has read through, a fingerprint of what built it and the moment it judged the clock
+by (`as_of`, for what turns from future to past between builds): its next build follows the keys logged since, or is
 whole when a producer it reads rewrote whole since, when its fingerprint differs, or when it has no earlier build.
 Rows every follower has read are dropped. An erasure empties the log and the positions (privacy/erasure.py): a key it
 names goes, and every follower's next build is whole.

@@ -1,4 +1,4 @@
-"""Identifiers, person profiles, email addresses, lifecycles, customer timelines, consent and the views of people
+"""Identifiers, person profiles, email addresses, accounts, lifecycles, customer timelines, consent and the views of
 follow the change log (cdp_assets/changes.py, identity/identifiers.py, identity/profile_changes.py, views/timeline.py,
 privacy/consent.py, views/following.py): an hourly run reads only the records, and makes again only the profiles,
 addresses, timelines, consent and view rows, its changes reach, and ends with the same rows as reading every record
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from cdp_assets.views import build, following, policy, timeline
 from resources import SOURCES, primary_key
 from sandbox.clock import hubspot_time, zendesk_time
 from sandbox.render_hubspot import touch
+from sandbox.render_klaviyo import event_payload
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
 
@@ -197,7 +199,7 @@ def _refusal_only_the_ledger_reads(env: Env) -> None:
     ledger_only.append(profile_id)
 
 
-renamed: list[tuple[str, str]] = []  # a profile at the renamed company and the company's new name
+renamed: list[tuple[str, str, str]] = []  # a profile at the renamed company, its new name, and the company
 
 
 def _company_renamed(env: Env) -> None:
@@ -209,7 +211,58 @@ def _company_renamed(env: Env) -> None:
     name = f"Renamed Holdings {company_id}"
     _touch(env, "hubspot.companies", company_id, lambda payload: payload["properties"].update(name=name),
            stamp=_hubspot_stamp)
-    renamed.append((profile_id, name))
+    renamed.append((profile_id, name, company_id))
+
+
+moved_companies: list[tuple[str, str, str]] = []  # a company moved, its new domain, its account before
+
+
+def _company_moving_domain(env: Env) -> None:
+    """Another HubSpot company moves to a new domain: its account is a new one, and its people are linked to it,
+    though no person record changed (the accounts' build finds them by the account, not by the log)."""
+    [(company_id, account_id)] = env.pipeline.query("""
+        SELECT a.hubspot_company_ids[1], a.account_id FROM identity.accounts a
+        WHERE len(a.hubspot_company_ids) = 1 AND a.hubspot_company_ids[1] <> $renamed AND a.account_id IN (
+            SELECT account_id FROM identity.account_people WHERE list_contains(via, 'hubspot_association'))
+        ORDER BY hash(a.account_id) LIMIT 1""", {"renamed": renamed[-1][2]})
+    domain = f"moved{company_id}.com"
+    _touch(env, "hubspot.companies", company_id, lambda payload: payload["properties"].update(domain=domain),
+           stamp=_hubspot_stamp)
+    moved_companies.append((company_id, domain, account_id))
+
+
+bounced: list[tuple[str, str]] = []  # a work address that hard-bounced, and a profile linked by it that does not own it
+# A live work address held by a Klaviyo profile's record and by a record of another profile, neither the address's owner
+# nor holding another live address at its domain, which links that profile to the account at the domain.
+SHARED_WORK_ADDRESS_SQL = """
+WITH at_domain AS (
+    SELECT h.profile_id, e.domain, count(DISTINCT h.email) AS addresses
+    FROM identity.email_holders h JOIN identity.email_addresses e USING (email)
+    WHERE h.is_live AND e.is_work AND NOT e.hard_bounced GROUP BY ALL
+)
+SELECT k.email, k.record_id, h.profile_id
+FROM identity.email_holders k
+JOIN identity.email_holders h USING (email)
+JOIN identity.email_addresses e USING (email)
+JOIN at_domain d ON d.profile_id = h.profile_id AND d.domain = e.domain AND d.addresses = 1
+JOIN identity.accounts a ON a.domain = e.domain
+JOIN identity.account_people ap ON ap.account_id = a.account_id AND ap.profile_id = h.profile_id
+WHERE k.stream = 'klaviyo.profiles' AND k.is_live AND h.is_live AND h.profile_id NOT IN (k.profile_id, e.profile_id)
+  AND e.is_work AND NOT e.hard_bounced
+ORDER BY hash(k.email), h.profile_id LIMIT 1"""
+
+
+def _bounce_on_another_holder(env: Env) -> None:
+    """A work address two profiles hold hard-bounces on one's Klaviyo profile: the other, whose records and
+    addresses are as they were and which owns no address logged, no longer works at the address's domain by it."""
+    [(email, klaviyo_id, holder)] = env.pipeline.query(SHARED_WORK_ADDRESS_SQL)
+    [(metric,)] = env.pipeline.query("SELECT metric_id FROM staging.klaviyo__metrics WHERE name = 'Bounced Email'")
+    seconds = _after_last_pull(env, "klaviyo.events")
+    event = f"01B0VNCE{len(bounced):018d}"
+    payload = event_payload(event, seconds, str(uuid.uuid5(uuid.NAMESPACE_URL, event)), {"Bounce Type": "hard"},
+                            klaviyo_id, metric)
+    WorldStore(env.world).upsert([Record("klaviyo.events", event, seconds, seconds * 1000, payload)])
+    bounced.append((email, holder))
 
 
 runs: list[float] = []  # how long each round's run took
@@ -249,18 +302,22 @@ CHANGES: dict[str, Callable[[Env], None]] = {
     "a newcomer with no address": _newcomer,
     "a refusal only the consent ledger reads": _refusal_only_the_ledger_reads,
     "a company renamed": _company_renamed,
+    "a company moving domain": _company_moving_domain,
+    "a shared work address bouncing": _bounce_on_another_holder,
     "a shared address changing hands": _shared_address_changing_hands,
     "a record dated ahead": _date_ahead,
     "its time passing": _time_passing,
     "another tick": lambda env: env.sandbox.control("tick", "POST", changes=30),
 }
+NO_RECORD = (("its time passing",), ("a shared work address bouncing",))  # rounds changing no record
 # Each round makes its changes, then runs. Changes to records of different people share a round (each reaches its
 # own profiles, which the comparison with a whole build checks all the same); the merge, the ticks and the clock
 # have one each, as does the address changing hands.
 ROUNDS: list[tuple[str, ...]] = [
     ("a tick of the world",), ("a merge",), ("a ticket changing hands", "a record quarantined"),
     ("an address refused on another profile", "a newcomer with no address"),
-    ("a refusal only the consent ledger reads", "a company renamed"), ("a shared address changing hands",),
+    ("a refusal only the consent ledger reads", "a company renamed", "a company moving domain"),
+    ("a shared address changing hands",), ("a shared work address bouncing",),
     ("a record dated ahead",), ("its time passing",), ("another tick",),
 ]
 
@@ -297,9 +354,10 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         assert outcome.success, change
         read = outcome.metadata["identity/identifiers"]
         assert read["followed_changes"] is True, change
-        # The clock passing changes no record; a quarantined contact and a company are on no profile.
-        no_person = set(made) <= {"a refusal only the consent ledger reads", "a company renamed"}
-        assert read["records_read"] > 0 or no_person or made == ("its time passing",), (change, read)
+        # The clock passing and an email event change no record; a quarantined contact and a company are on no profile.
+        no_person = set(made) <= {"a refusal only the consent ledger reads", "a company renamed",
+                                  "a company moving domain"}
+        assert read["records_read"] > 0 or no_person or made in NO_RECORD, (change, read)
         if set(made) & {"a tick of the world", "a merge", "another tick"}:  # the graph took what identifiers logged
             assert outcome.metadata["identity/identity_graph"]["profiles_resolved"] > 0, change
         profiles = outcome.metadata["identity/person_profiles"]
@@ -310,6 +368,9 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         assert addresses["followed_changes"] is True, change
         assert addresses["addresses_made"] > 0 or no_person, (change, addresses)
         assert addresses["addresses_made"] < addresses["addresses"] / 2, (change, addresses)
+        accounts = outcome.metadata["identity/accounts"]
+        assert accounts["followed_changes"] is True, change
+        assert accounts["profiles_relinked"] < profiles["profiles"] / 2, (change, accounts)
         lifecycles = outcome.metadata["identity/person_lifecycle"]
         assert lifecycles["followed_changes"] is True, change
         assert lifecycles["profiles_made"] < profiles["profiles"] / 2, (change, lifecycles)
@@ -357,6 +418,20 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             [(name,)] = env.pipeline.query("SELECT account_name FROM views.customer_360 WHERE profile_id = $id",
                                            {"id": renamed[-1][0]})
             assert name == renamed[-1][1], change
+        if "a company moving domain" in made:  # its contacts at the new domain's account, none at the old one's
+            [(at_new, at_old)] = env.pipeline.query("""
+                SELECT count(*) FILTER (WHERE a.domain = $domain), count(*) FILTER (WHERE ap.account_id = $old)
+                FROM identity.account_people ap LEFT JOIN identity.accounts a USING (account_id)
+                WHERE list_contains(ap.via, 'hubspot_association')""",
+                {"domain": moved_companies[-1][1], "old": moved_companies[-1][2]})
+            assert at_new > 0 and at_old == 0, (change, at_new, at_old)
+        if "a shared work address bouncing" in made:  # its other holder no longer linked by it
+            [(linked,)] = env.pipeline.query("""
+                SELECT count(*) FROM identity.account_people ap JOIN identity.accounts a USING (account_id)
+                WHERE ap.profile_id = $holder AND list_contains(ap.via, 'email_domain')
+                  AND a.domain = (SELECT domain FROM identity.email_addresses WHERE email = $email)""",
+                dict(zip(("email", "holder"), bounced[-1], strict=True)))
+            assert linked == 0, change
         if "a shared address changing hands" in made:  # on the user's profile now, and on that one alone
             [(owners, holder)] = env.pipeline.query("""
                 SELECT (SELECT list(DISTINCT profile_id) FROM privacy.address_consent WHERE email = $email),
@@ -384,7 +459,7 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             [(as_of,)] = conn.execute("SELECT any_value(as_of) FROM identity.person_lifecycle").fetchall()
             assert lifecycle.build(conn, as_of).whole == "no earlier build"  # as of the same moment
             conn.execute(f"DROP TABLE {DOMAINS}")  # every company domain normalised again
-            build_accounts(conn)
+            assert build_accounts(conn).whole == "no earlier build"
             assert timeline.build(conn)["followed_changes"] is False  # as of the same moment, the lifecycle's
             # A ledger of other columns (as an older release left it) is written whole, every statement made again.
             conn.execute(f"ALTER TABLE {consent.LEDGER} ADD COLUMN retired INTEGER")

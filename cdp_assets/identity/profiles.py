@@ -23,8 +23,8 @@ from cdp_assets.identity.rules import AgreementRule
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.raw import OWNER
 from cdp_assets.staging import staging_key, staging_table
-from cdp_assets.warehouse_access import columns, has_tables, transaction
-from resources import SOURCES
+from cdp_assets.warehouse_access import columns, has_tables
+from resources import SOURCES, primary_key
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,39 @@ SELECT * FROM identity.record_profiles WHERE (stream, record_id) IN (
     WHERE id_type = 'email' AND value IN (FROM _affected_addresses))"""
 
 
+CONTACT_COMPANIES = "hubspot__contact_companies"
+# The accounts whose companies or domain, what links people to them, differ from the last build's (TEMP _accounts,
+# the universe made whole, against ACCOUNTS), as they are now and as they were.
+MOVED_ACCOUNTS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _moved_accounts AS
+WITH now AS (SELECT account_id, domain, coalesce(hubspot_company_ids, []) AS companies FROM _accounts),
+was AS (SELECT account_id, domain, hubspot_company_ids AS companies FROM {ACCOUNTS})
+(FROM now EXCEPT FROM was) UNION (FROM was EXCEPT FROM now)"""
+# The profiles whose links to accounts a following build makes again: those person profiles or email addresses
+# logged (their records, liveness, associations' contacts or addresses changed); every holder of an address one of
+# them holds (a bounce changes each holder's link, and only the address's owner is logged); the owners of contacts
+# whose company associations changed, now and before ({contacts}: changes.linked); and the people of each moved
+# account, linked before or linking now by a company or a work address at its domain.
+ACCOUNT_SCOPE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _account_scope AS
+WITH logged AS (SELECT key AS profile_id FROM {changes.FOLLOWED} WHERE producer IN ($profiles, $addresses)),
+contacts AS ({{contacts}}),
+moved_companies AS (SELECT unnest(companies) AS company_id FROM _moved_accounts),
+contact_companies AS (SELECT contact_id, unnest(company_ids) AS company_id FROM staging.{CONTACT_COMPANIES})
+SELECT profile_id FROM logged
+UNION
+SELECT profile_id FROM {HOLDERS} WHERE email IN (SELECT email FROM {HOLDERS} WHERE profile_id IN (FROM logged))
+UNION
+SELECT rp.profile_id FROM identity.record_profiles rp
+WHERE rp.stream = 'hubspot.contacts' AND (rp.record_id IN (FROM contacts) OR rp.record_id IN (
+    SELECT contact_id FROM contact_companies WHERE company_id IN (FROM moved_companies)))
+UNION
+SELECT profile_id FROM {ACCOUNT_PEOPLE} WHERE account_id IN (SELECT account_id FROM _moved_accounts)
+UNION
+SELECT h.profile_id FROM {HOLDERS} h JOIN {EMAIL_FOLLOWER} e USING (email)
+WHERE e.domain IN (SELECT domain FROM _moved_accounts)"""
+
+
 def stream_table(stream: str) -> tuple[str, str]:
     """The staging table of a "source.stream" name and the column holding the graph's record_id."""
     source, name = stream.split(".")
@@ -374,32 +407,53 @@ def build_email_addresses(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     return position
 
 
-def build_accounts(conn: duckdb.DuckDBPyConnection) -> None:
+def build_accounts(conn: duckdb.DuckDBPyConnection) -> changes.Position:
     """Accounts and their people replace the old ones together or not at all, with the profiles whose accounts
-    changed logged for the views that follow them (ACCOUNT_CHANGES_SQL; everything, on a first build or when the
-    tables' columns changed). Company domains are normalised in Python by the normaliser that gave addresses their
-    domains, each distinct one once: those an earlier build met are read from DOMAINS."""
+    changed logged for the views that follow them (ACCOUNT_CHANGES_SQL; everything, on a whole build or when the
+    tables' columns changed). The accounts and their sums over people are made whole (a row per company or work
+    domain); people's links to them, most of a build, again only for the profiles the log reaches (ACCOUNT_SCOPE_SQL),
+    or for all when a producer rewrote whole, the code changed or there is no earlier build. Company domains are
+    normalised in Python by the normaliser that gave addresses their domains, each distinct one once: those an
+    earlier build met are read from DOMAINS. Returns the build's position."""
     conn.execute(DOMAINS_SQL, {"fingerprint": DOMAINS_FINGERPRINT})
     met = [d for (d,) in conn.execute(f"SELECT DISTINCT domain FROM {DOMAINS_SOURCE} WHERE domain <> ''"
                                       " AND domain NOT IN (SELECT domain FROM _company_domains)").fetchall()]
     conn.execute("INSERT INTO _company_domains SELECT unnest($domains::VARCHAR[]), unnest($clean::VARCHAR[])",
                  {"domains": met, "clean": [normalise.domain(d) for d in met]})
     conn.execute((SQL / "accounts_base.sql").read_text())
-    profile_changes.whole_scope(conn)
-    conn.execute((SQL / "person_records.sql").read_text())  # which profile's live records hold each work address
+    position = changes.follow(conn, ACCOUNTS, [profile_changes.FOLLOWER, EMAIL_FOLLOWER, CONTACT_COMPANIES],
+                              profile_changes.FINGERPRINT, (ACCOUNTS, ACCOUNT_PEOPLE))
+    if position.whole is None:
+        conn.execute(MOVED_ACCOUNTS_SQL)
+        table = staging_table(*CONTACT_COMPANIES.split("__"))
+        contacts, params = changes.linked(table, primary_key(CONTACT_COMPANIES), CONTACT_COMPANIES, "contact_id", 0)
+        conn.execute(ACCOUNT_SCOPE_SQL.format(contacts=contacts),
+                     {**params, "profiles": profile_changes.FOLLOWER, "addresses": EMAIL_FOLLOWER})
+        profile_changes.records_scope(conn, "SELECT * FROM identity.record_profiles"
+                                            " WHERE profile_id IN (FROM _account_scope)")
+    else:
+        profile_changes.whole_scope(conn)
     conn.execute((SQL / "account_people.sql").read_text())
+    if position.whole is None and columns(conn, ACCOUNT_PEOPLE) != columns(conn, "_scope_account_people"):
+        position = position.rebuilt("identity.account_people has other columns")  # as an older release left it
+        profile_changes.whole_scope(conn)
+        conn.execute((SQL / "account_people.sql").read_text())
+    kept = "" if position.whole is not None else (
+        f"FROM {ACCOUNT_PEOPLE} ANTI JOIN _account_scope USING (profile_id) UNION ALL BY NAME ")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _account_people AS {kept}FROM _scope_account_people")
     conn.execute((SQL / "accounts.sql").read_text())
     made = {ACCOUNT_PEOPLE: ("_account_people", "account_id, profile_id"), ACCOUNTS: ("_account_rows", "account_id")}
-    kept = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
+    same = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
                for table, (rows, _) in made.items())  # fmt: skip
     account_columns = dict(columns(conn, "_account_rows"))
     own = [f'"{name}"' for name, _ in columns(conn, "_accounts") if name in account_columns]
-    with transaction(conn):
-        changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if kept else None)
+    with changes.keeping(conn, position):
+        changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if same else None)
         for table, (rows, order) in made.items():
             conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
         conn.execute(f"CREATE OR REPLACE TABLE {DOMAINS} AS SELECT $fingerprint AS fingerprint, * FROM _company_domains"
                      " ORDER BY domain", {"fingerprint": DOMAINS_FINGERPRINT})
+    return position
 
 
 def measures(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, float | int]:
@@ -511,7 +565,9 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
     )
     def accounts(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            build_accounts(conn)
+            position = build_accounts(conn)
+            relinked = None if position.whole is not None else conn.execute(
+                "SELECT count(*) FROM _account_scope").fetchall()[0][0]
             metadata = measures(
                 conn,
                 "SELECT count(*) AS accounts, count(*) FILTER (WHERE origin = 'hubspot') AS crm_accounts,"
@@ -522,6 +578,10 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
                 "  FROM identity.person_profiles) AS linked_profile_share"
                 " FROM identity.accounts",
             )
-        return MaterializeResult(metadata=metadata)
+        if position.whole is not None:
+            context.log.info(f"every profile's accounts made again: {position.whole}")
+        return MaterializeResult(metadata={**metadata, "followed_changes": position.whole is None,
+                                           "profiles_relinked": metadata["linked_people"] if relinked is None
+                                           else relinked})
 
     return [person_profiles, email_addresses, accounts]

@@ -1,14 +1,15 @@
--- identity.account_people (made here as TEMP _account_people; profiles.py writes it): who works at which account,
--- one row per account and profile.
+-- identity.account_people (made here as TEMP _scope_account_people, for the profiles of the build's scope, TEMP
+-- _scope_records; profiles.py writes it): who works at which account, one row per account and profile.
 -- Evidence: a live HubSpot contact of the profile associated with one of the account's companies, or a work
 -- address at the account's domain that a live record of the profile holds and that never hard-bounced. Read from
--- the records (TEMP _person_records), not from the address's one owner in identity.email_addresses: an address
--- can be on several profiles (a team mailbox colleagues share, a shared value, links no one; one person's second
--- product login the login limit kept apart), and each profile holding it works there.
+-- each record holding it (identity.email_holders, which the email addresses' build writes), not from the address's
+-- one owner in identity.email_addresses: an address can be on several profiles (a team mailbox colleagues share, a
+-- shared value, links no one; one person's second product login the login limit kept apart), and each profile
+-- holding it works there.
 -- A profile's primary account is where its freshest CRM association points, else its freshest work address.
 -- Both sides are unnested to one row per company, so the association is an equi-join (a join on
 -- list_contains compares every contact with every company: quadratic in the data).
-CREATE OR REPLACE TEMP TABLE _account_people AS
+CREATE OR REPLACE TEMP TABLE _scope_account_people AS
 WITH company_accounts AS (
     SELECT account_id, unnest(hubspot_company_ids) AS company_id FROM _accounts
 ),
@@ -19,19 +20,19 @@ contact_companies AS (
 ),
 links AS (
     SELECT ca.account_id, rp.profile_id, 'hubspot_association' AS via, c.source_updated_at AS linked_at
-    FROM identity.record_profiles rp
+    FROM _scope_records rp
     JOIN staging.hubspot__contacts c ON c.contact_id = rp.record_id AND NOT c.is_deleted
     JOIN contact_companies cc ON cc.contact_id = c.contact_id
     JOIN company_accounts ca ON ca.company_id = cc.company_id
     WHERE rp.stream = 'hubspot.contacts'
     UNION ALL
-    SELECT a.account_id, pr.profile_id, 'email_domain', max(i.observed_at)
-    FROM identity.identifiers i
-    JOIN _person_records pr USING (stream, record_id)
-    JOIN identity.email_addresses e ON e.email = i.value
+    SELECT a.account_id, rp.profile_id, 'email_domain', max(h.last_at)
+    FROM identity.email_holders h
+    JOIN _scope_records rp USING (stream, record_id)
+    JOIN identity.email_addresses e USING (email)
     JOIN _accounts a ON a.domain = e.domain
-    WHERE i.id_type = 'email' AND e.is_work AND NOT e.hard_bounced AND NOT coalesce(pr.is_deleted, true)
-    GROUP BY a.account_id, pr.profile_id
+    WHERE h.is_live AND e.is_work AND NOT e.hard_bounced
+    GROUP BY a.account_id, rp.profile_id
 ),
 pairs AS (
     SELECT
