@@ -442,15 +442,15 @@ def build_accounts(conn: duckdb.DuckDBPyConnection) -> changes.Position:
         f"FROM {ACCOUNT_PEOPLE} ANTI JOIN _account_scope USING (profile_id) UNION ALL BY NAME ")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _account_people AS {kept}FROM _scope_account_people")
     conn.execute((SQL / "accounts.sql").read_text())
-    made = {ACCOUNT_PEOPLE: ("_account_people", "account_id, profile_id"), ACCOUNTS: ("_account_rows", "account_id")}
     same = all(has_tables(conn, *table.split(".")) and columns(conn, table) == columns(conn, rows)
-               for table, (rows, _) in made.items())  # fmt: skip
+               for table, rows in ((ACCOUNT_PEOPLE, "_account_people"), (ACCOUNTS, "_account_rows")))  # fmt: skip
     account_columns = dict(columns(conn, "_account_rows"))
     own = [f'"{name}"' for name, _ in columns(conn, "_accounts") if name in account_columns]
     with changes.keeping(conn, position):
         changes.log(conn, ACCOUNT_PEOPLE, ACCOUNT_CHANGES_SQL.format(fields=", ".join(own)) if same else None)
-        for table, (rows, order) in made.items():
-            conn.execute(f"CREATE OR REPLACE TABLE {table} AS FROM {rows} ORDER BY {order}")
+        changes.replace_rows(conn, position, ACCOUNT_PEOPLE, "_account_people", "profile_id", "FROM _account_scope",
+                             "account_id, profile_id")  # the scope's rows only, when following
+        conn.execute(f"CREATE OR REPLACE TABLE {ACCOUNTS} AS FROM _account_rows ORDER BY account_id")
         conn.execute(f"CREATE OR REPLACE TABLE {DOMAINS} AS SELECT $fingerprint AS fingerprint, * FROM _company_domains"
                      " ORDER BY domain", {"fingerprint": DOMAINS_FINGERPRINT})
     return position
