@@ -182,7 +182,10 @@ def run_stack(args: argparse.Namespace) -> None:
         try:
             location, repository = stack.wait_for_code_location(ui_url, process=dagster)
             # The first run builds everything, the nightly path's assets too; the schedules take over from there.
-            run_id = stack.launch_job(ui_url, location, repository, "nightly_pipeline")
+            os.environ.update(env)  # the definitions and instance the schedule's request reads, as the stack's
+            run_config, tags = launch.scheduled_run("nightly_pipeline")  # as its schedule asks for it: every day
+            run_id = stack.launch_job(ui_url, location, repository, "nightly_pipeline", run_config=run_config,
+                                      tags=tags)
             print(f"\nDagster UI: {ui_url}   first run: {ui_url}/runs/{run_id}", flush=True)
             print(f"Sandbox APIs: {sandbox.url}   Ctrl-C stops everything.", flush=True)
             print("In another terminal, `make shell` (or eval \"$(.venv/bin/cdp env)\") gives cdp, dg and this "

@@ -13,7 +13,7 @@ from cdp_assets.identity.profiles import build_profile_assets
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
-from cdp_assets.raw import build_raw_assets
+from cdp_assets.raw import build_raw_assets, days_of_streams
 from cdp_assets.scorecard import build_scorecard_asset
 from cdp_assets.staging import build_staging_assets
 from cdp_assets.staging_checks import build_replay_checks
@@ -69,7 +69,7 @@ defs = Definitions(
     asset_checks=replay_checks,
     resources=build_resources(),
     jobs=[*jobs, privacy_requests, never_link],
-    schedules=build_schedules(jobs),
+    schedules=build_schedules(jobs, days_of_streams()),
     sensors=[privacy_inbox_sensor, *ALERT_SENSORS],
     executor=in_process_executor,
 )

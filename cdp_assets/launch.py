@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from datetime import UTC, date, datetime
 from typing import Any
 
 import requests
@@ -52,13 +53,55 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     which.add_argument("--job", help="a job, e.g. hourly_pipeline")
     launch.add_argument("--config-json", type=json.loads, default={}, help="run config as JSON, e.g. "
                         """'{"ops": {"raw__stripe_customers": {"config": {"full_refresh": true}}}}'""")  # fmt: skip
+    launch.add_argument("--days", type=days_range, help="the days an asset partitioned by day exports "
+                        "(raw/mixpanel_events), FIRST..LAST or one day: a backfill, a late window read again "
+                        "(default: what its cursor has not read; for a job, what its schedule would name)")
     add_queue_options(launch)
 
 
+def days_range(text: str) -> tuple[str, str]:
+    """`FIRST..LAST` (or one day) as ISO days, first not after last."""
+    first, _, last = text.partition("..")
+    try:
+        days = (date.fromisoformat(first).isoformat(), date.fromisoformat(last or first).isoformat())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give days as YYYY-MM-DD..YYYY-MM-DD or one YYYY-MM-DD") from None
+    if days[0] > days[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: the first day is after the last")
+    return days
+
+
 def run(args: argparse.Namespace) -> None:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
     assets = selected_assets(args.assets) if args.assets else None
     what = f"{len(assets)} asset(s) of {args.assets!r}" if assets else args.job
-    submit(args.ui_url, args.job or ASSET_JOB, what, args.wait, assets=assets, run_config=args.config_json)
+    run_config, tags = args.config_json, {}
+    scheduled = scheduled_run(args.job) if args.job and not args.config_json else None
+    if scheduled is not None:  # the config and the days of events its schedule would give it
+        run_config, tags = scheduled
+    if args.days:
+        tags = {**tags, ASSET_PARTITION_RANGE_START_TAG: args.days[0], ASSET_PARTITION_RANGE_END_TAG: args.days[1]}
+    submit(args.ui_url, args.job or ASSET_JOB, what, args.wait, tags=tags, assets=assets, run_config=run_config)
+
+
+def scheduled_run(job: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The run config and tags `job`'s schedule would ask for now (None for a job no schedule runs): its days of
+    events follow what the instance at DAGSTER_HOME (`make shell` sets it) records as landed."""
+    from dagster import DagsterInstance, build_schedule_context
+    from dagster._core.storage.tags import SCHEDULE_NAME_TAG
+
+    from cdp_assets.definitions import defs
+
+    schedule = next((schedule for schedule in defs.schedules or [] if schedule.job_name == job), None)
+    if schedule is None:
+        return None
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit(f"{job} names the days it exports by the instance's record: set DAGSTER_HOME (`make shell`)")
+    with DagsterInstance.get() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC))
+        [request] = schedule.evaluate_tick(context).run_requests
+    return request.run_config, {key: value for key, value in request.tags.items() if key != SCHEDULE_NAME_TAG}
 
 
 def selected_assets(selection: str) -> list[list[str]]:
@@ -78,9 +121,9 @@ def selected_assets(selection: str) -> list[list[str]]:
     return sorted(key.path for key in keys)
 
 
-def submit(ui_url: str, job: str, what: str, wait: bool, **launch: Any) -> None:
-    """Queue a run of `job` on the webserver at `ui_url` and say where to follow it; with `wait`, wait for it
-    and exit 1 unless it succeeds."""
+def submit(ui_url: str, job: str, what: str, wait: bool, tags: dict[str, str] | None = None, **launch: Any) -> None:
+    """Queue a run of `job` (with `tags`) on the webserver at `ui_url` and say where to follow it; with `wait`,
+    wait for it and exit 1 unless it succeeds."""
     try:
         location, repository = stack.code_location(ui_url)
     except stack.NotReady as exc:
@@ -88,7 +131,7 @@ def submit(ui_url: str, job: str, what: str, wait: bool, **launch: Any) -> None:
                          "CDP_UI_URL at it") from None  # fmt: skip
     except RuntimeError as exc:  # the code location failed to load
         raise SystemExit(str(exc)) from None
-    tags = {"cdp/launched_by": f"cli:{getpass.getuser()}"}
+    tags = {**(tags or {}), "cdp/launched_by": f"cli:{getpass.getuser()}"}
     try:
         run_id = stack.launch_job(ui_url, location, repository, job, tags=tags, **launch)
     except RuntimeError as exc:  # refused: an unknown job, config that does not fit it

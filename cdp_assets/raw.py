@@ -2,11 +2,20 @@
 
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import requests
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Config,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    asset,
+)
 from pydantic import Field
 
 from cdp_assets import echoes, landing, raw_checks
@@ -40,10 +49,16 @@ def raw_key(source: str, stream: str) -> AssetKey:
     return AssetKey(["raw", f"{source}_{stream}"])
 
 
+def event_days(stream: StreamSpec) -> DailyPartitionsDefinition | None:
+    """The days of a stream exported by day, through today, whose events are still arriving; None for the others."""
+    return DailyPartitionsDefinition(start_date=stream.first_day, end_offset=1) if stream.first_day else None
+
+
 def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     table = raw_table(source, stream.name)
     # Associations are read for contacts already landed, so they follow the contacts.
     deps = [raw_key("hubspot", "contacts")] if (source, stream.name) == ("hubspot", "contact_companies") else []
+    days = event_days(stream)
 
     @asset(
         key=raw_key(source, stream.name),
@@ -57,6 +72,10 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         # No freshness policy: Dagster's is measured from the last materialisation, which a failed pull is too;
         # the `source_fresh` check measures from the last read instead (cdp_assets/raw_checks.py).
         check_specs=raw_checks.check_specs(raw_key(source, stream.name)),
+        partitions_def=days,
+        # A run over many days (a backfill, the nightly's every day) exports them in one step, a window of days
+        # per request, rather than a run and a request per day against an export limit counted in an hour's calls.
+        backfill_policy=BackfillPolicy.single_run() if days else None,
     )
     def _raw(context: AssetExecutionContext, config: PullConfig) -> MaterializeResult:
         connector: SourceResource = getattr(context.resources, source)
@@ -64,18 +83,25 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         with context.resources.warehouse.get_connection() as conn:
             landing.setup(conn, table)
             state = landing.read_state(conn, table)
-            full = (
-                config.full_refresh or state.full_pull_in_progress or connector.requires_full_pull(stream, state.cursor)
-            )
-            cursor = state.cursor
-            if full and not state.full_pull_in_progress:
-                landing.begin_full_pull(conn, table, context.run.run_id)
-                cursor = None
-            pages = (
-                _association_pages(conn, connector, cursor, full)
-                if isinstance(connector, HubSpotResource) and stream.name == "contact_companies"
-                else read_ahead(connector.extract(stream, cursor, full))
-            )
+            if days and context.has_partition_key_range:  # the run's days decide, whatever the cursor says
+                window = context.partition_time_window
+                first, last = window.start.date(), window.end.date() - timedelta(days=1)
+                full = first <= days.start.date() and last >= datetime.now(UTC).date()  # every day there is
+                pages = read_ahead(connector.extract_days(stream, first, last, state.cursor))
+            else:
+                full = (
+                    config.full_refresh or state.full_pull_in_progress
+                    or connector.requires_full_pull(stream, state.cursor)
+                )
+                cursor = state.cursor
+                if full and not state.full_pull_in_progress:
+                    landing.begin_full_pull(conn, table, context.run.run_id)
+                    cursor = None
+                pages = (
+                    _association_pages(conn, connector, cursor, full)
+                    if isinstance(connector, HubSpotResource) and stream.name == "contact_companies"
+                    else read_ahead(connector.extract(stream, cursor, full))
+                )
             dropped = suppression.dropped(conn, f"{source}.{stream.name}", context.resources.privacy.salt)
             result = landing.LandingResult(full_pull=full)
             failure: Exception | None = None
@@ -162,6 +188,16 @@ def _association_pages(
         after = rows[-1][1]
         contact_ids = list(dict.fromkeys(row[0] for row in rows))
         yield Page(hubspot.associations(contact_ids), {**(cursor or {}), key: after})
+
+
+def days_of_streams() -> dict[AssetKey, DailyPartitionsDefinition]:
+    """The raw assets partitioned by day, with their days: what the schedules' runs name the days of."""
+    return {
+        raw_key(source, stream.name): days
+        for source, resource_cls in SOURCES.items()
+        for stream in resource_cls.streams.values()
+        if (days := event_days(stream))
+    }
 
 
 def build_raw_assets() -> list[AssetsDefinition]:

@@ -26,7 +26,7 @@ from resources.destinations.meta import MetaAudienceDestination
 from resources.destinations.zendesk import ZendeskUsersDestination
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
-from resources.mixpanel import MixpanelResource
+from resources.mixpanel import MixpanelResource, first_day
 from resources.privacy import PrivacyResource
 from resources.source import SourceResource
 from resources.stripe import StripeResource
@@ -199,7 +199,7 @@ def build_resources() -> dict[str, object]:
             service_account_username=env.secret("MIXPANEL_SERVICE_ACCOUNT"),
             service_account_secret=env.secret("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
             project_id=env.secret("MIXPANEL_PROJECT_ID"),
-            start_date=os.getenv("MIXPANEL_START_DATE", "2023-01-01"),
+            start_date=first_day(),
         ),
         "destination_hubspot": HubSpotContactsDestination(
             base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")

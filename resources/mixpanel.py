@@ -1,16 +1,17 @@
 """Mixpanel raw event export: line-delimited JSON by date window.
 
-The export has no cursor, so pulls walk date windows and re-read the most recent
-day, where late events still arrive. Exports are not deduplicated; an event's
-identity is (event, distinct_id, time, $insert_id), hashed into its record id.
-A window broken off mid-stream is read again whole; events already landed are
-recognised by that id and not landed twice.
+The export has no cursor, so pulls walk date windows and re-read the most recent day, where late events still
+arrive (`LATE_DAYS`). The stream is partitioned by day: a run over some days (a schedule's window, a backfill)
+exports those days alone. Exports are not deduplicated; an event's identity is (event, distinct_id, time,
+$insert_id), hashed into its record id. A window broken off mid-stream is read again whole; events already landed
+are recognised by that id and not landed twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,17 +20,22 @@ import requests
 from pydantic import Field
 
 from resources.http import BODY_READ_ERRORS, ServiceError
-from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix
+from resources.source import LATE_DAYS, Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix
 
 EXPORT_PATH = "/api/2.0/export"
 WINDOW_DAYS = 90  # days per export request; the API allows 60 requests an hour
 PAGE_EVENTS = 5000  # events landed per transaction
-REREAD_DAYS = 1  # recent days read again on the next pull, for late events
+
+
+def first_day() -> str:
+    """The first day a full pull exports (YYYY-MM-DD), and the first of the events' daily partitions."""
+    return os.getenv("MIXPANEL_START_DATE", "2023-01-01")
+
 
 STREAMS: dict[str, StreamSpec] = {
     "events": StreamSpec(
-        "events", "events", "event_id", "Mixpanel product events (raw export).", tombstone_missing=False,
-        linked_ids=("insert_id",),
+        "events", "events", "event_id", "Mixpanel product events (raw export), partitioned by the day of the event.",
+        tombstone_missing=False, linked_ids=("insert_id",), first_day=first_day(),
     ),
 }
 
@@ -53,23 +59,41 @@ class MixpanelResource(SourceResource):
         cursor = cursor or {}
         key = "full_from" if full else "from_date"
         start = date.fromisoformat(cursor.get(key) or self.start_date)
-        today = datetime.now(UTC).date()
-        while True:
-            end = min(start + timedelta(days=WINDOW_DAYS - 1), today)
-            last_window = end == today
+        return self._export(start, _today(), cursor, key, self._resume())
+
+    def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
+        """The days' events; the cursor moves on only when they run from where an incremental pull would resume
+        through today, so a backfill of older days leaves the next incremental pull where it was."""
+        today = _today()
+        resumes = date.fromisoformat((cursor or {}).get("from_date") or self.start_date)
+        reaches = first <= resumes and last >= today
+        return self._export(first, min(last, today), cursor, None, self._resume() if reaches else cursor)
+
+    def _resume(self) -> Cursor:
+        """Where the next incremental pull starts: the most recent days again, for late events."""
+        resume = max(date.fromisoformat(self.start_date), _today() - timedelta(days=LATE_DAYS))
+        return {"from_date": resume.isoformat()}
+
+    def _export(
+        self, start: date, end: date, cursor: Cursor | None, key: str | None, final: Cursor | None
+    ) -> Iterator[Page]:
+        """The days `start` to `end` in windows of WINDOW_DAYS; each window's last page carries `key` moved past it
+        (a pull broken off resumes at the window), the export's last page `final`."""
+        while start <= end:
+            stop = min(start + timedelta(days=WINDOW_DAYS - 1), end)
             # One page of look-ahead: only the window's last page may carry the advanced cursor.
             held: list[SourceRecord] = []
-            for records in self._window(start, end):
+            for records in self._window(start, stop):
                 if held:
                     yield Page(held, cursor)
                 held = records
-            if last_window:
-                resume = max(date.fromisoformat(self.start_date), today - timedelta(days=REREAD_DAYS))
-                yield Page(held, {"from_date": resume.isoformat()})
+            if stop == end:
+                yield Page(held, final)
                 return
-            start = end + timedelta(days=1)
-            cursor = {**cursor, key: start.isoformat()}
+            start = stop + timedelta(days=1)
+            cursor = {**(cursor or {}), key: start.isoformat()} if key else cursor
             yield Page(held, cursor)
+        yield Page([], final)  # no day to read (a range after today)
 
     def _window(self, start: date, end: date) -> Iterator[list[SourceRecord]]:
         params = {"from_date": start.isoformat(), "to_date": end.isoformat(), "project_id": self.project_id}
@@ -82,6 +106,10 @@ class MixpanelResource(SourceResource):
                 if attempt == self.max_retries:
                     raise ServiceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
                 self.client.count(retries=1)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
 
 
 def _pages(response: requests.Response) -> Iterator[list[SourceRecord]]:

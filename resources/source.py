@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from itertools import pairwise
 from queue import Empty, Full, Queue
@@ -23,6 +23,7 @@ from resources.http import POOL_CONNECTIONS
 from resources.service import ServiceResource
 
 Cursor = dict[str, Any]
+LATE_DAYS = 1  # recent days an export by day reads again on the next pull: late events still arrive for them
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,10 @@ class StreamSpec:
     # event's `$insert_id`): the change log keeps them of a row a build replaced, so what followed the row finds
     # where it hung before (cdp_assets/changes.py). Ids only: the log keeps nothing else of the row.
     linked_ids: tuple[str, ...] = ()
+    # A stream the source exports by date range, from this day (ISO) on: its raw asset is partitioned by the day of
+    # its records' time, so the UI shows which days have landed, and a run over some days (a schedule's window, a
+    # backfill from the UI) exports exactly those (`SourceResource.extract_days`). None: not partitioned.
+    first_day: str | None = None
 
 
 class SourceResource(ServiceResource):
@@ -222,6 +227,11 @@ class SourceResource(ServiceResource):
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         """Pages of records after `cursor`; with `full`, every record (resuming a full pull in progress)."""
+        raise NotImplementedError
+
+    def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
+        """Pages of the records of the days `first` to `last`, for a stream that declares `first_day`. The pages
+        carry `cursor` on, advanced only where the days read everything a pull from it would read."""
         raise NotImplementedError
 
     def list_ids(self, stream: StreamSpec) -> Iterator[list[str]]:

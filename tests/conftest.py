@@ -140,11 +140,13 @@ class Pipeline:
         raise_on_error: bool = True,
         config: dict[str, dict[str, Any]] | None = None,
         nightly_checks: bool | None = None,
+        tags: dict[str, str] | None = None,
     ) -> RunOutcome:
         """Materialise every asset (syncs only if this pipeline has them), or a selection (assets named like
         "raw/stripe_customers"), with `config` by op name for other assets than pulls (syncs, say). As in the
         hourly job, a run that is not `full` leaves out the nightly comparisons of what the hourly runs kept
-        (definitions.NIGHTLY_CHECKS), unless `nightly_checks` asks for them, and carries the hourly job's tags."""
+        (definitions.NIGHTLY_CHECKS), unless `nightly_checks` asks for them, and carries the hourly job's tags;
+        `tags` adds others (the days a pull of events exports, say)."""
         os.environ["CDP_SANDBOX_URL"] = self.sandbox_url
         os.environ["CDP_WAREHOUSE"] = str(self.warehouse)
         from cdp_assets.definitions import NIGHTLY_CHECKS, defs, refresh_ops
@@ -171,7 +173,8 @@ class Pipeline:
             run_config=RunConfig(ops=ops),
             selection=selection,
             raise_on_error=raise_on_error,
-            tags={} if full else defs.resolve_job_def("hourly_pipeline").tags,  # compaction left to a full run
+            # compaction is left to a full run
+            tags={**({} if full else defs.resolve_job_def("hourly_pipeline").tags), **(tags or {})},
         )
         metadata = {
             event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -13,9 +14,12 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
     AssetCheckSeverity,
+    AssetKey,
     AssetSelection,
     DagsterInstance,
     Definitions,
+    RunRequest,
+    build_schedule_context,
     materialize,
 )
 
@@ -94,6 +98,13 @@ def fresh_defs() -> Definitions:
     )  # fmt: skip
 
 
+def nightly_schedule_requests() -> list[RunRequest]:
+    from cdp_assets.definitions import defs
+
+    [nightly] = [schedule for schedule in defs.schedules or [] if schedule.name == "nightly_pipeline_schedule"]
+    return nightly.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime.now(UTC))).run_requests
+
+
 @pytest.fixture(scope="module")
 def nightly_twice(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Nightly:
     """The default test world through the real `nightly_pipeline` job twice, as the schedule would run it."""
@@ -104,8 +115,13 @@ def nightly_twice(world_template: Path, tmp_path_factory: pytest.TempPathFactory
         env.setenv("CDP_SANDBOX_URL", sandbox.url)
         env.setenv("CDP_WAREHOUSE", str(folder / "warehouse.duckdb"))
         job = fresh_defs().resolve_job_def("nightly_pipeline")
-        runs = [job.execute_in_process(instance=instance, raise_on_error=False) for _ in range(2)]
+        [request] = nightly_schedule_requests()  # its config, and every day of events in the pull's one step
+        runs = [job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags,
+                                        raise_on_error=False) for _ in range(2)]  # fmt: skip
     assert all(run.success for run in runs)
+    events = job.asset_layer.asset_graph.get(AssetKey(["raw", "mixpanel_events"]))
+    days = set(events.partitions_def.get_partition_keys(current_time=datetime.now(UTC)))
+    assert instance.get_materialized_partitions(events.key) == days  # each day shown landed in the UI
     checks = set(job.asset_layer.asset_graph.asset_check_keys)
     return Nightly(folder / "warehouse.duckdb", [run.get_asset_check_evaluations() for run in runs], checks)
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, asset, materialize_to_memory
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    asset,
+    build_schedule_context,
+    materialize_to_memory,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets
 from cdp_assets.sync.specs import load as load_syncs
@@ -19,6 +31,8 @@ from resources import (
     WarehouseResource,
     build_resources,
 )
+from resources.mixpanel import first_day
+from resources.source import LATE_DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +59,31 @@ def test_both_schedules_run_by_default() -> None:
     assert schedules["nightly_pipeline_schedule"].cron_schedule == "30 2 * * *"
 
 
+def test_schedules_name_the_days_of_events_each_run_exports() -> None:
+    """Mixpanel's raw events are partitioned by day. The nightly run exports every day; the hourly one the days
+    from the newest landed (every day while none has), or from the late window's first day if that is earlier."""
+    events = AssetKey(["raw", "mixpanel_events"])
+    days = defs.resolve_asset_graph().get(events).partitions_def
+    assert isinstance(days, DailyPartitionsDefinition) and days.start.date().isoformat() == first_day()
+    schedules = {schedule.name: schedule for schedule in defs.schedules or []}
+    at = datetime(2026, 3, 10, 2, 30, tzinfo=UTC)
+
+    def window(name: str, instance: DagsterInstance) -> tuple[str, str]:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=at)
+        [request] = schedules[f"{name}_schedule"].evaluate_tick(context).run_requests
+        return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+
+    with DagsterInstance.local_temp() as instance:
+        every_day = (first_day(), "2026-03-10")
+        assert window("nightly_pipeline", instance) == window("hourly_pipeline", instance) == every_day
+        instance.report_runless_asset_event(AssetMaterialization(events, partition="2026-02-20"))
+        assert window("hourly_pipeline", instance) == ("2026-02-20", "2026-03-10")  # caught up from where it stopped
+        instance.report_runless_asset_event(AssetMaterialization(events, partition="2026-03-10"))
+        late = (at.date() - timedelta(days=LATE_DAYS)).isoformat()
+        assert window("hourly_pipeline", instance) == (late, "2026-03-10")
+        assert window("nightly_pipeline", instance) == every_day
+
+
 def test_sensors_run_by_default_and_the_privacy_one_starts_the_privacy_job() -> None:
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
     assert set(sensors) == {"privacy_inbox_sensor", "run_failure_alerts", "check_failure_alerts"}
@@ -55,7 +94,9 @@ def test_sensors_run_by_default_and_the_privacy_one_starts_the_privacy_job() -> 
 
 def test_nightly_job_re_pulls_every_source_in_full() -> None:
     """And replays staging from raw, and rebases the identity graph's matcher (identity/basis.py)."""
-    config = defs.resolve_job_def("nightly_pipeline").run_config or {}
+    [nightly] = [schedule for schedule in defs.schedules or [] if schedule.job_name == "nightly_pipeline"]
+    [request] = nightly.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime.now(UTC))).run_requests
+    config = request.run_config  # the job holds partitioned assets: its run config travels with the request
     full = {name for name, op in config["ops"].items() if op["config"]["full_refresh"]}
     assert full == {asset.op.name for asset in [*raw_assets, *staging_assets, graph_asset]}
 

@@ -9,19 +9,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType
+from dagster import AssetKey, DagsterEventType, PartitionKeyRange
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from cdp_assets.raw import days_of_streams
 from resources import DESTINATIONS, SOURCES, build_resources, pacing_variable
 from resources.http import Pacer, RateLimit, pace
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
+from resources.source import LATE_DAYS
 from sandbox.config import Credentials
 from sandbox.runner import SandboxServer
 from sandbox.store import WorldStore
+from schedules import days_tags
 from tests.conftest import TEST_SANDBOX_CONFIG, Env, Pipeline, with_config, world_records
 
 # World stream -> (staging table, column holding the world's record id).
@@ -124,10 +129,10 @@ def assert_current_payloads_match_world(
         assert not differing, f"{stream}: {len(differing)} records differ, e.g. {differing[:3]}"
 
 
-def assert_no_version_landed_twice(pipeline: Pipeline) -> None:
+def assert_no_version_landed_twice(pipeline: Pipeline, tables: list[str] = RAW_TABLES) -> None:
     """No record's history holds one version twice in a row (a record that returns to an earlier state, A B A,
     is three changes)."""
-    for table in RAW_TABLES:
+    for table in tables:
         [(twice,)] = pipeline.query(
             f"SELECT count(*) FROM (SELECT payload_hash || ':' || deleted AS state, lag(payload_hash || ':' ||"
             " deleted) OVER (PARTITION BY coalesce(record_id, '#' || payload_hash) ORDER BY version_at, landing_id)"
@@ -217,6 +222,53 @@ def test_second_run_fetches_only_what_changed(start: Callable[..., Env]) -> None
     assert len(unchanged) <= 2, f"the tick changed too little for the test to prove anything: {unchanged}"
     assert_current_payloads_match_world(pipeline, world)
     assert_no_version_landed_twice(pipeline)
+
+
+def _events_by_day(world: Path) -> dict[date, set[str]]:
+    """The world's Mixpanel events its export serves today (not archived, not dated in the future), by UTC day."""
+    rows = WorldStore(world).connect().execute(
+        "SELECT id, created FROM records WHERE stream = 'mixpanel.events' AND archived = 0 AND created <= ?",
+        (time.time(),),
+    ).fetchall()
+    days: dict[date, set[str]] = {}
+    for record_id, created in rows:
+        days.setdefault(datetime.fromtimestamp(created, UTC).date(), set()).add(record_id)
+    return days
+
+
+def test_events_land_by_day_partition(pipeline: Pipeline, world: Path) -> None:
+    """Mixpanel's raw events are partitioned by day: a run over some days (a backfill) exports those days and
+    marks them landed, leaving the cursor where it was; the hourly schedule's window starts at the newest day
+    landed; the nightly's every day lands the rest, each event once, and moves the cursor to the late window."""
+    key = AssetKey(["raw", "mixpanel_events"])
+    by_day = _events_by_day(world)
+    busy = sorted(by_day, key=lambda day: len(by_day[day]))[-3:]  # three days that have events, apart or not
+    first, last = min(busy), max(busy)
+    chosen = {day for day in by_day if first <= day <= last}
+    landed_ids = f"SELECT {MIXPANEL_INSERT_ID} FROM raw.mixpanel_events r"
+    days = days_of_streams()[key]
+
+    backfill = pipeline.run(selection=["raw/mixpanel_events"], tags={
+        ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
+    assert backfill.success
+    assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*(by_day[day] for day in chosen))
+    span = days.get_partition_keys_in_range(PartitionKeyRange(first.isoformat(), last.isoformat()))
+    assert pipeline.instance.get_materialized_partitions(key) == set(span)
+    assert pipeline.query("SELECT cursor FROM raw._stream_state WHERE stream = 'raw.mixpanel_events'") == [(None,)]
+
+    now = datetime.now(UTC)
+    today = now.date()
+    hourly = days_tags({key: days}, now, pipeline.instance)
+    assert hourly[ASSET_PARTITION_RANGE_START_TAG] == min(last, today - timedelta(days=LATE_DAYS)).isoformat()
+    assert hourly[ASSET_PARTITION_RANGE_END_TAG] == today.isoformat()
+
+    nightly = pipeline.run(selection=["raw/mixpanel_events"], tags=days_tags({key: days}, now))
+    assert nightly.success and nightly.metadata["raw/mixpanel_events"]["full_pull"]
+    assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*by_day.values())
+    assert pipeline.instance.get_materialized_partitions(key) == set(days.get_partition_keys(current_time=now))
+    [(cursor,)] = pipeline.query("SELECT cursor FROM raw._stream_state WHERE stream = 'raw.mixpanel_events'")
+    assert json.loads(cursor) == {"from_date": (today - timedelta(days=LATE_DAYS)).isoformat()}
+    assert_no_version_landed_twice(pipeline, ["raw.mixpanel_events"])
 
 
 def test_killed_run_resumes_to_the_same_staging(world: Path, unsynced: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cdp_assets import stack
+from cdp_assets import launch, stack
 from sandbox.config import TOKEN_ENV, control_headers
 from sandbox.runner import SandboxServer
 from tests.conftest import Env, Pipeline
@@ -73,7 +73,15 @@ def test_twelve_hourly_runs_and_a_nightly_under_faults_lose_nothing_and_send_not
                            timeout=30).raise_for_status()  # fmt: skip
 
         patch({"faults": FAULTS})
-        hourly = [stack.launch_job(ui_url, location, repository, "hourly_pipeline") for _ in range(HOURLY_RUNS)]
+        def scheduled(job: str) -> str:
+            """A run of `job` as its schedule would ask for it: its config and its days of events."""
+            with pytest.MonkeyPatch.context() as env:
+                for name, value in stack.stack_environment(tmp_path, "127.0.0.1", ui_port, sandbox_port).items():
+                    env.setenv(name, value)
+                run_config, tags = launch.scheduled_run(job)
+            return stack.launch_job(ui_url, location, repository, job, run_config=run_config, tags=tags)
+
+        hourly = [scheduled("hourly_pipeline") for _ in range(HOURLY_RUNS)]
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:  # wait for the last hourly run to start
             status = {r["runId"]: r["status"] for r in runs(ui_url)}
@@ -83,7 +91,7 @@ def test_twelve_hourly_runs_and_a_nightly_under_faults_lose_nothing_and_send_not
         # The world holds still from here, and Zendesk's export stops holding back its last minute (the runs are
         # now quicker than that minute, and the syncs write Zendesk users), so the end can be compared with it.
         patch({"tick_seconds": 0, "zendesk_recent_exclusion_seconds": 0})
-        nightly = stack.launch_job(ui_url, location, repository, "nightly_pipeline")
+        nightly = scheduled("nightly_pipeline")
         found = settle(ui_url, 3600)
         patch({"faults": CALM})
     finally:

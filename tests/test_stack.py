@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 import requests
+from dagster import AssetKey
 
 from cdp_assets import stack
 from cdp_assets.definitions import defs
@@ -50,6 +51,8 @@ NODES_QUERY = """
   assetMaterializations(limit: 1) { runId timestamp metadataEntries { label ... on IntMetadataEntry { intValue } } }
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } }
 """
+RUN_PARTITIONS_QUERY = """query ($id: ID!) { runOrError(runId: $id) { ... on Run {
+  tags { key value } assetMaterializations { partition assetKey { path } } } } }"""
 TIMED_RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName startTime endTime } } } }"
 # A writer holding the warehouse's lock as a run's step does, until its stdin says to let go; it takes the lock
 # in a gap between the steps of any run going now, as a step would.
@@ -313,6 +316,30 @@ def test_a_launch_from_the_command_line_waits_its_turn_in_the_queue_while_reader
     assert running.wait_for(hourly) == "SUCCESS" and running.wait_for(sync) == "SUCCESS"
     runs = {r["runId"]: r for r in running.graphql(TIMED_RUNS_QUERY)["runsOrError"]["results"]}
     assert runs[sync]["jobName"] == "__ASSET_JOB" and runs[sync]["startTime"] >= runs[hourly]["endTime"]
+
+
+def test_each_day_of_events_is_a_partition_the_first_run_lands_and_a_launch_can_name(running: Stack) -> None:
+    """Mixpanel's raw events are partitioned by day: the first run, asked for as the nightly schedule asks, lands
+    every day (the UI shows each one landed); `cdp launch --days` runs again the days it names and no other."""
+
+    def days_landed(run_id: str) -> set[str]:
+        found = running.graphql(RUN_PARTITIONS_QUERY, {"id": run_id})["runOrError"]
+        return {m["partition"] for m in found["assetMaterializations"] if m["assetKey"]["path"] == events.path}
+
+    events = AssetKey(["raw", "mixpanel_events"])
+    every_day = defs.resolve_asset_graph().get(events).partitions_def.get_partition_keys(current_time=datetime.now(UTC))
+    [first] = [run["runId"] for run in running.runs() if run["jobName"] == "nightly_pipeline"]  # make run's
+    assert running.wait_for(first) == "SUCCESS"
+    assert days_landed(first) == set(every_day)
+
+    today = datetime.now(UTC).date()
+    chosen = [(today - timedelta(days=back)).isoformat() for back in (9, 8, 7)]
+    launched = queued_run_id(running.cdp("launch", "--assets", "raw/mixpanel_events", "--days",
+                                         f"{chosen[0]}..{chosen[-1]}"))  # fmt: skip
+    assert running.wait_for(launched) == "SUCCESS"
+    assert days_landed(launched) == set(chosen)
+    refused = running.cdp("launch", "--assets", "raw/mixpanel_events", "--days", f"{chosen[-1]}..{chosen[0]}")
+    assert refused.returncode == 2 and "the first day is after the last" in refused.stderr
 
 
 def test_commands_that_write_the_warehouse_run_as_queued_jobs(running: Stack) -> None:
