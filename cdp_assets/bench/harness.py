@@ -145,6 +145,8 @@ def _keep(data: Path, results: dict[str, Any]) -> None:
 
 
 def _stage(stage: str, data: Path, people: int, env: dict[str, str], profile: bool) -> dict[str, Any]:
+    """One stage in a process of its own (under pyinstrument with `profile`), so its peak memory is its own: the
+    figures it wrote, with its wall time and that peak as the kernel counted it."""
     print(f"bench: {stage} ...", flush=True)
     command = [sys.executable, "-m", "cdp_assets.bench.stages", stage, "--data", str(data), "--people", str(people)]
     if profile:
@@ -179,6 +181,8 @@ def _paces(scale: int) -> dict[str, str]:
 
 
 def _world_people(folder: Path) -> int | None:
+    """The people of the world built in `folder` (None if none was finished there): a run for another size builds
+    its world again."""
     if not (folder / "world.db").exists():
         return None
     store = WorldStore(folder)

@@ -51,10 +51,11 @@ FOLDER = Path(__file__).parent
 
 
 def fingerprint(name: str) -> str:
-    """What makes the view `name`: its SQL and code, how views are built and their parameters, and the glossary."""
+    """What makes the view `name`: its SQL and code, how views are built, their policy (its loader and its
+    parameters) and the glossary."""
     return changes.code_fingerprint(
         [FOLDER / "sql" / f"{name}.sql", *(FOLDER / path for path in FOLLOWING[name].code), Path(__file__),
-         FOLDER / "build.py", FOLDER / "policy.yaml", glossary.MACROS, Path(glossary.__file__)],
+         FOLDER / "build.py", FOLDER / "policy.py", FOLDER / "policy.yaml", glossary.MACROS, Path(glossary.__file__)],
         f"duckdb {duckdb.__version__}",
     )
 
