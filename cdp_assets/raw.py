@@ -26,6 +26,8 @@ from resources.hubspot import ASSOCIATION_BATCH, HubSpotResource
 from resources.source import Cursor, Page, SourceResource, StreamSpec, read_ahead
 
 OWNER = "team:data-platform"
+# A pull's materialisation says whether it read its source (what the schedules' days of events go by).
+SOURCE_STATUS, SOURCE_FAILED = "source_status", "failed"
 
 # A source failing while it is read: its API down past the client's retries, refusing the credentials, a
 # connection lost mid-body. The pull stops and its step still completes, so the rest of the run goes on with the
@@ -83,7 +85,7 @@ def build_raw_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         with context.resources.warehouse.get_connection() as conn:
             landing.setup(conn, table)
             state = landing.read_state(conn, table)
-            if days and context.has_partition_key_range:  # the run's days decide, whatever the cursor says
+            if days and (context.has_partition_key or context.has_partition_key_range):  # the run's days decide
                 window = context.partition_time_window
                 first, last = window.start.date(), window.end.date() - timedelta(days=1)
                 full = first <= days.start.date() and last >= datetime.now(UTC).date()  # every day there is
@@ -147,7 +149,7 @@ def _pull_metadata(result: landing.LandingResult, failure: Exception | None) -> 
     exactly when a source fails. A failed pull's counts are those up to the failure: the batches it landed stay,
     and the next pull resumes after them."""
     metadata: dict[str, object] = {
-        "source_status": "read" if failure is None else "failed",
+        SOURCE_STATUS: "read" if failure is None else SOURCE_FAILED,
         "rows_fetched": result.rows_fetched,
         "rows_new": result.rows_new,
         "duplicates_in_pages": result.duplicates_in_pages,

@@ -23,12 +23,14 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from cdp_assets.raw import SOURCE_FAILED, SOURCE_STATUS
 from resources import COMPACTION_DEFERRED, COMPACTION_TAG
 from resources.source import LATE_DAYS
 
 # The streams exported by day, by their raw asset: each run of the schedules names the days it exports.
 EventDays = Mapping[AssetKey, DailyPartitionsDefinition]
 
+RECENT_RUNS = 200  # materialisations read past a night's every day: a day's hourly runs, and backfills
 HOURLY_CRON = "5 * * * *"
 NIGHTLY_CRON = "30 2 * * *"
 TIMEZONE = "UTC"
@@ -68,23 +70,40 @@ def build_jobs(
 def days_to_read(
     days: DailyPartitionsDefinition, landed: Collection[str], now: datetime, every_day: bool
 ) -> PartitionKeyRange:
-    """The days a run exports, through today: every day for the nightly run; for the hourly one, from the newest day
-    landed (the first day, when none has) or the late window's first day, whichever is earlier, so a schedule
-    that stopped for a while catches up on the days it missed."""
+    """The days a run exports, through today: every day for the nightly run; for the hourly one, from the first day
+    not landed or the late window before the newest day landed (what a cursor resumes from), whichever is earlier,
+    so a schedule that stopped, or a pull that failed, catches up on the days it missed."""
     keys = days.get_partition_keys(current_time=now)
-    late = keys[max(0, len(keys) - 1 - LATE_DAYS)]
-    start = keys[0] if every_day or not landed else min(late, max(landed))
-    return PartitionKeyRange(start, keys[-1])
+    if every_day or not landed:
+        return PartitionKeyRange(keys[0], keys[-1])
+    newest = max((n for n, key in enumerate(keys) if key in landed), default=len(keys) - 1)
+    missed = next((key for key in keys if key not in landed), keys[-1])
+    return PartitionKeyRange(min(keys[max(0, newest - LATE_DAYS)], missed), keys[-1])
+
+
+def landed_days(instance: DagsterInstance, key: AssetKey, recent: int) -> set[str]:
+    """The days materialised whose latest materialisation among the `recent` newest read its source: a pull whose
+    source failed still completes its step (the run goes on with the other sources), so Dagster records its days."""
+    landed = instance.get_materialized_partitions(key)
+    seen: set[str | None] = set()
+    for record in instance.fetch_materializations(key, limit=recent).records:
+        if record.partition_key in seen:
+            continue
+        seen.add(record.partition_key)
+        status = record.asset_materialization.metadata.get(SOURCE_STATUS) if record.asset_materialization else None
+        if status is not None and status.value == SOURCE_FAILED:
+            landed.discard(record.partition_key)
+    return landed
 
 
 def days_tags(event_days: EventDays, now: datetime, instance: DagsterInstance | None = None) -> dict[str, str]:
     """The tags that make a run export a range of days (in one step: `BackfillPolicy.single_run`): every day
-    without an `instance`, else from the earliest start any stream exported by day needs by what it records as
-    landed, through today."""
-    ranges = [
-        days_to_read(days, instance.get_materialized_partitions(key) if instance else (), now, instance is None)
-        for key, days in event_days.items()
-    ]
+    without an `instance`, else the days `days_to_read` names by what the instance records as landed."""
+    ranges = []
+    for key, days in event_days.items():
+        recent = len(days.get_partition_keys(current_time=now)) + RECENT_RUNS  # a night's every day, and hours
+        landed = landed_days(instance, key, recent) if instance else set()
+        ranges.append(days_to_read(days, landed, now, instance is None))
     if not ranges:
         return {}
     start = min(chosen.start for chosen in ranges)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets
+from cdp_assets.raw import SOURCE_FAILED, SOURCE_STATUS
 from cdp_assets.sync.specs import load as load_syncs
 from resources import (
     COMPACTION_DEFERRED,
@@ -32,7 +33,6 @@ from resources import (
     build_resources,
 )
 from resources.mixpanel import first_day
-from resources.source import LATE_DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,27 +60,39 @@ def test_both_schedules_run_by_default() -> None:
 
 
 def test_schedules_name_the_days_of_events_each_run_exports() -> None:
-    """Mixpanel's raw events are partitioned by day. The nightly run exports every day; the hourly one the days
-    from the newest landed (every day while none has), or from the late window's first day if that is earlier."""
+    """Mixpanel's raw events are partitioned by day. The nightly run exports every day; the hourly one from the
+    first day not landed (a day whose latest pull failed is not landed) or the late window before the newest day
+    landed, whichever is earlier."""
     events = AssetKey(["raw", "mixpanel_events"])
     days = defs.resolve_asset_graph().get(events).partitions_def
     assert isinstance(days, DailyPartitionsDefinition) and days.start.date().isoformat() == first_day()
     schedules = {schedule.name: schedule for schedule in defs.schedules or []}
     at = datetime(2026, 3, 10, 2, 30, tzinfo=UTC)
+    keys = days.get_partition_keys(current_time=at)
 
     def window(name: str, instance: DagsterInstance) -> tuple[str, str]:
         context = build_schedule_context(instance=instance, scheduled_execution_time=at)
         [request] = schedules[f"{name}_schedule"].evaluate_tick(context).run_requests
         return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
 
+    def land(first: str, last: str, status: str = "read") -> None:
+        for key in keys[keys.index(first): keys.index(last) + 1]:
+            instance.report_runless_asset_event(AssetMaterialization(events, partition=key,
+                                                                     metadata={SOURCE_STATUS: status}))  # fmt: skip
+
     with DagsterInstance.local_temp() as instance:
         every_day = (first_day(), "2026-03-10")
         assert window("nightly_pipeline", instance) == window("hourly_pipeline", instance) == every_day
-        instance.report_runless_asset_event(AssetMaterialization(events, partition="2026-02-20"))
-        assert window("hourly_pipeline", instance) == ("2026-02-20", "2026-03-10")  # caught up from where it stopped
-        instance.report_runless_asset_event(AssetMaterialization(events, partition="2026-03-10"))
-        late = (at.date() - timedelta(days=LATE_DAYS)).isoformat()
-        assert window("hourly_pipeline", instance) == (late, "2026-03-10")
+        land("2026-02-01", "2026-02-03")  # a backfill of a few days: the days before them were never read
+        assert window("hourly_pipeline", instance) == every_day
+        land(keys[0], "2026-02-20")
+        assert window("hourly_pipeline", instance) == ("2026-02-19", "2026-03-10")  # a stopped schedule catches up
+        land("2026-02-21", "2026-03-10")
+        assert window("hourly_pipeline", instance) == ("2026-03-09", "2026-03-10")  # the late window, yesterday
+        land("2026-03-04", "2026-03-05", SOURCE_FAILED)  # the source failed during that pull
+        assert window("hourly_pipeline", instance) == ("2026-03-04", "2026-03-10")
+        land("2026-03-04", "2026-03-10")
+        assert window("hourly_pipeline", instance) == ("2026-03-09", "2026-03-10")
         assert window("nightly_pipeline", instance) == every_day
 
 

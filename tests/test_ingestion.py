@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterEventType, PartitionKeyRange
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from cdp_assets.raw import days_of_streams
 from resources import DESTINATIONS, SOURCES, build_resources, pacing_variable
@@ -237,14 +241,15 @@ def _events_by_day(world: Path) -> dict[date, set[str]]:
 
 
 def test_events_land_by_day_partition(pipeline: Pipeline, world: Path) -> None:
-    """Mixpanel's raw events are partitioned by day: a run over some days (a backfill) exports those days and
-    marks them landed, leaving the cursor where it was; the hourly schedule's window starts at the newest day
-    landed; the nightly's every day lands the rest, each event once, and moves the cursor to the late window."""
+    """Mixpanel's raw events are partitioned by day: a run over some days (a backfill) or one day exports those
+    days and marks them landed, leaving the cursor where it was; the nightly's every day lands the rest, each event
+    once, and moves the cursor to the late window."""
     key = AssetKey(["raw", "mixpanel_events"])
     by_day = _events_by_day(world)
     busy = sorted(by_day, key=lambda day: len(by_day[day]))[-3:]  # three days that have events, apart or not
     first, last = min(busy), max(busy)
     chosen = {day for day in by_day if first <= day <= last}
+    single = max((day for day in by_day if day not in chosen), key=lambda day: len(by_day[day]))
     landed_ids = f"SELECT {MIXPANEL_INSERT_ID} FROM raw.mixpanel_events r"
     days = days_of_streams()[key]
 
@@ -256,12 +261,13 @@ def test_events_land_by_day_partition(pipeline: Pipeline, world: Path) -> None:
     assert pipeline.instance.get_materialized_partitions(key) == set(span)
     assert pipeline.query("SELECT cursor FROM raw._stream_state WHERE stream = 'raw.mixpanel_events'") == [(None,)]
 
+    one_day = pipeline.run(selection=["raw/mixpanel_events"], tags={PARTITION_NAME_TAG: single.isoformat()})
+    assert one_day.success
+    assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*(by_day[day] for day in {*chosen, single}))
+    assert pipeline.instance.get_materialized_partitions(key) == {*span, single.isoformat()}
+
     now = datetime.now(UTC)
     today = now.date()
-    hourly = days_tags({key: days}, now, pipeline.instance)
-    assert hourly[ASSET_PARTITION_RANGE_START_TAG] == min(last, today - timedelta(days=LATE_DAYS)).isoformat()
-    assert hourly[ASSET_PARTITION_RANGE_END_TAG] == today.isoformat()
-
     nightly = pipeline.run(selection=["raw/mixpanel_events"], tags=days_tags({key: days}, now))
     assert nightly.success and nightly.metadata["raw/mixpanel_events"]["full_pull"]
     assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*by_day.values())

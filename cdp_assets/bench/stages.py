@@ -58,7 +58,8 @@ def sync(data: Path, people: int) -> Figures:
 
 
 def hourly(data: Path, people: int) -> Figures:
-    """The hourly job, as its schedule runs it: incremental pulls through views and syncs."""
+    """The hourly job: incremental pulls through views and syncs. Its events follow their cursor (from yesterday) rather
+    than name days, as each stage's instance is new; the schedule's days would be the same two."""
     from cdp_assets.definitions import defs
 
     instance = DagsterInstance.ephemeral()
