@@ -367,7 +367,13 @@ class StandInService(BaseHTTPRequestHandler):
 @contextmanager
 def stand_in(answer: Callable[[str, Any], tuple[int, Any]]) -> Iterator[str]:
     """The base URL of a `StandInService` answering with `answer`, on loopback, for the block's duration."""
-    handler = type("Answering", (StandInService,), {"answer": staticmethod(answer)})
+    with serving(type("Answering", (StandInService,), {"answer": staticmethod(answer)})) as url:
+        yield url
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """The base URL of an HTTP server on loopback answering with `handler`, for the block's duration."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -4,10 +4,9 @@ connector talks HTTP to a stand-in that records the query of every export call a
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from resources.mixpanel import EXPORT_PATH, STREAMS, WINDOW_DAYS, MixpanelResource
 from resources.source import LATE_DAYS
+from tests.conftest import serving
 
 
 class RecordingExport(BaseHTTPRequestHandler):
@@ -39,13 +39,8 @@ class RecordingExport(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def export_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingExport)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(RecordingExport) as url:
+        yield url
 
 
 TODAY = datetime.now(UTC).date()
