@@ -30,9 +30,6 @@ PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
 graph_asset = build_graph_asset()
-# The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw, the
-# identity graph counts its matcher's basis again.
-refreshable = [*raw_assets, *staging_assets, graph_asset]
 
 
 def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, dict[str, object]]:
@@ -53,6 +50,9 @@ replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_asse
 scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
 sync_assets = build_sync_assets(upstream, replay_checks)
+# The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw, the
+# identity graph counts its matcher's basis again, a sync plans from every row of its view.
+refreshable = [*raw_assets, *staging_assets, graph_asset, *sync_assets]
 # What the nightly path alone builds: the scorecard, the executive views, syncs scheduled nightly, the identity
 # graph's comparison with a rebuild from scratch and the staging replays' with the incremental builds.
 nightly_views = [view_key(v.name) for v in load_policy().views.values() if v.team.refresh == "nightly"]

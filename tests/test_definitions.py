@@ -22,7 +22,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets
+from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets, sync_assets
 from cdp_assets.raw import SOURCE_FAILED, SOURCE_STATUS
 from cdp_assets.sync.specs import load as load_syncs
 from resources import (
@@ -105,12 +105,13 @@ def test_sensors_run_by_default_and_the_privacy_one_starts_the_privacy_job() -> 
 
 
 def test_nightly_job_re_pulls_every_source_in_full() -> None:
-    """And replays staging from raw, and rebases the identity graph's matcher (identity/basis.py)."""
+    """And replays staging from raw, rebases the identity graph's matcher (identity/basis.py) and plans every sync
+    from every row of its view."""
     [nightly] = [schedule for schedule in defs.schedules or [] if schedule.job_name == "nightly_pipeline"]
     [request] = nightly.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime.now(UTC))).run_requests
     config = request.run_config  # the job holds partitioned assets: its run config travels with the request
     full = {name for name, op in config["ops"].items() if op["config"]["full_refresh"]}
-    assert full == {asset.op.name for asset in [*raw_assets, *staging_assets, graph_asset]}
+    assert full == {asset.op.name for asset in [*raw_assets, *staging_assets, graph_asset, *sync_assets]}
 
 
 def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:

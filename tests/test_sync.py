@@ -23,9 +23,11 @@ import pytest
 import yaml
 from dagster import AssetCheckKey, AssetKey, AssetSelection
 
-from cdp_assets import stack
+from cdp_assets import changes, stack
+from cdp_assets.identity import resolution
 from cdp_assets.sync.specs import load as load_syncs
 from cdp_assets.sync.specs import parse
+from cdp_assets.views import following
 from resources.destinations.meta import email_hash, phone_hash
 from sandbox.clock import zendesk_time
 from sandbox.store import Record, WorldStore
@@ -42,8 +44,9 @@ def sent(outcome: RunOutcome, sync: str) -> dict[str, Any]:
 
 
 def assert_nothing_left_to_send(env: Env) -> None:
-    """A dry run of every sync finds the destination acknowledged exactly what the views hold."""
-    plans = env.sync(dry_run=True)
+    """A dry run of every sync, planned from every row of its view, finds the destination acknowledged exactly what
+    the views hold."""
+    plans = env.sync(dry_run=True, full_refresh=True)
     for name in SYNCS:
         meta = sent(plans, name)
         assert (meta["added"], meta["changed"], meta["removed"], meta["requests"]) == (0, 0, 0, 0), (name, meta)
@@ -194,6 +197,77 @@ def test_a_changed_trait_is_planned_then_sent_as_exactly_that_row(start: Callabl
     assert_in_step(env)
 
 
+def refuse_advertising(env: Env, user_id: str) -> None:
+    """The person of the product login `user_id` turns advertising off in the product's consent banner."""
+    now = int(time.time()) - 1
+    insert_id = secrets.token_hex(10)
+    properties = {"time": now, "distinct_id": user_id, "$user_id": user_id, "$insert_id": insert_id,
+                  "mp_processing_time_ms": now * 1000, "analytics": True, "advertising": False}  # fmt: skip
+    event = {"event": "Consent updated", "properties": properties}
+    WorldStore(env.world).upsert([Record("mixpanel.events", insert_id, now, now * 1000, event)])
+
+
+def take_an_address(env: Env) -> None:
+    """A support user takes the address of a person synced to the CRM: the address's row, and its key, move to
+    another profile (or the two profiles merge)."""
+    [(user_id, email)] = env.pipeline.query("""
+        SELECT u.record_id, c.email FROM identity.record_profiles u
+        JOIN views.customer_360 c ON c.profile_id <> u.profile_id AND c.crm_contact_id IS NOT NULL
+        JOIN staging.zendesk__users z ON z.user_id = u.record_id AND NOT z.is_deleted
+        WHERE u.stream = 'zendesk.users' ORDER BY hash(u.record_id), hash(c.profile_id) LIMIT 1""")
+    store = WorldStore(env.world)
+    user = store.get("zendesk.users", user_id)
+    now = time.time()
+    user.payload.update(email=email, updated_at=zendesk_time(int(now)))
+    store.upsert([Record(user.stream, user.id, user.created, int(now * 1000), user.payload)])
+
+
+def test_syncs_follow_their_views_and_send_what_a_plan_of_every_row_would(start: Callable[..., Env]) -> None:
+    """After a sync's first run, each run plans from the profiles its view logged since: it reads a small part of
+    the view, sends what a plan of every row would (a dry run of every row then finds nothing left to send) and
+    counts the whole model, through a tick of the world, a support user taking another person's address and a
+    refusal of advertising."""
+    env = start()
+    first = env.sync()
+    assert not any(sent(first, name)["followed_changes"] for name in SYNCS)
+    # The pull after a first sync reads back every CRM contact and support user it wrote, with new change times, and
+    # the profiles holding them are made again: that run reads most rows, and the rounds below far fewer.
+    assert env.pipeline.run().success
+    members = env.state("meta_retargeting")
+    [(user_id,)] = env.pipeline.query("SELECT product_user_id FROM identity.person_profiles WHERE product_user_id"
+                                      " IS NOT NULL AND list_contains($members, profile_id) ORDER BY profile_id"
+                                      " LIMIT 1", {"members": list(members)})  # fmt: skip
+    rounds: dict[str, Callable[[], object]] = {
+        "a tick of the world": lambda: env.sandbox.control("tick", "POST", changes=10),
+        "a support user taking another person's address": lambda: take_an_address(env),
+        "a refusal of advertising": lambda: refuse_advertising(env, user_id),
+    }
+    sends = 0
+    for change, make in rounds.items():
+        make()
+        outcome = env.pipeline.run()
+        assert outcome.success, change
+        whole = env.sync(dry_run=True, full_refresh=True)
+        for name in SYNCS:
+            meta, planned = sent(outcome, name), sent(whole, name)
+            assert meta["followed_changes"] and not planned["followed_changes"], (change, name)
+            assert meta["rows_read"] < planned["rows_read"] / 2, (change, name, meta["rows_read"])
+            counts = ("rows", "invalid", "left_out")
+            assert [meta[c] for c in counts] == [planned[c] for c in counts], (change, name, meta, planned)
+            assert (planned["added"], planned["changed"], planned["removed"]) == (0, 0, 0), (change, name, planned)
+            sends += meta["added"] + meta["changed"] + meta["removed"]
+    assert sends > 0
+
+    # A sync that no longer follows (removed from syncs.yaml, say) leaves no position holding the log back.
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:
+        conn.execute(f"INSERT INTO {changes.POSITIONS} (follower, change, fingerprint, as_of)"
+                     " VALUES ('sync.retired', 0, 'any', now())")
+        conn.execute("INSERT INTO sync.model_rows VALUES ('retired', 'key', 'profile', NULL, NULL)")
+    assert env.sync("braze_users").success
+    assert env.pipeline.query(f"SELECT (SELECT count(*) FROM {changes.POSITIONS} WHERE follower = 'sync.retired'),"
+                              " (SELECT count(*) FROM sync.model_rows WHERE sync = 'retired')") == [(0, 0)]
+
+
 def test_a_person_who_leaves_an_audience_is_removed_from_meta(start: Callable[..., Env]) -> None:
     env = start()
     assert env.sync().success
@@ -203,13 +277,7 @@ def test_a_person_who_leaves_an_audience_is_removed_from_meta(start: Callable[..
         " AND list_contains($members, profile_id) ORDER BY profile_id LIMIT 1",
         {"members": list(members)},
     )
-    # The person turns advertising off in the product's consent banner.
-    now = int(time.time()) - 1
-    insert_id = secrets.token_hex(10)
-    properties = {"time": now, "distinct_id": user_id, "$user_id": user_id, "$insert_id": insert_id,
-                  "mp_processing_time_ms": now * 1000, "analytics": True, "advertising": False}  # fmt: skip
-    event = {"event": "Consent updated", "properties": properties}
-    WorldStore(env.world).upsert([Record("mixpanel.events", insert_id, now, now * 1000, event)])
+    refuse_advertising(env, user_id)
 
     outcome = env.pipeline.run()
     assert outcome.success
@@ -285,9 +353,10 @@ def test_rejected_rows_are_kept_with_reasons_and_taken_once_the_cause_is_fixed(s
                 "zendesk_user_fields": {"cdp_subscription_status": allowed}}  # fmt: skip
     env.sandbox.control("config", "PATCH", json={"accounts": narrowed})
 
-    for attempt in range(2):  # refused rows are sent again on the next run, and refused again
+    for attempt in range(2):  # refused rows are sent again on the next run (planned from their keys), refused again
         outcome = env.sync("hubspot_contacts", "zendesk_users")
         hubspot, zendesk = sent(outcome, "hubspot_contacts"), sent(outcome, "zendesk_users")
+        assert hubspot["followed_changes"] == zendesk["followed_changes"] == (attempt == 1)
         assert hubspot["rejected"] == hubspot_rows and zendesk["rejected"] == zendesk_rows, attempt
         assert hubspot["splits"] > 0 and zendesk["splits"] == 0  # HubSpot refuses whole batches; Zendesk per user
         assert hubspot["status"] == zendesk["status"] == "partially_failed"
@@ -304,6 +373,7 @@ def test_rejected_rows_are_kept_with_reasons_and_taken_once_the_cause_is_fixed(s
         "hubspot_contact_properties": {"cdp_subscription_status": [*allowed, refused_status]},
         "zendesk_user_fields": {"cdp_subscription_status": [*allowed, refused_status]}}})  # fmt: skip
     fixed = env.sync("hubspot_contacts", "zendesk_users")
+    assert sent(fixed, "hubspot_contacts")["followed_changes"] and sent(fixed, "zendesk_users")["followed_changes"]
     assert sent(fixed, "hubspot_contacts")["acknowledged"] == hubspot_rows
     assert sent(fixed, "zendesk_users")["acknowledged"] == zendesk_rows
     assert env.pipeline.query("SELECT count(*) FROM sync.rejections WHERE resolved_at IS NULL") == [(0,)]
@@ -335,6 +405,7 @@ def test_the_deletion_guard_stops_a_run_that_would_wipe_the_audience(start: Call
     assert len(members) > 5
     with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # a broken build empties the audience
         conn.execute("DELETE FROM views.marketing_audiences WHERE audience = 'retargeting'")
+        changes.log(conn, following.logged_as("marketing_audiences"), None)  # as its whole build logs itself
 
     stopped = env.sync("meta_retargeting", raise_on_error=False)
     assert not stopped.success
@@ -367,11 +438,17 @@ def test_the_circuit_breaker_holds_syncs_while_identity_or_a_blocking_check_look
     assert set(rows) == {"hubspot_contacts"}  # Braze reads another view, whose checks passed
     assert "upstream check failed: views/customer_360:policy_columns" in rows["hubspot_contacts"]
 
-    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # the column goes; a profile swells instead
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # the column goes
         conn.execute("ALTER TABLE views.customer_360 DROP COLUMN national_id")
+    assert env.pipeline.run(selection=AssetSelection.checks(check)).success
+    # The held run sent nothing of what it planned, so the next plans from every row, not from the view's log.
+    resumed = sent(env.sync("hubspot_contacts"), "hubspot_contacts")
+    assert (resumed["status"], resumed["followed_changes"], resumed["requests"]) == ("succeeded", False, 0)
+    assert sent(env.sync("hubspot_contacts"), "hubspot_contacts")["followed_changes"]  # settled: it follows again
+
+    with duckdb.connect(str(env.pipeline.warehouse)) as conn:  # a profile swells instead
         conn.execute("UPDATE identity.person_profiles SET records = 1000 WHERE profile_id = (SELECT min(profile_id)"
                      " FROM identity.person_profiles)")  # fmt: skip
-    assert env.pipeline.run(selection=AssetSelection.checks(check)).success
     assert not env.sync("braze_users", raise_on_error=False).success
     assert last_message(env, "braze_users") == "the largest profile holds 1,000 records, more than 150"
 
@@ -402,6 +479,12 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
     with duckdb.connect(str(env.pipeline.warehouse)) as conn:
         owner = conn.execute("SELECT profile_id FROM identity.identifier_profiles WHERE id_type = 'email' "
                              "AND value = $a AND NOT shared", {"a": first}).fetchall()  # fmt: skip
+        conn.execute("CREATE TEMP TABLE _edited AS SELECT profile_id FROM views.customer_360"
+                     " WHERE list_contains($edited, email)",
+                     {"edited": [second, third, fourth, fifth]})
+        conn.execute("CREATE TEMP TABLE _regrouped AS SELECT profile_id FROM views.customer_360"
+                     " WHERE list_contains($moved, email)",
+                     {"moved": [sixth, seventh]})
         # A profile keyed by an address identity placed in another profile (a refused link leaves a record there).
         conn.execute("UPDATE views.customer_360 SET email = $a, mrr_cents = mrr_cents + 100 WHERE email = $b",
                      {"a": first, "b": second})  # fmt: skip
@@ -414,8 +497,14 @@ def test_rows_without_a_key_of_their_own_are_caught_before_sending(start: Callab
         # An address judged shared since it was sent: left out, and the destination's record is not removed.
         conn.execute("INSERT INTO identity.shared_values (id_type, value, reason) VALUES ('email', $s, 'role mailbox')",
                      {"s": seventh})  # fmt: skip
+        # Logged as the view's build and the graph's would log them, so that the sync follows these changes alone.
+        conn.begin()
+        changes.log(conn, following.logged_as("customer_360"), "SELECT profile_id AS key, NULL AS before FROM _edited")
+        changes.log(conn, resolution.PRODUCER, "SELECT profile_id AS key, NULL AS before FROM _regrouped")
+        conn.commit()
     outcome = env.sync("hubspot_contacts")
     meta = sent(outcome, "hubspot_contacts")
+    assert meta["followed_changes"] and meta["rows_read"] < meta["rows"] / 2, meta
     assert (meta["invalid"], meta["left_out"] - before["left_out"], meta["requests"], meta["status"]) == (
         3, 2, 0, "succeeded")  # fmt: skip
     reasons = env.pipeline.query("SELECT key, reason FROM sync.invalid_rows WHERE run_id = $r ORDER BY ALL",
@@ -471,3 +560,22 @@ def test_a_sync_key_type_must_be_an_identifier_type_on_a_view_with_profiles() ->
     no_profiles["syncs"]["hubspot_contacts"].update(view="account_360", key="domain", purpose=None, tracks=[])
     with pytest.raises(ValueError, match="a consent purpose or a key_type needs a profile_id column"):
         parse(no_profiles, modes)
+
+
+@pytest.mark.parametrize(("part", "expression"), [
+    ("where", "crm_contact_id IS NOT NULL AND as_of > now() - INTERVAL 1 DAY"),
+    ("fields", "date_diff('day', last_product_at, current_date)"),
+    ("fields", "(SELECT max(plan) FROM views.account_360)"),
+])
+def test_a_sync_maps_its_views_row_alone(part: str, expression: str) -> None:
+    """Not the clock, not another table: a sync following its view's log would otherwise miss what changes them."""
+    from resources import DESTINATIONS
+
+    stated = yaml.safe_load(SYNCS_FILE.read_text())
+    spec = stated["syncs"]["hubspot_contacts"]
+    if part == "where":
+        spec["where"] = expression
+    else:
+        spec["fields"]["cdp_days_quiet"] = expression
+    with pytest.raises(ValueError, match=r"reads the clock or another table"):
+        parse(stated, {name: cls.modes for name, cls in DESTINATIONS.items()})

@@ -72,6 +72,7 @@ CONSENT_KEY = AssetKey(["privacy", "consent"])
 ADDRESSES_KEY = AssetKey(["identity", "email_addresses"])
 BASES = ("opt_in", "opt_out")
 READS = (("klaviyo", "profiles"), ("hubspot", "contacts"), ("mixpanel", "events"))
+SUBJECT_TYPES = ("user_id", "device_id")  # a product statement's subject: a login or device that may be shared
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,10 @@ def read_quarantined(conn: duckdb.DuckDBPyConnection) -> None:
     """What the ledger reads beside staging: `_held__<source>__<entity>`, the quarantined records of each stream it
     reads, typed by staging's own reader (a field that can be read is read; the field at fault is NULL);
     `_payload_identifiers`, the person identifiers their payloads carry, read and normalised as privacy requests
-    read them (`paths.identify`); and `_subject_crossings`, the values records of several profiles carry (the one
-    rule of shared values, `shared_values.sql`)."""
+    read them (`paths.identify`); and `_subject_crossings`, the logins and devices records of several profiles carry
+    (the one rule of shared values, `shared_values.sql`), the only values the ledger asks that of."""
     conn.execute(subject.SETUP_SQL)
-    subject.shared_values(conn)
+    subject.shared_values(conn, SUBJECT_TYPES)
     rules = identity_rules.load()
     for source, entity in READS:
         stream = next(s for s in SOURCES[source].streams.values() if s.entity == entity)
@@ -141,7 +142,8 @@ def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | 
     consent, or the whole ledger on its first build. Returns how many profiles changed (None: written whole)."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
     read_quarantined(conn)
-    conn.execute((SQL / "consent_ledger.sql").read_text(), rules.ledger_params())
+    conn.execute((SQL / "consent_ledger.sql").read_text(),
+                 {**rules.ledger_params(), "subject_types": list(SUBJECT_TYPES)})
     # Written by difference onto a ledger of the same columns; whole when there is none (or its columns changed).
     kept = has_tables(conn, *LEDGER.split(".")) and columns(conn, LEDGER) == columns(conn, "_consent_ledger")
     with transaction(conn):

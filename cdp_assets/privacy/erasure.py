@@ -128,6 +128,7 @@ OTHER_TARGETS = (
     Target("sync.rejections", KEYS),
     Target("sync.invalid_rows", KEYS),
     Target("sync.left_out_rows", KEYS),
+    Target("sync.model_rows", f"{KEYS} OR {PROFILE}"),
 )
 EXEMPT: dict[str, str] = {
     "raw._stream_state": "each stream's cursor: a position in the source's listing",

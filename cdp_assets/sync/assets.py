@@ -43,6 +43,11 @@ class SyncRunConfig(Config):
     override_circuit_breaker: bool = Field(
         default=False, description="Send even though the circuit breaker holds (after checking the identity layer)."
     )
+    full_refresh: bool = Field(
+        default=False,
+        description="Plan from every row of the view, not only the profiles it logged since the last settled run "
+        "(the nightly run does).",
+    )
 
 
 WARN = AssetCheckSeverity.WARN
@@ -74,7 +79,8 @@ def description(spec: SyncSpec) -> str:
     consent = f" Only people who allow {spec.purpose}." if spec.purpose else ""
     return (
         f"{spec.description} `views.{spec.view}` to {spec.destination} ({spec.mode}, keyed by `{spec.key}`)."
-        f"{consent} Sends only what changed since the destination last acknowledged it; runs are logged in "
+        f"{consent} Sends only what changed since the destination last acknowledged it, reading only the rows of "
+        "the profiles the view logged as made since the last run when the view logs them; runs are logged in "
         "`sync.runs`, refused rows in `sync.rejections`. Defined in `cdp_assets/sync/syncs.yaml`."
     )
 
@@ -145,6 +151,7 @@ def run_sync(
     ledger.open_run(conn, run)
     try:
         if not config.dry_run:  # a dry run sends nothing and moves no state
+            plan.retire(conn, rules.syncs.values())
             recovered = recovery.recover(conn, spec.name, run.run_id, target)
             if recovered.batches or recovered.interrupted:
                 context.log.info(
@@ -154,9 +161,11 @@ def run_sync(
                 )
         identity = breaker.measure(conn)
         run.profiles, run.largest_profile_records = identity.profiles, identity.largest_profile_records
-        planned = plan.prepare(conn, spec)
+        position = plan.follow(conn, spec, run.run_id, config.full_refresh)
+        run.followed = position is not None and position.whole is None
+        planned = plan.prepare(conn, spec, position)
         run.model_rows, run.invalid, run.unchanged = planned.rows, planned.invalid, planned.unchanged
-        run.left_out = planned.left_out
+        run.left_out, run.rows_read = planned.left_out, planned.read
         run.added, run.changed, run.removed = planned.added, planned.changed, planned.removed
         ledger.record_invalid(conn, spec.name, run.run_id)
         if config.dry_run:
@@ -181,6 +190,8 @@ def run_sync(
             raise Failure(f"{spec.name}: deletion guard: {run.message}", metadata=_metadata(run))
         send(conn, run, spec, target)
         run.status = "partially_failed" if run.rejected else "succeeded"
+        if position is not None:
+            plan.keep(conn, spec, position)
         return run
     except Failure:
         raise
@@ -221,6 +232,8 @@ def _metadata(run: ledger.RunRecord) -> dict[str, object]:
         "unchanged": run.unchanged or 0,
         "invalid": run.invalid or 0,
         "left_out": run.left_out or 0,
+        "followed_changes": bool(run.followed),
+        "rows_read": run.rows_read or 0,
         "acknowledged": run.acknowledged,
         "rejected": run.rejected,
         "requests": run.requests,

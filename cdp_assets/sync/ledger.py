@@ -66,11 +66,15 @@ UPDATE sync.runs SET status = 'interrupted', finished_at = now(), message = $mes
     rejected = (SELECT count(*) FROM sync.rejections j WHERE j.sync = runs.sync AND j.run_id = runs.run_id)
 WHERE sync = $sync AND status = 'in_progress' AND run_id <> $run_id
 """
+# Of the whole model (plan.py's _sync_model), whether the plan read every row or followed the view's changes.
 INVALID_SQL = """
 INSERT INTO sync.invalid_rows
-SELECT $sync, $run_id, key, invalid_reason, now() FROM _sync_rows WHERE invalid_reason IS NOT NULL
+SELECT $sync, $run_id, key, invalid_reason, now() FROM _sync_model WHERE invalid_reason IS NOT NULL
 """
-LEFT_OUT_SQL = "INSERT INTO sync.left_out_rows SELECT $sync, $run_id, key, reason, now() FROM _sync_left_out"
+LEFT_OUT_SQL = """
+INSERT INTO sync.left_out_rows
+SELECT $sync, $run_id, key, left_out_reason, now() FROM _sync_model WHERE left_out_reason IS NOT NULL
+"""
 
 
 @dataclass
@@ -101,6 +105,8 @@ class RunRecord:
     profiles: int | None = None
     largest_profile_records: int | None = None
     message: str | None = None
+    followed: bool | None = None  # planned from the view's logged changes, not every row
+    rows_read: int | None = None  # rows of the view the plan read
 
 
 def intend(

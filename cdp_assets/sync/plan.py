@@ -4,18 +4,34 @@ The model is built in DuckDB from the sync's spec: the key, a JSON object of the
 fields (destination field names are parameters; values are view columns or trusted
 expressions over them), the rows the spec's condition and consent purpose admit, and a
 checksum of the mapped fields only, so a column the sync does not send never causes a send.
+
+A sync of a view that logs the profiles it made (views/following.py) follows that log (cdp_assets/changes.py): its
+plan reads only the rows of the profiles the view, the identity graph (whose shared and placed values decide which
+rows are left out) or consent logged since its last settled run, and every other row holding a key those rows hold
+or held (a key two rows hold is invalid in both), against the state of those keys alone. What the rest of the model
+was, each row's key, profile and why it was not sent, `sync.model_rows` keeps from the runs before, so the plan's
+counts and its invalid and left-out rows are the whole model's; the keys a destination still refuses are read again
+every run. A plan is whole on a sync's first run, when its spec or this code changed, when the view was rewritten
+whole, when the sync's last run ended before settling all it planned (it failed, was held, aborted or interrupted:
+the state of keys outside the log may differ from the model), with `full_refresh` (the nightly run) and for
+`cdp sync plan`, which reads the warehouse read-only. A sync's expressions read only its view's row (specs.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from cdp_assets import changes
+from cdp_assets.identity import resolution
+from cdp_assets.privacy import consent
 from cdp_assets.sync.specs import SyncSpec
+from cdp_assets.views import following
 
 SQL = Path(__file__).parent / "sql"
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -25,8 +41,48 @@ CREATE OR REPLACE TEMP TABLE _sync_source AS
 SELECT CAST({key} AS VARCHAR) AS key, json_object({fields})::VARCHAR AS payload, {missing} AS missing,
        {tracked} AS tracked, {shared} AS shared, {held_by} AS held_by, {profile} AS profile_id
 FROM {view} AS _view_row
-WHERE ({where}){consent}
+WHERE ({where}){consent}{scope}
 """
+PROFILES = "_sync_profiles"  # TEMP (profile_id): the profiles a following plan reads the rows of
+KEYS = "_sync_keys"  # TEMP (key): the keys a following plan reads the rows and state of
+# A following plan's keys: those its profiles' rows hold now, those they held in the model of the last run, and those
+# a destination still refuses (their state never moved: sent again every run until taken).
+KEYS_SQL = """
+CREATE OR REPLACE TEMP TABLE {keys} AS
+SELECT CAST({key} AS VARCHAR) AS key FROM {view} WHERE profile_id IN (FROM {profiles})
+UNION
+SELECT key FROM sync.model_rows WHERE sync = $sync AND profile_id IN (FROM {profiles})
+UNION
+SELECT key FROM sync.rejections WHERE sync = $sync AND resolved_at IS NULL"""
+SCOPE_SQL = " AND (_view_row.profile_id IN (FROM {profiles}) OR CAST(_view_row.{key} AS VARCHAR) IN (FROM {keys}))"
+IN_SCOPE = f"(profile_id IN (FROM {PROFILES}) OR key IN (FROM {KEYS}))"
+# The whole model after this plan: the last run's rows outside the plan's scope, and the rows it read.
+MODEL_SQL = """
+CREATE OR REPLACE TEMP TABLE _sync_model AS
+SELECT key, profile_id, invalid_reason, NULL AS left_out_reason FROM _sync_rows
+UNION ALL
+SELECT key, profile_id, NULL, reason FROM _sync_left_out{kept}"""
+KEPT_MODEL_SQL = f"""
+UNION ALL
+SELECT key, profile_id, invalid_reason, left_out_reason FROM sync.model_rows
+WHERE sync = $sync AND NOT coalesce({IN_SCOPE}, false)"""
+# The model kept for the next plan, in the transaction that keeps its position.
+KEEP_MODEL_SQL = (
+    f"DELETE FROM sync.model_rows WHERE sync = $sync AND ($whole OR {IN_SCOPE})",
+    f"INSERT INTO sync.model_rows SELECT $sync, key, profile_id, invalid_reason, left_out_reason FROM _sync_model"
+    f" WHERE $whole OR {IN_SCOPE}",
+)
+# The sync's last run that could send, before this one: whether it settled all it planned, each row taken or refused
+# (a refused row's key stays in sync.rejections until taken).
+SETTLED_SQL = """
+SELECT status IN ('succeeded', 'partially_failed') FROM sync.runs
+WHERE sync = $sync AND NOT dry_run AND run_id <> $run_id ORDER BY started_at DESC LIMIT 1"""
+# The positions and models of syncs that follow no more (removed, renamed, or of a view made whole): gone, so that
+# the change log is trimmed past them.
+RETIRED_SQL = (
+    f"DELETE FROM {changes.POSITIONS} WHERE starts_with(follower, 'sync.') AND NOT list_contains($followers, follower)",
+    "DELETE FROM sync.model_rows WHERE NOT list_contains($syncs, sync)",
+)  # fmt: skip
 # For a sync with a key_type: why identity judged the key shared (a team's mailbox, a household's phone), and the
 # profile identity placed the key in when another than the row's (a record whose link to it was refused).
 SHARED_SQL = (
@@ -52,7 +108,7 @@ WHERE shared IS NOT NULL
 """
 ROWS_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_rows AS
-SELECT key, payload, md5(payload || tracked) AS checksum,
+SELECT key, profile_id, payload, md5(payload || tracked) AS checksum,
        CASE WHEN key IS NULL OR trim(key) = '' THEN 'no key'
             WHEN count(*) OVER (PARTITION BY key) > 1
                 THEN 'duplicate key, held by ' || count(*) OVER (PARTITION BY key) || ' rows'
@@ -63,13 +119,14 @@ WHERE NOT EXISTS (FROM _sync_left_out AS l WHERE l.key = s.key AND l.profile_id 
 """
 COUNTS_SQL = """
 SELECT
-    (SELECT count(*) FROM _sync_rows),
-    (SELECT count(*) FROM _sync_rows WHERE invalid_reason IS NOT NULL),
+    (SELECT count(*) FROM _sync_model WHERE left_out_reason IS NULL),
+    (SELECT count(*) FROM _sync_model WHERE invalid_reason IS NOT NULL),
     (SELECT count(*) FROM _sync_plan WHERE change = 'add'),
     (SELECT count(*) FROM _sync_plan WHERE change = 'change'),
     (SELECT count(*) FROM _sync_plan WHERE change = 'remove'),
     (SELECT count(*) FROM sync.state WHERE sync = $sync),
-    (SELECT count(*) FROM _sync_left_out)
+    (SELECT count(*) FROM _sync_model WHERE left_out_reason IS NOT NULL),
+    (SELECT count(*) FROM _sync_source)
 """
 
 
@@ -82,6 +139,7 @@ class Plan:
     removed: int  # keys the destination holds from this sync that left the model
     held: int  # keys the destination holds from this sync
     left_out: int = 0  # rows keyed by a value shared by several people or held by another profile: not sent
+    read: int = 0  # rows of the view the plan read: all, or a following plan's
 
     @property
     def unchanged(self) -> int:
@@ -96,8 +154,9 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
-    """The query filling _sync_source, and its parameters."""
+def source_sql(spec: SyncSpec, columns: set[str], follows: bool = False) -> tuple[str, dict[str, Any]]:
+    """The query filling _sync_source (with `follows`, the rows of a following plan's profiles and keys alone), and
+    its parameters."""
     value = {name: quoted(expr) if expr in columns else f"({expr})" for name, expr in spec.fields.items()}
     params: dict[str, Any] = {f"_field_{n}": name for n, name in enumerate(spec.fields)}
     fields = ", ".join(f"$_field_{n}, {value[name]}" for n, name in enumerate(spec.fields))
@@ -115,13 +174,14 @@ def source_sql(spec: SyncSpec, columns: set[str]) -> tuple[str, dict[str, Any]]:
         tracked=tracked,
         shared=SHARED_SQL.format(key=view_key) if spec.key_type else "NULL::VARCHAR",
         held_by=HELD_BY_SQL.format(key=view_key) if spec.key_type else "NULL::VARCHAR",
-        profile="_view_row.profile_id" if spec.key_type else "NULL::VARCHAR",
+        profile="_view_row.profile_id" if "profile_id" in columns else "NULL::VARCHAR",
         key=quoted(spec.key),
         fields=fields,
         missing=missing,
         view=spec.view_table,
         where=spec.where,
         consent=CONSENT_SQL if spec.purpose else "",
+        scope=SCOPE_SQL.format(profiles=PROFILES, keys=KEYS, key=quoted(spec.key)) if follows else "",
     )
     if spec.purpose:
         params["_purpose"] = spec.purpose
@@ -146,15 +206,74 @@ def setup(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute((SQL / "schema.sql").read_text())
 
 
-def prepare(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> Plan:
-    """Build the model and the plan (temp tables _sync_rows and _sync_plan) and count them."""
-    sql, params = source_sql(spec, view_columns(conn, spec))
+def retire(conn: duckdb.DuckDBPyConnection, specs: Iterable[SyncSpec]) -> None:
+    """The positions and models of syncs (of all `specs`) that no longer follow a view's log go."""
+    conn.execute(changes.SETUP_SQL)
+    syncs = [spec.name for spec in specs if spec.view in following.FOLLOWING]
+    positions, models = RETIRED_SQL
+    conn.execute(positions, {"followers": [follower(name) for name in syncs]})
+    conn.execute(models, {"syncs": syncs})
+
+
+def follower(name: str) -> str:
+    """The name the sync `name` keeps its position in the change log under."""
+    return f"sync.{name}"
+
+
+def fingerprint(spec: SyncSpec) -> str:
+    """What makes a sync's model: this module, its SQL and the spec."""
+    return changes.code_fingerprint([Path(__file__), SQL], repr(spec), f"duckdb {duckdb.__version__}")
+
+
+def follow(conn: duckdb.DuckDBPyConnection, spec: SyncSpec, run_id: str,
+           full_refresh: bool) -> changes.Position | None:
+    """Where the sync's plan stands for the run `run_id`: whole, or following the log with TEMP FOLLOWED; None for a
+    view made whole every run, which logs nothing to follow."""
+    if spec.view not in following.FOLLOWING:
+        return None
+    # The graph's region holds every profile holding a value whose shared or placed verdict it changed, and a row's
+    # key is a value of the row's own profile (its golden or help-desk address), so the rows left out for their key
+    # are among those the graph logs; consent's decisions filter the rows a purpose needs.
+    producers = [following.logged_as(spec.view), resolution.PRODUCER, consent.FOLLOWER]
+    position = changes.follow(conn, follower(spec.name), producers, fingerprint(spec), ("sync.model_rows",))
+    settled = conn.execute(SETTLED_SQL, {"sync": spec.name, "run_id": run_id}).fetchall()
+    if full_refresh:
+        return position.rebuilt("full refresh")
+    if position.whole is None and settled != [(True,)]:
+        return position.rebuilt("its last run did not settle all it planned")
+    return position
+
+
+def prepare(conn: duckdb.DuckDBPyConnection, spec: SyncSpec, position: changes.Position | None = None) -> Plan:
+    """Build the model and the plan (temp tables _sync_rows, _sync_model and _sync_plan) and count them: whole, or
+    for the profiles a following `position` reads (TEMP FOLLOWED) and the keys their rows hold or held."""
+    whole = position is None or position.whole is not None
+    columns = view_columns(conn, spec)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {PROFILES} AS SELECT DISTINCT key AS profile_id"
+                 f" FROM {changes.FOLLOWED if not whole else '(SELECT NULL::VARCHAR AS key LIMIT 0)'}")
+    if whole:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} (key VARCHAR)")
+    else:
+        conn.execute(KEYS_SQL.format(keys=KEYS, key=quoted(spec.key), view=spec.view_table, profiles=PROFILES),
+                     {"sync": spec.name})
+    sql, params = source_sql(spec, columns, follows=not whole)
     conn.execute(sql, params)
     conn.execute(LEFT_OUT_SQL)
     conn.execute(ROWS_SQL)
-    conn.execute((SQL / "plan.sql").read_text(), {"sync": spec.name})
-    rows, invalid, added, changed, removed, held, left_out = conn.execute(COUNTS_SQL, {"sync": spec.name}).fetchone()
-    return Plan(rows, invalid, added, changed, removed, held, left_out)
+    if whole:
+        conn.execute(MODEL_SQL.format(kept=""))
+    else:
+        conn.execute(MODEL_SQL.format(kept=KEPT_MODEL_SQL), {"sync": spec.name})
+    conn.execute((SQL / "plan.sql").read_text(), {"sync": spec.name, "whole": whole})
+    return Plan(*conn.execute(COUNTS_SQL, {"sync": spec.name}).fetchone())
+
+
+def keep(conn: duckdb.DuckDBPyConnection, spec: SyncSpec, position: changes.Position) -> None:
+    """After a run that settled all it planned: the model its plan made and its position in the log, in one
+    transaction, for the next run to follow from."""
+    with changes.keeping(conn, position):
+        for sql in KEEP_MODEL_SQL:
+            conn.execute(sql, {"sync": spec.name, "whole": position.whole is not None})
 
 
 def sample(conn: duckdb.DuckDBPyConnection, limit: int = 10) -> dict[str, list[str]]:

@@ -23,6 +23,10 @@ NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 PARAM = re.compile(r"^[a-z][a-z0-9_]*$")  # names starting with _ are the model builder's own
 SCHEDULES = ("hourly", "nightly")
+# What a sync's expressions may not read: the clock, or another table. A sync maps its view's row as the row stands,
+# so that a plan of the profiles the view logged as changed (plan.py) sends what a plan of every row would.
+NOT_THE_ROW = re.compile(r"\b(as_of|now|current_date|current_time|current_timestamp|today|get_current_time|"
+                         r"random|uuid|gen_random_uuid|select)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ def validate(spec: SyncSpec, views: dict[str, policy.ViewPolicy], destination_mo
     problems += [f"field {name!r} is not a destination field name" for name in spec.fields if not FIELD.match(name)]
     problems += [f"required field {name!r} is not mapped" for name in spec.required if name not in spec.fields]
     problems += [f"parameter {name!r} is not a plain identifier" for name in spec.params if not PARAM.match(name)]
+    problems += [f"{expression!r} reads the clock or another table (a sync maps its view's row: put it in the view)"
+                 for expression in (*spec.fields.values(), spec.where, *spec.tracks) if NOT_THE_ROW.search(expression)]
     if spec.schedule not in SCHEDULES:
         problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
     if not 0 < spec.max_removal_share <= 1:

@@ -10,6 +10,9 @@ only when it says when time passing changes a row (the audiences' clocks, audien
 again too. One that sums over people (an account's engaged contacts, the funnel) is made whole every run. A whole
 rewrite of a table a view reads, a change to its SQL, to this module, to how views are built or to their policy, or
 a first build makes the whole view again.
+
+A following view logs the profiles it made (`views.<name>`; a whole build, a rewrite of everything), so that what
+reads it follows it in turn: a view built on other views (marketing contacts) and the syncs (sync/plan.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ SCOPE = "_view_profiles"  # TEMP (profile_id): the profiles whose rows a build m
 PEOPLE_PRODUCERS = (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER, ACCOUNT_PEOPLE)
 
 
+def logged_as(name: str) -> str:
+    """The producer a following view's builds are logged as (its table)."""
+    return f"views.{name}"
+
+
 @dataclass(frozen=True)
 class Following:
     producers: tuple[str, ...]  # the tables read whose logged keys are the profiles whose rows to make again
@@ -45,6 +53,10 @@ FOLLOWING = {
     "marketing_audiences": Following(
         (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER), "identity.person_profiles",
         "audience, profile_id", ("audiences.py", "audiences.yaml", "sql/audience_facts.sql", "sql/_money.sql"),
+    ),
+    "marketing_contacts": Following(
+        (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER, logged_as("marketing_email_addresses"),
+         logged_as("marketing_audiences")), "identity.person_profiles", "profile_id",
     ),
 }
 FOLDER = Path(__file__).parent
@@ -67,7 +79,7 @@ def scope(conn: duckdb.DuckDBPyConnection, name: str) -> changes.Position:
     """TEMP SCOPE for the view `name`: the profiles its producers logged since its last build, or all of them.
     Returns the position to keep after the build, at the lifecycle's moment, which the view's rows are judged by
     (its `since` the moment of the last build, for a view whose rows the clock changes)."""
-    following, table = FOLLOWING[name], f"views.{name}"
+    following, table = FOLLOWING[name], logged_as(name)
     position = changes.follow(conn, table, list(following.producers), FINGERPRINTS[name], (table,))
     [(moment,)] = conn.execute(f"SELECT any_value(as_of) FROM {lifecycle.FOLLOWER}").fetchall()
     position = replace(position, as_of=moment or position.as_of)  # no lifecycle yet: no row is judged by one
@@ -81,9 +93,10 @@ def scope(conn: duckdb.DuckDBPyConnection, name: str) -> changes.Position:
 
 def write(conn: duckdb.DuckDBPyConnection, name: str, position: changes.Position) -> dict[str, Any]:
     """The rows of TEMP `_<name>` replace those of the SCOPE's profiles (or the whole view), every other row takes
-    the run's moment, and the log's position is kept, in one transaction. Returns the build's metadata."""
+    the run's moment, and the log's position is kept and the profiles made logged (or a rewrite of everything), in one
+    transaction. Returns the build's metadata."""
     table = f"views.{name}"
-    with changes.keeping(conn, position):
+    with changes.keeping(conn, position, f"SELECT profile_id AS key FROM {SCOPE}"):
         changes.replace_rows(conn, position, table, f"_{name}", "profile_id", f"FROM {SCOPE}", FOLLOWING[name].order)
         if position.whole is None:
             conn.execute(f"UPDATE {table} SET as_of = $as_of", {"as_of": position.as_of})

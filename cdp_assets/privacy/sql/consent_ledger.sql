@@ -86,7 +86,7 @@ person_values AS (  -- a device names the person only on an event without a logi
           AND l.landing_id IS NOT DISTINCT FROM c.landing_id)
 ),
 shared AS (
-    SELECT DISTINCT id_type, value FROM _subject_crossings WHERE id_type IN ('user_id', 'device_id')
+    SELECT DISTINCT id_type, value FROM _subject_crossings WHERE list_contains($subject_types, id_type)
       AND shared_by IS NOT NULL
 ),
 through_shared AS (

@@ -6,8 +6,9 @@ CREATE OR REPLACE TEMP TABLE _sync_plan AS
 WITH model AS (
     SELECT key, payload, checksum FROM _sync_rows WHERE invalid_reason IS NULL
 ),
-held AS (
-    SELECT key, payload::VARCHAR AS payload, checksum FROM sync.state WHERE sync = $sync
+held AS (  -- a following plan's keys alone (plan.py): outside them, the model is as the destination holds it
+    SELECT key, payload::VARCHAR AS payload, checksum FROM sync.state
+    WHERE sync = $sync AND ($whole OR key IN (FROM _sync_keys))
 ),
 invalid_keys AS (
     SELECT DISTINCT key FROM _sync_rows WHERE invalid_reason IS NOT NULL AND key IS NOT NULL

@@ -12,6 +12,15 @@ CREATE TABLE IF NOT EXISTS sync.state (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (sync, key)
 );
+-- The model of each sync's last settled run, row by row: its key and profile, and why it was not sent (invalid, left
+-- out). A following plan (cdp_assets/sync/plan.py) reads the keys its profiles held, and the rest of the model's rows.
+CREATE TABLE IF NOT EXISTS sync.model_rows (
+    sync VARCHAR NOT NULL,
+    key VARCHAR,
+    profile_id VARCHAR,
+    invalid_reason VARCHAR,
+    left_out_reason VARCHAR
+);
 -- Every record a destination took: what it was sent (or asked to remove) and when; what an access export
 -- lists per destination. A batch a killed run sent is listed under that run once its next run settled it.
 CREATE TABLE IF NOT EXISTS sync.deliveries (
@@ -103,3 +112,6 @@ CREATE TABLE IF NOT EXISTS sync.runs (
     message VARCHAR
 );
 ALTER TABLE sync.runs ADD COLUMN IF NOT EXISTS left_out BIGINT;  -- a warehouse from before the column
+-- planned from the profiles its view logged since its last settled run (cdp_assets/sync/plan.py), not every row
+ALTER TABLE sync.runs ADD COLUMN IF NOT EXISTS followed BOOLEAN;
+ALTER TABLE sync.runs ADD COLUMN IF NOT EXISTS rows_read BIGINT;  -- rows of the view the plan read
