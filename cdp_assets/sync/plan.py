@@ -79,10 +79,10 @@ SELECT status IN ('succeeded', 'partially_failed') FROM sync.runs
 WHERE sync = $sync AND NOT dry_run AND run_id <> $run_id ORDER BY started_at DESC LIMIT 1"""
 # The positions and models of syncs that follow no more (removed, renamed, or of a view made whole): gone, so that
 # the change log is trimmed past them.
-RETIRED_SQL = (
-    f"DELETE FROM {changes.POSITIONS} WHERE starts_with(follower, 'sync.') AND NOT list_contains($followers, follower)",
-    "DELETE FROM sync.model_rows WHERE NOT list_contains($syncs, sync)",
-)  # fmt: skip
+RETIRED_POSITIONS_SQL = (
+    f"DELETE FROM {changes.POSITIONS} WHERE starts_with(follower, 'sync.') AND NOT list_contains($followers, follower)"
+)
+RETIRED_MODELS_SQL = "DELETE FROM sync.model_rows WHERE NOT list_contains($syncs, sync)"
 # For a sync with a key_type: why identity judged the key shared (a team's mailbox, a household's phone), and the
 # profile identity placed the key in when another than the row's (a record whose link to it was refused).
 SHARED_SQL = (
@@ -210,9 +210,8 @@ def retire(conn: duckdb.DuckDBPyConnection, specs: Iterable[SyncSpec]) -> None:
     """The positions and models of syncs (of all `specs`) that no longer follow a view's log go."""
     conn.execute(changes.SETUP_SQL)
     syncs = [spec.name for spec in specs if spec.view in following.FOLLOWING]
-    positions, models = RETIRED_SQL
-    conn.execute(positions, {"followers": [follower(name) for name in syncs]})
-    conn.execute(models, {"syncs": syncs})
+    conn.execute(RETIRED_POSITIONS_SQL, {"followers": [follower(name) for name in syncs]})
+    conn.execute(RETIRED_MODELS_SQL, {"syncs": syncs})
 
 
 def follower(name: str) -> str:
