@@ -3,15 +3,15 @@
 A producer (a staging entity, the identifiers, the identity graph; person profiles, email addresses, lifecycles, the
 consent ledger, consent and accounts, by the profiles they rewrote or whose rows changed) logs, in the transaction
 that writes its rows, each key it rewrote with what a follower needs of its old row (`before`: a staged row's key and
-its stream's `linked_ids`, so a follower finds what the row hung from before it moved; the values a record carried;
-the addresses a profile's refusals bind), all under one number from a sequence that never goes back. A whole rewrite
-logs one row with no key instead, which supersedes the producer's older rows. A follower (identifiers, the graph's
-inputs, person profiles, email addresses, accounts, lifecycles, the consent ledger, consent, the views by profile,
-the syncs) keeps, in the transaction that writes its own rows, the number it has read through, a fingerprint of
-what built it and the moment it judged the clock by (`as_of`, for what turns from future to past between builds): its
-next build follows the keys logged since, or is whole when a producer it reads rewrote whole since, when its
-fingerprint differs, or when it has no earlier build. Rows every follower has read are dropped. An erasure empties
-the log and the positions (privacy/erasure.py): a key it names goes, and every follower's next build is whole.
+its stream's `linked_ids`, so a follower finds what the row hung from before it moved; the addresses a profile's
+refusals bind, for the ledger), all under one number from a sequence that never goes back. A whole rewrite logs one
+row with no key instead, which supersedes the producer's older rows. A follower (identifiers, the graph's inputs,
+person profiles, email addresses, accounts, lifecycles, consent, the views by profile) keeps, in the transaction that
+writes its own rows, the number it has read through, a fingerprint of what built it and the moment it judged the clock
+by (`as_of`, for what turns from future to past between builds): its next build follows the keys logged since, or is
+whole when a producer it reads rewrote whole since, when its fingerprint differs, or when it has no earlier build.
+Rows every follower has read are dropped. An erasure empties the log and the positions (privacy/erasure.py): a key it
+names goes, and every follower's next build is whole.
 
 Numbers are taken in the order producers commit because one run writes the warehouse at a time (DuckDB's one writer;
 `schedules/dagster.yaml` runs one run at a time, its steps one after another): a follower never reads past a number a
@@ -42,8 +42,7 @@ CREATE TABLE IF NOT EXISTS {LOG} (
     change BIGINT NOT NULL,     -- the build's number: later builds have higher ones
     key VARCHAR,                -- a rewritten row's key; NULL: the producer rewrote everything
     before JSON                 -- what a follower needs of the old row: a staged row's linked ids (NULL: it had no
-                                -- row), the values a record carried (identifiers), the addresses a profile's
-                                -- refusals bind (the ledger); NULL for the others
+                                -- row), the addresses a profile's refusals bind for the ledger; NULL for the others
 );
 CREATE TABLE IF NOT EXISTS {POSITIONS} (
     follower VARCHAR PRIMARY KEY,

@@ -29,7 +29,7 @@ from cdp_assets.identity.profiles import (
 )
 from cdp_assets.identity.rules import load as load_rules
 from cdp_assets.mappings import MAPPINGS
-from cdp_assets.privacy import consent, ledger
+from cdp_assets.privacy import consent
 from cdp_assets.views import build, following, policy, timeline
 from resources import SOURCES, primary_key
 from sandbox.clock import hubspot_time, zendesk_time
@@ -325,7 +325,7 @@ ROUNDS: list[tuple[str, ...]] = [
 COMPARED = (  # the tables made by following the log, or from what an earlier build kept (accounts: domains met)
     "identity.identifiers", "identity.normalised_values", "identity.person_profiles", "identity.email_addresses",
     ACCOUNTS, ACCOUNT_PEOPLE,
-    "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline", ledger.LEDGER,
+    "identity.email_holders", "identity.person_lifecycle", "views.customer_timeline", consent.LEDGER,
     *consent.TABLES, *(f"views.{name}" for name in following.FOLLOWING),
 )
 
@@ -377,9 +377,6 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
         timelines = outcome.metadata["views/customer_timeline"]
         assert timelines["followed_changes"] is True, change
         assert timelines["profiles_made"] < profiles["profiles"] / 2, (change, timelines)
-        statements = outcome.metadata["privacy/consent_ledger"]
-        assert statements["followed_changes"] is True, change
-        assert statements["statements_made"] < statements["statements"] / 2, (change, statements)
         decided = outcome.metadata["privacy/consent"]
         assert decided["followed_changes"] is True, change
         assert decided["profiles_decided"] > 0, (change, decided)
@@ -465,8 +462,8 @@ def test_hourly_profiles_follow_their_changes_and_equal_a_whole_build(
             assert build_accounts(conn).whole == "no earlier build"
             assert timeline.build(conn)["followed_changes"] is False  # as of the same moment, the lifecycle's
             # A ledger of other columns (as an older release left it) is written whole, every statement made again.
-            conn.execute(f"ALTER TABLE {ledger.LEDGER} ADD COLUMN retired INTEGER")
-            assert ledger.build(conn, consent.load().ledger_params())["written_whole"] is True
+            conn.execute(f"ALTER TABLE {consent.LEDGER} ADD COLUMN retired INTEGER")
+            assert consent.build_ledger(conn, consent.load()) is None
             assert consent.build_consent(conn, consent.load()).whole == "no earlier build"
             for name in following.FOLLOWING:
                 assert build.build(conn, policy.load(), name)["followed_changes"] is False, name

@@ -42,13 +42,7 @@ PRODUCER = IDENTIFIERS_TABLE  # in the change log: the records a build rewrote, 
 MEMO_TABLE = "identity.normalised_values"
 CODE = changes.code_fingerprint([Path(__file__)])  # this module as the process loaded it
 CHANGED = "_changed_records"  # TEMP (stream, record_id): the records a following build reads
-# Each record read, with the values it carried before (`before`: [{id_type, value}], NULL for none): a value it no
-# longer carries may now lead elsewhere (the consent ledger attributes statements by the records carrying them).
-REWRITTEN_SQL = f"""
-SELECT c.stream || ':' || c.record_id AS key,
-       to_json(list({{'id_type': i.id_type, 'value': i.value}}) FILTER (WHERE i.value IS NOT NULL)) AS before
-FROM (SELECT DISTINCT stream, record_id FROM {CHANGED}) c LEFT JOIN {IDENTIFIERS_TABLE} i USING (stream, record_id)
-GROUP BY c.stream, c.record_id"""
+REWRITTEN_SQL = f"SELECT DISTINCT stream || ':' || record_id AS key, NULL::JSON AS before FROM {CHANGED}"
 WITHIN_CHANGED = f"{{key}}::VARCHAR IN (SELECT record_id FROM {CHANGED} WHERE stream = $stream_{{i}})"
 # The values only the changed records carried before may be carried by no record now: the memo's rows to look for.
 FORGETTABLE_SQL = f"""
@@ -239,14 +233,14 @@ def build(conn: duckdb.DuckDBPyConnection, rules: Rules, follow: bool = False) -
                               AND n.region IS NOT DISTINCT FROM o.region
             UNION ALL
             {record_nodes}"""
-        # Logged whichever way it was called (a whole build the log did not hear of would leave the graph
-        # fingerprinting only what an earlier build logged), before the rows it replaces go.
-        changes.log(conn, PRODUCER, REWRITTEN_SQL if following else None)
         if following:
             conn.execute(f"DELETE FROM {IDENTIFIERS_TABLE} WHERE (stream, record_id) IN (FROM {CHANGED})")
             conn.execute(f"INSERT INTO {IDENTIFIERS_TABLE} {rows}", node_params)
         else:
             conn.execute(f"CREATE OR REPLACE TABLE {IDENTIFIERS_TABLE} AS {rows}", node_params)
+        # Logged whichever way it was called: a whole build the log did not hear of would leave the graph
+        # fingerprinting only what an earlier build logged.
+        changes.log(conn, PRODUCER, REWRITTEN_SQL if following else None)
         if position is not None:
             changes.keep(conn, position)
     except Exception:

@@ -6,9 +6,9 @@ included; `privacy.consent` decides one state per profile and purpose from the c
 `privacy.address_consent` which of the person's addresses each purpose may use, `privacy.purposes` the purposes each
 person allows and `privacy.consented_addresses` the one address a destination receives per person and purpose. Views
 read them to say, per row, which purposes the row may be used for and which address it carries; built once a run
-here rather than by each view. The ledger (ledger.py) and consent follow the change log (cdp_assets/changes.py):
-consent decides again the profiles whose statements changed, those person profiles and email addresses made again,
-and those holding an address a changed refusal binds.
+here rather than by each view. The ledger is made whole and written by difference; consent follows the change log
+(cdp_assets/changes.py): the profiles whose statements changed, those person profiles and email addresses made
+again, and those holding an address a changed refusal binds.
 """
 
 from dataclasses import dataclass
@@ -22,12 +22,16 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Materiali
 
 from cdp_assets import changes
 from cdp_assets.identity import profile_changes
+from cdp_assets.identity import rules as identity_rules
 from cdp_assets.identity.profiles import EMAIL_FOLLOWER, measures
-from cdp_assets.privacy import ledger
-from cdp_assets.raw import OWNER
-from cdp_assets.staging import staging_key
+from cdp_assets.privacy import paths, subject
+from cdp_assets.raw import OWNER, raw_table
+from cdp_assets.staging import candidates_sql, staging_key
+from cdp_assets.warehouse_access import columns, has_tables, transaction
+from resources import SOURCES
 
 SQL = Path(__file__).parent / "sql"
+LEDGER = "privacy.consent_ledger"
 FOLLOWER = "privacy.consent"
 # The tables the consent step writes, each by profile, with the order a whole build writes it in.
 TABLES = {
@@ -39,6 +43,21 @@ TABLES = {
 FINGERPRINT = changes.code_fingerprint(
     [SQL / "consent.sql", SQL / "address_consent.sql", SQL / "purposes.sql", Path(__file__).with_name("consent.yaml"),
      Path(__file__)], f"duckdb {duckdb.__version__}")  # fmt: skip
+# The profiles whose statements changed (by a 64-bit hash of each row, as staging's replay compares rows), and in
+# the log the addresses their refusals bind, before and after: a refusal denies its address on every profile.
+LEDGER_CHANGES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _ledger_changes AS
+WITH kept AS (SELECT profile_id, hash(l) AS h FROM {LEDGER} l),
+     made AS (SELECT profile_id, hash(l) AS h FROM _consent_ledger l)
+SELECT DISTINCT profile_id FROM ((FROM kept EXCEPT ALL FROM made) UNION ALL (FROM made EXCEPT ALL FROM kept))"""
+LEDGER_LOG_SQL = f"""
+SELECT c.profile_id AS key,
+       to_json({{'refused': coalesce(list(DISTINCT r.email) FILTER (WHERE r.email IS NOT NULL), [])}}) AS before
+FROM _ledger_changes c
+LEFT JOIN (SELECT profile_id, unnest(addresses) AS email FROM {LEDGER} WHERE choice = 'denied'
+           UNION ALL
+           SELECT profile_id, unnest(addresses) FROM _consent_ledger WHERE choice = 'denied') r USING (profile_id)
+GROUP BY c.profile_id"""
 # The profiles a following consent build decides again: those the ledger, person profiles or email addresses logged,
 # and those holding an address a changed refusal binds.
 SCOPE_SQL = f"""
@@ -52,6 +71,10 @@ LEDGER_KEY = AssetKey(["privacy", "consent_ledger"])
 CONSENT_KEY = AssetKey(["privacy", "consent"])
 ADDRESSES_KEY = AssetKey(["identity", "email_addresses"])
 BASES = ("opt_in", "opt_out")
+READS = (("klaviyo", "profiles"), ("hubspot", "contacts"), ("mixpanel", "events"))
+# Of the quarantined records of an entity, those that can state a choice (consent_ledger.sql reads no other).
+STATING = {"mixpanel__events": "event_name = $product_event"}
+SUBJECT_TYPES = ("user_id", "device_id")  # a product statement's subject: a login or device that may be shared
 
 
 @dataclass(frozen=True)
@@ -94,14 +117,65 @@ def load(path: Path = Path(__file__).parent / "consent.yaml") -> ConsentRules:
     return ConsentRules(purposes, descriptions, data["sources"])
 
 
+def read_quarantined(conn: duckdb.DuckDBPyConnection, product_event: str) -> None:
+    """What the ledger reads beside staging: `_held__<source>__<entity>`, the quarantined records of each stream it
+    reads, typed by staging's own reader (a field that can be read is read; the field at fault is NULL);
+    `_payload_identifiers`, the person identifiers carried by the payloads of those that can state a choice (of the
+    product's events, its consent events alone: most quarantined events state nothing, and normalising what they
+    carry was most of this), read and normalised as privacy requests read them (`paths.identify`); and
+    `_subject_crossings`, the logins and devices records of several profiles carry (the one rule of shared values,
+    `shared_values.sql`), the only values the ledger asks that of."""
+    conn.execute(subject.SETUP_SQL)
+    subject.shared_values(conn, SUBJECT_TYPES)
+    rules = identity_rules.load()
+    for source, entity in READS:
+        stream = next(s for s in SOURCES[source].streams.values() if s.entity == entity)
+        held = f"{source}__{entity}"
+        conn.execute(
+            f"CREATE OR REPLACE TEMP VIEW _held_raw__{held} AS SELECT * FROM {raw_table(source, stream.name)}"
+            f" WHERE landing_id IN (SELECT raw_landing_id FROM quarantine.{held})"
+        )
+        sql, params = candidates_sql(source, stream, f"_held_raw__{held}")
+        conn.execute(sql, params)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _held__{held} AS SELECT * FROM _candidates")
+        stating = STATING.get(held, "true")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _held_stating__{held} AS SELECT * FROM _held_raw__{held}"
+                     f" WHERE landing_id IN (SELECT landing_id FROM _held__{held} WHERE {stating})",
+                     {"product_event": product_event} if "$product_event" in stating else None)
+        paths.identify(conn, f"_held_stating__{held}", f"{source}.{stream.name}", rules)
+
+
+def build_ledger(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> int | None:
+    """Make every statement again (consent_ledger.sql); write only the profiles whose statements changed, logged for
+    consent, or the whole ledger on its first build. Returns how many profiles changed (None: written whole)."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
+    params = rules.ledger_params()
+    read_quarantined(conn, params["product_event"])
+    conn.execute((SQL / "consent_ledger.sql").read_text(), {**params, "subject_types": list(SUBJECT_TYPES)})
+    # Written by difference onto a ledger of the same columns; whole when there is none (or its columns changed).
+    kept = has_tables(conn, *LEDGER.split(".")) and columns(conn, LEDGER) == columns(conn, "_consent_ledger")
+    with transaction(conn):
+        if kept:
+            conn.execute(LEDGER_CHANGES_SQL)
+            changes.log(conn, LEDGER, LEDGER_LOG_SQL)
+            conn.execute(f"DELETE FROM {LEDGER} WHERE profile_id IN (FROM _ledger_changes)")
+            conn.execute(f"INSERT INTO {LEDGER} BY NAME FROM _consent_ledger"
+                         " WHERE profile_id IN (FROM _ledger_changes)")
+        else:
+            changes.log(conn, LEDGER, None)
+            conn.execute(f"CREATE OR REPLACE TABLE {LEDGER} AS FROM _consent_ledger"
+                         " ORDER BY profile_id, purpose, stated_at")
+    return conn.execute("SELECT count(*) FROM _ledger_changes").fetchall()[0][0] if kept else None
+
+
 def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> changes.Position:
     """Decide consent again for the profiles the log reaches (those whose statements, golden record or addresses
     changed, and those holding an address a changed refusal binds), or for all; their rows in the four tables
     replace the old ones, and the log's position is kept, in one transaction. Returns the build's position."""
-    position = changes.follow(conn, FOLLOWER, [ledger.LEDGER, profile_changes.FOLLOWER, EMAIL_FOLLOWER], FINGERPRINT,
+    position = changes.follow(conn, FOLLOWER, [LEDGER, profile_changes.FOLLOWER, EMAIL_FOLLOWER], FINGERPRINT,
                               TABLES)
     if position.whole is None:
-        conn.execute(SCOPE_SQL, {"ledger": ledger.LEDGER})
+        conn.execute(SCOPE_SQL, {"ledger": LEDGER})
     else:
         conn.execute(WHOLE_SCOPE_SQL)
     conn.execute(
@@ -123,22 +197,20 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
         group_name="privacy",
         kinds={"duckdb"},
         owners=[OWNER],
-        deps=[graph_key, profiles_key, *(staging_key(source, entity) for source, entity in ledger.READS)],
+        deps=[graph_key, profiles_key, *(staging_key(source, entity) for source, entity in READS)],
         description=(
             "For auditors and the consent engine: every consent statement a source holds (Klaviyo list "
             "subscriptions, HubSpot email opt-outs, product consent events), with its purpose, choice, time, "
             "source record, subject (the address or login it is about) and the addresses it binds, on the profile "
             "of the person it can be attributed to (never through a shared login or device). Refusals read from "
             "quarantined records are marked `quarantined`; `is_current` marks the statements that still hold. "
-            "An hourly run makes again only the statements its changes reach (records read again, profiles the "
-            "graph or person profiles made again, values whose holders changed, product events come due) and every "
-            "quarantined one; only the profiles whose statements changed are written, and logged for consent."
+            "Made whole each run; only the profiles whose statements changed are written, and logged for consent."
         ),
         required_resource_keys={"warehouse"},
     )
     def consent_ledger(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
-            built = ledger.build(conn, load().ledger_params())
+            changed = build_ledger(conn, load())
             metadata = measures(
                 conn,
                 "SELECT count(*) AS statements, count(*) FILTER (WHERE is_current) AS current_statements,"
@@ -146,7 +218,8 @@ def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[As
                 " count(*) FILTER (WHERE quarantined) AS refusals_from_quarantine,"
                 " count(DISTINCT profile_id) AS profiles FROM privacy.consent_ledger",
             )
-        return MaterializeResult(metadata={"dagster/row_count": metadata["statements"], **metadata, **built})
+        written = {"written_whole": True} if changed is None else {"written_whole": False, "profiles_changed": changed}
+        return MaterializeResult(metadata={"dagster/row_count": metadata["statements"], **metadata, **written})
 
     @asset(
         key=CONSENT_KEY,

@@ -193,13 +193,11 @@ def resolve(conn: duckdb.DuckDBPyConnection, identifiers: list[Identifier], raw_
         )
 
 
-def shared_values(conn: duckdb.DuckDBPyConnection, types: tuple[str, ...] | None = None,
-                  within: str | None = None) -> None:
+def shared_values(conn: duckdb.DuckDBPyConnection, types: tuple[str, ...] | None = None) -> None:
     """`_subject_crossings`: each person identifier records of several profiles carry, and whether it is a shared
     value (identity's rule, `cdp_assets/identity/shared.py`), which leads a request to no one else; and
     `_subject_role_mailboxes`, the rule's team mailboxes, which lead nowhere whoever holds them. With `types`, of
-    those identifier types alone, and with `within` (a relation of id_type and value), of its values alone (the rule
-    judges each value on its own holders, so the verdicts are the same)."""
+    those identifier types alone (the rule judges each value on its own holders, so the verdicts are the same)."""
     rules = identity_rules.load()
     conn.execute("INSERT INTO _subject_role_mailboxes SELECT unnest($locals::VARCHAR[])",
                  {"locals": list(rules.shared.role_mailboxes)})  # fmt: skip
@@ -213,9 +211,7 @@ def shared_values(conn: duckdb.DuckDBPyConnection, types: tuple[str, ...] | None
     conn.execute(f"CREATE OR REPLACE TEMP VIEW _identity_shared AS {verdicts}")  # none before identity's first run
     conn.execute(matching.person_text_macro())
     held, holders = (SQL / "shared_values.sql").read_text().split(";\n\n")
-    restricted = f"AND (i.id_type, i.value) IN (SELECT id_type, value FROM {within})" if within else ""
-    conn.execute(held.format(within=restricted),
-                 {"types": [t for t in rules.shared.types if types is None or t in types]})
+    conn.execute(held, {"types": [t for t in rules.shared.types if types is None or t in types]})
     conn.execute(holders)
     shared.judge(conn, rules)
     conn.execute((SQL / "shared_crossings.sql").read_text())

@@ -1,7 +1,5 @@
--- The consent statements of privacy.consent_ledger (TEMP _ledger_statements; ledger_current.sql decides which are
--- current, ledger.py writes them): every statement a source holds, on the profile of the person it binds. A following
--- build makes only the statements of the records `_ledger_reads` admits (ledger_records.sql), and every quarantined
--- one.
+-- privacy.consent_ledger (made whole here as TEMP _consent_ledger; consent.py writes the profiles whose statements
+-- changed): every consent statement a source holds, on the profile of the person it binds.
 -- `subject` is what the choice is about: an email address for list subscriptions and CRM opt-outs, the product
 -- login (or device) for product consent events. `addresses` are the email addresses it binds: the one it names, or
 -- for a product event naming none, those the records carrying its login hold on the person's profile; none for a
@@ -15,7 +13,12 @@
 --
 -- Quarantined records (`_held__<entity>`: their readable fields, read by staging's own reader; `_payload_identifiers`:
 -- the identifiers their payloads carry, read by `paths.identify`) give their refusals, never a grant (`quarantined`).
-CREATE OR REPLACE TEMP TABLE _ledger_statements AS
+-- A later statement by the same source on the same subject supersedes an earlier one, and one whose time cannot be
+-- read counts as the latest: a refusal of unknown time denies the purpose until it can be read. A refusal stays
+-- current after its record is deleted (deleting a record withdraws nothing); a grant on a deleted record does not.
+-- Two statements of one record stated at one time (a staged version and a quarantined one) rank the staged first,
+-- so each build keeps the same one current.
+CREATE OR REPLACE TEMP TABLE _consent_ledger AS
 WITH product_purposes AS (
     SELECT unnest($product_properties) AS property, unnest($product_purposes) AS purpose
 ),
@@ -27,7 +30,6 @@ statements AS (
         'consent=' || k.email_marketing_consent AS evidence, k.is_deleted, false AS quarantined
     FROM staging.klaviyo__profiles k
     WHERE list_contains(list_concat($list_granted, $list_denied), k.email_marketing_consent)
-      AND _ledger_reads('klaviyo.profiles', k.profile_id)
     UNION ALL
     SELECT $list_purpose, 'denied', coalesce(k.email_marketing_consent_at, k.updated_at), 'klaviyo.profiles',
         coalesce(k.record_id, '#' || k.landing_id), k.landing_id, NULL, 'consent=' || k.email_marketing_consent,
@@ -38,7 +40,7 @@ statements AS (
     SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts', c.contact_id, NULL, NULL,
         'hs_email_optout=true', c.is_deleted, false
     FROM staging.hubspot__contacts c
-    WHERE c.email_opt_out AND _ledger_reads('hubspot.contacts', c.contact_id)
+    WHERE c.email_opt_out
     UNION ALL
     SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts',
         coalesce(c.record_id, '#' || c.landing_id), c.landing_id, NULL,
@@ -52,7 +54,7 @@ statements AS (
         p.property || '=' || json_extract_string(m.properties, '$.' || p.property), m.is_deleted, false
     FROM staging.mixpanel__events m
     CROSS JOIN product_purposes p
-    WHERE m.event_name = $product_event AND m.occurred_at <= now() AND _ledger_reads('mixpanel.events', m.insert_id)
+    WHERE m.event_name = $product_event AND m.occurred_at <= now()
       AND json_type(json_extract(m.properties, '$.' || p.property)) = 'BOOLEAN'
     UNION ALL
     SELECT p.purpose, 'denied', m.occurred_at, 'mixpanel.events',
@@ -71,12 +73,12 @@ carried AS (  -- the person identifiers each statement's record carries, as iden
     SELECT r.stream, r.record_id, r.landing_id, i.id_type, i.value
     FROM records r
     JOIN identity.identifiers i USING (stream, record_id)
-    WHERE r.landing_id IS NULL AND list_contains($person_types, i.id_type)
+    WHERE r.landing_id IS NULL AND i.id_type IN ('email', 'email_canonical', 'phone', 'user_id', 'device_id')
     UNION ALL
     SELECT r.stream, r.record_id, r.landing_id, p.id_type, p.value
     FROM records r
     JOIN _payload_identifiers p USING (landing_id)
-    WHERE list_contains($person_types, p.id_type)
+    WHERE p.id_type IN ('email', 'email_canonical', 'phone', 'user_id', 'device_id')
 ),
 person_values AS (  -- a device names the person only on an event without a login
     SELECT c.* FROM carried c
@@ -144,10 +146,23 @@ bound AS (
     LEFT JOIN named n ON n.stream = s.source AND n.record_id = s.record_id
                      AND n.landing_id IS NOT DISTINCT FROM s.landing_id
     LEFT JOIN login_addresses la ON la.profile_id = a.profile_id AND la.login = s.login
+),
+ranked AS (
+    SELECT
+        *,
+        coalesce(login, addresses[1]) AS subject,
+        NOT (choice = 'granted' AND is_deleted) AS can_be_current,
+        row_number() OVER (
+            PARTITION BY profile_id, purpose, source, coalesce(login, addresses[1], record_id),
+                         NOT (choice = 'granted' AND is_deleted)
+            ORDER BY stated_at DESC NULLS FIRST, record_id DESC, quarantined, evidence
+        ) AS recency
+    FROM bound
 )
 SELECT
-    profile_id, purpose, choice, stated_at, source, record_id, coalesce(login, addresses[1]) AS subject, addresses,
+    profile_id, purpose, choice, stated_at, source, record_id, subject, addresses,
     evidence || CASE WHEN quarantined THEN '; record quarantined' ELSE '' END
              || CASE WHEN stated_at IS NULL THEN '; time unreadable' ELSE '' END AS evidence,
-    is_deleted AS record_deleted, quarantined
-FROM bound
+    is_deleted AS record_deleted, quarantined,
+    can_be_current AND recency = 1 AS is_current
+FROM ranked

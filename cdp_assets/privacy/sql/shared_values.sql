@@ -7,14 +7,13 @@
 -- records of several profiles carry: identity kept those profiles apart (a limit, the chain check, a never-link
 -- rule), so following the value would join what identity split. identity's same rule judges them on the holding
 -- profiles' golden records (`_shared_holders`, then shared.judge; subject.shared_values runs the three steps):
--- the request follows such a value only when the holders agree on who they are. A caller may judge some values
--- alone: each is judged on all its holders all the same.
+-- the request follows such a value only when the holders agree on who they are.
 CREATE OR REPLACE TEMP TABLE _subject_held AS
 WITH held AS (
     SELECT DISTINCT i.id_type, i.value, rp.profile_id
     FROM identity.identifiers i
     JOIN identity.record_profiles rp USING (stream, record_id)
-    WHERE list_contains($types, i.id_type) {within}
+    WHERE list_contains($types, i.id_type)
 ),
 crossing AS (
     SELECT id_type, value FROM held GROUP BY ALL HAVING count(*) > 1
