@@ -12,14 +12,17 @@ every email audience row must carry an address that consented.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cdp_assets.identity import explain
 from cdp_assets.identity import rules as identity_rules
+from cdp_assets.privacy import consent
 from resources.destinations.meta import email_hash, phone_hash
 from sandbox.store import Record, WorldStore
 from tests.conftest import Env
@@ -184,3 +187,37 @@ def test_consent_binds_a_person_and_an_address_and_fails_closed(start: Callable[
         " SELECT 'phone', phone FROM identity.person_profiles WHERE list_contains($p, profile_id) AND phone <> ''",
         {"p": [owner, refuser]})]  # fmt: skip
     assert kept and not set(kept) & held
+
+
+def test_a_login_is_judged_shared_by_its_own_type(unsynced: Path, tmp_path: Path) -> None:
+    """A product event's login binds the addresses its holders' records carry unless the login is a shared value; a
+    device id that happens to be written as that login, on two other people's records (a shared device), says
+    nothing about the login. Run on a copy of the test world's warehouse through the real ledger build."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(unsynced / "warehouse.duckdb", warehouse)
+    statement = """
+        SELECT l.profile_id, l.addresses FROM privacy.consent_ledger l
+        WHERE l.source = 'mixpanel.events' AND l.record_id = $event"""
+    with duckdb.connect(str(warehouse)) as conn:
+        [(event, login)] = conn.execute("""
+            SELECT l.record_id, i.value FROM privacy.consent_ledger l
+            JOIN identity.identifiers i ON i.stream = l.source AND i.record_id = l.record_id AND i.id_type = 'user_id'
+            WHERE l.source = 'mixpanel.events' AND NOT l.quarantined AND len(l.addresses) > 0 AND NOT EXISTS (
+                SELECT 1 FROM identity.identifiers o WHERE o.stream = l.source AND o.record_id = l.record_id
+                  AND o.id_type = 'email')
+            ORDER BY ALL LIMIT 1""").fetchall()
+        bound = conn.execute(statement, {"event": event}).fetchall()
+        # Two help-desk users of two other profiles carry a device written as the login.
+        conn.execute("""
+            INSERT INTO identity.identifiers BY NAME
+            SELECT rp.stream, rp.record_id, 'device_id' AS id_type, $login AS value, $login AS raw_value
+            FROM identity.record_profiles rp
+            WHERE rp.stream = 'zendesk.users' AND rp.profile_id NOT IN (
+                SELECT profile_id FROM identity.record_profiles WHERE (stream, record_id) IN (
+                    SELECT stream, record_id FROM identity.identifiers WHERE id_type = 'user_id' AND value = $login))
+            ORDER BY rp.record_id LIMIT 2""", {"login": login})
+        consent.build_ledger(conn, consent.load())
+        [(shared_by,)] = conn.execute("SELECT list(DISTINCT shared_by) FROM _subject_crossings WHERE id_type ="
+                                      " 'device_id' AND value = $login", {"login": login}).fetchall()
+        assert shared_by == ["device"]  # the device is a shared value, two profiles holding it
+        assert conn.execute(statement, {"event": event}).fetchall() == bound

@@ -26,24 +26,24 @@ statements AS (
     SELECT $list_purpose AS purpose,
         CASE WHEN list_contains($list_granted, k.email_marketing_consent) THEN 'granted' ELSE 'denied' END AS choice,
         coalesce(k.email_marketing_consent_at, k.updated_at) AS stated_at, 'klaviyo.profiles' AS source,
-        k.profile_id AS record_id, NULL::BIGINT AS landing_id, NULL AS login,
+        k.profile_id AS record_id, NULL::BIGINT AS landing_id, NULL AS login, NULL AS login_type,
         'consent=' || k.email_marketing_consent AS evidence, k.is_deleted, false AS quarantined
     FROM staging.klaviyo__profiles k
     WHERE list_contains(list_concat($list_granted, $list_denied), k.email_marketing_consent)
     UNION ALL
     SELECT $list_purpose, 'denied', coalesce(k.email_marketing_consent_at, k.updated_at), 'klaviyo.profiles',
-        coalesce(k.record_id, '#' || k.landing_id), k.landing_id, NULL, 'consent=' || k.email_marketing_consent,
+        coalesce(k.record_id, '#' || k.landing_id), k.landing_id, NULL, NULL, 'consent=' || k.email_marketing_consent,
         k.is_deleted, true
     FROM _held__klaviyo__profiles k
     WHERE list_contains($list_denied, k.email_marketing_consent)
     UNION ALL
-    SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts', c.contact_id, NULL, NULL,
+    SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts', c.contact_id, NULL, NULL, NULL,
         'hs_email_optout=true', c.is_deleted, false
     FROM staging.hubspot__contacts c
     WHERE c.email_opt_out
     UNION ALL
     SELECT unnest($opt_out_purposes), 'denied', c.updated_at, 'hubspot.contacts',
-        coalesce(c.record_id, '#' || c.landing_id), c.landing_id, NULL,
+        coalesce(c.record_id, '#' || c.landing_id), c.landing_id, NULL, NULL,
         'hs_email_optout=true', c.is_deleted, true
     FROM _held__hubspot__contacts c
     WHERE c.email_opt_out
@@ -51,6 +51,7 @@ statements AS (
     SELECT p.purpose,
         CASE WHEN json_extract_string(m.properties, '$.' || p.property) = 'true' THEN 'granted' ELSE 'denied' END,
         m.occurred_at, 'mixpanel.events', m.insert_id, NULL, coalesce(m.user_id, m.device_id),
+        CASE WHEN m.user_id IS NOT NULL THEN 'user_id' WHEN m.device_id IS NOT NULL THEN 'device_id' END,
         p.property || '=' || json_extract_string(m.properties, '$.' || p.property), m.is_deleted, false
     FROM staging.mixpanel__events m
     CROSS JOIN product_purposes p
@@ -59,7 +60,9 @@ statements AS (
     UNION ALL
     SELECT p.purpose, 'denied', m.occurred_at, 'mixpanel.events',
         coalesce(m.insert_id, m.record_id, '#' || m.landing_id), m.landing_id,
-        coalesce(m.user_id, m.device_id), p.property || '=false', m.is_deleted, true
+        coalesce(m.user_id, m.device_id),
+        CASE WHEN m.user_id IS NOT NULL THEN 'user_id' WHEN m.device_id IS NOT NULL THEN 'device_id' END,
+        p.property || '=false', m.is_deleted, true
     FROM _held__mixpanel__events m
     CROSS JOIN product_purposes p
     WHERE m.event_name = $product_event AND coalesce(m.occurred_at <= now(), true)
@@ -138,14 +141,15 @@ login_addresses AS (  -- the addresses records carrying a statement's login hold
 bound AS (
     SELECT
         a.profile_id, s.*,
-        coalesce(n.addresses, CASE WHEN s.login NOT IN (SELECT value FROM shared) THEN la.addresses END,
+        coalesce(n.addresses, CASE WHEN (s.login_type, s.login) NOT IN (SELECT id_type, value FROM shared)
+                                   THEN la.addresses END,
                  []::VARCHAR[]) AS addresses
     FROM statements s
     JOIN attributed a ON a.stream = s.source AND a.record_id = s.record_id
                      AND a.landing_id IS NOT DISTINCT FROM s.landing_id
     LEFT JOIN named n ON n.stream = s.source AND n.record_id = s.record_id
                      AND n.landing_id IS NOT DISTINCT FROM s.landing_id
-    LEFT JOIN login_addresses la ON la.profile_id = a.profile_id AND la.login = s.login
+    LEFT JOIN login_addresses la ON la.profile_id = a.profile_id AND la.login = s.login AND s.login_type = 'user_id'
 ),
 ranked AS (
     SELECT
