@@ -121,10 +121,9 @@ def read_quarantined(conn: duckdb.DuckDBPyConnection, product_event: str) -> Non
     """What the ledger reads beside staging: `_held__<source>__<entity>`, the quarantined records of each stream it
     reads, typed by staging's own reader (a field that can be read is read; the field at fault is NULL);
     `_payload_identifiers`, the person identifiers carried by the payloads of those that can state a choice (of the
-    product's events, its consent events alone: most quarantined events state nothing, and normalising what they
-    carry was most of this), read and normalised as privacy requests read them (`paths.identify`); and
-    `_subject_crossings`, the logins and devices records of several profiles carry (the one rule of shared values,
-    `shared_values.sql`), the only values the ledger asks that of."""
+    product's events, its consent events alone: most quarantined events state nothing), read and normalised as
+    privacy requests read them (`paths.identify`); and `_subject_crossings`, the logins and devices records of several
+    profiles carry (the one rule of shared values, `shared_values.sql`), the only values the ledger asks that of."""
     conn.execute(subject.SETUP_SQL)
     subject.shared_values(conn, SUBJECT_TYPES)
     rules = identity_rules.load()
