@@ -98,11 +98,11 @@ def fresh_defs() -> Definitions:
     )  # fmt: skip
 
 
-def nightly_schedule_requests() -> list[RunRequest]:
+def nightly_schedule_requests(now: datetime) -> list[RunRequest]:
     from cdp_assets.definitions import defs
 
     [nightly] = [schedule for schedule in defs.schedules or [] if schedule.name == "nightly_pipeline_schedule"]
-    return nightly.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime.now(UTC))).run_requests
+    return nightly.evaluate_tick(build_schedule_context(scheduled_execution_time=now)).run_requests
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,13 @@ def nightly_twice(world_template: Path, tmp_path_factory: pytest.TempPathFactory
         env.setenv("CDP_SANDBOX_URL", sandbox.url)
         env.setenv("CDP_WAREHOUSE", str(folder / "warehouse.duckdb"))
         job = fresh_defs().resolve_job_def("nightly_pipeline")
-        [request] = nightly_schedule_requests()  # its config, and every day of events in the pull's one step
+        ticked = datetime.now(UTC)  # the tick fixes the days the runs land, whenever they finish
+        [request] = nightly_schedule_requests(ticked)  # its config, and every day of events in the pull's one step
         runs = [job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags,
                                         raise_on_error=False) for _ in range(2)]  # fmt: skip
     assert all(run.success for run in runs)
     events = job.asset_layer.asset_graph.get(AssetKey(["raw", "mixpanel_events"]))
-    days = set(events.partitions_def.get_partition_keys(current_time=datetime.now(UTC)))
+    days = set(events.partitions_def.get_partition_keys(current_time=ticked))
     assert instance.get_materialized_partitions(events.key) == days  # each day shown landed in the UI
     checks = set(job.asset_layer.asset_graph.asset_check_keys)
     return Nightly(folder / "warehouse.duckdb", [run.get_asset_check_evaluations() for run in runs], checks)

@@ -52,7 +52,7 @@ NODES_QUERY = """
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } }
 """
 RUN_PARTITIONS_QUERY = """query ($id: ID!) { runOrError(runId: $id) { ... on Run {
-  tags { key value } assetMaterializations { partition assetKey { path } } } } }"""
+  creationTime tags { key value } assetMaterializations { partition assetKey { path } } } } }"""
 TIMED_RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName startTime endTime } } } }"
 # A writer holding the warehouse's lock as a run's step does, until its stdin says to let go; it takes the lock
 # in a gap between the steps of any run going now, as a step would.
@@ -327,9 +327,12 @@ def test_each_day_of_events_is_a_partition_the_first_run_lands_and_a_launch_can_
         return {m["partition"] for m in found["assetMaterializations"] if m["assetKey"]["path"] == events.path}
 
     events = AssetKey(["raw", "mixpanel_events"])
-    every_day = defs.resolve_asset_graph().get(events).partitions_def.get_partition_keys(current_time=datetime.now(UTC))
     [first] = [run["runId"] for run in running.runs() if run["jobName"] == "nightly_pipeline"]  # make run's
     assert running.wait_for(first) == "SUCCESS"
+    # Every day there was when the run was asked for (its days are fixed then), not when this test looks.
+    asked = running.graphql(RUN_PARTITIONS_QUERY, {"id": first})["runOrError"]["creationTime"]
+    every_day = defs.resolve_asset_graph().get(events).partitions_def.get_partition_keys(
+        current_time=datetime.fromtimestamp(asked, UTC))
     assert days_landed(first) == set(every_day)
 
     today = datetime.now(UTC).date()
