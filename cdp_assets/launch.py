@@ -54,8 +54,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     launch.add_argument("--config-json", type=json.loads, default={}, help="run config as JSON, e.g. "
                         """'{"ops": {"raw__stripe_customers": {"config": {"full_refresh": true}}}}'""")  # fmt: skip
     launch.add_argument("--days", type=days_range, help="the days an asset partitioned by day exports "
-                        "(raw/mixpanel_events), FIRST..LAST or one day: a backfill, a late window read again "
-                        "(default: what its cursor has not read; for a job, what its schedule would name)")
+                        "(raw/mixpanel_events, raw/klaviyo_events), FIRST..LAST or one day: a backfill, a late "
+                        "window read again (default: what its cursor has not read; for a job, what its schedule "
+                        "would name)")
     add_queue_options(launch)
 
 

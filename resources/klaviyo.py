@@ -6,8 +6,10 @@ only comparison Klaviyo offers on these fields, from the start of the last pull.
 
 A full pull of events, the largest stream, cuts their time into ranges (`greater-or-equal` and `less-than` on
 `datetime`, from the oldest event) walked side by side by one client under its pacers: one cursor waits on every
-page in turn and cannot fill a raised limit. The client keeps under Get Profiles' documented limits on every route
-(75 calls a second in a burst, 750 a minute steady), so it is not Klaviyo's 429 answers that hold it back.
+page in turn and cannot fill a raised limit. Events are partitioned by day: a run over some days (a schedule's
+window, a backfill) reads the events stamped on them, their span cut into ranges the same way. The client keeps
+under Get Profiles' documented limits on every route (75 calls a second in a burst, 750 a minute steady), so it is
+not Klaviyo's 429 answers that hold it back.
 
 Klaviyo lists no deleted profiles and offers no deletion event or route to read them
 (its Data Privacy API only requests deletions), so every incremental pull of profiles
@@ -17,10 +19,10 @@ requests of Get Profiles (75/s burst, 750/min steady), 10,000 at a million profi
 
 from __future__ import annotations
 
-import time
+import time as clock
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any, ClassVar
 
@@ -34,6 +36,7 @@ from resources.source import (
     SourceResource,
     StreamSpec,
     dig,
+    first_event_day,
     from_iso,
     range_walks,
     side_by_side,
@@ -79,9 +82,10 @@ STREAMS: dict[str, StreamSpec] = {
         "events",
         "events",
         "event_id",
-        "Klaviyo email events (received, opened, clicked, bounced).",
+        "Klaviyo email events (received, opened, clicked, bounced), partitioned by the day of the event.",
         tombstone_missing=False,
         linked_ids=("profile_id",),
+        first_day=first_event_day(),
     ),
     "metrics": StreamSpec("metrics", "metrics", "metric_id", "Klaviyo metrics: the names of event types."),
 }
@@ -117,7 +121,7 @@ class KlaviyoResource(SourceResource):
         if full and endpoint.range_field:
             yield from self._full_by_ranges(endpoint, endpoint.range_field, cursor)
             return
-        pull = cursor.get("pull") or {"started": time.time(), "next": None}
+        pull = cursor.get("pull") or {"started": clock.time(), "next": None}
         url: str | None = pull["next"]
         params: dict[str, Any] | None = None
         if url is None:
@@ -149,23 +153,52 @@ class KlaviyoResource(SourceResource):
     def _full_by_ranges(self, endpoint: KlaviyoEndpoint, field: str, cursor: Cursor) -> Iterator[Page]:
         pull = cursor.get("pull") or {}
         if "bounds" not in pull:  # a new pull (or one begun by a single cursor, which starts over)
-            started = time.time()
+            started = clock.time()
             pull = {"started": started, "bounds": self._time_bounds(endpoint, field, started), "ranges": {}}
         walks = range_walks(partial(self._time_range, endpoint, field), pull["bounds"])
         for records, ranges in side_by_side(walks, pull["ranges"], self.ranges_at_once):
             yield Page(records, {**cursor, "pull": {**pull, "ranges": ranges}})
         yield Page([], {"changed_since": _stamp(pull["started"] - self.lookback_seconds)})
 
+    def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
+        """The events stamped on the days `first` to `last` (UTC), their span cut into ranges walked side by side.
+        The first partition's day is open below and today open above, so an event stamped before the first day or
+        ahead of the clock is still read. The cursor moves on, to this pull's start, only when the days run from
+        where an incremental pull would read through today, so a backfill of older days leaves it where it was."""
+        endpoint = ENDPOINTS[stream.name]
+        if endpoint.range_field is None or stream.first_day is None:
+            raise ValueError(f"klaviyo: {stream.name} is not exported by day")
+        started = clock.time()
+        today = datetime.fromtimestamp(started, UTC).date()
+        low = None if first <= date.fromisoformat(stream.first_day) else _stamp(_midnight(first))
+        high = None if last >= today else _stamp(_midnight(last + timedelta(days=1)))
+        since = from_iso((cursor or {}).get("changed_since"))  # None: the next pull without days reads them all
+        reaches = high is None and (low is None or (since is not None and first <= since.date()))
+        start = _midnight(first)
+        if low is None:  # the ranges cut from the oldest event, as a full pull's, where the days read all before it
+            oldest = self._oldest(endpoint, endpoint.range_field)
+            start = max(start, oldest.timestamp() if oldest else start)
+        through = _midnight(last + timedelta(days=1)) if high else max(started, start)
+        start = min(start, through)
+        cuts = [_stamp(cut) for cut in span_cuts(int(start), int(through), self.range_count())]
+        walks = range_walks(partial(self._time_range, endpoint, endpoint.range_field), cuts, low, high)
+        for records, _ in side_by_side(walks, {}, self.ranges_at_once):
+            yield Page(records, cursor)
+        yield Page([], {"changed_since": _stamp(started - self.lookback_seconds)} if reaches else cursor)
+
     def _time_bounds(self, endpoint: KlaviyoEndpoint, field: str, started: float) -> list[str]:
         """Times cutting the listing into `range_count()` ranges of equal span from its oldest item to `started`; the
         first range is open below and the last above, so an item stamped outside that span is still read."""
-        params = {**endpoint.params, "sort": field, "page[size]": 1}
-        oldest = from_iso(
-            dig(self.client.fetch_json("GET", endpoint.path, params=params), "data", 0, "attributes", field)
-        )
+        oldest = self._oldest(endpoint, field)
         if oldest is None or oldest.timestamp() >= started:
             return []
         return [_stamp(cut) for cut in span_cuts(int(oldest.timestamp()), int(started), self.range_count())]
+
+    def _oldest(self, endpoint: KlaviyoEndpoint, field: str) -> datetime | None:
+        """The time of the listing's oldest item; None for an empty listing."""
+        params = {**endpoint.params, "sort": field, "page[size]": 1}
+        first = self.client.fetch_json("GET", endpoint.path, params=params)
+        return from_iso(dig(first, "data", 0, "attributes", field))
 
     def _time_range(
         self, endpoint: KlaviyoEndpoint, field: str, low: str | None, high: str | None, resume: Cursor | None
@@ -196,6 +229,11 @@ class KlaviyoResource(SourceResource):
 def _stamp(seconds: float) -> str:
     """A moment as Klaviyo's filters take it."""
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _midnight(day: date) -> float:
+    """The moment a UTC day begins, in unix seconds."""
+    return datetime.combine(day, time(), UTC).timestamp()
 
 
 def _record(item: Any, changed_field: str | None) -> SourceRecord:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,22 +19,27 @@ import requests
 from pydantic import Field
 
 from resources.http import BODY_READ_ERRORS, ServiceError
-from resources.source import LATE_DAYS, Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_unix
+from resources.source import (
+    LATE_DAYS,
+    Cursor,
+    Page,
+    SourceRecord,
+    SourceResource,
+    StreamSpec,
+    dig,
+    first_event_day,
+    from_unix,
+)
 
 EXPORT_PATH = "/api/2.0/export"
 WINDOW_DAYS = 90  # days per export request; the API allows 60 requests an hour
 PAGE_EVENTS = 5000  # events landed per transaction
 
 
-def first_day() -> str:
-    """The first day a full pull exports (YYYY-MM-DD), and the first of the events' daily partitions."""
-    return os.getenv("MIXPANEL_START_DATE", "2023-01-01")
-
-
 STREAMS: dict[str, StreamSpec] = {
     "events": StreamSpec(
         "events", "events", "event_id", "Mixpanel product events (raw export), partitioned by the day of the event.",
-        tombstone_missing=False, linked_ids=("insert_id",), first_day=first_day(),
+        tombstone_missing=False, linked_ids=("insert_id",), first_day=first_event_day(),
     ),
 }
 
@@ -59,7 +63,8 @@ class MixpanelResource(SourceResource):
         cursor = cursor or {}
         key = "full_from" if full else "from_date"
         start = date.fromisoformat(cursor.get(key) or self.start_date)
-        return self._export(start, _today(), cursor, key, self._resume())
+        today = _today()
+        return self._export(start, today, cursor, key, self._resume(today))
 
     def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
         """The days' events; the cursor moves on only when they run from where an incremental pull would resume
@@ -67,11 +72,12 @@ class MixpanelResource(SourceResource):
         today = _today()
         resumes = date.fromisoformat((cursor or {}).get("from_date") or self.start_date)
         reaches = first <= resumes and last >= today
-        return self._export(first, min(last, today), cursor, None, self._resume() if reaches else cursor)
+        return self._export(first, min(last, today), cursor, None, self._resume(today) if reaches else cursor)
 
-    def _resume(self) -> Cursor:
-        """Where the next incremental pull starts: the most recent days again, for late events."""
-        resume = max(date.fromisoformat(self.start_date), _today() - timedelta(days=LATE_DAYS))
+    def _resume(self, today: date) -> Cursor:
+        """Where the next incremental pull starts: the most recent days again, for late events. `today` is read
+        once per export, so a pull that runs past midnight judges its days and its cursor by the same day."""
+        resume = max(date.fromisoformat(self.start_date), today - timedelta(days=LATE_DAYS))
         return {"from_date": resume.isoformat()}
 
     def _export(

@@ -8,6 +8,7 @@ landed batch.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ from resources.service import ServiceResource
 
 Cursor = dict[str, Any]
 LATE_DAYS = 1  # recent days an export by day reads again on the next pull: late events still arrive for them
+
+
+def first_event_day() -> str:
+    """The first day (YYYY-MM-DD) of every stream exported by day, and of its daily partitions: one for them all, as
+    a scheduled run names one range of days for every such stream. `MIXPANEL_START_DATE`, its name before Klaviyo's
+    events were exported by day too, is still read."""
+    return os.getenv("EVENTS_START_DATE") or os.getenv("MIXPANEL_START_DATE") or "2023-01-01"
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,11 @@ def range_walks(
     walk: Callable[[Any, Any, Cursor | None], Iterator[tuple[list[SourceRecord], Cursor | None]]],
     cuts: list[Any],
     low: Any = None,
+    high: Any = None,
 ) -> dict[str, RangeWalk]:
     """`walk(low, high, resume)` over each range between consecutive `cuts`, keyed by position: the first from
-    `low` (None: open below), the last open above, so nothing outside the cuts' span is lost."""
-    edges = [low, *cuts, None]
+    `low`, the last to `high` (None: open below or above), so nothing outside the cuts' span is lost."""
+    edges = [low, *cuts, high]
     return {str(n): partial(walk, start, end) for n, (start, end) in enumerate(pairwise(edges))}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from resources import (
     WarehouseResource,
     build_resources,
 )
-from resources.mixpanel import first_day
+from resources.source import first_event_day
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,12 +61,15 @@ def test_both_schedules_run_by_default() -> None:
 
 
 def test_schedules_name_the_days_of_events_each_run_exports() -> None:
-    """Mixpanel's raw events are partitioned by day. The nightly run exports every day; the hourly one from the
-    first day not landed (a day whose latest pull failed is not landed) or the late window before the newest day
-    landed, whichever is earlier."""
-    events = AssetKey(["raw", "mixpanel_events"])
-    days = defs.resolve_asset_graph().get(events).partitions_def
-    assert isinstance(days, DailyPartitionsDefinition) and days.start.date().isoformat() == first_day()
+    """Mixpanel's and Klaviyo's raw events are partitioned by the same days (a run names one range for both). The
+    nightly run exports every day; the hourly one from the first day not landed (a day whose latest pull failed is
+    not landed) or the late window before the newest day landed, whichever is earlier, of either stream."""
+    graph = defs.resolve_asset_graph()
+    partitioned = {key for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None}
+    assert partitioned == {AssetKey(["raw", "mixpanel_events"]), AssetKey(["raw", "klaviyo_events"])}
+    days = graph.get(AssetKey(["raw", "mixpanel_events"])).partitions_def
+    assert isinstance(days, DailyPartitionsDefinition) and days.start.date().isoformat() == first_event_day()
+    assert all(graph.get(key).partitions_def == days for key in partitioned)
     schedules = {schedule.name: schedule for schedule in defs.schedules or []}
     at = datetime(2026, 3, 10, 2, 30, tzinfo=UTC)
     keys = days.get_partition_keys(current_time=at)
@@ -75,13 +79,14 @@ def test_schedules_name_the_days_of_events_each_run_exports() -> None:
         [request] = schedules[f"{name}_schedule"].evaluate_tick(context).run_requests
         return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
 
-    def land(first: str, last: str, status: str = "read") -> None:
-        for key in keys[keys.index(first): keys.index(last) + 1]:
-            instance.report_runless_asset_event(AssetMaterialization(events, partition=key,
-                                                                     metadata={SOURCE_STATUS: status}))  # fmt: skip
+    def land(first: str, last: str, status: str = "read", streams: Collection[AssetKey] = partitioned) -> None:
+        for events in streams:
+            for key in keys[keys.index(first): keys.index(last) + 1]:
+                instance.report_runless_asset_event(AssetMaterialization(events, partition=key,
+                                                                         metadata={SOURCE_STATUS: status}))  # fmt: skip
 
     with DagsterInstance.local_temp() as instance:
-        every_day = (first_day(), "2026-03-10")
+        every_day = (first_event_day(), "2026-03-10")
         assert window("nightly_pipeline", instance) == window("hourly_pipeline", instance) == every_day
         land("2026-02-01", "2026-02-03")  # a backfill of a few days: the days before them were never read
         assert window("hourly_pipeline", instance) == every_day
@@ -93,6 +98,8 @@ def test_schedules_name_the_days_of_events_each_run_exports() -> None:
         assert window("hourly_pipeline", instance) == ("2026-03-04", "2026-03-10")
         land("2026-03-04", "2026-03-10")
         assert window("hourly_pipeline", instance) == ("2026-03-09", "2026-03-10")
+        land("2026-03-07", "2026-03-07", SOURCE_FAILED, [AssetKey(["raw", "klaviyo_events"])])  # one stream's day
+        assert window("hourly_pipeline", instance) == ("2026-03-07", "2026-03-10")
         assert window("nightly_pipeline", instance) == every_day
 
 

@@ -22,7 +22,7 @@ from dagster._core.storage.tags import (
 )
 
 from cdp_assets.raw import days_of_streams
-from resources import DESTINATIONS, SOURCES, build_resources, pacing_variable
+from resources import DESTINATIONS, SOURCES, build_resources, lookback_seconds, pacing_variable
 from resources.http import Pacer, RateLimit, pace
 from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
@@ -228,53 +228,82 @@ def test_second_run_fetches_only_what_changed(start: Callable[..., Env]) -> None
     assert_no_version_landed_twice(pipeline)
 
 
-def _events_by_day(world: Path) -> dict[date, set[str]]:
-    """The world's Mixpanel events its export serves today (not archived, not dated in the future), by UTC day."""
+# Each stream exported by day: its world stream, and the id the world knows a landed event by.
+DAY_STREAMS = {
+    "raw.mixpanel_events": ("mixpanel.events", MIXPANEL_INSERT_ID),
+    "raw.klaviyo_events": ("klaviyo.events", "r.record_id"),
+}
+
+
+def _events_by_day(world: Path, stream: str, first_day: date) -> dict[date, set[str]]:
+    """The world's events its API serves today, by the partition (UTC day) that reads them: Mixpanel's export serves
+    none dated ahead; Klaviyo's listing serves every one, its first day reading those before it and today those
+    after."""
+    served_until = time.time() if stream == "mixpanel.events" else float("inf")
     rows = WorldStore(world).connect().execute(
-        "SELECT id, created FROM records WHERE stream = 'mixpanel.events' AND archived = 0 AND created <= ?",
-        (time.time(),),
+        "SELECT id, created FROM records WHERE stream = ? AND archived = 0 AND created <= ?", (stream, served_until)
     ).fetchall()
+    today = datetime.now(UTC).date()
     days: dict[date, set[str]] = {}
     for record_id, created in rows:
-        days.setdefault(datetime.fromtimestamp(created, UTC).date(), set()).add(record_id)
+        day = min(max(datetime.fromtimestamp(created, UTC).date(), first_day), today)
+        days.setdefault(day, set()).add(record_id)
     return days
 
 
-def test_events_land_by_day_partition(pipeline: Pipeline, world: Path) -> None:
-    """Mixpanel's raw events are partitioned by day: a run over some days (a backfill) or one day exports those
-    days and marks them landed, leaving the cursor where it was; the nightly's every day lands the rest, each event
-    once, and moves the cursor to the late window."""
-    key = AssetKey(["raw", "mixpanel_events"])
-    by_day = _events_by_day(world)
-    busy = sorted(by_day, key=lambda day: len(by_day[day]))[-3:]  # three days that have events, apart or not
+def _moved_on(table: str, cursor: dict[str, Any], asked: datetime, done: datetime) -> bool:
+    """Whether a pull of every day, asked for at `asked` and done by `done`, left the cursor where the next pull
+    without days resumes: the late window's first day (Mixpanel), or the pull's start less the look-back."""
+    if table == "raw.mixpanel_events":
+        return cursor == {"from_date": (asked.date() - timedelta(days=LATE_DAYS)).isoformat()}
+    since = datetime.fromisoformat(cursor["changed_since"].replace("Z", "+00:00"))
+    back = timedelta(seconds=lookback_seconds() + 1)  # the stamp is to the second
+    return set(cursor) == {"changed_since"} and asked - back <= since <= done
+
+
+@pytest.mark.parametrize("table", DAY_STREAMS)
+def test_events_land_by_day_partition(pipeline: Pipeline, world: Path, table: str) -> None:
+    """Events are partitioned by day: a run over some days (a backfill) or one day exports those days and marks
+    them landed, leaving the cursor where it was; the nightly's every day lands the rest, each event once, and moves
+    the cursor on as far as a pull through today may."""
+    key, selection = AssetKey(table.split(".")), table.replace(".", "/")
+    stream, world_id = DAY_STREAMS[table]
+    days = days_of_streams()[key]
+    by_day = _events_by_day(world, stream, days.start.date())
+    today = datetime.now(UTC).date()
+    inside = [day for day in by_day if days.start.date() < day < today]  # days read with both bounds closed
+    busy = sorted(inside, key=lambda day: len(by_day[day]))[-3:]  # three days that have events, apart or not
     first, last = min(busy), max(busy)
     chosen = {day for day in by_day if first <= day <= last}
-    single = max((day for day in by_day if day not in chosen), key=lambda day: len(by_day[day]))
-    landed_ids = f"SELECT {MIXPANEL_INSERT_ID} FROM raw.mixpanel_events r"
-    days = days_of_streams()[key]
+    single = max((day for day in inside if day not in chosen), key=lambda day: len(by_day[day]))
+    landed_ids = f"SELECT {world_id} FROM {table} r"
+    cursor_now = f"SELECT cursor FROM raw._stream_state WHERE stream = '{table}'"
 
-    backfill = pipeline.run(selection=["raw/mixpanel_events"], tags={
+    backfill = pipeline.run(selection=[selection], tags={
         ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
     assert backfill.success
     assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*(by_day[day] for day in chosen))
     span = days.get_partition_keys_in_range(PartitionKeyRange(first.isoformat(), last.isoformat()))
     assert pipeline.instance.get_materialized_partitions(key) == set(span)
-    assert pipeline.query("SELECT cursor FROM raw._stream_state WHERE stream = 'raw.mixpanel_events'") == [(None,)]
+    assert pipeline.query(cursor_now) == [(None,)]
 
-    one_day = pipeline.run(selection=["raw/mixpanel_events"], tags={PARTITION_NAME_TAG: single.isoformat()})
+    one_day = pipeline.run(selection=[selection], tags={PARTITION_NAME_TAG: single.isoformat()})
     assert one_day.success
     assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*(by_day[day] for day in {*chosen, single}))
     assert pipeline.instance.get_materialized_partitions(key) == {*span, single.isoformat()}
 
-    now = datetime.now(UTC)
-    today = now.date()
-    nightly = pipeline.run(selection=["raw/mixpanel_events"], tags=days_tags({key: days}, now))
-    assert nightly.success and nightly.metadata["raw/mixpanel_events"]["full_pull"]
+    for _ in range(2):  # a run the date turned during is asked for again: its last day was no longer today
+        now = datetime.now(UTC)
+        nightly = pipeline.run(selection=[selection], tags=days_tags({key: days}, now))
+        done = datetime.now(UTC)
+        if done.date() == now.date():
+            break
+    assert nightly.success and nightly.metadata[selection]["full_pull"]
     assert {row[0] for row in pipeline.query(landed_ids)} == set().union(*by_day.values())
     assert pipeline.instance.get_materialized_partitions(key) == set(days.get_partition_keys(current_time=now))
-    [(cursor,)] = pipeline.query("SELECT cursor FROM raw._stream_state WHERE stream = 'raw.mixpanel_events'")
-    assert json.loads(cursor) == {"from_date": (today - timedelta(days=LATE_DAYS)).isoformat()}
-    assert_no_version_landed_twice(pipeline, ["raw.mixpanel_events"])
+    [(cursor,)] = pipeline.query(cursor_now)
+    assert _moved_on(table, json.loads(cursor), now, done)
+    assert_no_version_landed_twice(pipeline, [table])
 
 
 def test_killed_run_resumes_to_the_same_staging(world: Path, unsynced: Path, tmp_path: Path) -> None:

@@ -319,28 +319,29 @@ def test_a_launch_from_the_command_line_waits_its_turn_in_the_queue_while_reader
 
 
 def test_each_day_of_events_is_a_partition_the_first_run_lands_and_a_launch_can_name(running: Stack) -> None:
-    """Mixpanel's raw events are partitioned by day: the first run, asked for as the nightly schedule asks, lands
-    every day (the UI shows each one landed); `cdp launch --days` runs again the days it names and no other."""
+    """Mixpanel's and Klaviyo's raw events are partitioned by day: the first run, asked for as the nightly schedule
+    asks, lands every day of both (the UI shows each one landed); `cdp launch --days` runs again the days it names
+    and no other."""
 
-    def days_landed(run_id: str) -> set[str]:
+    def days_landed(run_id: str, events: AssetKey) -> set[str]:
         found = running.graphql(RUN_PARTITIONS_QUERY, {"id": run_id})["runOrError"]
         return {m["partition"] for m in found["assetMaterializations"] if m["assetKey"]["path"] == events.path}
 
-    events = AssetKey(["raw", "mixpanel_events"])
+    mixpanel, klaviyo = AssetKey(["raw", "mixpanel_events"]), AssetKey(["raw", "klaviyo_events"])
     [first] = [run["runId"] for run in running.runs() if run["jobName"] == "nightly_pipeline"]  # make run's
     assert running.wait_for(first) == "SUCCESS"
     # Every day there was when the run was asked for (its days are fixed then), not when this test looks.
     asked = running.graphql(RUN_PARTITIONS_QUERY, {"id": first})["runOrError"]["creationTime"]
-    every_day = defs.resolve_asset_graph().get(events).partitions_def.get_partition_keys(
+    every_day = defs.resolve_asset_graph().get(mixpanel).partitions_def.get_partition_keys(
         current_time=datetime.fromtimestamp(asked, UTC))
-    assert days_landed(first) == set(every_day)
+    assert days_landed(first, mixpanel) == days_landed(first, klaviyo) == set(every_day)
 
     today = datetime.now(UTC).date()
     chosen = [(today - timedelta(days=back)).isoformat() for back in (9, 8, 7)]
     launched = queued_run_id(running.cdp("launch", "--assets", "raw/mixpanel_events", "--days",
                                          f"{chosen[0]}..{chosen[-1]}"))  # fmt: skip
     assert running.wait_for(launched) == "SUCCESS"
-    assert days_landed(launched) == set(chosen)
+    assert days_landed(launched, mixpanel) == set(chosen) and not days_landed(launched, klaviyo)
     refused = running.cdp("launch", "--assets", "raw/mixpanel_events", "--days", f"{chosen[-1]}..{chosen[0]}")
     assert refused.returncode == 2 and "the first day is after the last" in refused.stderr
 
