@@ -35,6 +35,8 @@ from resources.source import (
     SourceRecord,
     SourceResource,
     StreamSpec,
+    days_progress,
+    days_under_way,
     dig,
     first_event_day,
     from_iso,
@@ -113,7 +115,8 @@ class KlaviyoResource(SourceResource):
         }
 
     def requires_full_pull(self, stream: StreamSpec, cursor: Cursor | None) -> bool:
-        return cursor is None or ENDPOINTS[stream.name].changed_field is None
+        # A cursor without a time to pull from: none yet, or only a run of days under way.
+        return cursor is None or "changed_since" not in cursor or ENDPOINTS[stream.name].changed_field is None
 
     def extract(self, stream: StreamSpec, cursor: Cursor | None, full: bool) -> Iterator[Page]:
         endpoint = ENDPOINTS[stream.name]
@@ -163,28 +166,43 @@ class KlaviyoResource(SourceResource):
     def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
         """The events stamped on the days `first` to `last` (UTC), their span cut into ranges walked side by side.
         The first partition's day is open below and today open above, so an event stamped before the first day or
-        ahead of the clock is still read. The cursor moves on, to this pull's start, only when the days run from
-        where an incremental pull would read through today, so a backfill of older days leaves it where it was."""
+        ahead of the clock is still read. Each page carries each range's progress: a run of the same days broken
+        off resumes each range where it stood. The cursor moves on, to this pull's start, only when the days run
+        from where an incremental pull would read through today, so a backfill of older days leaves it as it was."""
         endpoint = ENDPOINTS[stream.name]
         if endpoint.range_field is None or stream.first_day is None:
             raise ValueError(f"klaviyo: {stream.name} is not exported by day")
-        started = clock.time()
+        rest, held = days_under_way(cursor, first, last)
+        started = held.get("started") or clock.time()
+        edges = held.get("edges") or self._day_edges(endpoint, endpoint.range_field, first, last, stream.first_day,
+                                                      started)  # fmt: skip
+        walk = partial(self._time_range, endpoint, endpoint.range_field)
+        walks = range_walks(walk, edges[1:-1], edges[0], edges[-1])
+        for records, ranges in side_by_side(walks, held.get("ranges") or {}, self.ranges_at_once):
+            progress = {"started": started, "edges": edges, "ranges": ranges}
+            yield Page(records, days_progress(rest, first, last, progress))
+        since = from_iso((rest or {}).get("changed_since"))  # None: the next pull without days reads them all
+        covered = edges[0] is None or (since is not None and first <= since.date())
+        reaches = covered and last >= datetime.now(UTC).date()
+        yield Page([], {"changed_since": _stamp(started - self.lookback_seconds)} if reaches else rest)
+
+    def _day_edges(
+        self, endpoint: KlaviyoEndpoint, field: str, first: date, last: date, first_day: str, started: float
+    ) -> list[str | None]:
+        """The times bounding the ranges the days `first` to `last` are read in: `range_count()` of equal span
+        (from the oldest item where the days read all before the first day), the first open below where `first`
+        is the first day, the last open above where `last` is today or later."""
         today = datetime.fromtimestamp(started, UTC).date()
-        low = None if first <= date.fromisoformat(stream.first_day) else _stamp(_midnight(first))
-        high = None if last >= today else _stamp(_midnight(last + timedelta(days=1)))
-        since = from_iso((cursor or {}).get("changed_since"))  # None: the next pull without days reads them all
-        reaches = high is None and (low is None or (since is not None and first <= since.date()))
+        low = None if first <= date.fromisoformat(first_day) else _midnight(first)
+        high = None if last >= today else _midnight(last + timedelta(days=1))
         start = _midnight(first)
-        if low is None:  # the ranges cut from the oldest event, as a full pull's, where the days read all before it
-            oldest = self._oldest(endpoint, endpoint.range_field)
+        if low is None:  # the ranges cut from the oldest item, as a full pull's, where the days read all before it
+            oldest = self._oldest(endpoint, field)
             start = max(start, oldest.timestamp() if oldest else start)
-        through = _midnight(last + timedelta(days=1)) if high else max(started, start)
+        through = high if high is not None else max(started, start)
         start = min(start, through)
-        cuts = [_stamp(cut) for cut in span_cuts(int(start), int(through), self.range_count())]
-        walks = range_walks(partial(self._time_range, endpoint, endpoint.range_field), cuts, low, high)
-        for records, _ in side_by_side(walks, {}, self.ranges_at_once):
-            yield Page(records, cursor)
-        yield Page([], {"changed_since": _stamp(started - self.lookback_seconds)} if reaches else cursor)
+        cuts = span_cuts(int(start), int(through), self.range_count())
+        return [None if low is None else _stamp(low), *map(_stamp, cuts), None if high is None else _stamp(high)]
 
     def _time_bounds(self, endpoint: KlaviyoEndpoint, field: str, started: float) -> list[str]:
         """Times cutting the listing into `range_count()` ranges of equal span from its oldest item to `started`; the

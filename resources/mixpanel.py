@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ from resources.source import (
     SourceRecord,
     SourceResource,
     StreamSpec,
+    days_progress,
+    days_under_way,
     dig,
     first_event_day,
     from_unix,
@@ -64,15 +66,22 @@ class MixpanelResource(SourceResource):
         key = "full_from" if full else "from_date"
         start = date.fromisoformat(cursor.get(key) or self.start_date)
         today = _today()
-        return self._export(start, today, cursor, key, self._resume(today))
+        return self._export(start, today, cursor, lambda day: {**cursor, key: day.isoformat()}, self._resume(today))
 
     def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
-        """The days' events; the cursor moves on only when they run from where an incremental pull would resume
-        through today, so a backfill of older days leaves the next incremental pull where it was."""
+        """The days' events; each window's last page notes the day after it, so a run of the same days broken off
+        resumes at the window. The cursor moves on only when the days run from where an incremental pull would
+        resume through today, so a backfill of older days leaves the next incremental pull where it was."""
+        rest, held = days_under_way(cursor, first, last)
         today = _today()
-        resumes = date.fromisoformat((cursor or {}).get("from_date") or self.start_date)
+        resumes = date.fromisoformat((rest or {}).get("from_date") or self.start_date)
         reaches = first <= resumes and last >= today
-        return self._export(first, min(last, today), cursor, None, self._resume(today) if reaches else cursor)
+
+        def after(day: date) -> Cursor:
+            return days_progress(rest, first, last, {"from": day.isoformat()})
+
+        start = date.fromisoformat(held.get("from") or first.isoformat())
+        return self._export(start, min(last, today), after(start), after, self._resume(today) if reaches else rest)
 
     def _resume(self, today: date) -> Cursor:
         """Where the next incremental pull starts: the most recent days again, for late events. `today` is read
@@ -81,10 +90,10 @@ class MixpanelResource(SourceResource):
         return {"from_date": resume.isoformat()}
 
     def _export(
-        self, start: date, end: date, cursor: Cursor | None, key: str | None, final: Cursor | None
+        self, start: date, end: date, cursor: Cursor | None, after: Callable[[date], Cursor], final: Cursor | None
     ) -> Iterator[Page]:
-        """The days `start` to `end` in windows of WINDOW_DAYS; each window's last page carries `key` moved past it
-        (a pull broken off resumes at the window), the export's last page `final`."""
+        """The days `start` to `end` in windows of WINDOW_DAYS; each window's last page carries `after` the day
+        past it (a pull broken off resumes at the window), the export's last page `final`."""
         while start <= end:
             stop = min(start + timedelta(days=WINDOW_DAYS - 1), end)
             # One page of look-ahead: only the window's last page may carry the advanced cursor.
@@ -97,7 +106,7 @@ class MixpanelResource(SourceResource):
                 yield Page(held, final)
                 return
             start = stop + timedelta(days=1)
-            cursor = {**(cursor or {}), key: start.isoformat()} if key else cursor
+            cursor = after(start)
             yield Page(held, cursor)
         yield Page([], final)  # no day to read (a range after today)
 

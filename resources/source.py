@@ -27,6 +27,23 @@ Cursor = dict[str, Any]
 LATE_DAYS = 1  # recent days an export by day reads again on the next pull: late events still arrive for them
 
 
+DAYS = "days"  # a cursor's entry for a run of days under way: its days, and the connector's progress through them
+
+
+def days_under_way(cursor: Cursor | None, first: date, last: date) -> tuple[Cursor | None, dict[str, Any]]:
+    """`cursor` without the entry of a run of days under way, and that entry where it is of the days `first` to
+    `last` (the same run broken off and begun again), so it resumes; {} where it is of other days or absent."""
+    held = (cursor or {}).get(DAYS) or {}
+    rest = {key: value for key, value in (cursor or {}).items() if key != DAYS} or None
+    return rest, (held if (held.get("first"), held.get("last")) == (first.isoformat(), last.isoformat()) else {})
+
+
+def days_progress(cursor: Cursor | None, first: date, last: date, progress: dict[str, Any]) -> Cursor:
+    """`cursor` carrying the progress of a run of the days `first` to `last`, for a page before its last: what
+    `days_under_way` gives back when the run is begun again."""
+    return {**(cursor or {}), DAYS: {"first": first.isoformat(), "last": last.isoformat(), **progress}}
+
+
 def first_event_day() -> str:
     """The first day (YYYY-MM-DD) of every stream exported by day, and of its daily partitions: one for them all, as
     a scheduled run names one range of days for every such stream. `MIXPANEL_START_DATE`, its name before Klaviyo's
@@ -240,7 +257,8 @@ class SourceResource(ServiceResource):
 
     def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
         """Pages of the records of the days `first` to `last`, for a stream that declares `first_day`. The pages
-        carry `cursor` on, advanced only where the days read everything a pull from it would read."""
+        carry `cursor` on (with their progress through the days, `days_progress`, so a run of the same days broken
+        off resumes), the last advanced only where the days read everything a pull from it would read."""
         raise NotImplementedError
 
     def list_ids(self, stream: StreamSpec) -> Iterator[list[str]]:

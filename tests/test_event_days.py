@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler
 from itertools import pairwise
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from resources import klaviyo
 from resources.mixpanel import EXPORT_PATH, STREAMS, WINDOW_DAYS, MixpanelResource
-from resources.source import LATE_DAYS
+from resources.source import DAYS, LATE_DAYS, Cursor, Page, days_under_way
 from tests.conftest import serving
 
 
@@ -54,10 +54,12 @@ days_back = st.integers(min_value=-3, max_value=800)
 
 
 @settings(max_examples=60, deadline=None)
-@given(start_back=days_back, first_back=days_back, length=st.integers(0, 400), resumes_back=st.none() | days_back)
+@given(start_back=days_back, first_back=days_back, length=st.integers(0, 400), resumes_back=st.none() | days_back,
+       broken_after=st.integers(0, 6))  # fmt: skip
 def test_an_export_of_days_reads_each_day_once_and_moves_the_cursor_only_past_all_it_covers(
-    export_url: str, start_back: int, first_back: int, length: int, resumes_back: int | None
+    export_url: str, start_back: int, first_back: int, length: int, resumes_back: int | None, broken_after: int
 ) -> None:
+    """And a run broken off after some pages and begun again reads only the days of the windows not landed."""
     for _ in range(2):  # an export the date turned during is judged again, wholly on the new day
         today = datetime.now(UTC).date()
         start, first = today - timedelta(days=start_back), today - timedelta(days=first_back)
@@ -68,16 +70,35 @@ def test_an_export_of_days_reads_each_day_once_and_moves_the_cursor_only_past_al
         cursor = None if resumes is None else {"from_date": resumes.isoformat(), "kept": "as it was"}
         RecordingExport.asked.clear()
         pages = list(mixpanel.extract_days(STREAMS["events"], first, last, cursor))
+        whole = list(RecordingExport.asked)
+        landed = min(broken_after, len(pages) - 1)
+        kept = _broken_off(mixpanel.extract_days(STREAMS["events"], first, last, cursor), landed, cursor)
+        RecordingExport.asked.clear()
+        again = list(mixpanel.extract_days(STREAMS["events"], first, last, kept))
+        read_again = [day for window in RecordingExport.asked for day in _days(*window)]
+        RecordingExport.asked.clear()
+        list(mixpanel.extract_days(STREAMS["events"], first - timedelta(days=1), last, kept))  # other days
         if datetime.now(UTC).date() == today:
             break
 
-    read = [day for window in RecordingExport.asked for day in _days(*window)]
+    read = [day for window in whole for day in _days(*window)]
     assert read == _days(first, min(last, today)), "each day of the range, in order, once"
-    assert all(0 <= (to - since).days < WINDOW_DAYS for since, to in RecordingExport.asked)
-    assert all(page.cursor == cursor for page in pages[:-1]), "no page before the last moves the cursor"
+    assert all(0 <= (to - since).days < WINDOW_DAYS for since, to in whole)
+    assert all(days_under_way(page.cursor, first, last)[0] == cursor for page in pages[:-1]), "the cursor kept"
     covers = first <= (resumes or start) and last >= today
     late = {"from_date": max(start, today - timedelta(days=LATE_DAYS)).isoformat()}
     assert pages[-1].cursor == (late if covers else cursor)
+    assert read_again == read[landed * WINDOW_DAYS:], "begun again, the windows not landed, each day once"
+    other = [day for window in RecordingExport.asked for day in _days(*window)]
+    assert other == _days(first - timedelta(days=1), min(last, today)), "a run of other days reads them all"
+    assert again[-1].cursor == pages[-1].cursor
+
+
+def _broken_off(pages: Generator[Page, None, None], landed: int, cursor: Cursor | None) -> Cursor | None:
+    """The cursor a run kept when it was broken off after landing `landed` pages: its last landed page's."""
+    kept = [page.cursor for _, page in zip(range(landed), pages, strict=False)]
+    pages.close()
+    return kept[-1] if kept else cursor
 
 
 def _days(since: date, until: date) -> list[date]:
@@ -85,26 +106,27 @@ def _days(since: date, until: date) -> list[date]:
 
 
 class RecordingListing(BaseHTTPRequestHandler):
-    """Answers a call for Klaviyo's oldest event (a page of one) with an event stamped `oldest`, if any, and every
-    other call for its events with an empty page, noting the span of time its filter asks for."""
+    """Klaviyo's events listing over `events` (their times), sorted by time, each range in one page; a call for the
+    oldest event (a page of one) is answered with it. Every other call notes the span of time its filter asks for."""
 
     asked: ClassVar[list[tuple[datetime | None, datetime | None]]] = []
-    oldest: ClassVar[datetime | None] = None
+    events: ClassVar[list[datetime]] = []
     BOUND = re.compile(r"(greater-or-equal|less-than)\(datetime,([^()]+)\)")
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = parse_qs(url.query)
-        assert url.path == klaviyo.ENDPOINTS["events"].path
-        data = []
+        assert url.path == klaviyo.ENDPOINTS["events"].path and query["sort"] == ["datetime"]
         if query["page[size]"] == ["1"]:
-            if self.oldest:
-                data = [{"type": "event", "id": "e1", "attributes": {"datetime": self.oldest.isoformat()}}]
+            served = self.events[:1]
         else:
             bounds = dict(self.BOUND.findall(query.get("filter", [""])[0]))
-            type(self).asked.append(tuple(  # type: ignore[arg-type]
-                datetime.fromisoformat(bounds[name].replace("Z", "+00:00")) if name in bounds else None
-                for name in ("greater-or-equal", "less-than")))  # fmt: skip
+            low, high = (datetime.fromisoformat(bounds[name].replace("Z", "+00:00")) if name in bounds else None
+                         for name in ("greater-or-equal", "less-than"))  # fmt: skip
+            type(self).asked.append((low, high))
+            served = [at for at in self.events if (low is None or at >= low) and (high is None or at < high)]
+        data = [{"type": "event", "id": f"ev{at.timestamp():.0f}", "attributes": {"datetime": at.isoformat()}}
+                for at in served]  # fmt: skip
         body = json.dumps({"data": data, "links": {"next": None}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.api+json")
@@ -124,23 +146,36 @@ def listing_url() -> Iterator[str]:
 
 @settings(max_examples=60, deadline=None)
 @given(start_back=days_back, first_back=days_back, length=st.integers(0, 400), since_back=st.none() | days_back,
-       oldest_back=st.none() | days_back, walked=st.integers(1, 4))  # fmt: skip
+       oldest_back=st.none() | days_back, walked=st.integers(1, 4), broken_after=st.integers(0, 8))  # fmt: skip
 def test_a_listing_of_days_reads_their_span_once_and_moves_the_cursor_only_past_all_it_covers(
     listing_url: str, start_back: int, first_back: int, length: int, since_back: int | None, oldest_back: int | None,
-    walked: int,
+    walked: int, broken_after: int,
 ) -> None:
+    """Over events of every day from the oldest through three days ahead: the events of the days, each once; and a
+    run broken off after some pages and begun again reads each of them once across both."""
     for _ in range(2):  # a listing the date turned during is judged again, wholly on the new day
         today = datetime.now(UTC).date()
         start, first = today - timedelta(days=start_back), today - timedelta(days=first_back)
         last = first + timedelta(days=length)
         stream = dataclasses.replace(klaviyo.STREAMS["events"], first_day=start.isoformat())
-        source = klaviyo.KlaviyoResource(base_url=listing_url, api_key="pk_test", ranges_at_once=walked)
+        source = klaviyo.KlaviyoResource(base_url=listing_url, api_key="pk_test", ranges_at_once=walked,
+                                         lookback_seconds=0)  # fmt: skip
         since = None if since_back is None else datetime.combine(today - timedelta(days=since_back), time(6), UTC)
         cursor = None if since is None else {"changed_since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "kept": "yes"}
-        RecordingListing.oldest = None if oldest_back is None else datetime.combine(
-            today - timedelta(days=oldest_back), time(13, 5), UTC)
+        RecordingListing.events = [] if oldest_back is None else [
+            datetime.combine(day, time(13, 5), UTC) for day in _days(today - timedelta(days=oldest_back),
+                                                                     today + timedelta(days=3))]  # fmt: skip
         RecordingListing.asked.clear()
         pages = list(source.extract_days(stream, first, last, cursor))
+        spans = sorted(RecordingListing.asked, key=lambda span: (span[0] is not None, span[0]))
+        landed = min(broken_after, len(pages) - 1)
+        broken = source.extract_days(stream, first, last, cursor)
+        before = [page for _, page in zip(range(landed), broken, strict=False)]
+        broken.close()
+        kept = before[-1].cursor if before else cursor
+        if before:  # broken off an hour after it began
+            kept = {**kept, DAYS: {**kept[DAYS], "started": kept[DAYS]["started"] - 3600}}
+        again = list(source.extract_days(stream, first, last, kept))
         if datetime.now(UTC).date() == today:
             break
 
@@ -149,16 +184,23 @@ def test_a_listing_of_days_reads_their_span_once_and_moves_the_cursor_only_past_
 
     low = None if first <= start else midnight(first)
     high = None if last >= today else midnight(last + timedelta(days=1))
-    spans = sorted(RecordingListing.asked, key=lambda span: (span[0] is not None, span[0]))
     assert spans[0][0] == low and spans[-1][1] == high, "the span from the first day through the last"
     assert all(this[1] == after[0] for this, after in pairwise(spans)), "each moment once"
     assert all(since < until for since, until in spans[1:-1] if since and until), "no range empty but at the ends"
     bounds = [moment for span in spans for moment in span if moment is not None]
     assert all((low is None or low <= moment) and (high is None or moment <= high) for moment in bounds), "no other day"
     assert len(spans) <= source.range_count()
-    assert all(page.cursor == cursor for page in pages[:-1]), "no page before the last moves the cursor"
+    ids = [record.record_id for page in pages for record in page.records]
+    days = {f"ev{at.timestamp():.0f}" for at in RecordingListing.events
+            if (low is None or at >= low) and (high is None or at < high)}  # fmt: skip
+    assert sorted(ids) == sorted(days), "the days' events, each once"
+    assert sorted(record.record_id for page in [*before, *again] for record in page.records) == sorted(ids)
     covers = high is None and (low is None or (since is not None and first <= since.date()))
-    assert (pages[-1].cursor != cursor) == covers
+    assert (pages[-1].cursor != cursor) == covers and (again[-1].cursor != cursor) == covers
+    assert not before or cursor or source.requires_full_pull(stream, before[-1].cursor), "no time to pull from"
+    if before and covers:  # begun again, the pull keeps the moment it began: what arrived since is read next time
+        assert again[-1].cursor == {"changed_since": klaviyo._stamp(kept[DAYS]["started"])}
+    assert all(days_under_way(page.cursor, first, last)[0] == cursor for page in pages[:-1]), "the cursor kept"
     if covers:
         moved = datetime.fromisoformat(pages[-1].cursor["changed_since"].replace("Z", "+00:00"))
         assert set(pages[-1].cursor) == {"changed_since"} and moved <= datetime.now(UTC)
