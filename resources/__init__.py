@@ -28,7 +28,7 @@ from resources.hubspot import HubSpotResource
 from resources.klaviyo import KlaviyoResource
 from resources.mixpanel import MixpanelResource
 from resources.privacy import PrivacyResource
-from resources.source import SourceResource, first_event_day
+from resources.source import SourceResource
 from resources.stripe import StripeResource
 from resources.zendesk import ZendeskResource
 
@@ -199,7 +199,6 @@ def build_resources() -> dict[str, object]:
             service_account_username=env.secret("MIXPANEL_SERVICE_ACCOUNT"),
             service_account_secret=env.secret("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
             project_id=env.secret("MIXPANEL_PROJECT_ID"),
-            start_date=first_event_day(),
         ),
         "destination_hubspot": HubSpotContactsDestination(
             base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")

@@ -124,7 +124,9 @@ class KlaviyoResource(SourceResource):
         if full and endpoint.range_field:
             yield from self._full_by_ranges(endpoint, endpoint.range_field, cursor)
             return
-        pull = cursor.get("pull") or {"started": clock.time(), "next": None}
+        pull = cursor.get("pull")
+        if not pull or "next" not in pull:  # none under way, or a full pull's by ranges, which this one cannot resume
+            pull = {"started": clock.time(), "next": None}
         url: str | None = pull["next"]
         params: dict[str, Any] | None = None
         if url is None:
@@ -157,7 +159,8 @@ class KlaviyoResource(SourceResource):
         pull = cursor.get("pull") or {}
         if "bounds" not in pull:  # a new pull (or one begun by a single cursor, which starts over)
             started = clock.time()
-            pull = {"started": started, "bounds": self._time_bounds(endpoint, field, started), "ranges": {}}
+            # The ranges' edges, the first range open below and the last above, so no item is missed.
+            pull = {"started": started, "bounds": self._cuts(endpoint, field, None, started), "ranges": {}}
         walks = range_walks(partial(self._time_range, endpoint, field), pull["bounds"])
         for records, ranges in side_by_side(walks, pull["ranges"], self.ranges_at_once):
             yield Page(records, {**cursor, "pull": {**pull, "ranges": ranges}})
@@ -183,34 +186,30 @@ class KlaviyoResource(SourceResource):
             yield Page(records, days_progress(rest, first, last, progress))
         since = from_iso((rest or {}).get("changed_since"))  # None: the next pull without days reads them all
         covered = edges[0] is None or (since is not None and first <= since.date())
-        reaches = covered and last >= datetime.now(UTC).date()
+        reaches = covered and edges[-1] is None  # open above: the days ran through the day the pull began
         yield Page([], {"changed_since": _stamp(started - self.lookback_seconds)} if reaches else rest)
 
     def _day_edges(
         self, endpoint: KlaviyoEndpoint, field: str, first: date, last: date, first_day: str, started: float
     ) -> list[str | None]:
-        """The times bounding the ranges the days `first` to `last` are read in: `range_count()` of equal span
-        (from the oldest item where the days read all before the first day), the first open below where `first`
-        is the first day, the last open above where `last` is today or later."""
+        """The times bounding the ranges the days `first` to `last` are read in: the first open below where `first`
+        is the first day (its ranges cut from the oldest item, as a full pull's), the last open above where `last`
+        is the day the pull began or later."""
         today = datetime.fromtimestamp(started, UTC).date()
         low = None if first <= date.fromisoformat(first_day) else _midnight(first)
         high = None if last >= today else _midnight(last + timedelta(days=1))
-        start = _midnight(first)
-        if low is None:  # the ranges cut from the oldest item, as a full pull's, where the days read all before it
-            oldest = self._oldest(endpoint, field)
-            start = max(start, oldest.timestamp() if oldest else start)
-        through = high if high is not None else max(started, start)
-        start = min(start, through)
-        cuts = span_cuts(int(start), int(through), self.range_count())
-        return [None if low is None else _stamp(low), *map(_stamp, cuts), None if high is None else _stamp(high)]
+        cuts = self._cuts(endpoint, field, low, high if high is not None else max(started, _midnight(first)))
+        return [None if low is None else _stamp(low), *cuts, None if high is None else _stamp(high)]
 
-    def _time_bounds(self, endpoint: KlaviyoEndpoint, field: str, started: float) -> list[str]:
-        """Times cutting the listing into `range_count()` ranges of equal span from its oldest item to `started`; the
-        first range is open below and the last above, so an item stamped outside that span is still read."""
-        oldest = self._oldest(endpoint, field)
-        if oldest is None or oldest.timestamp() >= started:
-            return []
-        return [_stamp(cut) for cut in span_cuts(int(oldest.timestamp()), int(started), self.range_count())]
+    def _cuts(self, endpoint: KlaviyoEndpoint, field: str, low: float | None, high: float) -> list[str]:
+        """Times cutting [low, high) into `range_count()` ranges of equal span; from the listing's oldest item where
+        `low` is None (none where that item is not before `high`)."""
+        if low is None:
+            oldest = self._oldest(endpoint, field)
+            if oldest is None or oldest.timestamp() >= high:
+                return []
+            low = oldest.timestamp()
+        return [_stamp(cut) for cut in span_cuts(int(low), int(high), self.range_count())]
 
     def _oldest(self, endpoint: KlaviyoEndpoint, field: str) -> datetime | None:
         """The time of the listing's oldest item; None for an empty listing."""

@@ -56,7 +56,7 @@ class MixpanelResource(SourceResource):
     service_account_username: str = Field(description="Service account user, from MIXPANEL_SERVICE_ACCOUNT.")
     service_account_secret: str = Field(description="Service account secret.")
     project_id: str = Field(description="Mixpanel project id, from MIXPANEL_PROJECT_ID.")
-    start_date: str = Field(default="2023-01-01", description="First day a full pull exports (YYYY-MM-DD).")
+    start_date: str = Field(default_factory=first_event_day, description="First day a full pull exports (YYYY-MM-DD).")
 
     def basic_auth(self) -> tuple[str, str]:
         return (self.service_account_username, self.service_account_secret)

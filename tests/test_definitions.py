@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,13 @@ def test_schedules_name_the_days_of_events_each_run_exports() -> None:
     assert isinstance(days, DailyPartitionsDefinition) and days.start.date().isoformat() == first_event_day()
     assert all(graph.get(key).partitions_def == days for key in partitioned)
     schedules = {schedule.name: schedule for schedule in defs.schedules or []}
-    at = datetime(2023, 3, 10, 2, 30, tzinfo=UTC)  # early: a day reported costs about 9 ms
+    # Days counted from the first: few of them, as a landing reported costs about 9 ms.
+    first_day = datetime.fromisoformat(first_event_day()).replace(tzinfo=UTC)
+    at = first_day + timedelta(days=68, hours=2, minutes=30)
+
+    def day(n: int) -> str:
+        return (first_day + timedelta(days=n)).date().isoformat()
+
     keys = days.get_partition_keys(current_time=at)
 
     def window(name: str, instance: DagsterInstance) -> tuple[str, str]:
@@ -86,20 +92,20 @@ def test_schedules_name_the_days_of_events_each_run_exports() -> None:
                                                                          metadata={SOURCE_STATUS: status}))  # fmt: skip
 
     with DagsterInstance.local_temp() as instance:
-        every_day = (first_event_day(), "2023-03-10")
+        every_day = (first_event_day(), day(68))
         assert window("nightly_pipeline", instance) == window("hourly_pipeline", instance) == every_day
-        land("2023-02-01", "2023-02-03")  # a backfill of a few days: the days before them were never read
+        land(day(31), day(33))  # a backfill of a few days: the days before them were never read
         assert window("hourly_pipeline", instance) == every_day
-        land(keys[0], "2023-02-20")
-        assert window("hourly_pipeline", instance) == ("2023-02-19", "2023-03-10")  # a stopped schedule catches up
-        land("2023-02-21", "2023-03-10")
-        assert window("hourly_pipeline", instance) == ("2023-03-09", "2023-03-10")  # the late window, yesterday
-        land("2023-03-04", "2023-03-05", SOURCE_FAILED)  # the source failed during that pull
-        assert window("hourly_pipeline", instance) == ("2023-03-04", "2023-03-10")
-        land("2023-03-04", "2023-03-10")
-        assert window("hourly_pipeline", instance) == ("2023-03-09", "2023-03-10")
-        land("2023-03-07", "2023-03-07", SOURCE_FAILED, [AssetKey(["raw", "klaviyo_events"])])  # one stream's day
-        assert window("hourly_pipeline", instance) == ("2023-03-07", "2023-03-10")
+        land(keys[0], day(50))
+        assert window("hourly_pipeline", instance) == (day(49), day(68))  # a stopped schedule catches up
+        land(day(51), day(68))
+        assert window("hourly_pipeline", instance) == (day(67), day(68))  # the late window, yesterday
+        land(day(62), day(63), SOURCE_FAILED)  # the source failed during that pull
+        assert window("hourly_pipeline", instance) == (day(62), day(68))
+        land(day(62), day(68))
+        assert window("hourly_pipeline", instance) == (day(67), day(68))
+        land(day(65), day(65), SOURCE_FAILED, [AssetKey(["raw", "klaviyo_events"])])  # one stream's day
+        assert window("hourly_pipeline", instance) == (day(65), day(68))
         assert window("nightly_pipeline", instance) == every_day
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler
 from itertools import pairwise
 from typing import ClassVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from hypothesis import given, settings
@@ -106,9 +106,11 @@ def _days(since: date, until: date) -> list[date]:
 
 
 class RecordingListing(BaseHTTPRequestHandler):
-    """Klaviyo's events listing over `events` (their times), sorted by time, each range in one page; a call for the
-    oldest event (a page of one) is answered with it. Every other call notes the span of time its filter asks for."""
+    """Klaviyo's events listing over `events` (their times), sorted by time, in pages of PAGE followed by
+    `links.next`; a call for the oldest event (a page of one) is answered with it. Every first page notes the span of
+    time its filter asks for."""
 
+    PAGE = 40  # several pages a range, few enough that the client's pacer (71 calls a second) holds no example long
     asked: ClassVar[list[tuple[datetime | None, datetime | None]]] = []
     events: ClassVar[list[datetime]] = []
     BOUND = re.compile(r"(greater-or-equal|less-than)\(datetime,([^()]+)\)")
@@ -117,17 +119,22 @@ class RecordingListing(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         assert url.path == klaviyo.ENDPOINTS["events"].path and query["sort"] == ["datetime"]
+        bounds = dict(self.BOUND.findall(query.get("filter", [""])[0]))
+        low, high = (datetime.fromisoformat(bounds[name].replace("Z", "+00:00")) if name in bounds else None
+                     for name in ("greater-or-equal", "less-than"))  # fmt: skip
+        offset = int(query.get("page[cursor]", ["0"])[0])
         if query["page[size]"] == ["1"]:
-            served = self.events[:1]
+            served, more = self.events[:1], False
         else:
-            bounds = dict(self.BOUND.findall(query.get("filter", [""])[0]))
-            low, high = (datetime.fromisoformat(bounds[name].replace("Z", "+00:00")) if name in bounds else None
-                         for name in ("greater-or-equal", "less-than"))  # fmt: skip
-            type(self).asked.append((low, high))
-            served = [at for at in self.events if (low is None or at >= low) and (high is None or at < high)]
+            if not offset:
+                type(self).asked.append((low, high))
+            held = [at for at in self.events if (low is None or at >= low) and (high is None or at < high)]
+            served, more = held[offset: offset + self.PAGE], offset + self.PAGE < len(held)
         data = [{"type": "event", "id": f"ev{at.timestamp():.0f}", "attributes": {"datetime": at.isoformat()}}
                 for at in served]  # fmt: skip
-        body = json.dumps({"data": data, "links": {"next": None}}).encode()
+        following = urlencode({**{key: values[0] for key, values in query.items()}, "page[cursor]": offset + self.PAGE})
+        link = f"http://{self.headers['Host']}{url.path}?{following}" if more else None
+        body = json.dumps({"data": data, "links": {"next": link}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.api+json")
         self.send_header("Content-Length", str(len(body)))
@@ -167,7 +174,8 @@ def test_a_listing_of_days_reads_their_span_once_and_moves_the_cursor_only_past_
                                                                      today + timedelta(days=3))]  # fmt: skip
         RecordingListing.asked.clear()
         pages = list(source.extract_days(stream, first, last, cursor))
-        spans = sorted(RecordingListing.asked, key=lambda span: (span[0] is not None, span[0]))
+        # In order of time, None first below and last above (an empty range [t, t) before [t, ...)).
+        spans = sorted(RecordingListing.asked, key=lambda s: (s[0] is not None, s[0], s[1] is None, s[1]))
         landed = min(broken_after, len(pages) - 1)
         broken = source.extract_days(stream, first, last, cursor)
         before = [page for _, page in zip(range(landed), broken, strict=False)]
@@ -194,8 +202,12 @@ def test_a_listing_of_days_reads_their_span_once_and_moves_the_cursor_only_past_
     days = {f"ev{at.timestamp():.0f}" for at in RecordingListing.events
             if (low is None or at >= low) and (high is None or at < high)}  # fmt: skip
     assert sorted(ids) == sorted(days), "the days' events, each once"
+    held = [sum((lo is None or at >= lo) and (hi is None or at < hi) for at in RecordingListing.events)
+            for lo, hi in spans]  # fmt: skip
+    if low is None:  # cut from the oldest event, not the first day, however long before it that was
+        assert max(held) <= len(ids) // len(spans) + 5, "ranges of about equal span"
     assert sorted(record.record_id for page in [*before, *again] for record in page.records) == sorted(ids)
-    covers = high is None and (low is None or (since is not None and first <= since.date()))
+    covers = high is None and (low is None or (since is not None and since >= low))  # all a pull from `since` reads
     assert (pages[-1].cursor != cursor) == covers and (again[-1].cursor != cursor) == covers
     assert not before or cursor or source.requires_full_pull(stream, before[-1].cursor), "no time to pull from"
     if before and covers:  # begun again, the pull keeps the moment it began: what arrived since is read next time
@@ -204,3 +216,16 @@ def test_a_listing_of_days_reads_their_span_once_and_moves_the_cursor_only_past_
     if covers:
         moved = datetime.fromisoformat(pages[-1].cursor["changed_since"].replace("Z", "+00:00"))
         assert set(pages[-1].cursor) == {"changed_since"} and moved <= datetime.now(UTC)
+
+
+def test_a_pull_without_days_begins_its_own_where_a_full_pull_by_ranges_was_broken_off(listing_url: str) -> None:
+    """A cursor can keep a full pull's ranges under way past a run of days that did not cover everything (which
+    ends the full pull's flag): the next pull without days reads from its time, not from the ranges."""
+    source = klaviyo.KlaviyoResource(base_url=listing_url, api_key="pk_test")
+    RecordingListing.events = [datetime(2026, 1, 2, 13, 5, tzinfo=UTC)]
+    cursor = {"changed_since": "2026-01-01T00:00:00Z",
+              "pull": {"started": 1.0, "bounds": ["2025-01-01T00:00:00Z"], "ranges": {"0": "done"}}}  # fmt: skip
+    assert not source.requires_full_pull(klaviyo.STREAMS["events"], cursor)
+    pages = list(source.extract(klaviyo.STREAMS["events"], cursor, full=False))
+    assert [record.record_id for page in pages for record in page.records] == ["ev1767359100"]
+    assert set(pages[-1].cursor) == {"changed_since"}

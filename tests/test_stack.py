@@ -22,7 +22,8 @@ from typing import Any
 import duckdb
 import pytest
 import requests
-from dagster import AssetKey
+from dagster import AssetKey, PartitionKeyRange
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets import stack
 from cdp_assets.definitions import defs
@@ -330,10 +331,15 @@ def test_each_day_of_events_is_a_partition_the_first_run_lands_and_a_launch_can_
     mixpanel, klaviyo = AssetKey(["raw", "mixpanel_events"]), AssetKey(["raw", "klaviyo_events"])
     [first] = [run["runId"] for run in running.runs() if run["jobName"] == "nightly_pipeline"]  # make run's
     assert running.wait_for(first) == "SUCCESS"
-    # Every day there was when the run was asked for (its days are fixed then), not when this test looks.
-    asked = running.graphql(RUN_PARTITIONS_QUERY, {"id": first})["runOrError"]["creationTime"]
-    every_day = defs.resolve_asset_graph().get(mixpanel).partitions_def.get_partition_keys(
-        current_time=datetime.fromtimestamp(asked, UTC))
+    # Every day there was when the run was asked for: its range names the days, fixed when `cdp run` asked, between
+    # the stack's start and the run's creation (a night may fall between them), not when this test looks.
+    run = running.graphql(RUN_PARTITIONS_QUERY, {"id": first})["runOrError"]
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    days = defs.resolve_asset_graph().get(mixpanel).partitions_def
+    every_day = days.get_partition_keys_in_range(PartitionKeyRange(tags[ASSET_PARTITION_RANGE_START_TAG],
+                                                                   tags[ASSET_PARTITION_RANGE_END_TAG]))  # fmt: skip
+    asked_between = (datetime.fromtimestamp(running.started_at, UTC), datetime.fromtimestamp(run["creationTime"], UTC))
+    assert every_day in [days.get_partition_keys(current_time=moment) for moment in asked_between]
     assert days_landed(first, mixpanel) == days_landed(first, klaviyo) == set(every_day)
 
     today = datetime.now(UTC).date()
