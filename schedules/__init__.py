@@ -104,6 +104,17 @@ def days_tags(event_days: EventDays, now: datetime, instance: DagsterInstance | 
         recent = len(days.get_partition_keys(current_time=now)) + RECENT_RUNS  # a night's every day, and hours
         landed = landed_days(instance, key, recent) if instance else set()
         ranges.append(days_to_read(days, landed, now, instance is None))
+    return _range_tags(ranges)
+
+
+def late_window_tags(event_days: EventDays, now: datetime) -> dict[str, str]:
+    """The tags of the days an hourly run names once every day has landed: the late window through today."""
+    return _range_tags([days_to_read(days, set(days.get_partition_keys(current_time=now)), now, False)
+                        for days in event_days.values()])  # fmt: skip
+
+
+def _range_tags(ranges: list[PartitionKeyRange]) -> dict[str, str]:
+    """One range of days for every stream's (their partitions are the same days): from the earliest first day."""
     if not ranges:
         return {}
     start = min(chosen.start for chosen in ranges)

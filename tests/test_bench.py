@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from cdp_assets.bench import harness, report
 from cdp_assets.bench.report import STAGE_NAMES
 from resources import LOOKBACK_VARIABLE, lookback_seconds
+from resources.source import LATE_DAYS
 from sandbox.store import WorldStore
 from tests.conftest import TEST_SANDBOX_CONFIG
 
@@ -63,6 +65,12 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     assert results["stages"]["hourly_after_sync"]["fetched"]["raw/hubspot_contacts"] >= written > 0
     assert results["stages"]["hourly_after_sync"]["sent"] == 0
     assert results["stages"]["hourly"]["fetched"]["raw/hubspot_contacts"] < written / 2
+    # The hourly runs name the late window's days, as their schedule does once every day has landed: they read
+    # every Klaviyo event stamped since yesterday began (following the cursor, only those since the last pull).
+    window = datetime.combine(datetime.now(UTC).date() - timedelta(days=LATE_DAYS), time(), UTC).timestamp()
+    recent = WorldStore(tmp_path / "data" / "world").connect().execute(
+        "SELECT count(*) FROM records WHERE stream = 'klaviyo.events' AND created >= ?", (window,)).fetchone()[0]
+    assert results["stages"]["hourly"]["fetched"]["raw/klaviyo_events"] >= recent
     assert results["stages"]["splink_alone"]["splink"]["pair_precision"] is not None
 
     text = markdown.read_text()

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,17 @@ def sync(data: Path, people: int) -> Figures:
 
 
 def hourly(data: Path, people: int) -> Figures:
-    """The hourly job: incremental pulls through views and syncs. Its events follow their cursor (from yesterday) rather
-    than name days, as each stage's instance is new; the schedule's days would be the same two."""
+    """The hourly job: incremental pulls through views and syncs. Its events are read by the days the hourly schedule
+    names once every day has landed, the late window (each stage's instance is new, so it records no day landed)."""
     from cdp_assets.definitions import defs
+    from cdp_assets.raw import days_of_streams
+    from schedules import late_window_tags
 
     instance = DagsterInstance.ephemeral()
+    tags = late_window_tags(days_of_streams(), datetime.now(UTC))
     started = time.perf_counter()
-    result = defs.get_job_def("hourly_pipeline").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.get_job_def("hourly_pipeline").execute_in_process(instance=instance, tags=tags,
+                                                                    raise_on_error=False)  # fmt: skip
     seconds = time.perf_counter() - started
     if not result.success:
         raise SystemExit("the hourly run failed")
