@@ -168,10 +168,11 @@ class KlaviyoResource(SourceResource):
 
     def extract_days(self, stream: StreamSpec, first: date, last: date, cursor: Cursor | None) -> Iterator[Page]:
         """The events stamped on the days `first` to `last` (UTC), their span cut into ranges walked side by side.
-        The first partition's day is open below and today open above, so an event stamped before the first day or
-        ahead of the clock is still read. Each page carries each range's progress: a run of the same days broken
-        off resumes each range where it stood. The cursor moves on, to this pull's start, only when the days run
-        from where an incremental pull would read through today, so a backfill of older days leaves it as it was."""
+        The first partition's day is open below and the day the pull began (today) open above, so an event stamped
+        before the first day or ahead of the clock is still read. Each page carries each range's progress: a run of
+        the same days broken off resumes each range where it stood. The cursor moves on, to this pull's start, only
+        when the days run from where an incremental pull would read through that day, so a backfill of older days
+        leaves it as it was."""
         endpoint = ENDPOINTS[stream.name]
         if endpoint.range_field is None or stream.first_day is None:
             raise ValueError(f"klaviyo: {stream.name} is not exported by day")
@@ -203,13 +204,11 @@ class KlaviyoResource(SourceResource):
 
     def _cuts(self, endpoint: KlaviyoEndpoint, field: str, low: float | None, high: float) -> list[str]:
         """Times cutting [low, high) into `range_count()` ranges of equal span; from the listing's oldest item where
-        `low` is None (none where that item is not before `high`)."""
+        `low` is None; none where the span is empty."""
         if low is None:
             oldest = self._oldest(endpoint, field)
-            if oldest is None or oldest.timestamp() >= high:
-                return []
-            low = oldest.timestamp()
-        return [_stamp(cut) for cut in span_cuts(int(low), int(high), self.range_count())]
+            low = high if oldest is None else oldest.timestamp()
+        return [_stamp(cut) for cut in span_cuts(int(low), int(high), self.range_count())] if low < high else []
 
     def _oldest(self, endpoint: KlaviyoEndpoint, field: str) -> datetime | None:
         """The time of the listing's oldest item; None for an empty listing."""

@@ -77,8 +77,9 @@ RangeWalk = Callable[[Cursor | None], Iterator[tuple[list[SourceRecord], Cursor 
 
 
 def span_cuts(low: int, high: int, count: int) -> list[int]:
-    """The points cutting [low, high) into `count` spans of equal length (fewer where they would coincide)."""
-    return sorted({low + (high - low) * n // count for n in range(1, count)})
+    """The points cutting [low, high) into `count` spans of equal length (fewer where they would coincide, or fall on
+    `low`: a span shorter than `count` holds fewer)."""
+    return sorted({low + (high - low) * n // count for n in range(1, count)} - {low})
 
 
 def range_walks(

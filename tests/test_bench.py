@@ -10,15 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime, time, timedelta
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from cdp_assets.bench import harness, report
 from cdp_assets.bench.report import STAGE_NAMES
 from resources import LOOKBACK_VARIABLE, lookback_seconds
-from resources.source import LATE_DAYS
 from sandbox.store import WorldStore
 from tests.conftest import TEST_SANDBOX_CONFIG
 
@@ -39,7 +40,18 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     bench = [sys.executable, "-m", "cdp_assets.cli", "bench", "--people", str(PEOPLE), "--data", str(tmp_path / "data"),
              "--markdown", str(markdown), "--sandbox-config", str(config), "--limit-scale", "2"]
     env = {**os.environ, LOOKBACK_VARIABLE: "5"}  # the sync's writes a look-back old sooner
+    started = datetime.now(UTC)
     subprocess.run([*bench, "--until", "sync"], check=True, timeout=900, env=env)
+    # An email event stamped before the pulls began, arriving after them: a pull following its cursor never reads
+    # it; the hourly runs, naming the late window's days as their schedule does, read it.
+    late = started - timedelta(minutes=1)
+    with closing(WorldStore(tmp_path / "data" / "world").connect()) as world:
+        [(payload,)] = world.execute("SELECT payload FROM records WHERE stream = 'klaviyo.events' LIMIT 1").fetchall()
+        event = {**json.loads(payload), "id": "late_event"}
+        event["attributes"] = {**event["attributes"], "datetime": late.isoformat()}
+        world.execute("INSERT INTO records VALUES ('klaviyo.events', 'late_event', ?, ?, 0, ?)",
+                      (int(late.timestamp()), int(late.timestamp() * 1000), json.dumps(event)))  # fmt: skip
+        world.commit()
     # Resumed in a process of its own on what the first part left: the run after the unchanged sync reads back what
     # the first sync wrote only on that world (a fresh copy of the template holds none of it).
     subprocess.run([*bench, "--from", "sync_unchanged"], check=True, timeout=900, env=env)
@@ -65,12 +77,9 @@ def test_bench_runs_every_stage_and_reports(tmp_path: Path) -> None:
     assert results["stages"]["hourly_after_sync"]["fetched"]["raw/hubspot_contacts"] >= written > 0
     assert results["stages"]["hourly_after_sync"]["sent"] == 0
     assert results["stages"]["hourly"]["fetched"]["raw/hubspot_contacts"] < written / 2
-    # The hourly runs name the late window's days, as their schedule does once every day has landed: they read
-    # every Klaviyo event stamped since yesterday began (following the cursor, only those since the last pull).
-    window = datetime.combine(datetime.now(UTC).date() - timedelta(days=LATE_DAYS), time(), UTC).timestamp()
-    recent = WorldStore(tmp_path / "data" / "world").connect().execute(
-        "SELECT count(*) FROM records WHERE stream = 'klaviyo.events' AND created >= ?", (window,)).fetchone()[0]
-    assert results["stages"]["hourly"]["fetched"]["raw/klaviyo_events"] >= recent
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as warehouse:
+        landed = warehouse.execute("SELECT count(*) FROM raw.klaviyo_events WHERE record_id = 'late_event'").fetchone()
+    assert landed == (1,), "the late event, landed once by the hourly runs"
     assert results["stages"]["splink_alone"]["splink"]["pair_precision"] is not None
 
     text = markdown.read_text()

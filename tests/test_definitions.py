@@ -24,7 +24,7 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.definitions import defs, graph_asset, raw_assets, staging_assets, sync_assets
-from cdp_assets.raw import SOURCE_FAILED, SOURCE_STATUS
+from cdp_assets.raw import SOURCE_FAILED, SOURCE_STATUS, days_of_streams
 from cdp_assets.sync.specs import load as load_syncs
 from resources import (
     COMPACTION_DEFERRED,
@@ -34,6 +34,7 @@ from resources import (
     build_resources,
 )
 from resources.source import first_event_day
+from schedules import late_window_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,8 @@ def test_schedules_name_the_days_of_events_each_run_exports() -> None:
         assert window("hourly_pipeline", instance) == (day(49), day(68))  # a stopped schedule catches up
         land(day(51), day(68))
         assert window("hourly_pipeline", instance) == (day(67), day(68))  # the late window, yesterday
+        late = late_window_tags(days_of_streams(), at)  # what the benchmark's hourly runs name
+        assert (late[ASSET_PARTITION_RANGE_START_TAG], late[ASSET_PARTITION_RANGE_END_TAG]) == (day(67), day(68))
         land(day(62), day(63), SOURCE_FAILED)  # the source failed during that pull
         assert window("hourly_pipeline", instance) == (day(62), day(68))
         land(day(62), day(68))
