@@ -139,10 +139,10 @@ def primary_key(entity: str) -> str:
     return next(stream.primary_key for stream in SOURCES[source].streams.values() if stream.entity == name)
 
 
-def pacing_variable(resource: str) -> str:
-    """The variable setting the calls per window of a connector that paces itself (an account on a higher plan,
-    such as Stripe's live mode); the others follow the service's 429s and need no setting."""
-    return f"{resource.upper()}_REQUESTS_PER_WINDOW"
+def pacing_variable(service: str) -> str:
+    """The variable setting the calls per window of an account (on a higher plan, such as Stripe's live mode) whose
+    connectors pace themselves: one per service, as a source and a destination on one account share one pacer."""
+    return f"{service.upper()}_REQUESTS_PER_WINDOW"
 
 
 def lookback_seconds() -> int:
@@ -154,8 +154,8 @@ def lookback_seconds() -> int:
     return int(value)
 
 
-def _pacing(resource: str) -> dict[str, int]:
-    value = os.getenv(pacing_variable(resource))
+def _pacing(service: str) -> dict[str, int]:
+    value = os.getenv(pacing_variable(service))
     return {"requests_per_window": int(value)} if value else {}
 
 
@@ -188,7 +188,8 @@ def build_resources() -> dict[str, object]:
             **_pacing("hubspot"),
         ),
         "zendesk": ZendeskResource(
-            base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN")
+            base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN"),
+            **_pacing("zendesk"),
         ),
         "klaviyo": KlaviyoResource(
             base_url=env.base_url("KLAVIYO_BASE_URL", "klaviyo"), api_key=env.secret("KLAVIYO_API_KEY"),
@@ -201,21 +202,21 @@ def build_resources() -> dict[str, object]:
             project_id=env.secret("MIXPANEL_PROJECT_ID"),
         ),
         "destination_hubspot": HubSpotContactsDestination(
-            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("destination_hubspot")
+            base_url=hubspot_url, access_token=env.secret("HUBSPOT_ACCESS_TOKEN"), **_pacing("hubspot")
         ),
         "destination_zendesk": ZendeskUsersDestination(
             base_url=zendesk_url, email=env.secret("ZENDESK_EMAIL"), api_token=env.secret("ZENDESK_API_TOKEN"),
-            **_pacing("destination_zendesk"),
+            **_pacing("zendesk"),
         ),
         "destination_braze": BrazeUsersDestination(
             base_url=env.base_url("BRAZE_BASE_URL", "braze"), api_key=env.secret("BRAZE_API_KEY"),
-            **_pacing("destination_braze"),
+            **_pacing("braze"),
         ),
         "destination_meta": MetaAudienceDestination(
             base_url=env.base_url("META_BASE_URL", "meta"),
             access_token=env.secret("META_ACCESS_TOKEN"),
             api_version=os.getenv("META_API_VERSION", "v21.0"),
-            **_pacing("destination_meta"),
+            **_pacing("meta"),
         ),
         "warehouse": WarehouseResource(
             database=os.getenv("CDP_WAREHOUSE", str(DEFAULT_WAREHOUSE)),

@@ -1,42 +1,53 @@
-"""One HTTP client for every service: a requests session with urllib3 `Retry`, timeouts, pacing and clear errors.
+"""One HTTP client for every service: a requests session, one retry policy, one pacer per API account, clear errors.
 
-urllib3 retries 429 and 5xx answers (honouring `Retry-After`, or a rate-limit reset time
-when the service sends only that) and connection failures before a response starts.
-A connection dropped in the middle of a body happens after urllib3 has handed the
-response over, so `ApiClient.request` retries that case itself. A client given a
-`RateLimit` paces its own calls to stay under the service's documented limit, and a route with a limit of its
-own (HubSpot's search) under that one too. A 429 that urllib3 retries inside one call is sent again unpaced.
+One policy decides every retry of a call (`ApiClient.policy`, urllib3's `Retry`): an answer of 429 or 5xx (waiting
+as `Retry-After` says, or until a rate-limit reset time when the service sends only that), a connection that failed
+or dropped part-way through a body, a body that is not the JSON it should be, and a signal read from an answer that
+asking again will help (`Retryable`: Meta's throttling codes in a 400). All of a call's retries draw on one budget
+and each is paced like the first send; the session itself retries nothing, so retries never stack.
 
-Every call made through it is a read or an idempotent write (an upsert by a natural
-key, a set add or remove), so repeating one after an answer went missing is safe.
+Pacing: an API account (a service, its host and the credential) has one pacer in the process, and a route with a
+limit of its own (HubSpot's search) one more, shared by every client of that account: a source and a destination on
+one account (HubSpot's, Zendesk's), which a run calls from one process, stay under the account's one limit together.
+
+Every call made through it is a read or an idempotent write (an upsert by a natural key, a set add or remove), so
+repeating one after an answer went missing is safe.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+T = TypeVar("T")
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 POOL_CONNECTIONS = 16  # kept open per host: a pull's ranges side by side each hold one
-# requests raises this when a connection drops part-way through a body (urllib3's IncompleteRead).
-BODY_READ_ERRORS = (requests.exceptions.ChunkedEncodingError,)
 RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")  # epoch seconds, or seconds from now (small values)
 
 
 class ServiceError(RuntimeError):
-    """A service answered with an error that retrying will not fix."""
+    """A service answered with an error that retrying will not fix (`status`: its answer's), or could not be
+    reached within the retries."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServiceConfigurationError(ServiceError):
@@ -46,6 +57,21 @@ class ServiceConfigurationError(ServiceError):
 class UnpageableAnswer(ServiceError):
     """The service answered, but with a page the client cannot page past (no object on it has a readable id): a
     bug of the service's to report, not an outage; asking again serves the same page."""
+
+
+class Retryable(Exception):
+    """Read from an answer: the call is worth sending again, no sooner than `after` seconds (a service's own
+    throttling signal where it sends no 429)."""
+
+    def __init__(self, reason: str, after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+# Failures sent again under the policy: the connection (refused, timed out, dropped mid-body), a body that does not
+# parse (cut short: a streamed line, or JSON), and what a reader found worth asking again.
+CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, json.JSONDecodeError, Retryable)
 
 
 @dataclass
@@ -78,6 +104,26 @@ class Pacer:
         while self._calls and self._calls[0] <= now - self.limit.seconds:
             self._calls.popleft()
         return 0.0 if len(self._calls) < self.limit.max else self._calls[0] + self.limit.seconds - now
+
+
+_account_pacers: dict[tuple[str, str], Pacer] = {}
+_account_pacers_lock = threading.Lock()
+
+
+def account_pacer(account: str, scope: str, limit: RateLimit) -> Pacer:
+    """The process's one pacer of an account's calls (`scope` "") or of one of its routes (its pattern). An account
+    has one limit: a client built with another (a plan's setting changed since) sets it for every client of it."""
+    with _account_pacers_lock:
+        pacer = _account_pacers.setdefault((account, scope), Pacer(limit))
+        pacer.limit = limit
+        return pacer
+
+
+def account_of(service: str, base_url: str, credential: object) -> str:
+    """Who a call is counted against: the service, its host and a digest of the credential (never the secret)."""
+    parts = urlsplit(base_url)
+    digest = hashlib.sha256(json.dumps(credential, default=str).encode()).hexdigest()[:16]
+    return f"{service} {parts.scheme}://{parts.netloc} {digest}"
 
 
 def pace(pacers: Sequence[Pacer]) -> float:
@@ -114,9 +160,23 @@ class ResetAwareRetry(Retry):
         return None
 
 
+def retry_policy(retries: int, backoff_seconds: float) -> Retry:
+    """The one retry policy: `retries` in all for a call, whatever failed, backing off exponentially (capped at 30 s)
+    unless the service said how long to wait. Every method is retried: each call is a read or an idempotent write."""
+    return ResetAwareRetry(
+        total=retries,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        backoff_factor=backoff_seconds,
+        backoff_max=30,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
 @dataclass
 class ApiClient:
-    """A session bound to one service's base URL and auth, with retry, pacing and error policy."""
+    """A session bound to one service's base URL and auth, with the retry policy, pacing and error policy."""
 
     service: str
     base_url: str
@@ -132,23 +192,18 @@ class ApiClient:
     stats: RequestStats = field(default_factory=RequestStats)
 
     def __post_init__(self) -> None:
-        retry = ResetAwareRetry(
-            total=self.max_retries,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=None,  # every call is a read or an idempotent write
-            backoff_factor=self.backoff_seconds,
-            backoff_max=30,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=POOL_CONNECTIONS))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=POOL_CONNECTIONS))
+        self.policy = retry_policy(self.max_retries, self.backoff_seconds)
+        self.session = requests.Session()  # its adapters retry nothing: the policy above does, in `stream`
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
         self.session.headers.update(self.headers)
         if self.auth is not None:
             self.session.auth = self.auth
-        self._pacer = Pacer(self.rate_limit) if self.rate_limit else None
-        self._route_pacers = [(re.compile(route), Pacer(limit)) for route, limit in self.route_limits.items()]
+        account = account_of(self.service, self.base_url, [self.headers.get("Authorization"), self.auth])
+        self._route_pacers = [
+            (re.compile(route), account_pacer(account, route, limit)) for route, limit in self.route_limits.items()
+        ]
+        self._pacer = account_pacer(account, "", self.rate_limit) if self.rate_limit else None
         self._counting = threading.Lock()  # ranges of one pull call from threads of their own
 
     def count(self, calls: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
@@ -163,38 +218,60 @@ class ApiClient:
             return path_or_url
         return self.base_url.rstrip("/") + path_or_url
 
-    def request(
-        self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any
-    ) -> requests.Response:
-        """Send one call and return its response, or raise a `ServiceError`.
+    def stream(
+        self,
+        method: str,
+        path_or_url: str,
+        read: Callable[[requests.Response], Iterable[T]],
+        *,
+        tolerate: Collection[int] = (),
+        **kwargs: Any,
+    ) -> Iterator[T]:
+        """Send one call and yield what `read` makes of its answer, or raise a `ServiceError`.
 
-        Statuses in `tolerate` are handed back for the caller to read (a validation error
-        to isolate, a service's own throttling signal). Without `stream=True` the body is
-        read here, so a cut-off body is retried; a streamed body is the caller's to read.
+        Statuses in `tolerate` are handed to `read` (a validation error to isolate, a missing object). A call
+        whose answer fails part-way (a body cut off, a `Retryable` that `read` raised) is sent again under the
+        policy and read again from its start, so what was yielded before is yielded again.
         """
         url = self.url(path_or_url)
         path = urlsplit(url).path
         pacers = [pacer for route, pacer in self._route_pacers if route.search(path)]
         if self._pacer is not None:
             pacers.append(self._pacer)
-        for attempt in range(self.max_retries + 1):
+        retry = self.policy
+        while True:
             self.count(calls=1, waited_seconds=pace(pacers))
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
-            except BODY_READ_ERRORS as exc:
-                if attempt == self.max_retries:
-                    raise ServiceError(f"{self.service}: {method} {url} failed after retries: {exc}") from exc
-                self.count(retries=1)
-                time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
-                continue
-            except requests.exceptions.RequestException as exc:  # unreachable even after urllib3's retries
-                raise ServiceError(f"{self.service}: {method} {url} unreachable: {type(exc).__name__}") from exc
-            history = getattr(response.raw, "retries", None)
-            self.count(retries=len(history.history) if history is not None else 0)
-            if response.status_code not in tolerate:
-                self._raise_for_status(method, url, response)
-            return response
-        raise AssertionError("unreachable")
+                if retry.is_retry(method, response.status_code, "Retry-After" in response.headers):
+                    retry = self._again(retry, method, url, response=response)
+                    response.close()
+                    continue
+                if response.status_code not in tolerate:
+                    self._raise_for_status(method, url, response)
+                yield from read(response)
+                return
+            except (*CONNECTION_ERRORS, *BODY_ERRORS) as exc:
+                retry = self._again(retry, method, url, error=exc)
+
+    def call(
+        self,
+        method: str,
+        path_or_url: str,
+        read: Callable[[requests.Response], T],
+        *,
+        tolerate: Collection[int] = (),
+        **kwargs: Any,
+    ) -> T:
+        """`stream` for an answer read whole: what `read` makes of it."""
+        (value,) = self.stream(method, path_or_url, lambda response: (read(response),), tolerate=tolerate, **kwargs)
+        return value
+
+    def request(
+        self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any
+    ) -> requests.Response:
+        """Send one call and return its response, its body read (so a body cut off is asked for again)."""
+        return self.call(method, path_or_url, _read_whole, tolerate=tolerate, **kwargs)
 
     def fetch_json(self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any) -> Any:
         """Send one call and parse its JSON body; a body that does not parse (cut short) is asked for again."""
@@ -204,18 +281,40 @@ class ApiClient:
         self, method: str, path_or_url: str, *, tolerate: Collection[int] = (), **kwargs: Any
     ) -> tuple[requests.Response, Any]:
         """`fetch_json`, also returning the response (for its status and headers)."""
-        for attempt in range(self.max_retries + 1):
-            response = self.request(method, path_or_url, tolerate=tolerate, **kwargs)
-            try:
-                return response, response.json()
-            except requests.exceptions.JSONDecodeError as exc:
-                if attempt == self.max_retries:
-                    raise ServiceError(
-                        f"{self.service}: {method} {response.url} kept answering with JSON that does not parse: {exc}"
-                    ) from exc
-                self.count(retries=1)
-                time.sleep(min(30.0, self.backoff_seconds * 2**attempt))
-        raise AssertionError("unreachable")
+        return self.call(method, path_or_url, lambda response: (response, response.json()), tolerate=tolerate, **kwargs)
+
+    def _again(
+        self,
+        retry: Retry,
+        method: str,
+        url: str,
+        *,
+        response: requests.Response | None = None,
+        error: Exception | None = None,
+    ) -> Retry:
+        """The policy after one more failed try, once it has waited as the policy says; raises when it is spent."""
+        answer = response.raw if response is not None else None
+        try:
+            retry = retry.increment(method, url, response=answer, error=error)
+        except MaxRetryError:
+            if response is not None:  # the last answer, as the service gave it
+                self._raise_for_status(method, url, response)
+            raise self._gave_up(method, url, error) from error
+        self.count(retries=1)
+        if isinstance(error, Retryable):
+            time.sleep(max(error.after, retry.get_backoff_time()))
+        else:
+            retry.sleep(answer)
+        return retry
+
+    def _gave_up(self, method: str, url: str, error: Exception | None) -> ServiceError:
+        retries = f"after {self.max_retries} retries"
+        if isinstance(error, CONNECTION_ERRORS):
+            return ServiceError(f"{self.service}: {method} {url} unreachable {retries}: {type(error).__name__}")
+        if isinstance(error, json.JSONDecodeError):
+            return ServiceError(f"{self.service}: {method} {url} kept answering with a body that does not parse "
+                                f"({retries}): {error}")
+        return ServiceError(f"{self.service}: {method} {url} failed {retries}: {error}")
 
     def _raise_for_status(self, method: str, url: str, response: requests.Response) -> None:
         status = response.status_code
@@ -225,6 +324,12 @@ class ApiClient:
         if status in (401, 403):
             raise ServiceConfigurationError(
                 f"{self.service} refused the credentials ({status}) for {method} {url}. "
-                f"Check {self.credential_env} and the base URL. The API said: {body}"
+                f"Check {self.credential_env} and the base URL. The API said: {body}",
+                status,
             )
-        raise ServiceError(f"{self.service}: {method} {url} answered {status}: {body}")
+        raise ServiceError(f"{self.service}: {method} {url} answered {status}: {body}", status)
+
+
+def _read_whole(response: requests.Response) -> requests.Response:
+    response.content  # noqa: B018 - read here, inside the retry loop, so a body cut off is asked for again
+    return response

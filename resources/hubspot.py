@@ -71,12 +71,16 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
+# The account's 100 calls per 10 seconds, shared by the source's pulls and the destination's writes (one pacer).
+PACE = RateLimit(95, 10)
+
+
 class HubSpotResource(SourceResource):
     """HubSpot API with a private-app access token."""
 
     service_name = "hubspot"
     credential_env = "HUBSPOT_ACCESS_TOKEN"
-    pace = RateLimit(95, 10)  # the account's 100 calls per 10 seconds
+    pace = PACE
     # Search's own 4 a second, over a window 5% longer: the pacers count a call as it leaves, the service as it
     # arrives, so a first call slower on the wire than the fifth would put both in the service's second.
     route_paces: ClassVar[Mapping[str, RateLimit]] = {r"/search$": RateLimit(4, 1.05)}

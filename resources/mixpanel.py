@@ -18,7 +18,6 @@ from typing import Any
 import requests
 from pydantic import Field
 
-from resources.http import BODY_READ_ERRORS, ServiceError
 from resources.source import (
     LATE_DAYS,
     Cursor,
@@ -111,16 +110,9 @@ class MixpanelResource(SourceResource):
         yield Page([], final)  # no day to read (a range after today)
 
     def _window(self, start: date, end: date) -> Iterator[list[SourceRecord]]:
+        """The window's pages; one cut off mid-stream is asked for whole again (its events land once, by id)."""
         params = {"from_date": start.isoformat(), "to_date": end.isoformat(), "project_id": self.project_id}
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.request("GET", EXPORT_PATH, params=params, stream=True)
-                yield from _pages(response)
-                return
-            except (*BODY_READ_ERRORS, json.JSONDecodeError) as exc:  # cut off mid-stream, or mid-line
-                if attempt == self.max_retries:
-                    raise ServiceError(f"mixpanel: export {start}..{end} kept breaking off: {exc}") from exc
-                self.client.count(retries=1)
+        return self.client.stream("GET", EXPORT_PATH, _pages, params=params, stream=True)
 
 
 def _today() -> date:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
+from resources.http import RateLimit
 from resources.source import Cursor, Page, SourceRecord, SourceResource, StreamSpec, dig, from_iso, text_id
 
 PAGE_SIZE = 1000  # the export's `per_page` maximum
@@ -39,11 +40,18 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
+# The account's calls a minute (400 on Growth and Professional plans), shared by the source's exports and the
+# destination's writes and job polls (one pacer). The incremental exports' own 10 a minute is left to the service's
+# 429s and their `Retry-After`: a pull makes one export call at a time.
+PACE = RateLimit(360, 60.0)
+
+
 class ZendeskResource(SourceResource):
     """Zendesk API with an agent email and API token (Basic `email/token:api_token`)."""
 
     service_name = "zendesk"
     credential_env = "ZENDESK_API_TOKEN"
+    pace = PACE
     streams = STREAMS
 
     email: str = Field(description="Agent email the API token belongs to, from ZENDESK_EMAIL.")

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import requests
 from dagster import (
     AssetCheckEvaluation,
     DagsterEventType,
@@ -30,13 +29,14 @@ from dagster import (
     run_failure_sensor,
     run_status_sensor,
 )
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from cdp_assets.privacy.erasure import NAMES_SUBJECT, SCRUBBED
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.warehouse_access import when_unlocked
 from resources import DEFAULT_WAREHOUSE
+from resources.http import ApiClient, ServiceError
+
+WEBHOOK = "CDP_ALERT_WEBHOOK_URL"  # a secret: a Slack webhook's URL is its key
 
 TABLE_SQL = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -136,11 +136,9 @@ def checks_failed(instance: DagsterInstance, run: DagsterRun) -> Alert | None:
 
 
 def post(url: str, alert: Alert) -> str:
-    """Post a Slack-compatible message; what became of it, for the alerts table."""
-    session = requests.Session()
-    retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None)
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
+    """Post a Slack-compatible message; what became of it, for the alerts table. Retried under the one policy every
+    client keeps (`resources/http.py`), three times at most: an alert must not hold up the sensor for long."""
+    webhook = ApiClient("alert webhook", base_url=url, credential_env=WEBHOOK, timeout_seconds=10, max_retries=3)
     icon = ":red_circle:" if alert.kind == "run_failed" else ":warning:"
     message = {
         "text": f"{icon} {alert.summary} {alert.link}",
@@ -150,15 +148,15 @@ def post(url: str, alert: Alert) -> str:
         ],
     }
     try:
-        session.post(url, json=message, timeout=10).raise_for_status()
-    except requests.RequestException as exc:
-        return f"failed: {type(exc).__name__}"
+        webhook.request("POST", url, json=message)
+    except ServiceError as exc:  # its text names the URL, itself a secret: only the answer's status or the error's kind
+        return f"failed: answered {exc.status}" if exc.status else f"failed: {type(exc.__cause__).__name__}"
     return "posted"
 
 
 def deliver(alert: Alert) -> str:
     """Keep the alert in the alerts table, and post it when a webhook is configured."""
-    url = os.getenv("CDP_ALERT_WEBHOOK_URL")
+    url = os.getenv(WEBHOOK)
     webhook = post(url, alert) if url else "not configured"
     path = alerts_db()
     path.parent.mkdir(parents=True, exist_ok=True)

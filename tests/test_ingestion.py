@@ -449,17 +449,18 @@ def test_hubspot_search_is_paced_under_its_own_limit(world: Path) -> None:
     assert listing < limit.seconds  # nine list calls fit the account's pace at once
 
 
-def test_every_connector_that_paces_itself_takes_a_plan_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An account on a higher plan sets `<NAME>_REQUESTS_PER_WINDOW`; every connector with a pace of its own, source
-    or destination, reads it (the benchmark's raised limits set it too)."""
+def test_every_account_that_paces_itself_takes_a_plan_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An account on a higher plan sets `<SERVICE>_REQUESTS_PER_WINDOW`; every connector with a pace of its own,
+    source or destination, reads its account's (the benchmark's raised limits set it too). A source and a
+    destination on one account declare one pace, so one setting gives both one limit."""
     kinds = [*SOURCES.items(), *((f"destination_{name}", kind) for name, kind in DESTINATIONS.items())]
-    paced = {name: kind.pace for name, kind in kinds if kind.pace is not None}
-    for name, limit in paced.items():
-        monkeypatch.setenv(pacing_variable(name), str(limit.max * 3))
+    paced = {name: kind for name, kind in kinds if kind.pace is not None}
+    for kind in paced.values():
+        monkeypatch.setenv(pacing_variable(kind.service_name), str(kind.pace.max * 3))
     resources = build_resources()
-    assert "klaviyo" in paced
+    assert {"klaviyo", "hubspot", "destination_hubspot", "zendesk", "destination_zendesk"} <= paced.keys()
     assert {name: resources[name].rate_limit() for name in paced} == {
-        name: RateLimit(limit.max * 3, limit.seconds) for name, limit in paced.items()}
+        name: RateLimit(kind.pace.max * 3, kind.pace.seconds) for name, kind in paced.items()}
 
 
 def test_klaviyo_is_paced_under_its_burst_limit(world: Path) -> None:

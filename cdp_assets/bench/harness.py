@@ -173,11 +173,11 @@ def _limits(scale: int, given: dict[str, dict[str, Any]]) -> dict[str, dict[str,
 
 
 def _paces(scale: int) -> dict[str, str]:
-    """The calls per window of every connector that paces itself, times `scale`."""
+    """The calls per window of every account whose connectors pace themselves, times `scale`."""
     if scale == 1:
         return {}
-    connectors = [*SOURCES.items(), *((f"destination_{name}", kind) for name, kind in DESTINATIONS.items())]
-    return {pacing_variable(name): str(kind.pace.max * scale) for name, kind in connectors if kind.pace is not None}
+    connectors = [*SOURCES.values(), *DESTINATIONS.values()]
+    return {pacing_variable(kind.service_name): str(kind.pace.max * scale) for kind in connectors if kind.pace}
 
 
 def _world_people(folder: Path) -> int | None:

@@ -18,14 +18,13 @@ from pydantic import Field
 from cdp_assets.identity import normalise
 from cdp_assets.identity import rules as identity_rules
 from resources.destinations import UPSERT, BatchRefused, Delivery, DestinationResource, Erasure, SyncRecord
-from resources.http import RateLimit, ServiceError
+from resources.http import ServiceError
+from resources.hubspot import PACE
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 READ_PATH = "/crm/v3/objects/contacts/batch/read"  # by `idProperty: email`, the properties asked for
 GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"  # one contact a call, deleted for good
 BATCH_SIZE = 100  # inputs per batch upsert
-# 100 calls per rolling 10 seconds on Free and Starter accounts, shared with the source's pulls.
-PACE = RateLimit(90, 10.0)
 
 
 class HubSpotContactsDestination(DestinationResource):
@@ -35,7 +34,7 @@ class HubSpotContactsDestination(DestinationResource):
     credential_env = "HUBSPOT_ACCESS_TOKEN"
     modes = frozenset({"upsert"})
     batch_size = BATCH_SIZE
-    pace = PACE
+    pace = PACE  # the account's, which the source's pulls share
     echo_stream = "hubspot.contacts"
     echo_path = "properties.{field}"
 

@@ -6,25 +6,25 @@
 layer uses (`cdp_assets/identity/normalise.py`: for an email trimmed of any whitespace or invisible
 character and lowercased, as Meta asks, and more), phones reduced to the digits of E.164 (country code,
 no `+`), then hashed. Meta throttles
-with a 400 whose error code says so (80003 and kin), not a 429; those calls are retried
-after a pause, longer each time, and never shorter than the `estimated_time_to_regain_access`
-(minutes) Meta names in `X-Business-Use-Case-Usage`.
+with a 400 whose error code says so (80003 and kin), not a 429; those calls are retried under the
+client's one policy, never sooner than the `estimated_time_to_regain_access` (minutes) Meta names in
+`X-Business-Use-Case-Usage`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
+import requests
 from pydantic import Field
 
 from cdp_assets.identity import normalise
 from cdp_assets.identity import rules as identity_rules
 from resources.destinations import ADD, REMOVE, Delivery, DestinationResource, Erasure, SyncRecord
-from resources.http import RateLimit, ServiceConfigurationError, ServiceError
+from resources.http import RateLimit, Retryable, ServiceConfigurationError, ServiceError
 
 USERS_PATH = "/{version}/{audience_id}/users"
 SCHEMA = ["EMAIL", "PHONE"]
@@ -33,7 +33,7 @@ BATCH_SIZE = 10_000  # rows per call
 PACE = RateLimit(50, 60.0)
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003})  # rate limiting, by Meta's error codes
 TOKEN_CODE, MISSING_OBJECT_CODE = 190, 100
-THROTTLE_RETRIES, THROTTLE_PAUSE_SECONDS = 8, 1.0
+CREDENTIAL_ENV = "META_ACCESS_TOKEN"
 
 
 def email_hash(value: Any) -> str:
@@ -52,7 +52,7 @@ class MetaAudienceDestination(DestinationResource):
     """Meta Marketing API with a system user's access token."""
 
     service_name = "meta"
-    credential_env = "META_ACCESS_TOKEN"
+    credential_env = CREDENTIAL_ENV
     modes = frozenset({"audience"})
     batch_size = BATCH_SIZE
     pace = PACE
@@ -90,26 +90,26 @@ class MetaAudienceDestination(DestinationResource):
         return {"audiences_cleared": len(erasure.audiences) if data else 0, "identifiers": len(data)}
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        pause = THROTTLE_PAUSE_SECONDS
-        for attempt in range(THROTTLE_RETRIES + 1):
-            response, answer = self.client.fetch(method, path, json=body, tolerate=(400,))
-            if response.status_code != 400:
-                return answer
-            error = answer.get("error") or {}
-            code = error.get("code")
-            if code == TOKEN_CODE:
-                raise ServiceConfigurationError(f"meta refused the access token; check {self.credential_env}")
-            if code == MISSING_OBJECT_CODE and "does not exist" in str(error.get("message")):
-                raise ServiceConfigurationError(f"meta: {error.get('message')}; check the sync's audience id")
-            if code not in THROTTLE_CODES and not error.get("is_transient"):
-                # Meta reports bad rows inside a 200 answer; any other refusal is about the call, not its rows.
-                raise ServiceError(f"meta: {method} {path} refused: {error.get('message')}")
-            if attempt == THROTTLE_RETRIES:
-                break
-            self.client.count(retries=1)
-            time.sleep(max(pause, 60 * _minutes_to_regain(response.headers.get("X-Business-Use-Case-Usage"))))
-            pause = min(60.0, pause * 2)
-        raise ServiceError(f"meta: {method} {path} still throttled after {THROTTLE_RETRIES} pauses")
+        return self.client.call(method, path, _answer, json=body, tolerate=(400,))
+
+
+def _answer(response: requests.Response) -> dict[str, Any]:
+    """A call's answer; Meta's throttling (a 400 with its code) is `Retryable` no sooner than Meta says access
+    returns, any other 400 an error about the call."""
+    answer = response.json()
+    if response.status_code != 400:
+        return answer
+    error = answer.get("error") or {}
+    code = error.get("code")
+    if code == TOKEN_CODE:
+        raise ServiceConfigurationError(f"meta refused the access token; check {CREDENTIAL_ENV}")
+    if code == MISSING_OBJECT_CODE and "does not exist" in str(error.get("message")):
+        raise ServiceConfigurationError(f"meta: {error.get('message')}; check the sync's audience id")
+    if code in THROTTLE_CODES or error.get("is_transient"):
+        usage = response.headers.get("X-Business-Use-Case-Usage")
+        raise Retryable(f"throttled ({code})", 60 * _minutes_to_regain(usage))
+    # Meta reports bad rows inside a 200 answer; any other refusal is about the call, not its rows.
+    raise ServiceError(f"meta: {response.request.method} {response.url} refused: {error.get('message')}")
 
 
 def _minutes_to_regain(header: str | None) -> float:

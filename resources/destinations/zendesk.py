@@ -18,15 +18,14 @@ from typing import Any
 from pydantic import Field
 
 from resources.destinations import UPSERT, Delivery, DestinationResource, Erasure, SyncRecord
-from resources.http import RateLimit, ServiceError
+from resources.http import ServiceError
+from resources.zendesk import PACE
 
 SUBMIT_PATH = "/api/v2/users/create_or_update_many"
 STATUS_PATH = "/api/v2/job_statuses/{id}"
 DELETE_PATH, PERMANENT_DELETE_PATH = "/api/v2/users/{id}", "/api/v2/deleted_users/{id}"
 BATCH_SIZE = 100  # users per bulk call
 IN_FLIGHT = 10  # jobs submitted ahead; the account limit is 30 queued or running
-# 400 calls a minute on Growth and Professional plans, job polls included.
-PACE = RateLimit(360, 60.0)
 POLL_SECONDS, POLL_MAX_SECONDS, JOB_TIMEOUT_SECONDS = 0.2, 5.0, 600.0
 USER_FIELDS = "user_fields."
 
@@ -38,7 +37,7 @@ class ZendeskUsersDestination(DestinationResource):
     credential_env = "ZENDESK_API_TOKEN"
     modes = frozenset({"upsert"})
     batch_size = BATCH_SIZE
-    pace = PACE
+    pace = PACE  # the account's, which the source's exports share
     echo_stream = "zendesk.users"  # `user_fields.<name>` is where the export shows it too
     max_in_flight = IN_FLIGHT
 

@@ -1,0 +1,152 @@
+"""One retry policy per client and one pacer per API account (`resources/http.py`), against a scripted service on
+loopback: whatever fails (an answer of 429 or 5xx, a dropped connection, a body cut short, a body that is not JSON,
+a service's own throttling signal), a call's retries draw on one budget, and a source and a destination on one
+account stay under its one limit together."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resources.destinations import SyncRecord
+from resources.destinations.hubspot import HubSpotContactsDestination
+from resources.destinations.meta import MetaAudienceDestination
+from resources.http import ApiClient, ServiceError
+from resources.hubspot import HubSpotResource
+from tests.conftest import serving
+
+# What the scripted service does with one call; "ok" answers `{"ok": true}`.
+FAILURES = ("503", "429", "dropped", "cut", "not_json", "throttled")
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each call with the next step of `script` ("ok" once it runs out), logging when each arrived."""
+
+    script: ClassVar[list[str]] = []
+    arrivals: ClassVar[list[float]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        with self.lock:
+            type(self).arrivals.append(time.monotonic())
+            step = self.script.pop(0) if self.script else "ok"
+        if step == "dropped":  # no answer at all: the connection closes under the client
+            self.close_connection = True
+            return
+        status, headers, body = {
+            "503": (503, {}, b'{"error": "unavailable"}'),
+            "429": (429, {"Retry-After": "0"}, b'{"error": "slow down"}'),
+            "not_json": (200, {}, b'{"ok": tr'),
+            "throttled": (400, {}, json.dumps({"error": {"code": 80003, "is_transient": True}}).encode()),
+            "ok": (200, {}, json.dumps({"ok": True, "invalid_entry_samples": {}}).encode()),
+        }.get(step, (200, {}, b'{"ok": true}'))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        # A cut body promises more than it sends, then closes.
+        self.send_header("Content-Length", str(len(body) + (100 if step == "cut" else 0)))
+        self.end_headers()
+        self.wfile.write(body)
+        if step == "cut":
+            self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[str]:
+    with serving(Scripted) as url:
+        yield url
+
+
+def scripted(steps: list[str]) -> None:
+    with Scripted.lock:
+        Scripted.script[:] = steps
+        Scripted.arrivals.clear()
+
+
+def meta(url: str, retries: int) -> MetaAudienceDestination:
+    return MetaAudienceDestination(base_url=url, access_token="token", max_retries=retries)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    failures=st.lists(st.sampled_from([f for f in FAILURES if f != "throttled"]), max_size=5),
+    retries=st.integers(min_value=0, max_value=5),
+)
+def test_a_calls_failures_of_every_kind_draw_on_one_budget(service: str, failures: list[str], retries: int) -> None:
+    """A call that fails n times in any mix of ways succeeds when n is within its retries, after exactly n retries,
+    and otherwise fails with a `ServiceError` after retries + 1 calls: never more (budgets stacked by kind would let
+    a mix through on more calls than the budget)."""
+    scripted(failures)
+    client = ApiClient("scripted", service, "SCRIPTED_KEY", max_retries=retries, backoff_seconds=0)
+    if len(failures) <= retries:
+        assert client.fetch_json("GET", "/things")["ok"] is True
+        assert (len(Scripted.arrivals), client.stats.retries) == (len(failures) + 1, len(failures))
+    else:
+        with pytest.raises(ServiceError):
+            client.fetch_json("GET", "/things")
+        assert (len(Scripted.arrivals), client.stats.retries) == (retries + 1, retries)
+    assert client.stats.requests == len(Scripted.arrivals)  # every try is a request, paced and counted
+
+
+@pytest.mark.parametrize(("failures", "retries"), [(["throttled", "503"], 2), (["throttled", "throttled"], 1)])
+def test_metas_throttling_draws_on_the_same_budget(service: str, failures: list[str], retries: int) -> None:
+    """Meta throttles with a 400 carrying its code, not a 429: those retries count with the rest."""
+    scripted(failures)
+    audience = meta(service, retries)
+    records = [SyncRecord("k", {"email": "someone@example.com", "phone": None})]
+    if len(failures) <= retries:
+        assert audience.submit("add", records, {"audience_id": "1"}).acknowledged == {"k": None}
+    else:
+        with pytest.raises(ServiceError, match="throttled"):
+            audience.submit("add", records, {"audience_id": "1"})
+    assert len(Scripted.arrivals) == min(len(failures), retries) + 1
+    assert audience.stats.retries == min(len(failures), retries)
+
+
+def busiest(arrivals: list[float], seconds: float) -> int:
+    """The most calls that arrived within any span of `seconds`."""
+    times = sorted(arrivals)
+    return max((sum(1 for t in times[i:] if t - start < seconds) for i, start in enumerate(times)), default=0)
+
+
+def test_a_source_and_a_destination_on_one_account_share_its_limit(service: str) -> None:
+    """HubSpot's source and destination, called at once on one account, stay under its one limit together; a client
+    on another account (another token) is not held back by them."""
+    scripted([])
+    plan = {"requests_per_window": 5, "window_seconds": 0.5}
+    source = HubSpotResource(base_url=service, access_token="one", **plan)
+    destination = HubSpotContactsDestination(base_url=service, access_token="one", **plan)
+    threads = [
+        threading.Thread(target=lambda client=client: [client.fetch_json("GET", "/crm") for _ in range(6)])
+        for client in (source.client, destination.client)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(Scripted.arrivals) == 12
+    assert busiest(Scripted.arrivals, 0.45) <= 5  # two pacers of 5 each would let 10 through at once
+    assert source.stats.waited_seconds + destination.stats.waited_seconds > 0
+
+    scripted([])
+    other = HubSpotResource(base_url=service, access_token="another", **plan)
+    started = time.monotonic()
+    for _ in range(5):
+        other.client.fetch_json("GET", "/crm")
+    assert time.monotonic() - started < 0.45 and other.stats.waited_seconds == 0
