@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
@@ -21,8 +22,10 @@ from resources.destinations.hubspot import HubSpotContactsDestination
 from resources.destinations.meta import MetaAudienceDestination
 from resources.http import ApiClient, ServiceError
 from resources.hubspot import HubSpotResource
+from resources.mixpanel import MixpanelResource
 from tests.conftest import serving
 
+EVENT = b'{"event": "a", "properties": {"time": 1700000000, "distinct_id": "u1", "$insert_id": "1"}}'
 # What the scripted service does with one call; "ok" answers `{"ok": true}`.
 FAILURES = ("503", "429", "dropped", "cut", "not_json", "throttled")
 
@@ -48,6 +51,7 @@ class Scripted(BaseHTTPRequestHandler):
             "503": (503, {}, b'{"error": "unavailable"}'),
             "429": (429, {"Retry-After": "0"}, b'{"error": "slow down"}'),
             "not_json": (200, {}, b'{"ok": tr'),
+            "lines_cut": (200, {}, EVENT + b'\n{"event": "b", "pro'),
             "throttled": (400, {}, json.dumps({"error": {"code": 80003, "is_transient": True}}).encode()),
             "ok": (200, {}, json.dumps({"ok": True, "invalid_entry_samples": {}}).encode()),
         }.get(step, (200, {}, b'{"ok": true}'))
@@ -117,6 +121,23 @@ def test_metas_throttling_draws_on_the_same_budget(service: str, failures: list[
             audience.submit("add", records, {"audience_id": "1"})
     assert len(Scripted.arrivals) == min(len(failures), retries) + 1
     assert audience.stats.retries == min(len(failures), retries)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_mixpanels_export_cut_off_mid_line_is_read_again_within_the_budget(service: str, retries: int) -> None:
+    """A streamed export whose last line was cut off is asked for again, under the same budget as any other call."""
+    scripted(["lines_cut"])
+    export = MixpanelResource(
+        base_url=service, service_account_username="u", service_account_secret="s", project_id="1",
+        max_retries=retries,
+    )
+    if retries:
+        [page] = export._window(date(2026, 1, 1), date(2026, 1, 1))
+        assert [record.payload for record in page] == [{"ok": True, "invalid_entry_samples": {}}]
+    else:
+        with pytest.raises(ServiceError, match="does not parse"):
+            list(export._window(date(2026, 1, 1), date(2026, 1, 1)))
+    assert (len(Scripted.arrivals), export.stats.retries) == (retries + 1, retries)
 
 
 def busiest(arrivals: list[float], seconds: float) -> int:
