@@ -6,10 +6,16 @@ from collections.abc import Set
 
 from dagster import AssetKey, Definitions, RunConfig, in_process_executor
 
-from cdp_assets.identity.assets import GRAPH_KEY, REBUILD_CHECK, build_graph_asset, build_identifiers_asset
+from cdp_assets.identity.assets import (
+    GRAPH_KEY,
+    IDENTIFIERS_KEY,
+    REBUILD_CHECK,
+    build_graph_asset,
+    build_identifiers_asset,
+)
 from cdp_assets.identity.lifecycle import build_lifecycle_asset
 from cdp_assets.identity.never_link import never_link
-from cdp_assets.identity.profiles import build_profile_assets
+from cdp_assets.identity.profiles import PROFILES_KEY, build_profile_assets
 from cdp_assets.identity.rules import load as load_identity_rules
 from cdp_assets.privacy.consent import build_consent_assets
 from cdp_assets.privacy.requests import privacy_inbox_sensor, privacy_requests
@@ -25,8 +31,6 @@ from resources import build_resources
 from schedules import build_jobs, build_schedules
 from schedules.alerts import SENSORS as ALERT_SENSORS
 
-PROFILES_KEY = AssetKey(["identity", "person_profiles"])
-
 raw_assets = build_raw_assets()
 staging_assets = build_staging_assets()
 graph_asset = build_graph_asset()
@@ -41,13 +45,13 @@ def refresh_ops(full: bool, chosen: Set[AssetKey] | None = None) -> dict[str, di
 identity_assets = [
     build_identifiers_asset([AssetKey(s.table.split(".")) for s in load_identity_rules().sources]),
     graph_asset,
-    *build_profile_assets(GRAPH_KEY),
-    build_lifecycle_asset(PROFILES_KEY),
+    *build_profile_assets(GRAPH_KEY, IDENTIFIERS_KEY),
+    build_lifecycle_asset(PROFILES_KEY, GRAPH_KEY),
 ]
-consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY)
+consent_assets = build_consent_assets(GRAPH_KEY, PROFILES_KEY, IDENTIFIERS_KEY)
 view_assets = build_views()
 replay_checks = build_replay_checks({a.key.path[-1]: a.key for a in staging_assets})
-scorecard = build_scorecard_asset([a.key for a in staging_assets], GRAPH_KEY)
+scorecard = build_scorecard_asset([a.key for a in staging_assets], [GRAPH_KEY, IDENTIFIERS_KEY])
 upstream = [*raw_assets, *staging_assets, *identity_assets, *consent_assets, *view_assets]
 sync_assets = build_sync_assets(upstream, replay_checks)
 # The assets with a `full_refresh` setting: a pull reads its source from the start, a staging build replays raw, the

@@ -75,13 +75,13 @@ def scorecard_metadata(entities: list[dict[str, Any]], identity_health: dict[str
     }
 
 
-def build_scorecard_asset(staging_keys: list[AssetKey], identity_key: AssetKey) -> AssetsDefinition:
+def build_scorecard_asset(staging_keys: list[AssetKey], identity_keys: list[AssetKey]) -> AssetsDefinition:
     @asset(
         key=AssetKey(["quarantine", "quality_scorecard"]),
         group_name="quarantine",
         kinds={"duckdb"},
         owners=[OWNER],
-        deps=[*staging_keys, identity_key],
+        deps=[*staging_keys, *identity_keys],
         description=(
             "Per source and entity: completeness, validity, uniqueness, freshness and quarantine rate of the latest "
             "staging build, and the identity layer's health: the shares of profiles that are duplicated, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -30,11 +31,12 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 POOL_CONNECTIONS = 16  # kept open per host: a pull's ranges side by side each hold one
@@ -71,7 +73,9 @@ class Retryable(Exception):
 # Failures sent again under the policy: the connection (refused, timed out, dropped mid-body), a body that does not
 # parse (cut short: a streamed line, or JSON), and what a reader found worth asking again.
 CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, json.JSONDecodeError, Retryable)
+BODY_ERRORS = (
+    requests.exceptions.ChunkedEncodingError, requests.exceptions.JSONDecodeError, json.JSONDecodeError, Retryable
+)
 
 
 @dataclass
@@ -106,17 +110,23 @@ class Pacer:
         return 0.0 if len(self._calls) < self.limit.max else self._calls[0] + self.limit.seconds - now
 
 
-_account_pacers: dict[tuple[str, str], Pacer] = {}
+_account_pacers: dict[tuple[str, str | None], Pacer] = {}
 _account_pacers_lock = threading.Lock()
 
 
-def account_pacer(account: str, scope: str, limit: RateLimit) -> Pacer:
-    """The process's one pacer of an account's calls (`scope` "") or of one of its routes (its pattern). An account
-    has one limit: a client built with another (a plan's setting changed since) sets it for every client of it."""
+def account_pacer(account: str, route: str | None, limit: RateLimit) -> Pacer:
+    """The process's one pacer of an account's calls (`route` None) or of one of its routes (its pattern). Two
+    clients of one account declaring two limits (a setting given to one of them alone) get the stricter, with a
+    warning: the service counts their calls together."""
     with _account_pacers_lock:
-        pacer = _account_pacers.setdefault((account, scope), Pacer(limit))
-        pacer.limit = limit
-        return pacer
+        pacer = _account_pacers.setdefault((account, route), Pacer(limit))
+    with pacer._lock:
+        if pacer.limit != limit:
+            stricter = min(pacer.limit, limit, key=lambda given: given.max / given.seconds)
+            log.warning("%s%s: paced at %s, the stricter of %s and %s declared for one account",
+                        account.split(" ")[0], f" {route}" if route else "", stricter, pacer.limit, limit)
+            pacer.limit = stricter
+    return pacer
 
 
 def account_of(service: str, base_url: str, credential: object) -> str:
@@ -129,24 +139,36 @@ def account_of(service: str, base_url: str, credential: object) -> str:
 def pace(pacers: Sequence[Pacer]) -> float:
     """Block until one more call fits every pacer's window, count it in each at the same moment (a slot taken in
     one while another still holds the call would be counted before the call leaves), and return the seconds
-    waited. Each client lists its pacers in one order, so two threads never take their locks crosswise."""
+    waited. The locks are taken in one order (by the pacer's identity: clients share pacers), and let go while it
+    waits, so a call held by one route's limit does not hold back the account's other calls."""
+    ordered = sorted(set(pacers), key=id)
     waited = 0.0
-    with ExitStack() as held:
-        for pacer in pacers:
-            held.enter_context(pacer._lock)
-        while True:
+    while True:
+        with ExitStack() as held:
+            for pacer in ordered:
+                held.enter_context(pacer._lock)
             now = time.monotonic()
-            pause = max((pacer._pause(now) for pacer in pacers), default=0.0)
+            pause = max((pacer._pause(now) for pacer in ordered), default=0.0)
             if pause <= 0:
-                for pacer in pacers:
+                for pacer in ordered:
                     pacer._calls.append(now)
                 return waited
-            time.sleep(pause)
-            waited += pause
+        time.sleep(pause)
+        waited += pause
 
 
 class ResetAwareRetry(Retry):
-    """`Retry` that, lacking `Retry-After`, waits until the time a rate-limit reset header names."""
+    """`Retry` that, lacking `Retry-After`, waits until the time a rate-limit reset header names, and reads a
+    `Retry-After` in fractional seconds too (an unreadable one leaves the wait to the backoff)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        try:
+            return super().parse_retry_after(retry_after)
+        except InvalidHeader:
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                return 0.0
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         retry_after = super().get_retry_after(response)
@@ -162,7 +184,8 @@ class ResetAwareRetry(Retry):
 
 def retry_policy(retries: int, backoff_seconds: float) -> Retry:
     """The one retry policy: `retries` in all for a call, whatever failed, backing off exponentially (capped at 30 s)
-    unless the service said how long to wait. Every method is retried: each call is a read or an idempotent write."""
+    unless the service said how long to wait; the first retry follows at once, as urllib3 backs off. Every method is
+    retried: each call is a read or an idempotent write."""
     return ResetAwareRetry(
         total=retries,
         status_forcelist=RETRY_STATUSES,
@@ -203,7 +226,7 @@ class ApiClient:
         self._route_pacers = [
             (re.compile(route), account_pacer(account, route, limit)) for route, limit in self.route_limits.items()
         ]
-        self._pacer = account_pacer(account, "", self.rate_limit) if self.rate_limit else None
+        self._pacer = account_pacer(account, None, self.rate_limit) if self.rate_limit else None
         self._counting = threading.Lock()  # ranges of one pull call from threads of their own
 
     def count(self, calls: int = 0, retries: int = 0, waited_seconds: float = 0.0) -> None:
@@ -241,18 +264,25 @@ class ApiClient:
         retry = self.policy
         while True:
             self.count(calls=1, waited_seconds=pace(pacers))
+            response: requests.Response | None = None
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
                 if retry.is_retry(method, response.status_code, "Retry-After" in response.headers):
+                    # Read whole (kept for the error should the policy be spent) and let go before the wait.
+                    _read_whole(response).close()
                     retry = self._again(retry, method, url, response=response)
-                    response.close()
                     continue
                 if response.status_code not in tolerate:
                     self._raise_for_status(method, url, response)
                 yield from read(response)
                 return
             except (*CONNECTION_ERRORS, *BODY_ERRORS) as exc:
+                if response is not None:
+                    response.close()
                 retry = self._again(retry, method, url, error=exc)
+            finally:
+                if response is not None:
+                    response.close()
 
     def call(
         self,
@@ -292,10 +322,11 @@ class ApiClient:
         response: requests.Response | None = None,
         error: Exception | None = None,
     ) -> Retry:
-        """The policy after one more failed try, once it has waited as the policy says; raises when it is spent."""
+        """The policy after one more failed try, once it has waited as the policy says; raises when it is spent.
+        urllib3 is not told the URL (it logs it, and a webhook's URL is its secret)."""
         answer = response.raw if response is not None else None
         try:
-            retry = retry.increment(method, url, response=answer, error=error)
+            retry = retry.increment(method, None, response=answer, error=error)
         except MaxRetryError:
             if response is not None:  # the last answer, as the service gave it
                 self._raise_for_status(method, url, response)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import requests
 from dagster import (
     AssetCheckEvaluation,
     DagsterEventType,
@@ -138,7 +139,6 @@ def checks_failed(instance: DagsterInstance, run: DagsterRun) -> Alert | None:
 def post(url: str, alert: Alert) -> str:
     """Post a Slack-compatible message; what became of it, for the alerts table. Retried under the one policy every
     client keeps (`resources/http.py`), three times at most: an alert must not hold up the sensor for long."""
-    webhook = ApiClient("alert webhook", base_url=url, credential_env=WEBHOOK, timeout_seconds=10, max_retries=3)
     icon = ":red_circle:" if alert.kind == "run_failed" else ":warning:"
     message = {
         "text": f"{icon} {alert.summary} {alert.link}",
@@ -148,9 +148,12 @@ def post(url: str, alert: Alert) -> str:
         ],
     }
     try:
+        webhook = ApiClient("alert webhook", base_url=url, credential_env=WEBHOOK, timeout_seconds=10, max_retries=3)
         webhook.request("POST", url, json=message)
     except ServiceError as exc:  # its text names the URL, itself a secret: only the answer's status or the error's kind
         return f"failed: answered {exc.status}" if exc.status else f"failed: {type(exc.__cause__).__name__}"
+    except (requests.RequestException, ValueError) as exc:  # a URL that is not one (its text, again, the secret)
+        return f"failed: {type(exc).__name__}"
     return "posted"
 
 

@@ -146,7 +146,7 @@ def test_every_asset_is_described_owned_and_grouped_by_its_layer() -> None:
             assert node.owners == [teams[node.group_name]], key
             assert all(part in node.description for part in ("For ", "One row: ", "Fresh: ")), key
         elif layer == "sync":  # owned by the team whose view it sends, next to its destination's kind
-            [view] = graph.get(key).parent_keys
+            [view] = [parent for parent in graph.get(key).parent_keys if parent.path[0] == "views"]
             assert node.group_name == "sync" and node.owners == graph.get(view).owners, key
             assert len(node.kinds) == 2 and node.description.startswith(load_syncs().syncs[key.path[1]].description)
         else:

@@ -47,7 +47,13 @@ class Scripted(BaseHTTPRequestHandler):
         if step == "dropped":  # no answer at all: the connection closes under the client
             self.close_connection = True
             return
+        kind, _, value = step.partition(":")  # "wait:7" (Retry-After), "reset:3" (a reset time), "usage:2" (Meta's)
+        usage = json.dumps({"1": [{"estimated_time_to_regain_access": value}]})
         status, headers, body = {
+            "wait": (429, {"Retry-After": value}, b"{}"),
+            "reset": (429, {"X-RateLimit-Reset": value}, b"{}"),
+            "usage": (400, {"X-Business-Use-Case-Usage": usage}, json.dumps({"error": {"code": 80003}}).encode()),
+        }.get(kind) or {
             "503": (503, {}, b'{"error": "unavailable"}'),
             "429": (429, {"Retry-After": "0"}, b'{"error": "slow down"}'),
             "not_json": (200, {}, b'{"ok": tr'),
@@ -162,12 +168,59 @@ def test_a_source_and_a_destination_on_one_account_share_its_limit(service: str)
     for thread in threads:
         thread.join()
     assert len(Scripted.arrivals) == 12
-    assert busiest(Scripted.arrivals, 0.45) <= 5  # two pacers of 5 each would let 10 through at once
-    assert source.stats.waited_seconds + destination.stats.waited_seconds > 0
+    assert busiest(Scripted.arrivals, 0.4) <= 5  # two pacers of 5 each would let 10 through at once
 
     scripted([])
     other = HubSpotResource(base_url=service, access_token="another", **plan)
     started = time.monotonic()
     for _ in range(5):
         other.client.fetch_json("GET", "/crm")
-    assert time.monotonic() - started < 0.45 and other.stats.waited_seconds == 0
+    assert time.monotonic() - started < 0.4 and other.stats.waited_seconds == 0
+
+
+def test_two_limits_declared_for_one_account_pace_both_clients_at_the_stricter(service: str) -> None:
+    """A setting given to one client alone (the source's, a lower plan's, say) holds every client of the account,
+    whichever was built last: the service counts their calls together."""
+    scripted([])
+    source = HubSpotResource(base_url=service, access_token="two", requests_per_window=2, window_seconds=0.5)
+    source.client.fetch_json("GET", "/crm")
+    destination = HubSpotContactsDestination(
+        base_url=service, access_token="two", requests_per_window=5, window_seconds=0.5
+    )
+    for _ in range(3):
+        destination.client.fetch_json("GET", "/crm")
+    assert busiest(Scripted.arrivals, 0.4) <= 2
+
+
+@pytest.mark.parametrize(
+    ("steps", "waits"),
+    [
+        (["wait:7"], [7.0]),  # Retry-After, in seconds
+        (["wait:1.5"], [1.5]),  # in fractions of one too
+        (["wait:soon"], []),  # unreadable: the backoff, whose first retry follows at once
+        (["reset:3"], [3.0]),  # no Retry-After, but the time the limit resets
+        (["503", "503", "503"], [1.0, 2.0]),  # exponential backoff after the first
+    ],
+)
+def test_a_retry_waits_as_the_service_asks(
+    service: str, monkeypatch: pytest.MonkeyPatch, steps: list[str], waits: list[float]
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    scripted(steps)
+    client = ApiClient("scripted", service, "SCRIPTED_KEY", max_retries=len(steps), backoff_seconds=0.5)
+    assert client.fetch_json("GET", "/things")["ok"] is True
+    assert slept == [pytest.approx(wait, abs=0.05) for wait in waits]
+
+
+@pytest.mark.parametrize(("step", "wait"), [("usage:2", 120.0), ("throttled", 1.0)])
+def test_meta_is_asked_again_no_sooner_than_it_says_access_returns(
+    service: str, monkeypatch: pytest.MonkeyPatch, step: str, wait: float
+) -> None:
+    """Meta names the minutes until access returns in `X-Business-Use-Case-Usage`; without them, a second at least."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    scripted([step])
+    audience = meta(service, 1)
+    audience.submit("add", [SyncRecord("k", {"email": "someone@example.com", "phone": None})], {"audience_id": "1"})
+    assert slept == [wait]

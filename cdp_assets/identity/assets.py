@@ -82,8 +82,9 @@ def build_graph_asset() -> AssetsDefinition:
         name="identity__identity_graph",
         specs=[AssetSpec(
             GRAPH_KEY, group_name="identity", kinds={"duckdb", "scipy", "splink"}, owners=[OWNER],
-            # The staging tables person fields read besides their own are read by the graph alone (increment.py).
-            deps=[IDENTIFIERS_KEY, *(AssetKey(["staging", entity]) for entity in rules.load().person_read_entities)],
+            # The person records' tables, and those their person fields read besides their own (increment.py).
+            deps=[IDENTIFIERS_KEY, *(AssetKey(table.split(".")) for table in rules.load().person_tables),
+                  *(AssetKey(["staging", entity]) for entity in rules.load().person_read_entities)],
             description=(
                 "Who is who. Resolves identifiers into person profiles with stable ids: deterministic links under "
                 "merge protection (rules in `cdp_assets/identity/rules.yaml`), then Splink links above the merge "

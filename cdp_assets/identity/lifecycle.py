@@ -71,13 +71,13 @@ def build(conn: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> cha
     return position
 
 
-def build_lifecycle_asset(profiles_key: AssetKey) -> AssetsDefinition:
+def build_lifecycle_asset(profiles_key: AssetKey, graph_key: AssetKey) -> AssetsDefinition:
     @asset(
         key=LIFECYCLE_KEY,
         group_name="identity",
         kinds={"duckdb"},
         owners=[OWNER],
-        deps=[profiles_key, *(staging_key(source, entity) for source, entity in READS)],
+        deps=[profiles_key, graph_key, *(staging_key(source, entity) for source, entity in READS)],
         description=(
             "For the team views: one row per person profile with its lifecycle as of `as_of` (the build time): "
             f"signup ({SIGNUP_EVENT!r}), activation (first of {', '.join(ACTIVATION_EVENTS)} after signup), product "

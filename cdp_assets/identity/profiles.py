@@ -182,9 +182,9 @@ PERSON_STAGING = (
     ("zendesk", "users"), ("zendesk", "tickets"), ("klaviyo", "profiles"), ("klaviyo", "events"),
     ("klaviyo", "metrics"), ("mixpanel", "events"),
 )  # fmt: skip
-EMAIL_STAGING = (("klaviyo", "profiles"), ("klaviyo", "events"), ("klaviyo", "metrics"))
 ACCOUNT_STAGING = (("hubspot", "companies"), ("hubspot", "contacts"), ("hubspot", "contact_companies"))
 EMAIL_FOLLOWER = "identity.email_addresses"
+PROFILES_KEY = AssetKey(["identity", "person_profiles"])
 ACCOUNTS, ACCOUNT_PEOPLE = "identity.accounts", "identity.account_people"
 DOMAINS, DOMAINS_SOURCE = "identity.company_domains", "staging.hubspot__companies"
 # Each company domain an accounts build met, in the form an address at it takes, under a fingerprint of the normaliser
@@ -486,8 +486,9 @@ def identity_asset(
     )
 
 
-def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
-    """Person profiles, email addresses and accounts, built on the graph asset `graph_key`."""
+def build_profile_assets(graph_key: AssetKey, identifiers_key: AssetKey) -> list[AssetsDefinition]:
+    """Person profiles, email addresses and accounts, built on the graph asset `graph_key` (and for the first two,
+    the records' identifiers: `identifiers_key`)."""
 
     def reads(*entities: tuple[str, str]) -> list[AssetKey]:
         return [graph_key, *(staging_key(source, entity) for source, entity in entities)]
@@ -502,7 +503,7 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
         "lifetime revenue and MRR in cents with their currency, plan and subscription status, lifecycle stage, first "
         "and last seen, first-touch channel, open tickets, Klaviyo email engagement, and how many records, sources "
         "and emails stand behind the person.",
-        reads(*PERSON_STAGING),
+        [*reads(*PERSON_STAGING), identifiers_key],
     )
     def person_profiles(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
@@ -529,7 +530,8 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
         "to, its domain classified as free mail, disposable or work, where and when it was seen, its Klaviyo "
         "engagement (sends, opens, clicks, bounces, last open, hard bounce), its marketing consent, and the UTC hour "
         "it most often opens or clicks (`best_send_hour`). A person's work and home addresses are separate rows.",
-        reads(*EMAIL_STAGING),
+        # Every person stream: the addresses a record of a profile the change log reaches held, read through each.
+        [*reads(*PERSON_STAGING), identifiers_key],
     )
     def email_addresses(context: AssetExecutionContext) -> MaterializeResult:
         with context.resources.warehouse.get_connection() as conn:
@@ -559,7 +561,7 @@ def build_profile_assets(graph_key: AssetKey) -> list[AssetsDefinition]:
         "association, work-email domain) and the person's primary account (`is_primary`).",
         [
             *reads(*ACCOUNT_STAGING),
-            AssetKey(["identity", "person_profiles"]),
+            PROFILES_KEY,
             AssetKey(["identity", "email_addresses"]),
         ],
     )

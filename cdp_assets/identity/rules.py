@@ -127,6 +127,11 @@ class Rules:
         return [s.stream for s in self.sources if s.record_type]
 
     @property
+    def person_tables(self) -> list[str]:
+        """The staging tables of the streams whose records describe a person, which the graph reads as records."""
+        return [s.table for s in self.sources if s.record_type]
+
+    @property
     def person_read_entities(self) -> dict[str, list[str]]:
         """Per staging entity its person fields read besides their own table (`IdentifierSource.person_reads`),
         the streams reading it: the graph follows their changes and declares them as its dependencies."""

@@ -25,7 +25,7 @@ from cdp_assets.identity import profile_changes
 from cdp_assets.identity import rules as identity_rules
 from cdp_assets.identity.profiles import EMAIL_FOLLOWER, measures
 from cdp_assets.privacy import paths, subject
-from cdp_assets.raw import OWNER, raw_table
+from cdp_assets.raw import OWNER, raw_key, raw_table
 from cdp_assets.staging import candidates_sql, staging_key
 from cdp_assets.warehouse_access import columns, has_tables, transaction
 from resources import SOURCES
@@ -190,13 +190,24 @@ def build_consent(conn: duckdb.DuckDBPyConnection, rules: ConsentRules) -> chang
     return position
 
 
-def build_consent_assets(graph_key: AssetKey, profiles_key: AssetKey) -> list[AssetsDefinition]:
+def build_consent_assets(
+    graph_key: AssetKey, profiles_key: AssetKey, identifiers_key: AssetKey
+) -> list[AssetsDefinition]:
+    # Beside staging, the raw records staging quarantined (their statements of refusal count: `read_quarantined`),
+    # and the identifiers their payloads and the shared values are judged by.
+    streams = {(source, entity): next(s.name for s in SOURCES[source].streams.values() if s.entity == entity)
+               for source, entity in READS}  # fmt: skip
+
     @asset(
         key=LEDGER_KEY,
         group_name="privacy",
         kinds={"duckdb"},
         owners=[OWNER],
-        deps=[graph_key, profiles_key, *(staging_key(source, entity) for source, entity in READS)],
+        deps=[
+            graph_key, profiles_key, identifiers_key,
+            *(staging_key(source, entity) for source, entity in READS),
+            *(raw_key(source, stream) for (source, _), stream in streams.items()),
+        ],
         description=(
             "For auditors and the consent engine: every consent statement a source holds (Klaviyo list "
             "subscriptions, HubSpot email opt-outs, product consent events), with its purpose, choice, time, "

@@ -26,6 +26,9 @@ from dagster import (
 )
 from pydantic import Field
 
+from cdp_assets.identity.assets import GRAPH_KEY
+from cdp_assets.identity.profiles import PROFILES_KEY
+from cdp_assets.privacy.consent import CONSENT_KEY
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.sync import breaker, delivery, ledger, plan, recovery
 from cdp_assets.sync.specs import SyncRules, SyncSpec
@@ -94,7 +97,10 @@ def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetChe
         group_name="sync",
         kinds={spec.destination, "duckdb"},
         owners=[policy.load().views[spec.view].team.owner],
-        deps=[view_key(spec.view)],
+        # Beside the view: the profiles the circuit breaker measures, consent where the sync asks a purpose
+        # (plan.CONSENT_SQL), and the graph's verdicts on a key that is an identifier (plan.SHARED_SQL, HELD_BY_SQL).
+        deps=[view_key(spec.view), PROFILES_KEY, *([CONSENT_KEY] if spec.purpose else []),
+              *([GRAPH_KEY] if spec.key_type else [])],
         description=description(spec),
         required_resource_keys={"warehouse", destination_key},
         pool=f"api_{spec.destination}",  # the same pool as the source on the same account

@@ -82,7 +82,12 @@ PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
 @dataclass(frozen=True)
 class ViewBuild:
     prepare: tuple[str, ...]
-    reads: tuple[str, ...]  # upstream asset keys as "layer/name"
+    reads: tuple[str, ...]  # upstream asset keys as "layer/name", beside what its prepare steps read (PREPARE_READS)
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """What the view's build reads: its own SQL's reads and its prepare steps'."""
+        return tuple(dict.fromkeys((*self.reads, *(read for step in self.prepare for read in PREPARE_READS[step]))))
 
 
 PEOPLE = ("identity/person_profiles", "identity/person_lifecycle")
@@ -90,7 +95,14 @@ TIMELINE_READS = (
     "identity/identity_graph", "identity/person_lifecycle", "staging/zendesk__tickets", "staging/stripe__invoices",
     "staging/stripe__subscriptions", "staging/klaviyo__events", "staging/klaviyo__metrics", "staging/mixpanel__events",
 )  # fmt: skip
-BILLING_READS = ("identity/identity_graph", "staging/stripe__subscriptions", "staging/stripe__invoices")
+# What each prepare step reads: the currencies to convert, of people and accounts; Stripe's billing, by profile.
+FX_READS = ("identity/person_profiles", "identity/accounts")
+PREPARE_READS: dict[str, tuple[str, ...]] = {
+    "fx": FX_READS,
+    "money": FX_READS,
+    "billing": ("identity/identity_graph", "staging/stripe__subscriptions", "staging/stripe__invoices"),
+    "territories": (),
+}
 BUILDS: dict[str, ViewBuild] = {
     "marketing_audiences": ViewBuild(("money",), (*PEOPLE, "privacy/consent")),
     "marketing_channel_performance": ViewBuild(("money",), PEOPLE),
@@ -101,16 +113,18 @@ BUILDS: dict[str, ViewBuild] = {
         (), ("views/marketing_email_addresses", "views/marketing_audiences", *PEOPLE, "privacy/consent")
     ),
     "customer_360": ViewBuild(
-        (), (*PEOPLE, "privacy/consent", "identity/accounts", "staging/hubspot__contacts", "staging/zendesk__users")
+        (),
+        (*PEOPLE, "privacy/consent", "identity/accounts", "identity/identity_graph", "identity/identifiers",
+         "staging/hubspot__contacts", "staging/zendesk__users"),
     ),
     "customer_timeline": ViewBuild((), TIMELINE_READS),
     "account_360": ViewBuild(
-        ("fx", "billing", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts", *BILLING_READS)
+        ("fx", "billing", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts")
     ),
     "product_usage_people": ViewBuild((), (*PEOPLE, "privacy/consent", "identity/accounts")),
     "product_usage_accounts": ViewBuild((), ("views/product_usage_people", "identity/accounts")),
     "product_funnel": ViewBuild((), ("views/product_usage_people",)),
-    "executive_cohorts": ViewBuild(("fx", "billing"), (*PEOPLE, *BILLING_READS)),
+    "executive_cohorts": ViewBuild(("fx", "billing"), PEOPLE),
 }
 
 

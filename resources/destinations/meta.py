@@ -34,6 +34,7 @@ PACE = RateLimit(50, 60.0)
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003})  # rate limiting, by Meta's error codes
 TOKEN_CODE, MISSING_OBJECT_CODE = 190, 100
 CREDENTIAL_ENV = "META_ACCESS_TOKEN"
+THROTTLE_PAUSE_SECONDS = 1.0  # the least wait after a throttling answer; the policy's backoff grows past it
 
 
 def email_hash(value: Any) -> str:
@@ -107,7 +108,7 @@ def _answer(response: requests.Response) -> dict[str, Any]:
         raise ServiceConfigurationError(f"meta: {error.get('message')}; check the sync's audience id")
     if code in THROTTLE_CODES or error.get("is_transient"):
         usage = response.headers.get("X-Business-Use-Case-Usage")
-        raise Retryable(f"throttled ({code})", 60 * _minutes_to_regain(usage))
+        raise Retryable(f"throttled ({code})", max(THROTTLE_PAUSE_SECONDS, 60 * _minutes_to_regain(usage)))
     # Meta reports bad rows inside a 200 answer; any other refusal is about the call, not its rows.
     raise ServiceError(f"meta: {response.request.method} {response.url} refused: {error.get('message')}")
 
