@@ -15,7 +15,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetK
 
 from cdp_assets import freshness
 from cdp_assets.privacy.redact import redacted
-from resources.http import ServiceConfigurationError, UnpageableAnswer
+from resources.http import CallRefused, ServiceConfigurationError, UnpageableAnswer
 
 # The hourly path's windows, as the assets built by it are held to them.
 WARN_HOURS = freshness.HOURLY.warn_window.to_timedelta().total_seconds() / 3600
@@ -24,14 +24,15 @@ FAIL_HOURS = freshness.HOURLY.fail_window.to_timedelta().total_seconds() / 3600
 SOURCE_REACHABLE = (
     "Whether this pull read its source to the end. Passes when it did, also when nothing was new. Fails (error, "
     "not blocking) when the source failed part way: its API stayed down past the connector's retries, refused "
-    "the credentials, dropped the connection, or answered with a page the connector cannot page past (no object "
-    "on it has a readable id: a bug of the source's, not an outage). The run goes on: staging keeps the source's "
-    "last good records, and identity, profiles, views and syncs are built from them and from the other sources. "
-    "What landed before the failure stays, with its cursor, so the next pull resumes there and nothing is lost or "
-    "sent twice. Never warns. Do: read `failure` and `error` in the check's metadata; a refused credential names "
-    "the variable to fix; an API that is down needs nothing but its recovery (check the vendor's status page), and "
-    "the first run after it catches up; an unpageable answer stops every pull at the same page until the vendor "
-    "fixes it: report it with the `error`."
+    "the credentials or the call itself (a 4xx), dropped the connection, or answered with a page the connector "
+    "cannot page past (no object on it has a readable id: a bug of the source's, not an outage). The run goes on: "
+    "staging keeps the source's last good records, and identity, profiles, views and syncs are built from them and "
+    "from the other sources. What landed before the failure stays, with its cursor, so the next pull resumes there "
+    "and nothing is lost or sent twice. Never warns. Do: read `failure` and `error` in the check's metadata; a "
+    "refused credential names the variable to fix; an API that is down needs nothing but its recovery (check the "
+    "vendor's status page), and the first run after it catches up; a refused call names what the API would not "
+    "take; an unpageable answer stops every pull at the same page until the vendor fixes it: report it with the "
+    "`error`."
 )
 # What stopped a pull, first match wins: (kind, what the failed check says). What to do differs by kind.
 FAILURE_KINDS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -40,6 +41,10 @@ FAILURE_KINDS: tuple[tuple[type[Exception], str, str], ...] = (
      "a bug of the source's to report to its vendor, not an outage. Every pull stops at that page until it is fixed."),
     (ServiceConfigurationError, "credentials refused",
      "The source refused the credentials: the `error` names the setting to fix."),
+    (CallRefused, "call refused",
+     "The source answered the call with an error about the call itself (a 4xx: a field or an API version it no "
+     "longer serves, a permission the credential lacks), which asking again answers the same: not an outage. Fix "
+     "the call or the permission from the `error` (the API's own words); every pull stops there until then."),
     (Exception, "unreachable",
      "The source could not be read to the end: its API stayed down past the connector's retries or dropped the "
      "connection. It needs nothing but its recovery; the first run after it catches up."),

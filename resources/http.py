@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 POOL_CONNECTIONS = 16  # kept open per host: a pull's ranges side by side each hold one
 RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")  # epoch seconds, or seconds from now (small values)
+MAX_WAIT_SECONDS = 600.0  # the longest a service may make a call wait; past it, the wait is this
 
 
 class ServiceError(RuntimeError):
@@ -54,6 +56,12 @@ class ServiceError(RuntimeError):
 
 class ServiceConfigurationError(ServiceError):
     """The service refused our credentials: a setting to fix, not a transient fault."""
+
+
+class CallRefused(ServiceError):
+    """The service answered the call with a client error (a 4xx other than a throttle or a refused credential): the
+    call is wrong for it (a field or an API version it no longer serves, a permission the credential lacks), and
+    asking again answers the same."""
 
 
 class UnpageableAnswer(ServiceError):
@@ -158,28 +166,31 @@ def pace(pacers: Sequence[Pacer]) -> float:
 
 
 class ResetAwareRetry(Retry):
-    """`Retry` that, lacking `Retry-After`, waits until the time a rate-limit reset header names, and reads a
-    `Retry-After` in fractional seconds too (an unreadable one leaves the wait to the backoff)."""
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        try:
-            return super().parse_retry_after(retry_after)
-        except InvalidHeader:
-            try:
-                return max(0.0, float(retry_after))
-            except ValueError:
-                return 0.0
+    """`Retry` that waits as `Retry-After` says (whole or fractional seconds, or a date), or lacking one, until the
+    time a rate-limit reset header names; an unreadable value leaves the wait to the backoff, and no wait is longer
+    than MAX_WAIT_SECONDS."""
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
-        retry_after = super().get_retry_after(response)
-        if retry_after is not None or response.status != 429:
-            return retry_after
-        for name in RESET_HEADERS:
-            value = response.headers.get(name)
-            if value and value.replace(".", "", 1).isdigit():
-                reset = float(value)
-                return max(0.0, reset - time.time()) if reset > 1e9 else reset
+        try:
+            wait = super().get_retry_after(response)
+        except InvalidHeader:  # not whole seconds nor a date
+            wait = _seconds(response.headers.get("Retry-After"))
+        if wait is None and response.status == 429:
+            for name in RESET_HEADERS:
+                reset = _seconds(response.headers.get(name))
+                if reset is not None:
+                    wait = max(0.0, reset - time.time()) if reset > 1e9 else reset
+                    break
+        return None if wait is None else min(wait, MAX_WAIT_SECONDS)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A header's number of seconds (or epoch time), when it is one, finite and not negative."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
         return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def retry_policy(retries: int, backoff_seconds: float) -> Retry:
@@ -358,7 +369,8 @@ class ApiClient:
                 f"Check {self.credential_env} and the base URL. The API said: {body}",
                 status,
             )
-        raise ServiceError(f"{self.service}: {method} {url} answered {status}: {body}", status)
+        refusal = CallRefused if status < 500 else ServiceError
+        raise refusal(f"{self.service}: {method} {url} answered {status}: {body}", status)
 
 
 def _read_whole(response: requests.Response) -> requests.Response:

@@ -198,6 +198,8 @@ def test_two_limits_declared_for_one_account_pace_both_clients_at_the_stricter(s
         (["wait:7"], [7.0]),  # Retry-After, in seconds
         (["wait:1.5"], [1.5]),  # in fractions of one too
         (["wait:soon"], []),  # unreadable: the backoff, whose first retry follows at once
+        (["wait:inf"], []),  # not a finite number of seconds: the backoff too
+        (["wait:86400"], [600.0]),  # a day: no wait is longer than MAX_WAIT_SECONDS
         (["reset:3"], [3.0]),  # no Retry-After, but the time the limit resets
         (["503", "503", "503"], [1.0, 2.0]),  # exponential backoff after the first
     ],

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterEventType
 
 from cdp_assets import raw_checks
-from resources.http import UnpageableAnswer
+from resources.http import ServiceError, UnpageableAnswer
 from resources.stripe import StripeResource
 from sandbox.store import ANOMALIES_FILE
 from tests.conftest import Env, Pipeline, RunOutcome, stand_in, world_records
@@ -191,3 +191,15 @@ def test_a_page_that_cannot_be_paged_past_is_reported_as_a_source_bug_not_an_out
     reachable, _ = raw_checks.check_results("stripe", raised.value, None, datetime.now(UTC))
     assert not reachable.passed and reachable.metadata["failure"].value == "unpageable answer"
     assert "bug of the source's" in (reachable.description or "") and "cannot page" in reachable.metadata["error"].value
+
+
+def test_a_call_the_source_refuses_is_reported_as_refused_not_as_an_outage() -> None:
+    """A 4xx (here a 404 on the list) is no outage: asking again answers the same, and the check says so."""
+    with stand_in(lambda method, body: (404, {"error": {"message": "No such endpoint"}})) as url:
+        stripe = StripeResource(base_url=url, api_key="sk_test_gone", max_retries=2)
+        with pytest.raises(ServiceError) as raised:
+            list(stripe.extract(stripe.streams["customers"], None, full=True))
+    assert stripe.stats.retries == 0  # a refusal is not retried
+    reachable, _ = raw_checks.check_results("stripe", raised.value, None, datetime.now(UTC))
+    assert not reachable.passed and reachable.metadata["failure"].value == "call refused"
+    assert "No such endpoint" in reachable.metadata["error"].value

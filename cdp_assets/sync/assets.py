@@ -97,10 +97,9 @@ def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetChe
         group_name="sync",
         kinds={spec.destination, "duckdb"},
         owners=[policy.load().views[spec.view].team.owner],
-        # Beside the view: the profiles the circuit breaker measures, consent where the sync asks a purpose
-        # (plan.CONSENT_SQL), and the graph's verdicts on a key that is an identifier (plan.SHARED_SQL, HELD_BY_SQL).
-        deps=[view_key(spec.view), PROFILES_KEY, *([CONSENT_KEY] if spec.purpose else []),
-              *([GRAPH_KEY] if spec.key_type else [])],
+        # Beside the view: the profiles the circuit breaker measures, and the graph's and consent's changes, which
+        # a following plan reads (plan.py), as it reads consent for a purpose and the graph's verdicts on a key.
+        deps=[view_key(spec.view), PROFILES_KEY, GRAPH_KEY, CONSENT_KEY],
         description=description(spec),
         required_resource_keys={"warehouse", destination_key},
         pool=f"api_{spec.destination}",  # the same pool as the source on the same account
