@@ -369,7 +369,8 @@ class ApiClient:
                 f"Check {self.credential_env} and the base URL. The API said: {body}",
                 status,
             )
-        refusal = CallRefused if status < 500 else ServiceError
+        # A throttle the policy is spent on (429, or a 413 with Retry-After) is the service's, not the call's fault.
+        refusal = CallRefused if status < 500 and status not in (*RETRY_STATUSES, 413) else ServiceError
         raise refusal(f"{self.service}: {method} {url} answered {status}: {body}", status)
 
 

@@ -29,6 +29,7 @@ from cdp_assets.raw import OWNER, raw_key, raw_table
 from cdp_assets.staging import candidates_sql, staging_key
 from cdp_assets.warehouse_access import columns, has_tables, transaction
 from resources import SOURCES
+from resources.source import StreamSpec
 
 SQL = Path(__file__).parent / "sql"
 LEDGER = "privacy.consent_ledger"
@@ -117,6 +118,11 @@ def load(path: Path = Path(__file__).parent / "consent.yaml") -> ConsentRules:
     return ConsentRules(purposes, descriptions, data["sources"])
 
 
+def _stream(source: str, entity: str) -> StreamSpec:
+    """The stream of `source` that stages `entity`."""
+    return next(stream for stream in SOURCES[source].streams.values() if stream.entity == entity)
+
+
 def read_quarantined(conn: duckdb.DuckDBPyConnection, product_event: str) -> None:
     """What the ledger reads beside staging: `_held__<source>__<entity>`, the quarantined records of each stream it
     reads, typed by staging's own reader (a field that can be read is read; the field at fault is NULL);
@@ -128,7 +134,7 @@ def read_quarantined(conn: duckdb.DuckDBPyConnection, product_event: str) -> Non
     subject.shared_values(conn, SUBJECT_TYPES)
     rules = identity_rules.load()
     for source, entity in READS:
-        stream = next(s for s in SOURCES[source].streams.values() if s.entity == entity)
+        stream = _stream(source, entity)
         held = f"{source}__{entity}"
         conn.execute(
             f"CREATE OR REPLACE TEMP VIEW _held_raw__{held} AS SELECT * FROM {raw_table(source, stream.name)}"
@@ -195,9 +201,6 @@ def build_consent_assets(
 ) -> list[AssetsDefinition]:
     # Beside staging, the raw records staging quarantined (their statements of refusal count: `read_quarantined`),
     # and the identifiers their payloads and the shared values are judged by.
-    streams = {(source, entity): next(s.name for s in SOURCES[source].streams.values() if s.entity == entity)
-               for source, entity in READS}  # fmt: skip
-
     @asset(
         key=LEDGER_KEY,
         group_name="privacy",
@@ -206,7 +209,7 @@ def build_consent_assets(
         deps=[
             graph_key, profiles_key, identifiers_key,
             *(staging_key(source, entity) for source, entity in READS),
-            *(raw_key(source, stream) for (source, _), stream in streams.items()),
+            *(raw_key(source, _stream(source, entity).name) for source, entity in READS),
         ],
         description=(
             "For auditors and the consent engine: every consent statement a source holds (Klaviyo list "
