@@ -6,7 +6,8 @@ is parsed with sqlglot, and each warehouse table it reads is traced to the asset
 or the one writing it: `identity.record_profiles` is the graph's). The change log is traced by what each follower
 asks of it (`changes.follow`: the producers it reads) and who logs under each producer (`changes.log`). That set of
 assets must equal the asset's declared dependencies (what the UI draws and automation follows): an undeclared read
-is a lineage that lies, a declared one never read a dependency that holds runs back for nothing.
+is a lineage that lies, a declared one never read a dependency that holds runs back for nothing. The views' and
+syncs' dependencies are derived from their SQL (cdp_assets/lineage.py); this test parses what ran, on its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dagster import DagsterInvariantViolationError, OpExecutionContext
 from sqlglot import exp
 
 import resources
-from cdp_assets import changes
+from cdp_assets import changes, lineage
 from resources import DESTINATIONS, WarehouseResource
 from sandbox.runner import SandboxServer
 from tests.conftest import Pipeline
@@ -157,6 +158,9 @@ def test_every_asset_declares_exactly_what_its_sql_reads(recorded: Recorded) -> 
         for table in written:
             writers[table].add(asset)
     assert "?" not in recorded.tables, f"a connection opened outside one asset's step: {recorded.tables.get('?')}"
+    # What dependencies are derived from (cdp_assets/lineage.py): the writer each module declares of its tables.
+    for table, owner in lineage.WRITTEN_BY.items():
+        assert (writers.get(table) or recorded.logged_by.get(table)) == {owner}, table
     assert set(recorded.tables) - {CHECK} == set(assets)  # every asset ran, and every one read something
 
     wrong: list[str] = []

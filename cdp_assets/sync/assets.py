@@ -26,9 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from cdp_assets.identity.assets import GRAPH_KEY
-from cdp_assets.identity.profiles import PROFILES_KEY
-from cdp_assets.privacy.consent import CONSENT_KEY
+from cdp_assets import lineage
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.sync import breaker, delivery, ledger, plan, recovery
 from cdp_assets.sync.specs import SyncRules, SyncSpec
@@ -97,9 +95,7 @@ def build_sync_asset(rules: SyncRules, spec: SyncSpec, checks: Sequence[AssetChe
         group_name="sync",
         kinds={spec.destination, "duckdb"},
         owners=[policy.load().views[spec.view].team.owner],
-        # Beside the view: the profiles the circuit breaker measures, and the graph's and consent's changes, which
-        # a following plan reads (plan.py), as it reads consent for a purpose and the graph's verdicts on a key.
-        deps=[view_key(spec.view), PROFILES_KEY, GRAPH_KEY, CONSENT_KEY],
+        deps=[AssetKey.from_user_string(read) for read in lineage.assets_of(plan.reads(spec))],
         description=description(spec),
         required_resource_keys={"warehouse", destination_key},
         pool=f"api_{spec.destination}",  # the same pool as the source on the same account

@@ -30,9 +30,11 @@ class Identity:
     largest_profile_records: int
 
 
+IDENTITY_SQL = "SELECT count(*), coalesce(max(records), 0) FROM identity.person_profiles"
+
+
 def measure(conn: duckdb.DuckDBPyConnection) -> Identity:
-    sql = "SELECT count(*), coalesce(max(records), 0) FROM identity.person_profiles"
-    profiles, largest = conn.execute(sql).fetchone()
+    profiles, largest = conn.execute(IDENTITY_SQL).fetchone()
     return Identity(int(profiles), int(largest))
 
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import duckdb
 
-from cdp_assets import changes
+from cdp_assets import changes, lineage
 from cdp_assets.identity import resolution
 from cdp_assets.privacy import consent
+from cdp_assets.sync import breaker
 from cdp_assets.sync.specs import SyncSpec
 from cdp_assets.views import following
 
@@ -224,17 +225,29 @@ def fingerprint(spec: SyncSpec) -> str:
     return changes.code_fingerprint([Path(__file__), SQL], repr(spec), f"duckdb {duckdb.__version__}")
 
 
+def producers(spec: SyncSpec) -> list[str]:
+    """The change log's producers a following plan reads. The graph's region holds every profile holding a value
+    whose shared or placed verdict it changed, and a row's key is a value of the row's own profile (its golden or
+    help-desk address), so the rows left out for their key are among those the graph logs; consent's decisions filter
+    the rows a purpose needs."""
+    return [following.logged_as(spec.view), resolution.PRODUCER, consent.FOLLOWER]
+
+
+def reads(spec: SyncSpec) -> set[str]:
+    """The tables and producers a sync reads, derived from what it runs: its plan's query (every field taken as an
+    expression, so one reading a table counts), the circuit breaker's measure, and the log a following plan reads."""
+    follows = spec.view in following.FOLLOWING
+    sql, _ = source_sql(spec, set(), follows=follows)
+    return lineage.tables_read(sql, breaker.IDENTITY_SQL) | set(producers(spec) if follows else ())
+
+
 def follow(conn: duckdb.DuckDBPyConnection, spec: SyncSpec, run_id: str,
            full_refresh: bool) -> changes.Position | None:
     """Where the sync's plan stands for the run `run_id`: whole, or following the log with TEMP FOLLOWED; None for a
     view made whole every run, which logs nothing to follow."""
     if spec.view not in following.FOLLOWING:
         return None
-    # The graph's region holds every profile holding a value whose shared or placed verdict it changed, and a row's
-    # key is a value of the row's own profile (its golden or help-desk address), so the rows left out for their key
-    # are among those the graph logs; consent's decisions filter the rows a purpose needs.
-    producers = [following.logged_as(spec.view), resolution.PRODUCER, consent.FOLLOWER]
-    position = changes.follow(conn, follower(spec.name), producers, fingerprint(spec), ("sync.model_rows",))
+    position = changes.follow(conn, follower(spec.name), producers(spec), fingerprint(spec), ("sync.model_rows",))
     settled = conn.execute(SETTLED_SQL, {"sync": spec.name, "run_id": run_id}).fetchall()
     if full_refresh:
         return position.rebuilt("full refresh")

@@ -70,7 +70,7 @@ def build_view_asset(rules: Policy, view: ViewPolicy) -> AssetsDefinition:
         name=f"views__{view.name}",
         specs=[AssetSpec(
             key, group_name=view.team.group, kinds={"duckdb"}, owners=[view.team.owner],
-            deps=[AssetKey.from_user_string(read) for read in build.BUILDS[view.name].dependencies],
+            deps=[AssetKey.from_user_string(read) for read in build.dependencies(view.name)],
             description=view.description(rules.freshness[view.team.refresh]),
             freshness_policy=freshness.NIGHTLY if view.team.refresh == "nightly" else freshness.HOURLY,
         )],

@@ -2,13 +2,12 @@
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from cdp_assets import glossary
+from cdp_assets import glossary, lineage
 from cdp_assets.privacy import consent
 from cdp_assets.views import audiences, following, timeline
 from cdp_assets.views.policy import Policy
@@ -30,14 +29,17 @@ def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -
     return conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
 
 
+# The currencies to convert: of people and accounts; of Stripe's billing, by party.
+FX_CURRENCIES = ("SELECT unnest(map_keys(revenue_cents_by_currency)) AS currency FROM identity.person_profiles"
+                 " UNION ALL SELECT unnest(map_keys(mrr_cents_by_currency)) FROM identity.accounts")
+BILLING_CURRENCIES = ("SELECT unnest(map_keys(mrr_cents_by_currency)) AS currency FROM _billing_parties"
+                      " UNION ALL SELECT unnest(map_keys(revenue_cents_by_currency)) FROM _billing_parties")
+
+
 def prepare_fx(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     conn.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR PRIMARY KEY, rate DOUBLE)")
     conn.executemany("INSERT INTO _fx VALUES (?, ?)", list(policy.rates.items()))
-    require_rates(
-        conn,
-        "SELECT unnest(map_keys(revenue_cents_by_currency)) AS currency FROM identity.person_profiles"
-        " UNION ALL SELECT unnest(map_keys(mrr_cents_by_currency)) FROM identity.accounts",
-    )
+    require_rates(conn, FX_CURRENCIES)
 
 
 def require_rates(conn: duckdb.DuckDBPyConnection, currencies_sql: str) -> None:
@@ -64,11 +66,7 @@ def prepare_billing(conn: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     """`_billing_parties`: each party's billing from Stripe's staging tables, in the glossary's terms (after fx)."""
     glossary.install(conn)
     run_sql(conn, "_billing", glossary.params())
-    require_rates(
-        conn,
-        "SELECT unnest(map_keys(mrr_cents_by_currency)) AS currency FROM _billing_parties"
-        " UNION ALL SELECT unnest(map_keys(revenue_cents_by_currency)) FROM _billing_parties",
-    )
+    require_rates(conn, BILLING_CURRENCIES)
 
 
 PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
@@ -79,53 +77,34 @@ PREPARE: dict[str, Callable[[duckdb.DuckDBPyConnection, Policy], None]] = {
 }
 
 
-@dataclass(frozen=True)
-class ViewBuild:
-    prepare: tuple[str, ...]
-    reads: tuple[str, ...]  # upstream asset keys as "layer/name", beside what its prepare steps read (PREPARE_READS)
-
-    @property
-    def dependencies(self) -> tuple[str, ...]:
-        """What the view's build reads: its own SQL's reads and its prepare steps'."""
-        return tuple(dict.fromkeys((*self.reads, *(read for step in self.prepare for read in PREPARE_READS[step]))))
-
-
-PEOPLE = ("identity/person_profiles", "identity/person_lifecycle")
-TIMELINE_READS = (
-    "identity/identity_graph", "identity/person_lifecycle", "staging/zendesk__tickets", "staging/stripe__invoices",
-    "staging/stripe__subscriptions", "staging/klaviyo__events", "staging/klaviyo__metrics", "staging/mixpanel__events",
-)  # fmt: skip
-# What each prepare step reads: the currencies to convert, of people and accounts; Stripe's billing, by profile.
-FX_READS = ("identity/person_profiles", "identity/accounts")
-PREPARE_READS: dict[str, tuple[str, ...]] = {
-    "fx": FX_READS,
-    "money": FX_READS,
-    "billing": ("identity/identity_graph", "staging/stripe__subscriptions", "staging/stripe__invoices"),
+# The SQL each prepare step runs, which its reads are derived from.
+PREPARE_SQL: dict[str, tuple[str, ...]] = {
+    "fx": (FX_CURRENCIES,),
+    "money": (FX_CURRENCIES, (SQL / "_money.sql").read_text()),
+    "billing": (glossary.MACROS.read_text(), (SQL / "_billing.sql").read_text(), BILLING_CURRENCIES),
     "territories": (),
 }
-BUILDS: dict[str, ViewBuild] = {
-    "marketing_audiences": ViewBuild(("money",), (*PEOPLE, "privacy/consent")),
-    "marketing_channel_performance": ViewBuild(("money",), PEOPLE),
-    "marketing_email_addresses": ViewBuild(
-        (), ("identity/email_addresses", "identity/person_lifecycle", "privacy/consent")
-    ),
-    "marketing_contacts": ViewBuild(
-        (), ("views/marketing_email_addresses", "views/marketing_audiences", *PEOPLE, "privacy/consent")
-    ),
-    "customer_360": ViewBuild(
-        (),
-        (*PEOPLE, "privacy/consent", "identity/accounts", "identity/identity_graph", "identity/identifiers",
-         "staging/hubspot__contacts", "staging/zendesk__users"),
-    ),
-    "customer_timeline": ViewBuild((), TIMELINE_READS),
-    "account_360": ViewBuild(
-        ("fx", "billing", "territories"), (*PEOPLE, "privacy/consent", "identity/accounts")
-    ),
-    "product_usage_people": ViewBuild((), (*PEOPLE, "privacy/consent", "identity/accounts")),
-    "product_usage_accounts": ViewBuild((), ("views/product_usage_people", "identity/accounts")),
-    "product_funnel": ViewBuild((), ("views/product_usage_people",)),
-    "executive_cohorts": ViewBuild(("fx", "billing"), PEOPLE),
+# Each view's prepare steps (none: a view not named).
+PREPARED = {
+    "marketing_audiences": ("money",),
+    "marketing_channel_performance": ("money",),
+    "account_360": ("fx", "billing", "territories"),
+    "executive_cohorts": ("fx", "billing"),
 }
+
+
+def dependencies(name: str) -> tuple[str, ...]:
+    """The assets the view `name` reads ("layer/name"), derived from what its build runs: its SQL, its prepare
+    steps' and its builder's (the change log it follows, the audiences' clocks, the timeline's records)."""
+    sql = [(SQL / f"{name}.sql").read_text(), *(text for step in PREPARED.get(name, ()) for text in PREPARE_SQL[step])]
+    code: tuple[str, ...] = ()
+    if name == "marketing_audiences":
+        sql += [(SQL / "audience_facts.sql").read_text(), audiences.CLOCKED_SQL.format(clock="NULL")]
+    if name == timeline.FOLLOWER.split(".")[1]:
+        code = timeline.READS
+    elif name in following.FOLLOWING:
+        code = following.FOLLOWING[name].reads
+    return lineage.assets_of((lineage.tables_read(*sql) | set(code)) - {f"views.{name}"})
 
 
 def params(policy: Policy) -> dict[str, Any]:
@@ -142,7 +121,7 @@ def params(policy: Policy) -> dict[str, Any]:
 
 def build(conn: duckdb.DuckDBPyConnection, policy: Policy, name: str) -> dict[str, Any]:
     """Build one view; returns metadata particular to it."""
-    for step in BUILDS[name].prepare:
+    for step in PREPARED.get(name, ()):
         PREPARE[step](conn, policy)
     if name == "marketing_audiences":
         return build_audiences(conn)

@@ -44,6 +44,11 @@ class Following:
     order: str  # the order a whole build writes its rows in
     code: tuple[str, ...] = ()  # files of this folder that make it besides its SQL (`sql/<name>.sql`)
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """What `scope` reads: the log of its producers, the lifecycle's moment, and a whole build's profiles."""
+        return (*self.producers, lifecycle.FOLLOWER, self.rows_of)
+
 
 # Each following view by name; its SQL (`sql/<name>.sql`) makes TEMP `_<name>` for the profiles of SCOPE.
 FOLLOWING = {

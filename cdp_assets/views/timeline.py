@@ -14,12 +14,17 @@ from typing import Any
 import duckdb
 
 from cdp_assets import changes
-from cdp_assets.identity import profile_changes
+from cdp_assets.identity import lifecycle, profile_changes, resolution
+from cdp_assets.staging import staging_table
 
 FOLLOWER = "views.customer_timeline"
 SQL = Path(__file__).parent / "sql" / "customer_timeline.sql"
 ENTITIES = ["zendesk__tickets", "stripe__invoices", "stripe__subscriptions", "klaviyo__events", "klaviyo__metrics",
             "mixpanel__events"]
+# What its build reads beside its SQL: the lifecycle's moment, the graph's records, and what ENTITIES and the graph
+# logged (identity/profile_changes.py).
+READS = (lifecycle.FOLLOWER, "identity.record_profiles", resolution.PRODUCER,
+         *(staging_table(*entity.split("__")) for entity in ENTITIES))
 # The times the timeline compares with its moment: an interaction dated ahead joins it once that time has passed.
 CLOCKED = {
     "zendesk__tickets": ("created_at",),
@@ -34,7 +39,7 @@ FINGERPRINT = changes.code_fingerprint([SQL, Path(__file__)], f"duckdb {duckdb._
 def build(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Number again the timelines the change log reaches (or all of them), as of the lifecycle's moment; their rows
     replace the old ones, and the log's position is kept, in one transaction. Returns the build's metadata."""
-    [(as_of,)] = conn.execute("SELECT any_value(as_of) FROM identity.person_lifecycle").fetchall()
+    [(as_of,)] = conn.execute(f"SELECT any_value(as_of) FROM {lifecycle.FOLLOWER}").fetchall()
     position = profile_changes.affected(conn, FOLLOWER, ENTITIES, (FOLLOWER,), CLOCKED, FINGERPRINT,
                                         as_of or datetime.now(UTC))
     if position.whole is None:
