@@ -39,22 +39,24 @@ def validated_columns(entity: str) -> list[str]:
     return ["_row", "record_id", "is_deleted", *(name for pair in NAMED_FAULTS.items() for name in pair), *mapped]
 
 
-def enforce(conn: duckdb.DuckDBPyConnection, entity: str, contract: type[Contract]) -> Verdict:
-    """Validate `_candidates` chunk by chunk; failed rows and their reasons go to temp table `_failed`."""
-    conn.execute("CREATE OR REPLACE TEMP TABLE _failed (_row BIGINT, failed_checks JSON)")
-    verdict = Verdict(rows_in=conn.execute("SELECT count(*) FROM _candidates").fetchone()[0])
+def enforce(conn: duckdb.DuckDBPyConnection, entity: str, contract: type[Contract], candidates: str,
+            failed: str) -> Verdict:
+    """Validate the table `candidates` chunk by chunk; failed rows and their reasons go to TEMP `failed`, which this
+    makes (both named by the staging build that reads them)."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {failed} (_row BIGINT, failed_checks JSON)")
+    verdict = Verdict(rows_in=conn.execute(f"SELECT count(*) FROM {candidates}").fetchone()[0])
     select, fields = ", ".join(validated_columns(entity)), source_fields(entity)
     for start in range(0, verdict.rows_in, CHUNK_ROWS):
         chunk = conn.execute(
-            f"SELECT {select} FROM _candidates WHERE _row > $start AND _row <= $end",
+            f"SELECT {select} FROM {candidates} WHERE _row > $start AND _row <= $end",
             {"start": start, "end": start + CHUNK_ROWS},
         ).df()
-        failed = _failures(chunk.set_index("_row"), contract, fields)
-        if failed.empty:
+        failures = _failures(chunk.set_index("_row"), contract, fields)
+        if failures.empty:
             continue
-        verdict.rows_quarantined += len(failed)
-        conn.register("failed_chunk", failed)
-        conn.execute("INSERT INTO _failed SELECT _row, failed_checks::JSON FROM failed_chunk")
+        verdict.rows_quarantined += len(failures)
+        conn.register("failed_chunk", failures)
+        conn.execute(f"INSERT INTO {failed} SELECT _row, failed_checks::JSON FROM failed_chunk")
         conn.unregister("failed_chunk")
     return verdict
 

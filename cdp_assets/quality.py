@@ -28,10 +28,10 @@ CREATE TABLE IF NOT EXISTS quarantine._known_fields (
 
 FIELDS_SQL = """
 SELECT DISTINCT field FROM (
-    SELECT unnest(json_keys(payload)) AS field FROM _candidates
+    SELECT unnest(json_keys(payload)) AS field FROM {candidates}
     UNION ALL
     SELECT container || '.' || unnest(json_keys(payload->container))
-    FROM _candidates, (VALUES ('properties'), ('attributes')) AS nested(container)
+    FROM {candidates}, (VALUES ('properties'), ('attributes')) AS nested(container)
     WHERE json_type(payload->container) = 'OBJECT'
 )
 WHERE field NOT IN (SELECT field FROM quarantine._known_fields WHERE entity = $entity)
@@ -67,12 +67,13 @@ class Measures:
         return self.staging_rows - self.deleted
 
 
-def note_fields(conn: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> list[str]:
-    """Payload fields seen for the first time (schema drift); none are reported on an entity's first build."""
+def note_fields(conn: duckdb.DuckDBPyConnection, entity: str, run_id: str, candidates: str) -> list[str]:
+    """Payload fields of the build's rows (the table `candidates`) seen for the first time (schema drift); none are
+    reported on an entity's first build."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
     conn.execute(HISTORY_SQL)
     known = conn.execute("SELECT count(*) FROM quarantine._known_fields WHERE entity = $e", {"e": entity}).fetchone()
-    new = [row[0] for row in conn.execute(FIELDS_SQL, {"entity": entity}).fetchall()]
+    new = [row[0] for row in conn.execute(FIELDS_SQL.format(candidates=candidates), {"entity": entity}).fetchall()]
     conn.execute(
         "INSERT INTO quarantine._known_fields SELECT $entity, unnest($fields::VARCHAR[]), now(), $run_id",
         {"entity": entity, "fields": new, "run_id": run_id},

@@ -36,6 +36,7 @@ from resources import SOURCES
 from resources.source import StreamSpec
 
 CANDIDATES_SQL = (Path(__file__).parent / "sql" / "candidates.sql").read_text()
+CANDIDATES, FAILED = "_candidates", "_failed"  # TEMP: the rows a build holds to its contract, and those failing it
 # The contract's plausible range of times, which the candidates query holds every time field to.
 CANDIDATES_PARAMS = {
     "plausible_since": PLAUSIBLE_SINCE,
@@ -52,14 +53,16 @@ def staging_key(source: str, entity: str) -> AssetKey:
     return AssetKey(["staging", f"{source}__{entity}"])
 
 
-def candidates_sql(source: str, stream: StreamSpec, rows: str | None = None) -> tuple[str, dict[str, object]]:
-    """The query building `_candidates` for a stream, and its parameters (an entity without times has none); it reads
-    the stream's raw table, or `rows`, a relation of some of its landed rows (privacy reads quarantined versions with
-    the same reader)."""
+def candidates_sql(source: str, stream: StreamSpec, rows: str | None = None,
+                   into: str = CANDIDATES) -> tuple[str, dict[str, object]]:
+    """The query building TEMP `into` (CANDIDATES) for a stream, and its parameters (an entity without times has
+    none); it reads the stream's raw table, or `rows`, a relation of some of its landed rows (privacy reads quarantined
+    versions with the same reader, into a table of its own)."""
     entity = f"{source}__{stream.entity}"
     selects = select_sql(entity)
     sql = CANDIDATES_SQL.format(
         source_table=rows or raw_table(source, stream.name),
+        candidates=into,
         paths=paths_sql(entity),
         kinds=selects.kinds,
         time_checks=selects.time_checks,
@@ -98,7 +101,7 @@ STAMPS = ("run_id", "quarantined_at")  # a quarantine row's columns that say whi
 # of the clock: its current version is decided among all of them, as a replay decides it. Versions landed after
 # `through` wait for the next build.
 CHANGED_SQL = """
-CREATE OR REPLACE TEMP TABLE _changed AS
+CREATE OR REPLACE TEMP TABLE _changed_landings AS
 SELECT * FROM {raw} WHERE landing_id <= $through AND coalesce(record_id, '#' || payload_hash) IN (
     SELECT coalesce(record_id, '#' || payload_hash) FROM {raw}
     WHERE (landing_id > $since AND landing_id <= $through)
@@ -106,13 +109,14 @@ SELECT * FROM {raw} WHERE landing_id <= $through AND coalesce(record_id, '#' || 
                          WHERE list_has_any(json_extract_string(failed_checks, '$[*].check'), $clock_checks)))
 """
 # A replay's rows against those the incremental builds kept, leaving out the records with a version landed since the
-# last build (in `_changed`, which it had not read yet): rows in one and not the other, and a few of their records.
+# last build (in `_changed_landings`, which it had not read yet): rows in one and not the other, and a few of their
+# records.
 # Rows are compared by a 64-bit hash of their columns: far cheaper than whole rows (docs/benchmarks.md).
 DIFFERENCES_SQL = """
 WITH replay AS (SELECT {key}::VARCHAR AS k, hash({columns}) AS h FROM ({replay})
-                WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+                WHERE {landing} NOT IN (SELECT landing_id FROM _changed_landings)),
      kept AS (SELECT {key}::VARCHAR AS k, hash({columns}) AS h FROM {table}
-              WHERE {landing} NOT IN (SELECT landing_id FROM _changed)),
+              WHERE {landing} NOT IN (SELECT landing_id FROM _changed_landings)),
      differing AS ((FROM replay EXCEPT ALL FROM kept) UNION ALL (FROM kept EXCEPT ALL FROM replay))
 SELECT (SELECT count(*) FROM kept), count(*), list(DISTINCT k)[:5] FROM differing
 """
@@ -164,7 +168,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
     source_table, raw_asset = raw_table(source, stream.name), raw_key(source, stream.name)
     key = staging_key(source, stream.entity)
     (full_sql, params), contract = candidates_sql(source, stream), CONTRACTS[entity]
-    changed_sql, _ = candidates_sql(source, stream, rows="_changed")
+    changed_sql, _ = candidates_sql(source, stream, rows="_changed_landings")
     typed = ", ".join(column.name for column in MAPPINGS[entity])
     staged_select = f"""
         SELECT record_id AS {stream.primary_key}, {typed}, is_deleted, source_updated_at,
@@ -180,7 +184,7 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
         SELECT key, b.before
         FROM (SELECT DISTINCT record_id::VARCHAR AS key FROM _candidates WHERE record_id IS NOT NULL) k
         FULL JOIN (SELECT {stream.primary_key}::VARCHAR AS key, to_json(struct_pack({ids})) AS before FROM {target}
-                   WHERE _landing_id IN (SELECT landing_id FROM _changed)) b USING (key)"""
+                   WHERE _landing_id IN (SELECT landing_id FROM _changed_landings)) b USING (key)"""
 
     @asset(
         key=key,
@@ -222,18 +226,20 @@ def build_staging_asset(source: str, stream: StreamSpec) -> AssetsDefinition:
             else:
                 mode = "incremental"
                 conn.execute(changed_sql, params)
-            batch = enforce(conn, entity, contract)
+            batch = enforce(conn, entity, contract, CANDIDATES, FAILED)
             drift = None
             if comparable and config.full_refresh:  # a replay asked for, of rows kept under the same contract
                 replayed = (ReplayedTable(target, staged_select, "_landing_id", stream.primary_key),
                             ReplayedTable(quarantine, quarantined_select, "raw_landing_id", "record_id"))
                 drift = _differences(conn, replayed, {"raw_table": source_table, "run_id": run_id})
             conn.begin()
-            new_fields = quality.note_fields(conn, entity, run_id)
-            if mode == "incremental":  # a record's rows are found by its current version, which is among _changed
+            new_fields = quality.note_fields(conn, entity, run_id, CANDIDATES)
+            # A record's rows are found by its current version, which is among _changed_landings.
+            if mode == "incremental":
                 changes.log(conn, entity, changed_keys)
-                conn.execute(f"DELETE FROM {target} WHERE _landing_id IN (SELECT landing_id FROM _changed)")
-                conn.execute(f"DELETE FROM {quarantine} WHERE raw_landing_id IN (SELECT landing_id FROM _changed)")
+                conn.execute(f"DELETE FROM {target} WHERE _landing_id IN (SELECT landing_id FROM _changed_landings)")
+                conn.execute(f"DELETE FROM {quarantine}"
+                             " WHERE raw_landing_id IN (SELECT landing_id FROM _changed_landings)")
                 conn.execute(f"INSERT INTO {target} BY NAME {staged_select}")
                 conn.execute(f"INSERT INTO {quarantine} BY NAME {quarantined_select}",
                              {"raw_table": source_table, "run_id": run_id})  # fmt: skip

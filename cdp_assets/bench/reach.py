@@ -44,7 +44,7 @@ def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     params = {f"stream_{i}": stream for i, stream in enumerate(tables)}
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _reach_landed AS {landed}", params)
     conn.execute("""
-        CREATE OR REPLACE TEMP TABLE _changed AS SELECT DISTINCT stream, record_id FROM _reach_landed
+        CREATE OR REPLACE TEMP TABLE _reach_changed AS SELECT DISTINCT stream, record_id FROM _reach_landed
         WHERE run_id = (SELECT arg_max(run_id, landing_id) FROM _reach_landed)""")
     conn.execute(increment.SEED_SQL)
     rounds = increment.close(conn)
@@ -54,7 +54,7 @@ def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     inside = conn.execute(records + f" WHERE profile_id IN (FROM {increment.REGION})", {"person": person}).fetchall()[0]
     everywhere = conn.execute(records, {"person": person}).fetchall()[0]
     return Reach(
-        changed_records=_count(conn, "FROM _changed"), rounds=rounds,
+        changed_records=_count(conn, "FROM _reach_changed"), rounds=rounds,
         profiles=(_count(conn, f"FROM {increment.REGION}"),
                   _count(conn, "SELECT DISTINCT profile_id FROM identity.record_profiles")),
         person_records=(inside[0], everywhere[0]), events=(inside[1], everywhere[1]),

@@ -140,9 +140,7 @@ def read_quarantined(conn: duckdb.DuckDBPyConnection, product_event: str) -> Non
             f"CREATE OR REPLACE TEMP VIEW _held_raw__{held} AS SELECT * FROM {raw_table(source, stream.name)}"
             f" WHERE landing_id IN (SELECT raw_landing_id FROM quarantine.{held})"
         )
-        sql, params = candidates_sql(source, stream, f"_held_raw__{held}")
-        conn.execute(sql, params)
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _held__{held} AS SELECT * FROM _candidates")
+        conn.execute(*candidates_sql(source, stream, f"_held_raw__{held}", into=f"_held__{held}"))
         stating = STATING.get(held, "true")
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _held_stating__{held} AS SELECT * FROM _held_raw__{held}"
                      f" WHERE landing_id IN (SELECT landing_id FROM _held__{held} WHERE {stating})",

@@ -5,7 +5,7 @@
 -- source keeps its last known attributes beside `is_deleted`. A record sent without an
 -- id is kept under its payload's hash, for its contract to quarantine. A version marked as an echo (a sync's write
 -- pulled back, see cdp_assets/echoes.py) is read past: it is not a change of the record.
-CREATE OR REPLACE TEMP TABLE _candidates AS
+CREATE OR REPLACE TEMP TABLE {candidates} AS
 WITH latest AS (
     SELECT any_value(record_id) AS record_id,
            coalesce(arg_max(payload, (version_at, landing_id)) FILTER (WHERE NOT deleted),

@@ -8,11 +8,12 @@ from typing import Any
 
 import yaml
 
-MEMBERS_SQL = "CREATE OR REPLACE TEMP TABLE _audience_members AS\n{branches}"
-PLAIN = "SELECT profile_id, $audience_{n} AS audience, $purpose_{n} AS purpose FROM _audience_facts WHERE ({when})"
+# The tables are the view build's, named by it: the facts each condition reads, and the members it makes.
+MEMBERS_SQL = "CREATE OR REPLACE TEMP TABLE {members} AS\n{branches}"
+PLAIN = "SELECT profile_id, $audience_{n} AS audience, $purpose_{n} AS purpose FROM {facts} WHERE ({when})"
 EACH = (
     "SELECT profile_id, $audience_{n} || ':' || item AS audience, $purpose_{n} AS purpose"
-    " FROM (SELECT *, unnest({each}) AS item FROM _audience_facts) WHERE ({when})"
+    " FROM (SELECT *, unnest({each}) AS item FROM {facts}) WHERE ({when})"
 )
 # The people whose membership the clock may have changed between two builds: a clock's moment between theirs. Every
 # time a condition compares with the moment is the lifecycle's, as is the moment itself.
@@ -31,7 +32,7 @@ class Audience:
     name: str
     description: str
     purpose: str
-    when: str = "true"  # a SQL condition over _audience_facts, trusted configuration like a dbt model
+    when: str = "true"  # a SQL condition over the facts of each person, trusted configuration like a dbt model
     each: str | None = None  # a list column: one audience per element
     params: dict[str, Any] = field(default_factory=dict)
     # When a condition reading `as_of` may change its verdict as time passes: the moment, over the lifecycle's
@@ -64,8 +65,10 @@ def _params(audiences: tuple[Audience, ...]) -> dict[str, Any]:
     return params
 
 
-def members_sql(audiences: tuple[Audience, ...], purposes: set[str]) -> tuple[str, dict[str, Any]]:
-    """The query filling _audience_members, and its parameters: names, purposes and each audience's params."""
+def members_sql(audiences: tuple[Audience, ...], purposes: set[str], facts: str,
+                members: str) -> tuple[str, dict[str, Any]]:
+    """The query making TEMP `members` from the table `facts`, and its parameters: names, purposes and each
+    audience's params."""
     branches, params = [], _params(audiences)
     for n, audience in enumerate(audiences):
         if audience.purpose not in purposes:
@@ -73,8 +76,8 @@ def members_sql(audiences: tuple[Audience, ...], purposes: set[str]) -> tuple[st
         params[f"audience_{n}"] = audience.name
         params[f"purpose_{n}"] = audience.purpose
         template = EACH if audience.each else PLAIN
-        branches.append(template.format(n=n, when=audience.when, each=audience.each))
-    return MEMBERS_SQL.format(branches="\nUNION ALL\n".join(branches)), params
+        branches.append(template.format(n=n, when=audience.when, each=audience.each, facts=facts))
+    return MEMBERS_SQL.format(members=members, branches="\nUNION ALL\n".join(branches)), params
 
 
 def clocked_sql(audiences: tuple[Audience, ...]) -> tuple[str, dict[str, Any]] | None:

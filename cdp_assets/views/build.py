@@ -149,7 +149,8 @@ def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
                 {**clock_params, "since": position.since, "as_of": position.as_of,
                  "following": position.whole is None})  # fmt: skip
     run_sql(conn, "audience_facts", {})
-    sql, members_params = audiences.members_sql(rules, set(consent.load().purposes))
+    sql, members_params = audiences.members_sql(rules, set(consent.load().purposes), "_audience_facts",
+                                                "_audience_members")
     conn.execute(sql, members_params)
     # The rows the build replaces: those of the profiles it makes, or every row (a retired profile's too).
     previous = f"SELECT profile_id, audience, member_since FROM views.{name}"
