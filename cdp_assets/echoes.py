@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS raw._echoes (
 );
 """
 
-# Over `_landed` (the rows one page just landed), each live version against the one before it by version time.
+# Over `landed` (the rows one page just landed), each live version against the one before it by version time.
 MARK_SQL = """
 INSERT INTO raw._echoes
 WITH landed AS (
@@ -44,7 +44,7 @@ WITH landed AS (
            arg_max(p.payload, (p.version_at, p.landing_id)) AS before,
            arg_max(p.deleted, (p.version_at, p.landing_id)) AS before_deleted,
            arg_max(p.extracted_at, (p.version_at, p.landing_id)) AS before_read_at
-    FROM _landed n
+    FROM {landed} n
     JOIN {table} p ON p.record_id = n.record_id
         AND (p.version_at < n.version_at OR (p.version_at = n.version_at AND p.landing_id < n.landing_id))
     WHERE n.record_id IS NOT NULL AND NOT n.deleted
@@ -86,8 +86,9 @@ class EchoRule:
     change_times: tuple[str, ...]
     fields: tuple[SyncField, ...]
 
-    def mark(self, conn: duckdb.DuckDBPyConnection, raw_table: str, run_id: str) -> int:
-        """Mark the echoes among the rows of `_landed` (just landed into `raw_table`, in the caller's transaction)."""
+    def mark(self, conn: duckdb.DuckDBPyConnection, raw_table: str, run_id: str, landed: str) -> int:
+        """Mark the echoes among the rows of the table `landed` (just landed into `raw_table`, in the caller's
+        transaction)."""
         params: dict[str, Any] = {
             "raw_table": raw_table,
             "run_id": run_id,
@@ -97,7 +98,8 @@ class EchoRule:
         for n, f in enumerate(self.fields):
             params |= {f"path_{n}": _json_path(f.path), f"sent_{n}": _json_path(f.field, nested=False),
                        f"sync_{n}": f.sync}  # fmt: skip
-        sql = MARK_SQL.format(table=raw_table, fields="".join(FIELD_SQL.format(n=n) for n in range(len(self.fields))))
+        fields = "".join(FIELD_SQL.format(n=n) for n in range(len(self.fields)))
+        sql = MARK_SQL.format(table=raw_table, landed=landed, fields=fields)
         return conn.execute(sql, params).fetchone()[0]
 
 

@@ -269,7 +269,7 @@ def _land_batch(
                 conn.execute(KEEP_LANDED_SQL.format(table=table))
                 result.rows_new += conn.execute("SELECT count(*) FROM _landed").fetchone()[0]
                 if echo_rule is not None:
-                    result.echoes += echo_rule.mark(conn, table, params["run_id"])
+                    result.echoes += echo_rule.mark(conn, table, params["run_id"], "_landed")
             if note_seen:
                 conn.execute(
                     "INSERT INTO raw._full_pull_seen SELECT DISTINCT $state_key, record_id FROM _batch"

@@ -46,8 +46,7 @@ def reach(conn: duckdb.DuckDBPyConnection) -> Reach:
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE _reach_changed AS SELECT DISTINCT stream, record_id FROM _reach_landed
         WHERE run_id = (SELECT arg_max(run_id, landing_id) FROM _reach_landed)""")
-    conn.execute(increment.SEED_SQL)
-    rounds = increment.close(conn)
+    rounds = increment.region_of(conn, "SELECT stream, record_id FROM _reach_changed")
     person = identity_rules.person_streams
     records = ("SELECT count(*) FILTER (WHERE list_contains($person, stream)), "
                "count(*) FILTER (WHERE NOT list_contains($person, stream)) FROM identity.record_profiles")

@@ -212,6 +212,14 @@ def follows(conn: duckdb.DuckDBPyConnection, model_path: Path, state: str) -> bo
     return conn.execute(f"SELECT fingerprint FROM {STATE}").fetchall() == [(state,)]
 
 
+def region_of(conn: duckdb.DuckDBPyConnection, changed: str) -> int:
+    """The region of the records the query `changed` selects (stream, record_id), as a run that changed them would
+    find it: TEMP `_region_profiles`; returns the rounds its closure took (what the benchmark's reach measures)."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {changed}")
+    conn.execute(SEED_SQL)
+    return close(conn)
+
+
 def close(conn: duckdb.DuckDBPyConnection) -> int:
     """Add to `_region_profiles` every profile its CLOSURE steps join (from it and TEMP `_changed(stream,
     record_id)`), until none does; returns the rounds taken."""

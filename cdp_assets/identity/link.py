@@ -80,18 +80,18 @@ def _check_fields(mapping: dict[str, tuple[str, ...]], rules: Rules) -> None:
         raise LinkError("map at least one column to a person field or an identifier")
 
 
-def read(conn: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
-    """Load the file into TEMP _link_file (csv as text, so ids keep their leading zeros); returns its columns."""
+def read(conn: duckdb.DuckDBPyConnection, path: Path, into: str = "_link_file") -> list[str]:
+    """Load the file into TEMP `into` (csv as text, so ids keep their leading zeros); returns its columns."""
     if not path.is_file():
         raise LinkError(f"no file at {path}")
     reader = "read_parquet($path)" if path.suffix.lower() == ".parquet" else "read_csv($path, all_varchar = true)"
     try:
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _link_file AS SELECT * FROM {reader}", {"path": str(path)})
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT * FROM {reader}", {"path": str(path)})
     except duckdb.Error as exc:
         raise LinkError(f"cannot read {path} as {'parquet' if 'parquet' in reader else 'csv'}: {exc}") from None
-    if not conn.execute("SELECT count(*) FROM _link_file").fetchone()[0]:
+    if not conn.execute(f"SELECT count(*) FROM {into}").fetchone()[0]:
         raise LinkError(f"{path} holds no records")
-    return [row[0] for row in conn.execute("DESCRIBE _link_file").fetchall()]
+    return [row[0] for row in conn.execute(f"DESCRIBE {into}").fetchall()]
 
 
 def _text(column: str) -> str:
@@ -151,8 +151,7 @@ def _linked(conn: duckdb.DuckDBPyConnection, built: resolution.Partition) -> Lin
     the link, `review` where a rule refused it) and its review pairs (under `merge_at`, or the pair of a chain the
     check refused). A pair to review whose records end in one cluster all the same is left out, as the pipeline
     leaves it out of identity.match_review."""
-    records = conn.execute("SELECT record_id, node FROM _record_index WHERE stream = $stream ORDER BY node",
-                           {"stream": STREAM}).fetchnumpy()
+    records = resolution.record_nodes(conn, STREAM)
     labels = built.labels[records["node"]]
     accepted = built.accepted[len(built.edges) - len(built.links):]
 

@@ -66,10 +66,10 @@ def pairwise(conn: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, truth: pd.
 
 def splink_alone(conn: duckdb.DuckDBPyConnection, path: Path, merge_at: float) -> pd.DataFrame:
     """(record_id, cluster_id) of Splink's standard FEBRL model trained and clustered on the file at `path`."""
-    link.read(conn, path)
+    link.read(conn, path, "_baseline_file")
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE _baseline_records AS SELECT "
-        + ", ".join(f"nullif(trim({c}::VARCHAR), '') AS {c}" for c in FEBRL_COLUMNS) + " FROM _link_file"
+        + ", ".join(f"nullif(trim({c}::VARCHAR), '') AS {c}" for c in FEBRL_COLUMNS) + " FROM _baseline_file"
     )
     settings = SettingsCreator(
         unique_id_column_name="rec_id",

@@ -62,6 +62,12 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def record_nodes(conn: duckdb.DuckDBPyConnection, stream: str) -> dict[str, np.ndarray]:
+    """The last partition's records of `stream` and their nodes (`record_id`, `node`), in node order."""
+    return conn.execute("SELECT record_id, node FROM _record_index WHERE stream = $stream ORDER BY node",
+                        {"stream": stream}).fetchnumpy()
+
+
 def _never_pairs(conn: duckdb.DuckDBPyConnection, rules: Rules) -> tuple[list[tuple[int, int]], list[int]]:
     """Never-link rules (from the rules file and the table) as node pairs, and single values to isolate."""
     rows = [*rules.never_link, *conn.execute(f"SELECT a, b FROM {NEVER_LINK_TABLE}").fetchall()]

@@ -168,7 +168,7 @@ def run_sync(
         run.model_rows, run.invalid, run.unchanged = planned.rows, planned.invalid, planned.unchanged
         run.left_out, run.rows_read = planned.left_out, planned.read
         run.added, run.changed, run.removed = planned.added, planned.changed, planned.removed
-        ledger.record_invalid(conn, spec.name, run.run_id)
+        ledger.record_invalid(conn, spec.name, run.run_id, plan.MODEL)
         if config.dry_run:
             # Counts only: keys are personal data, kept out of the run log and Dagster's event log.
             run.status, run.message = "planned", "dry run: nothing sent (`cdp sync plan` lists the keys)"

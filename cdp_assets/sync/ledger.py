@@ -66,14 +66,14 @@ UPDATE sync.runs SET status = 'interrupted', finished_at = now(), message = $mes
     rejected = (SELECT count(*) FROM sync.rejections j WHERE j.sync = runs.sync AND j.run_id = runs.run_id)
 WHERE sync = $sync AND status = 'in_progress' AND run_id <> $run_id
 """
-# Of the whole model (plan.py's _sync_model), whether the plan read every row or followed the view's changes.
+# Of the whole model (plan.py's), whether the plan read every row or followed the view's changes.
 INVALID_SQL = """
 INSERT INTO sync.invalid_rows
-SELECT $sync, $run_id, key, invalid_reason, now() FROM _sync_model WHERE invalid_reason IS NOT NULL
+SELECT $sync, $run_id, key, invalid_reason, now() FROM {model} WHERE invalid_reason IS NOT NULL
 """
 LEFT_OUT_SQL = """
 INSERT INTO sync.left_out_rows
-SELECT $sync, $run_id, key, left_out_reason, now() FROM _sync_model WHERE left_out_reason IS NOT NULL
+SELECT $sync, $run_id, key, left_out_reason, now() FROM {model} WHERE left_out_reason IS NOT NULL
 """
 
 
@@ -194,10 +194,10 @@ def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> i
     return int(removed)
 
 
-def record_invalid(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> None:
-    """Keep the plan's invalid rows and the rows it left out, with their reasons."""
-    conn.execute(INVALID_SQL, {"sync": sync, "run_id": run_id})
-    conn.execute(LEFT_OUT_SQL, {"sync": sync, "run_id": run_id})
+def record_invalid(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, model: str) -> None:
+    """Keep the invalid rows of the plan's model (the table `model`) and the rows it left out, with their reasons."""
+    conn.execute(INVALID_SQL.format(model=model), {"sync": sync, "run_id": run_id})
+    conn.execute(LEFT_OUT_SQL.format(model=model), {"sync": sync, "run_id": run_id})
 
 
 def open_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
