@@ -55,7 +55,6 @@ CROSSINGS: dict[str, set[str]] = {
     "_subject_profiles": {"privacy/cli.py", "privacy/erasure.py", "privacy/requests.py", "privacy/subject.py"},
     "_subject_records": {"privacy/erasure.py", "privacy/subject.py"},
     "_subject_values": {"privacy/erasure.py", "privacy/requests.py", "privacy/subject.py", "privacy/suppression.py"},
-    "_sync_plan": {"sync/delivery.py", "sync/ledger.py", "sync/plan.py"},
     "_view_profiles": {"identity/profile_changes.py", "identity/profiles.py", "views/build.py", "views/following.py"},
     "eval_cases": {"identity/evaluation.py", "identity/link_check.py"},
     "eval_truth": {"identity/evaluation.py", "identity/link_check.py", "identity/misses.py"},

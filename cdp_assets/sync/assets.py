@@ -214,9 +214,9 @@ def send(conn: duckdb.DuckDBPyConnection, run: ledger.RunRecord, spec: SyncSpec,
     try:
         for step in delivery.STEPS[spec.mode]:
             if step.operation is None:
-                ledger.forget_removed(conn, spec.name, run.run_id)
+                ledger.forget_removed(conn, spec.name, run.run_id, plan.PLAN)
             else:
-                delivery.deliver(conn, spec.name, run.run_id, step, target, options, sent)
+                delivery.deliver(conn, spec.name, run.run_id, step, target, options, sent, plan.PLAN)
     finally:
         run.acknowledged, run.rejected = sent.acknowledged, sent.rejected
         run.batches, run.splits = sent.batches, sent.splits

@@ -64,15 +64,15 @@ REFUSED_REMOVAL = (
 
 
 def batches(
-    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, step: Step, size: int
+    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, step: Step, size: int, plan: str
 ) -> Iterator[list[SyncRecord]]:
-    """The step's rows from _sync_plan, `size` at a time, read batch by batch between the state writes."""
+    """The step's rows from the table `plan`, `size` at a time, read batch by batch between the state writes."""
     after = 0
     skip = REFUSED_REMOVAL if step.after_removal else ""
     params = {"sync": sync, "run_id": run_id} if step.after_removal else {}
     while True:
         rows = conn.execute(
-            f"SELECT seq, key, change, {step.sends} FROM _sync_plan WHERE list_contains($changes, change)"
+            f"SELECT seq, key, change, {step.sends} FROM {plan} WHERE list_contains($changes, change)"
             f" AND seq > $after{skip} ORDER BY seq LIMIT $size",
             {"changes": list(step.changes), "after": after, "size": size, **params},
         ).fetchall()
@@ -90,13 +90,15 @@ def deliver(
     destination: DestinationResource,
     options: Mapping[str, str],
     sent: Sent,
+    plan: str,
 ) -> None:
-    """Send one step's rows; a destination error that retries could not cure propagates (state is as acknowledged)."""
+    """Send one step's rows of the table `plan`; a destination error that retries could not cure propagates (state
+    is as acknowledged)."""
     assert step.operation is not None
     operation: str = step.operation
     waiting: deque[list[SyncRecord]] = deque()  # halves of refused batches, sent before new batches
     in_flight: deque[tuple[int, list[SyncRecord], Any]] = deque()
-    reader = batches(conn, sync, run_id, step, destination.batch_size)
+    reader = batches(conn, sync, run_id, step, destination.batch_size, plan)
 
     def refused(number: int, batch: list[SyncRecord], exc: BatchRefused) -> None:
         if len(batch) == 1:
@@ -108,7 +110,7 @@ def deliver(
         waiting.extendleft([batch[middle:], batch[:middle]])
 
     def settle(number: int, delivery: Delivery) -> None:
-        ledger.acknowledge(conn, sync, run_id, operation, step.stores, delivery, number)
+        ledger.acknowledge(conn, sync, run_id, operation, step.stores, delivery, number, plan=plan)
         sent.acknowledged += len(delivery.acknowledged)
         sent.rejected += len(delivery.rejected)
 
@@ -119,7 +121,7 @@ def deliver(
                 break
             sent.batches += 1
             number = sent.batches
-            ledger.intend(conn, sync, run_id, number, operation, step.stores, [record.key for record in batch])
+            ledger.intend(conn, sync, run_id, number, operation, step.stores, [record.key for record in batch], plan)
             try:
                 ticket = destination.submit(operation, batch, options)
             except BatchRefused as exc:

@@ -23,18 +23,18 @@ REASON_CHARS = 1000
 STORE_SQL = """
 INSERT OR REPLACE INTO sync.state
 SELECT $sync, p.key, p.checksum, p.payload::JSON, a.destination_id, now(), $run_id
-FROM _sync_plan p
+FROM {plan} p
 JOIN (SELECT unnest($keys::VARCHAR[]) AS key, unnest($ids::VARCHAR[]) AS destination_id) a USING (key)
 """
 DROP_SQL = """
 DELETE FROM sync.state
 WHERE sync = $sync AND key IN (
-    SELECT key FROM _sync_plan WHERE change = 'remove' AND key IN (SELECT unnest($keys::VARCHAR[])))
+    SELECT key FROM {plan} WHERE change = 'remove' AND key IN (SELECT unnest($keys::VARCHAR[])))
 """
 DELIVERED_SQL = """
 INSERT INTO sync.deliveries
 SELECT $sync, key, $operation, (CASE WHEN $stores THEN payload ELSE previous END)::JSON, now(), $run_id
-FROM _sync_plan WHERE key IN (SELECT unnest($keys::VARCHAR[]))
+FROM {plan} WHERE key IN (SELECT unnest($keys::VARCHAR[]))
 """
 RESOLVE_SQL = """
 UPDATE sync.rejections SET resolved_at = now(), resolved_run_id = $run_id
@@ -48,16 +48,16 @@ FROM (SELECT unnest($keys::VARCHAR[]) AS key, unnest($reasons::VARCHAR[]) AS rea
 INTEND_SQL = """
 INSERT INTO sync.intents
 SELECT $sync, $run_id, $batch, $operation, $stores, seq, key, change, payload, checksum, previous, NULL, now()
-FROM _sync_plan WHERE key IN (SELECT unnest($keys::VARCHAR[]))
+FROM {plan} WHERE key IN (SELECT unnest($keys::VARCHAR[]))
 """
 INTENT = "sync = $sync AND run_id = $run_id AND batch = $batch"
 UNSETTLED_SQL = """
 SELECT run_id, batch, any_value(operation), any_value(stores), any_value(ticket)
 FROM sync.intents WHERE sync = $sync GROUP BY run_id, batch ORDER BY min(intended_at), batch
 """
-# The plan rows of one intent, as _sync_plan, for `acknowledge` to record a killed run's batch as it would have.
+# The plan rows of one intent, as a plan, for `acknowledge` to record a killed run's batch as it would have.
 RESTORE_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _sync_plan AS
+CREATE OR REPLACE TEMP TABLE {{plan}} AS
 SELECT seq, key, change, payload, checksum, previous FROM sync.intents WHERE {INTENT}
 """
 INTERRUPTED_SQL = """
@@ -109,12 +109,11 @@ class RunRecord:
     rows_read: int | None = None  # rows of the view the plan read
 
 
-def intend(
-    conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, operation: str, stores: bool, keys: list[str]
-) -> None:
-    """Commit the intent to send a batch (its plan rows), before it is sent."""
+def intend(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, operation: str, stores: bool,
+           keys: list[str], plan: str) -> None:
+    """Commit the intent to send a batch (its rows of the table `plan`), before it is sent."""
     params = {"sync": sync, "run_id": run_id, "batch": batch, "operation": operation, "stores": stores, "keys": keys}
-    conn.execute(INTEND_SQL, params)
+    conn.execute(INTEND_SQL.format(plan=plan), params)
 
 
 def note_ticket(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, ticket: str) -> None:
@@ -129,9 +128,9 @@ def unsettled(conn: duckdb.DuckDBPyConnection, sync: str) -> list[tuple[str, int
     return conn.execute(UNSETTLED_SQL, {"sync": sync}).fetchall()
 
 
-def restore_plan(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int) -> None:
-    """Make one intent's rows the current _sync_plan (before the run plans anew)."""
-    conn.execute(RESTORE_SQL, {"sync": sync, "run_id": run_id, "batch": batch})
+def restore_plan(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, batch: int, into: str) -> None:
+    """Make one intent's rows a plan: TEMP `into`."""
+    conn.execute(RESTORE_SQL.format(plan=into), {"sync": sync, "run_id": run_id, "batch": batch})
 
 
 def close_interrupted(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> int:
@@ -151,22 +150,26 @@ def acknowledge(
     delivery: Delivery,
     batch: int,
     unconfirmed: Sequence[str] = (),
+    *,
+    plan: str,
 ) -> None:
     """Move state for what the destination took (store the new state, or drop a removed key's), log each delivery,
-    keep its refusals and settle the batch's intent, in one transaction. `unconfirmed` keys are ones a destination
-    may have taken but cannot say: logged as delivered, their state left for the plan to send them again."""
+    keep its refusals and settle the batch's intent, in one transaction; the batch's rows are those of the table
+    `plan`. `unconfirmed` keys are ones a destination may have taken but cannot say: logged as delivered, their state
+    left for the plan to send them again."""
     params = {"sync": sync, "run_id": run_id}
     keys = list(delivery.acknowledged)
     conn.begin()
     try:
         if keys and stores:
             ids = [delivery.acknowledged[key] for key in keys]
-            conn.execute(STORE_SQL, {**params, "keys": keys, "ids": ids})
+            conn.execute(STORE_SQL.format(plan=plan), {**params, "keys": keys, "ids": ids})
         elif keys:
-            conn.execute(DROP_SQL, {"sync": sync, "keys": keys})
+            conn.execute(DROP_SQL.format(plan=plan), {"sync": sync, "keys": keys})
         if keys or unconfirmed:
             delivered = [*keys, *unconfirmed]
-            conn.execute(DELIVERED_SQL, {**params, "operation": operation, "stores": stores, "keys": delivered})
+            conn.execute(DELIVERED_SQL.format(plan=plan),
+                         {**params, "operation": operation, "stores": stores, "keys": delivered})
         if keys:
             conn.execute(RESOLVE_SQL, {**params, "keys": keys})
         if delivery.rejected:
@@ -181,10 +184,10 @@ def acknowledge(
     conn.commit()
 
 
-def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str) -> int:
-    """Upsert mode leaves the destination's copy of a row that left the view; state forgets it, and a refusal of
-    it is no longer waiting to be taken."""
-    gone = "key IN (SELECT key FROM _sync_plan WHERE change = 'remove')"
+def forget_removed(conn: duckdb.DuckDBPyConnection, sync: str, run_id: str, plan: str) -> int:
+    """Upsert mode leaves the destination's copy of a row that left the view (a removal in the table `plan`); state
+    forgets it, and a refusal of it is no longer waiting to be taken."""
+    gone = f"key IN (SELECT key FROM {plan} WHERE change = 'remove')"
     conn.execute(
         f"UPDATE sync.rejections SET resolved_at = now(), resolved_run_id = $run_id WHERE sync = $sync"
         f" AND resolved_at IS NULL AND {gone}",

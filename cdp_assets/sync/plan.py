@@ -47,6 +47,7 @@ WHERE ({where}){consent}{scope}
 PROFILES = "_sync_profiles"  # TEMP (profile_id): the profiles a following plan reads the rows of
 KEYS = "_sync_keys"  # TEMP (key): the keys a following plan reads the rows and state of
 MODEL = "_sync_model"  # TEMP: every row the plan read, with why it is invalid or left out (ledger.record_invalid)
+PLAN = "_sync_plan"  # TEMP: each change to send, in order, as delivery sends it and the ledger records it
 # A following plan's keys: those its profiles' rows hold now, those they held in the model of the last run, and those
 # a destination still refuses (their state never moved: sent again every run until taken).
 KEYS_SQL = """

@@ -22,6 +22,9 @@ from resources.destinations import Delivery, DestinationResource
 EVERY_CHANGE = ("add", "change", "remove")
 
 
+RECOVERED = "_recovered_plan"  # TEMP: the rows of the batch being settled, as its intent kept them
+
+
 @dataclass
 class Recovered:
     batches: int = 0
@@ -37,14 +40,14 @@ def recover(
     """Settle every unsettled batch of the sync's earlier runs, then close those runs' log rows."""
     done = Recovered()
     for earlier, batch, operation, stores, ticket in ledger.unsettled(conn, sync):
-        ledger.restore_plan(conn, sync, earlier, batch)
+        ledger.restore_plan(conn, sync, earlier, batch, RECOVERED)
         step = delivery.Step(EVERY_CHANGE, operation, "payload" if stores else "previous", stores)
-        records = [record for part in delivery.batches(conn, sync, earlier, step, destination.batch_size)
+        records = [record for part in delivery.batches(conn, sync, earlier, step, destination.batch_size, RECOVERED)
                    for record in part]  # fmt: skip
         answer = destination.recover(operation, records, ticket)
         unconfirmed = [record.key for record in records] if answer is None else []
         answer = answer or Delivery()
-        ledger.acknowledge(conn, sync, earlier, operation, stores, answer, batch, unconfirmed)
+        ledger.acknowledge(conn, sync, earlier, operation, stores, answer, batch, unconfirmed, plan=RECOVERED)
         done.batches += 1
         done.acknowledged += len(answer.acknowledged)
         done.rejected += len(answer.rejected)
