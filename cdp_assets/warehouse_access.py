@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -26,6 +26,7 @@ REPORT_SECONDS = 15.0
 HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 COMMAND_CHARS = 100  # a run worker's command line carries its serialised arguments
 T = TypeVar("T")
+PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def add_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +124,12 @@ def runs_in_progress() -> str:
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(RunsFilter(statuses=going), limit=5)
     return ", ".join(f"run {run.run_id[:8]} of {run.job_name}" for run in runs)
+
+
+def named(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Those of `params` that `sql` names (DuckDB refuses unused ones)."""
+    used = set(PARAMETER.findall(sql))
+    return {name: value for name, value in params.items() if name in used}
 
 
 def has_tables(conn: duckdb.DuckDBPyConnection, schema: str, *names: str) -> bool:

@@ -30,7 +30,6 @@ RUN_BY_NAME = {"cdp_assets/views/sql": "cdp_assets/views/build.py"}
 CROSSINGS: dict[str, set[str]] = {
     "_affected_profiles": {"identity/lifecycle.py", "identity/profile_changes.py", "identity/profiles.py",
         "views/timeline.py"},
-    "_basis": {"identity/basis.py", "identity/increment.py", "identity/resolution.py"},
     "_followed": {"changes.py", "identity/increment.py", "identity/profile_changes.py", "identity/profiles.py",
         "privacy/consent.py", "views/following.py"},
     "_graph_identifiers": {"identity/resolution.py", "identity/shared.py"},
@@ -44,7 +43,9 @@ CROSSINGS: dict[str, set[str]] = {
     "_record_labels": {"identity/resolution.py", "identity/shared.py"},
     "_record_nodes": {"identity/resolution.py", "identity/shared.py"},
     "_region_profiles": {"bench/reach.py", "identity/increment.py", "identity/resolution.py"},
-    "_scope_records": {"identity/lifecycle.py", "identity/profiles.py", "views/timeline.py"},
+    "_region_records": {"identity/increment.py", "identity/resolution.py"},
+    "_scope_records": {"identity/lifecycle.py", "identity/profile_changes.py", "identity/profiles.py",
+        "views/timeline.py"},
     "_shared": {"identity/resolution.py", "identity/shared.py"},
     "_shared_holders": {"identity/shared.py", "privacy/subject.py"},
     "_shared_verdicts": {"identity/shared.py", "privacy/subject.py"},
@@ -55,7 +56,6 @@ CROSSINGS: dict[str, set[str]] = {
     "_subject_profiles": {"privacy/cli.py", "privacy/erasure.py", "privacy/requests.py", "privacy/subject.py"},
     "_subject_records": {"privacy/erasure.py", "privacy/subject.py"},
     "_subject_values": {"privacy/erasure.py", "privacy/requests.py", "privacy/subject.py", "privacy/suppression.py"},
-    "_view_profiles": {"identity/profile_changes.py", "identity/profiles.py", "views/build.py", "views/following.py"},
     "eval_cases": {"identity/evaluation.py", "identity/link_check.py"},
     "eval_truth": {"identity/evaluation.py", "identity/link_check.py", "identity/misses.py"},
 }
@@ -90,12 +90,21 @@ def _modules() -> dict[str, str]:
 def crossings() -> dict[str, set[str]]:
     """Every temporary table more than one module names, with the modules naming it."""
     texts = _modules()
-    constants = {name: value for path in texts
-                 for name, value in _constants(ast.parse((ROOT / path).read_text())).items()}  # fmt: skip
+    constants = {path: _constants(ast.parse((ROOT / path).read_text())) for path in texts}
+
+    def resolve(path: str, name: str) -> str:
+        """A `{CONSTANT}` or `{module.CONSTANT}` in `path`'s text: the module's own, or the one of that name."""
+        *module, constant = name.strip("{}").split(".")
+        if not module and constant in constants[path]:
+            return constants[path][constant]
+        values = {found[constant] for other, found in constants.items() if constant in found
+                  and (not module or Path(other).stem == module[0])}  # fmt: skip
+        return values.pop() if len(values) == 1 else ""
+
     naming: dict[str, set[str]] = defaultdict(set)
     for path, text in texts.items():
         for name in [*NAMED.findall(text), *REGISTERED.findall(text)]:
-            table = constants.get(name.strip("{}").split(".")[-1], "") if name.startswith("{") else name
+            table = resolve(path, name) if name.startswith("{") else name
             if table.startswith("_") or table.startswith("eval_"):
                 naming[table.rstrip("_")].add(path.removeprefix("cdp_assets/"))
     return {table: paths for table, paths in naming.items() if len(paths) > 1}

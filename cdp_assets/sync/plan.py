@@ -19,7 +19,6 @@ the state of keys outside the log may differ from the model), with `full_refresh
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,9 @@ from cdp_assets.privacy import consent
 from cdp_assets.sync import breaker
 from cdp_assets.sync.specs import SyncSpec
 from cdp_assets.views import following
+from cdp_assets.warehouse_access import named
 
 SQL = Path(__file__).parent / "sql"
-PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 SOURCE_SQL = """
 CREATE OR REPLACE TEMP TABLE _sync_source AS
@@ -191,8 +190,7 @@ def source_sql(spec: SyncSpec, columns: set[str], follows: bool = False) -> tupl
     if spec.key_type:
         params["_key_type"] = spec.key_type
     params.update(spec.params)
-    used = set(PARAMETER.findall(sql))
-    return sql, {name: v for name, v in params.items() if name in used}
+    return sql, named(sql, params)
 
 
 def view_columns(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> set[str]:

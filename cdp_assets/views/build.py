@@ -1,6 +1,5 @@
 """How each team view is built: the temp tables it needs, its SQL file in `sql/`, and its parameters."""
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ from cdp_assets import glossary, lineage
 from cdp_assets.privacy import consent
 from cdp_assets.views import audiences, following, timeline
 from cdp_assets.views.policy import Policy
-from cdp_assets.warehouse_access import has_tables
+from cdp_assets.warehouse_access import has_tables, named
 
 SQL = Path(__file__).parent / "sql"
-PARAMETER = re.compile(r"\$([a-z_][a-z0-9_]*)")
 EMAIL_PURPOSE = "email_marketing"  # the purpose an email address's own subscription speaks to
 ANALYTICS_PURPOSE = "analytics"  # the purpose product usage needs
 
@@ -25,8 +23,8 @@ def run_sql(conn: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) 
 
 
 def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-    """Run `sql` with those of `params` it names (DuckDB refuses unused ones)."""
-    return conn.execute(sql, {key: params[key] for key in set(PARAMETER.findall(sql))})
+    """Run `sql` with those of `params` it names."""
+    return conn.execute(sql, named(sql, params))
 
 
 # The currencies to convert: of people and accounts; of Stripe's billing, by party.
@@ -115,6 +113,7 @@ def params(policy: Policy) -> dict[str, Any]:
         "default_territory": policy.default_territory,
         "email_purpose": EMAIL_PURPOSE,
         "analytics_purpose": ANALYTICS_PURPOSE,
+        "view_profiles": following.SCOPE,  # the profiles a following view's build makes (`query_table`)
         **glossary.params(),
     }
 
@@ -143,12 +142,8 @@ def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     rules = audiences.load()
     clocked = audiences.clocked_sql(rules)
     if clocked is not None:  # run by a whole build too (reading nothing), so a clock that cannot run fails every build
-        sql, clock_params = clocked
-        execute(conn, f"INSERT INTO {following.SCOPE} SELECT profile_id FROM ({sql}) WHERE $following"
-                      f" EXCEPT FROM {following.SCOPE}",
-                {**clock_params, "since": position.since, "as_of": position.as_of,
-                 "following": position.whole is None})  # fmt: skip
-    run_sql(conn, "audience_facts", {})
+        following.widen(conn, position, *clocked)
+    run_sql(conn, "audience_facts", {"view_profiles": following.SCOPE})
     sql, members_params = audiences.members_sql(rules, set(consent.load().purposes), "_audience_facts",
                                                 "_audience_members")
     conn.execute(sql, members_params)
@@ -158,8 +153,8 @@ def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         previous = "SELECT NULL::VARCHAR AS profile_id, NULL::VARCHAR AS audience, NULL::TIMESTAMPTZ AS member_since" \
                    " LIMIT 0"  # fmt: skip
     elif position.whole is None:
-        previous += f" WHERE profile_id IN (FROM {following.SCOPE})"
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _previous_members AS {previous}")
+        previous += " WHERE profile_id IN (FROM query_table($view_profiles))"
+    execute(conn, f"CREATE OR REPLACE TEMP TABLE _previous_members AS {previous}", {"view_profiles": following.SCOPE})
     run_sql(conn, name, {})
     made = following.write(conn, name, position)
     # Who entered and left, over the profiles made (every one in a whole build): no other row changed.

@@ -27,6 +27,7 @@ from cdp_assets import changes, glossary
 from cdp_assets.identity import lifecycle, profile_changes
 from cdp_assets.identity.profiles import ACCOUNT_PEOPLE, EMAIL_FOLLOWER
 from cdp_assets.privacy import consent
+from cdp_assets.warehouse_access import named
 
 SCOPE = "_view_profiles"  # TEMP (profile_id): the profiles whose rows a build makes
 PEOPLE_PRODUCERS = (profile_changes.FOLLOWER, lifecycle.FOLLOWER, consent.FOLLOWER, ACCOUNT_PEOPLE)
@@ -94,6 +95,16 @@ def scope(conn: duckdb.DuckDBPyConnection, name: str) -> changes.Position:
     else:
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT profile_id FROM {following.rows_of}")
     return position
+
+
+def widen(conn: duckdb.DuckDBPyConnection, position: changes.Position, profiles: str,
+          params: dict[str, Any]) -> None:
+    """Add to SCOPE the profiles the query `profiles` selects between the position's moments (`$since`, `$as_of`),
+    when it follows its changes; run by a whole build too, reading nothing, so a query that cannot run fails every
+    build."""
+    sql = f"INSERT INTO {SCOPE} SELECT profile_id FROM ({profiles}) WHERE $following EXCEPT FROM {SCOPE}"
+    conn.execute(sql, named(sql, {**params, "since": position.since, "as_of": position.as_of,
+                                  "following": position.whole is None}))
 
 
 def write(conn: duckdb.DuckDBPyConnection, name: str, position: changes.Position) -> dict[str, Any]:

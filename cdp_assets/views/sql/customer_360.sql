@@ -2,7 +2,7 @@
 -- the product go for them, and what they agreed to. `crm_contact_id` is the live HubSpot contact holding the
 -- person's email; `help_desk_user_id` and `help_desk_email` the person's most recently updated live Zendesk user,
 -- so a sync writes onto the records those tools already have.
--- Made here as TEMP _customer_360 for the profiles of TEMP _view_profiles (all, or those a following build makes
+-- Made here as TEMP _customer_360 for the profiles of $view_profiles (all, or those a following build makes
 -- again: views/following.py).
 CREATE OR REPLACE TEMP TABLE _customer_360 AS
 WITH help_desk AS (
@@ -13,7 +13,7 @@ WITH help_desk AS (
     FROM identity.record_profiles rp
     JOIN staging.zendesk__users u ON u.user_id = rp.record_id
     JOIN identity.identifiers i ON i.stream = rp.stream AND i.record_id = rp.record_id AND i.id_type = 'email'
-    WHERE rp.stream = 'zendesk.users' AND NOT u.is_deleted AND rp.profile_id IN (FROM _view_profiles)
+    WHERE rp.stream = 'zendesk.users' AND NOT u.is_deleted AND rp.profile_id IN (FROM query_table($view_profiles))
     GROUP BY rp.profile_id
 )
 SELECT
@@ -37,5 +37,5 @@ LEFT JOIN identity.accounts a ON a.account_id = ap.account_id
 LEFT JOIN staging.hubspot__contacts c
     ON p.email_source = 'hubspot.contacts' AND c.contact_id = p.email_record_id AND NOT c.is_deleted
 LEFT JOIN help_desk hd ON hd.profile_id = p.profile_id
-WHERE p.profile_id IN (FROM _view_profiles)
+WHERE p.profile_id IN (FROM query_table($view_profiles))
 ORDER BY p.profile_id

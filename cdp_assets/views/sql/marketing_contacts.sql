@@ -2,19 +2,19 @@
 -- one their email audience rows carry, `privacy.consented_addresses`: an address that consented, their golden one
 -- first, else their most engaged), what an engagement platform personalises on, and the email audiences they are in.
 -- Synced to Braze.
--- Made here as TEMP _marketing_contacts for the profiles of TEMP _view_profiles (all, or those a following build makes
+-- Made here as TEMP _marketing_contacts for the profiles of $view_profiles (all, or those a following build makes
 -- again: views/following.py).
 CREATE OR REPLACE TEMP TABLE _marketing_contacts AS
 WITH mailable AS (
     SELECT c.profile_id, c.email, a.best_send_hour
     FROM privacy.consented_addresses c
     JOIN views.marketing_email_addresses a USING (profile_id, email)
-    WHERE c.purpose = $email_purpose AND a.is_mailable AND c.profile_id IN (FROM _view_profiles)
+    WHERE c.purpose = $email_purpose AND a.is_mailable AND c.profile_id IN (FROM query_table($view_profiles))
 ),
 memberships AS (
     SELECT profile_id, list(audience ORDER BY audience) AS audiences
     FROM views.marketing_audiences
-    WHERE purpose = $email_purpose AND profile_id IN (FROM _view_profiles)
+    WHERE purpose = $email_purpose AND profile_id IN (FROM query_table($view_profiles))
     GROUP BY profile_id
 )
 SELECT

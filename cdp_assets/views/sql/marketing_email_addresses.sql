@@ -1,7 +1,7 @@
 -- views.marketing_email_addresses: one row per email address, with its engagement, best send hour and consent.
 -- A purpose holds for an address when privacy.address_consent says the purpose may use it: the person allows it, the
 -- address itself has no current refusal and, for an opt-in purpose, a current grant binds the address itself.
--- Made here as TEMP _marketing_email_addresses for the addresses on the profiles of TEMP _view_profiles
+-- Made here as TEMP _marketing_email_addresses for the addresses on the profiles of $view_profiles
 -- (views/following.py).
 CREATE OR REPLACE TEMP TABLE _marketing_email_addresses AS
 WITH address_purposes AS (
@@ -10,7 +10,7 @@ WITH address_purposes AS (
         coalesce(list(purpose ORDER BY purpose) FILTER (WHERE allowed), []) AS purposes,
         any_value(state) FILTER (WHERE purpose = $email_purpose) AS email_marketing_consent
     FROM privacy.address_consent
-    WHERE profile_id IN (FROM _view_profiles)
+    WHERE profile_id IN (FROM query_table($view_profiles))
     GROUP BY ALL
 )
 SELECT
@@ -25,5 +25,5 @@ SELECT
     (SELECT any_value(as_of) FROM identity.person_lifecycle) AS as_of
 FROM identity.email_addresses a
 LEFT JOIN address_purposes ap USING (profile_id, email)
-WHERE a.profile_id IN (FROM _view_profiles)
+WHERE a.profile_id IN (FROM query_table($view_profiles))
 ORDER BY a.email

@@ -1,6 +1,6 @@
 -- views.product_usage_people: one row per product user who has not refused analytics, pseudonymous (profile id,
 -- no contact details): activity over 7 and 30 days, features, where they are in the signup-to-paid funnel.
--- Made here as TEMP _product_usage_people for the profiles of TEMP _view_profiles (views/following.py).
+-- Made here as TEMP _product_usage_people for the profiles of $view_profiles (views/following.py).
 CREATE OR REPLACE TEMP TABLE _product_usage_people AS
 SELECT
     l.profile_id,
@@ -26,5 +26,5 @@ JOIN identity.person_profiles p USING (profile_id)
 JOIN privacy.purposes pr USING (profile_id)
 LEFT JOIN identity.account_people ap ON ap.profile_id = l.profile_id AND ap.is_primary
 WHERE l.last_product_at IS NOT NULL AND list_contains(pr.purposes, $analytics_purpose)
-  AND l.profile_id IN (FROM _view_profiles)
+  AND l.profile_id IN (FROM query_table($view_profiles))
 ORDER BY l.profile_id
