@@ -31,7 +31,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from cdp_assets.privacy.erasure import NAMES_SUBJECT, SCRUBBED
+from cdp_assets.privacy.erasure import SCRUBBED, names_subject
 from cdp_assets.privacy.redact import redacted
 from cdp_assets.warehouse_access import when_unlocked
 from resources import DEFAULT_WAREHOUSE
@@ -188,14 +188,14 @@ def forget(path: Path, named: set[str]) -> int:
     """Scrub the alerts whose text names a person deleted on request (a profile, record or destination id survives
     redaction, as in `sync.runs`): the rows stay, they count failures; the texts go. Alerts scrubbed."""
     with store(path) as conn:
-        conn.execute("CREATE TEMP TABLE _subject_named AS SELECT unnest($named::VARCHAR[]) AS value",
+        conn.execute("CREATE TEMP TABLE _forgotten AS SELECT unnest($named::VARCHAR[]) AS value",
                      {"named": sorted(named)})  # fmt: skip
         scrubbed = conn.execute(
             f"""
             UPDATE alerts SET summary = $scrubbed, failed_steps = [$scrubbed] WHERE rowid IN (
                 SELECT rowid FROM (SELECT rowid, summary || ' ' || array_to_string(failed_steps, ' ') AS message
                                    FROM alerts)
-                WHERE {NAMES_SUBJECT})
+                WHERE {names_subject("_forgotten")})
             """,
             {"scrubbed": SCRUBBED},
         ).fetchone()

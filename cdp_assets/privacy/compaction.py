@@ -94,15 +94,6 @@ def compact(path: Path, memory_limit: str = "3GB") -> Compacted:
     return Compacted(path, before, on_disk(path), time.monotonic() - started)
 
 
-def subject_named(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    """What names the subject of the deletion just carried out (erasure's `_subject_named`), kept for the alert
-    store's scrub after the connection, and its temp tables, are gone."""
-    exists = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_subject_named'")
-    if not exists.fetchone()[0]:
-        return set()
-    return {value for (value,) in conn.execute("SELECT value FROM _subject_named WHERE value IS NOT NULL").fetchall()}
-
-
 def after_erasure(warehouse: Path, alerts: Path, named: set[str], memory_limit: str) -> list[Compacted]:
     """The warehouse compacted, then the alert store scrubbed of the subjects' values and compacted."""
     done = [compact(warehouse, memory_limit)]

@@ -29,12 +29,13 @@ RECORD = "(stream, record_id) IN (SELECT stream, record_id FROM _subject_records
 KEYS = "key IN (SELECT value FROM _subject_values WHERE id_type IN ('email', 'profile'))"
 LAYERS = ("raw", "staging", "quarantine", "identity", "privacy", "views", "sync")
 SCRUBBED = "(erased: it named a person deleted on request)"
-# A log's text names the subject when it holds one of `_subject_named`'s values as a whole token, so a short id
-# inside a longer number or word does not count.
-NAMES_SUBJECT = (
-    "EXISTS (SELECT 1 FROM _subject_named WHERE length(value) >= 4 AND regexp_matches(lower(message), "
-    "'(^|[^0-9a-z])' || regexp_escape(lower(value)) || '($|[^0-9a-z])'))"
-)
+
+
+def names_subject(named: str) -> str:
+    """The condition that a log's `message` names the subject: it holds one of the values of the table `named` as a
+    whole token, so a short id inside a longer number or word does not count."""
+    return (f"EXISTS (SELECT 1 FROM {named} WHERE length(value) >= 4 AND regexp_matches(lower(message), "
+            "'(^|[^0-9a-z])' || regexp_escape(lower(value)) || '($|[^0-9a-z])'))")
 
 
 def _profiles(*columns: str) -> str:
@@ -116,7 +117,7 @@ IDENTITY_TARGETS = (  # the memo first: its condition reads identity.identifiers
 OTHER_TARGETS = (
     Target("raw._full_pull_seen", "(stream, record_id) IN (SELECT raw_table, record_id FROM _subject_landings)"),
     Target("raw._echoes", "(raw_table, landing_id) IN (SELECT raw_table, landing_id FROM _subject_landings)"),
-    Target("sync.runs", NAMES_SUBJECT, scrub="message"),
+    Target("sync.runs", names_subject("_subject_named"), scrub="message"),
     Target("privacy.consent_ledger", PROFILE),
     Target("privacy.consent", PROFILE),
     Target("privacy.address_consent", f"{PROFILE} OR {_typed(repr('email'), 'email')}"),
@@ -190,6 +191,15 @@ def _name_subject(conn: duckdb.DuckDBPyConnection, present: set[str]) -> None:
     phones = conn.execute("SELECT value FROM _subject_values WHERE id_type = 'phone'").fetchall()
     forms = sorted({form for (e164,) in phones for form in _phone_forms(e164)})
     conn.execute("INSERT INTO _subject_named SELECT unnest($forms::VARCHAR[])", {"forms": forms})
+
+
+def subject_named(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """What names the subject of the deletion just carried out (`_subject_named`), kept for the alert store's scrub
+    after the connection, and its temp tables, are gone."""
+    exists = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_subject_named'")
+    if not exists.fetchone()[0]:
+        return set()
+    return {value for (value,) in conn.execute("SELECT value FROM _subject_named WHERE value IS NOT NULL").fetchall()}
 
 
 def erase(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

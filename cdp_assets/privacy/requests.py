@@ -171,8 +171,9 @@ def delete(
     """
     kept = suppression.suppress(conn, privacy.salt, request.request_id)
     act(conn, request.request_id, "privacy.suppressions", "suppressed", kept)
-    conn.execute("UPDATE privacy.requests SET candidates = (SELECT count(*) FROM _subject_candidates)"
-                 " WHERE request_id = $id", {"id": request.request_id})  # left for review: `cdp privacy status`
+    # The profiles left for review (`cdp privacy status`).
+    conn.execute("UPDATE privacy.requests SET candidates = $candidates WHERE request_id = $id",
+                 {"candidates": len(subject.candidates(conn)), "id": request.request_id})
     found = whom_to_forget(conn)
     waiting = request.pending or {name: {} for name in destinations}
     request.pending = {name: asdict(merged(found, earlier)) for name, earlier in waiting.items()}
@@ -323,7 +324,7 @@ def process_privacy_requests(context: OpExecutionContext, config: RequestsConfig
                 status = "failed"
             if request.kind == "deletion" and status != "not_found":  # a failed one may have erased already
                 deletions.append(request.request_id)
-                named |= compaction.subject_named(conn)
+                named |= erasure.subject_named(conn)
             if status in FINAL:
                 inbox.close(folder, request.request_id)
             context.log.info(f"{request.request_id} ({request.kind}): {status} in {time.monotonic() - started:.1f}s")
