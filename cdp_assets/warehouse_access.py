@@ -27,6 +27,7 @@ HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid
 COMMAND_CHARS = 100  # a run worker's command line carries its serialised arguments
 T = TypeVar("T")
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+COMMENT = re.compile(r"--[^\n]*")
 
 
 def add_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -127,8 +128,8 @@ def runs_in_progress() -> str:
 
 
 def named(sql: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Those of `params` that `sql` names (DuckDB refuses unused ones)."""
-    used = set(PARAMETER.findall(sql))
+    """Those of `params` that `sql` names outside its comments (DuckDB refuses unused ones)."""
+    used = set(PARAMETER.findall(COMMENT.sub("", sql)))
     return {name: value for name, value in params.items() if name in used}
 
 

@@ -4,9 +4,10 @@ module needs of it is handed over (a name passed as an argument, a function's re
 shows.
 
 Temporary tables are found in the code's text by their names, as SQL reads and writes them (after FROM, JOIN, INTO,
-TABLE, VIEW or UPDATE: `_<name>`, or a `{CONSTANT}` naming one) and as `register("<name>", ...)` makes them. CROSSINGS
-are those not yet taken apart (issue 26); the list must stay exact, so one taken apart is struck from it, and a new
-one fails.
+TABLE, VIEW or UPDATE: `_<name>` or `eval_<name>`, or a `{CONSTANT}` naming one, which must resolve) and as
+`register("<name>", ...)` makes them. A name built any other way (`{a if b else c}`, lower-case SQL) goes unseen.
+CROSSINGS are those not yet taken apart (issue 26); the list must stay exact, so one taken apart is struck from it,
+and a new one fails.
 """
 
 from __future__ import annotations
@@ -60,13 +61,20 @@ CROSSINGS: dict[str, set[str]] = {
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
-    """Module-level NAME = "string" assignments."""
+    """Module-level string constants: NAME = "..." and NAME, OTHER = "...", "..."."""
     found = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Constant) \
-                and isinstance(node.value.value, str):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            found.update({t.id: node.value.value for t in targets if isinstance(t, ast.Name)})
+        if isinstance(node, ast.AnnAssign):
+            pairs = [(node.target, node.value)]
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
+                and isinstance(node.value, ast.Tuple):
+            pairs = list(zip(node.targets[0].elts, node.value.elts, strict=False))
+        elif isinstance(node, ast.Assign):
+            pairs = [(target, node.value) for target in node.targets]
+        else:
+            continue
+        found.update({target.id: value.value for target, value in pairs if isinstance(target, ast.Name)
+                      and isinstance(value, ast.Constant) and isinstance(value.value, str)})  # fmt: skip
     return found
 
 
@@ -103,6 +111,7 @@ def crossings() -> dict[str, set[str]]:
     for path, text in texts.items():
         for name in [*NAMED.findall(text), *REGISTERED.findall(text)]:
             table = resolve(path, name) if name.startswith("{") else name
+            assert table, f"{path}: {name} names no one string constant, so what it names cannot be told"
             if table.startswith("_") or table.startswith("eval_"):
                 naming[table.rstrip("_")].add(path.removeprefix("cdp_assets/"))
     return {table: paths for table, paths in naming.items() if len(paths) > 1}

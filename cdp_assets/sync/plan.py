@@ -31,7 +31,7 @@ from cdp_assets.identity import resolution
 from cdp_assets.privacy import consent
 from cdp_assets.sync import breaker
 from cdp_assets.sync.specs import SyncSpec
-from cdp_assets.views import following
+from cdp_assets.views import following, policy
 from cdp_assets.warehouse_access import named
 
 SQL = Path(__file__).parent / "sql"
@@ -234,10 +234,10 @@ def producers(spec: SyncSpec) -> list[str]:
 
 
 def reads(spec: SyncSpec) -> set[str]:
-    """The tables and producers a sync reads, derived from what it runs: its plan's query (every field taken as an
-    expression, so one reading a table counts), the circuit breaker's measure, and the log a following plan reads."""
+    """The tables and producers a sync reads, derived from what it runs: its plan's query (over the columns its view's
+    policy lists), the circuit breaker's measure, and the log a following plan reads."""
     follows = spec.view in following.FOLLOWING
-    sql, _ = source_sql(spec, set(), follows=follows)
+    sql, _ = source_sql(spec, set(policy.load().views[spec.view].columns), follows=follows)
     return lineage.tables_read(sql, breaker.IDENTITY_SQL) | set(producers(spec) if follows else ())
 
 

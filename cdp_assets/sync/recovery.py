@@ -20,8 +20,6 @@ from cdp_assets.sync import delivery, ledger
 from resources.destinations import Delivery, DestinationResource
 
 EVERY_CHANGE = ("add", "change", "remove")
-
-
 RECOVERED = "_recovered_plan"  # TEMP: the rows of the batch being settled, as its intent kept them
 
 

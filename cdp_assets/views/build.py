@@ -95,14 +95,17 @@ def dependencies(name: str) -> tuple[str, ...]:
     """The assets the view `name` reads ("layer/name"), derived from what its build runs: its SQL, its prepare
     steps' and its builder's (the change log it follows, the audiences' clocks, the timeline's records)."""
     sql = [(SQL / f"{name}.sql").read_text(), *(text for step in PREPARED.get(name, ()) for text in PREPARE_SQL[step])]
-    code: tuple[str, ...] = ()
-    if name == "marketing_audiences":
-        sql += [(SQL / "audience_facts.sql").read_text(), audiences.CLOCKED_SQL.format(clock="NULL")]
+    reads: tuple[str, ...] = ()
+    if name == "marketing_audiences":  # the audiences as audiences.yaml declares them, their conditions and clocks
+        rules = audiences.load()
+        sql += [(SQL / "audience_facts.sql").read_text(),
+                audiences.members_sql(rules, set(consent.load().purposes), "_audience_facts", "_audience_members")[0]]
+        sql += [clocked[0] for clocked in [audiences.clocked_sql(rules)] if clocked is not None]
     if name == timeline.FOLLOWER.split(".")[1]:
-        code = timeline.READS
+        reads = timeline.READS
     elif name in following.FOLLOWING:
-        code = following.FOLLOWING[name].reads
-    return lineage.assets_of((lineage.tables_read(*sql) | set(code)) - {f"views.{name}"})
+        reads = following.FOLLOWING[name].reads
+    return lineage.assets_of((lineage.tables_read(*sql) | set(reads)) - {f"views.{name}"})
 
 
 def params(policy: Policy) -> dict[str, Any]:

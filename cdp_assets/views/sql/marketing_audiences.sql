@@ -2,8 +2,8 @@
 -- serves, every purpose the person allows, contact fields for activation, and since when they are a member.
 -- `email` is the address the audience's purpose may use (`privacy.consented_addresses`: for an opt-in purpose, one
 -- that consented); a person with none is no member of an audience whose purpose is opt-in.
--- Made here as TEMP _marketing_audiences for the profiles of _audience_facts (those of the profiles the build makes: all, or
--- those a following build makes again, views/following.py), from _audience_members (audiences.yaml) and
+-- Made here as TEMP _marketing_audiences for the profiles of _audience_facts (all, or those a following build makes
+-- again, views/following.py), from _audience_members (audiences.yaml) and
 -- _previous_members (their rows before this build).
 CREATE OR REPLACE TEMP TABLE _marketing_audiences AS
 SELECT
