@@ -12,19 +12,20 @@ import sqlglot
 from sqlglot import exp
 
 from cdp_assets.identity import resolution
-from cdp_assets.identity.profiles import ACCOUNT_PEOPLE, ACCOUNTS, HOLDERS
+from cdp_assets.identity.assets import GRAPH_KEY
+from cdp_assets.identity.profiles import ACCOUNT_PEOPLE, ACCOUNTS, EMAIL_FOLLOWER, HOLDERS
 from cdp_assets.privacy import consent
 
 SCHEMAS = ("raw", "staging", "quarantine", "identity", "views", "sync", "privacy")
 WRITES = (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Drop, exp.Alter, exp.TruncateTable)
-GRAPH = "identity/identity_graph"
+GRAPH = GRAPH_KEY.to_user_string()
 # Tables (and change-log producers) an asset writes beside the one of its own name, from the lists its module keeps.
 WRITTEN_BY: dict[str, str] = {
     **{f"identity.{table}": GRAPH for table in resolution.GRAPH_TABLES},
     resolution.PRODUCER: GRAPH,
     **dict.fromkeys(consent.TABLES, consent.CONSENT_KEY.to_user_string()),
     ACCOUNT_PEOPLE: ACCOUNTS.replace(".", "/"),
-    HOLDERS: "identity/email_addresses",
+    HOLDERS: EMAIL_FOLLOWER.replace(".", "/"),
 }
 
 

@@ -82,6 +82,8 @@ PREPARE_SQL: dict[str, tuple[str, ...]] = {
     "billing": (glossary.MACROS.read_text(), (SQL / "_billing.sql").read_text(), BILLING_CURRENCIES),
     "territories": (),
 }
+# The audiences' tables: the facts of each person their conditions read (sql/audience_facts.sql), and the members.
+AUDIENCE_FACTS, AUDIENCE_MEMBERS = "_audience_facts", "_audience_members"
 # Each view's prepare steps (none: a view not named).
 PREPARED = {
     "marketing_audiences": ("money",),
@@ -99,7 +101,7 @@ def dependencies(name: str) -> tuple[str, ...]:
     if name == "marketing_audiences":  # the audiences as audiences.yaml declares them, their conditions and clocks
         rules = audiences.load()
         sql += [(SQL / "audience_facts.sql").read_text(),
-                audiences.members_sql(rules, set(consent.load().purposes), "_audience_facts", "_audience_members")[0]]
+                audiences.members_sql(rules, set(consent.load().purposes), AUDIENCE_FACTS, AUDIENCE_MEMBERS)[0]]
         sql += [clocked[0] for clocked in [audiences.clocked_sql(rules)] if clocked is not None]
     if name == timeline.FOLLOWER.split(".")[1]:
         reads = timeline.READS
@@ -147,8 +149,7 @@ def build_audiences(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     if clocked is not None:  # run by a whole build too (reading nothing), so a clock that cannot run fails every build
         following.widen(conn, position, *clocked)
     run_sql(conn, "audience_facts", {"view_profiles": following.SCOPE})
-    sql, members_params = audiences.members_sql(rules, set(consent.load().purposes), "_audience_facts",
-                                                "_audience_members")
+    sql, members_params = audiences.members_sql(rules, set(consent.load().purposes), AUDIENCE_FACTS, AUDIENCE_MEMBERS)
     conn.execute(sql, members_params)
     # The rows the build replaces: those of the profiles it makes, or every row (a retired profile's too).
     previous = f"SELECT profile_id, audience, member_since FROM views.{name}"
